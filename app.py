@@ -1,0 +1,20 @@
+"""CellScope: the router and the shared sidebar. Run with `make run` (or `streamlit run app.py`)."""
+
+import streamlit as st
+
+from components.sidebar import render_sidebar
+
+
+def run() -> None:
+    st.set_page_config(page_title="CellScope", page_icon="🔬", layout="wide")
+    page = st.navigation(
+        [
+            st.Page("pages/data.py", title="Data", icon="🗂️", default=True),
+        ]
+    )
+    render_sidebar()
+    page.run()
+
+
+if __name__ == "__main__":
+    run()

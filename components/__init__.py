@@ -1,0 +1,1 @@
+"""Reusable Streamlit widgets: the only place besides pages/ that imports streamlit."""

@@ -1,0 +1,62 @@
+"""A large image view with channel toggles and label outlines, reused by every page."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core.display import composite, draw_outlines, png_data_uri, thumbnail
+from core.images import CellImage, ChannelInfo
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_composite(_image: CellImage, image_hash: str, channels: tuple[ChannelInfo, ...], visible: tuple[bool, ...]) -> np.ndarray:
+    """RGB merge, cached by pixel hash + display settings (the image itself is not hashed)."""
+    return composite(_image.pixels, channels, visible)
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def cached_thumbnail_uri(_image: CellImage, image_hash: str, channels: tuple[ChannelInfo, ...], size: int = 72) -> str:
+    return png_data_uri(thumbnail(composite(_image.pixels, channels), size))
+
+
+def channel_toggles(image: CellImage, key: str) -> tuple[bool, ...]:
+    """A checkbox per channel, labelled with its name and display colour."""
+    cols = st.columns(max(len(image.channels), 1))
+    return tuple(
+        col.checkbox(
+            f"{ch.name} · {ch.color}",
+            value=True,
+            key=f"{key}_show_{i}",
+            help=f"Show the {ch.role} channel ({ch.name}) in {ch.color}.",
+        )
+        for i, (col, ch) in enumerate(zip(cols, image.channels))
+    )
+
+
+def image_viewer(
+    image: CellImage,
+    *,
+    key: str,
+    overlays: dict[str, tuple[np.ndarray, tuple[int, int, int]]] | None = None,
+) -> None:
+    """Show ``image`` large: channel toggles, ground-truth outlines, optional extra label overlays."""
+    visible = channel_toggles(image, key)
+    show_gt = st.toggle(
+        "Ground-truth outlines",
+        value=image.gt is not None,
+        disabled=image.gt is None,
+        key=f"{key}_gt",
+        help="Draw the outline of every ground-truth cell in yellow." if image.gt is not None
+        else "This image has no ground truth. Upload a label image for it below.",
+    )
+    rgb = cached_composite(image, image.hash, image.channels, visible)
+    if show_gt and image.gt is not None:
+        rgb = draw_outlines(rgb, image.gt)
+    for name, (labels, color) in (overlays or {}).items():
+        rgb = draw_outlines(rgb, labels, color)
+    h, w, c = image.shape
+    caption = f"{image.name} · {w}×{h} · {image.pixels.dtype} · {c} channel{'s' * (c > 1)}"
+    if image.gt is not None:
+        caption += f" · {image.n_cells_gt} ground-truth cells"
+    st.image(rgb, caption=caption, width="stretch")

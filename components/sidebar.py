@@ -1,0 +1,41 @@
+"""The sidebar every page shares: what is loaded and where models run."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components.state import dataset, is_untouched_example
+from models.device import DEVICE_CHOICES, available_devices, resolve_device
+
+
+@st.cache_resource(show_spinner=False)
+def _devices():
+    return available_devices()
+
+
+def render_sidebar() -> None:
+    ds = dataset()
+    with st.sidebar:
+        st.subheader("Dataset")
+        if len(ds) == 0:
+            st.caption("No images loaded. Add some on the **Data** page.")
+        else:
+            s = ds.summary()
+            label = " (example)" if is_untouched_example() else ""
+            st.markdown(
+                f"**{s['images']}** images{label} · **{s['batches']}** batches  \n"
+                f"**{s['with_gt']}** with ground truth · channels: {', '.join(map(str, s['channels']))}"
+            )
+        st.subheader("Compute")
+        devices = _devices()
+        choice = st.selectbox(
+            "Device",
+            DEVICE_CHOICES,
+            key="device_choice",
+            help="Where deep-learning models run. 'auto' uses a CUDA GPU, then Apple MPS, then the CPU.",
+        )
+        try:
+            st.caption(f"Using **{resolve_device(choice)}** · torch sees: " + "; ".join(d.description for d in devices))
+        except ValueError:
+            st.warning(f"No {choice.upper()} device here; models run on the CPU. Torch sees: "
+                       + "; ".join(d.description for d in devices))

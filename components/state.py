@@ -1,0 +1,49 @@
+"""Per-session state shared by the pages: the dataset and the compute device."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.dataset import Dataset
+from core.example import make_example_dataset
+from core.images import CellImage
+
+EXAMPLE_KEY = "example"
+
+
+@st.cache_resource(show_spinner="Generating the example dataset…")
+def example_images() -> tuple[CellImage, ...]:
+    """Generated once per server process and shared read-only by every session."""
+    images = tuple(make_example_dataset())
+    for img in images:  # shared between sessions: nobody may change them in place
+        img.pixels.setflags(write=False)
+        if img.gt is not None:
+            img.gt.setflags(write=False)
+    return images
+
+
+def dataset() -> Dataset:
+    """This session's dataset; a newcomer starts with the example so there is data at once."""
+    if "dataset" not in st.session_state:
+        st.session_state.dataset = Dataset()
+        st.session_state.dataset.add(example_images())
+        st.session_state.dataset_origin = EXAMPLE_KEY
+    return st.session_state.dataset
+
+
+def is_untouched_example() -> bool:
+    return st.session_state.get("dataset_origin") == EXAMPLE_KEY
+
+
+def mark_edited() -> None:
+    st.session_state.dataset_origin = "user"
+
+
+def reset_to_example() -> None:
+    st.session_state.dataset = Dataset()
+    st.session_state.dataset.add(example_images())
+    st.session_state.dataset_origin = EXAMPLE_KEY
+
+
+def device_choice() -> str:
+    return st.session_state.get("device_choice", "auto")

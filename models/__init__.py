@@ -1,0 +1,1 @@
+"""Model side of CellScope: compute devices now; the model registry and adapters build on it."""
