@@ -12,8 +12,11 @@ def run() -> None:
             st.Page("pages/data.py", title="Data", icon="🗂️", default=True),
         ]
     )
-    render_sidebar()
-    page.run()
+    try:
+        page.run()
+    finally:
+        # Drawn after the page so it shows what the page just loaded or changed.
+        render_sidebar()
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ def normalize_channel(plane: np.ndarray, clip_low: float = 0.5, clip_high: float
     plane = plane.astype(np.float32, copy=False)
     # Percentiles of a strided sample: identical to full-image percentiles for display, 10x faster.
     step = max(1, int(np.sqrt(plane.size / 250_000)))
-    lo, hi = np.percentile(plane[::step, ::step], (clip_low, clip_high))
+    lo, hi = (float(v) for v in np.percentile(plane[::step, ::step], (clip_low, clip_high)))
     if hi <= lo:
         hi = lo + 1.0 if plane.max() <= lo else float(plane.max())
-    return np.clip((plane - lo) / (hi - lo), 0.0, 1.0)
+    out = (plane - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def composite(

@@ -45,6 +45,12 @@ class ImageReadError(ValueError):
     """A file that cannot be read as an image; the message says why and what to do."""
 
 
+def _reason(exc: BaseException) -> str:
+    """A library's error text without object reprs like <_io.BytesIO object at 0x...>."""
+    text = re.sub(r"<[^<>]*object at 0x[0-9a-fA-F]+>", "the data", str(exc)).strip()
+    return text or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class FileProblem:
     file: str
@@ -153,7 +159,7 @@ def _decode_tiff(data: bytes) -> tuple[np.ndarray, str, tuple[str, ...]]:
     except ImageReadError:
         raise
     except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError) as exc:
-        raise ImageReadError(f"TIFF file is corrupt or truncated ({exc}); re-export it") from exc
+        raise ImageReadError(f"TIFF file is corrupt or truncated ({_reason(exc)}); re-export it") from exc
     stack, note = _to_stack(arr, axes)
     return stack, note, names if len(names) == stack.shape[3] and all(names) else ()
 
@@ -170,8 +176,14 @@ def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str,
                 im.verify()  # checks chunk CRCs and the end marker: catches truncation cheaply
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated ({exc}); re-export it") from exc
+    except Image.DecompressionBombError as exc:  # PIL's own guard, for headers far above ours
+        raise ImageReadError(
+            f"image is above the {MAX_PIXELS / 1e6:.0f} MP limit ({exc}); crop or downsample it"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated (its data cannot be decoded); re-export it") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated ({_reason(exc)}); re-export it") from exc
 
     if fmt == "jpeg":
         # PIL raises on truncated JPEG data where OpenCV silently pads with grey.
@@ -180,7 +192,7 @@ def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str,
                 im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
                 arr = np.asarray(im)
         except (OSError, ValueError) as exc:
-            raise ImageReadError(f"JPEG file is corrupt or truncated ({exc}); re-export it") from exc
+            raise ImageReadError(f"JPEG file is corrupt or truncated ({_reason(exc)}); re-export it") from exc
     else:
         import cv2  # OpenCV keeps 16-bit colour PNGs, which PIL reduces to 8 bits
 
@@ -347,9 +359,9 @@ def _expand_zips(files: Iterable[tuple[str, bytes]], problems: list[FileProblem]
                     try:
                         entries.append(_Entry(m.filename, zf.read(m), from_zip=True))
                     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
-                        problems.append(FileProblem(member, f"cannot be unpacked ({exc})"))
+                        problems.append(FileProblem(member, f"cannot be unpacked ({_reason(exc)})"))
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            problems.append(FileProblem(name, f"is not a readable zip archive ({exc}); zip the folder again"))
+            problems.append(FileProblem(name, f"is not a readable zip archive ({_reason(exc)}); zip the folder again"))
     return entries
 
 

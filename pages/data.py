@@ -72,6 +72,7 @@ def upload_section(ds: Dataset) -> None:
             "notes": [(img.name, n) for img in report.images for n in img.notes],
             "unmatched": unmatched,
         }
+        st.rerun()  # redraw the whole page (banner, table, viewer) from the new dataset
     _show_load_messages()
 
 

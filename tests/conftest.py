@@ -1,0 +1,106 @@
+"""Shared fixtures: small images encoded in memory, exactly as uploads arrive."""
+
+from __future__ import annotations
+
+import io
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def tiff_bytes(arr: np.ndarray, **kwargs) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    if not kwargs.get("ome"):
+        kwargs.setdefault("photometric", "minisblack")
+    tifffile.imwrite(buf, arr, **kwargs)
+    return buf.getvalue()
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """PNG via OpenCV (keeps 16 bits); ``arr`` is grey (H, W) or RGB (H, W, 3)."""
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def jpeg_bytes(arr: np.ndarray) -> bytes:
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
+def png_bomb_bytes(width: int = 60000, height: int = 60000) -> bytes:
+    """A valid PNG header claiming a huge image, with almost no data behind it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def tiff_bomb_bytes(side: int = 100_000) -> bytes:
+    """A small TIFF whose tags claim side x side pixels (read before any pixel is)."""
+    import tempfile
+
+    import tifffile
+
+    with tempfile.NamedTemporaryFile(suffix=".tif") as f:
+        tifffile.imwrite(f.name, np.zeros((16, 16), np.uint8))
+        with tifffile.TiffFile(f.name, mode="r+b") as tif:
+            tif.pages[0].tags["ImageWidth"].overwrite(side)
+            tif.pages[0].tags["ImageLength"].overwrite(side)
+        return Path(f.name).read_bytes()
+
+
+def blobs(h: int = 64, w: int = 64, dtype=np.uint16, seed: int = 0) -> np.ndarray:
+    """A grey image with a few bright discs on a dim background."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), 100, np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(4):
+        cy, cx = rng.integers(8, h - 8), rng.integers(8, w - 8)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] = 3000
+    img += rng.normal(0, 5, img.shape)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+    if info:
+        img = np.clip(img, info.min, info.max)
+    return img.astype(dtype)
+
+
+@pytest.fixture(scope="session")
+def example_images():
+    from core.example import make_example_dataset
+
+    return make_example_dataset()
+
+
+@pytest.fixture(autouse=True)
+def _apptest_runs_the_router(monkeypatch):
+    """Make AppTest run app.py on every run, as the real server does.
+
+    AppTest (Streamlit 1.67) resets ``PagesManager.uses_pages_directory`` before each run, so
+    with a ``pages/`` folder present every rerun after the first takes the legacy v1 path and
+    executes the page file alone, skipping app.py (router and sidebar). The real server
+    clears that flag for good once ``st.navigation`` has run.
+    """
+    import runpy
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    monkeypatch.setattr(script_runner, "_mpa_v1", lambda main: runpy.run_path(main, run_name="__main__"))

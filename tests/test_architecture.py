@@ -1,0 +1,55 @@
+"""Boundaries the project keeps: core/ and models/ are Streamlit-free; one OpenCV."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from importlib.metadata import distributions
+
+from conftest import ROOT
+
+PLAIN_PACKAGES = ("core", "models")
+
+
+def test_core_and_models_never_import_streamlit_in_source():
+    offenders = []
+    for pkg in PLAIN_PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "streamlit"]
+    assert offenders == []
+
+
+def test_importing_every_core_and_models_module_loads_no_streamlit():
+    modules = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for pkg in PLAIN_PACKAGES
+        for p in (ROOT / pkg).rglob("*.py")
+        if p.name != "__main__.py"
+    ]
+    code = "import sys, importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+    code += "print('streamlit' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_exactly_one_opencv_distribution():
+    names = sorted({d.metadata["Name"].lower() for d in distributions() if d.metadata["Name"].lower().startswith("opencv")})
+    assert names == ["opencv-python-headless"]
+
+
+def test_config_hides_tracebacks_and_protects_uploads():
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["enableXsrfProtection"] is True
+    assert cfg["client"]["showErrorDetails"] == "none"
+    assert cfg["browser"]["gatherUsageStats"] is False
+    assert 0 < cfg["server"]["maxUploadSize"] <= 4096

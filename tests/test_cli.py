@@ -1,0 +1,56 @@
+"""`python -m core`: one line per image, one line per bad file, non-zero exit on problems."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from conftest import ROOT, blobs, png_bytes, tiff_bytes
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_info_good_files(tmp_path):
+    (tmp_path / "a.tif").write_bytes(tiff_bytes(blobs()))
+    (tmp_path / "b.png").write_bytes(png_bytes(np.dstack([blobs(dtype=np.uint8, seed=s) for s in range(3)])))
+    r = run_cli("info", str(tmp_path / "a.tif"), str(tmp_path / "b.png"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("a\t64x64\tuint16\t1 channels")
+    assert lines[1].startswith("b\t64x64\tuint8\t3 channels")
+
+
+def test_info_bad_files_one_line_each_and_nonzero_exit(tmp_path):
+    (tmp_path / "good.tif").write_bytes(tiff_bytes(blobs()))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    (tmp_path / "empty.tif").write_bytes(b"")
+    r = run_cli("info", str(tmp_path / "good.tif"), str(tmp_path / "broken.png"), str(tmp_path / "empty.tif"))
+    assert r.returncode == 1
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith("good\t")
+    errors = r.stderr.strip().splitlines()
+    assert len(errors) == 2 and "Traceback" not in r.stderr
+    assert errors[0].startswith("error: broken.png: ") and errors[1].startswith("error: empty.tif: file is empty")
+
+
+def test_info_missing_path(tmp_path):
+    r = run_cli("info", str(tmp_path / "nope.tif"))
+    assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'nope.tif'}: no such file or folder"
+
+
+def test_example_writes_a_dataset_info_reads_back(tmp_path):
+    r = run_cli("example", "--out", str(tmp_path), "--size", "128", "--fields", "1")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "plateA_field1.tif", "plateB_field1.tif", "plateC_field1.tif"
+    ]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert (tmp_path / "batches.csv").read_text().splitlines()[0] == "filename,batch,condition"
+    info = run_cli("info", str(tmp_path))
+    assert info.returncode == 0, info.stderr
+    lines = info.stdout.strip().splitlines()
+    assert len(lines) == 3 and all("gt=" in ln for ln in lines)
+    assert "batch=plateB" in lines[1]

@@ -1,0 +1,101 @@
+"""The Data page through Streamlit's AppTest: example at start, uploads, errors, edits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import ROOT, blobs, png_bytes, tiff_bytes
+from streamlit.testing.v1 import AppTest
+
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _upload(at: AppTest, files, replace: bool = True) -> AppTest:
+    uploader = next(u for u in at.file_uploader if u.label == "Add images")
+    uploader.set_value(files)
+    next(c for c in at.checkbox if c.label == "Replace the current images").set_value(replace)
+    next(b for b in at.button if b.label == "Load files").click()
+    return at.run()
+
+
+def test_example_dataset_is_shown_without_upload(app):
+    ds = app.session_state["dataset"]
+    assert len(ds) == 12 and ds.summary()["batches"] == 3
+    assert any("example dataset" in i.value for i in app.info)
+    assert any("**12** images (example)" in m.value for m in app.sidebar.markdown)
+    assert app.selectbox(key="viewer_image").value == "plateA_field1"
+    assert len(app.get("arrow_data_frame")) >= 1 or len(app.dataframe) >= 1
+
+
+def test_upload_replaces_example_and_shows_success(app):
+    at = _upload(app, [("cells.tif", tiff_bytes(blobs()), "image/tiff")])
+    assert not at.exception
+    ds = at.session_state["dataset"]
+    assert ds.names == ["cells"]
+    assert ds["cells"].pixels.dtype == np.uint16
+    assert (ds["cells"].batch, ds["cells"].condition) == ("unassigned", "")
+    assert any("Loaded 1 image" in s.value for s in at.success)
+    assert any("**1** images" in m.value for m in at.sidebar.markdown)
+
+
+def test_bad_upload_shows_error_and_keeps_good_files(app):
+    at = _upload(
+        app,
+        [("broken.png", b"\x89PNG\r\n\x1a\ngarbage", "image/png"), ("good.png", png_bytes(blobs(dtype=np.uint8)), "image/png")],
+        replace=False,
+    )
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("**broken.png**:") for e in errors)
+    ds = at.session_state["dataset"]
+    assert "good" in ds.names and len(ds) == 13  # added next to the example
+
+
+def test_batch_pattern_reassigns_batches(app):
+    app.text_input[0].set_value(r"(?P<batch>field\d)")
+    next(b for b in app.button if b.label == "Apply pattern").click()
+    at = app.run()
+    ds = at.session_state["dataset"]
+    assert ds["plateB_field3"].batch == "field3"
+    assert ds.summary()["batches"] == 4
+
+
+def test_invalid_pattern_is_explained(app):
+    app.text_input[0].set_value("(unclosed")
+    next(b for b in app.button if b.label == "Apply pattern").click()
+    at = app.run()
+    assert any("invalid pattern" in e.value for e in at.error)
+
+
+def test_ground_truth_with_wrong_shape_shows_error(app):
+    gt_uploader = next(u for u in app.file_uploader if u.label == "Ground truth for this image")
+    gt_uploader.set_value(("wrong.tif", tiff_bytes(np.zeros((10, 10), np.uint16)), "image/tiff"))
+    at = app.run()
+    assert any("**wrong.tif**" in e.value and "10x10" in e.value for e in at.error)
+    assert at.session_state["dataset"]["plateA_field1"].gt.shape == (512, 512)  # old GT kept
+
+
+def test_clear_and_reload_example(app):
+    next(b for b in app.button if b.label == "Clear all").click()
+    at = app.run()
+    assert len(at.session_state["dataset"]) == 0
+    assert any("No images loaded" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Load example dataset").click()
+    at = at.run()
+    assert len(at.session_state["dataset"]) == 12
+
+
+def test_channel_colour_change_applies_to_all_images(app):
+    app.selectbox(key="ch_plateA_field1_0_color").set_value("gray")
+    at = app.run()
+    assert not at.exception
+    ds = at.session_state["dataset"]
+    assert all(img.channels[0].color == "gray" for img in ds)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import numpy as np
+
+from core.display import composite, draw_outlines, normalize_channel, png_data_uri, thumbnail
+from core.images import HPA_CHANNELS, ChannelInfo
+
+
+def test_percentile_clip_maps_range_to_unit_interval():
+    plane = np.arange(10000, dtype=np.uint16).reshape(100, 100)
+    out = normalize_channel(plane, 1, 99)
+    assert out.dtype == np.float32 and out.min() == 0 and out.max() == 1
+    assert abs(out[50, 0] - 0.5) < 0.01
+
+
+def test_flat_plane_does_not_divide_by_zero():
+    out = normalize_channel(np.full((8, 8), 7, np.uint16))
+    assert np.isfinite(out).all()
+
+
+def test_hpa_yellow_goes_half_to_red_half_to_green():
+    pixels = np.zeros((4, 4, 4), np.uint16)
+    pixels[..., 3] = 1000
+    pixels[0, 0, 3] = 0  # so the percentile range is not flat
+    rgb = composite(pixels, HPA_CHANNELS)
+    r, g, b = rgb[2, 2]
+    assert b == 0 and r == g and 120 <= r <= 135
+
+
+def test_hidden_channel_is_not_drawn():
+    pixels = np.random.default_rng(0).integers(0, 1000, (8, 8, 2)).astype(np.uint16)
+    chans = (ChannelInfo("a", "nucleus", "blue"), ChannelInfo("b", "protein", "green"))
+    rgb = composite(pixels, chans, visible=(False, True))
+    assert rgb[..., 2].max() == 0 and rgb[..., 1].max() == 255
+
+
+def test_outlines_and_thumbnails():
+    labels = np.zeros((50, 50), np.int32)
+    labels[10:20, 10:20] = 1
+    out = draw_outlines(np.zeros((50, 50, 3), np.uint8), labels)
+    assert (out[10, 10:20] == (255, 255, 0)).all() and (out[15, 15] == 0).all()
+    assert thumbnail(np.zeros((512, 256, 3), np.uint8), 64).shape == (64, 32, 3)
+    assert png_data_uri(np.zeros((4, 4, 3), np.uint8)).startswith("data:image/png;base64,")
