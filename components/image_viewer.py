@@ -30,7 +30,7 @@ def channel_toggles(image: CellImage, key: str) -> tuple[bool, ...]:
             key=f"{key}_show_{i}",
             help=f"Show the {ch.role} channel ({ch.name}) in {ch.color}.",
         )
-        for i, (col, ch) in enumerate(zip(cols, image.channels))
+        for i, (col, ch) in enumerate(zip(cols, image.channels, strict=True))
     )
 
 
@@ -50,13 +50,33 @@ def image_viewer(
         help="Draw the outline of every ground-truth cell in yellow." if image.gt is not None
         else "This image has no ground truth. Upload a label image for it below.",
     )
+    zoom = st.toggle(
+        "Zoom & pan",
+        value=False,
+        key=f"{key}_zoom",
+        help="Interactive view: drag to zoom into a region, double-click to reset. Off: the whole image, fitted.",
+    )
     rgb = cached_composite(image, image.hash, image.channels, visible)
     if show_gt and image.gt is not None:
         rgb = draw_outlines(rgb, image.gt)
-    for name, (labels, color) in (overlays or {}).items():
+    for labels, color in (overlays or {}).values():
         rgb = draw_outlines(rgb, labels, color)
     h, w, c = image.shape
     caption = f"{image.name} · {w}×{h} · {image.pixels.dtype} · {c} channel{'s' * (c > 1)}"
     if image.gt is not None:
         caption += f" · {image.n_cells_gt} ground-truth cells"
-    st.image(rgb, caption=caption, width="stretch")
+    if zoom:
+        st.plotly_chart(_zoomable(rgb), width="stretch", config={"displaylogo": False, "scrollZoom": True})
+        st.caption(caption)
+    else:
+        st.image(rgb, caption=caption, width="stretch")
+
+
+def _zoomable(rgb: np.ndarray):
+    import plotly.express as px
+
+    fig = px.imshow(rgb, binary_string=True)
+    fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=640, dragmode="zoom")
+    fig.update_xaxes(showticklabels=False, showgrid=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False)
+    return fig

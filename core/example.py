@@ -9,9 +9,7 @@ do: background level and texture, an illumination gradient and exposure. Conditi
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -210,36 +208,3 @@ def make_example_dataset(*, seed: int = 7, size: int = 512, fields_per_plate: in
                 )
             )
     return images
-
-
-def write_dataset(images: list[CellImage], out_dir: str | Path) -> list[Path]:
-    """Write images as OME-TIFF (channel names kept), masks with matching names, and batches.csv."""
-    import tifffile
-
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    written = []
-    if any(img.gt is not None for img in images):
-        (out / "masks").mkdir(exist_ok=True)
-    for img in images:
-        path = out / "images" / f"{Path(img.name).name}.tif"
-        tifffile.imwrite(
-            path,
-            np.moveaxis(img.pixels, 2, 0),
-            ome=True,
-            photometric="minisblack",
-            metadata={"axes": "CYX", "Channel": {"Name": [c.name for c in img.channels]}},
-        )
-        written.append(path)
-        if img.gt is not None:
-            mpath = out / "masks" / f"{Path(img.name).name}.tif"
-            tifffile.imwrite(mpath, img.gt.astype(np.uint16 if img.gt.max() < 65536 else np.int32))
-            written.append(mpath)
-    table = out / "batches.csv"
-    with table.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["filename", "batch", "condition"])
-        for img in images:
-            w.writerow([f"{Path(img.name).name}.tif", img.batch, img.condition])
-    written.append(table)
-    return written

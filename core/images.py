@@ -145,7 +145,7 @@ class CellImage:
         """Index of the first channel with this role, or None."""
         return next((i for i, c in enumerate(self.channels) if c.role == role), None)
 
-    def with_(self, **changes) -> "CellImage":
+    def with_(self, **changes) -> CellImage:
         """A copy with some fields changed (pixels keep their hash unless replaced)."""
         if "pixels" in changes:
             changes.setdefault("hash", "")

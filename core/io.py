@@ -508,7 +508,7 @@ def load_files(
         gts[key] = labels
         gt_notes[key] = notes
 
-    for key, (pixels, notes, batch, source) in images.items():
+    for key, (pixels, notes, batch, source) in sorted(images.items()):  # not the browser's file order
         report.images.append(
             CellImage(
                 name=key,
@@ -543,3 +543,56 @@ def load_paths(paths: Iterable[str | os.PathLike], *, plane: int | None = None) 
     report = load_files(files, plane=plane)
     report.problems[:0] = problems
     return report
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+def write_dataset(images: list[CellImage], out_dir: str | Path) -> list[Path]:
+    """Write images as OME-TIFF (channel names kept), masks with matching names, and batches.csv."""
+    import csv
+
+    import tifffile
+
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    written = []
+    if any(img.gt is not None for img in images):
+        (out / "masks").mkdir(exist_ok=True)
+    for img in images:
+        path = out / "images" / f"{Path(img.name).name}.tif"
+        tifffile.imwrite(
+            path,
+            np.moveaxis(img.pixels, 2, 0),
+            ome=True,
+            photometric="minisblack",
+            metadata={"axes": "CYX", "Channel": {"Name": [c.name for c in img.channels]}},
+        )
+        written.append(path)
+        if img.gt is not None:
+            mpath = out / "masks" / f"{Path(img.name).name}.tif"
+            tifffile.imwrite(mpath, img.gt.astype(np.uint16 if img.gt.max() < 65536 else np.int32))
+            written.append(mpath)
+    table = out / "batches.csv"
+    with table.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "batch", "condition"])
+        for img in images:
+            w.writerow([f"{Path(img.name).name}.tif", img.batch, img.condition])
+    written.append(table)
+    return written
+
+
+def dataset_zip(images: list[CellImage]) -> bytes:
+    """The dataset as a zip of :func:`write_dataset`'s layout; it uploads back unchanged."""
+    import tempfile
+
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(images, tmp)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tmp).as_posix())
+    return buf.getvalue()

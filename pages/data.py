@@ -12,7 +12,7 @@ from components.state import dataset, is_untouched_example, mark_edited, reset_t
 from core.batches import apply_batch_table, batches_from_pattern
 from core.dataset import Dataset
 from core.images import COLORS, ROLES, CellImage
-from core.io import ACCEPTED_EXTENSIONS, ImageReadError, load_files, read_labels
+from core.io import ACCEPTED_EXTENSIONS, ImageReadError, dataset_zip, load_files, read_labels
 
 UPLOAD_HELP = (
     "PNG, JPEG or TIFF (8/16-bit, float, multi-page, OME-TIFF), several at once or a .zip of folders. "
@@ -118,12 +118,20 @@ def batch_section(ds: Dataset) -> None:
             if (batch, condition) != (img.batch, img.condition):
                 ds.put(img.with_(batch=batch, condition=condition))
                 mark_edited()
-        st.download_button(
+        c1, c2, _ = st.columns([1, 1, 3])
+        c1.download_button(
             "Download table (CSV)",
             ds.table().to_csv(index=False),
             file_name="cellscope_dataset.csv",
             mime="text/csv",
             help="Names, shapes, batches and conditions; loads back as a batch table.",
+        )
+        c2.download_button(
+            "Download dataset (.zip)",
+            lambda: dataset_zip(list(ds)),  # built only when clicked
+            file_name="cellscope_dataset.zip",
+            mime="application/zip",
+            help="Images as OME-TIFF, ground truth in masks/, batches.csv: uploads back unchanged.",
         )
 
 
@@ -189,7 +197,7 @@ def image_details(ds: Dataset, image: CellImage) -> None:
                 "mean": round(float(p.mean()), 1),
                 "saturated %": round(100 * float((p >= np.iinfo(p.dtype).max).mean()), 2) if p.dtype.kind in "ui" else 0.0,
             }
-            for ch, p in zip(image.channels, np.moveaxis(image.pixels, 2, 0))
+            for ch, p in zip(image.channels, np.moveaxis(image.pixels, 2, 0), strict=True)
         ]
     )
     st.dataframe(stats, hide_index=True, width="stretch")

@@ -99,3 +99,24 @@ def test_channel_colour_change_applies_to_all_images(app):
     assert not at.exception
     ds = at.session_state["dataset"]
     assert all(img.channels[0].color == "gray" for img in ds)
+
+
+def test_hpa_set_and_zip_with_masks_upload(app, example_images):
+    from core.io import dataset_zip
+
+    hpa = [(f"cellA_{c}.png", png_bytes(blobs(dtype=np.uint8, seed=i)), "image/png")
+           for i, c in enumerate(("red", "green", "blue", "yellow"))]
+    at = _upload(app, hpa + [("plates.zip", dataset_zip(example_images[:2]), "application/zip")])
+    assert not at.exception and not at.error
+    ds = at.session_state["dataset"]
+    assert ds.names == ["cellA", "plateA_field1", "plateA_field2"]
+    assert [c.name for c in ds["cellA"].channels] == ["red", "green", "blue", "yellow"]
+    assert ds["plateA_field2"].n_cells_gt == example_images[1].n_cells_gt
+    assert ds["plateA_field2"].condition == "control"
+
+
+def test_zoom_view_draws_a_plotly_figure(app):
+    app.toggle(key="data_viewer_zoom").set_value(True)
+    at = app.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1

@@ -17,6 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import ROOT, blobs, tiff_bytes
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +78,7 @@ def server(tmp_path_factory):
 def browser(server):
     from playwright.sync_api import sync_playwright
 
+    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         yield b
@@ -105,7 +107,6 @@ def _assert_no_error_shown(page, where: str) -> None:
 
 
 def test_every_registered_page_renders(server, browser):
-    SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(server)
     _settle(page)
@@ -125,9 +126,14 @@ def test_data_page_shows_example_then_accepts_an_upload(server, browser, tmp_pat
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(server)
     _settle(page)
-    body = page.inner_text("body")
-    assert "example dataset" in body and "plateA_field1" in body
-    assert page.locator("[data-testid='stImage'] img").count() >= 1  # the viewer shows an image
+    main = page.locator("[data-testid='stMain']")
+    try:
+        expect(main).to_contain_text("You are looking at the example dataset", timeout=30_000)
+        expect(main.locator("[data-testid='stImage'] img").first).to_be_visible()  # the viewer
+        expect(main).to_contain_text("plateA_field1 · 512×512 · uint16 · 3 channels")
+    except AssertionError:
+        page.screenshot(path=str(SHOTS / "FAILED_data_start.png"))
+        raise
 
     good = tmp_path / "uploaded_cells.tif"
     good.write_bytes(tiff_bytes(blobs(128, 128, np.uint16)))
@@ -136,13 +142,16 @@ def test_data_page_shows_example_then_accepts_an_upload(server, browser, tmp_pat
     page.locator("[data-testid='stForm'] input[type='file']").set_input_files([str(good), str(bad)])
     page.wait_for_selector("text=uploaded_cells.tif")
     page.get_by_role("button", name="Load files").click()
-    page.wait_for_selector("text=Loaded 1 image(s): uploaded_cells", timeout=60_000)
-    _settle(page)
-    page.screenshot(path=str(SHOTS / "data_after_upload.png"))
-    body = page.inner_text("body")
-    assert "broken.png" in body and "corrupt or truncated" in body and "object at 0x" not in body
+    try:
+        expect(main).to_contain_text("Loaded 1 image(s): uploaded_cells", timeout=60_000)
+        expect(main).to_contain_text("broken.png: PNG file is corrupt or truncated")
+        expect(page.locator("[data-testid='stSidebar']")).to_contain_text("1 images")
+        _settle(page)
+    finally:
+        page.screenshot(path=str(SHOTS / "data_after_upload.png"))
+    body = main.inner_text()
+    assert "object at 0x" not in body
     assert "You are looking at the example dataset" not in body
-    assert "1 images" in page.inner_text("[data-testid='stSidebar']")
     page.screenshot(path=str(SHOTS / "data_after_upload.png"))
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()

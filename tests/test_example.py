@@ -7,8 +7,8 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from core.example import PLATES, make_example_dataset, write_dataset
-from core.io import load_paths
+from core.example import PLATES, make_example_dataset
+from core.io import dataset_zip, load_files, load_paths, write_dataset
 
 
 def test_layout(example_images):
@@ -41,7 +41,7 @@ def test_ground_truth_matches_the_nucleus_channel(example_images):
         labels = np.unique(gt)[1:]
         assert labels.tolist() == list(range(1, len(labels) + 1))
         # every nucleus is one connected object
-        for lab, sl in zip(labels, ndi.find_objects(gt)):
+        for lab, sl in zip(labels, ndi.find_objects(gt), strict=True):
             assert ndi.label(gt[sl] == lab)[1] == 1
         # and brighter than the background around it
         inside = ndi.mean(nuc, gt, labels)
@@ -82,3 +82,12 @@ def test_written_files_load_back_identically(tmp_path, example_images):
         np.testing.assert_array_equal(got.gt, img.gt)
         assert (got.batch, got.condition) == (img.batch, img.condition)
         assert got.channels == img.channels
+
+
+def test_dataset_zip_uploads_back_unchanged(example_images):
+    images = example_images[:2]
+    report = load_files([("dataset.zip", dataset_zip(images))])
+    assert not report.problems
+    assert [(i.name, i.hash, i.batch, i.condition, i.n_cells_gt) for i in report.images] == [
+        (i.name, i.hash, i.batch, i.condition, i.n_cells_gt) for i in images
+    ]
