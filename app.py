@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from components.routing import routed
 from components.sidebar import render_sidebar
 
 
@@ -13,7 +14,8 @@ def run() -> None:
         ]
     )
     try:
-        page.run()
+        with routed():
+            page.run()
     finally:
         # Drawn after the page so it shows what the page just loaded or changed.
         render_sidebar()

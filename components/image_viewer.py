@@ -25,7 +25,7 @@ def channel_toggles(image: CellImage, key: str) -> tuple[bool, ...]:
     cols = st.columns(max(len(image.channels), 1))
     return tuple(
         col.checkbox(
-            f"{ch.name} · {ch.color}",
+            ch.name if ch.name == ch.color else f"{ch.name} · {ch.color}",
             value=True,
             key=f"{key}_show_{i}",
             help=f"Show the {ch.role} channel ({ch.name}) in {ch.color}.",

@@ -8,6 +8,7 @@ import streamlit as st
 
 from components.dataset_table import dataset_table
 from components.image_viewer import image_viewer
+from components.routing import require_router
 from components.state import dataset, is_untouched_example, mark_edited, reset_to_example
 from core.batches import apply_batch_table, batches_from_pattern
 from core.dataset import Dataset
@@ -47,6 +48,8 @@ def upload_section(ds: Dataset) -> None:
             help="On: the upload replaces what is loaded (the example, at first). Off: it is added.",
         )
         submitted = st.form_submit_button("Load files", type="primary")
+    if submitted and not files:
+        st.warning("No files chosen yet: pick files above (and let their upload finish), then press Load files.")
     if submitted and files:
         bar = st.progress(0.0, text="Reading files…")
         report = load_files(
@@ -219,6 +222,7 @@ def image_details(ds: Dataset, image: CellImage) -> None:
 
 
 def data_page() -> None:
+    require_router()
     st.title("Data")
     ds = dataset()
     if is_untouched_example():
@@ -258,8 +262,8 @@ def data_page() -> None:
         image_viewer(image, key="data_viewer")
     with right:
         image_details(ds, image)
-        with st.expander("Channels: names, roles, colours, contrast"):
-            channel_settings(ds, image)
+    with st.expander("Channels: names, roles, colours, contrast"):
+        channel_settings(ds, image)
 
 
 data_page()

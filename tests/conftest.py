@@ -89,18 +89,3 @@ def example_images():
 
     return make_example_dataset()
 
-
-@pytest.fixture(autouse=True)
-def _apptest_runs_the_router(monkeypatch):
-    """Make AppTest run app.py on every run, as the real server does.
-
-    AppTest (Streamlit 1.67) resets ``PagesManager.uses_pages_directory`` before each run, so
-    with a ``pages/`` folder present every rerun after the first takes the legacy v1 path and
-    executes the page file alone, skipping app.py (router and sidebar). The real server
-    clears that flag for good once ``st.navigation`` has run.
-    """
-    import runpy
-
-    from streamlit.runtime.scriptrunner import script_runner
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", lambda main: runpy.run_path(main, run_name="__main__"))

@@ -120,3 +120,10 @@ def test_zoom_view_draws_a_plotly_figure(app):
     at = app.run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_load_without_files_says_what_to_do(app):
+    next(b for b in app.button if b.label == "Load files").click()
+    at = app.run()
+    assert any("No files chosen yet" in w.value for w in at.warning)
+    assert len(at.session_state["dataset"]) == 12

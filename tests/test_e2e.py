@@ -13,6 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,38 +43,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _require_chromium() -> None:
     if not CHROMIUM:
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: install Debian's chromium package (apt-get install chromium)")
         pytest.skip("no Chromium found: install it (Debian/Ubuntu: apt-get install chromium) or set CELLSCOPE_CHROMIUM")
+
+
+@contextmanager
+def streamlit_server(log_dir: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free localhost port; fails if the server logs a traceback."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
+    log_path = log_dir / f"streamlit_{port}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+            deadline = time.time() + 90
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     server_log = log_path.read_text()
     assert "Traceback" not in server_log, server_log[-5000:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _require_chromium()
+    with streamlit_server(tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +172,16 @@ def test_data_page_shows_example_then_accepts_an_upload(server, browser, tmp_pat
     page.screenshot(path=str(SHOTS / "data_after_upload.png"))
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
+
+
+def test_first_visit_to_a_page_url_on_a_fresh_server_gets_the_router(browser, tmp_path):
+    """With a pages/ folder, Streamlit runs a directly requested page file without app.py until
+    st.navigation has run once; components.routing must hand such a run to the router."""
+    with streamlit_server(tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(url + "/data")  # the very first request this server sees
+        sidebar = page.locator("[data-testid='stSidebar']")
+        expect(sidebar).to_contain_text("Compute", timeout=60_000)  # the shared sidebar is there
+        expect(page.locator("[data-testid='stSidebarNav']")).to_have_count(0)  # no file-name navigation
+        page.screenshot(path=str(SHOTS / "first_visit_direct_url.png"))
+        page.close()
