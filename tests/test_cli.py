@@ -54,3 +54,43 @@ def test_example_writes_a_dataset_info_reads_back(tmp_path):
     lines = info.stdout.strip().splitlines()
     assert len(lines) == 3 and all("gt=" in ln for ln in lines)
     assert "batch=plateB" in lines[1]
+
+
+def test_segment_classical_writes_a_label_tiff_of_the_image_size(tmp_path, example_images):
+    import tifffile
+
+    from core.io import write_dataset
+
+    write_dataset(example_images[:1], tmp_path)
+    image = tmp_path / "images" / "plateA_field1.tif"
+    out = tmp_path / "labels.tif"
+    r = run_cli("segment", "--model", "classical", str(image), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    labels = tifffile.imread(out)
+    assert labels.shape == (512, 512) and labels.max() > 50 and labels.min() == 0
+    assert f"{labels.max()} cells" in r.stdout
+
+
+def test_preprocess_and_recipe_round_trip(tmp_path):
+    image = tmp_path / "a.tif"
+    image.write_bytes(tiff_bytes(blobs(80, 80)))
+    recipe = tmp_path / "r.json"
+    recipe.write_text(run_cli("recipe").stdout.replace('"sigma": 1.0', '"sigma": 2.0'))
+    out = tmp_path / "pre.tif"
+    r = run_cli("preprocess", "--recipe", str(recipe), str(image), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    import tifffile
+
+    pre = tifffile.imread(out)
+    assert pre.shape == (80, 80) and pre.dtype == np.float32 and 0 <= pre.min() and pre.max() <= 1
+
+
+def test_segment_bad_recipe_and_unknown_model_are_one_line(tmp_path):
+    image = tmp_path / "a.tif"
+    image.write_bytes(tiff_bytes(blobs()))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"steps": {"threshold": {"method": "magic"}}}')
+    r = run_cli("segment", str(image), "-o", str(tmp_path / "l.tif"), "--recipe", str(bad))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "threshold.method must be one of" in r.stderr
+    r = run_cli("segment", str(image), "-o", str(tmp_path / "l.tif"), "--model", "nope")
+    assert r.returncode == 1 and "unknown model 'nope'" in r.stderr

@@ -1,0 +1,583 @@
+"""The classical pipeline: OpenCV steps in a fixed order, from image to cell instances.
+
+A :class:`Recipe` holds every step's parameters; it is plain data and round-trips through
+JSON, so the page, the CLI (``preprocess``, ``segment --model classical``) and the Compare
+page's "classical" model all run the same thing. Steps, in order:
+
+channel -> rotate -> normalize -> denoise -> background -> threshold -> canny ->
+morphology -> watershed -> filters
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from core.images import ChannelInfo
+
+CHANNEL_SOURCES = ("nucleus", "cytoplasm", "protein", "mean", "max")  # or "index:N"
+DENOISE_METHODS = ("gaussian", "median", "bilateral", "nlmeans")
+BACKGROUND_METHODS = ("gaussian", "tophat")
+THRESHOLD_METHODS = ("otsu", "otsu_gaussian", "triangle", "manual", "adaptive_mean", "adaptive_gaussian")
+MORPH_OPS = ("none", "open", "close", "erode", "dilate")
+KERNEL_SHAPES = {"ellipse": cv2.MORPH_ELLIPSE, "rect": cv2.MORPH_RECT, "cross": cv2.MORPH_CROSS}
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ChannelStep:
+    source: str = "nucleus"  # a role, "mean"/"max" of all channels, or "index:N"
+
+    def validate(self) -> None:
+        ok = self.source in CHANNEL_SOURCES or (self.source.startswith("index:") and self.source[6:].isdigit())
+        _check(ok, f"channel.source must be one of {CHANNEL_SOURCES} or 'index:N', got {self.source!r}")
+
+
+@dataclass(frozen=True)
+class RotateStep:
+    enabled: bool = False
+    angle: float = 0.0  # degrees, counter-clockwise (OpenCV convention)
+    scale: float = 1.0
+    center_x: float = 0.5  # fraction of the width
+    center_y: float = 0.5  # fraction of the height
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+
+    def validate(self) -> None:
+        _check(0.1 <= self.scale <= 10, "rotate.scale must be between 0.1 and 10")
+        _check(0 <= self.center_x <= 1 and 0 <= self.center_y <= 1, "rotate.center_x/center_y are fractions in [0, 1]")
+
+
+@dataclass(frozen=True)
+class NormalizeStep:
+    enabled: bool = True
+    clip_low: float = 0.5  # percentile mapped to 0
+    clip_high: float = 99.8  # percentile mapped to 1
+    clahe: bool = False
+    clahe_clip_limit: float = 2.0
+    clahe_tiles: int = 8
+
+    def validate(self) -> None:
+        _check(0 <= self.clip_low < self.clip_high <= 100, "normalize needs 0 <= clip_low < clip_high <= 100")
+        _check(self.clahe_clip_limit > 0 and 1 <= self.clahe_tiles <= 64, "CLAHE needs clip limit > 0 and 1..64 tiles")
+
+
+@dataclass(frozen=True)
+class DenoiseStep:
+    enabled: bool = True
+    method: str = "gaussian"
+    sigma: float = 1.0  # gaussian, pixels
+    ksize: int = 3  # median, odd
+    bilateral_d: int = 5
+    bilateral_sigma_color: float = 0.1  # in normalised intensity units
+    nlmeans_h: float = 0.06  # in normalised intensity units
+
+    def validate(self) -> None:
+        _check(self.method in DENOISE_METHODS, f"denoise.method must be one of {DENOISE_METHODS}")
+        _check(0 < self.sigma <= 20, "denoise.sigma must be in (0, 20]")
+        _check(self.ksize % 2 == 1 and 3 <= self.ksize <= 31, "denoise.ksize must be odd, 3..31")
+        _check(1 <= self.bilateral_d <= 25, "denoise.bilateral_d must be 1..25")
+
+
+@dataclass(frozen=True)
+class BackgroundStep:
+    enabled: bool = True
+    method: str = "tophat"  # white top-hat (keeps objects smaller than the radius), or minus a large Gaussian
+    radius: int = 0  # pixels, larger than a cell; 0 = from the typical cell size
+
+    def validate(self) -> None:
+        _check(self.method in BACKGROUND_METHODS, f"background.method must be one of {BACKGROUND_METHODS}")
+        _check(self.radius == 0 or 2 <= self.radius <= 500, "background.radius must be 0 (auto) or 2..500 pixels")
+
+
+@dataclass(frozen=True)
+class ThresholdStep:
+    # Local (adaptive) thresholds keep dim cells next to bright ones; the floor keeps noise in
+    # empty regions out. Chosen over Otsu/triangle by F1 across cell sizes (README, Preprocess).
+    method: str = "adaptive_gaussian"
+    value: float = 0.5  # manual threshold, normalised intensity
+    block_size: int = 0  # adaptive: odd neighbourhood size in pixels; 0 = from the typical cell size
+    offset: float = -0.01  # adaptive: subtracted from the local mean, normalised units
+    floor: float = 0.3  # adaptive: pixels must also exceed this fraction of the Otsu threshold (0 = off)
+    blur_sigma: float = 2.0  # otsu_gaussian: smoothing before Otsu
+    invert: bool = False  # dark objects on a bright background
+
+    def validate(self) -> None:
+        _check(self.method in THRESHOLD_METHODS, f"threshold.method must be one of {THRESHOLD_METHODS}")
+        _check(0 <= self.value <= 1, "threshold.value is a normalised intensity in [0, 1]")
+        _check(self.block_size == 0 or (self.block_size % 2 == 1 and self.block_size >= 3),
+               "threshold.block_size must be 0 (auto) or odd and >= 3")
+        _check(0 < self.blur_sigma <= 20, "threshold.blur_sigma must be in (0, 20]")
+        _check(0 <= self.floor <= 1 and -0.5 <= self.offset <= 0.5, "threshold: floor in [0, 1], offset in [-0.5, 0.5]")
+
+
+@dataclass(frozen=True)
+class CannyStep:
+    enabled: bool = False
+    low: float = 0.1  # hysteresis thresholds, normalised gradient units
+    high: float = 0.3
+    aperture: int = 3  # Sobel aperture: 3, 5 or 7
+    l2_gradient: bool = True
+    cut_mask: bool = False  # remove edge pixels from the mask: separates touching cells
+
+    def validate(self) -> None:
+        _check(0 <= self.low < self.high, "canny needs 0 <= low < high")
+        _check(self.aperture in (3, 5, 7), "canny.aperture must be 3, 5 or 7")
+
+
+@dataclass(frozen=True)
+class MorphologyStep:
+    operation: str = "open"
+    ksize: int = 3
+    shape: str = "ellipse"
+    iterations: int = 1
+    fill_holes: bool = True
+
+    def validate(self) -> None:
+        _check(self.operation in MORPH_OPS, f"morphology.operation must be one of {MORPH_OPS}")
+        _check(self.shape in KERNEL_SHAPES, f"morphology.shape must be one of {tuple(KERNEL_SHAPES)}")
+        _check(1 <= self.ksize <= 51 and 1 <= self.iterations <= 10, "morphology: ksize 1..51, iterations 1..10")
+
+
+@dataclass(frozen=True)
+class WatershedStep:
+    enabled: bool = True
+    seed_distance: int = 0  # minimum distance between seeds, pixels; 0 = from the typical cell size
+    smoothing: float = 1.0  # Gaussian sigma on the distance transform; fewer spurious seeds
+
+    def validate(self) -> None:
+        _check(0 <= self.seed_distance <= 200, "watershed.seed_distance must be 0 (auto) .. 200")
+        _check(0 <= self.smoothing <= 10, "watershed.smoothing must be 0..10")
+
+
+@dataclass(frozen=True)
+class FilterStep:
+    min_area: int = -1  # pixels; -1 = a fraction of the typical cell area
+    max_area: int = 0  # pixels; 0 = no upper limit
+    remove_border: bool = False
+
+    def validate(self) -> None:
+        _check(self.min_area >= -1 and self.max_area >= 0, "filters: min_area >= -1 (auto), max_area >= 0 (off)")
+        _check(self.max_area == 0 or self.max_area > self.min_area, "filters.max_area must exceed min_area")
+
+
+STEP_TYPES = {
+    "channel": ChannelStep,
+    "rotate": RotateStep,
+    "normalize": NormalizeStep,
+    "denoise": DenoiseStep,
+    "background": BackgroundStep,
+    "threshold": ThresholdStep,
+    "canny": CannyStep,
+    "morphology": MorphologyStep,
+    "watershed": WatershedStep,
+    "filters": FilterStep,
+}
+STEP_ORDER = tuple(STEP_TYPES)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every step's parameters, in pipeline order. Hashable: a cache key as it is."""
+
+    channel: ChannelStep = field(default_factory=ChannelStep)
+    rotate: RotateStep = field(default_factory=RotateStep)
+    normalize: NormalizeStep = field(default_factory=NormalizeStep)
+    denoise: DenoiseStep = field(default_factory=DenoiseStep)
+    background: BackgroundStep = field(default_factory=BackgroundStep)
+    threshold: ThresholdStep = field(default_factory=ThresholdStep)
+    canny: CannyStep = field(default_factory=CannyStep)
+    morphology: MorphologyStep = field(default_factory=MorphologyStep)
+    watershed: WatershedStep = field(default_factory=WatershedStep)
+    filters: FilterStep = field(default_factory=FilterStep)
+
+    def __post_init__(self) -> None:
+        for name in STEP_ORDER:
+            getattr(self, name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cellscope_recipe": 1, "steps": {name: asdict(getattr(self, name)) for name in STEP_ORDER}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """Build from a dict; missing steps or keys take defaults, unknown ones are errors."""
+        if not isinstance(data, dict):
+            raise ValueError("a recipe is a JSON object")
+        steps = data.get("steps", data)
+        if not isinstance(steps, dict):
+            raise ValueError("recipe 'steps' must be an object")
+        unknown = set(steps) - set(STEP_ORDER) - {"cellscope_recipe"}
+        if unknown:
+            raise ValueError(f"unknown recipe steps {sorted(unknown)}; known: {list(STEP_ORDER)}")
+        built = {}
+        for name, step_type in STEP_TYPES.items():
+            params = steps.get(name, {})
+            if not isinstance(params, dict):
+                raise ValueError(f"recipe step {name!r} must be an object")
+            known = {f.name: f for f in fields(step_type)}
+            bad = set(params) - set(known)
+            if bad:
+                raise ValueError(f"unknown keys in step {name!r}: {sorted(bad)}; known: {sorted(known)}")
+            typed = {}
+            for key, value in params.items():
+                default = getattr(step_type(), key)
+                try:
+                    typed[key] = type(default)(value) if not isinstance(default, bool) else _as_bool(value)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{name}.{key} must be {type(default).__name__}, got {value!r}") from exc
+            built[name] = step_type(**typed)
+        return cls(**built)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Recipe:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"recipe is not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    def with_step(self, name: str, **changes: Any) -> Recipe:
+        return replace(self, **{name: replace(getattr(self, name), **changes)})
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    raise ValueError(value)
+
+
+DEFAULT_RECIPE = Recipe()
+
+
+# ---------------------------------------------------------------------------------------
+# The steps. Each takes and returns plain arrays; intensities after `normalize` are [0, 1].
+
+
+def select_plane(pixels: np.ndarray, channels: Sequence[ChannelInfo], source: str) -> tuple[np.ndarray, str]:
+    """One float32 plane from (H, W, C) pixels; falls back to channel 0 when a role is missing."""
+    if source == "mean":
+        return pixels.astype(np.float32).mean(axis=2), "mean of all channels"
+    if source == "max":
+        return pixels.max(axis=2).astype(np.float32), "maximum of all channels"
+    if source.startswith("index:"):
+        i = int(source[6:])
+        _check(i < pixels.shape[2], f"channel index {i} out of range: the image has {pixels.shape[2]} channels")
+        return pixels[:, :, i].astype(np.float32), f"channel {i}"
+    idx = next((i for i, c in enumerate(channels) if c.role == source), None)
+    if idx is None:
+        return pixels[:, :, 0].astype(np.float32), f"no {source} channel: used channel 0 ({channels[0].name})"
+    return pixels[:, :, idx].astype(np.float32), f"{source} channel ({channels[idx].name})"
+
+
+def rotation_matrix(shape: tuple[int, int], step: RotateStep) -> np.ndarray:
+    h, w = shape[:2]
+    center = (step.center_x * (w - 1), step.center_y * (h - 1))
+    return cv2.getRotationMatrix2D(center, step.angle, step.scale)
+
+
+def transform_geometry(image: np.ndarray, step: RotateStep, *, labels: bool = False) -> np.ndarray:
+    """Rotate/scale about the centre, then flip; output keeps the input's height and width."""
+    if not step.enabled:
+        return image
+    out = image
+    if step.angle % 360 != 0 or step.scale != 1:
+        h, w = image.shape[:2]
+        flags = cv2.INTER_NEAREST if labels else cv2.INTER_LINEAR
+        src = image.astype(np.float32) if labels else image
+        out = cv2.warpAffine(src, rotation_matrix(image.shape, step), (w, h), flags=flags,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if labels:
+            out = out.astype(image.dtype)
+    if step.flip_horizontal:
+        out = out[:, ::-1]
+    if step.flip_vertical:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
+def normalize(plane: np.ndarray, step: NormalizeStep) -> np.ndarray:
+    """Percentile clip to [0, 1], then optional CLAHE (computed on 16 bits)."""
+    if not step.enabled:
+        lo, hi = float(plane.min()), float(plane.max())
+    else:
+        sample = plane[:: max(1, plane.shape[0] // 512), :: max(1, plane.shape[1] // 512)]
+        lo, hi = (float(v) for v in np.percentile(sample, (step.clip_low, step.clip_high)))
+    out = (plane - np.float32(lo)) * np.float32(1.0 / (hi - lo)) if hi > lo else np.zeros_like(plane)
+    out = np.clip(out, 0, 1, out=out)
+    if step.enabled and step.clahe:
+        tiles = max(1, min(step.clahe_tiles, min(plane.shape) // 8 or 1))
+        clahe = cv2.createCLAHE(clipLimit=step.clahe_clip_limit, tileGridSize=(tiles, tiles))
+        out = clahe.apply((out * 65535).astype(np.uint16)).astype(np.float32) / 65535
+    return out
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def denoise(img: np.ndarray, step: DenoiseStep) -> np.ndarray:
+    if not step.enabled:
+        return img
+    if step.method == "gaussian":
+        return cv2.GaussianBlur(img, (0, 0), step.sigma)
+    if step.method == "median":
+        if step.ksize <= 5:  # OpenCV's median keeps float32 only for 3 and 5
+            return cv2.medianBlur(img, step.ksize)
+        return cv2.medianBlur(_to_u8(img), step.ksize).astype(np.float32) / 255
+    if step.method == "bilateral":
+        return cv2.bilateralFilter(img, step.bilateral_d, step.bilateral_sigma_color, step.bilateral_d)
+    out = cv2.fastNlMeansDenoising(_to_u8(img), None, h=step.nlmeans_h * 255, templateWindowSize=7, searchWindowSize=21)
+    return out.astype(np.float32) / 255
+
+
+def subtract_background(img: np.ndarray, step: BackgroundStep, cell_diameter: float = 20.0) -> np.ndarray:
+    """Remove slowly varying background, then rescale so the brightest 0.1% map to 1."""
+    if not step.enabled:
+        return img
+    radius = step.radius or max(3, round(1.5 * cell_diameter))
+    if step.method == "gaussian":
+        background = cv2.GaussianBlur(img, (0, 0), radius)
+    else:  # white top-hat = image - opening; the opening runs on a downscaled copy when large
+        factor = max(1.0, radius / 12)
+        size = (max(1, round(img.shape[1] / factor)), max(1, round(img.shape[0] / factor)))
+        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA) if factor > 1 else img
+        r = max(1, round(radius / factor))
+        opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        background = cv2.resize(opened, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR) if factor > 1 else opened
+        background = np.minimum(background, img)
+    out = np.clip(img - background, 0, None)
+    top = float(np.percentile(out[:: max(1, out.shape[0] // 512), :: max(1, out.shape[1] // 512)], 99.9))
+    return np.clip(out / top, 0, 1) if top > 0 else out
+
+
+def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0) -> tuple[np.ndarray, float | None]:
+    """Foreground mask and the global threshold used (None for adaptive methods)."""
+    from skimage.filters import threshold_otsu, threshold_triangle
+
+    source = 1.0 - img if step.invert else img
+    value: float | None
+    if step.method == "manual":
+        value = step.value
+    elif step.method in ("otsu", "otsu_gaussian", "triangle"):
+        base = cv2.GaussianBlur(source, (0, 0), step.blur_sigma) if step.method == "otsu_gaussian" else source
+        if float(base.max()) - float(base.min()) < 1e-6:
+            return np.zeros(img.shape, bool), float(base.max())  # flat image: nothing stands out
+        value = float((threshold_otsu if step.method != "triangle" else threshold_triangle)(base, nbins=256))
+        return base > value, value
+    else:
+        block = step.block_size or int(4 * cell_diameter) // 2 * 2 + 1  # a few cells across
+        block = min(max(block, 15), (min(img.shape) // 2) * 2 - 1)
+        if block < 3:
+            return np.zeros(img.shape, bool), None
+        method = cv2.ADAPTIVE_THRESH_MEAN_C if step.method == "adaptive_mean" else cv2.ADAPTIVE_THRESH_GAUSSIAN_C
+        mask = cv2.adaptiveThreshold(_to_u8(source), 1, method, cv2.THRESH_BINARY, block, step.offset * 255).astype(bool)
+        if step.floor > 0 and float(source.max()) - float(source.min()) > 1e-6:
+            mask &= source > step.floor * threshold_otsu(source, nbins=256)
+        return mask, None
+    return source > value, value
+
+
+def canny_edges(img: np.ndarray, step: CannyStep) -> np.ndarray | None:
+    if not step.enabled:
+        return None
+    # OpenCV's Canny thresholds are gradient magnitudes of the 8-bit image; the Sobel kernel
+    # grows with the aperture, so scale by its gain to keep the sliders meaningful.
+    gain = {3: 4, 5: 48, 7: 640}[step.aperture] * 255
+    return cv2.Canny(_to_u8(img), step.low * gain, step.high * gain, apertureSize=step.aperture,
+                     L2gradient=step.l2_gradient) > 0
+
+
+def morphology(mask: np.ndarray, step: MorphologyStep) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    out = mask
+    if step.operation != "none":
+        kernel = cv2.getStructuringElement(KERNEL_SHAPES[step.shape], (step.ksize, step.ksize))
+        op = {"open": cv2.MORPH_OPEN, "close": cv2.MORPH_CLOSE, "erode": cv2.MORPH_ERODE, "dilate": cv2.MORPH_DILATE}
+        out = cv2.morphologyEx(mask.astype(np.uint8), op[step.operation], kernel, iterations=step.iterations) > 0
+    if step.fill_holes:
+        out = ndi.binary_fill_holes(out)
+    return out
+
+
+def typical_cell_area(mask: np.ndarray) -> float:
+    """Area of a single cell, estimated from the mask's connected pieces.
+
+    Clumps of touching cells are single pieces too, so a low quantile of piece areas stands
+    for one cell; specks under 10 pixels are ignored.
+    """
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    areas = areas[areas >= 10]
+    return float(np.percentile(areas, 35)) if len(areas) else 0.0
+
+
+def estimate_cell_diameter(img: np.ndarray) -> float:
+    """Typical cell diameter in pixels from a quick Otsu mask; sets the scale of 'auto' parameters."""
+    from skimage.filters import threshold_otsu
+
+    if float(img.max()) - float(img.min()) < 1e-6:
+        return 20.0
+    mask = img > threshold_otsu(img, nbins=256)
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    area = typical_cell_area(mask)
+    return float(np.clip(2 * np.sqrt(area / np.pi), 4, 400)) if area else 20.0
+
+
+def split_touching(mask: np.ndarray, step: WatershedStep, cell_area: float) -> tuple[np.ndarray, int]:
+    """Instances from a mask: watershed on the distance transform, or connected components."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    if not mask.any():
+        return np.zeros(mask.shape, np.int32), 0
+    n, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if not step.enabled:
+        return pieces.astype(np.int32), 0
+    distance = step.seed_distance or max(2, round(0.5 * np.sqrt(max(cell_area, 1.0) / np.pi)))
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    if step.smoothing > 0:
+        dist = cv2.GaussianBlur(dist, (0, 0), step.smoothing)
+    peaks = peak_local_max(dist, min_distance=distance, labels=pieces, exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # Pieces with no peak (tiny or flat) keep one seed each so no object disappears.
+    seeded = np.unique(pieces[markers > 0])
+    for lab in np.setdiff1d(np.arange(1, n), seeded):
+        ys, xs = np.nonzero(pieces == lab)
+        markers[ys[len(ys) // 2], xs[len(xs) // 2]] = markers.max() + 1
+    return watershed(-dist, markers, mask=mask).astype(np.int32), distance
+
+
+def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float) -> tuple[np.ndarray, int]:
+    """Drop objects outside the size range or touching the border; relabel 1..N."""
+    from skimage.segmentation import relabel_sequential
+
+    min_area = step.min_area if step.min_area >= 0 else max(5, round(0.2 * cell_area))
+    if labels.max() == 0:
+        return labels, min_area
+    areas = np.bincount(labels.ravel())
+    drop = areas < min_area
+    if step.max_area:
+        drop |= areas > step.max_area
+    if step.remove_border:
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        drop[border] = True
+    drop[0] = False
+    out = labels.copy()
+    out[drop[labels]] = 0
+    return relabel_sequential(out)[0].astype(np.int32), min_area
+
+
+# ---------------------------------------------------------------------------------------
+# Running the pipeline
+
+
+@dataclass
+class PipelineResult:
+    """What the pipeline made, stage by stage, for views, measurements and the Compare page."""
+
+    source: np.ndarray  # selected channel, float32 raw intensities, after geometry
+    normalized: np.ndarray
+    denoised: np.ndarray
+    processed: np.ndarray  # after background subtraction: what is thresholded, [0, 1]
+    threshold: float | None
+    mask: np.ndarray
+    edges: np.ndarray | None
+    labels: np.ndarray  # int32 instances, 0 = background
+    notes: list[str]
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.labels.max())
+
+
+class StageCache:
+    """Bounded, thread-safe memo of pipeline stages keyed by image hash + the steps so far.
+
+    Moving a late slider (say the size filter) reuses every earlier stage.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+
+    def get_or_compute(self, key: tuple, compute):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = compute()
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+        return value
+
+
+def run_pipeline(
+    pixels: np.ndarray,
+    channels: Sequence[ChannelInfo],
+    recipe: Recipe = DEFAULT_RECIPE,
+    *,
+    image_hash: str | None = None,
+    cache: StageCache | None = None,
+) -> PipelineResult:
+    """Run every step of ``recipe`` on (H, W, C) pixels."""
+
+    def stage(name: str, upto: int, compute):
+        if cache is None or image_hash is None:
+            return compute()
+        key = (image_hash, name, tuple(getattr(recipe, s) for s in STEP_ORDER[: upto + 1]))
+        return cache.get_or_compute(key, compute)
+
+    notes: list[str] = []
+    plane, how = stage("channel", 0, lambda: select_plane(pixels, channels, recipe.channel.source))
+    notes.append(f"input: {how}")
+    source = stage("rotate", 1, lambda: transform_geometry(plane, recipe.rotate))
+    normalized = stage("normalize", 2, lambda: normalize(source, recipe.normalize))
+    denoised = stage("denoise", 3, lambda: denoise(normalized, recipe.denoise))
+    diameter = stage("scale", 3, lambda: estimate_cell_diameter(denoised))
+    processed = stage("background", 4, lambda: subtract_background(denoised, recipe.background, diameter))
+    mask, value = stage("threshold", 5, lambda: threshold(processed, recipe.threshold, diameter))
+    edges = stage("canny", 6, lambda: canny_edges(denoised, recipe.canny))
+    if edges is not None and recipe.canny.cut_mask:
+        mask = mask & ~cv2.dilate(edges.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
+    mask = stage("morphology", 7, lambda: morphology(mask, recipe.morphology))
+    cell_area = typical_cell_area(mask)
+    labels, distance = stage("watershed", 8, lambda: split_touching(mask, recipe.watershed, cell_area))
+    labels, min_area = filter_instances(labels, recipe.filters, cell_area)
+    notes.append(f"typical cell diameter about {diameter:.0f} px (sets the 'auto' parameters)")
+    if recipe.watershed.enabled and distance:
+        notes.append(f"watershed seed distance {distance} px" + (" (auto)" if not recipe.watershed.seed_distance else ""))
+    notes.append(f"minimum area {min_area} px" + (" (auto)" if recipe.filters.min_area < 0 else ""))
+    if labels.max() == 0:
+        notes.append(
+            "no cells found: the image may be empty or flat, or the threshold excludes everything; "
+            "try another threshold method or channel"
+        )
+    elif mask.mean() > 0.9:
+        notes.append("over 90% of the image is foreground: the threshold is probably too low (or invert it)")
+    return PipelineResult(source, normalized, denoised, processed, value, mask, edges, labels, notes)
+
+
+def segment_classical(pixels: np.ndarray, channels: Sequence[ChannelInfo], recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
+    """Instance labels (H, W) int32 from the classical pipeline."""
+    return run_pipeline(pixels, channels, recipe).labels

@@ -1,0 +1,80 @@
+"""Metrics against hand-worked cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.metrics import iou_matrix, match_instances, match_over_thresholds, segmentation_scores
+
+
+def squares(*boxes, shape=(40, 40)):
+    out = np.zeros(shape, np.int32)
+    for i, (y0, x0, y1, x1) in enumerate(boxes, 1):
+        out[y0:y1, x0:x1] = i
+    return out
+
+
+A, B = (0, 0, 10, 10), (20, 20, 30, 30)
+
+
+def test_perfect_match_with_other_label_values():
+    gt = squares(A, B)
+    pred = gt * 7  # same objects, different ids
+    m = match_instances(gt, pred)
+    assert (m.tp, m.fp, m.fn) == (2, 0, 0)
+    assert m.precision == m.recall == m.f1 == m.ap == m.mean_iou == m.pq == 1.0
+
+
+def test_one_object_split_in_two():
+    gt = squares(A)
+    pred = squares((0, 0, 10, 6), (0, 6, 10, 10))  # IoU 0.6 and 0.4
+    m = match_instances(gt, pred)
+    assert (m.tp, m.fp, m.fn) == (1, 1, 0)
+    assert m.precision == 0.5 and m.recall == 1.0 and m.f1 == pytest.approx(2 / 3)
+    assert m.ap == pytest.approx(0.5) and m.mean_iou == pytest.approx(0.6)
+    assert m.pq == pytest.approx(0.6 / 1.5)
+
+
+def test_two_objects_merged_in_one():
+    gt = squares((0, 0, 10, 10), (0, 10, 10, 30))  # areas 100 and 200
+    pred = squares((0, 0, 10, 30))  # IoU 1/3 and 2/3
+    m = match_instances(gt, pred)
+    assert (m.tp, m.fp, m.fn) == (1, 0, 1)
+    assert m.mean_iou == pytest.approx(2 / 3) and m.ap == pytest.approx(0.5)
+
+
+def test_empty_prediction_and_empty_ground_truth():
+    gt = squares(A, B)
+    empty = np.zeros_like(gt)
+    m = match_instances(gt, empty)
+    assert (m.tp, m.fp, m.fn, m.precision, m.recall, m.f1) == (0, 0, 2, 0.0, 0.0, 0.0)
+    m = match_instances(empty, gt)
+    assert (m.tp, m.fp, m.fn, m.precision, m.recall) == (0, 2, 0, 0.0, 0.0)
+    m = match_instances(empty, empty)  # StarDist convention: 0/0 = 0
+    assert (m.tp, m.fp, m.fn, m.f1) == (0, 0, 0, 0.0)
+
+
+def test_threshold_decides_a_match_and_ap_averages_thresholds():
+    gt = squares(A)
+    pred = squares((0, 0, 10, 8))  # IoU 0.8
+    per_t = match_over_thresholds(gt, pred)
+    assert [m.tp for m in per_t] == [1] * 7 + [0] * 3  # matched at 0.50, 0.55, ... 0.80
+    assert segmentation_scores(gt, pred)["ap"] == pytest.approx(0.7)
+
+
+def test_iou_matrix_values_and_shape_check():
+    gt = squares(A, B)
+    pred = squares((0, 0, 10, 5))
+    iou, t, p = iou_matrix(gt, pred)
+    assert iou.shape == (2, 1) and iou[0, 0] == pytest.approx(0.5) and iou[1, 0] == 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        iou_matrix(gt, pred[:10])
+
+
+def test_hungarian_prefers_more_matches():
+    # pred 1 overlaps gt 1 best, but gt 2 only overlaps pred 1 too; one-to-one must not double count
+    gt = squares((0, 0, 10, 10), (0, 10, 10, 12))
+    pred = squares((0, 0, 10, 11))
+    m = match_instances(gt, pred)
+    assert m.tp == 1 and m.fn == 1 and m.fp == 0

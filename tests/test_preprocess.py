@@ -1,0 +1,274 @@
+"""The classical pipeline: each step against known inputs, recipes, robustness, accuracy."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from core.images import default_channels
+from core.metrics import match_instances
+from core.preprocess import (
+    DEFAULT_RECIPE,
+    BackgroundStep,
+    CannyStep,
+    DenoiseStep,
+    FilterStep,
+    MorphologyStep,
+    NormalizeStep,
+    Recipe,
+    RotateStep,
+    StageCache,
+    ThresholdStep,
+    WatershedStep,
+    canny_edges,
+    denoise,
+    filter_instances,
+    morphology,
+    normalize,
+    rotation_matrix,
+    run_pipeline,
+    select_plane,
+    split_touching,
+    subtract_background,
+    threshold,
+    transform_geometry,
+)
+
+
+def disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+# ---- geometry ---------------------------------------------------------------------------
+
+
+def test_rotation_matrix_is_opencvs_about_the_chosen_centre():
+    step = RotateStep(enabled=True, angle=30, scale=1.5, center_x=0.25, center_y=0.75)
+    expected = cv2.getRotationMatrix2D((0.25 * 99, 0.75 * 49), 30, 1.5)
+    np.testing.assert_allclose(rotation_matrix((50, 100), step), expected)
+
+
+def test_rotating_a_square_by_90_degrees_equals_rot90():
+    img = np.random.default_rng(0).random((33, 33)).astype(np.float32)
+    out = transform_geometry(img, RotateStep(enabled=True, angle=90))
+    np.testing.assert_allclose(out, np.rot90(img), atol=1e-5)  # OpenCV angles are counter-clockwise
+
+
+def test_flips_and_disabled_rotation():
+    img = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert transform_geometry(img, RotateStep(enabled=False, angle=45)) is img
+    np.testing.assert_array_equal(transform_geometry(img, RotateStep(enabled=True, flip_horizontal=True)), img[:, ::-1])
+    np.testing.assert_array_equal(transform_geometry(img, RotateStep(enabled=True, flip_vertical=True)), img[::-1])
+
+
+def test_label_rotation_keeps_label_values():
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:15, 5:15] = 7
+    out = transform_geometry(labels, RotateStep(enabled=True, angle=33), labels=True)
+    assert set(np.unique(out)) == {0, 7} and out.dtype == np.int32
+
+
+# ---- intensity steps ----------------------------------------------------------------------
+
+
+def test_channel_selection_by_role_and_fallback():
+    px = np.dstack([np.full((4, 4), v, np.uint16) for v in (1, 2, 3)])
+    chans = default_channels(3)  # red/other, green/protein, blue/nucleus
+    assert select_plane(px, chans, "nucleus")[0][0, 0] == 3
+    plane, note = select_plane(px, chans, "cytoplasm")
+    assert plane[0, 0] == 1 and "no cytoplasm channel" in note
+    assert select_plane(px, chans, "mean")[0][0, 0] == 2
+    assert select_plane(px, chans, "index:1")[0][0, 0] == 2
+
+
+def test_normalize_maps_percentiles_and_clahe_stays_in_range():
+    plane = np.linspace(0, 1000, 100 * 100, dtype=np.float32).reshape(100, 100)
+    out = normalize(plane, NormalizeStep(clip_low=10, clip_high=90))
+    assert out.min() == 0 and out.max() == 1 and abs(out[50, 0] - 0.5) < 0.01
+    c = normalize(plane, NormalizeStep(clahe=True))
+    assert 0 <= c.min() and c.max() <= 1
+
+
+@pytest.mark.parametrize("method", ["gaussian", "median", "bilateral", "nlmeans"])
+def test_every_denoiser_reduces_noise(method):
+    rng = np.random.default_rng(1)
+    clean = np.full((64, 64), 0.5, np.float32)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    out = denoise(noisy, DenoiseStep(method=method, ksize=5, sigma=1.5, bilateral_d=9, bilateral_sigma_color=0.5, nlmeans_h=0.15))
+    assert out.shape == noisy.shape and out.dtype == np.float32
+    assert np.std(out - clean) < 0.6 * np.std(noisy - clean)
+
+
+@pytest.mark.parametrize("method", ["tophat", "gaussian"])
+def test_background_removal_flattens_a_ramp_and_keeps_small_spots(method):
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float32)
+    img = 0.5 * xx / 128 + 0.4 * disc((128, 128), 64, 64, 5)
+    out = subtract_background(img, BackgroundStep(method=method, radius=20))
+    assert out[64, 64] > 0.8  # the spot survives (rescaled to ~1)
+    assert out[10, 120] < 0.25 * out[64, 64]  # the ramp is gone
+
+
+def test_otsu_picks_the_valley_of_a_bimodal_image():
+    rng = np.random.default_rng(2)
+    img = np.concatenate([rng.normal(0.2, 0.05, 6000), rng.normal(0.8, 0.05, 4000)]).reshape(100, 100)
+    img = np.clip(img, 0, 1).astype(np.float32)
+    mask, value = threshold(img, ThresholdStep(method="otsu"))
+    assert 0.35 < value < 0.65
+    assert abs(mask.mean() - 0.4) < 0.01
+    _, gvalue = threshold(img, ThresholdStep(method="otsu_gaussian", blur_sigma=1))
+    assert 0.3 < gvalue < 0.7
+
+
+def test_manual_triangle_invert_and_flat():
+    img = np.zeros((50, 50), np.float32)
+    img[disc(img.shape, 25, 25, 8)] = 1.0
+    mask, v = threshold(img, ThresholdStep(method="manual", value=0.5))
+    assert v == 0.5 and mask.sum() == disc(img.shape, 25, 25, 8).sum()
+    assert threshold(img, ThresholdStep(method="triangle"))[0].sum() == mask.sum()
+    assert not threshold(1 - img, ThresholdStep(method="manual", value=0.5, invert=True))[0][0, 0]
+    flat_mask, _ = threshold(np.full((20, 20), 0.3, np.float32), ThresholdStep(method="otsu"))
+    assert not flat_mask.any()
+
+
+def test_adaptive_threshold_finds_dim_and_bright_spots_under_a_gradient():
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
+    img = 0.3 * xx / 200
+    centres = [(50, 30), (50, 170), (150, 100)]
+    for (cy, cx), amp in zip(centres, (0.1, 0.6, 0.3), strict=True):
+        img[disc(img.shape, cy, cx, 8)] += amp
+    mask, value = threshold(img, ThresholdStep(method="adaptive_gaussian", block_size=61, offset=-0.02), 16)
+    assert value is None
+    assert all(mask[cy, cx] for cy, cx in centres)
+    assert mask.mean() < 0.1
+
+
+def test_canny_outlines_a_square():
+    img = np.zeros((40, 40), np.float32)
+    img[10:30, 10:30] = 1
+    edges = canny_edges(img, CannyStep(enabled=True))
+    assert edges[10, 20] or edges[9, 20] or edges[11, 20]
+    assert not edges[20, 20] and not edges[2, 2]
+    assert canny_edges(img, CannyStep(enabled=False)) is None
+
+
+def test_opening_removes_specks_and_holes_are_filled():
+    mask = disc((60, 60), 30, 30, 12)
+    mask[30, 30] = False  # a hole
+    mask[2, 2] = True  # a speck
+    out = morphology(mask, MorphologyStep(operation="open", ksize=3, fill_holes=True))
+    assert out[30, 30] and not out[2, 2]
+
+
+def test_watershed_splits_two_touching_discs():
+    mask = disc((60, 80), 30, 28, 12) | disc((60, 80), 30, 50, 12)
+    labels, distance = split_touching(mask, WatershedStep(seed_distance=6), cell_area=450)
+    assert labels.max() == 2 and distance == 6
+    merged, _ = split_touching(mask, WatershedStep(enabled=False), cell_area=450)
+    assert merged.max() == 1
+
+
+def test_filters_size_and_border():
+    labels = np.zeros((50, 50), np.int32)
+    labels[0:5, 0:5] = 1  # touches the border
+    labels[20:22, 20:22] = 2  # tiny
+    labels[30:40, 30:40] = 3
+    out, _ = filter_instances(labels, FilterStep(min_area=10, remove_border=True), 100)
+    assert out.max() == 1 and out[35, 35] == 1 and out[1, 1] == 0
+    out, min_area = filter_instances(labels, FilterStep(min_area=-1), 100)
+    assert min_area == 20 and out.max() == 2
+
+
+# ---- recipes --------------------------------------------------------------------------------
+
+
+def test_recipe_json_round_trip_and_defaults():
+    r = DEFAULT_RECIPE.with_step("denoise", method="median", ksize=5).with_step("rotate", enabled=True, angle=12.5)
+    assert Recipe.from_json(r.to_json()) == r
+    assert Recipe.from_dict({"steps": {"threshold": {"method": "triangle"}}}).threshold.method == "triangle"
+    assert Recipe.from_dict({}) == DEFAULT_RECIPE
+    assert hash(r) != hash(DEFAULT_RECIPE)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"steps": {"blurr": {}}}, "unknown recipe steps"),
+        ({"steps": {"denoise": {"sigmaa": 1}}}, "unknown keys in step 'denoise'"),
+        ({"steps": {"denoise": {"sigma": "big"}}}, "denoise.sigma must be float"),
+        ({"steps": {"denoise": {"ksize": 4}}}, "odd"),
+        ({"steps": {"normalize": {"clip_low": 90, "clip_high": 10}}}, "clip_low < clip_high"),
+        ({"steps": {"rotate": {"enabled": "yes"}}}, "rotate.enabled must be bool"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_bad_recipes_are_explained(data, message):
+    with pytest.raises(ValueError, match=message):
+        Recipe.from_dict(data)
+
+
+# ---- whole pipeline ------------------------------------------------------------------------
+
+
+def test_default_recipe_f1_on_example_dataset(example_images):
+    """README states this figure; the issue asks for F1 >= 0.85 at IoU 0.5."""
+    f1 = [match_instances(img.gt, run_pipeline(img.pixels, img.channels).labels).f1 for img in example_images]
+    assert np.mean(f1) >= 0.9 and min(f1) >= 0.85
+
+
+@pytest.mark.parametrize("zoom", [0.5, 2.0])
+def test_default_recipe_adapts_to_cell_size(example_images, zoom):
+    img = example_images[4]
+    h, w = img.gt.shape
+    size = (int(w * zoom), int(h * zoom))
+    px = cv2.resize(img.pixels, size, interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
+    gt = cv2.resize(img.gt, size, interpolation=cv2.INTER_NEAREST)
+    assert match_instances(gt, run_pipeline(px, img.channels).labels).f1 >= 0.85
+
+
+@pytest.mark.parametrize(
+    ("name", "pixels"),
+    [
+        ("all zero", np.zeros((64, 64, 1), np.uint16)),
+        ("saturated", np.full((64, 64, 1), 65535, np.uint16)),
+        ("tiny", np.random.default_rng(0).integers(0, 255, (3, 3, 1)).astype(np.uint8)),
+        ("one pixel", np.ones((1, 1, 1), np.float32)),
+        ("noise only", np.random.default_rng(0).normal(100, 1, (64, 64, 1)).astype(np.float32)),
+    ],
+)
+def test_degenerate_images_give_empty_results_and_a_message(name, pixels):
+    for method in ("otsu", "adaptive_gaussian", "triangle", "manual"):
+        recipe = DEFAULT_RECIPE.with_step("threshold", method=method)
+        result = run_pipeline(pixels, default_channels(1), recipe)
+        assert result.labels.shape == pixels.shape[:2]
+        if name != "noise only":
+            assert result.n_cells == 0, (name, method)
+            assert any("no cells found" in n for n in result.notes)
+
+
+def test_labels_keep_image_size_under_rotation(example_images):
+    img = example_images[0]
+    result = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("rotate", enabled=True, angle=20, scale=0.8))
+    assert result.labels.shape == img.gt.shape and result.n_cells > 30
+
+
+def test_stage_cache_reuses_early_stages(example_images, monkeypatch):
+    import core.preprocess as pp
+
+    calls = {"n": 0}
+    real = pp.threshold
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(pp, "threshold", counting)
+    img, cache = example_images[0], StageCache()
+    first = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE, image_hash=img.hash, cache=cache)
+    later = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("filters", min_area=200),
+                         image_hash=img.hash, cache=cache)
+    assert calls["n"] == 1  # the threshold was not recomputed for a filter change
+    assert later.n_cells < first.n_cells
+    run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("denoise", sigma=2.0), image_hash=img.hash, cache=cache)
+    assert calls["n"] == 2
