@@ -10,7 +10,8 @@ def run() -> None:
     st.set_page_config(page_title="CellScope", page_icon="🔬", layout="wide")
     page = st.navigation(
         [
-            st.Page("pages/data.py", title="Data", icon="🗂️", default=True),
+            st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
+            st.Page("pages/preprocess.py", title="Preprocess", icon=":material/tune:"),
         ]
     )
     try:

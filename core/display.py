@@ -44,12 +44,28 @@ def image_rgb(image: CellImage, visible: Sequence[bool] | None = None) -> np.nda
     return composite(image.pixels, image.channels, visible)
 
 
-def draw_outlines(rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
-    """Copy of ``rgb`` with the boundary of every labelled object drawn in ``color``."""
-    from skimage.segmentation import find_boundaries
+def label_boundaries(labels: np.ndarray) -> np.ndarray:
+    """Pixels of an object with a 4-neighbour outside it (skimage's 'inner' boundaries, faster)."""
+    edge = np.zeros(labels.shape, bool)
+    diff_v = labels[1:] != labels[:-1]
+    diff_h = labels[:, 1:] != labels[:, :-1]
+    edge[1:] |= diff_v
+    edge[:-1] |= diff_v
+    edge[:, 1:] |= diff_h
+    edge[:, :-1] |= diff_h
+    return edge & (labels > 0)
 
+
+def draw_outlines(rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
+    """Copy of ``rgb`` with the boundary of every labelled object drawn in ``color``.
+
+    When ``rgb`` is smaller than ``labels`` (a preview), the labels are scaled down first so
+    outlines stay one display pixel wide.
+    """
+    if labels.shape != rgb.shape[:2]:
+        labels = cv2.resize(labels.astype(np.int32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
     out = rgb.copy()
-    out[find_boundaries(labels, mode="inner")] = color
+    out[label_boundaries(labels)] = color
     return out
 
 
@@ -68,3 +84,32 @@ def png_data_uri(rgb: np.ndarray) -> str:
     if not ok:
         raise ValueError("could not encode PNG")
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def gray_rgb(plane: np.ndarray) -> np.ndarray:
+    """A [0, 1] float plane as uint8 RGB."""
+    g = (np.clip(plane, 0, 1) * 255).astype(np.uint8)
+    return np.dstack([g, g, g])
+
+
+def preview(rgb: np.ndarray, max_side: int = 768) -> np.ndarray:
+    """Shrink for the browser: the page shows images at most this wide, so larger ones only cost time."""
+    return thumbnail(rgb, max_side)
+
+
+def tint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 200, 255), alpha: float = 0.35) -> np.ndarray:
+    """Blend ``color`` over the pixels where ``mask`` is true."""
+    out = rgb.copy()
+    out[mask] = (out[mask] * (1 - alpha) + np.array(color) * alpha).astype(np.uint8)
+    return out
+
+
+def montage(tiles: np.ndarray, columns: int = 10, gap: int = 2) -> np.ndarray:
+    """(N, h, w, 3) uint8 tiles in a grid, one image."""
+    n, h, w = tiles.shape[:3]
+    rows = max(1, -(-n // columns))
+    out = np.zeros((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[i]
+    return out

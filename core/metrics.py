@@ -50,23 +50,33 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     if true.shape != pred.shape:
         raise ValueError(f"label images differ in shape: {true.shape} vs {pred.shape}")
-    t = np.asarray(true).ravel().astype(np.int64)
-    p = np.asarray(pred).ravel().astype(np.int64)
-    true_ids = np.unique(t[t > 0])
-    pred_ids = np.unique(p[p > 0])
-    if len(true_ids) == 0 or len(pred_ids) == 0:
-        return np.zeros((len(true_ids), len(pred_ids))), true_ids, pred_ids
-    # Compact ids to 1..n so the joint histogram stays small whatever the label values are.
-    t_idx = np.searchsorted(true_ids, t) + 1
-    t_idx[t == 0] = 0
-    p_idx = np.searchsorted(pred_ids, p) + 1
-    p_idx[p == 0] = 0
-    n_t, n_p = len(true_ids) + 1, len(pred_ids) + 1
-    joint = np.bincount(t_idx * n_p + p_idx, minlength=n_t * n_p).reshape(n_t, n_p)
-    inter = joint[1:, 1:].astype(np.float64)
-    area_t = joint[1:, :].sum(axis=1, keepdims=True)
-    area_p = joint[:, 1:].sum(axis=0, keepdims=True)
-    union = area_t + area_p - inter
+    t = np.asarray(true).ravel()
+    p = np.asarray(pred).ravel()
+    if t.size and (t.min() < 0 or p.min() < 0):
+        raise ValueError("label images must not contain negative labels")
+    t_max, p_max = (int(t.max()), int(p.max())) if t.size else (0, 0)
+    if (t_max + 1) * (p_max + 1) <= 4 * t.size:
+        # Labels are small numbers (the usual 1..N): histogram the pairs directly.
+        t_idx, p_idx, n_t, n_p = t.astype(np.int64), p, t_max + 1, p_max + 1
+    else:  # sparse label values: compact them to 1..n first
+        t_ids, t_idx = np.unique(t, return_inverse=True)
+        p_ids, p_idx = np.unique(p, return_inverse=True)
+        if t_ids[0] != 0:
+            t_ids, t_idx = np.concatenate([[0], t_ids]), t_idx + 1
+        if p_ids[0] != 0:
+            p_ids, p_idx = np.concatenate([[0], p_ids]), p_idx + 1
+        n_t, n_p = len(t_ids), len(p_ids)
+    joint = np.bincount(t_idx.astype(np.int64) * n_p + p_idx, minlength=n_t * n_p).reshape(n_t, n_p)
+    area_t = joint.sum(axis=1)
+    area_p = joint.sum(axis=0)
+    rows = np.flatnonzero(area_t[1:]) + 1  # labels present in each image
+    cols = np.flatnonzero(area_p[1:]) + 1
+    inter = joint[np.ix_(rows, cols)].astype(np.float64)
+    union = area_t[rows, None] + area_p[None, cols] - inter
+    if (t_max + 1) * (p_max + 1) <= 4 * t.size:
+        true_ids, pred_ids = rows, cols
+    else:
+        true_ids, pred_ids = t_ids[rows], p_ids[cols]
     return inter / np.maximum(union, 1), true_ids, pred_ids
 
 
@@ -84,6 +94,8 @@ def _matched_ious(iou: np.ndarray, threshold: float) -> np.ndarray:
     valid = iou >= threshold
     if not valid.any():
         return np.zeros(0)
+    if valid.sum(axis=0).max() == 1 and valid.sum(axis=1).max() == 1:
+        return iou[valid]  # no object has two candidates (always so above IoU 0.5): nothing to assign
     # Maximise the number of matches first, then their IoU (StarDist's cost).
     n_min = min(iou.shape)
     cost = -(valid.astype(np.float64) / (2 * n_min) + np.where(valid, iou, 0.0))

@@ -311,6 +311,14 @@ def transform_geometry(image: np.ndarray, step: RotateStep, *, labels: bool = Fa
     return np.ascontiguousarray(out)
 
 
+def transform_pixels(pixels: np.ndarray, step: RotateStep) -> np.ndarray:
+    """:func:`transform_geometry` for (H, W, C) images with any number of channels."""
+    if not step.enabled:
+        return pixels
+    planes = [transform_geometry(pixels[:, :, c], step) for c in range(pixels.shape[2])]
+    return np.stack(planes, axis=2)
+
+
 def normalize(plane: np.ndarray, step: NormalizeStep) -> np.ndarray:
     """Percentile clip to [0, 1], then optional CLAHE (computed on 16 bits)."""
     if not step.enabled:
@@ -403,16 +411,24 @@ def canny_edges(img: np.ndarray, step: CannyStep) -> np.ndarray | None:
                      L2gradient=step.l2_gradient) > 0
 
 
-def morphology(mask: np.ndarray, step: MorphologyStep) -> np.ndarray:
-    from scipy import ndimage as ndi
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill background regions not connected to the image border (OpenCV flood fill: fast)."""
+    h, w = mask.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = mask
+    flood = padded.copy()
+    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)
+    return mask | (flood[1:-1, 1:-1] == 0)
 
+
+def morphology(mask: np.ndarray, step: MorphologyStep) -> np.ndarray:
     out = mask
     if step.operation != "none":
         kernel = cv2.getStructuringElement(KERNEL_SHAPES[step.shape], (step.ksize, step.ksize))
         op = {"open": cv2.MORPH_OPEN, "close": cv2.MORPH_CLOSE, "erode": cv2.MORPH_ERODE, "dilate": cv2.MORPH_DILATE}
         out = cv2.morphologyEx(mask.astype(np.uint8), op[step.operation], kernel, iterations=step.iterations) > 0
     if step.fill_holes:
-        out = ndi.binary_fill_holes(out)
+        out = fill_holes(out)
     return out
 
 
@@ -467,8 +483,6 @@ def split_touching(mask: np.ndarray, step: WatershedStep, cell_area: float) -> t
 
 def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float) -> tuple[np.ndarray, int]:
     """Drop objects outside the size range or touching the border; relabel 1..N."""
-    from skimage.segmentation import relabel_sequential
-
     min_area = step.min_area if step.min_area >= 0 else max(5, round(0.2 * cell_area))
     if labels.max() == 0:
         return labels, min_area
@@ -479,10 +493,11 @@ def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float) -> 
     if step.remove_border:
         border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         drop[border] = True
-    drop[0] = False
-    out = labels.copy()
-    out[drop[labels]] = 0
-    return relabel_sequential(out)[0].astype(np.int32), min_area
+    drop[0] = True
+    lut = np.zeros(len(areas), np.int32)  # old label -> new label, 0 for dropped ones
+    keep = ~drop
+    lut[keep] = np.arange(1, keep.sum() + 1, dtype=np.int32)
+    return lut[labels], min_area
 
 
 # ---------------------------------------------------------------------------------------
@@ -493,9 +508,7 @@ def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float) -> 
 class PipelineResult:
     """What the pipeline made, stage by stage, for views, measurements and the Compare page."""
 
-    source: np.ndarray  # selected channel, float32 raw intensities, after geometry
-    normalized: np.ndarray
-    denoised: np.ndarray
+    normalized: np.ndarray  # selected channel after geometry, [0, 1]
     processed: np.ndarray  # after background subtraction: what is thresholded, [0, 1]
     threshold: float | None
     mask: np.ndarray
@@ -563,7 +576,7 @@ def run_pipeline(
     mask = stage("morphology", 7, lambda: morphology(mask, recipe.morphology))
     cell_area = typical_cell_area(mask)
     labels, distance = stage("watershed", 8, lambda: split_touching(mask, recipe.watershed, cell_area))
-    labels, min_area = filter_instances(labels, recipe.filters, cell_area)
+    labels, min_area = stage("filters", 9, lambda: filter_instances(labels, recipe.filters, cell_area))
     notes.append(f"typical cell diameter about {diameter:.0f} px (sets the 'auto' parameters)")
     if recipe.watershed.enabled and distance:
         notes.append(f"watershed seed distance {distance} px" + (" (auto)" if not recipe.watershed.seed_distance else ""))
@@ -575,7 +588,25 @@ def run_pipeline(
         )
     elif mask.mean() > 0.9:
         notes.append("over 90% of the image is foreground: the threshold is probably too low (or invert it)")
-    return PipelineResult(source, normalized, denoised, processed, value, mask, edges, labels, notes)
+    return PipelineResult(normalized, processed, value, mask, edges, labels, notes)
+
+
+def compare_thresholds(img: np.ndarray, blur_sigma: float = 2.0) -> list[tuple[str, np.ndarray, float, np.ndarray]]:
+    """The OpenCV tutorial's comparison: (name, input, threshold, mask) for a global threshold
+    at mid-grey, Otsu, and Otsu after Gaussian filtering."""
+    from skimage.filters import threshold_otsu
+
+    blurred = cv2.GaussianBlur(img, (0, 0), blur_sigma)
+    rows = []
+    for name, source, value in (
+        ("Global (v = 0.5)", img, 0.5),
+        ("Otsu", img, None),
+        ("Gaussian blur + Otsu", blurred, None),
+    ):
+        if value is None:
+            value = float(threshold_otsu(source, nbins=256)) if float(source.max()) > float(source.min()) else 0.5
+        rows.append((name, source, float(value), source > value))
+    return rows
 
 
 def segment_classical(pixels: np.ndarray, channels: Sequence[ChannelInfo], recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:

@@ -41,3 +41,21 @@ def test_outlines_and_thumbnails():
     assert (out[10, 10:20] == (255, 255, 0)).all() and (out[15, 15] == 0).all()
     assert thumbnail(np.zeros((512, 256, 3), np.uint8), 64).shape == (64, 32, 3)
     assert png_data_uri(np.zeros((4, 4, 3), np.uint8)).startswith("data:image/png;base64,")
+
+
+def test_fast_boundaries_equal_skimage_inner_boundaries():
+    from skimage.segmentation import find_boundaries
+
+    from core.display import label_boundaries
+
+    rng = np.random.default_rng(3)
+    labels = np.kron(rng.integers(0, 5, (12, 10)), np.ones((4, 4), int))
+    np.testing.assert_array_equal(label_boundaries(labels), find_boundaries(labels, mode="inner"))
+
+
+def test_outlines_on_a_smaller_preview_stay_thin():
+    labels = np.zeros((200, 200), np.int32)
+    labels[50:150, 50:150] = 1
+    out = draw_outlines(np.zeros((100, 100, 3), np.uint8), labels)
+    assert out.shape == (100, 100, 3)
+    assert (out[25, 25:75] == (255, 255, 0)).all() and (out[26, 30] == 0).all()

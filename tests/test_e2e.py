@@ -6,87 +6,17 @@ in CI (CI=true), where it must run.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import ROOT, blobs, tiff_bytes
+from browser import BROWSER_ARGS, CHROMIUM, SHOTS, require_chromium, settle, streamlit_server
+from conftest import blobs, tiff_bytes
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("CELLSCOPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-SHOTS = ROOT / "artifacts" / "screenshots"
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _require_chromium() -> None:
-    if not CHROMIUM:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: install Debian's chromium package (apt-get install chromium)")
-        pytest.skip("no Chromium found: install it (Debian/Ubuntu: apt-get install chromium) or set CELLSCOPE_CHROMIUM")
-
-
-@contextmanager
-def streamlit_server(log_dir: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free localhost port; fails if the server logs a traceback."""
-    port = _free_port()
-    log_path = log_dir / f"streamlit_{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 90
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    server_log = log_path.read_text()
-    assert "Traceback" not in server_log, server_log[-5000:]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _require_chromium()
+    require_chromium()
     with streamlit_server(tmp_path_factory.mktemp("server")) as url:
         yield url
 
@@ -102,22 +32,6 @@ def browser(server):
         b.close()
 
 
-def _settle(page, timeout_ms: int = 90_000) -> None:
-    """Wait until Streamlit has finished running the script and the page stopped changing."""
-    page.wait_for_selector("[data-testid='stMain'] h1", timeout=timeout_ms)
-    deadline = time.time() + timeout_ms / 1000
-    last, stable_since = None, time.time()
-    while time.time() < deadline:
-        running = page.locator("[data-testid='stStatusWidget'], [data-testid='stSpinner']").count() > 0
-        text = page.inner_text("[data-testid='stMain']")
-        if running or text != last:
-            last, stable_since = text, time.time()
-        elif time.time() - stable_since > 1.5:
-            return
-        page.wait_for_timeout(250)
-    raise AssertionError("page did not settle")
-
-
 def _assert_no_error_shown(page, where: str) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, f"exception shown on {where}"
     assert "Traceback" not in page.inner_text("body"), f"traceback shown on {where}"
@@ -126,14 +40,16 @@ def _assert_no_error_shown(page, where: str) -> None:
 def test_every_registered_page_renders(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(server)
-    _settle(page)
+    settle(page)
     links = page.locator("[data-testid='stSidebarNav'] a, [data-testid='stSidebarNavLink']")
     # Streamlit shows no navigation for a single page; then the root is the one page.
     hrefs = sorted({links.nth(i).get_attribute("href") for i in range(links.count())} - {None}) or ["/"]
     for href in hrefs:
         page.goto(href if href.startswith("http") else server + "/" + href.lstrip("/"))
-        _settle(page)
-        name = href.rstrip("/").rsplit("/", 1)[-1] or "home"
+        settle(page)
+        from urllib.parse import urlparse
+
+        name = urlparse(href).path.strip("/") or "home"
         page.screenshot(path=str(SHOTS / f"page_{name}.png"))
         _assert_no_error_shown(page, href)
     page.close()
@@ -142,7 +58,7 @@ def test_every_registered_page_renders(server, browser):
 def test_data_page_shows_example_then_accepts_an_upload(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(server)
-    _settle(page)
+    settle(page)
     main = page.locator("[data-testid='stMain']")
     try:
         expect(main).to_contain_text("You are looking at the example dataset", timeout=30_000)
@@ -163,7 +79,7 @@ def test_data_page_shows_example_then_accepts_an_upload(server, browser, tmp_pat
         expect(main).to_contain_text("Loaded 1 image(s): uploaded_cells", timeout=60_000)
         expect(main).to_contain_text("broken.png: PNG file is corrupt or truncated")
         expect(page.locator("[data-testid='stSidebar']")).to_contain_text("1 images")
-        _settle(page)
+        settle(page)
     finally:
         page.screenshot(path=str(SHOTS / "data_after_upload.png"))
     body = main.inner_text()
@@ -179,9 +95,33 @@ def test_first_visit_to_a_page_url_on_a_fresh_server_gets_the_router(browser, tm
     st.navigation has run once; components.routing must hand such a run to the router."""
     with streamlit_server(tmp_path) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(url + "/data")  # the very first request this server sees
+        page.goto(url + "/preprocess")  # the very first request this server sees
+        main = page.locator("[data-testid='stMain']")
+        expect(main.locator("h1")).to_contain_text("Preprocess", timeout=90_000)
         sidebar = page.locator("[data-testid='stSidebar']")
-        expect(sidebar).to_contain_text("Compute", timeout=60_000)  # the shared sidebar is there
-        expect(page.locator("[data-testid='stSidebarNav']")).to_have_count(0)  # no file-name navigation
+        expect(sidebar).to_contain_text("Compute")  # the shared sidebar is there
+        nav = page.locator("[data-testid='stSidebarNav']")
+        expect(nav).to_contain_text("Data")  # the router's titles, not file names
+        expect(nav).not_to_contain_text("app")
+        settle(page)
         page.screenshot(path=str(SHOTS / "first_visit_direct_url.png"))
         page.close()
+
+
+def test_preprocess_slider_updates_the_result(server, browser):
+    from browser import CHANGED_IMAGE_JS, image_src
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1800})
+    page.goto(server + "/preprocess")
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text("cells found", timeout=90_000)
+    settle(page)
+    before = image_src(page, 1)
+    page.locator(".st-key-rcp-threshold-offset input[type='range']").first.press("ArrowLeft")
+    page.wait_for_function(CHANGED_IMAGE_JS, arg=[1, before], polling="raf", timeout=30_000)
+    settle(page)
+    page.screenshot(path=str(SHOTS / "preprocess_after_slider.png"))
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.get_by_role("tab", name="Compare thresholds").click()
+    expect(main).to_contain_text("Gaussian blur + Otsu", timeout=30_000)
+    page.close()

@@ -78,3 +78,15 @@ def test_hungarian_prefers_more_matches():
     pred = squares((0, 0, 10, 11))
     m = match_instances(gt, pred)
     assert m.tp == 1 and m.fn == 1 and m.fp == 0
+
+
+def test_sparse_and_dense_label_values_give_the_same_scores():
+    gt = squares(A, B)
+    pred = squares((0, 0, 10, 8), (20, 20, 30, 30))
+    dense = match_instances(gt, pred)
+    sparse = match_instances(gt * 100_000, pred * 77_777)  # far beyond the direct-histogram limit
+    assert dense == sparse and dense.tp == 2
+    iou_d, t_d, _ = iou_matrix(gt, pred)
+    iou_s, t_s, _ = iou_matrix(gt * 100_000, pred * 77_777)
+    np.testing.assert_allclose(iou_d, iou_s)
+    assert list(t_s) == [100_000, 200_000]

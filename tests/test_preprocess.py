@@ -272,3 +272,13 @@ def test_stage_cache_reuses_early_stages(example_images, monkeypatch):
     assert later.n_cells < first.n_cells
     run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("denoise", sigma=2.0), image_hash=img.hash, cache=cache)
     assert calls["n"] == 2
+
+
+def test_fast_fill_holes_equals_scipy():
+    from scipy import ndimage as ndi
+
+    from core.preprocess import fill_holes
+
+    rng = np.random.default_rng(5)
+    mask = cv2.GaussianBlur(rng.random((120, 90)).astype(np.float32), (0, 0), 3) > 0.5
+    np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))

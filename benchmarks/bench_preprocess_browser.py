@@ -1,0 +1,77 @@
+"""Slider-to-result latency of the Preprocess page in a real browser, on a 1024 x 1024 16-bit image.
+
+Starts `streamlit run`, uploads the image through the Data page, opens Preprocess, then moves
+sliders with the keyboard and times from the key press until the changed image has loaded
+in the page. Needs Chromium (see README). `make bench` runs it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from browser import BROWSER_ARGS, CHANGED_IMAGE_JS, CHROMIUM, image_src, settle, streamlit_server  # noqa: E402
+
+from core.example import make_example_dataset  # noqa: E402
+from core.io import write_dataset  # noqa: E402
+
+
+def time_slider(page, widget_key: str, key: str, image_index: int, steps: int) -> list[float]:
+    """Press ``key`` on the slider with Streamlit key ``widget_key`` ``steps`` times; seconds until
+    image ``image_index`` on the page has changed and loaded."""
+    thumb = page.locator(f".st-key-{widget_key.replace('.', '-')} input[type='range']").first
+    thumb.focus()
+    times = []
+    for _ in range(steps):
+        old = image_src(page, image_index)
+        t0 = time.perf_counter()
+        thumb.press(key)
+        page.wait_for_function(CHANGED_IMAGE_JS, arg=[image_index, old], polling="raf", timeout=30_000)
+        times.append(time.perf_counter() - t0)
+        page.wait_for_timeout(400)  # let the run finish completely before the next key
+    return times
+
+
+def main() -> list[tuple[str, float, float]]:
+    if not CHROMIUM:
+        raise SystemExit("needs Chromium: apt-get install chromium, or set CELLSCOPE_CHROMIUM")
+    from playwright.sync_api import expect, sync_playwright
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        image = make_example_dataset(size=1024, fields_per_plate=1)[:1]
+        write_dataset(image, tmp)
+        files = [Path(tmp) / "images" / "plateA_field1.tif"]
+        with streamlit_server(Path(tmp)) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1800})
+            page.goto(url)
+            settle(page)
+            page.locator("[data-testid='stForm'] input[type='file']").set_input_files([str(f) for f in files])
+            page.wait_for_selector("text=plateA_field1.tif")
+            page.get_by_role("button", name="Load files").click()
+            expect(page.locator("[data-testid='stMain']")).to_contain_text("Loaded 1 image", timeout=60_000)
+            page.get_by_role("link", name="Preprocess").click()
+            expect(page.locator("[data-testid='stMain']")).to_contain_text("cells found", timeout=60_000)
+            settle(page)
+            for widget, key, index, what in (
+                ("rcp.threshold.offset", "ArrowLeft", 1, "threshold offset (re-runs threshold, morphology, watershed, filters)"),
+                ("rcp.watershed.smoothing", "ArrowRight", 2, "watershed smoothing (re-runs watershed and filters)"),
+            ):
+                times = time_slider(page, widget, key, index, steps=6)
+                rows.append((what, statistics.median(times), max(times)))
+            browser.close()
+    return rows
+
+
+if __name__ == "__main__":
+    print("Preprocess page, 1024 x 1024 16-bit image, key press on a slider -> changed image loaded in Chromium\n")
+    print("| slider | median | worst |\n|---|---|---|")
+    for what, median, worst in main():
+        print(f"| {what} | {median * 1000:.0f} ms | {worst * 1000:.0f} ms |")

@@ -1,0 +1,24 @@
+"""Plotly figures shared by pages."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+
+def histogram_figure(values: np.ndarray, threshold: float | None = None, *, log_y: bool = True,
+                     height: int = 260, title: str = "") -> go.Figure:
+    """Intensity histogram of a [0, 1] image with the threshold drawn as a vertical line."""
+    sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)] if values.ndim == 2 else values
+    counts, edges = np.histogram(sample, bins=128, range=(0.0, 1.0))
+    fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, marker_color="#7fb3d5", width=1 / 128,
+                           hovertemplate="intensity %{x:.3f}<br>pixels %{y}<extra></extra>"))
+    if threshold is None:
+        title = title or "adaptive threshold: it varies across the image"
+    else:
+        fig.add_vline(x=threshold, line_color="#ff6b6b", line_width=2,
+                      annotation_text=f"threshold {threshold:.3f}", annotation_position="top right")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10), bargap=0,
+                      title=title or None, xaxis_title="normalised intensity", yaxis_title="pixels",
+                      yaxis_type="log" if log_y else "linear", showlegend=False)
+    return fig

@@ -1,0 +1,246 @@
+"""Widgets for every recipe step; they read and write ``st.session_state`` under ``rcp.<step>.<param>``.
+
+Loading a recipe (upload, auto-tune, reset) writes its values into those keys from a callback,
+so the widgets show it on the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+
+import streamlit as st
+
+from core.images import ChannelInfo
+from core.preprocess import (
+    BACKGROUND_METHODS,
+    DENOISE_METHODS,
+    KERNEL_SHAPES,
+    MORPH_OPS,
+    STEP_ORDER,
+    STEP_TYPES,
+    THRESHOLD_METHODS,
+    Recipe,
+)
+
+RECIPE_KEY = "recipe"  # the current recipe: the classical model of every page
+STEP_TITLES = {
+    "channel": "1 · Channel",
+    "rotate": "2 · Rotate and flip",
+    "normalize": "3 · Normalise intensity",
+    "denoise": "4 · Denoise",
+    "background": "5 · Background",
+    "threshold": "6 · Threshold",
+    "canny": "7 · Canny edges",
+    "morphology": "8 · Morphology",
+    "watershed": "9 · Split touching cells",
+    "filters": "10 · Size and border filters",
+}
+
+
+def _key(step: str, param: str) -> str:
+    return f"rcp.{step}.{param}"
+
+
+def current_recipe() -> Recipe:
+    return st.session_state.get(RECIPE_KEY, Recipe())
+
+
+def load_recipe(recipe: Recipe) -> None:
+    """Make ``recipe`` current; open steps' widgets re-read it (call from a callback)."""
+    st.session_state[RECIPE_KEY] = recipe
+    for key in [k for k in st.session_state if str(k).startswith("rcp.")]:
+        del st.session_state[key]
+
+
+def _seed(step: str, values) -> None:
+    """Give this step's widgets the recipe's values unless they hold the user's own already."""
+    for f in fields(STEP_TYPES[step]):
+        value = getattr(values, f.name)
+        if step == "normalize" and f.name in ("clip_low", "clip_high"):
+            st.session_state.setdefault(_key(step, "clip"), (values.clip_low, values.clip_high))
+        elif step == "canny" and f.name in ("low", "high"):
+            st.session_state.setdefault(_key(step, "range"), (values.low, values.high))
+        else:
+            st.session_state.setdefault(_key(step, f.name), value)
+
+
+def _read(step: str) -> dict:
+    params = {}
+    for f in fields(STEP_TYPES[step]):
+        if step == "normalize" and f.name in ("clip_low", "clip_high"):
+            params[f.name] = st.session_state[_key(step, "clip")][0 if f.name == "clip_low" else 1]
+        elif step == "canny" and f.name in ("low", "high"):
+            params[f.name] = st.session_state[_key(step, "range")][0 if f.name == "low" else 1]
+        else:
+            params[f.name] = st.session_state[_key(step, f.name)]
+    if step == "threshold" and params["block_size"] % 2 == 0 and params["block_size"]:
+        params["block_size"] += 1  # the slider steps by 2 from 0; keep it odd
+    return params
+
+
+def _channel_options(channels: Sequence[ChannelInfo]) -> dict[str, str]:
+    options = {c.role: f"{c.role} ({c.name})" for c in channels if c.role != "other"}
+    options.update({"mean": "mean of all channels", "max": "maximum of all channels"})
+    options.update({f"index:{i}": f"channel {i} ({c.name})" for i, c in enumerate(channels)})
+    return options
+
+
+OPEN_AT_START = ("threshold", "watershed", "filters")
+
+
+def recipe_panel(channels: Sequence[ChannelInfo]) -> Recipe:
+    """Draw the step controls; return the recipe they describe.
+
+    Only expanded steps draw their widgets (fewer widgets: a faster page); collapsed steps keep
+    the values of the current recipe.
+    """
+    recipe = current_recipe()
+    options = _channel_options(channels)
+    for step in STEP_ORDER:
+        box = st.expander(STEP_TITLES[step], expanded=step in OPEN_AT_START, key=f"open.{step}", on_change="rerun")
+        if not box.open:
+            continue
+        _seed(step, getattr(recipe, step))
+        if step == "channel" and st.session_state[_key("channel", "source")] not in options:
+            st.session_state[_key("channel", "source")] = next(iter(options))  # e.g. no nucleus channel here
+        with box:
+            if step == "channel":
+                _draw_channel(_key, options)
+            else:
+                DRAW[step](_key)
+        try:
+            recipe = recipe.with_step(step, **_read(step))
+        except ValueError as exc:
+            st.warning(f"{STEP_TITLES[step]}: those settings do not fit together ({exc}); kept the previous ones.")
+    st.session_state[RECIPE_KEY] = recipe
+    return recipe
+
+
+def _draw_channel(k, options: dict[str, str]) -> None:
+    st.selectbox("Segment on", list(options), format_func=options.get, key=k("channel", "source"),
+                 help="The channel (or merge of channels) the pipeline works on; nuclei are usually the nucleus channel.")
+
+
+def _draw_rotate(k) -> None:
+    on = st.toggle("Rotate / flip", key=k("rotate", "enabled"), help="cv.getRotationMatrix2D + warpAffine; the output keeps the image size.")
+    st.slider("Angle (degrees, counter-clockwise)", -180.0, 180.0, step=1.0, key=k("rotate", "angle"), disabled=not on,
+              help="Rotation angle, OpenCV convention: positive turns counter-clockwise.")
+    st.slider("Scale", 0.25, 4.0, step=0.05, key=k("rotate", "scale"), disabled=not on, help="Zoom factor applied with the rotation.")
+    c1, c2 = st.columns(2)
+    c1.slider("Centre x", 0.0, 1.0, step=0.05, key=k("rotate", "center_x"), disabled=not on, help="Rotation centre, fraction of the width.")
+    c2.slider("Centre y", 0.0, 1.0, step=0.05, key=k("rotate", "center_y"), disabled=not on, help="Rotation centre, fraction of the height.")
+    c1.checkbox("Flip horizontally", key=k("rotate", "flip_horizontal"), disabled=not on, help="Mirror left-right.")
+    c2.checkbox("Flip vertically", key=k("rotate", "flip_vertical"), disabled=not on, help="Mirror top-bottom.")
+
+
+def _draw_normalize(k) -> None:
+    on = st.toggle("Percentile clip", key=k("normalize", "enabled"), help="Map the chosen percentiles to 0 and 1; off: min and max.")
+    st.slider("Percentiles", 0.0, 100.0, step=0.1, key=k("normalize", "clip"), disabled=not on,
+              help="Intensities below the low / above the high percentile are clipped.")
+    clahe = st.checkbox("CLAHE", key=k("normalize", "clahe"), disabled=not on,
+                        help="Contrast-limited adaptive histogram equalisation: evens out contrast across the field.")
+    c1, c2 = st.columns(2)
+    c1.slider("Clip limit", 0.5, 10.0, step=0.5, key=k("normalize", "clahe_clip_limit"), disabled=not (on and clahe),
+              help="Higher: stronger local contrast, more noise.")
+    c2.slider("Tiles", 1, 32, key=k("normalize", "clahe_tiles"), disabled=not (on and clahe), help="Grid of tiles per side.")
+
+
+def _draw_denoise(k) -> None:
+    on = st.toggle("Denoise", key=k("denoise", "enabled"), help="Smooth noise before thresholding.")
+    method = st.selectbox("Method", DENOISE_METHODS, key=k("denoise", "method"), disabled=not on,
+                          help="Gaussian: fast, blurs edges. Median: removes speckle. Bilateral and non-local means: keep edges, slower.")
+    if method == "gaussian":
+        st.slider("Sigma (px)", 0.1, 10.0, step=0.1, key=k("denoise", "sigma"), disabled=not on, help="Width of the Gaussian kernel.")
+    elif method == "median":
+        st.select_slider("Kernel size", [3, 5, 7, 9, 11, 15, 21], key=k("denoise", "ksize"), disabled=not on,
+                         help="Odd window size in pixels.")
+    elif method == "bilateral":
+        st.slider("Diameter (px)", 1, 25, key=k("denoise", "bilateral_d"), disabled=not on, help="Neighbourhood diameter.")
+        st.slider("Colour sigma", 0.01, 1.0, step=0.01, key=k("denoise", "bilateral_sigma_color"), disabled=not on,
+                  help="Intensity differences above this are treated as edges and kept.")
+    else:
+        st.slider("Strength h", 0.01, 0.5, step=0.01, key=k("denoise", "nlmeans_h"), disabled=not on,
+                  help="Non-local means filter strength (normalised intensity units).")
+
+
+def _draw_background(k) -> None:
+    on = st.toggle("Subtract background", key=k("background", "enabled"),
+                   help="Removes uneven illumination and haze before thresholding.")
+    st.selectbox("Method", BACKGROUND_METHODS, key=k("background", "method"), disabled=not on,
+                 help="tophat: image minus its morphological opening (keeps objects smaller than the radius). "
+                      "gaussian: image minus a large blur.")
+    st.slider("Radius (px, 0 = auto)", 0, 200, key=k("background", "radius"), disabled=not on,
+              help="Larger than the biggest cell. 0 = 1.5 x the typical cell diameter.")
+
+
+def _draw_threshold(k) -> None:
+    method = st.selectbox("Method", THRESHOLD_METHODS, key=k("threshold", "method"),
+                          help="otsu: minimises within-class variance. otsu_gaussian: Otsu after a Gaussian blur. "
+                               "triangle: good for few bright objects. manual: your value. adaptive: a local threshold per "
+                               "neighbourhood, robust to dim cells and uneven light (the default).")
+    if method == "manual":
+        st.slider("Threshold", 0.0, 1.0, step=0.01, key=k("threshold", "value"), help="Normalised intensity.")
+    if method == "otsu_gaussian":
+        st.slider("Blur sigma (px)", 0.5, 10.0, step=0.5, key=k("threshold", "blur_sigma"), help="Gaussian blur before Otsu.")
+    if method.startswith("adaptive"):
+        st.slider("Block size (px, 0 = auto)", 0, 301, step=2, key=k("threshold", "block_size"),
+                  help="Odd neighbourhood size; 0 = about 4 typical cell diameters.")
+        st.slider("Offset", -0.2, 0.2, step=0.005, key=k("threshold", "offset"),
+                  help="Subtracted from the local mean: negative values demand pixels brighter than their surroundings.")
+        st.slider("Floor (x Otsu)", 0.0, 1.0, step=0.05, key=k("threshold", "floor"),
+                  help="Pixels must also exceed this fraction of the global Otsu threshold; keeps empty areas empty.")
+    st.checkbox("Invert (dark objects)", key=k("threshold", "invert"), help="For dark cells on a bright background.")
+
+
+def _draw_canny(k) -> None:
+    on = st.toggle("Canny edges", key=k("canny", "enabled"), help="cv.Canny on the denoised image; shown as a view.")
+    st.slider("Hysteresis thresholds", 0.0, 1.0, step=0.01, key=k("canny", "range"), disabled=not on,
+              help="Edges above the high value start a contour; connected ones above the low value extend it.")
+    c1, c2 = st.columns(2)
+    c1.select_slider("Aperture", [3, 5, 7], key=k("canny", "aperture"), disabled=not on, help="Sobel kernel size.")
+    c2.checkbox("L2 gradient", key=k("canny", "l2_gradient"), disabled=not on, help="Exact gradient magnitude (slower).")
+    st.checkbox("Cut the mask along edges", key=k("canny", "cut_mask"), disabled=not on,
+                help="Removes edge pixels from the foreground: can separate touching cells.")
+
+
+def _draw_morphology(k) -> None:
+    op = st.selectbox("Operation", MORPH_OPS, key=k("morphology", "operation"),
+                      help="open: removes specks and thin bridges. close: fills small gaps. erode/dilate: shrink/grow.")
+    c1, c2 = st.columns(2)
+    c1.slider("Kernel size", 1, 21, step=2, key=k("morphology", "ksize"), disabled=op == "none", help="Odd size in pixels.")
+    c2.selectbox("Kernel shape", list(KERNEL_SHAPES), key=k("morphology", "shape"), disabled=op == "none",
+                 help="Structuring element shape.")
+    st.slider("Iterations", 1, 5, key=k("morphology", "iterations"), disabled=op == "none", help="Repeat the operation.")
+    st.checkbox("Fill holes", key=k("morphology", "fill_holes"), help="Fill background enclosed by a cell.")
+
+
+def _draw_watershed(k) -> None:
+    on = st.toggle("Watershed", key=k("watershed", "enabled"),
+                   help="Distance transform + watershed: one seed per distance peak splits touching cells.")
+    st.slider("Seed distance (px, 0 = auto)", 0, 50, key=k("watershed", "seed_distance"), disabled=not on,
+              help="Minimum distance between seeds: larger merges, smaller splits. 0 = half the typical cell radius.")
+    st.slider("Smoothing", 0.0, 5.0, step=0.5, key=k("watershed", "smoothing"), disabled=not on,
+              help="Blur of the distance map; removes spurious seeds on irregular cells.")
+
+
+def _draw_filters(k) -> None:
+    st.number_input("Minimum area (px, -1 = auto)", min_value=-1, max_value=100_000, step=5, key=k("filters", "min_area"),
+                    help="Smaller objects are dropped. -1 = a fifth of the typical cell area.")
+    st.number_input("Maximum area (px, 0 = off)", min_value=0, max_value=10_000_000, step=100, key=k("filters", "max_area"),
+                    help="Larger objects (clumps, debris) are dropped.")
+    st.checkbox("Remove cells touching the border", key=k("filters", "remove_border"),
+                help="Cut-off cells bias size and intensity measurements.")
+
+
+DRAW = {
+    "rotate": _draw_rotate,
+    "normalize": _draw_normalize,
+    "denoise": _draw_denoise,
+    "background": _draw_background,
+    "threshold": _draw_threshold,
+    "canny": _draw_canny,
+    "morphology": _draw_morphology,
+    "watershed": _draw_watershed,
+    "filters": _draw_filters,
+}

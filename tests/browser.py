@@ -1,0 +1,107 @@
+"""Helpers for driving the app in headless Chromium: the end-to-end tests and browser benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CELLSCOPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = ROOT / "artifacts" / "screenshots"
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_chromium() -> None:
+    if not CHROMIUM:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: install Debian's chromium package (apt-get install chromium)")
+        pytest.skip("no Chromium found: install it (Debian/Ubuntu: apt-get install chromium) or set CELLSCOPE_CHROMIUM")
+
+
+@contextmanager
+def streamlit_server(log_dir: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free localhost port; fails if the server logs a traceback."""
+    port = _free_port()
+    log_path = log_dir / f"streamlit_{port}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 90
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    server_log = log_path.read_text()
+    assert "Traceback" not in server_log, server_log[-5000:]
+
+
+def settle(page, timeout_ms: int = 90_000) -> None:
+    """Wait until Streamlit has finished running the script and the page stopped changing."""
+    page.wait_for_selector("[data-testid='stMain'] h1", timeout=timeout_ms)
+    deadline = time.time() + timeout_ms / 1000
+    last, stable_since = None, time.time()
+    while time.time() < deadline:
+        running = page.locator("[data-testid='stStatusWidget'], [data-testid='stSpinner']").count() > 0
+        text = page.inner_text("[data-testid='stMain']")
+        if running or text != last:
+            last, stable_since = text, time.time()
+        elif time.time() - stable_since > 1.5:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError("page did not settle")
+
+
+
+
+CHANGED_IMAGE_JS = """([index, old]) => {
+  const imgs = document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"] img');
+  const img = imgs[index];
+  return img && img.src !== old && img.complete && img.naturalWidth > 0;
+}"""
+
+
+def image_src(page, index: int) -> str:
+    return page.evaluate(
+        "(i) => document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stImage\"] img')[i].src", index
+    )

@@ -1,0 +1,110 @@
+"""The Preprocess page through AppTest: live result, controls, recipe files, batch run, auto-tune."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT
+from streamlit.testing.v1 import AppTest
+
+from core.preprocess import DEFAULT_RECIPE
+
+
+@pytest.fixture
+def page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.switch_page("pages/preprocess.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [img.caption for el in at.get("image") for img in el.proto.imgs]
+
+
+def _cells_found(at: AppTest) -> int:
+    caption = next(c for c in _image_captions(at) if "cells found" in c)
+    return int(caption.split()[0])
+
+
+def _metric(at: AppTest, label: str) -> float:
+    return float(next(m.value for m in at.metric if m.label == label))
+
+
+def test_result_shows_cells_and_scores_against_ground_truth(page):
+    assert 60 <= _cells_found(page) <= 120
+    assert _metric(page, "F1 @ IoU 0.5") >= 0.9
+    assert page.session_state["recipe"] == DEFAULT_RECIPE
+    assert len(page.get("plotly_chart")) == 1  # the histogram
+
+
+def test_moving_controls_changes_the_recipe_and_the_result(page):
+    before = _cells_found(page)
+    page.selectbox(key="rcp.threshold.method").set_value("manual")
+    at = page.run()
+    at.slider(key="rcp.threshold.value").set_value(0.95)
+    at = at.run()
+    assert not at.exception
+    assert at.session_state["recipe"].threshold.method == "manual"
+    assert _cells_found(at) < before
+
+
+def test_invalid_combination_is_explained_not_crashing(page):
+    page.number_input(key="rcp.filters.min_area").set_value(500)
+    page.number_input(key="rcp.filters.max_area").set_value(100)
+    at = page.run()
+    assert not at.exception
+    assert any("max_area must exceed min_area" in w.value for w in at.warning)
+    assert at.session_state["recipe"].filters.max_area == 0  # kept the previous, valid value
+
+
+def test_recipe_upload_loads_into_controls_and_bad_file_is_reported(page):
+    recipe = DEFAULT_RECIPE.with_step("threshold", method="triangle")
+    uploader = next(u for u in page.file_uploader if u.label == "Upload recipe (JSON)")
+    uploader.set_value(("mine.json", recipe.to_json().encode(), "application/json"))
+    at = page.run()
+    assert at.session_state["recipe"].threshold.method == "triangle"
+    assert at.selectbox(key="rcp.threshold.method").value == "triangle"
+    uploader = next(u for u in at.file_uploader if u.label == "Upload recipe (JSON)")
+    uploader.set_value(("bad.json", json.dumps({"steps": {"nope": {}}}).encode(), "application/json"))
+    at = at.run()
+    assert any("**bad.json**" in e.value and "unknown recipe steps" in e.value for e in at.error)
+    assert at.session_state["recipe"].threshold.method == "triangle"
+
+
+def test_batch_run_and_auto_tune(page):
+    page.session_state["pre_tab"] = "All images & auto-tune"
+    at = page.run()
+    next(b for b in at.button if b.label == "Run on all images").click()
+    at = at.run()
+    assert not at.exception
+    summary = at.dataframe[0].value
+    assert len(summary) == 12 and summary["f1"].mean() >= 0.9
+    assert any("Mean F1" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Auto-tune").click()
+    at = at.run()
+    assert any("Best F1 @ IoU 0.5" in s.value for s in at.success)
+
+
+def test_measurements_tab_lists_every_cell(page):
+    page.session_state["pre_tab"] = "Measurements & crops"
+    at = page.run()
+    table = at.dataframe[0].value
+    assert len(table) == _cells_found_from_state(at)
+    assert {"area", "mean_nucleus", "integrated_protein"} <= set(table.columns)
+
+
+def _cells_found_from_state(at: AppTest) -> int:
+    from core.preprocess import run_pipeline
+
+    img = at.session_state["dataset"]["plateA_field1"]
+    return run_pipeline(img.pixels, img.channels, at.session_state["recipe"]).n_cells
+
+
+def test_empty_dataset_shows_a_hint(page):
+    page.session_state["dataset"].remove(page.session_state["dataset"].names)
+    at = page.run()
+    assert any("No images loaded" in w.value for w in at.warning)
