@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from timing import median_seconds  # noqa: E402
 
 from core.display import composite  # noqa: E402
 from core.example import make_example_dataset  # noqa: E402
 from core.io import load_paths, read_image, write_dataset  # noqa: E402
 
 
-def timed(fn, repeat: int = 3) -> float:
-    """Median wall time in seconds over ``repeat`` runs."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> list[tuple[str, float]]:
-    rows = [("example dataset: generate 12 x 512² x 3ch", timed(make_example_dataset))]
+    rows = [("example dataset: generate 12 x 512² x 3ch", median_seconds(make_example_dataset))]
     images = make_example_dataset()
     with tempfile.TemporaryDirectory() as tmp:
         write_dataset(images, tmp)
-        rows.append(("example dataset: read back 12 OME-TIFFs + masks", timed(lambda: load_paths([tmp]))))
+        rows.append(("example dataset: read back 12 OME-TIFFs + masks", median_seconds(lambda: load_paths([tmp]))))
     import tifffile
 
     rng = np.random.default_rng(0)
@@ -41,8 +31,8 @@ def main() -> list[tuple[str, float]]:
         with tempfile.NamedTemporaryFile(suffix=".tif") as f:
             tifffile.imwrite(f.name, np.moveaxis(pixels, 2, 0), photometric="minisblack")
             data = Path(f.name).read_bytes()
-        rows.append((f"read 16-bit 3-channel TIFF {side}²", timed(lambda data=data: read_image(data, "x.tif"))))
-        rows.append((f"display merge (3 channels) {side}²", timed(lambda pixels=pixels: composite(pixels, images[0].channels))))
+        rows.append((f"read 16-bit 3-channel TIFF {side}²", median_seconds(lambda data=data: read_image(data, "x.tif"))))
+        rows.append((f"display merge (3 channels) {side}²", median_seconds(lambda pixels=pixels: composite(pixels, images[0].channels))))
     return rows
 
 

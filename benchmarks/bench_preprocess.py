@@ -3,25 +3,20 @@ and what a single slider change costs once earlier stages are cached. `make benc
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from timing import median_seconds  # noqa: E402
 
 from core.example import make_example_dataset  # noqa: E402
 from core.metrics import match_instances  # noqa: E402
 from core.preprocess import DEFAULT_RECIPE, StageCache, run_pipeline  # noqa: E402
 
 
-def median_ms(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+def median_ms(fn) -> float:
+    return median_seconds(fn) * 1000
 
 
 def main() -> None:
