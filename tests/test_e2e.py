@@ -99,7 +99,7 @@ def test_first_visit_to_a_page_url_on_a_fresh_server_gets_the_router(browser, tm
         main = page.locator("[data-testid='stMain']")
         expect(main.locator("h1")).to_contain_text("Preprocess", timeout=90_000)
         sidebar = page.locator("[data-testid='stSidebar']")
-        expect(sidebar).to_contain_text("Compute")  # the shared sidebar is there
+        expect(sidebar).to_contain_text("Compute", timeout=90_000)  # the shared sidebar (drawn after the page)
         nav = page.locator("[data-testid='stSidebarNav']")
         expect(nav).to_contain_text("Data")  # the router's titles, not file names
         expect(nav).not_to_contain_text("app")

@@ -1,0 +1,61 @@
+"""The one result type every model returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Cells found in one image.
+
+    ``labels`` is an (H, W) int32 label image (0 = background, 1..N = cells; for box-only
+    detectors the boxes are filled). ``boxes`` are (N, 4) x0, y0, x1, y1 in pixels, row i
+    belonging to label i + 1.
+    """
+
+    labels: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_names: tuple[str, ...]
+    model: str
+    device: str
+    runtime_s: float
+    box_only: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if self.labels.ndim != 2:
+            raise ValueError(f"labels must be (H, W), got {self.labels.shape}")
+        if self.boxes.shape != (n, 4) or len(self.scores) != n:
+            raise ValueError("boxes must be (N, 4) and scores (N,)")
+
+    @property
+    def count(self) -> int:
+        return len(self.boxes)
+
+
+def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
+    """Bounding boxes (x0, y0, x1, y1), row i for label i + 1; labels must be 1..N."""
+    from scipy import ndimage as ndi
+
+    n = int(labels.max())
+    boxes = np.zeros((n, 4), np.float32)
+    for i, sl in enumerate(ndi.find_objects(labels)):
+        if sl is not None:
+            boxes[i] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+    return boxes
+
+
+def labels_from_boxes(boxes: np.ndarray, shape: tuple[int, int], scores: np.ndarray | None = None) -> np.ndarray:
+    """Fill boxes into a label image; where boxes overlap the higher-scoring one wins."""
+    labels = np.zeros(shape, np.int32)
+    order = np.argsort(scores) if scores is not None else np.arange(len(boxes))
+    h, w = shape
+    for i in order:  # ascending: the best box is painted last
+        x0, y0, x1, y1 = np.round(boxes[i]).astype(int)
+        labels[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)] = i + 1
+    return labels

@@ -1,0 +1,151 @@
+"""Model weights described as data, and the one way to get them onto disk.
+
+A :class:`WeightsSpec` says where a file comes from, how big it is, its SHA-256, its licence
+and what it was trained on. :func:`resolve_weights` finds it (a file shipped inside an
+installed package, or the weights folder), or downloads it with progress and a checksum
+check. Offline, it raises :class:`WeightsUnavailable` naming the file to place where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+ProgressFn = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    name: str  # unique id, e.g. "yolo11n-nuclei-phase"
+    filename: str  # file name in the weights folder
+    url: str | None  # download address; None for files that ship in a package
+    sha256: str | None  # expected checksum; None skips the check (user-provided files)
+    size_bytes: int | None
+    license: str
+    trained_on: str
+    source: str  # who made it, where it is described
+    package_file: tuple[str, str] | None = None  # (package, path inside it) for shipped weights
+
+    @property
+    def size_mb(self) -> float | None:
+        return None if self.size_bytes is None else self.size_bytes / 1e6
+
+
+class WeightsUnavailable(RuntimeError):
+    """Weights could not be found or fetched; the message says what to place where."""
+
+
+def weights_dir() -> Path:
+    """Where downloads and user-provided weights live: $CELLSCOPE_WEIGHTS_DIR, else the user cache."""
+    env = os.environ.get("CELLSCOPE_WEIGHTS_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "cellscope" / "weights"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(path: Path, spec: WeightsSpec) -> bool:
+    """True if ``path`` has the expected checksum; remembered next to the file so a multi-GB
+    checkpoint is hashed once, not at every start."""
+    if spec.sha256 is None:
+        return True
+    marker = path.with_name(path.name + ".sha256")
+    stat = path.stat()
+    stamp = f"{spec.sha256} {stat.st_size} {stat.st_mtime_ns}"
+    if marker.exists() and marker.read_text() == stamp:
+        return True
+    if sha256_of(path) != spec.sha256:
+        return False
+    try:
+        marker.write_text(stamp)
+    except OSError:
+        pass  # read-only folder: we simply hash again next time
+    return True
+
+
+def _packaged(spec: WeightsSpec) -> Path | None:
+    if spec.package_file is None:
+        return None
+    package, inner = spec.package_file
+    try:
+        path = Path(str(resources.files(package).joinpath(inner)))
+    except (ModuleNotFoundError, TypeError):
+        return None
+    return path if path.is_file() else None
+
+
+def local_path(spec: WeightsSpec) -> Path | None:
+    """The file if it is already here and intact (shipped in a package or in the weights folder)."""
+    for candidate in (_packaged(spec), weights_dir() / spec.filename):
+        if candidate is not None and candidate.is_file() and _verified(candidate, spec):
+            return candidate
+    return None
+
+
+def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, timeout: float = 30) -> Path:
+    """Fetch ``spec.url`` to ``dest`` (via a temporary file), verify the checksum, then move into place."""
+    if not spec.url:
+        raise WeightsUnavailable(f"{spec.name}: no download address; place {spec.filename} in {dest.parent}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or spec.size_bytes
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+        if spec.sha256 is not None:
+            got = sha256_of(tmp)
+            if got != spec.sha256:
+                raise WeightsUnavailable(
+                    f"{spec.name}: downloaded file has checksum {got[:12]}…, expected {spec.sha256[:12]}…; "
+                    "the download was corrupted or the file changed upstream. Try again, or place a verified "
+                    f"copy at {dest}"
+                )
+        shutil.move(str(tmp), dest)
+        return dest
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise WeightsUnavailable(
+            f"{spec.name}: could not download {spec.url} ({getattr(exc, 'reason', exc)}). "
+            f"If this machine is offline, download it elsewhere and place it at {dest}"
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_weights(spec: WeightsSpec, *, allow_download: bool = True, progress: ProgressFn | None = None) -> Path:
+    """A verified local file for ``spec``: found here, or downloaded when allowed."""
+    found = local_path(spec)
+    if found is not None:
+        return found
+    dest = weights_dir() / spec.filename
+    if dest.is_file():  # present but fails the checksum
+        raise WeightsUnavailable(
+            f"{spec.name}: {dest} does not match the expected checksum; delete it to download again"
+        )
+    if not allow_download:
+        raise WeightsUnavailable(
+            f"{spec.name}: not downloaded yet ({spec.size_mb or '?'} MB from {spec.url}); "
+            f"download it or place {spec.filename} in {dest.parent}"
+        )
+    return download(spec, dest, progress)
