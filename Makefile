@@ -14,6 +14,8 @@ $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CellScope needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt
+	# Offline YOLO11 nuclei detectors (MIT). --no-deps: it pins an old ultralytics and pulls napari.
+	$(PIP) install -q --no-deps napari-nuclephaser==0.5.0
 	@n=$$($(BIN)/python -c "from importlib.metadata import distributions as d; print(sum(x.metadata['Name'].lower().startswith('opencv') for x in d()))"); \
 	  test "$$n" = 1 || { echo "expected exactly one OpenCV distribution, found $$n"; exit 1; }
 	touch $@

@@ -89,16 +89,27 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from core.preprocess import run_pipeline
+    from models.device import resolve_device
+    from models.registry import load_model
 
-    if args.model != "classical":
-        raise ValueError(f"unknown model {args.model!r}; available: classical")
     image = _one_image(args.image, args.plane)
-    t0 = time.perf_counter()
-    result = run_pipeline(image.pixels, image.channels, _recipe(args.recipe))
+    recipe = _recipe(args.recipe)
+    model = load_model(args.model, resolve_device(args.device))
+    result = model.predict(image, recipe=recipe)
     labels = result.labels
     _write_tiff(args.output, labels.astype(np.uint16 if labels.max() < 65536 else np.int32))
-    print(f"{image.name}: {result.n_cells} cells in {time.perf_counter() - t0:.2f} s -> {args.output}")
+    kind = "boxes" if result.box_only else "cells"
+    print(f"{image.name}: {result.count} {kind} by {result.model} on {result.device} in {result.runtime_s:.2f} s -> {args.output}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from models.registry import availability, list_models
+
+    for info in list_models():
+        ok, why = availability(info.name)
+        kind = "boxes" if info.box_only else "masks"
+        print(f"{info.name}\t{info.family}\t{kind}\t{'available' if ok else 'unavailable'}\t{why}")
     return 0
 
 
@@ -132,10 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment one image into cells; write a label TIFF (0 = background)")
     seg.add_argument("image", help="one image file")
     seg.add_argument("-o", "--output", required=True, help="output label TIFF, same height and width as the image")
-    seg.add_argument("--model", default="classical", help="segmentation model (default: classical)")
+    seg.add_argument("--model", default="classical", help="segmentation model, see `models` (default: classical)")
+    seg.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
     seg.add_argument("--recipe", help="recipe JSON for the classical model (default: the built-in nuclei recipe)")
     seg.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
     seg.set_defaults(func=_cmd_segment)
+
+    models = sub.add_parser("models", help="list segmentation models and whether each can run here")
+    models.set_defaults(func=_cmd_models)
     return parser
 
 
@@ -143,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (OSError, ValueError) as exc:  # a clean one-line message, never a traceback
+    except (OSError, ValueError, RuntimeError) as exc:  # one line (WeightsUnavailable too), never a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head`

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata
 from pathlib import Path
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
@@ -32,7 +32,7 @@ class WeightsSpec:
     license: str
     trained_on: str
     source: str  # who made it, where it is described
-    package_file: tuple[str, str] | None = None  # (package, path inside it) for shipped weights
+    package_file: tuple[str, str] | None = None  # (distribution, path inside it) for shipped weights
 
     @property
     def size_mb(self) -> float | None:
@@ -80,12 +80,14 @@ def _verified(path: Path, spec: WeightsSpec) -> bool:
 
 
 def _packaged(spec: WeightsSpec) -> Path | None:
+    """A file inside an installed distribution, found from its metadata: the package itself is
+    not imported (napari-nuclephaser's __init__ needs napari and sahi, which we do not install)."""
     if spec.package_file is None:
         return None
-    package, inner = spec.package_file
+    dist, inner = spec.package_file
     try:
-        path = Path(str(resources.files(package).joinpath(inner)))
-    except (ModuleNotFoundError, TypeError):
+        path = Path(str(metadata.distribution(dist).locate_file(inner)))
+    except metadata.PackageNotFoundError:
         return None
     return path if path.is_file() else None
 

@@ -94,3 +94,11 @@ def test_segment_bad_recipe_and_unknown_model_are_one_line(tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "threshold.method must be one of" in r.stderr
     r = run_cli("segment", str(image), "-o", str(tmp_path / "l.tif"), "--model", "nope")
     assert r.returncode == 1 and "unknown model 'nope'" in r.stderr
+
+
+def test_models_lists_each_model_with_its_availability():
+    r = run_cli("models")
+    assert r.returncode == 0, r.stderr
+    lines = [ln.split("\t") for ln in r.stdout.strip().splitlines()]
+    assert [ln[0] for ln in lines][:3] == ["classical", "yolo11n-nuclei", "yolo11s-nuclei"]
+    assert all(ln[3] in ("available", "unavailable") for ln in lines)

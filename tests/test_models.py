@@ -1,0 +1,138 @@
+"""models/: weights resolution and download, the registry, the adapters, the result type."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from models import weights as W
+from models.registry import availability, get_model_info, list_models, load_model
+from models.result import Instances, boxes_from_labels, labels_from_boxes
+from models.weights import WeightsSpec, WeightsUnavailable, resolve_weights
+
+
+@pytest.fixture
+def weights_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    return tmp_path / "weights"
+
+
+@pytest.fixture
+def remote_file(tmp_path):
+    """A 'remote' checkpoint served through a file:// URL: the real urllib download path."""
+    data = np.random.default_rng(0).bytes(3 * 2**20 + 123)
+    src = tmp_path / "remote" / "model.pt"
+    src.parent.mkdir()
+    src.write_bytes(data)
+    spec = WeightsSpec("test-model", "model.pt", src.as_uri(), hashlib.sha256(data).hexdigest(), len(data),
+                       "MIT", "nothing", "a test")
+    return spec, data
+
+
+def test_download_verifies_and_reports_progress(weights_home, remote_file):
+    spec, data = remote_file
+    seen = []
+    path = resolve_weights(spec, progress=lambda done, total: seen.append((done, total)))
+    assert path == weights_home / "model.pt" and path.read_bytes() == data
+    assert seen[-1] == (len(data), len(data)) and len(seen) >= 3
+    assert list(weights_home.glob("*.part")) == []
+    # second time: found locally, no download
+    assert resolve_weights(replace(spec, url="http://127.0.0.1:9/never")) == path
+
+
+def test_checksum_mismatch_is_refused_and_leaves_nothing(weights_home, remote_file):
+    spec, _ = remote_file
+    bad = replace(spec, sha256="0" * 64)
+    with pytest.raises(WeightsUnavailable, match="checksum"):
+        resolve_weights(bad)
+    assert not (weights_home / "model.pt").exists() and list(weights_home.glob("*.part")) == []
+
+
+def test_offline_message_names_the_file_and_where_to_put_it(weights_home, remote_file):
+    spec, _ = remote_file
+    offline = replace(spec, url="http://127.0.0.1:9/model.pt")  # nothing listens on port 9
+    with pytest.raises(WeightsUnavailable) as err:
+        resolve_weights(offline)
+    message = str(err.value)
+    assert "could not download http://127.0.0.1:9/model.pt" in message
+    assert str(weights_home / "model.pt") in message
+    with pytest.raises(WeightsUnavailable, match="not downloaded yet"):
+        resolve_weights(spec, allow_download=False)
+
+
+def test_placed_file_is_used_and_checksum_remembered(weights_home, remote_file, monkeypatch):
+    spec, data = remote_file
+    weights_home.mkdir(parents=True)
+    (weights_home / "model.pt").write_bytes(data)
+    calls = {"n": 0}
+    real = W.sha256_of
+
+    def counting(path, chunk=1 << 20):
+        calls["n"] += 1
+        return real(path, chunk)
+
+    monkeypatch.setattr(W, "sha256_of", counting)
+    offline = replace(spec, url=None)
+    assert resolve_weights(offline) == weights_home / "model.pt"
+    assert resolve_weights(offline) == weights_home / "model.pt"
+    assert calls["n"] == 1  # hashed once, then the marker vouches for it
+    (weights_home / "model.pt").write_bytes(b"tampered")
+    with pytest.raises(WeightsUnavailable, match="does not match the expected checksum"):
+        resolve_weights(offline)
+
+
+def test_registry_lists_models_and_reports_availability():
+    names = [m.name for m in list_models()]
+    assert names[:3] == ["classical", "yolo11n-nuclei", "yolo11s-nuclei"]
+    assert availability("classical") == (True, "no weights needed")
+    ok, why = availability("yolo11n-nuclei")
+    assert ok and why.startswith("weights at ") and why.endswith("ND_v11n.pt")  # shipped in napari-nuclephaser
+    with pytest.raises(ValueError, match="unknown model 'nope'; available: classical"):
+        get_model_info("nope")
+
+
+def test_missing_weights_make_a_model_unavailable_with_the_file_to_place(weights_home, monkeypatch):
+    info = get_model_info("yolo11n-nuclei")
+    missing = replace(info.weights, package_file=("no-such-distribution", "x.pt"))
+    from models import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "yolo11n-nuclei", replace(info, weights=missing))
+    ok, why = availability("yolo11n-nuclei")
+    assert not ok and why == f"place ND_v11n.pt at {weights_home / 'ND_v11n.pt'}"
+    with pytest.raises(WeightsUnavailable, match="ND_v11n.pt"):
+        load_model("yolo11n-nuclei")
+
+
+def test_classical_adapter_matches_the_pipeline(example_images):
+    from core.preprocess import run_pipeline
+
+    img = example_images[0]
+    result = load_model("classical").predict(img)
+    assert isinstance(result, Instances) and not result.box_only
+    np.testing.assert_array_equal(result.labels, run_pipeline(img.pixels, img.channels).labels)
+    assert result.count == result.labels.max() == len(result.scores)
+
+
+def test_yolo_nuclei_detector_runs_offline_on_the_cpu(example_images):
+    img = example_images[0]
+    result = load_model("yolo11n-nuclei", "cpu").predict(img, conf=0.2)
+    assert result.box_only and result.class_names == ("Nucleus",) and result.device == "cpu"
+    assert 10 <= result.count <= 150
+    assert result.labels.shape == img.gt.shape and result.labels.max() <= result.count
+    assert np.all(np.diff(result.scores) <= 0)  # best first
+    x0, y0, x1, y1 = result.boxes.T
+    assert np.all(x1 > x0) and np.all(y1 > y0) and x1.max() <= 512 + 1
+
+
+def test_boxes_and_labels_round_trip():
+    labels = np.zeros((30, 40), np.int32)
+    labels[2:10, 5:12] = 1
+    labels[15:25, 20:38] = 2
+    boxes = boxes_from_labels(labels)
+    np.testing.assert_array_equal(boxes, [[5, 2, 12, 10], [20, 15, 38, 25]])
+    np.testing.assert_array_equal(labels_from_boxes(boxes, labels.shape), labels)
+    overlap = labels_from_boxes(np.array([[0, 0, 10, 10], [5, 5, 15, 15]], np.float32), (20, 20), np.array([0.9, 0.5]))
+    assert overlap[7, 7] == 1  # the higher score wins the overlap
