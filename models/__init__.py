@@ -1,1 +1,6 @@
-"""Model side of CellScope: compute devices now; the model registry and adapters build on it."""
+"""Model side of CellScope: devices, weights, the registry and one adapter module per family.
+
+Importing the package registers every family's models.
+"""
+
+from models import classical, rcnn, yolo  # noqa: F401  (each module registers its models)

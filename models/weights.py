@@ -27,7 +27,7 @@ class WeightsSpec:
     name: str  # unique id, e.g. "yolo11n-nuclei-phase"
     filename: str  # file name in the weights folder
     url: str | None  # download address; None for files that ship in a package
-    sha256: str | None  # expected checksum; None skips the check (user-provided files)
+    sha256: str | None  # expected SHA-256, or its first characters (torchvision names files so); None: no check
     size_bytes: int | None
     license: str
     trained_on: str
@@ -70,7 +70,7 @@ def _verified(path: Path, spec: WeightsSpec) -> bool:
     stamp = f"{spec.sha256} {stat.st_size} {stat.st_mtime_ns}"
     if marker.exists() and marker.read_text() == stamp:
         return True
-    if sha256_of(path) != spec.sha256:
+    if not sha256_of(path).startswith(spec.sha256):
         return False
     try:
         marker.write_text(stamp)
@@ -118,7 +118,7 @@ def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, 
                     progress(done, total)
         if spec.sha256 is not None:
             got = sha256_of(tmp)
-            if got != spec.sha256:
+            if not got.startswith(spec.sha256):
                 raise WeightsUnavailable(
                     f"{spec.name}: downloaded file has checksum {got[:12]}…, expected {spec.sha256[:12]}…; "
                     "the download was corrupted or the file changed upstream. Try again, or place a verified "

@@ -86,7 +86,7 @@ def test_placed_file_is_used_and_checksum_remembered(weights_home, remote_file, 
 
 def test_registry_lists_models_and_reports_availability():
     names = [m.name for m in list_models()]
-    assert names[:3] == ["classical", "yolo11n-nuclei", "yolo11s-nuclei"]
+    assert {"classical", "yolo11n-nuclei", "yolo11s-nuclei", "maskrcnn-coco", "fasterrcnn-coco"} <= set(names)
     assert availability("classical") == (True, "no weights needed")
     ok, why = availability("yolo11n-nuclei")
     assert ok and why.startswith("weights at ") and why.endswith("ND_v11n.pt")  # shipped in napari-nuclephaser
@@ -136,3 +136,49 @@ def test_boxes_and_labels_round_trip():
     np.testing.assert_array_equal(labels_from_boxes(boxes, labels.shape), labels)
     overlap = labels_from_boxes(np.array([[0, 0, 10, 10], [5, 5, 15, 15]], np.float32), (20, 20), np.array([0.9, 0.5]))
     assert overlap[7, 7] == 1  # the higher score wins the overlap
+
+
+def test_coco_weights_described_here_match_torchvision():
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, MaskRCNN_ResNet50_FPN_V2_Weights
+
+    from models.rcnn import COCO_WEIGHTS
+
+    for spec, tv in ((COCO_WEIGHTS["maskrcnn"], MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1),
+                     (COCO_WEIGHTS["fasterrcnn"], FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1)):
+        assert spec.url == tv.url and spec.filename == tv.url.rsplit("/", 1)[1]
+        assert f"-{spec.sha256}." in spec.filename  # torchvision's hash-prefix convention
+
+
+def test_offline_rcnn_is_unavailable_and_names_the_download(weights_home):
+    ok, why = availability("maskrcnn-coco")
+    assert not ok and "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth (177 MB)" in why and str(weights_home) in why
+
+
+@pytest.mark.parametrize("kind", ["maskrcnn", "fasterrcnn"])
+def test_rcnn_checkpoint_loads_through_the_user_path_and_predicts(weights_home, monkeypatch, kind):
+    """A real architecture with random weights, saved as a Train-page style checkpoint, loaded
+    by the same registry path users take."""
+    import torch
+
+    from models import registry
+    from models.rcnn import RcnnModel, build_rcnn
+    from models.registry import ModelInfo
+
+    torch.manual_seed(0)
+    model = build_rcnn(kind, num_classes=2, min_size=96, max_size=96)
+    model.roi_heads.score_thresh = 0.0
+    weights_home.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "epochs": 0}, weights_home / f"{kind}_cells.pth")
+    spec = WeightsSpec(f"{kind}-cells", f"{kind}_cells.pth", None, None, None, "ours", "nothing yet", "test")
+    info = ModelInfo(f"{kind}-cells", "rcnn", "test", spec, kind == "fasterrcnn",
+                     lambda path, device: RcnnModel(f"{kind}-cells", kind, path, device, min_size=96, max_size=96))
+    monkeypatch.setitem(registry._REGISTRY, info.name, info)
+    from core.images import CellImage, default_channels
+
+    img = CellImage("x", np.random.default_rng(1).integers(0, 4000, (96, 96, 1)).astype(np.uint16), default_channels(1))
+    loaded = load_model(info.name, "cpu")
+    loaded._model.roi_heads.score_thresh = 0.0  # random weights: keep every proposal so there is output
+    result = loaded.predict(img, score_threshold=0.0)
+    assert result.labels.shape == (96, 96) and result.box_only == (kind == "fasterrcnn")
+    assert result.count == len(result.scores) > 0 and result.boxes.shape == (result.count, 4)
+    assert result.labels.max() <= result.count

@@ -1,0 +1,33 @@
+"""Classical segmentation: the Preprocess page's recipe as a model."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from core.images import CellImage
+from models.registry import ModelInfo, register_model
+from models.result import Instances, boxes_from_labels
+
+
+class ClassicalModel:
+    def __init__(self, device: str = "cpu") -> None:
+        self.name, self.device = "classical", "cpu"  # OpenCV on the CPU whatever the choice
+
+    def predict(self, image: CellImage, *, recipe=None, **_: Any) -> Instances:
+        from core.preprocess import DEFAULT_RECIPE, run_pipeline
+
+        t0 = time.perf_counter()
+        result = run_pipeline(image.pixels, image.channels, recipe or DEFAULT_RECIPE)
+        boxes = boxes_from_labels(result.labels)
+        return Instances(result.labels, boxes, np.ones(len(boxes), np.float32), ("cell",), self.name, self.device,
+                         time.perf_counter() - t0, notes=tuple(result.notes))
+
+
+register_model(ModelInfo(
+    "classical", "classical",
+    "The Preprocess page's recipe: OpenCV thresholding, morphology and watershed. No weights, CPU.",
+    None, False, lambda path, device: ClassicalModel(device),
+))
