@@ -94,7 +94,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     image = _one_image(args.image, args.plane)
     recipe = _recipe(args.recipe)
-    model = load_model(args.model, resolve_device(args.device))
+    def progress(done: int, total: int | None) -> None:
+        share = f"{done / total:.0%} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB"
+        print(f"\rdownloading {args.model} weights: {share}", end="", file=sys.stderr, flush=True)
+
+    model = load_model(args.model, resolve_device(args.device), progress=progress)
     result = model.predict(image, recipe=recipe)
     labels = result.labels
     _write_tiff(args.output, labels.astype(np.uint16 if labels.max() < 65536 else np.int32))

@@ -72,6 +72,7 @@ def _aligned(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, np.ndarray |
 
 def recipe_files() -> None:
     """Download, upload and reset the recipe."""
+    st.markdown("**The recipe**: every step's settings, as JSON")
     recipe = st.session_state.get("recipe", DEFAULT_RECIPE)
     c1, c2 = st.columns(2)
     c1.download_button("Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
@@ -121,14 +122,12 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
                     config={"displaylogo": False})
     if result.edges is not None:
         st.image(preview(tint(rgb, result.edges, (255, 255, 255), 0.9), PREVIEW_SIDE), caption="Canny edges", width="stretch")
+    # One line each, not a widget per number: fewer elements make every slider move faster.
     if gt is not None:
         m = gt_scores(image, image.hash, image.channels, recipe)
-        cols = st.columns(4)
-        for col, (label, value) in zip(cols, (("F1 @ IoU 0.5", m.f1), ("Precision", m.precision),
-                                              ("Recall", m.recall), ("Mean matched IoU", m.mean_iou)), strict=True):
-            col.metric(label, f"{value:.3f}", help="Against this image's ground truth, objects matched one-to-one at IoU >= 0.5.")
-    for note in result.notes:
-        st.caption(f"ℹ️ {note}")
+        st.markdown(f"Against ground truth (objects matched one-to-one at IoU ≥ 0.5): **F1 {m.f1:.3f}** · "
+                    f"precision {m.precision:.3f} · recall {m.recall:.3f} · mean matched IoU {m.mean_iou:.3f}")
+    st.caption(" · ".join(f"ℹ️ {note}" for note in result.notes))
 
 
 def threshold_grid(result: PipelineResult) -> None:
@@ -233,7 +232,6 @@ def workbench() -> None:
         name = st.selectbox("Image", ds.names, key="pre_image", help="The image the live preview works on.")
         image = ds[name]
         recipe = recipe_panel(image.channels)
-        recipe_files()
     with right:
         try:
             result = pipeline(image, recipe)
@@ -241,10 +239,10 @@ def workbench() -> None:
             st.error(f"The pipeline could not run on {image.name}: {exc}")
             return
         # Only the open tab runs: a slider move must not re-measure cells in a hidden tab.
-        tabs = st.tabs(["Result", "Compare thresholds", "Measurements & crops", "All images & auto-tune"],
+        tabs = st.tabs(["Result", "Compare thresholds", "Measurements & crops", "Recipe, all images & auto-tune"],
                        on_change="rerun", key="pre_tab")
         views = (lambda: result_views(image, recipe, result), lambda: threshold_grid(result),
-                 lambda: measurements(image, recipe, result), lambda: batch_and_tune(recipe))
+                 lambda: measurements(image, recipe, result), lambda: (recipe_files(), batch_and_tune(recipe)))
         for tab, view in zip(tabs, views, strict=True):
             if tab.open:
                 with tab:
