@@ -107,6 +107,57 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Run several models on one image; write DIR/<model>.tif and DIR/metrics.json."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import tifffile
+
+    from core.io import read_labels
+    from core.metrics import segmentation_scores
+    from models.device import resolve_device
+    from models.registry import get_model_info, load_model
+
+    image = _one_image(args.image, args.plane)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    for name in names:
+        get_model_info(name)  # unknown names fail before any work
+    gt = None
+    if args.gt:
+        gt, _ = read_labels(Path(args.gt).read_bytes(), args.gt)
+        if gt.shape != image.shape[:2]:
+            raise ValueError(f"{args.gt}: ground truth is {gt.shape[1]}x{gt.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
+    elif image.gt is not None:
+        gt = image.gt
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device, recipe, metrics = resolve_device(args.device), _recipe(args.recipe), {}
+    keys = ("precision", "recall", "f1", "ap", "mean_iou", "pq")
+    for name in names:
+        result = load_model(name, device).predict(image, recipe=recipe)
+        labels = result.labels
+        tifffile.imwrite(out / f"{name}.tif", labels.astype(np.uint16 if labels.max() < 65536 else np.int32),
+                         photometric="minisblack")
+        # Counts and scores come from the label image as written, so anyone can recompute them
+        # from DIR/<model>.tif; box detectors also get box-IoU matching, reported apart.
+        entry = {"count": int(len(np.unique(labels[labels > 0]))), "runtime_s": round(result.runtime_s, 4),
+                 "device": result.device, "output": "boxes filled into labels" if result.box_only else "masks"}
+        if gt is not None:
+            scores = segmentation_scores(gt, labels)
+            entry.update({k: scores[k] for k in keys})
+            if result.box_only:
+                boxed = segmentation_scores(gt, labels, pred_boxes=result.boxes)
+                entry["box_iou_matching"] = {"detections": result.count, **{k: boxed[k] for k in keys}}
+        metrics[name] = entry
+        summary = f"f1={entry['f1']:.3f}" if gt is not None else "no ground truth"
+        print(f"{name}: {result.count} objects in {result.runtime_s:.2f} s on {result.device}; {summary}")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"wrote {len(names)} label images and metrics.json to {out}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from models.registry import availability, list_models
 
@@ -152,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--recipe", help="recipe JSON for the classical model (default: the built-in nuclei recipe)")
     seg.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
     seg.set_defaults(func=_cmd_segment)
+
+    cmp = sub.add_parser("compare", help="run several models on one image: DIR/<model>.tif and DIR/metrics.json")
+    cmp.add_argument("image", help="one image file")
+    cmp.add_argument("--models", required=True, help="comma-separated model names, see `models`")
+    cmp.add_argument("--gt", help="ground-truth label image (0 = background, 1..N = cells) for metrics")
+    cmp.add_argument("--out", required=True, help="output folder")
+    cmp.add_argument("--recipe", help="recipe JSON for the classical model")
+    cmp.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    cmp.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
+    cmp.set_defaults(func=_cmd_compare)
 
     models = sub.add_parser("models", help="list segmentation models and whether each can run here")
     models.set_defaults(func=_cmd_models)

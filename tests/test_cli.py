@@ -102,3 +102,42 @@ def test_models_lists_each_model_with_its_availability():
     lines = [ln.split("\t") for ln in r.stdout.strip().splitlines()]
     assert {"classical", "yolo11n-nuclei", "maskrcnn-coco"} <= {ln[0] for ln in lines}
     assert all(ln[3] in ("available", "unavailable") for ln in lines)
+
+
+def test_compare_writes_labels_and_metrics_anyone_can_recompute(tmp_path, example_images):
+    import json
+
+    import tifffile
+
+    from core.io import write_dataset
+    from core.metrics import match_over_thresholds
+
+    write_dataset(example_images[:1], tmp_path)
+    image, gt = tmp_path / "images" / "plateA_field1.tif", tmp_path / "masks" / "plateA_field1.tif"
+    out = tmp_path / "cmp"
+    r = run_cli("compare", str(image), "--models", "classical,yolo11n-nuclei", "--gt", str(gt), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"classical", "yolo11n-nuclei"}
+    truth = tifffile.imread(gt)
+    for name, entry in metrics.items():
+        labels = tifffile.imread(out / f"{name}.tif")
+        assert labels.shape == truth.shape
+        # an independent computation from the written files: same numbers
+        per_t = match_over_thresholds(truth, labels)
+        assert entry["count"] == len(np.unique(labels[labels > 0]))
+        assert entry["f1"] == per_t[0].f1 and entry["pq"] == per_t[0].pq
+        assert entry["ap"] == np.mean([m.ap for m in per_t])
+    assert metrics["classical"]["f1"] > 0.9
+    assert "box_iou_matching" in metrics["yolo11n-nuclei"] and "box_iou_matching" not in metrics["classical"]
+
+
+def test_compare_rejects_unknown_models_and_wrong_gt(tmp_path):
+    image = tmp_path / "a.tif"
+    image.write_bytes(tiff_bytes(blobs()))
+    r = run_cli("compare", str(image), "--models", "classical,nope", "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "unknown model 'nope'" in r.stderr and r.stderr.count("\n") == 1
+    gt = tmp_path / "gt.tif"
+    gt.write_bytes(tiff_bytes(np.zeros((10, 10), np.uint16)))
+    r = run_cli("compare", str(image), "--models", "classical", "--gt", str(gt), "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "ground truth is 10x10" in r.stderr

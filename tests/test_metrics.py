@@ -90,3 +90,14 @@ def test_sparse_and_dense_label_values_give_the_same_scores():
     iou_s, t_s, _ = iou_matrix(gt * 100_000, pred * 77_777)
     np.testing.assert_allclose(iou_d, iou_s)
     assert list(t_s) == [100_000, 200_000]
+
+
+def test_box_iou_and_box_matching():
+    from core.metrics import box_iou_matrix
+
+    iou = box_iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 5], [20, 20, 30, 30]]))
+    np.testing.assert_allclose(iou, [[0.5, 0.0]])
+    gt = squares(A, B)  # boxes (0,0,10,10) and (20,20,30,30) in x0,y0,x1,y1
+    pred_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 26]], np.float32)  # IoU 1.0 and 0.6
+    scores = segmentation_scores(gt, gt, pred_boxes=pred_boxes)
+    assert scores["f1"] == 1.0 and scores["mean_iou"] == pytest.approx(0.8)
