@@ -282,3 +282,17 @@ def test_fast_fill_holes_equals_scipy():
     rng = np.random.default_rng(5)
     mask = cv2.GaussianBlur(rng.random((120, 90)).astype(np.float32), (0, 0), 3) > 0.5
     np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+def test_default_recipe_on_real_dsb2018_nuclei():
+    """A real annotated fluorescence image (tests/data/README.md). README quotes this figure."""
+    import tifffile
+    from conftest import ROOT
+
+    img = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei.tif")
+    gt = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_mask.tif").astype(np.int32)
+    labels = run_pipeline(img[:, :, None], default_channels(1)).labels
+    assert match_instances(gt, labels).f1 >= 0.85
+    # and the adaptive default beats a plain global Otsu on it
+    otsu = run_pipeline(img[:, :, None], default_channels(1), DEFAULT_RECIPE.with_step("threshold", method="otsu")).labels
+    assert match_instances(gt, labels).f1 > match_instances(gt, otsu).f1
