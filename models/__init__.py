@@ -3,4 +3,4 @@
 Importing the package registers every family's models.
 """
 
-from models import classical, rcnn, yolo  # noqa: F401  (each module registers its models)
+from models import classical, rcnn, sam, yolo  # noqa: F401  (each module registers its models)

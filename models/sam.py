@@ -1,0 +1,158 @@
+"""Segment Anything (segment-anything): automatic masks, box prompts and point prompts.
+
+The image embedding (the expensive ViT encoder) is computed once per image and model and
+kept in a small bounded cache; every prompt on that image reuses it, and box prompts are
+decoded in one batch. Predictors are created per call, so sessions sharing one cached model
+do not step on each other's state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.images import CellImage
+from models.registry import ModelInfo, register_model
+from models.result import Instances, boxes_from_labels
+from models.weights import WeightsSpec
+
+_META = "Meta AI Segment Anything (Apache-2.0); SA-1B, 11 M natural images; no published checksum"
+SAM_WEIGHTS = {
+    variant: WeightsSpec(
+        f"sam-{variant}", filename, f"https://dl.fbaipublicfiles.com/segment_anything/{filename}", None,
+        size, "Apache-2.0", "SA-1B (natural images, not microscopy)", _META,
+    )
+    for variant, filename, size in (
+        ("vit_b", "sam_vit_b_01ec64.pth", 375_000_000),
+        ("vit_l", "sam_vit_l_0b3195.pth", 1_250_000_000),
+        ("vit_h", "sam_vit_h_4b8939.pth", 2_560_000_000),
+    )
+}
+
+
+def build_sam_variant(variant: str, checkpoint: Path | None):
+    from segment_anything import sam_model_registry
+
+    return sam_model_registry[variant](checkpoint=None if checkpoint is None else str(checkpoint))
+
+
+class SamModel:
+    def __init__(self, name: str, build: Callable[[], Any], device: str, cache_images: int = 8) -> None:
+        self.name, self.device = name, device
+        self.sam = build().to(device).eval()
+        self._embeddings: OrderedDict[str, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+        self._cache_images = cache_images
+        self.encoder_runs = 0  # how often the image encoder ran: tests check the cache with it
+
+    @staticmethod
+    def _rgb(image: CellImage) -> np.ndarray:
+        from core.display import image_rgb
+
+        return image_rgb(image)  # SAM expects 8-bit RGB: the display merge is what a person sees
+
+    def _predictor(self, image: CellImage):
+        """A SamPredictor with the image's embedding set, computing it only the first time."""
+        from segment_anything import SamPredictor
+
+        predictor = SamPredictor(self.sam)
+        key = f"{image.hash}{image.channels}"
+        with self._lock:
+            cached = self._embeddings.get(key)
+            if cached is not None:
+                self._embeddings.move_to_end(key)
+        if cached is None:
+            predictor.set_image(self._rgb(image))
+            cached = (predictor.features, predictor.original_size, predictor.input_size)
+            with self._lock:
+                self.encoder_runs += 1
+                self._embeddings[key] = cached
+                while len(self._embeddings) > self._cache_images:
+                    self._embeddings.popitem(last=False)
+        else:
+            predictor.features, predictor.original_size, predictor.input_size = cached
+            predictor.is_image_set = True
+        return predictor
+
+    def embed(self, image: CellImage) -> None:
+        """Compute (or find) the image embedding, e.g. before the user starts clicking."""
+        self._predictor(image)
+
+    def predict(self, image: CellImage, *, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
+                points_per_side: int = 32, pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
+                min_mask_region_area: int = 0, **_: Any) -> Instances:
+        """Automatic masks, or one mask per box (x0, y0, x1, y1) or per point (x, y) prompt."""
+        t0 = time.perf_counter()
+        h, w = image.shape[:2]
+        if boxes is None and points is None:
+            masks, scores = self._automatic(image, points_per_side, pred_iou_thresh, stability_score_thresh,
+                                            min_mask_region_area)
+        else:
+            masks, scores = self._prompted(image, boxes, points)
+        labels = np.zeros((h, w), np.int32)
+        order = np.argsort(scores)
+        for rank, i in enumerate(order, 1):  # least confident first, so the best masks stay on top
+            labels[masks[i]] = rank
+        # Masks hidden entirely under better ones disappear; number the rest 1..N, keeping each score.
+        present = np.unique(labels[labels > 0])
+        lut = np.zeros(len(order) + 1, np.int32)
+        lut[present] = np.arange(1, len(present) + 1)
+        labels = lut[labels]
+        kept_scores = np.asarray(scores, np.float32)[order][present - 1] if len(present) else np.zeros(0, np.float32)
+        return Instances(labels, boxes_from_labels(labels), kept_scores, ("cell",), self.name, self.device,
+                         time.perf_counter() - t0)
+
+    def _automatic(self, image, points_per_side, pred_iou_thresh, stability_score_thresh, min_area):
+        from segment_anything import SamAutomaticMaskGenerator
+
+        generator = SamAutomaticMaskGenerator(
+            self.sam, points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh, min_mask_region_area=min_area,
+        )
+        found = generator.generate(self._rgb(image))
+        with self._lock:
+            self.encoder_runs += 1
+        if not found:
+            return np.zeros((0, *image.shape[:2]), bool), np.zeros(0)
+        # SAM also segments the background as one huge region: drop masks over a quarter of the field
+        found = [m for m in found if m["area"] < 0.25 * image.shape[0] * image.shape[1]]
+        masks = np.array([m["segmentation"] for m in found], bool).reshape(-1, *image.shape[:2])
+        return masks, np.array([m["predicted_iou"] for m in found], np.float64)
+
+    def _prompted(self, image, boxes, points):
+        import torch
+
+        predictor = self._predictor(image)
+        h, w = image.shape[:2]
+        if boxes is not None and len(boxes):
+            prompt = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float32, device=self.device),
+                                                           (h, w))
+            with torch.inference_mode():  # every box in one decoder batch
+                masks, scores, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=prompt,
+                                                           multimask_output=False)
+        elif points is not None and len(points):
+            coords = predictor.transform.apply_coords_torch(
+                torch.as_tensor(np.asarray(points, np.float32)[:, None, :], device=self.device), (h, w))
+            labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
+            with torch.inference_mode():
+                masks, scores, _ = predictor.predict_torch(point_coords=coords, point_labels=labels,
+                                                           multimask_output=False)
+        else:
+            return np.zeros((0, h, w), bool), np.zeros(0)
+        return masks[:, 0].cpu().numpy(), scores[:, 0].float().cpu().numpy()
+
+
+for _variant, _title in (("vit_b", "ViT-B"), ("vit_l", "ViT-L"), ("vit_h", "ViT-H")):
+    register_model(ModelInfo(
+        f"sam-{_variant.replace('_', '')}", "sam",
+        f"Segment Anything {_title}: automatic masks, or prompted with boxes from another model or with points.",
+        SAM_WEIGHTS[_variant], False,
+        (lambda v: lambda path, device: SamModel(f"sam-{v.replace('_', '')}", lambda: build_sam_variant(v, path),
+                                                 device))(_variant),
+    ))
