@@ -156,3 +156,31 @@ for _variant, _title in (("vit_b", "ViT-B"), ("vit_l", "ViT-L"), ("vit_h", "ViT-
         (lambda v: lambda path, device: SamModel(f"sam-{v.replace('_', '')}", lambda: build_sam_variant(v, path),
                                                  device))(_variant),
     ))
+
+
+class BoxPromptedSam:
+    """Another model's boxes as SAM prompts ("YOLO + SAM", "classical + SAM"): the detector finds
+    cells, SAM draws their outlines."""
+
+    def __init__(self, name: str, detector: str, sam: SamModel, device: str) -> None:
+        from models.registry import load_model
+
+        self.name, self.device, self.sam = name, device, sam
+        self.detector = load_model(detector, device)
+
+    def predict(self, image: CellImage, **params: Any) -> Instances:
+        t0 = time.perf_counter()
+        found = self.detector.predict(image, **params)
+        result = self.sam.predict(image, boxes=found.boxes)
+        return Instances(result.labels, result.boxes, result.scores, result.class_names, self.name, self.device,
+                         time.perf_counter() - t0, notes=(f"{found.count} boxes from {found.model}",))
+
+
+for _detector in ("classical", "yolo11s-nuclei"):
+    register_model(ModelInfo(
+        f"{_detector}+sam-vitb", "sam",
+        f"Boxes from {_detector}, outlined by Segment Anything ViT-B (box prompts, one batch per image).",
+        SAM_WEIGHTS["vit_b"], False,
+        (lambda d: lambda path, device: BoxPromptedSam(
+            f"{d}+sam-vitb", d, SamModel("sam-vitb", lambda: build_sam_variant("vit_b", path), device), device))(_detector),
+    ))

@@ -81,3 +81,15 @@ def test_sam_weights_are_described_as_downloads():
     assert SAM_WEIGHTS["vit_b"].url == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
     ok, why = registry.availability("sam-vitb")
     assert ok or why.startswith("needs sam_vit_b_01ec64.pth")
+
+
+def test_detector_boxes_prompt_sam(sam, example_images):
+    from models.sam import BoxPromptedSam
+
+    img = example_images[0]
+    combo = BoxPromptedSam("classical+sam-tiny", "classical", sam, "cpu")
+    result = combo.predict(img)
+    n_boxes = int(result.notes[0].split()[0])
+    assert n_boxes > 50 and result.notes[0].endswith("boxes from classical")
+    assert result.model == "classical+sam-tiny" and result.count <= n_boxes
+    assert result.labels.shape == img.gt.shape
