@@ -43,7 +43,3 @@ def reset_to_example() -> None:
     st.session_state.dataset = Dataset()
     st.session_state.dataset.add(example_images())
     st.session_state.dataset_origin = EXAMPLE_KEY
-
-
-def device_choice() -> str:
-    return st.session_state.get("device_choice", "auto")

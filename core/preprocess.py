@@ -607,8 +607,3 @@ def compare_thresholds(img: np.ndarray, blur_sigma: float = 2.0) -> list[tuple[s
             value = float(threshold_otsu(source, nbins=256)) if float(source.max()) > float(source.min()) else 0.5
         rows.append((name, source, float(value), source > value))
     return rows
-
-
-def segment_classical(pixels: np.ndarray, channels: Sequence[ChannelInfo], recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
-    """Instance labels (H, W) int32 from the classical pipeline."""
-    return run_pipeline(pixels, channels, recipe).labels
