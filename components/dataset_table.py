@@ -9,14 +9,14 @@ from components.image_viewer import cached_thumbnail_uri
 from core.dataset import Dataset
 
 
-def dataset_table(ds: Dataset, *, key: str) -> pd.DataFrame | None:
-    """Show every image with a thumbnail; batch and condition are editable in place.
+def dataset_table(ds: Dataset, table: pd.DataFrame, *, key: str) -> pd.DataFrame | None:
+    """Show ``table`` (``ds.table()``) with a thumbnail per image; batch and condition are editable.
 
     Returns the edited table, or None when nothing is loaded.
     """
     if len(ds) == 0:
         return None
-    table = ds.table()
+    table = table.copy()
     table.insert(0, "preview", [cached_thumbnail_uri(img, img.hash, img.channels) for img in ds])
     return st.data_editor(
         table,

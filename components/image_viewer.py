@@ -34,13 +34,8 @@ def channel_toggles(image: CellImage, key: str) -> tuple[bool, ...]:
     )
 
 
-def image_viewer(
-    image: CellImage,
-    *,
-    key: str,
-    overlays: dict[str, tuple[np.ndarray, tuple[int, int, int]]] | None = None,
-) -> None:
-    """Show ``image`` large: channel toggles, ground-truth outlines, optional extra label overlays."""
+def image_viewer(image: CellImage, *, key: str) -> None:
+    """Show ``image`` large: channel toggles, ground-truth outlines, zoom."""
     visible = channel_toggles(image, key)
     show_gt = st.toggle(
         "Ground-truth outlines",
@@ -59,8 +54,6 @@ def image_viewer(
     rgb = cached_composite(image, image.hash, image.channels, visible)
     if show_gt and image.gt is not None:
         rgb = draw_outlines(rgb, image.gt)
-    for labels, color in (overlays or {}).values():
-        rgb = draw_outlines(rgb, labels, color)
     h, w, c = image.shape
     caption = f"{image.name} · {w}×{h} · {image.pixels.dtype} · {c} channel{'s' * (c > 1)}"
     if image.gt is not None:

@@ -8,11 +8,6 @@ from components.state import dataset, is_untouched_example
 from models.device import DEVICE_CHOICES, available_devices, resolve_device
 
 
-@st.cache_resource(show_spinner=False)
-def _devices():
-    return available_devices()
-
-
 def render_sidebar() -> None:
     ds = dataset()
     with st.sidebar:
@@ -27,7 +22,7 @@ def render_sidebar() -> None:
                 f"**{s['with_gt']}** with ground truth · channels: {', '.join(map(str, s['channels']))}"
             )
         st.subheader("Compute")
-        devices = _devices()
+        devices = available_devices()  # lru_cached: torch is asked once per process
         choice = st.selectbox(
             "Device",
             DEVICE_CHOICES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -137,7 +138,7 @@ class CellImage:
     def shape(self) -> tuple[int, int, int]:
         return self.pixels.shape  # type: ignore[return-value]
 
-    @property
+    @cached_property  # a full pass over the mask: the dataset table asks on every rerun
     def n_cells_gt(self) -> int:
         return 0 if self.gt is None else int(len(np.unique(self.gt)) - (1 if (self.gt == 0).any() else 0))
 

@@ -17,6 +17,27 @@ SHAPE_COLUMNS = (
 )
 
 
+def channel_stats(pixels: np.ndarray, channels: Sequence[ChannelInfo]) -> pd.DataFrame:
+    """Per channel: min, max, mean and the share of saturated pixels (integer types only)."""
+    rows = []
+    for ch, plane in zip(channels, np.moveaxis(pixels, 2, 0), strict=True):
+        saturated = float((plane >= np.iinfo(plane.dtype).max).mean()) if plane.dtype.kind in "ui" else 0.0
+        rows.append({"channel": ch.name, "min": float(plane.min()), "max": float(plane.max()),
+                     "mean": round(float(plane.mean()), 1), "saturated %": round(100 * saturated, 2)})
+    return pd.DataFrame(rows)
+
+
+def bounding_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label ids present and their boxes (x0, y0, x1, y1), one row per id, in id order."""
+    from scipy import ndimage as ndi
+
+    ids = np.unique(labels[labels > 0])
+    objects = ndi.find_objects(labels)
+    boxes = np.array([(objects[i - 1][1].start, objects[i - 1][0].start, objects[i - 1][1].stop, objects[i - 1][0].stop)
+                      for i in ids], np.float32).reshape(-1, 4)
+    return ids, boxes
+
+
 def measure_cells(labels: np.ndarray, pixels: np.ndarray, channels: Sequence[ChannelInfo]) -> pd.DataFrame:
     """One row per cell: shape, position, and mean and integrated intensity per channel.
 

@@ -152,13 +152,9 @@ def segmentation_scores(true: np.ndarray, pred: np.ndarray, *, pred_boxes: np.nd
     truth's bounding boxes instead of on masks.
     """
     if pred_boxes is not None:
-        from scipy import ndimage as ndi
+        from core.measure import bounding_boxes
 
-        ids = np.unique(true[true > 0])
-        objects = ndi.find_objects(true)
-        true_boxes = np.array([(objects[i - 1][1].start, objects[i - 1][0].start, objects[i - 1][1].stop,
-                                objects[i - 1][0].stop) for i in ids], np.float64).reshape(-1, 4)
-        iou = box_iou_matrix(true_boxes, pred_boxes)
+        iou = box_iou_matrix(bounding_boxes(true)[1], pred_boxes)
         per_threshold = [_score(iou, t) for t in AP_THRESHOLDS]
     else:
         per_threshold = match_over_thresholds(true, pred)

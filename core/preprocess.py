@@ -320,14 +320,14 @@ def transform_pixels(pixels: np.ndarray, step: RotateStep) -> np.ndarray:
 
 
 def normalize(plane: np.ndarray, step: NormalizeStep) -> np.ndarray:
-    """Percentile clip to [0, 1], then optional CLAHE (computed on 16 bits)."""
-    if not step.enabled:
-        lo, hi = float(plane.min()), float(plane.max())
+    """Percentile clip to [0, 1] (off: min to max), then optional CLAHE (computed on 16 bits)."""
+    from core.display import normalize_channel
+
+    if step.enabled:
+        out = normalize_channel(plane, step.clip_low, step.clip_high)
     else:
-        sample = plane[:: max(1, plane.shape[0] // 512), :: max(1, plane.shape[1] // 512)]
-        lo, hi = (float(v) for v in np.percentile(sample, (step.clip_low, step.clip_high)))
-    out = (plane - np.float32(lo)) * np.float32(1.0 / (hi - lo)) if hi > lo else np.zeros_like(plane)
-    out = np.clip(out, 0, 1, out=out)
+        lo, hi = float(plane.min()), float(plane.max())
+        out = (plane - np.float32(lo)) * np.float32(1.0 / (hi - lo)) if hi > lo else np.zeros_like(plane)
     if step.enabled and step.clahe:
         tiles = max(1, min(step.clahe_tiles, min(plane.shape) // 8 or 1))
         clahe = cv2.createCLAHE(clipLimit=step.clahe_clip_limit, tileGridSize=(tiles, tiles))

@@ -40,14 +40,9 @@ class Instances:
 
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     """Bounding boxes (x0, y0, x1, y1), row i for label i + 1; labels must be 1..N."""
-    from scipy import ndimage as ndi
+    from core.measure import bounding_boxes
 
-    n = int(labels.max())
-    boxes = np.zeros((n, 4), np.float32)
-    for i, sl in enumerate(ndi.find_objects(labels)):
-        if sl is not None:
-            boxes[i] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-    return boxes
+    return bounding_boxes(labels)[1]
 
 
 def labels_from_boxes(boxes: np.ndarray, shape: tuple[int, int], scores: np.ndarray | None = None) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -12,8 +11,9 @@ from components.routing import require_router
 from components.state import dataset, is_untouched_example, mark_edited, reset_to_example
 from core.batches import apply_batch_table, batches_from_pattern
 from core.dataset import Dataset
-from core.images import COLORS, ROLES, CellImage
+from core.images import COLORS, ROLES, CellImage, ChannelInfo
 from core.io import ACCEPTED_EXTENSIONS, ImageReadError, dataset_zip, load_files, read_labels
+from core.measure import channel_stats
 
 UPLOAD_HELP = (
     "PNG, JPEG or TIFF (8/16-bit, float, multi-page, OME-TIFF), several at once or a .zip of folders. "
@@ -113,7 +113,8 @@ def batch_section(ds: Dataset) -> None:
             _bump_version()
             st.toast(f"Pattern matched {len(found)} of {len(ds)} images")
 
-    edited = dataset_table(ds, key=f"dataset_table_{st.session_state.get('dataset_version', 0)}")
+    table = ds.table()
+    edited = dataset_table(ds, table, key=f"dataset_table_{st.session_state.get('dataset_version', 0)}")
     if edited is not None:
         for row in edited.itertuples():
             img = ds[row.name]
@@ -121,10 +122,11 @@ def batch_section(ds: Dataset) -> None:
             if (batch, condition) != (img.batch, img.condition):
                 ds.put(img.with_(batch=batch, condition=condition))
                 mark_edited()
+                table = ds.table()
         c1, c2, _ = st.columns([1, 1, 3])
         c1.download_button(
             "Download table (CSV)",
-            ds.table().to_csv(index=False),
+            table.to_csv(index=False),
             file_name="cellscope_dataset.csv",
             mime="text/csv",
             help="Names, shapes, batches and conditions; loads back as a batch table.",
@@ -159,7 +161,7 @@ def channel_settings(ds: Dataset, image: CellImage) -> None:
         if hi <= lo:
             st.warning("The high percentile must be above the low one.")
             hi = min(100.0, lo + 0.1)
-        new.append(ch.__class__(name or ch.name, role, color, lo, hi))
+        new.append(ChannelInfo(name or ch.name, role, color, lo, hi))
     new = tuple(new)
     if new != image.channels:
         targets = [img for img in ds if img.shape[2] == n] if same_layout else [image]
@@ -190,19 +192,13 @@ def _attach_gt(name: str, key: str) -> None:
     st.session_state.gt_message = ("success", f"Attached {upload.name}: {image.with_(gt=labels).n_cells_gt} cells. " + " ".join(notes))
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_channel_stats(_image: CellImage, image_hash: str, channels: tuple) -> pd.DataFrame:
+    return channel_stats(_image.pixels, _image.channels)
+
+
 def image_details(ds: Dataset, image: CellImage) -> None:
-    stats = pd.DataFrame(
-        [
-            {
-                "channel": ch.name,
-                "min": float(p.min()),
-                "max": float(p.max()),
-                "mean": round(float(p.mean()), 1),
-                "saturated %": round(100 * float((p >= np.iinfo(p.dtype).max).mean()), 2) if p.dtype.kind in "ui" else 0.0,
-            }
-            for ch, p in zip(image.channels, np.moveaxis(image.pixels, 2, 0), strict=True)
-        ]
-    )
+    stats = cached_channel_stats(image, image.hash, image.channels)
     st.dataframe(stats, hide_index=True, width="stretch")
     st.caption(f"Batch **{image.batch}**" + (f" · condition **{image.condition}**" if image.condition else "")
                + f" · from {image.source or 'upload'}")

@@ -13,7 +13,7 @@ import tifffile
 
 from components.image_viewer import cached_composite
 from components.plots import histogram_figure
-from components.recipe_panel import load_recipe, recipe_panel
+from components.recipe_panel import current_recipe, load_recipe, recipe_panel
 from components.routing import require_router
 from components.state import dataset
 from core.autotune import autotune
@@ -73,7 +73,7 @@ def _aligned(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, np.ndarray |
 def recipe_files() -> None:
     """Download, upload and reset the recipe."""
     st.markdown("**The recipe**: every step's settings, as JSON")
-    recipe = st.session_state.get("recipe", DEFAULT_RECIPE)
+    recipe = current_recipe()
     c1, c2 = st.columns(2)
     c1.download_button("Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
                        help="The ordered steps and parameters as JSON; the CLI takes it with --recipe.")
