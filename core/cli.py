@@ -89,6 +89,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from models.compare import run_model
     from models.device import resolve_device
     from models.registry import load_model
 
@@ -99,11 +100,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(f"\rdownloading {args.model} weights: {share}", end="", file=sys.stderr, flush=True)
 
     model = load_model(args.model, resolve_device(args.device), progress=progress)
-    result = model.predict(image, recipe=recipe)
+    result = run_model(model, image, tile=args.tile, recipe=recipe)
     labels = result.labels
     _write_tiff(args.output, labels.astype(np.uint16 if labels.max() < 65536 else np.int32))
     kind = "boxes" if result.box_only else "cells"
-    print(f"{image.name}: {result.count} {kind} by {result.model} on {result.device} in {result.runtime_s:.2f} s -> {args.output}")
+    tiles = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
+    print(f"{image.name}: {result.count} {kind} by {result.model} on {result.device} in {result.runtime_s:.2f} s"
+          f"{tiles} -> {args.output}")
     return 0
 
 
@@ -112,11 +115,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import numpy as np
-    import tifffile
-
+    from core.export import label_tiff_bytes
     from core.io import read_labels
-    from core.metrics import segmentation_scores
+    from models.compare import metrics_entry, run_model
     from models.device import resolve_device
     from models.registry import get_model_info, load_model
 
@@ -134,25 +135,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device, recipe, metrics = resolve_device(args.device), _recipe(args.recipe), {}
-    keys = ("precision", "recall", "f1", "ap", "mean_iou", "pq")
     for name in names:
-        result = load_model(name, device).predict(image, recipe=recipe)
-        labels = result.labels
-        tifffile.imwrite(out / f"{name}.tif", labels.astype(np.uint16 if labels.max() < 65536 else np.int32),
-                         photometric="minisblack")
-        # Counts and scores come from the label image as written, so anyone can recompute them
-        # from DIR/<model>.tif; box detectors also get box-IoU matching, reported apart.
-        entry = {"count": int(len(np.unique(labels[labels > 0]))), "runtime_s": round(result.runtime_s, 4),
-                 "device": result.device, "output": "boxes filled into labels" if result.box_only else "masks"}
-        if gt is not None:
-            scores = segmentation_scores(gt, labels)
-            entry.update({k: scores[k] for k in keys})
-            if result.box_only:
-                boxed = segmentation_scores(gt, labels, pred_boxes=result.boxes)
-                entry["box_iou_matching"] = {"detections": result.count, **{k: boxed[k] for k in keys}}
-        metrics[name] = entry
+        result = run_model(load_model(name, device), image, tile=args.tile, recipe=recipe)
+        (out / f"{name}.tif").write_bytes(label_tiff_bytes(result.labels))
+        entry = metrics[name] = metrics_entry(result, gt)
         summary = f"f1={entry['f1']:.3f}" if gt is not None else "no ground truth"
-        print(f"{name}: {result.count} objects in {result.runtime_s:.2f} s on {result.device}; {summary}")
+        print(f"{name}: {entry['count']} objects in {result.runtime_s:.2f} s on {result.device}; {summary}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"wrote {len(names)} label images and metrics.json to {out}")
     return 0
@@ -202,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
     seg.add_argument("--recipe", help="recipe JSON for the classical model (default: the built-in nuclei recipe)")
     seg.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
+    seg.add_argument("--tile", type=int, default=1024, help="images larger than this (px) run in overlapping tiles")
     seg.set_defaults(func=_cmd_segment)
 
     cmp = sub.add_parser("compare", help="run several models on one image: DIR/<model>.tif and DIR/metrics.json")
@@ -212,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--recipe", help="recipe JSON for the classical model")
     cmp.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     cmp.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
+    cmp.add_argument("--tile", type=int, default=1024, help="images larger than this (px) run in overlapping tiles")
     cmp.set_defaults(func=_cmd_compare)
 
     models = sub.add_parser("models", help="list segmentation models and whether each can run here")

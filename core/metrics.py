@@ -145,19 +145,23 @@ def box_iou_matrix(true_boxes: np.ndarray, pred_boxes: np.ndarray) -> np.ndarray
     return inter / np.maximum(area_t + area_p - inter, 1e-9)
 
 
-def segmentation_scores(true: np.ndarray, pred: np.ndarray, *, pred_boxes: np.ndarray | None = None) -> dict[str, float]:
-    """The summary the pages and ``compare`` report: counts and scores at IoU 0.5, AP over 0.5:0.95.
+def scores_over_thresholds(true: np.ndarray, pred: np.ndarray, *,
+                           pred_boxes: np.ndarray | None = None) -> list[Matching]:
+    """Matchings at IoU 0.5:0.05:0.95 (the F1-vs-IoU curve).
 
     With ``pred_boxes`` (a box-only detector) objects are matched on box IoU against the ground
     truth's bounding boxes instead of on masks.
     """
-    if pred_boxes is not None:
-        from core.measure import bounding_boxes
+    if pred_boxes is None:
+        return match_over_thresholds(true, pred)
+    from core.measure import bounding_boxes
 
-        iou = box_iou_matrix(bounding_boxes(true)[1], pred_boxes)
-        per_threshold = [_score(iou, t) for t in AP_THRESHOLDS]
-    else:
-        per_threshold = match_over_thresholds(true, pred)
+    iou = box_iou_matrix(bounding_boxes(true)[1], pred_boxes)
+    return [_score(iou, t) for t in AP_THRESHOLDS]
+
+
+def summarize(per_threshold: list[Matching]) -> dict[str, float]:
+    """Counts and scores at IoU 0.5, AP averaged over 0.5:0.95."""
     at50 = per_threshold[0]
     return {
         "n_true": at50.n_true,
@@ -169,3 +173,13 @@ def segmentation_scores(true: np.ndarray, pred: np.ndarray, *, pred_boxes: np.nd
         "pq": at50.pq,
         "ap": float(np.mean([m.ap for m in per_threshold])),
     }
+
+
+def match_boxes(true_boxes: np.ndarray, pred_boxes: np.ndarray, threshold: float = 0.5) -> Matching:
+    """:func:`match_instances` for boxes (x0, y0, x1, y1): one-to-one matching on box IoU."""
+    return _score(box_iou_matrix(true_boxes, pred_boxes), threshold)
+
+
+def segmentation_scores(true: np.ndarray, pred: np.ndarray, *, pred_boxes: np.ndarray | None = None) -> dict[str, float]:
+    """The summary the pages and ``compare`` report (see :func:`summarize`)."""
+    return summarize(scores_over_thresholds(true, pred, pred_boxes=pred_boxes))

@@ -34,6 +34,8 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+# Functions that list models found at call time (weights files a user placed in the weights folder).
+_PROVIDERS: list[Callable[[], list[ModelInfo]]] = []
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
@@ -43,15 +45,24 @@ def register_model(info: ModelInfo) -> ModelInfo:
     return info
 
 
+def register_provider(provider: Callable[[], list[ModelInfo]]) -> None:
+    """Add models discovered when asked, e.g. from files in the weights folder."""
+    _PROVIDERS.append(provider)
+
+
 def list_models() -> list[ModelInfo]:
-    return list(_REGISTRY.values())
+    found = {info.name: info for provider in _PROVIDERS for info in provider()}
+    return list(_REGISTRY.values()) + [info for name, info in found.items() if name not in _REGISTRY]
 
 
 def get_model_info(name: str) -> ModelInfo:
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(_REGISTRY)}") from None
+    for info in list_models():
+        if info.name == name:
+            return info
+    known = ", ".join(info.name for info in list_models())
+    raise ValueError(f"unknown model {name!r}; available: {known}")
 
 
 def availability(name: str) -> tuple[bool, str]:

@@ -25,6 +25,8 @@ class Instances:
     runtime_s: float
     box_only: bool = False
     notes: tuple[str, ...] = field(default=())
+    tiles: int = 1  # > 1: the image was processed in overlapping tiles (models.tiling)
+    peak_memory_mb: float | None = None  # growth of process RSS (CPU) or CUDA allocation during the run
 
     def __post_init__(self) -> None:
         n = len(self.boxes)

@@ -1,26 +1,32 @@
-"""YOLO detectors (ultralytics)."""
+"""YOLO via ultralytics: the offline nuclei detectors, official YOLO11 weights and user files.
+
+Detection weights give boxes (filled into the label image, ``box_only``); segmentation weights
+(``*-seg``) give masks at the image's own resolution. Every class counts as a cell.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.images import CellImage
-from models.registry import ModelInfo, register_model
-from models.result import Instances, labels_from_boxes
-from models.weights import WeightsSpec
+from models.registry import ModelInfo, register_model, register_provider
+from models.result import Instances, boxes_from_labels, labels_from_boxes
+from models.weights import WeightsSpec, weights_dir
 
 
-class YoloDetector:
-    """An ultralytics YOLO detector: boxes, filled into the label image (box-only)."""
+class YoloModel:
+    """An ultralytics YOLO detect or segment model on the nucleus channel (grey, replicated to RGB)."""
 
     def __init__(self, name: str, weights: str, device: str) -> None:
         from ultralytics import YOLO
 
         self.name, self.device = name, device
         self._model = YOLO(weights)
+        self.segments = self._model.task == "segment"
 
     def predict(self, image: CellImage, *, conf: float = 0.25, iou: float = 0.5, imgsz: int | None = None,
                 **_: Any) -> Instances:
@@ -34,14 +40,30 @@ class YoloDetector:
         t0 = time.perf_counter()
         extra = {"half": True} if self.device.startswith("cuda") else {}  # fp16 on GPUs only
         res = self._model.predict(np.dstack([gray] * 3), imgsz=size, conf=conf, iou=iou, device=self.device,
-                                  verbose=False, **extra)[0]
+                                  verbose=False, retina_masks=True, **extra)[0]
         boxes = res.boxes.xyxy.cpu().numpy().astype(np.float32)
         scores = res.boxes.conf.cpu().numpy().astype(np.float32)
+        names = tuple(res.names.values()) if isinstance(res.names, dict) else tuple(res.names)
         order = np.argsort(-scores)
         boxes, scores = boxes[order], scores[order]
+        if self.segments and res.masks is not None and len(boxes):
+            masks = res.masks.data.cpu().numpy()[order] > 0.5  # retina_masks: already (N, h, w)
+            labels = np.zeros((h, w), np.int32)
+            for i in range(len(masks) - 1, -1, -1):  # least confident first: the best mask stays on top
+                labels[masks[i, :h, :w]] = i + 1
+            present = np.unique(labels[labels > 0])
+            lut = np.zeros(len(boxes) + 1, np.int32)
+            lut[present] = np.arange(1, len(present) + 1)
+            labels, scores = lut[labels], scores[present - 1]
+            return Instances(labels, boxes_from_labels(labels), scores, names, self.name, self.device,
+                             time.perf_counter() - t0)
         labels = labels_from_boxes(boxes, (h, w), scores)
-        names = tuple(res.names.values()) if isinstance(res.names, dict) else tuple(res.names)
-        return Instances(labels, boxes, scores, names, self.name, self.device, time.perf_counter() - t0, box_only=True)
+        return Instances(labels, boxes, scores, names, self.name, self.device, time.perf_counter() - t0,
+                         box_only=not self.segments)
+
+
+def _builder(name: str):
+    return lambda path, device: YoloModel(name, str(path), device)
 
 
 _NUCLEPHASER = "napari-nuclephaser 0.5.0 on PyPI (MIT licence), file napari_nuclephaser/models/"
@@ -57,6 +79,49 @@ for _size, _bytes, _sha in (
             license="MIT", trained_on="phase-contrast nuclei (NuclePhaser data set)", source=_NUCLEPHASER,
             package_file=("napari-nuclephaser", f"napari_nuclephaser/models/ND_v11{_size}.pt"),
         ),
-        True,
-        (lambda s: lambda path, device: YoloDetector(f"yolo11{s}-nuclei", str(path), device))(_size),
+        True, _builder(f"yolo11{_size}-nuclei"),
     ))
+
+# Official COCO weights from Ultralytics' release page. Ultralytics publishes no checksums, so
+# none is checked (as for SAM); sizes are approximate and only drive the progress bar.
+_ULTRALYTICS = "Ultralytics YOLO11 release v8.3.0 (AGPL-3.0: see ultralytics.com/license)"
+for _file, _task, _bytes in (("yolo11n.pt", "detect", 5_600_000), ("yolo11n-seg.pt", "segment", 6_000_000)):
+    _name = _file.removesuffix(".pt") + "-coco"
+    register_model(ModelInfo(
+        _name, "yolo",
+        f"Official YOLO11n {'segmentation (masks)' if _task == 'segment' else 'detection (boxes)'}, COCO weights "
+        "(80 everyday classes, not cells), class-agnostic: a baseline that shows why cell-trained weights matter.",
+        WeightsSpec(
+            name=_name, filename=_file, url=f"https://github.com/ultralytics/assets/releases/download/v8.3.0/{_file}",
+            sha256=None, size_bytes=_bytes, license="AGPL-3.0", trained_on="COCO 2017", source=_ULTRALYTICS,
+        ),
+        _task == "detect", _builder(_name),
+    ))
+
+
+def user_yolo_models() -> list[ModelInfo]:
+    """``*.pt`` files a user placed in ``<weights folder>/yolo/``: each one becomes a model.
+
+    The file is trusted like any code the user installs (ultralytics checkpoints are pickles).
+    Whether it detects or segments is read from the checkpoint when it loads.
+    """
+    folder = weights_dir() / "yolo"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.pt")):
+        name = f"user:{path.stem}"
+        spec = WeightsSpec(name=name, filename=f"yolo/{path.name}", url=None, sha256=None,
+                           size_bytes=path.stat().st_size, license="as provided by the user",
+                           trained_on="unknown (user file)", source=str(path))
+        found.append(ModelInfo(name, "yolo", f"YOLO weights placed by the user: {path}", spec, False,
+                               _builder(name)))
+    return found
+
+
+register_provider(user_yolo_models)
+
+
+def user_weights_folder() -> Path:
+    """Where a user puts their own YOLO ``.pt`` files (detect or segment)."""
+    return weights_dir() / "yolo"

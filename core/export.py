@@ -1,0 +1,76 @@
+"""Result files other tools read: COCO JSON (instances with scores) and label TIFFs."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image's objects: a label image (0 = background) with a score per label, and for
+    box-only detectors the boxes themselves (x0, y0, x1, y1)."""
+
+    file_name: str
+    labels: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray | None = None
+
+
+def label_tiff_bytes(labels: np.ndarray) -> bytes:
+    """A label image as TIFF: uint16 when the ids fit, else int32; 0 = background."""
+    import tifffile
+
+    buf = io.BytesIO()
+    dtype = np.uint16 if labels.max(initial=0) < 65536 else np.int32
+    tifffile.imwrite(buf, labels.astype(dtype), photometric="minisblack")
+    return buf.getvalue()
+
+
+def _polygons(mask: np.ndarray, offset: tuple[int, int]) -> list[list[float]]:
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    oy, ox = offset
+    return [[float(v) for xy in c[:, 0, :] for v in (xy[0] + ox, xy[1] + oy)] for c in contours if len(c) >= 3]
+
+
+def coco_instances(images: Sequence[LabelledImage], category: str = "cell") -> dict:
+    """A COCO instances dict: ``images``, ``categories`` and ``annotations`` with ``score``.
+
+    Masks become polygons (outer contours, pixel coordinates); box-only detections get a
+    ``bbox`` and no ``segmentation``.
+    """
+    from scipy import ndimage as ndi
+
+    out = {"info": {"description": "CellScope predictions"}, "images": [], "annotations": [],
+           "categories": [{"id": 1, "name": category, "supercategory": "cell"}]}
+    ann_id = 0
+    for image_id, item in enumerate(images, 1):
+        h, w = item.labels.shape
+        out["images"].append({"id": image_id, "file_name": item.file_name, "height": h, "width": w})
+        if item.boxes is not None:
+            for (x0, y0, x1, y1), score in zip(item.boxes, item.scores, strict=True):
+                ann_id += 1
+                out["annotations"].append({
+                    "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                    "bbox": [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)],
+                    "area": round(float((x1 - x0) * (y1 - y0)), 2), "score": round(float(score), 4),
+                })
+            continue
+        for label, sl in enumerate(ndi.find_objects(item.labels), 1):
+            if sl is None:
+                continue
+            mask = item.labels[sl] == label
+            ann_id += 1
+            ys, xs = sl
+            out["annotations"].append({
+                "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "bbox": [xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start],
+                "area": int(mask.sum()), "segmentation": _polygons(mask, (ys.start, xs.start)),
+                "score": round(float(item.scores[label - 1]), 4) if label - 1 < len(item.scores) else 1.0,
+            })
+    return out

@@ -1,0 +1,188 @@
+"""Run models on images and compare them: the code behind the Compare page and ``python -m core compare``."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.images import CellImage
+from core.metrics import match_boxes, match_instances, scores_over_thresholds, summarize
+from models.result import Instances
+from models.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, predict_tiled
+
+METRIC_KEYS = ("precision", "recall", "f1", "ap", "mean_iou", "pq")
+
+
+class PeakMemory:
+    """Peak memory a block of work added: CUDA allocations on a GPU, else the process's resident
+    memory sampled every 5 ms (so on the CPU it includes anything else the process did meanwhile)."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.peak_mb = device, None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._base = self._peak = self._proc.memory_info().rss
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, self._proc.memory_info().rss)
+        self.peak_mb = max(peak - self._base, 0) / 2**20
+
+
+def run_model(model: Any, image: CellImage, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+              progress: Callable[[int, int], None] | None = None, **params: Any) -> Instances:
+    """``model.predict`` with peak memory recorded; images larger than ``tile`` go tile by tile."""
+    with PeakMemory(getattr(model, "device", "cpu")) as memory:
+        if max(image.shape[:2]) > tile:
+            result = predict_tiled(model, image, tile=tile, overlap=overlap, progress=progress, **params)
+        else:
+            result = model.predict(image, **params)
+    return replace(result, peak_memory_mb=memory.peak_mb)
+
+
+def object_count(labels: np.ndarray) -> int:
+    return int(len(np.unique(labels[labels > 0])))
+
+
+def metrics_entry(result: Instances, gt: np.ndarray | None) -> dict[str, Any]:
+    """One model's line of ``metrics.json``. Counts and scores come from the label image as written,
+    so anyone can recompute them from ``<model>.tif``; box detectors also get box-IoU matching,
+    reported under ``box_iou_matching``."""
+    labels = result.labels
+    entry: dict[str, Any] = {"count": object_count(labels), "runtime_s": round(result.runtime_s, 4),
+                             "device": result.device, "output": "boxes filled into labels" if result.box_only else "masks"}
+    if gt is not None:
+        entry.update({k: summarize(scores_over_thresholds(gt, labels))[k] for k in METRIC_KEYS})
+        if result.box_only:
+            boxed = summarize(scores_over_thresholds(gt, labels, pred_boxes=result.boxes))
+            entry["box_iou_matching"] = {"detections": result.count, **{k: boxed[k] for k in METRIC_KEYS}}
+    return entry
+
+
+def summary_row(result: Instances, gt: np.ndarray | None) -> dict[str, Any]:
+    """What the page's table shows per model: box detectors are scored on box IoU, and say so."""
+    labels = result.labels
+    areas = np.bincount(labels.ravel())[1:]
+    areas = (result.boxes[:, 2] - result.boxes[:, 0]) * (result.boxes[:, 3] - result.boxes[:, 1]) \
+        if result.box_only else areas[areas > 0]
+    row: dict[str, Any] = {
+        "model": result.model, "objects": result.count if result.box_only else object_count(labels),
+        "output": "boxes" if result.box_only else "masks",
+        "mean area px": round(float(np.mean(areas)), 1) if len(areas) else 0.0,
+        "median area px": round(float(np.median(areas)), 1) if len(areas) else 0.0,
+        "runtime s": round(result.runtime_s, 3), "device": result.device,
+        "peak memory MB": None if result.peak_memory_mb is None else round(result.peak_memory_mb, 1),
+        "tiles": result.tiles,
+    }
+    if gt is not None:
+        scores = summarize(scores_over_thresholds(gt, labels, pred_boxes=result.boxes if result.box_only else None))
+        row["matched on"] = "box IoU" if result.box_only else "mask IoU"
+        row.update({k: round(scores[k], 4) for k in METRIC_KEYS})
+    return row
+
+
+def summary_table(results: Mapping[str, Instances], gt: np.ndarray | None) -> pd.DataFrame:
+    return pd.DataFrame([summary_row(r, gt) for r in results.values()])
+
+
+def f1_curve(results: Mapping[str, Instances], gt: np.ndarray) -> pd.DataFrame:
+    """F1 at IoU 0.5:0.05:0.95 per model (long format: model, iou, f1, precision, recall)."""
+    rows = []
+    for name, r in results.items():
+        for m in scores_over_thresholds(gt, r.labels, pred_boxes=r.boxes if r.box_only else None):
+            rows.append({"model": name, "iou": m.threshold, "f1": m.f1, "precision": m.precision, "recall": m.recall})
+    return pd.DataFrame(rows)
+
+
+def agreement_matrix(results: Mapping[str, Instances], threshold: float = 0.5) -> pd.DataFrame:
+    """Pairwise F1 at ``threshold`` IoU between models (symmetric); pairs with a box-only model
+    are matched on box IoU."""
+    names = list(results)
+    f1 = np.eye(len(names))
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            ra, rb = results[a], results[names[j]]
+            if ra.box_only or rb.box_only:
+                m = match_boxes(ra.boxes, rb.boxes, threshold)
+            else:
+                m = match_instances(ra.labels, rb.labels, threshold)
+            f1[i, j] = f1[j, i] = m.f1
+    return pd.DataFrame(f1, index=names, columns=names)
+
+
+def objects_table(image_name: str, result: Instances) -> pd.DataFrame:
+    """One row per object: image, model, label, box, centroid, area in pixels, score."""
+    from scipy import ndimage as ndi
+
+    labels = result.labels
+    n = len(result.boxes)
+    ids = np.arange(1, n + 1)
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1 : n + 1]
+    if n and not result.box_only:
+        centres = np.array(ndi.center_of_mass(np.ones_like(labels), labels, ids)).reshape(-1, 2)
+    else:
+        b = result.boxes
+        centres = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], axis=1) if n else np.zeros((0, 2))
+    b = result.boxes
+    return pd.DataFrame({
+        "image": image_name, "model": result.model, "label": ids,
+        "x0": b[:, 0].round(1), "y0": b[:, 1].round(1), "x1": b[:, 2].round(1), "y1": b[:, 3].round(1),
+        "centroid x": centres[:, 1].round(1), "centroid y": centres[:, 0].round(1),
+        "area px": area if not result.box_only else ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).round(1),
+        "score": result.scores.round(4), "output": "box" if result.box_only else "mask",
+    })
+
+
+def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], Instances],
+                table: pd.DataFrame) -> bytes:
+    """Everything from a comparison in one zip: ``labels/<model>/<image>.tif``, ``objects.csv``,
+    ``coco/<model>.json`` and ``metrics.csv`` (``table``); ``results`` is keyed by (image, model)."""
+    from core.export import LabelledImage, coco_instances, label_tiff_bytes
+
+    by_name = {img.name: img for img in images}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        objects = []
+        for (image_name, model), r in results.items():
+            stem = image_name.rsplit(".", 1)[0]
+            zf.writestr(f"labels/{model}/{stem}.tif", label_tiff_bytes(r.labels))
+            objects.append(objects_table(image_name, r))
+        for model in dict.fromkeys(m for _, m in results):
+            items = [LabelledImage(name, r.labels, r.scores, r.boxes if r.box_only else None)
+                     for (name, m), r in results.items() if m == model and name in by_name]
+            zf.writestr(f"coco/{model}.json", json.dumps(coco_instances(items)))
+        if objects:
+            zf.writestr("objects.csv", pd.concat(objects, ignore_index=True).to_csv(index=False))
+        zf.writestr("metrics.csv", table.to_csv(index=False))
+    return buf.getvalue()
