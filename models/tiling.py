@@ -9,6 +9,7 @@ it is smaller than half the overlap in radius (the default overlap, 128 px, fits
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +36,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 def core_bounds(starts: list[int], tile: int, length: int) -> list[int]:
     """Borders between tile cores: the middle of each overlap; ``len(starts) + 1`` values."""
-    inner = [(nxt + prev + tile) // 2 for prev, nxt in zip(starts, starts[1:])]
+    inner = [(nxt + prev + tile) // 2 for prev, nxt in itertools.pairwise(starts)]
     return [0, *inner, length]
 
 

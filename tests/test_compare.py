@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import time
 import zipfile
@@ -57,7 +58,7 @@ def test_tiles_cover_the_image_with_at_least_the_overlap():
     for length in (100, 1024, 1025, 1500, 2048, 5000):
         starts = tile_starts(length, 512, 64)
         assert starts[0] == 0 and starts[-1] + min(512, length) == length
-        assert all(a + 512 - b >= 64 for a, b in zip(starts, starts[1:]))
+        assert all(a + 512 - b >= 64 for a, b in itertools.pairwise(starts))
         bounds = core_bounds(starts, 512, length)
         assert bounds[0] == 0 and bounds[-1] == length and bounds == sorted(bounds)
     assert n_tiles((2048, 1000), 1024, 128) == 3
