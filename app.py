@@ -12,6 +12,7 @@ def run() -> None:
         [
             st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
             st.Page("pages/preprocess.py", title="Preprocess", icon=":material/tune:"),
+            st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
         ]
     )
     try:

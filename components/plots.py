@@ -22,3 +22,26 @@ def histogram_figure(values: np.ndarray, threshold: float | None = None, *, log_
                       title=title or None, xaxis_title="normalised intensity", yaxis_title="pixels",
                       yaxis_type="log" if log_y else "linear", showlegend=False)
     return fig
+
+
+def agreement_heatmap(matrix, height: int = 340) -> go.Figure:
+    """Pairwise F1 between models as an annotated heatmap (1 = they find the same objects)."""
+    fig = go.Figure(go.Heatmap(
+        z=matrix.values, x=list(matrix.columns), y=list(matrix.index), zmin=0, zmax=1, colorscale="Viridis",
+        text=np.round(matrix.values, 2), texttemplate="%{text}", colorbar=dict(title="F1"),
+        hovertemplate="%{y} vs %{x}: F1 %{z:.3f}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      title="Agreement between models (F1 at IoU 0.5)", yaxis_autorange="reversed")
+    return fig
+
+
+def f1_curve_figure(curve, height: int = 340) -> go.Figure:
+    """F1 against the IoU threshold used for matching, one line per model."""
+    fig = go.Figure()
+    for model, part in curve.groupby("model", sort=False):
+        fig.add_trace(go.Scatter(x=part["iou"], y=part["f1"], mode="lines+markers", name=model,
+                                 hovertemplate=f"{model}<br>IoU ≥ %{{x:.2f}}: F1 %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), title="F1 vs IoU threshold (ground truth)",
+                      xaxis_title="IoU threshold", yaxis_title="F1", yaxis_range=[0, 1.02],
+                      legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -69,6 +69,20 @@ def draw_outlines(rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, in
     return out
 
 
+def fill_labels(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45, seed: int = 0) -> np.ndarray:
+    """Copy of ``rgb`` with every object filled in its own colour (the same label, the same colour)."""
+    if labels.shape != rgb.shape[:2]:
+        labels = cv2.resize(labels.astype(np.int32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+    n = int(labels.max(initial=0))
+    hues = np.random.default_rng(seed).permutation(max(n, 1)) * (180 / max(n, 1))
+    hsv = np.stack([hues, np.full_like(hues, 200), np.full_like(hues, 255)], axis=1).astype(np.uint8)[None]
+    lut = np.vstack([np.zeros((1, 3), np.uint8), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]])
+    inside = labels > 0
+    out = rgb.copy()
+    out[inside] = (rgb[inside] * (1 - alpha) + lut[labels[inside]] * alpha).astype(np.uint8)
+    return out
+
+
 def thumbnail(rgb: np.ndarray, size: int = 96) -> np.ndarray:
     """Downscale so the longer side is ``size`` pixels (area averaging keeps small cells visible)."""
     h, w = rgb.shape[:2]

@@ -29,5 +29,5 @@ class ClassicalModel:
 register_model(ModelInfo(
     "classical", "classical",
     "The Preprocess page's recipe: OpenCV thresholding, morphology and watershed. No weights, CPU.",
-    None, False, lambda path, device: ClassicalModel(device),
+    None, False, lambda path, device: ClassicalModel(device), ("recipe",),
 ))

@@ -92,4 +92,5 @@ for _kind, _title in (("maskrcnn", "Mask R-CNN"), ("fasterrcnn", "Faster R-CNN")
         f"{'Masks' if _kind == 'maskrcnn' else 'Boxes only'}; the course's recommended instance segmenter is Mask R-CNN.",
         COCO_WEIGHTS[_kind], _kind == "fasterrcnn",
         (lambda k: lambda path, device: RcnnModel(f"{k}-coco", k, path, device))(_kind),
+        ("score_threshold", "mask_threshold"),
     ))

@@ -7,6 +7,7 @@ and ``load_model(name, ...)`` sit on top, and weights are described as data
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ class ModelInfo:
     weights: WeightsSpec | None
     box_only: bool
     builder: Callable[..., SegmentationModel]  # builder(weights_path | None, device) -> model
+    params: tuple[str, ...] = ()  # keyword parameters its predict() uses (results are cached on them)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -81,8 +83,26 @@ def availability(name: str) -> tuple[bool, str]:
 
 
 def load_model(name: str, device: str = "cpu", *, allow_download: bool = True,
-               progress: Callable[[int, int | None], None] | None = None) -> SegmentationModel:
-    """A ready model on ``device``; raises :class:`WeightsUnavailable` with what to do when offline."""
+               progress: Callable[[int, int | None], None] | None = None, shared: bool = False) -> SegmentationModel:
+    """A ready model on ``device``; raises :class:`WeightsUnavailable` with what to do when offline.
+
+    ``shared=True`` wraps it for use by several sessions at once (see :class:`SharedModel`).
+    """
     info = get_model_info(name)
     path = resolve_weights(info.weights, allow_download=allow_download, progress=progress) if info.weights else None
-    return info.builder(path, device)
+    model = info.builder(path, device)
+    return SharedModel(model) if shared else model
+
+
+class SharedModel:
+    """One loaded model used by many sessions (Streamlit's ``st.cache_resource``): predictions run
+    one at a time, because ultralytics predictors and torch modules keep state between calls and
+    one GPU is better used by one model run at a time."""
+
+    def __init__(self, model: SegmentationModel) -> None:
+        self.model, self.name, self.device = model, model.name, model.device
+        self._lock = threading.Lock()
+
+    def predict(self, image: CellImage, **params: Any) -> Instances:
+        with self._lock:
+            return self.model.predict(image, **params)

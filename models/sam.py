@@ -22,6 +22,7 @@ from models.registry import ModelInfo, register_model
 from models.result import Instances, boxes_from_labels
 from models.weights import WeightsSpec
 
+SAM_PARAMS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_mask_region_area")
 _META = "Meta AI Segment Anything (Apache-2.0); SA-1B, 11 M natural images; no published checksum"
 SAM_WEIGHTS = {
     variant: WeightsSpec(
@@ -126,26 +127,28 @@ class SamModel:
         return masks, np.array([m["predicted_iou"] for m in found], np.float64)
 
     def _prompted(self, image, boxes, points):
+        """One mask per box and one per point; boxes are decoded in one batch, points in another."""
         import torch
 
         predictor = self._predictor(image)
         h, w = image.shape[:2]
-        if boxes is not None and len(boxes):
-            prompt = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float32, device=self.device),
-                                                           (h, w))
-            with torch.inference_mode():  # every box in one decoder batch
-                masks, scores, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=prompt,
-                                                           multimask_output=False)
-        elif points is not None and len(points):
-            coords = predictor.transform.apply_coords_torch(
-                torch.as_tensor(np.asarray(points, np.float32)[:, None, :], device=self.device), (h, w))
-            labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
-            with torch.inference_mode():
-                masks, scores, _ = predictor.predict_torch(point_coords=coords, point_labels=labels,
-                                                           multimask_output=False)
-        else:
-            return np.zeros((0, h, w), bool), np.zeros(0)
-        return masks[:, 0].cpu().numpy(), scores[:, 0].float().cpu().numpy()
+        masks, scores = [np.zeros((0, h, w), bool)], [np.zeros(0, np.float32)]
+        with torch.inference_mode():
+            if boxes is not None and len(boxes):
+                prompt = predictor.transform.apply_boxes_torch(
+                    torch.as_tensor(np.asarray(boxes, np.float32), device=self.device), (h, w))
+                m, sc, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=prompt,
+                                                   multimask_output=False)
+                masks.append(m[:, 0].cpu().numpy())
+                scores.append(sc[:, 0].float().cpu().numpy())
+            if points is not None and len(points):
+                coords = predictor.transform.apply_coords_torch(
+                    torch.as_tensor(np.asarray(points, np.float32)[:, None, :], device=self.device), (h, w))
+                labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
+                m, sc, _ = predictor.predict_torch(point_coords=coords, point_labels=labels, multimask_output=False)
+                masks.append(m[:, 0].cpu().numpy())
+                scores.append(sc[:, 0].float().cpu().numpy())
+        return np.concatenate(masks), np.concatenate(scores)
 
 
 for _variant, _title in (("vit_b", "ViT-B"), ("vit_l", "ViT-L"), ("vit_h", "ViT-H")):
@@ -155,6 +158,7 @@ for _variant, _title in (("vit_b", "ViT-B"), ("vit_l", "ViT-L"), ("vit_h", "ViT-
         SAM_WEIGHTS[_variant], False,
         (lambda v: lambda path, device: SamModel(f"sam-{v.replace('_', '')}", lambda: build_sam_variant(v, path),
                                                  device))(_variant),
+        SAM_PARAMS,
     ))
 
 
@@ -176,11 +180,12 @@ class BoxPromptedSam:
                          time.perf_counter() - t0, notes=(f"{found.count} boxes from {found.model}",))
 
 
-for _detector in ("classical", "yolo11s-nuclei"):
+for _detector, _params in (("classical", ("recipe",)), ("yolo11s-nuclei", ("conf", "iou"))):
     register_model(ModelInfo(
         f"{_detector}+sam-vitb", "sam",
         f"Boxes from {_detector}, outlined by Segment Anything ViT-B (box prompts, one batch per image).",
         SAM_WEIGHTS["vit_b"], False,
         (lambda d: lambda path, device: BoxPromptedSam(
             f"{d}+sam-vitb", d, SamModel("sam-vitb", lambda: build_sam_variant("vit_b", path), device), device))(_detector),
+        _params,
     ))

@@ -18,6 +18,9 @@ from models.result import Instances, boxes_from_labels, labels_from_boxes
 from models.weights import WeightsSpec, weights_dir
 
 
+YOLO_PARAMS = ("conf", "iou")
+
+
 class YoloModel:
     """An ultralytics YOLO detect or segment model on the nucleus channel (grey, replicated to RGB)."""
 
@@ -79,7 +82,7 @@ for _size, _bytes, _sha in (
             license="MIT", trained_on="phase-contrast nuclei (NuclePhaser data set)", source=_NUCLEPHASER,
             package_file=("napari-nuclephaser", f"napari_nuclephaser/models/ND_v11{_size}.pt"),
         ),
-        True, _builder(f"yolo11{_size}-nuclei"),
+        True, _builder(f"yolo11{_size}-nuclei"), YOLO_PARAMS,
     ))
 
 # Official COCO weights from Ultralytics' release page. Ultralytics publishes no checksums, so
@@ -95,7 +98,7 @@ for _file, _task, _bytes in (("yolo11n.pt", "detect", 5_600_000), ("yolo11n-seg.
             name=_name, filename=_file, url=f"https://github.com/ultralytics/assets/releases/download/v8.3.0/{_file}",
             sha256=None, size_bytes=_bytes, license="AGPL-3.0", trained_on="COCO 2017", source=_ULTRALYTICS,
         ),
-        _task == "detect", _builder(_name),
+        _task == "detect", _builder(_name), YOLO_PARAMS,
     ))
 
 
@@ -115,7 +118,7 @@ def user_yolo_models() -> list[ModelInfo]:
                            size_bytes=path.stat().st_size, license="as provided by the user",
                            trained_on="unknown (user file)", source=str(path))
         found.append(ModelInfo(name, "yolo", f"YOLO weights placed by the user: {path}", spec, False,
-                               _builder(name)))
+                               _builder(name), YOLO_PARAMS))
     return found
 
 

@@ -1,0 +1,112 @@
+"""Prompting Segment Anything by clicking on the image (points) or dragging a box."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from components.image_viewer import cached_composite
+from components.model_panel import fetch_missing_weights, shared_model
+from core.display import fill_labels, preview
+from core.images import CellImage
+from models.registry import availability, list_models
+
+CHART_KEY = "cmp.sam_chart"
+PROMPTS_KEY = "cmp.prompts"
+VIEW_SIDE = 640
+
+
+def prompts(image: CellImage) -> dict[str, list]:
+    """This image's prompts: points [(x, y)] and boxes [(x0, y0, x1, y1)] in image pixels."""
+    state = st.session_state.get(PROMPTS_KEY)
+    if state is None or state["image"] != image.hash:
+        state = st.session_state[PROMPTS_KEY] = {"image": image.hash, "points": [], "boxes": []}
+    return state
+
+
+def prompts_from_selection(selection: dict, shape: tuple[int, int]) -> tuple[list, list]:
+    """Clicked points and dragged boxes of a Plotly selection, clipped to the image."""
+    h, w = shape
+    points = [(float(np.clip(p["x"], 0, w - 1)), float(np.clip(p["y"], 0, h - 1)))
+              for p in selection.get("points", []) if "x" in p and "y" in p]
+    boxes = []
+    for b in selection.get("box", []):
+        xs, ys = sorted(b["x"]), sorted(b["y"])
+        box = (float(np.clip(xs[0], 0, w)), float(np.clip(ys[0], 0, h)), float(np.clip(xs[-1], 0, w)),
+               float(np.clip(ys[-1], 0, h)))
+        if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+            boxes.append(box)
+    return points, boxes
+
+
+def _add_selection(image: CellImage) -> None:
+    event = st.session_state.get(CHART_KEY) or {}
+    points, boxes = prompts_from_selection(event.get("selection", {}), image.shape[:2])
+    state = prompts(image)
+    state["points"] += [p for p in points if p not in state["points"]]
+    state["boxes"] += [b for b in boxes if b not in state["boxes"]]
+
+
+def _figure(rgb: np.ndarray, shape: tuple[int, int], state: dict) -> go.Figure:
+    h, w = shape
+    scale = w / rgb.shape[1]
+    fig = go.Figure(go.Image(z=rgb, dx=scale, dy=scale, hoverinfo="skip"))
+    # An invisible grid of points makes every click on the image a selectable point.
+    step = max(2, round(max(h, w) / 96))
+    gy, gx = np.mgrid[step // 2 : h : step, step // 2 : w : step]
+    fig.add_trace(go.Scattergl(x=gx.ravel(), y=gy.ravel(), mode="markers", marker=dict(size=8, color="rgba(0,0,0,0)"),
+                               hovertemplate="x %{x}, y %{y}<extra>click: point prompt</extra>", showlegend=False))
+    if state["points"]:
+        px, py = zip(*state["points"], strict=True)
+        fig.add_trace(go.Scatter(x=px, y=py, mode="markers", marker=dict(size=11, color="#00e5ff", symbol="star",
+                                 line=dict(color="black", width=1)), hoverinfo="skip", showlegend=False))
+    for x0, y0, x1, y1 in state["boxes"]:
+        fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#00e5ff", width=2))
+    fig.update_layout(height=560, margin=dict(l=0, r=0, t=0, b=0), dragmode="select", clickmode="event+select")
+    fig.update_xaxes(visible=False, range=[0, w])
+    fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
+    return fig
+
+
+def sam_prompt_view(image: CellImage, device: str) -> None:
+    st.caption("Click a cell to prompt Segment Anything with a point, or drag a box around it (box select). "
+               "The image embedding is computed once per image; each prompt afterwards costs only the mask decoder.")
+    names = [m.name for m in list_models() if m.family == "sam" and "+" not in m.name]
+    name = st.selectbox("SAM model", names, key="cmp.sam_model",
+                        help="ViT-B is the smallest and fastest; ViT-H the most accurate and ~2.5 GB.")
+    if not availability(name)[0] and not fetch_missing_weights([name]):
+        return
+    state = prompts(image)
+    rgb = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), VIEW_SIDE)
+    st.plotly_chart(_figure(rgb, image.shape[:2], state), key=CHART_KEY, on_select=lambda: _add_selection(image),
+                    selection_mode=("points", "box"), width="stretch", config={"displaylogo": False})
+    c1, c2, c3 = st.columns([1, 1, 1])
+    x = c1.number_input("x", 0, image.shape[1] - 1, image.shape[1] // 2, key="cmp.px", help="Point prompt, column in pixels.")
+    y = c2.number_input("y", 0, image.shape[0] - 1, image.shape[0] // 2, key="cmp.py", help="Point prompt, row in pixels.")
+    if c3.button("Add point", key="cmp.add_point", help="Add the point typed at left as a prompt."):
+        state["points"].append((float(x), float(y)))
+    if st.button("Clear prompts", key="cmp.clear", disabled=not (state["points"] or state["boxes"]),
+                 help="Forget this image's points and boxes."):
+        state["points"], state["boxes"] = [], []
+    if not (state["points"] or state["boxes"]):
+        st.info("No prompts yet: click a cell above.")
+        return
+    try:
+        model = shared_model(name, availability(name)[1], device)
+        t0 = time.perf_counter()
+        with st.spinner("Computing the image embedding (once per image)…"):
+            model.model.embed(image)
+        t_embed = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = model.predict(image, points=np.array(state["points"]).reshape(-1, 2) if state["points"] else None,
+                               boxes=np.array(state["boxes"]).reshape(-1, 4) if state["boxes"] else None)
+        t_decode = time.perf_counter() - t0
+    except (RuntimeError, ValueError, MemoryError) as exc:
+        st.error(f"{name} could not run on {image.name}: {exc}")
+        return
+    st.image(fill_labels(rgb, result.labels, alpha=0.55), width="stretch", output_format="JPEG",
+             caption=f"{result.count} masks from {len(state['points'])} points and {len(state['boxes'])} boxes · "
+                     f"embedding {t_embed:.2f} s (0 when cached) · decoding {t_decode:.2f} s on {result.device}")

@@ -1,0 +1,176 @@
+"""Compare models: several segmenters on the same image, side by side, with numbers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from components.image_viewer import cached_composite
+from components.model_panel import (
+    cached_result,
+    compute_result,
+    current_device,
+    fetch_missing_weights,
+    model_picker,
+    model_settings,
+)
+from components.plots import agreement_heatmap, f1_curve_figure
+from components.routing import require_router
+from components.sam_prompt import sam_prompt_view
+from components.state import dataset
+from core.display import draw_outlines, fill_labels, preview
+from core.images import CellImage
+from models.compare import METRIC_KEYS, agreement_matrix, f1_curve, results_zip, summary_row, summary_table
+from models.registry import get_model_info
+from models.result import Instances
+from models.weights import WeightsUnavailable
+
+FAST_FAMILIES = {"classical", "yolo"}  # run as soon as they are chosen; the others on "Run"
+PREVIEW_SIDE = 640
+
+
+def run_models(image: CellImage, names: list[str], settings: dict, device: str, *, all_now: bool) -> dict[str, Instances]:
+    """Results for ``names`` on ``image``: cached ones at once, fast models always, the rest when asked."""
+    results: dict[str, Instances] = {}
+    for name in names:
+        if (found := cached_result(image, name, settings, device)) is not None:
+            results[name] = found
+    todo = [n for n in names if n not in results
+            and (all_now or device != "cpu" or get_model_info(n).family in FAST_FAMILIES)]
+    bar = st.progress(0.0) if todo else None
+    for i, name in enumerate(todo):
+        bar.progress(i / len(todo), text=f"Running {name} on {image.name} ({device})…")
+        try:
+            results[name] = compute_result(
+                image, name, settings, device,
+                progress=lambda done, total, n=name: bar.progress(done / total, text=f"{n}: tile {done} of {total}"))
+        except WeightsUnavailable as exc:
+            st.error(f"**{name}**: {exc}")
+        except (RuntimeError, ValueError, MemoryError) as exc:  # a model that fails must not take the page down
+            st.error(f"**{name}** failed on {image.name}: {exc}. Try the CPU device, a smaller tile size, or another model.")
+    results = {n: results[n] for n in names if n in results}  # the order the user chose
+    if bar is not None:
+        bar.empty()
+    return results
+
+
+def overlays(image: CellImage, results: dict[str, Instances], filled: bool, show_gt: bool) -> None:
+    rgb = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), PREVIEW_SIDE)
+    panels = [("Ground truth", image.gt, f"{image.n_cells_gt} annotated cells")] if show_gt and image.gt is not None else []
+    for name, r in results.items():
+        what = "boxes" if r.box_only else "objects"
+        panels.append((name, r.labels, f"{r.count} {what} · {r.runtime_s:.2f} s on {r.device}"))
+    for start in range(0, len(panels), 3):
+        cols = st.columns(3)
+        for col, (title, labels, detail) in zip(cols, panels[start : start + 3], strict=False):
+            shown = fill_labels(rgb, labels) if filled else draw_outlines(rgb, labels)
+            col.image(shown, caption=f"{title}: {detail}", width="stretch", output_format="JPEG")
+
+
+def numbers(image: CellImage, results: dict[str, Instances]) -> None:
+    table = summary_table(results, image.gt)
+    cost = ["model", "objects", "output", "mean area px", "median area px", "runtime s", "device", "peak memory MB", "tiles"]
+    st.dataframe(table[cost], hide_index=True, width="stretch")
+    if image.gt is not None:
+        st.dataframe(table[["model", "matched on", *METRIC_KEYS]], hide_index=True, width="stretch",
+                     column_config={k: st.column_config.NumberColumn(format="%.3f") for k in METRIC_KEYS})
+    notes = [f"{n}: {note}" for n, r in results.items() for note in r.notes]
+    if notes:
+        st.caption(" · ".join(notes))
+    if image.gt is not None:
+        st.caption("Against ground truth, objects matched one-to-one at IoU ≥ 0.5; AP is TP/(TP+FP+FN) averaged over "
+                   "IoU 0.5:0.05:0.95 (DSB 2018 / StarDist); PQ = panoptic quality. Box-only detectors are matched on "
+                   "box IoU with the ground-truth boxes.")
+    c1, c2 = st.columns(2)
+    if len(results) >= 2:
+        c1.plotly_chart(agreement_heatmap(agreement_matrix(results)), width="stretch", config={"displaylogo": False})
+    if image.gt is not None:
+        c2.plotly_chart(f1_curve_figure(f1_curve(results, image.gt)), width="stretch", config={"displaylogo": False})
+    d1, d2 = st.columns(2)
+    d1.download_button("Results for this image (zip)",
+                       lambda: results_zip([image], {(image.name, n): r for n, r in results.items()}, table),
+                       file_name=f"{image.name.rsplit('.', 1)[0]}_compare.zip", mime="application/zip",
+                       help="labels/<model>/<image>.tif label images, objects.csv (one row per object), "
+                            "coco/<model>.json (COCO instances with scores) and metrics.csv.")
+    d2.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{image.name.rsplit('.', 1)[0]}_metrics.csv",
+                       mime="text/csv", help="The table above.")
+
+
+def all_images(names: list[str], settings: dict, device: str) -> None:
+    ds = dataset()
+    st.caption(f"Every model on every one of the {len(ds)} images; cached results are reused.")
+    if st.button(f"Run {len(names)} models on all {len(ds)} images", disabled=not names, key="cmp.run_all",
+                 help="Progress is shown per image and model. Results are cached, so a second run is instant."):
+        bar, rows, results = st.progress(0.0), [], {}
+        steps = len(ds) * len(names)
+        for i, img in enumerate(ds):
+            for j, name in enumerate(names):
+                bar.progress((i * len(names) + j) / steps, text=f"{name} on {img.name}…")
+                try:
+                    r = compute_result(img, name, settings, device)
+                except (WeightsUnavailable, RuntimeError, ValueError, MemoryError) as exc:
+                    st.error(f"**{name}** on {img.name}: {exc}")
+                    continue
+                results[(img.name, name)] = r
+                rows.append({"image": img.name, "batch": img.batch, **summary_row(r, img.gt)})
+        bar.empty()
+        st.session_state["cmp.all"] = (pd.DataFrame(rows), results)
+    if "cmp.all" not in st.session_state:
+        return
+    table, results = st.session_state["cmp.all"]
+    if table.empty:
+        st.warning("Nothing ran; see the messages above.")
+        return
+    if "f1" in table:
+        st.markdown("**F1 at IoU 0.5, image × model**")
+        st.dataframe(table.pivot_table(index="image", columns="model", values="f1"), width="stretch")
+        means = table.groupby("model")[["precision", "recall", "f1", "ap", "pq", "runtime s"]].mean().round(3)
+        st.markdown("**Means over images**")
+        st.dataframe(means, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", height=300)
+    st.download_button("All results (zip)", lambda: results_zip(list(ds), results, table),
+                       file_name="cellscope_compare_all.zip", mime="application/zip",
+                       help="Label TIFFs per model and image, objects.csv, COCO JSON per model, metrics.csv.")
+
+
+def compare_page() -> None:
+    require_router()
+    st.title("Compare models")
+    ds = dataset()
+    if len(ds) == 0:
+        st.warning("No images loaded. Add some on the Data page.")
+        return
+    left, right = st.columns([1, 2.6], gap="large")
+    with left:
+        image = ds[st.selectbox("Image", ds.names, key="cmp.image", help="The image every model runs on.")]
+        names = fetch_missing_weights(model_picker("cmp.models"))
+        settings = model_settings("cmp.set", names)
+        device = current_device()
+        slow = [n for n in names if get_model_info(n).family not in FAST_FAMILIES]
+        run_now = st.button(f"Run {len(names)} models", type="primary", disabled=not names, key="cmp.run",
+                            help="Classical and YOLO run as soon as they are chosen; SAM and R-CNN on the CPU wait "
+                                 "for this button (tens of seconds each). Results are cached per image and settings.")
+        filled = st.toggle("Filled masks", value=False, key="cmp.filled", help="Fill each object in its own colour "
+                           "instead of drawing its outline.")
+        show_gt = st.toggle("Ground truth panel", value=image.gt is not None, disabled=image.gt is None,
+                            key="cmp.show_gt", help="Show the annotation beside the models.")
+    with right:
+        tabs = st.tabs(["This image", "All images", "Prompt SAM"], on_change="rerun", key="cmp.tab")
+        if tabs[0].open:
+            with tabs[0]:
+                results = run_models(image, names, settings, device, all_now=run_now)
+                waiting = [n for n in slow if n not in results and device == "cpu"]
+                if waiting:
+                    st.info(f"Press **Run** for {', '.join(waiting)} (slow on the CPU).")
+                if results:
+                    overlays(image, results, filled, show_gt)
+                    numbers(image, results)
+        if tabs[1].open:
+            with tabs[1]:
+                all_images(names, settings, device)
+        if tabs[2].open:
+            with tabs[2]:
+                sam_prompt_view(image, device)
+
+
+compare_page()
