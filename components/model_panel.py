@@ -99,7 +99,7 @@ def fetch_missing_weights(names: list[str]) -> list[str]:
                           help=f"Fetch into {weights_dir()}, checksum-verified when one is published."):
             bar = st.progress(0.0, text=f"Downloading {spec.filename}…")
 
-            def progress(done: int, total: int | None) -> None:
+            def progress(done: int, total: int | None, bar=bar, spec=spec) -> None:
                 share = min(done / total, 1.0) if total else 0.0
                 bar.progress(share, text=f"Downloading {spec.filename}: {done / 1e6:.0f} / {(total or 0) / 1e6:.0f} MB")
 

@@ -28,10 +28,14 @@ def prompts(image: CellImage) -> dict[str, list]:
 
 
 def prompts_from_selection(selection: dict, shape: tuple[int, int]) -> tuple[list, list]:
-    """Clicked points and dragged boxes of a Plotly selection, clipped to the image."""
+    """Clicked points and dragged boxes of a Plotly selection, clipped to the image.
+
+    A box selection also lists the grid points inside it: those are not point prompts.
+    """
     h, w = shape
-    points = [(float(np.clip(p["x"], 0, w - 1)), float(np.clip(p["y"], 0, h - 1)))
-              for p in selection.get("points", []) if "x" in p and "y" in p]
+    points = [] if selection.get("box") else [
+        (float(np.clip(p["x"], 0, w - 1)), float(np.clip(p["y"], 0, h - 1)))
+        for p in selection.get("points", []) if "x" in p and "y" in p]
     boxes = []
     for b in selection.get("box", []):
         xs, ys = sorted(b["x"]), sorted(b["y"])
@@ -65,15 +69,16 @@ def _figure(rgb: np.ndarray, shape: tuple[int, int], state: dict) -> go.Figure:
                                  line=dict(color="black", width=1)), hoverinfo="skip", showlegend=False))
     for x0, y0, x1, y1 in state["boxes"]:
         fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#00e5ff", width=2))
-    fig.update_layout(height=560, margin=dict(l=0, r=0, t=0, b=0), dragmode="select", clickmode="event+select")
+    fig.update_layout(height=560, margin=dict(l=0, r=0, t=0, b=0), dragmode="zoom")  # a click in "select" mode selects nothing
     fig.update_xaxes(visible=False, range=[0, w])
     fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
     return fig
 
 
 def sam_prompt_view(image: CellImage, device: str) -> None:
-    st.caption("Click a cell to prompt Segment Anything with a point, or drag a box around it (box select). "
-               "The image embedding is computed once per image; each prompt afterwards costs only the mask decoder.")
+    st.caption("Click a cell to prompt Segment Anything with a point; for a box prompt pick *Box Select* in the "
+               "chart's toolbar and drag around a cell. Drag (zoom mode) to zoom in, double-click to zoom out. The image "
+               "embedding is computed once per image; each prompt afterwards costs only the mask decoder.")
     names = [m.name for m in list_models() if m.family == "sam" and "+" not in m.name]
     name = st.selectbox("SAM model", names, key="cmp.sam_model",
                         help="ViT-B is the smallest and fastest; ViT-H the most accurate and ~2.5 GB.")
@@ -81,18 +86,24 @@ def sam_prompt_view(image: CellImage, device: str) -> None:
         return
     state = prompts(image)
     rgb = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), VIEW_SIDE)
-    st.plotly_chart(_figure(rgb, image.shape[:2], state), key=CHART_KEY, on_select=lambda: _add_selection(image),
-                    selection_mode=("points", "box"), width="stretch", config={"displaylogo": False})
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(_figure(rgb, image.shape[:2], state), key=CHART_KEY, on_select=lambda: _add_selection(image),
+                        selection_mode=("points", "box"), width="stretch", config={"displaylogo": False})
+    with right:
+        _prompt_result(image, name, device, state, rgb)
     c1, c2, c3 = st.columns([1, 1, 1])
-    x = c1.number_input("x", 0, image.shape[1] - 1, image.shape[1] // 2, key="cmp.px", help="Point prompt, column in pixels.")
-    y = c2.number_input("y", 0, image.shape[0] - 1, image.shape[0] // 2, key="cmp.py", help="Point prompt, row in pixels.")
-    if c3.button("Add point", key="cmp.add_point", help="Add the point typed at left as a prompt."):
-        state["points"].append((float(x), float(y)))
-    if st.button("Clear prompts", key="cmp.clear", disabled=not (state["points"] or state["boxes"]),
-                 help="Forget this image's points and boxes."):
-        state["points"], state["boxes"] = [], []
+    c1.number_input("x", 0, image.shape[1] - 1, image.shape[1] // 2, key="cmp.px", help="Point prompt, column in pixels.")
+    c2.number_input("y", 0, image.shape[0] - 1, image.shape[0] // 2, key="cmp.py", help="Point prompt, row in pixels.")
+    c3.button("Add point", key="cmp.add_point", help="Add the point typed at left as a prompt.",
+              on_click=lambda: state["points"].append((float(st.session_state["cmp.px"]), float(st.session_state["cmp.py"]))))
+    st.button("Clear prompts", key="cmp.clear", disabled=not (state["points"] or state["boxes"]),
+              on_click=lambda: state.update(points=[], boxes=[]), help="Forget this image's points and boxes.")
+
+
+def _prompt_result(image: CellImage, name: str, device: str, state: dict, rgb: np.ndarray) -> None:
     if not (state["points"] or state["boxes"]):
-        st.info("No prompts yet: click a cell above.")
+        st.info("No prompts yet: click a cell in the image.")
         return
     try:
         model = shared_model(name, availability(name)[1], device)
@@ -109,4 +120,4 @@ def sam_prompt_view(image: CellImage, device: str) -> None:
         return
     st.image(fill_labels(rgb, result.labels, alpha=0.55), width="stretch", output_format="JPEG",
              caption=f"{result.count} masks from {len(state['points'])} points and {len(state['boxes'])} boxes · "
-                     f"embedding {t_embed:.2f} s (0 when cached) · decoding {t_decode:.2f} s on {result.device}")
+                     f"embedding {'cached' if t_embed < 0.05 else f'{t_embed:.1f} s'} · decoding {t_decode:.2f} s on {result.device}")

@@ -17,7 +17,6 @@ from models.registry import ModelInfo, register_model, register_provider
 from models.result import Instances, boxes_from_labels, labels_from_boxes
 from models.weights import WeightsSpec, weights_dir
 
-
 YOLO_PARAMS = ("conf", "iou")
 
 
