@@ -180,7 +180,9 @@ def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str,
         raise ImageReadError(
             f"image is above the {MAX_PIXELS / 1e6:.0f} MP limit ({exc}); crop or downsample it"
         ) from exc
-    except UnidentifiedImageError as exc:
+    except (UnidentifiedImageError, ImportError) as exc:
+        # ImportError: once ultralytics is imported, its patch of Image.open tries to import a HEIF
+        # plugin for files Pillow cannot identify, and that plugin is not installed.
         raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated (its data cannot be decoded); re-export it") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated ({_reason(exc)}); re-export it") from exc

@@ -6,6 +6,7 @@ Detection weights give boxes (filled into the label image, ``box_only``); segmen
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ class YoloModel:
     """An ultralytics YOLO detect or segment model on the nucleus channel (grey, replicated to RGB)."""
 
     def __init__(self, name: str, weights: str, device: str) -> None:
+        # A server must not pip-install packages at run time; ultralytics would (e.g. pi-heif when
+        # Pillow meets a file it cannot read, through its global patch of PIL.Image.open).
+        os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+        os.environ.setdefault("YOLO_OFFLINE", "true")
         from ultralytics import YOLO
 
         self.name, self.device = name, device

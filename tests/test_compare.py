@@ -202,3 +202,36 @@ def test_peak_memory_sees_a_large_allocation():
         time.sleep(0.05)
         del block
     assert mem.peak_mb > 150
+
+
+def test_a_shared_model_runs_one_prediction_at_a_time():
+    import threading
+
+    from models.registry import SharedModel
+
+    class Counting(ComponentsModel):
+        def __init__(self):
+            super().__init__()
+            self.active = self.most = 0
+            self.guard = threading.Lock()
+
+        def predict(self, image, **params):
+            with self.guard:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            time.sleep(0.02)
+            try:
+                return super().predict(image, **params)
+            finally:
+                with self.guard:
+                    self.active -= 1
+
+    inner = Counting()
+    shared = SharedModel(inner)
+    image = _disc_image(64, [(30, 30)])
+    threads = [threading.Thread(target=shared.predict, args=(image,)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(inner.calls) == 6 and inner.most == 1

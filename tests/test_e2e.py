@@ -125,3 +125,53 @@ def test_preprocess_slider_updates_the_result(server, browser):
     page.get_by_role("tab", name="Compare thresholds").click()
     expect(main).to_contain_text("Gaussian blur + Otsu", timeout=30_000)
     page.close()
+
+
+def test_compare_page_runs_models_and_all_images(server, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 2000})
+    page.goto(server + "/compare")
+    main = page.locator("[data-testid='stMain']")
+    try:
+        expect(main).to_contain_text("classical: 88 objects", timeout=120_000)
+        expect(main).to_contain_text("yolo11s-nuclei:", timeout=60_000)
+        expect(main).to_contain_text("Agreement between models", timeout=60_000)
+        settle(page)
+        page.screenshot(path=str(SHOTS / "compare_this_image.png"), full_page=True)
+        page.get_by_role("tab", name="All images").click()
+        page.get_by_role("button", name="on all 12 images").click()
+        expect(main).to_contain_text("Means over images", timeout=180_000)
+        settle(page)
+    finally:
+        page.screenshot(path=str(SHOTS / "compare_all_images.png"), full_page=True)
+    _assert_no_error_shown(page, "/compare")
+    page.close()
+
+
+def test_clicking_the_image_prompts_sam(browser, tmp_path, monkeypatch):
+    """The real ViT-B architecture (random weights, saved where users' downloads go): a click on the
+    image becomes a point prompt; the embedding is computed once, the second prompt reuses it."""
+    import torch
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), tmp_path / "sam_vit_b_01ec64.pth")
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
+    with streamlit_server(tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        page.goto(url + "/compare")
+        main = page.locator("[data-testid='stMain']")
+        expect(main).to_contain_text("classical:", timeout=120_000)
+        page.get_by_role("tab", name="Prompt SAM").click()
+        expect(main).to_contain_text("No prompts yet", timeout=60_000)
+        settle(page)
+        area = main.locator("[data-testid='stPlotlyChart'] .nsewdrag").first.bounding_box()
+        for i, (fx, fy) in enumerate(((0.5, 0.5), (0.3, 0.6))):
+            page.mouse.move(area["x"] + area["width"] * fx, area["y"] + area["height"] * fy)
+            page.wait_for_timeout(300)
+            page.mouse.click(area["x"] + area["width"] * fx, area["y"] + area["height"] * fy)
+            expect(main).to_contain_text(f"masks from {i + 1} points", timeout=240_000)
+        expect(main).to_contain_text("embedding cached")
+        settle(page)
+        page.screenshot(path=str(SHOTS / "compare_sam_prompts.png"))
+        _assert_no_error_shown(page, "/compare Prompt SAM")
+        page.close()

@@ -231,3 +231,15 @@ def test_progress_is_reported_per_file():
     seen = []
     load_files([("a.tif", GOOD), ("b.tif", GOOD)], progress=lambda f, n: seen.append((round(f, 2), n)))
     assert seen == [(0.0, "a.tif"), (0.5, "b.tif")]
+
+
+def test_a_corrupt_png_is_reported_even_after_ultralytics_patched_pillow():
+    """ultralytics replaces PIL.Image.open with a version that imports a HEIF plugin on unknown
+    files; once a YOLO model has loaded in the server, corrupt uploads must still be one message."""
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch, as loading a YOLO model does)
+    from PIL import Image
+
+    assert Image.open.__module__ == "ultralytics.utils.patches"
+    report = load_files([("broken.png", b"\x89PNG\r\n\x1a\nthis is not really a png")])
+    assert not report.images and "broken.png" in str(report.problems[0])
+    assert "corrupt or truncated" in str(report.problems[0])

@@ -182,3 +182,26 @@ def test_rcnn_checkpoint_loads_through_the_user_path_and_predicts(weights_home, 
     assert result.labels.shape == (96, 96) and result.box_only == (kind == "fasterrcnn")
     assert result.count == len(result.scores) > 0 and result.boxes.shape == (result.count, 4)
     assert result.labels.max() <= result.count
+
+
+def test_user_yolo_segmentation_weights_in_the_weights_folder_become_a_model(weights_home, example_images):
+    from ultralytics import YOLO
+
+    (weights_home / "yolo").mkdir(parents=True)
+    YOLO("yolo11n-seg.yaml").save(weights_home / "yolo" / "my-cells.pt")  # real architecture, random weights
+    info = get_model_info("user:my-cells")
+    assert info.family == "yolo" and "user:my-cells" in [m.name for m in list_models()]
+    assert availability("user:my-cells")[0]
+    result = load_model("user:my-cells").predict(example_images[0].with_(pixels=example_images[0].pixels[:128, :128], gt=None),
+                                                conf=0.0)
+    assert not result.box_only and result.labels.shape == (128, 128)
+    assert result.labels.max() == result.count == len(result.scores) and result.count > 0
+    np.testing.assert_array_equal(result.boxes, boxes_from_labels(result.labels))
+
+
+def test_official_yolo11_weights_are_downloads_listed_as_unavailable_offline(weights_home):
+    for name, box_only in (("yolo11n-coco", True), ("yolo11n-seg-coco", False)):
+        info = get_model_info(name)
+        assert info.box_only == box_only and info.weights.url.startswith("https://github.com/ultralytics/assets/")
+        ok, why = availability(name)
+        assert not ok and str(weights_home / info.weights.filename) in why

@@ -1,0 +1,192 @@
+"""The Compare models page through AppTest: side by side, numbers, slow models on demand, failures
+and missing weights shown without losing the rest, all images, SAM prompts."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from streamlit.testing.v1 import AppTest
+from test_sam import tiny_sam
+
+from models import registry
+from models.registry import ModelInfo
+from models.result import Instances
+from models.weights import WeightsSpec
+
+
+@pytest.fixture
+def weights_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    return tmp_path / "weights"
+
+
+def _open(monkeypatch=None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [img.caption for el in at.get("image") for img in el.proto.imgs]
+
+
+def _metrics(at: AppTest):
+    return next(d.value for d in at.dataframe if "f1" in d.value.columns).set_index("model")
+
+
+def test_default_models_run_side_by_side_with_scores(weights_home):
+    at = _open()
+    caps = _captions(at)
+    assert caps[0] == "Ground truth: 88 annotated cells"
+    assert any(c.startswith("classical: 88 objects") for c in caps)
+    assert any(c.startswith("yolo11s-nuclei:") and "boxes" in c for c in caps)
+    metrics = _metrics(at)
+    assert metrics.loc["classical", "f1"] >= 0.95 and metrics.loc["classical", "matched on"] == "mask IoU"
+    assert metrics.loc["yolo11s-nuclei", "matched on"] == "box IoU"
+    cost = next(d.value for d in at.dataframe if "peak memory MB" in d.value.columns)
+    assert list(cost.model) == ["classical", "yolo11s-nuclei"] and set(cost.device) == {"cpu"}
+    assert len(at.get("plotly_chart")) == 2  # agreement matrix and F1-vs-IoU
+    assert {b.label for b in at.get("download_button")} >= {"Results for this image (zip)", "Metrics (CSV)"}
+    # cached: an unchanged rerun recomputes nothing
+    t0 = time.perf_counter()
+    at.run()
+    assert time.perf_counter() - t0 < 5 and not at.exception
+
+
+def test_filled_masks_and_settings_change_the_result(weights_home):
+    at = _open()
+    before = _captions(at)
+    at.toggle(key="cmp.filled").set_value(True).run()
+    at.session_state["cmp.set.open"] = True
+    at.run()
+    at.slider(key="cmp.set.conf").set_value(0.05).run()
+    after = _captions(at)
+    n = lambda caps: int(next(c for c in caps if c.startswith("yolo11s-nuclei:")).split()[1])  # noqa: E731
+    assert n(after) > n(before)
+    assert not at.exception
+
+
+def test_missing_weights_are_explained_and_the_others_still_run(weights_home, monkeypatch):
+    info = registry.get_model_info("maskrcnn-coco")
+    offline = WeightsSpec(info.weights.name, info.weights.filename, "http://127.0.0.1:9/mask.pth", None, 177_000_000,
+                          "BSD-3-Clause", "COCO", "test")
+    monkeypatch.setitem(registry._REGISTRY, "maskrcnn-coco", ModelInfo(
+        info.name, info.family, info.description, offline, info.box_only, info.builder, info.params))
+    at = _open()
+    at.multiselect(key="cmp.models").set_value(["classical", "maskrcnn-coco"]).run()
+    warning = next(w.value for w in at.warning if "maskrcnn-coco" in w.value)
+    assert info.weights.filename in warning
+    at.button(key="cmp.dl.maskrcnn-coco").click().run()
+    error = next(e.value for e in at.error if "could not download" in e.value)
+    assert str(weights_home / info.weights.filename) in error  # where to place it by hand
+    assert any(c.startswith("classical:") for c in _captions(at))
+    assert not at.exception
+
+
+class _Broken:
+    name, device = "broken", "cpu"
+
+    def predict(self, image, **_):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+class _Slow:
+    """A 'sam' family model: waits for the Run button on the CPU."""
+
+    name, device = "slowsam", "cpu"
+
+    def predict(self, image, **_):
+        labels = (image.gt > 0).astype(np.int32) if image.gt is not None else np.zeros(image.shape[:2], np.int32)
+        return Instances(labels, np.array([[0, 0, 5, 5]], np.float32)[: labels.max()], np.ones(labels.max(), np.float32),
+                         ("cell",), self.name, self.device, 0.01)
+
+
+def test_a_failing_model_is_reported_and_slow_models_wait_for_run(weights_home, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "broken", ModelInfo("broken", "yolo", "fails", None, False,
+                                                                lambda p, d: _Broken()))
+    monkeypatch.setitem(registry._REGISTRY, "slowsam", ModelInfo("slowsam", "sam", "slow", None, False,
+                                                                 lambda p, d: _Slow()))
+    at = _open()
+    at.multiselect(key="cmp.models").set_value(["classical", "broken", "slowsam"]).run()
+    assert any("broken" in e.value and "simulated" in e.value for e in at.error)
+    assert any("Press **Run** for slowsam" in i.value for i in at.info)
+    assert not any(c.startswith("slowsam:") for c in _captions(at))
+    at.button(key="cmp.run").click().run()
+    assert any(c.startswith("slowsam: 1 objects") for c in _captions(at))
+    assert any(c.startswith("classical:") for c in _captions(at)) and not at.exception
+
+
+def test_all_images_gives_an_image_by_model_table(weights_home):
+    at = _open()
+    at.session_state["cmp.tab"] = "All images"
+    at.run()
+    at.multiselect(key="cmp.models").set_value(["classical"]).run()
+    at.button(key="cmp.run_all").click().run()
+    table, results = at.session_state["cmp.all"]
+    assert len(table) == 12 and len(results) == 12 and table.f1.min() >= 0.9
+    assert any(b.label == "All results (zip)" for b in at.get("download_button"))
+    assert not at.exception
+
+
+def test_weights_upload_is_off_unless_the_server_allows_it(weights_home, monkeypatch):
+    at = _open()
+    at.session_state["cmp.models.about"] = True
+    at.run()
+    assert any("CELLSCOPE_ALLOW_WEIGHTS_UPLOAD=1" in c.value for c in at.caption)
+    assert len(at.get("file_uploader")) == 0
+    monkeypatch.setenv("CELLSCOPE_ALLOW_WEIGHTS_UPLOAD", "1")
+    at.run()
+    assert len(at.get("file_uploader")) == 1
+
+
+def test_sam_point_prompts_reuse_one_embedding(weights_home, monkeypatch, tmp_path):
+    import torch
+
+    from models.sam import SamModel
+
+    torch.manual_seed(0)
+    weights_home.mkdir(parents=True)
+    torch.save(tiny_sam().state_dict(), weights_home / "sam_tiny.pth")
+
+    def build(path, device):
+        def make():
+            model = tiny_sam()
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model
+        return SamModel("sam-tiny", make, device)
+
+    spec = WeightsSpec("sam-tiny", "sam_tiny.pth", None, None, None, "test", "nothing", "test")
+    monkeypatch.setitem(registry._REGISTRY, "sam-tiny", ModelInfo("sam-tiny", "sam", "tiny", spec, False, build))
+    at = _open()
+    at.session_state["cmp.tab"] = "Prompt SAM"
+    at.run()
+    at.selectbox(key="cmp.sam_model").set_value("sam-tiny").run()
+    assert any("No prompts yet" in i.value for i in at.info)
+    at.number_input(key="cmp.px").set_value(100).run()
+    at.button(key="cmp.add_point").click().run()
+    cap = next(c for c in _captions(at) if "masks from" in c)
+    assert "from 1 points and 0 boxes" in cap
+    at.session_state["cmp.prompts"]["boxes"].append((200.0, 200.0, 260.0, 250.0))
+    at.number_input(key="cmp.py").set_value(300).run()
+    at.button(key="cmp.add_point").click().run()
+    cap = next(c for c in _captions(at) if "masks from" in c)
+    assert "from 2 points and 1 boxes" in cap and "embedding cached" in cap
+    assert at.session_state["cmp.prompts"]["points"] == [(100.0, 256.0), (100.0, 300.0)]
+    at.button(key="cmp.clear").click().run()
+    assert any("No prompts yet" in i.value for i in at.info) and not at.exception
+
+
+def test_prompts_from_a_plotly_selection():
+    from components.sam_prompt import prompts_from_selection
+
+    click = {"points": [{"x": 30, "y": 40, "point_index": 3}], "box": []}
+    assert prompts_from_selection(click, (100, 200)) == ([(30.0, 40.0)], [])
+    drag = {"points": [{"x": 30, "y": 40}], "box": [{"x": [50, 10], "y": [5, 300]}]}
+    assert prompts_from_selection(drag, (100, 200)) == ([], [(10.0, 5.0, 50.0, 100.0)])
+    assert prompts_from_selection({"box": [{"x": [5, 6], "y": [5, 50]}]}, (100, 100)) == ([], [])  # too thin
