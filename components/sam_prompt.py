@@ -69,7 +69,7 @@ def _figure(rgb: np.ndarray, shape: tuple[int, int], state: dict) -> go.Figure:
                                  line=dict(color="black", width=1)), hoverinfo="skip", showlegend=False))
     for x0, y0, x1, y1 in state["boxes"]:
         fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#00e5ff", width=2))
-    fig.update_layout(height=560, margin=dict(l=0, r=0, t=0, b=0), dragmode="zoom")  # a click in "select" mode selects nothing
+    fig.update_layout(height=460, margin=dict(l=0, r=0, t=0, b=0), dragmode="zoom")  # a click in "select" mode selects nothing
     fig.update_xaxes(visible=False, range=[0, w])
     fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
     return fig

@@ -27,7 +27,7 @@ def render_sidebar() -> None:
             "Device",
             DEVICE_CHOICES,
             key="device_choice",
-            help="Where deep-learning models run. 'auto' uses a CUDA GPU, then Apple MPS, then the CPU.",
+            help="Where deep-learning models run. 'auto' uses a CUDA GPU, then Apple MPS (Apple silicon), then the CPU.",
         )
         try:
             st.caption(f"Using **{resolve_device(choice)}** · torch sees: " + "; ".join(d.description for d in devices))

@@ -89,3 +89,15 @@ def example_images():
 
     return make_example_dataset()
 
+
+
+def open_page(page: str):
+    """AppTest of the whole app (router and sidebar), switched to ``page`` (e.g. "pages/compare.py")."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at

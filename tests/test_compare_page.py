@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
-from test_sam import tiny_sam
+from test_sam import tiny_sam, tiny_sam_info
 
 from models import registry
 from models.registry import ModelInfo
@@ -23,13 +23,8 @@ def weights_home(tmp_path, monkeypatch):
     return tmp_path / "weights"
 
 
-def _open(monkeypatch=None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.run()
-    at.switch_page("pages/compare.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+def _open() -> AppTest:
+    return open_page("pages/compare.py")
 
 
 def _captions(at: AppTest) -> list[str]:
@@ -148,21 +143,10 @@ def test_weights_upload_is_off_unless_the_server_allows_it(weights_home, monkeyp
 def test_sam_point_prompts_reuse_one_embedding(weights_home, monkeypatch, tmp_path):
     import torch
 
-    from models.sam import SamModel
-
     torch.manual_seed(0)
     weights_home.mkdir(parents=True)
     torch.save(tiny_sam().state_dict(), weights_home / "sam_tiny.pth")
-
-    def build(path, device):
-        def make():
-            model = tiny_sam()
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model
-        return SamModel("sam-tiny", make, device)
-
-    spec = WeightsSpec("sam-tiny", "sam_tiny.pth", None, None, None, "test", "nothing", "test")
-    monkeypatch.setitem(registry._REGISTRY, "sam-tiny", ModelInfo("sam-tiny", "sam", "tiny", spec, False, build))
+    monkeypatch.setitem(registry._REGISTRY, "sam-tiny", tiny_sam_info("sam_tiny.pth"))
     at = _open()
     at.session_state["cmp.tab"] = "Prompt SAM"
     at.run()

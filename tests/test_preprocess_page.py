@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from core.preprocess import DEFAULT_RECIPE
@@ -13,12 +13,7 @@ from core.preprocess import DEFAULT_RECIPE
 
 @pytest.fixture
 def page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    at.switch_page("pages/preprocess.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("pages/preprocess.py")
 
 
 def _image_captions(at: AppTest) -> list[str]:

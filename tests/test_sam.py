@@ -29,14 +29,11 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def sam(checkpoint, monkeypatch):
+def tiny_sam_info(filename: str) -> ModelInfo:
+    """'sam-tiny': a SamModel whose checkpoint ``filename`` is looked up in the weights folder."""
     import torch
 
     from models.sam import SamModel
-
-    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(checkpoint.parent))
-    spec = WeightsSpec("sam-tiny", checkpoint.name, None, None, None, "test", "nothing", "test")
 
     def build(path, device):
         def make():
@@ -45,7 +42,14 @@ def sam(checkpoint, monkeypatch):
             return model
         return SamModel("sam-tiny", make, device)
 
-    monkeypatch.setitem(registry._REGISTRY, "sam-tiny", ModelInfo("sam-tiny", "sam", "test", spec, False, build))
+    spec = WeightsSpec("sam-tiny", filename, None, None, None, "test", "nothing", "test")
+    return ModelInfo("sam-tiny", "sam", "test", spec, False, build)
+
+
+@pytest.fixture
+def sam(checkpoint, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(checkpoint.parent))
+    monkeypatch.setitem(registry._REGISTRY, "sam-tiny", tiny_sam_info(checkpoint.name))
     return load_model("sam-tiny", "cpu")
 
 
