@@ -174,3 +174,29 @@ def test_prompts_from_a_plotly_selection():
     drag = {"points": [{"x": 30, "y": 40}], "box": [{"x": [50, 10], "y": [5, 300]}]}
     assert prompts_from_selection(drag, (100, 200)) == ([], [(10.0, 5.0, 50.0, 100.0)])
     assert prompts_from_selection({"box": [{"x": [5, 6], "y": [5, 50]}]}, (100, 100)) == ([], [])  # too thin
+
+
+def test_empty_and_large_images_give_sensible_results(weights_home):
+    """An all-zero image: no objects, no crash. A 2100 px image: tiled (3 x 3 tiles of 1024 px)."""
+    from core.dataset import Dataset
+    from core.example import make_example_dataset
+    from core.images import CellImage, default_channels
+
+    field = make_example_dataset(size=700, fields_per_plate=1)[0]
+    big = np.tile(field.pixels, (3, 3, 1))  # 2100 x 2100, cells everywhere including on tile seams
+    ds = Dataset()
+    ds.add([CellImage("zeros.tif", np.zeros((256, 256, 1), np.uint16), default_channels(1)),
+            CellImage("big.tif", big, field.channels)])
+    at = _open()
+    at.session_state["dataset"] = ds
+    at.session_state["dataset_origin"] = "user"
+    at.run()
+    caps = _captions(at)
+    assert any(c.startswith("classical: 0 objects") for c in caps) and not at.exception
+    at.selectbox(key="cmp.image").set_value("big.tif").run()
+    cost = next(d.value for d in at.dataframe if "tiles" in d.value.columns).set_index("model")
+    assert cost.loc["classical", "tiles"] == 9 and cost.loc["yolo11s-nuclei", "tiles"] == 9
+    n_classical = cost.loc["classical", "objects"]
+    single = registry.load_model("classical").predict(field).count
+    assert abs(n_classical - 9 * single) <= 0.1 * 9 * single, (n_classical, single)
+    assert any("tiled: 9 tiles" in c.value for c in at.caption) and not at.exception
