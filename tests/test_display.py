@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.display import composite, draw_outlines, normalize_channel, png_data_uri, thumbnail
+from core.display import composite, draw_outlines, fill_labels, normalize_channel, png_data_uri, thumbnail
 from core.images import HPA_CHANNELS, ChannelInfo
 
 
@@ -59,3 +59,16 @@ def test_outlines_on_a_smaller_preview_stay_thin():
     out = draw_outlines(np.zeros((100, 100, 3), np.uint8), labels)
     assert out.shape == (100, 100, 3)
     assert (out[25, 25:75] == (255, 255, 0)).all() and (out[26, 30] == 0).all()
+
+
+def test_fill_labels_colours_each_object_and_leaves_background():
+    rgb = np.full((20, 30, 3), 100, np.uint8)
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:6, 2:6] = 1
+    labels[10:15, 10:20] = 2
+    out = fill_labels(rgb, labels, alpha=0.5)
+    np.testing.assert_array_equal(out[labels == 0], rgb[labels == 0])
+    a, b = out[labels == 1], out[labels == 2]
+    assert (a == a[0]).all() and (b == b[0]).all() and not np.array_equal(a[0], b[0])
+    small = fill_labels(rgb[::2, ::2], labels)  # a preview: labels are scaled to it
+    assert small.shape == (10, 15, 3) and not np.array_equal(small, rgb[::2, ::2])
