@@ -38,6 +38,41 @@ def time_slider(page, widget_key: str, key: str, image_index: int, steps: int) -
     return times
 
 
+LIVE_CANVAS_JS = """(old) => {
+  const hosts = [...document.querySelectorAll('*')].filter((e) => e.shadowRoot);
+  const canvas = hosts.map((e) => e.shadowRoot.querySelector('.lt-canvas')).find(Boolean)
+    || document.querySelector('.lt-canvas');
+  return canvas && canvas.dataset.drawn !== old;
+}"""
+
+
+def time_live_preview(page, steps: int) -> tuple[list[float], list[float]]:
+    """Key press on the live threshold slider -> its canvas redrawn (no server round trip).
+
+    Two clocks: the driver's (key press sent -> change seen, includes Playwright's round trips)
+    and the page's own (the input event's time stamp -> the next animation frame after drawing)."""
+    page.get_by_text("Live threshold preview").click()
+    slider = page.locator(".lt-slider")
+    canvas = page.locator(".lt-canvas")
+    slider.wait_for(timeout=30_000)
+    page.wait_for_function(LIVE_CANVAS_JS, arg="", polling="raf", timeout=30_000)
+    settle(page)
+    slider.focus()
+    times, in_page = [], []
+    for _ in range(steps):
+        old = canvas.get_attribute("data-drawn") or ""
+        t0 = time.perf_counter()
+        slider.press("ArrowLeft")
+        page.wait_for_function(LIVE_CANVAS_JS, arg=old, polling="raf", timeout=30_000)
+        times.append(time.perf_counter() - t0)
+        page.wait_for_timeout(300)
+        in_page.append(float(canvas.get_attribute("data-latency")) / 1000)
+        page.wait_for_timeout(1200)  # releasing commits the value: let that rerun finish
+        settle(page)
+        slider.focus()
+    return times, in_page
+
+
 def main(size: int = 1024) -> list[tuple[str, float, float]]:
     if not CHROMIUM:
         raise SystemExit("needs Chromium: apt-get install chromium, or set CELLSCOPE_CHROMIUM")
@@ -66,6 +101,11 @@ def main(size: int = 1024) -> list[tuple[str, float, float]]:
             ):
                 times = time_slider(page, widget, key, index, steps=6)
                 rows.append((what, statistics.median(times), max(times)))
+            times, in_page = time_live_preview(page, steps=6)
+            rows.append(("live threshold preview, key press sent -> canvas changed (driver's clock)",
+                         statistics.median(times), max(times)))
+            rows.append(("live threshold preview, input event -> next frame drawn (page's clock)",
+                         statistics.median(in_page), max(in_page)))
             browser.close()
     return rows
 

@@ -515,6 +515,7 @@ class PipelineResult:
     edges: np.ndarray | None
     labels: np.ndarray  # int32 instances, 0 = background
     notes: list[str]
+    cell_diameter: float = 20.0  # estimated typical cell diameter (px) that set the 'auto' parameters
 
     @property
     def n_cells(self) -> int:
@@ -588,7 +589,7 @@ def run_pipeline(
         )
     elif mask.mean() > 0.9:
         notes.append("over 90% of the image is foreground: the threshold is probably too low (or invert it)")
-    return PipelineResult(normalized, processed, value, mask, edges, labels, notes)
+    return PipelineResult(normalized, processed, value, mask, edges, labels, notes, diameter)
 
 
 def compare_thresholds(img: np.ndarray, blur_sigma: float = 2.0) -> list[tuple[str, np.ndarray, float, np.ndarray]]:

@@ -12,6 +12,7 @@ import streamlit as st
 import tifffile
 
 from components.image_viewer import cached_composite
+from components.live_threshold import live_threshold
 from components.plots import histogram_figure
 from components.recipe_panel import current_recipe, load_recipe, recipe_panel
 from components.routing import require_router
@@ -106,6 +107,11 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
     # Everything shown is made at display size and sent as JPEG: on a 1024 px image that is
     # a few ms per view instead of ~20 ms at full size as PNG.
     small = preview(rgb, PREVIEW_SIDE)
+    if recipe.threshold.method in ("manual", "adaptive_mean", "adaptive_gaussian") and st.toggle(
+            "Live threshold preview", value=False, key="live_preview",
+            help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
+                 "trip); the segmentation follows when you release it."):
+        live_threshold(small, result.processed, recipe.threshold, result.cell_diameter)
     c1, c2 = st.columns(2)
     c1.image(small, caption="Original (display merge)", width="stretch", output_format="JPEG")
     size = (small.shape[1], small.shape[0])

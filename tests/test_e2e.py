@@ -175,3 +175,30 @@ def test_clicking_the_image_prompts_sam(browser, tmp_path, monkeypatch):
         page.screenshot(path=str(SHOTS / "compare_sam_prompts.png"))
         _assert_no_error_shown(page, "/compare Prompt SAM")
         page.close()
+
+
+def test_live_threshold_preview_draws_in_the_browser_and_commits_on_release(server, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 1800})
+    page.goto(server + "/preprocess")
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text("cells found", timeout=90_000)
+    settle(page)
+    page.get_by_text("Live threshold preview").click()
+    slider, canvas = main.locator(".lt-slider"), main.locator(".lt-canvas")
+    expect(canvas).to_have_attribute("data-drawn", "-0.01", timeout=60_000)
+    expect(main).to_contain_text("% foreground (live preview")
+    settle(page)
+    offset = main.locator(".st-key-rcp-threshold-offset")
+    expect(offset).to_contain_text("-0.01")
+    for value in ("-0.015", "-0.02", "-0.025", "-0.03"):  # each key: drawn at once, committed on change
+        slider.focus()
+        slider.press("ArrowLeft")
+        expect(canvas).to_have_attribute("data-drawn", value, timeout=10_000)
+        page.wait_for_timeout(300)
+        assert float(canvas.get_attribute("data-latency")) < 100  # ms from the input event to the frame drawn
+        settle(page)
+    expect(offset).to_contain_text("-0.03", timeout=30_000)  # the recipe's own slider followed
+    settle(page)
+    page.screenshot(path=str(SHOTS / "preprocess_live_threshold.png"))
+    _assert_no_error_shown(page, "/preprocess live threshold")
+    page.close()
