@@ -106,6 +106,8 @@ def main(size: int = 1024) -> list[tuple[str, float, float]]:
                          statistics.median(times), max(times)))
             rows.append(("live threshold preview, input event -> next frame drawn (page's clock)",
                          statistics.median(in_page), max(in_page)))
+            times = time_slider(page, "rcp.watershed.smoothing", "ArrowLeft", 2, steps=6)
+            rows.append(("watershed smoothing with the live preview shown", statistics.median(times), max(times)))
             browser.close()
     return rows
 

@@ -12,12 +12,13 @@ is the same rule as :func:`core.preprocess.threshold` on those downscaled images
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import streamlit as st
 
 from components.recipe_panel import RECIPE_KEY, current_recipe
-from core.display import png_data_uri
 from core.preprocess import ThresholdStep
 
 _HTML = """
@@ -115,9 +116,15 @@ export default function(component) {
 _live_threshold = st.components.v2.component("cellscope.live_threshold", html=_HTML, css=_CSS, js=_JS)
 
 
-def _gray_uri(plane: np.ndarray) -> str:
-    g = np.clip(plane, 0, 255).astype(np.uint8)
-    return png_data_uri(np.dstack([g, g, g]))
+def _uri(image: np.ndarray, ext: str) -> str:
+    """8-bit grey PNG (lossless: the browser thresholds it) or colour JPEG (only looked at)."""
+    import base64
+
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == ".png" else [cv2.IMWRITE_JPEG_QUALITY, 90]
+    ok, buf = cv2.imencode(ext, bgr, params)
+    mime = "png" if ext == ".png" else "jpeg"
+    return f"data:image/{mime};base64," + base64.b64encode(buf.tobytes()).decode()
 
 
 def _apply(param: str) -> None:
@@ -157,20 +164,31 @@ def preview_mask(src: np.ndarray, local: np.ndarray | None, floor: float, value:
     return (src.astype(np.float32) > local.astype(np.float32) - value * 255) & (src > floor)
 
 
-def live_threshold(base_rgb: np.ndarray, processed: np.ndarray, step: ThresholdStep, cell_diameter: float) -> None:
-    """The live preview for the manual value or the adaptive offset; nothing for Otsu / triangle."""
+@st.cache_data(max_entries=32, show_spinner=False)
+def _payload(_base_rgb: np.ndarray, _processed: np.ndarray, key: tuple, step: ThresholdStep,
+             cell_diameter: float) -> dict:
+    """The images the browser needs, encoded once per image and recipe up to the threshold
+    (``key``); moving the threshold or any later step reuses them."""
+    h, w = _base_rgb.shape[:2]
+    src, local, floor = preview_planes(_processed, step, cell_diameter, (w, h))
+    return {"base": _uri(_base_rgb, ".jpg"), "src": _uri(src, ".png"), "floor": floor,
+            "local": None if local is None else _uri(local, ".png")}
+
+
+def live_threshold(base_rgb: np.ndarray, processed: np.ndarray, step: ThresholdStep, cell_diameter: float,
+                   image_key: str) -> None:
+    """The live preview for the manual value or the adaptive offset; nothing for Otsu / triangle.
+
+    ``image_key`` identifies the image and the recipe up to the background step.
+    """
     if step.method not in ("manual", "adaptive_mean", "adaptive_gaussian"):
         return
-    h, w = base_rgb.shape[:2]
-    src, local, floor = preview_planes(processed, step, cell_diameter, (w, h))
-    data = {"base": png_data_uri(base_rgb), "src": _gray_uri(src), "floor": floor,
-            "local": None if local is None else _gray_uri(local)}
-    if step.method == "manual":
-        param, lo, hi, stp = "value", 0.0, 1.0, 0.01
-        data.update(mode="manual", label="Threshold (live)")
-    else:
-        param, lo, hi, stp = "offset", -0.2, 0.2, 0.005
-        data.update(mode="adaptive", label="Threshold offset (live)")
+    manual = step.method == "manual"
+    param = "value" if manual else "offset"
+    shape_step = replace(step, value=0.5, offset=0.0)  # the images do not depend on the slider itself
+    data = dict(_payload(base_rgb, processed, (image_key, base_rgb.shape), shape_step, cell_diameter))
+    lo, hi, stp = (0.0, 1.0, 0.01) if manual else (-0.2, 0.2, 0.005)
     value = getattr(step, param)
-    data.update(value=value, min=lo, max=hi, step=stp, token=f"{hash(data['src'])}:{value}:{step.method}")
+    data.update(mode="manual" if manual else "adaptive", label="Threshold (live)" if manual else "Threshold offset (live)",
+                value=value, min=lo, max=hi, step=stp, token=f"{image_key}:{value}:{step}")
     _live_threshold(key="live_threshold", data=data, default={"value": value}, on_value_change=lambda: _apply(param))

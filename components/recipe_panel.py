@@ -180,14 +180,16 @@ def _draw_threshold(k) -> None:
                                "triangle: good for few bright objects. manual: your value. adaptive: a local threshold per "
                                "neighbourhood, robust to dim cells and uneven light (the default).")
     if method == "manual":
-        st.slider("Threshold", 0.0, 1.0, step=0.01, key=k("threshold", "value"), help="Normalised intensity.")
+        st.slider("Threshold", 0.0, 1.0, step=0.01, key=k("threshold", "value"),
+                  help="Normalised intensity. For instant feedback while dragging, turn on *Live threshold preview* in the Result tab.")
     if method == "otsu_gaussian":
         st.slider("Blur sigma (px)", 0.5, 10.0, step=0.5, key=k("threshold", "blur_sigma"), help="Gaussian blur before Otsu.")
     if method.startswith("adaptive"):
         st.slider("Block size (px, 0 = auto)", 0, 301, step=2, key=k("threshold", "block_size"),
                   help="Odd neighbourhood size; 0 = about 4 typical cell diameters.")
         st.slider("Offset", -0.2, 0.2, step=0.005, key=k("threshold", "offset"),
-                  help="Subtracted from the local mean: negative values demand pixels brighter than their surroundings.")
+                  help="Subtracted from the local mean: negative values demand pixels brighter than their surroundings."
+                       " For instant feedback while dragging, turn on *Live threshold preview* in the Result tab.")
         st.slider("Floor (x Otsu)", 0.0, 1.0, step=0.05, key=k("threshold", "floor"),
                   help="Pixels must also exceed this fraction of the global Otsu threshold; keeps empty areas empty.")
     st.checkbox("Invert (dark objects)", key=k("threshold", "invert"), help="For dark cells on a bright background.")

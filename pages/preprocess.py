@@ -111,7 +111,10 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
             "Live threshold preview", value=False, key="live_preview",
             help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
                  "trip); the segmentation follows when you release it."):
-        live_threshold(small, result.processed, recipe.threshold, result.cell_diameter)
+        upto_background = {k: v for k, v in recipe.to_dict()["steps"].items()
+                           if k in ("channel", "rotate", "normalize", "denoise", "background")}
+        live_threshold(small, result.processed, recipe.threshold, result.cell_diameter,
+                       f"{image.hash}{image.channels}{sorted(upto_background.items())}")
     c1, c2 = st.columns(2)
     c1.image(small, caption="Original (display merge)", width="stretch", output_format="JPEG")
     size = (small.shape[1], small.shape[0])
