@@ -37,9 +37,13 @@ def agreement_heatmap(matrix, height: int = 340) -> go.Figure:
 
 def f1_curve_figure(curve, height: int = 340) -> go.Figure:
     """F1 against the IoU threshold used for matching, one line per model."""
+    import plotly.express as px
+
     fig = go.Figure()
-    for model, part in curve.groupby("model", sort=False):
+    palette = px.colors.qualitative.Plotly  # distinct hues: the theme's default blues look alike
+    for i, (model, part) in enumerate(curve.groupby("model", sort=False)):
         fig.add_trace(go.Scatter(x=part["iou"], y=part["f1"], mode="lines+markers", name=model,
+                                 line=dict(color=palette[i % len(palette)]),
                                  hovertemplate=f"{model}<br>IoU ≥ %{{x:.2f}}: F1 %{{y:.3f}}<extra></extra>"))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), title="F1 vs IoU threshold (ground truth)",
                       xaxis_title="IoU threshold", yaxis_title="F1", yaxis_range=[0, 1.02],
