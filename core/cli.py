@@ -87,8 +87,10 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    import numpy as np
 
+    from pathlib import Path
+
+    from core.export import label_tiff_bytes
     from models.compare import run_model
     from models.device import resolve_device
     from models.registry import load_model
@@ -101,8 +103,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, resolve_device(args.device), progress=progress)
     result = run_model(model, image, tile=args.tile, recipe=recipe)
-    labels = result.labels
-    _write_tiff(args.output, labels.astype(np.uint16 if labels.max() < 65536 else np.int32))
+    Path(args.output).write_bytes(label_tiff_bytes(result.labels))
     kind = "boxes" if result.box_only else "cells"
     tiles = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
     print(f"{image.name}: {result.count} {kind} by {result.model} on {result.device} in {result.runtime_s:.2f} s"

@@ -557,6 +557,8 @@ def write_dataset(images: list[CellImage], out_dir: str | Path) -> list[Path]:
 
     import tifffile
 
+    from core.export import label_tiff_bytes
+
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     written = []
@@ -574,7 +576,7 @@ def write_dataset(images: list[CellImage], out_dir: str | Path) -> list[Path]:
         written.append(path)
         if img.gt is not None:
             mpath = out / "masks" / f"{Path(img.name).name}.tif"
-            tifffile.imwrite(mpath, img.gt.astype(np.uint16 if img.gt.max() < 65536 else np.int32))
+            mpath.write_bytes(label_tiff_bytes(img.gt))
             written.append(mpath)
     table = out / "batches.csv"
     with table.open("w", newline="") as fh:

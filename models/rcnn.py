@@ -16,7 +16,7 @@ import numpy as np
 
 from core.images import CellImage
 from models.registry import ModelInfo, register_model
-from models.result import Instances, labels_from_boxes
+from models.result import Instances, labels_from_boxes, labels_from_masks
 from models.weights import WeightsSpec
 
 _TV = "torchvision 0.29 model zoo (BSD-3-Clause code; weights trained on COCO, see its terms)"
@@ -76,9 +76,7 @@ class RcnnModel:
         h, w = plane.shape
         if self.kind == "maskrcnn":
             masks = (out["masks"][keep, 0] >= mask_threshold).cpu().numpy()
-            labels = np.zeros((h, w), np.int32)
-            for i in np.argsort(scores):  # ascending: the most confident object is painted last
-                labels[masks[i]] = i + 1
+            labels, boxes, scores = labels_from_masks(masks, scores)  # boxes now fit the masks drawn
         else:
             labels = labels_from_boxes(boxes, (h, w), scores)
         return Instances(labels, boxes.astype(np.float32), scores.astype(np.float32), ("cell",), self.name,

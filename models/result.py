@@ -56,3 +56,28 @@ def labels_from_boxes(boxes: np.ndarray, shape: tuple[int, int], scores: np.ndar
         x0, y0, x1, y1 = np.round(boxes[i]).astype(int)
         labels[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)] = i + 1
     return labels
+
+
+def compact_labels(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber a label image 1..N in label order, dropping ids that no longer appear (objects
+    hidden under others); ``scores[i]`` belongs to label ``i + 1`` before and after."""
+    present = np.unique(labels[labels > 0])
+    lut = np.zeros(max(int(labels.max(initial=0)), len(scores)) + 1, np.int32)
+    lut[present] = np.arange(1, len(present) + 1)
+    kept = np.asarray(scores, np.float32)[present - 1] if len(present) else np.zeros(0, np.float32)
+    return lut[labels], kept
+
+
+def labels_from_masks(masks: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, H, W) boolean masks -> label image, boxes and scores (row i = label i + 1).
+
+    Where masks overlap the more confident one wins; masks left with no pixel are dropped.
+    Labels are numbered from the most confident object down.
+    """
+    scores = np.asarray(scores, np.float32)
+    order = np.argsort(-scores, kind="stable")
+    labels = np.zeros(masks.shape[1:], np.int32)
+    for rank in range(len(order) - 1, -1, -1):  # least confident first: the best mask is painted last
+        labels[masks[order[rank]]] = rank + 1
+    labels, kept = compact_labels(labels, scores[order])
+    return labels, boxes_from_labels(labels), kept

@@ -19,7 +19,7 @@ import numpy as np
 
 from core.images import CellImage
 from models.registry import ModelInfo, register_model
-from models.result import Instances, boxes_from_labels
+from models.result import Instances, labels_from_masks
 from models.weights import WeightsSpec
 
 SAM_PARAMS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_mask_region_area")
@@ -90,24 +90,13 @@ class SamModel:
                 min_mask_region_area: int = 0, **_: Any) -> Instances:
         """Automatic masks, or one mask per box (x0, y0, x1, y1) or per point (x, y) prompt."""
         t0 = time.perf_counter()
-        h, w = image.shape[:2]
         if boxes is None and points is None:
             masks, scores = self._automatic(image, points_per_side, pred_iou_thresh, stability_score_thresh,
                                             min_mask_region_area)
         else:
             masks, scores = self._prompted(image, boxes, points)
-        labels = np.zeros((h, w), np.int32)
-        order = np.argsort(scores)
-        for rank, i in enumerate(order, 1):  # least confident first, so the best masks stay on top
-            labels[masks[i]] = rank
-        # Masks hidden entirely under better ones disappear; number the rest 1..N, keeping each score.
-        present = np.unique(labels[labels > 0])
-        lut = np.zeros(len(order) + 1, np.int32)
-        lut[present] = np.arange(1, len(present) + 1)
-        labels = lut[labels]
-        kept_scores = np.asarray(scores, np.float32)[order][present - 1] if len(present) else np.zeros(0, np.float32)
-        return Instances(labels, boxes_from_labels(labels), kept_scores, ("cell",), self.name, self.device,
-                         time.perf_counter() - t0)
+        labels, boxes, kept = labels_from_masks(masks, scores)
+        return Instances(labels, boxes, kept, ("cell",), self.name, self.device, time.perf_counter() - t0)
 
     def _automatic(self, image, points_per_side, pred_iou_thresh, stability_score_thresh, min_area):
         from segment_anything import SamAutomaticMaskGenerator

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.images import CellImage
-from models.result import Instances, boxes_from_labels, labels_from_boxes
+from models.result import Instances, boxes_from_labels, compact_labels, labels_from_boxes
 
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 128
@@ -84,11 +84,7 @@ def predict_tiled(model: Any, image: CellImage, *, tile: int = DEFAULT_TILE, ove
     if box_only:
         labels = labels_from_boxes(box_arr, (h, w), score_arr)
     else:  # renumber 1..N (an object may vanish under its neighbours) and recompute its box
-        present = np.unique(labels[labels > 0])
-        lut = np.zeros(len(boxes) + 1, np.int32)
-        lut[present] = np.arange(1, len(present) + 1)
-        labels = lut[labels]
-        score_arr = score_arr[present - 1] if len(present) else np.zeros(0, np.float32)
+        labels, score_arr = compact_labels(labels, score_arr)
         box_arr = boxes_from_labels(labels)
     notes = [f"tiled: {total} tiles of {tile} px with {overlap} px overlap"]
     if touching:

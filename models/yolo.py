@@ -15,7 +15,7 @@ import numpy as np
 
 from core.images import CellImage
 from models.registry import ModelInfo, register_model, register_provider
-from models.result import Instances, boxes_from_labels, labels_from_boxes
+from models.result import Instances, labels_from_boxes, labels_from_masks
 from models.weights import WeightsSpec, weights_dir
 
 YOLO_PARAMS = ("conf", "iou")
@@ -51,19 +51,12 @@ class YoloModel:
         boxes = res.boxes.xyxy.cpu().numpy().astype(np.float32)
         scores = res.boxes.conf.cpu().numpy().astype(np.float32)
         names = tuple(res.names.values()) if isinstance(res.names, dict) else tuple(res.names)
+        if self.segments and res.masks is not None and len(boxes):
+            masks = res.masks.data.cpu().numpy()[:, :h, :w] > 0.5  # retina_masks: already at image size
+            labels, boxes, scores = labels_from_masks(masks, scores)
+            return Instances(labels, boxes, scores, names, self.name, self.device, time.perf_counter() - t0)
         order = np.argsort(-scores)
         boxes, scores = boxes[order], scores[order]
-        if self.segments and res.masks is not None and len(boxes):
-            masks = res.masks.data.cpu().numpy()[order] > 0.5  # retina_masks: already (N, h, w)
-            labels = np.zeros((h, w), np.int32)
-            for i in range(len(masks) - 1, -1, -1):  # least confident first: the best mask stays on top
-                labels[masks[i, :h, :w]] = i + 1
-            present = np.unique(labels[labels > 0])
-            lut = np.zeros(len(boxes) + 1, np.int32)
-            lut[present] = np.arange(1, len(present) + 1)
-            labels, scores = lut[labels], scores[present - 1]
-            return Instances(labels, boxes_from_labels(labels), scores, names, self.name, self.device,
-                             time.perf_counter() - t0)
         labels = labels_from_boxes(boxes, (h, w), scores)
         return Instances(labels, boxes, scores, names, self.name, self.device, time.perf_counter() - t0,
                          box_only=not self.segments)

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import streamlit as st
-import tifffile
 
 from components.image_viewer import cached_composite
 from components.live_threshold import live_threshold
@@ -19,6 +18,7 @@ from components.routing import require_router
 from components.state import dataset
 from core.autotune import autotune
 from core.display import draw_outlines, gray_rgb, montage, preview, tint
+from core.export import label_tiff_bytes
 from core.images import CellImage
 from core.measure import crop_cells, measure_cells
 from core.metrics import Matching, match_instances
@@ -181,9 +181,7 @@ def batch_and_tune(recipe: Recipe) -> None:
                 rows.append(row)
                 t = cell_table(img, img.hash, img.channels, recipe)
                 tables.append(t.assign(image=img.name, batch=img.batch, condition=img.condition))
-                buf = io.BytesIO()
-                tifffile.imwrite(buf, res.labels.astype(np.uint16 if res.n_cells < 65536 else np.int32))
-                zf.writestr(f"{img.name}_labels.tif", buf.getvalue())
+                zf.writestr(f"{img.name}_labels.tif", label_tiff_bytes(res.labels))
         bar.empty()
         st.session_state.batch_result = (pd.DataFrame(rows), pd.concat(tables, ignore_index=True), label_zip.getvalue())
     if "batch_result" in st.session_state:

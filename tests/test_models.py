@@ -205,3 +205,18 @@ def test_official_yolo11_weights_are_downloads_listed_as_unavailable_offline(wei
         assert info.box_only == box_only and info.weights.url.startswith("https://github.com/ultralytics/assets/")
         ok, why = availability(name)
         assert not ok and str(weights_home / info.weights.filename) in why
+
+
+def test_labels_from_masks_keeps_the_confident_mask_on_top_and_drops_hidden_ones():
+    from models.result import labels_from_masks
+
+    masks = np.zeros((3, 10, 10), bool)
+    masks[0, 0:6, 0:6] = True  # score 0.5
+    masks[1, 3:9, 3:9] = True  # score 0.9: wins the overlap
+    masks[2, 4:6, 4:6] = True  # score 0.1: entirely under the other two
+    labels, boxes, scores = labels_from_masks(masks, np.array([0.5, 0.9, 0.1]))
+    np.testing.assert_allclose(scores, [0.9, 0.5])
+    assert labels[4, 4] == 1 and labels[0, 0] == 2 and labels.max() == 2
+    np.testing.assert_array_equal(boxes, [[3, 3, 9, 9], [0, 0, 6, 6]])
+    empty, no_boxes, no_scores = labels_from_masks(np.zeros((0, 4, 5), bool), np.zeros(0))
+    assert empty.shape == (4, 5) and not empty.any() and no_boxes.shape == (0, 4) and len(no_scores) == 0
