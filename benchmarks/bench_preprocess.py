@@ -10,9 +10,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from timing import median_seconds  # noqa: E402
 
+from core.cache import BoundedCache  # noqa: E402
 from core.example import make_example_dataset  # noqa: E402
 from core.metrics import match_instances  # noqa: E402
-from core.preprocess import DEFAULT_RECIPE, StageCache, run_pipeline  # noqa: E402
+from core.preprocess import DEFAULT_RECIPE, run_pipeline  # noqa: E402
 
 
 def median_ms(fn) -> float:
@@ -25,7 +26,7 @@ def main() -> None:
     for size in (512, 1024, 2048):
         img = make_example_dataset(size=size, fields_per_plate=1)[0]
         full = median_ms(lambda img=img: run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE))
-        cache = StageCache()
+        cache = BoundedCache()
         run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE, image_hash=img.hash, cache=cache)
         changes = {}
         for name, step, param, values in (

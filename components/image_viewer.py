@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core.display import composite, draw_outlines, png_data_uri, thumbnail
+from core.display import composite, data_uri, draw_outlines, thumbnail
 from core.images import CellImage, ChannelInfo
 
 
@@ -17,7 +17,7 @@ def cached_composite(_image: CellImage, image_hash: str, channels: tuple[Channel
 
 @st.cache_data(max_entries=2048, show_spinner=False)
 def cached_thumbnail_uri(_image: CellImage, image_hash: str, channels: tuple[ChannelInfo, ...], size: int = 72) -> str:
-    return png_data_uri(thumbnail(composite(_image.pixels, channels), size))
+    return data_uri(thumbnail(composite(_image.pixels, channels), size))
 
 
 def channel_toggles(image: CellImage, key: str) -> tuple[bool, ...]:

@@ -19,7 +19,8 @@ import numpy as np
 import streamlit as st
 
 from components.recipe_panel import RECIPE_KEY, current_recipe
-from core.preprocess import ThresholdStep
+from core.display import data_uri
+from core.preprocess import ThresholdStep, adaptive_block_size, threshold_floor
 
 _HTML = """
 <div class="lt">
@@ -116,17 +117,6 @@ export default function(component) {
 _live_threshold = st.components.v2.component("cellscope.live_threshold", html=_HTML, css=_CSS, js=_JS)
 
 
-def _uri(image: np.ndarray, ext: str) -> str:
-    """8-bit grey PNG (lossless: the browser thresholds it) or colour JPEG (only looked at)."""
-    import base64
-
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == ".png" else [cv2.IMWRITE_JPEG_QUALITY, 90]
-    ok, buf = cv2.imencode(ext, bgr, params)
-    mime = "png" if ext == ".png" else "jpeg"
-    return f"data:image/{mime};base64," + base64.b64encode(buf.tobytes()).decode()
-
-
 def _apply(param: str) -> None:
     value = st.session_state["live_threshold"]["value"]
     st.session_state[RECIPE_KEY] = current_recipe().with_step("threshold", **{param: float(value)})
@@ -137,24 +127,19 @@ def preview_planes(processed: np.ndarray, step: ThresholdStep, cell_diameter: fl
                    size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None, float]:
     """What the browser thresholds, at preview ``size`` (w, h): the 8-bit image, the 8-bit local
     mean for adaptive methods (else None), and the floor (8-bit units)."""
-    from skimage.filters import threshold_otsu
-
     w, h = size
     source = 1.0 - processed if step.invert else processed
     src = cv2.resize((np.clip(source, 0, 1) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_AREA)
     if step.method == "manual":
         return src, None, 0.0
-    scale = w / processed.shape[1]
-    block = step.block_size or int(4 * cell_diameter) // 2 * 2 + 1  # as core.preprocess.threshold
-    block = min(max(block, 15), (min(processed.shape) // 2) * 2 - 1)
-    block = max(3, int(round(block * scale)) // 2 * 2 + 1)
+    block = adaptive_block_size(processed.shape, step, cell_diameter) * w / processed.shape[1]
+    block = max(3, int(round(block)) // 2 * 2 + 1)  # the same neighbourhood at preview scale
     src_f = src.astype(np.float32)
     if step.method == "adaptive_mean":
         local = cv2.blur(src_f, (block, block), borderType=cv2.BORDER_REPLICATE)
     else:
         local = cv2.GaussianBlur(src_f, (block, block), 0, borderType=cv2.BORDER_REPLICATE)
-    floor = step.floor * threshold_otsu(source, nbins=256) * 255 if step.floor > 0 and np.ptp(source) > 1e-6 else 0.0
-    return src, np.clip(np.round(local), 0, 255).astype(np.uint8), float(floor)
+    return src, np.clip(np.round(local), 0, 255).astype(np.uint8), threshold_floor(source, step) * 255
 
 
 def preview_mask(src: np.ndarray, local: np.ndarray | None, floor: float, value: float) -> np.ndarray:
@@ -171,8 +156,8 @@ def _payload(_base_rgb: np.ndarray, _processed: np.ndarray, key: tuple, step: Th
     (``key``); moving the threshold or any later step reuses them."""
     h, w = _base_rgb.shape[:2]
     src, local, floor = preview_planes(_processed, step, cell_diameter, (w, h))
-    return {"base": _uri(_base_rgb, ".jpg"), "src": _uri(src, ".png"), "floor": floor,
-            "local": None if local is None else _uri(local, ".png")}
+    return {"base": data_uri(_base_rgb, "jpeg"), "src": data_uri(src), "floor": floor,
+            "local": None if local is None else data_uri(local)}
 
 
 def live_threshold(base_rgb: np.ndarray, processed: np.ndarray, step: ThresholdStep, cell_diameter: float,

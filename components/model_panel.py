@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import streamlit as st
 
 from components.recipe_panel import current_recipe
+from core.cache import BoundedCache
 from core.images import CellImage
 from core.preprocess import Recipe
 from models.compare import run_model
@@ -52,7 +51,7 @@ def model_picker(key: str) -> list[str]:
         help="Run side by side on the same image. 'needs weights': downloaded on first use (progress shown), "
              "or placed in the weights folder by hand when this machine is offline.",
     )
-    with st.expander("What each model is", key=f"{key}.about", on_change="rerun"):
+    with st.expander("What each model is"):
         for m in infos:
             ok, why = state[m.name]
             src = f" Weights: {m.weights.trained_on}; licence {m.weights.license}." if m.weights else ""
@@ -115,23 +114,22 @@ def fetch_missing_weights(names: list[str]) -> list[str]:
 
 
 def model_settings(key: str, names: list[str]) -> dict[str, Any]:
-    """Settings of the chosen families; every value has its help text."""
-    families = {get_model_info(n).family for n in names} | {
-        get_model_info(n.split("+")[0]).family for n in names if "+" in n}
+    """Controls for the parameters the chosen models use (``ModelInfo.params``), each with help."""
+    used = {param for n in names for param in get_model_info(n).params}
     params: dict[str, Any] = {}
-    with st.expander("Model settings", key=f"{key}.open", on_change="rerun"):
+    with st.expander("Model settings"):
         c1, c2 = st.columns(2)
-        if "yolo" in families:
+        if "conf" in used:
             params["conf"] = c1.slider("YOLO confidence", 0.05, 0.95, 0.25, 0.05, key=f"{key}.conf",
                                        help="Keep detections scoring at least this. Lower finds more, with more false ones.")
             params["iou"] = c2.slider("YOLO NMS IoU", 0.1, 0.9, 0.5, 0.05, key=f"{key}.iou",
                                       help="Boxes overlapping more than this are merged (non-maximum suppression).")
-        if "rcnn" in families:
+        if "score_threshold" in used:
             params["score_threshold"] = c1.slider("R-CNN score threshold", 0.05, 0.95, 0.5, 0.05, key=f"{key}.score",
                                                   help="Keep detections scoring at least this.")
             params["mask_threshold"] = c2.slider("Mask R-CNN mask threshold", 0.1, 0.9, 0.5, 0.05, key=f"{key}.mask",
                                                  help="A pixel belongs to the object where the mask probability is above this.")
-        if any(n.startswith("sam-") for n in names):
+        if "points_per_side" in used:
             params["points_per_side"] = c1.select_slider(
                 "SAM points per side", [8, 16, 24, 32, 48, 64], 32, key=f"{key}.pps",
                 help="Automatic mode prompts a grid of this many points per side; more finds smaller cells, slower.")
@@ -149,7 +147,7 @@ def model_settings(key: str, names: list[str]) -> dict[str, Any]:
         params["overlap"] = c2.select_slider(
             "Tile overlap (px)", [32, 64, 128, 192, 256], 128, key=f"{key}.overlap",
             help="Objects up to about half this across are never cut by a seam.")
-        if "classical" in families:
+        if "recipe" in used:
             st.caption("The classical model uses the recipe from the **Preprocess** page (rotation is ignored here, "
                        "so every model sees the same geometry).")
     return params
@@ -175,55 +173,34 @@ def shared_model(name: str, weights_key: str, device: str) -> SharedModel:
     return load_model(name, device, allow_download=False, shared=True)
 
 
-class ResultStore:
-    """Bounded, thread-safe cache of model results keyed by (image, model, parameters, device)."""
-
-    def __init__(self, max_entries: int = 256) -> None:
-        self._items: OrderedDict[tuple, Instances] = OrderedDict()
-        self._lock, self._max = threading.Lock(), max_entries
-
-    def get(self, key: tuple) -> Instances | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-            return self._items.get(key)
-
-    def put(self, key: tuple, value: Instances) -> None:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-
-
 @st.cache_resource
-def result_store() -> ResultStore:
-    """One per process: results depend only on their inputs, so sessions share them."""
-    return ResultStore()
+def result_store() -> BoundedCache:
+    """One per process, keyed by (image, model, parameters, tiling, device): results depend only
+    on their inputs, so sessions share them."""
+    return BoundedCache(max_entries=256)
 
 
-def result_key(image: CellImage, name: str, params: dict[str, Any], tiling: tuple[int, int], device: str) -> tuple:
+def result_key(image: CellImage, name: str, settings: dict[str, Any], device: str) -> tuple:
+    """What a result depends on: the image (pixels and channel roles), the model, the settings it
+    uses, the tiling and the device."""
+    params = params_for(name, settings)
     text = json.dumps({k: (v.to_json() if isinstance(v, Recipe) else v) for k, v in params.items()}, sort_keys=True)
-    return (f"{image.hash}{image.channels}", name, text, tiling, device)
-
-
-def cached_result(image: CellImage, name: str, settings: dict[str, Any], device: str) -> Instances | None:
-    return result_store().get(result_key(image, name, params_for(name, settings), _tiling(settings), device))
+    return (f"{image.hash}{image.channels}", name, text, _tiling(settings), device)
 
 
 def _tiling(settings: dict[str, Any]) -> tuple[int, int]:
     return settings.get("tile", 1024), settings.get("overlap", 128)
 
 
+def cached_result(image: CellImage, name: str, settings: dict[str, Any], device: str) -> Instances | None:
+    return result_store().get(result_key(image, name, settings, device))
+
+
 def compute_result(image: CellImage, name: str, settings: dict[str, Any], device: str, progress=None) -> Instances:
     """Run (or find) one model on one image; raises WeightsUnavailable / RuntimeError for the page to show."""
-    params = params_for(name, settings)
-    tile, overlap = _tiling(settings)
-    key = result_key(image, name, params, (tile, overlap), device)
-    found = result_store().get(key)
-    if found is not None:
-        return found
-    ok, why = availability(name)
-    model = shared_model(name, why, device)
-    result = run_model(model, image, tile=tile, overlap=overlap, progress=progress, **params)
-    result_store().put(key, result)
-    return result
+    def compute() -> Instances:
+        model = shared_model(name, availability(name)[1], device)
+        tile, overlap = _tiling(settings)
+        return run_model(model, image, tile=tile, overlap=overlap, progress=progress, **params_for(name, settings))
+
+    return result_store().get_or_compute(result_key(image, name, settings, device), compute)

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.cache import BoundedCache
 from core.images import CellImage
 from core.metrics import match_instances
-from core.preprocess import Recipe, StageCache, run_pipeline
+from core.preprocess import Recipe, run_pipeline
 
 # (step, parameter, candidate values): the knobs that matter most for nuclei.
 SEARCH_SPACE: tuple[tuple[str, str, tuple], ...] = (
@@ -35,7 +36,7 @@ class TuneResult:
     trials: tuple[Trial, ...]
 
 
-def mean_f1(images: Sequence[CellImage], recipe: Recipe, cache: StageCache | None = None) -> float:
+def mean_f1(images: Sequence[CellImage], recipe: Recipe, cache: BoundedCache | None = None) -> float:
     """Mean F1 at IoU 0.5 of the classical pipeline over images that have ground truth."""
     scores = [
         match_instances(img.gt, run_pipeline(img.pixels, img.channels, recipe, image_hash=img.hash, cache=cache).labels).f1
@@ -61,7 +62,7 @@ def autotune(
     images = [img for img in images if img.gt is not None]
     if not images:
         raise ValueError("auto-tune needs at least one image with ground truth")
-    cache = StageCache(max_entries=256)
+    cache = BoundedCache(max_entries=256)
     current = start.with_step("rotate", enabled=False)
     best_f1 = start_f1 = mean_f1(images, current, cache)
     trials = [Trial(current, best_f1, "start")]

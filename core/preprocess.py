@@ -11,8 +11,6 @@ morphology -> watershed -> filters
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from core.cache import BoundedCache
 from core.images import ChannelInfo
 
 CHANNEL_SOURCES = ("nucleus", "cytoplasm", "protein", "mean", "max")  # or "index:N"
@@ -374,6 +373,22 @@ def subtract_background(img: np.ndarray, step: BackgroundStep, cell_diameter: fl
     return np.clip(out / top, 0, 1) if top > 0 else out
 
 
+def adaptive_block_size(shape: tuple[int, ...], step: ThresholdStep, cell_diameter: float) -> int:
+    """The adaptive threshold's odd neighbourhood size: the step's, or a few cells across; below 3
+    the image is too small for a local threshold."""
+    block = step.block_size or int(4 * cell_diameter) // 2 * 2 + 1
+    return min(max(block, 15), (min(shape[:2]) // 2) * 2 - 1)
+
+
+def threshold_floor(source: np.ndarray, step: ThresholdStep) -> float:
+    """The adaptive threshold's floor in [0, 1] units (``floor`` x Otsu); 0 when off or the image is flat."""
+    from skimage.filters import threshold_otsu
+
+    if step.floor <= 0 or float(source.max()) - float(source.min()) <= 1e-6:
+        return 0.0
+    return float(step.floor * threshold_otsu(source, nbins=256))
+
+
 def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0) -> tuple[np.ndarray, float | None]:
     """Foreground mask and the global threshold used (None for adaptive methods)."""
     from skimage.filters import threshold_otsu, threshold_triangle
@@ -389,14 +404,13 @@ def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0)
         value = float((threshold_otsu if step.method != "triangle" else threshold_triangle)(base, nbins=256))
         return base > value, value
     else:
-        block = step.block_size or int(4 * cell_diameter) // 2 * 2 + 1  # a few cells across
-        block = min(max(block, 15), (min(img.shape) // 2) * 2 - 1)
+        block = adaptive_block_size(img.shape, step, cell_diameter)
         if block < 3:
             return np.zeros(img.shape, bool), None
         method = cv2.ADAPTIVE_THRESH_MEAN_C if step.method == "adaptive_mean" else cv2.ADAPTIVE_THRESH_GAUSSIAN_C
         mask = cv2.adaptiveThreshold(_to_u8(source), 1, method, cv2.THRESH_BINARY, block, step.offset * 255).astype(bool)
-        if step.floor > 0 and float(source.max()) - float(source.min()) > 1e-6:
-            mask &= source > step.floor * threshold_otsu(source, nbins=256)
+        if floor := threshold_floor(source, step):
+            mask &= source > floor
         return mask, None
     return source > value, value
 
@@ -522,37 +536,13 @@ class PipelineResult:
         return int(self.labels.max())
 
 
-class StageCache:
-    """Bounded, thread-safe memo of pipeline stages keyed by image hash + the steps so far.
-
-    Moving a late slider (say the size filter) reuses every earlier stage.
-    """
-
-    def __init__(self, max_entries: int = 64) -> None:
-        self._data: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_entries = max_entries
-
-    def get_or_compute(self, key: tuple, compute):
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        value = compute()
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
-        return value
-
-
 def run_pipeline(
     pixels: np.ndarray,
     channels: Sequence[ChannelInfo],
     recipe: Recipe = DEFAULT_RECIPE,
     *,
     image_hash: str | None = None,
-    cache: StageCache | None = None,
+    cache: BoundedCache | None = None,
 ) -> PipelineResult:
     """Run every step of ``recipe`` on (H, W, C) pixels."""
 

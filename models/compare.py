@@ -90,12 +90,20 @@ def metrics_entry(result: Instances, gt: np.ndarray | None) -> dict[str, Any]:
     return entry
 
 
-def summary_row(result: Instances, gt: np.ndarray | None) -> dict[str, Any]:
-    """What the page's table shows per model: box detectors are scored on box IoU, and say so."""
-    labels = result.labels
-    areas = np.bincount(labels.ravel())[1:]
-    areas = (result.boxes[:, 2] - result.boxes[:, 0]) * (result.boxes[:, 3] - result.boxes[:, 1]) \
-        if result.box_only else areas[areas > 0]
+def _matchings(result: Instances, gt: np.ndarray) -> list:
+    """Matchings against ground truth at IoU 0.5:0.05:0.95; box detectors on box IoU."""
+    return scores_over_thresholds(gt, result.labels, pred_boxes=result.boxes if result.box_only else None)
+
+
+def summary_row(result: Instances, gt: np.ndarray | None, matchings: list | None = None) -> dict[str, Any]:
+    """What the page's table shows per model: box detectors are scored on box IoU, and say so.
+    ``matchings`` (from :func:`_matchings`) saves matching again when the caller has them."""
+    labels, b = result.labels, result.boxes
+    if result.box_only:
+        areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    else:
+        areas = np.bincount(labels.ravel())[1:]
+        areas = areas[areas > 0]
     row: dict[str, Any] = {
         "model": result.model, "objects": result.count if result.box_only else object_count(labels),
         "output": "boxes" if result.box_only else "masks",
@@ -106,23 +114,22 @@ def summary_row(result: Instances, gt: np.ndarray | None) -> dict[str, Any]:
         "tiles": result.tiles,
     }
     if gt is not None:
-        scores = summarize(scores_over_thresholds(gt, labels, pred_boxes=result.boxes if result.box_only else None))
+        scores = summarize(matchings if matchings is not None else _matchings(result, gt))
         row["matched on"] = "box IoU" if result.box_only else "mask IoU"
         row.update({k: round(scores[k], 4) for k in METRIC_KEYS})
     return row
 
 
-def summary_table(results: Mapping[str, Instances], gt: np.ndarray | None) -> pd.DataFrame:
-    return pd.DataFrame([summary_row(r, gt) for r in results.values()])
-
-
-def f1_curve(results: Mapping[str, Instances], gt: np.ndarray) -> pd.DataFrame:
-    """F1 at IoU 0.5:0.05:0.95 per model (long format: model, iou, f1, precision, recall)."""
-    rows = []
-    for name, r in results.items():
-        for m in scores_over_thresholds(gt, r.labels, pred_boxes=r.boxes if r.box_only else None):
-            rows.append({"model": name, "iou": m.threshold, "f1": m.f1, "precision": m.precision, "recall": m.recall})
-    return pd.DataFrame(rows)
+def summary_table(results: Mapping[str, Instances], gt: np.ndarray | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The table (one row per model) and, with ground truth, the F1-vs-IoU curve (long format:
+    model, iou, f1, precision, recall); each model is matched once for both."""
+    if gt is None:
+        return pd.DataFrame([summary_row(r, None) for r in results.values()]), None
+    matchings = {name: _matchings(r, gt) for name, r in results.items()}
+    table = pd.DataFrame([summary_row(r, gt, matchings[name]) for name, r in results.items()])
+    curve = pd.DataFrame([{"model": name, "iou": m.threshold, "f1": m.f1, "precision": m.precision, "recall": m.recall}
+                          for name, per_threshold in matchings.items() for m in per_threshold])
+    return table, curve
 
 
 def agreement_matrix(results: Mapping[str, Instances], threshold: float = 0.5) -> pd.DataFrame:

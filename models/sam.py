@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.cache import BoundedCache
 from core.images import CellImage
 from models.registry import ModelInfo, register_model
 from models.result import Instances, labels_from_masks
@@ -47,9 +47,8 @@ class SamModel:
     def __init__(self, name: str, build: Callable[[], Any], device: str, cache_images: int = 8) -> None:
         self.name, self.device = name, device
         self.sam = build().to(device).eval()
-        self._embeddings: OrderedDict[str, tuple] = OrderedDict()
+        self._embeddings = BoundedCache(max_entries=cache_images)
         self._lock = threading.Lock()
-        self._cache_images = cache_images
         self.encoder_runs = 0  # how often the image encoder ran: tests check the cache with it
 
     @staticmethod
@@ -63,22 +62,16 @@ class SamModel:
         from segment_anything import SamPredictor
 
         predictor = SamPredictor(self.sam)
-        key = f"{image.hash}{image.channels}"
-        with self._lock:
-            cached = self._embeddings.get(key)
-            if cached is not None:
-                self._embeddings.move_to_end(key)
-        if cached is None:
+
+        def encode() -> tuple:
             predictor.set_image(self._rgb(image))
-            cached = (predictor.features, predictor.original_size, predictor.input_size)
             with self._lock:
                 self.encoder_runs += 1
-                self._embeddings[key] = cached
-                while len(self._embeddings) > self._cache_images:
-                    self._embeddings.popitem(last=False)
-        else:
-            predictor.features, predictor.original_size, predictor.input_size = cached
-            predictor.is_image_set = True
+            return predictor.features, predictor.original_size, predictor.input_size
+
+        cached = self._embeddings.get_or_compute(f"{image.hash}{image.channels}", encode)
+        predictor.features, predictor.original_size, predictor.input_size = cached
+        predictor.is_image_set = True
         return predictor
 
     def embed(self, image: CellImage) -> None:

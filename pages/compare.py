@@ -13,14 +13,15 @@ from components.model_panel import (
     fetch_missing_weights,
     model_picker,
     model_settings,
+    result_key,
 )
 from components.plots import agreement_heatmap, f1_curve_figure
 from components.routing import require_router
 from components.sam_prompt import sam_prompt_view
 from components.state import dataset
 from core.display import draw_outlines, fill_labels, preview
-from core.images import CellImage
-from models.compare import METRIC_KEYS, agreement_matrix, f1_curve, results_zip, summary_row, summary_table
+from core.images import CellImage, content_hash
+from models.compare import METRIC_KEYS, agreement_matrix, results_zip, summary_row, summary_table
 from models.registry import get_model_info
 from models.result import Instances
 from models.weights import WeightsUnavailable
@@ -67,8 +68,17 @@ def overlays(image: CellImage, results: dict[str, Instances], filled: bool, show
             col.image(shown, caption=f"{title}: {detail}", width="stretch", output_format="JPEG")
 
 
-def numbers(image: CellImage, results: dict[str, Instances]) -> None:
-    table = summary_table(results, image.gt)
+@st.cache_data(max_entries=64, show_spinner=False)
+def scores(_results: dict[str, Instances], keys: tuple, _gt, gt_hash: str | None):
+    """Table, F1 curve and agreement matrix, computed once per set of results (``keys``) and
+    ground truth: a rerun that changes nothing matches nothing again."""
+    table, curve = summary_table(_results, _gt)
+    return table, curve, agreement_matrix(_results) if len(_results) >= 2 else None
+
+
+def numbers(image: CellImage, results: dict[str, Instances], keys: tuple) -> None:
+    gt_hash = content_hash(image.gt) if image.gt is not None else None
+    table, curve, agreement = scores(results, keys, image.gt, gt_hash)
     cost = ["model", "objects", "output", "mean area px", "median area px", "runtime s", "device", "peak memory MB", "tiles"]
     st.dataframe(table[cost], hide_index=True, width="stretch")
     if image.gt is not None:
@@ -82,10 +92,10 @@ def numbers(image: CellImage, results: dict[str, Instances]) -> None:
                    "IoU 0.5:0.05:0.95 (DSB 2018 / StarDist); PQ = panoptic quality. Box-only detectors are matched on "
                    "box IoU with the ground-truth boxes.")
     c1, c2 = st.columns(2)
-    if len(results) >= 2:
-        c1.plotly_chart(agreement_heatmap(agreement_matrix(results)), width="stretch", config={"displaylogo": False})
-    if image.gt is not None:
-        c2.plotly_chart(f1_curve_figure(f1_curve(results, image.gt)), width="stretch", config={"displaylogo": False})
+    if agreement is not None:
+        c1.plotly_chart(agreement_heatmap(agreement), width="stretch", config={"displaylogo": False})
+    if curve is not None:
+        c2.plotly_chart(f1_curve_figure(curve), width="stretch", config={"displaylogo": False})
     d1, d2 = st.columns(2)
     d1.download_button("Results for this image (zip)",
                        lambda: results_zip([image], {(image.name, n): r for n, r in results.items()}, table),
@@ -164,7 +174,7 @@ def compare_page() -> None:
                     st.info(f"Press **Run** for {', '.join(waiting)} (slow on the CPU).")
                 if results:
                     overlays(image, results, filled, show_gt)
-                    numbers(image, results)
+                    numbers(image, results, tuple(result_key(image, n, settings, device) for n in results))
         if tabs[1].open:
             with tabs[1]:
                 all_images(names, settings, device)

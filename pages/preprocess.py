@@ -17,6 +17,7 @@ from components.recipe_panel import current_recipe, load_recipe, recipe_panel
 from components.routing import require_router
 from components.state import dataset
 from core.autotune import autotune
+from core.cache import BoundedCache
 from core.display import draw_outlines, gray_rgb, montage, preview, tint
 from core.export import label_tiff_bytes
 from core.images import CellImage
@@ -26,7 +27,6 @@ from core.preprocess import (
     DEFAULT_RECIPE,
     PipelineResult,
     Recipe,
-    StageCache,
     compare_thresholds,
     run_pipeline,
     transform_geometry,
@@ -37,11 +37,11 @@ PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
 
 
 @st.cache_resource
-def _stage_cache() -> StageCache:
+def _stage_cache() -> BoundedCache:
     """One per server process, bounded: every stage keyed by image hash + the recipe so far, so
     moving a late slider reuses the earlier stages. Arrays are shared, not copied: the
     pipeline's ~20 MB of 1024 px arrays would cost ~20 ms to pickle per rerun in st.cache_data."""
-    return StageCache(max_entries=96)
+    return BoundedCache(max_entries=96)
 
 
 def pipeline(image: CellImage, recipe: Recipe) -> PipelineResult:

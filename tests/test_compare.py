@@ -19,7 +19,6 @@ from core.images import CellImage, default_channels
 from core.metrics import match_instances
 from models.compare import (
     agreement_matrix,
-    f1_curve,
     metrics_entry,
     objects_table,
     results_zip,
@@ -133,7 +132,8 @@ def test_summary_agreement_and_curve_on_a_worked_case():
     half = _instances(_labels((0, 0, 10, 10)), "half")  # 1 of 3 found
     boxes = _instances(gt.copy(), "boxes", box_only=True)
     results = {"same": same, "half": half, "boxes": boxes}
-    table = summary_table(results, gt).set_index("model")
+    table, curve = summary_table(results, gt)
+    table = table.set_index("model")
     assert table.loc["same", "f1"] == 1.0 and table.loc["same", "matched on"] == "mask IoU"
     assert table.loc["half", "recall"] == pytest.approx(1 / 3, abs=1e-4) and table.loc["half", "precision"] == 1.0
     assert table.loc["boxes", "matched on"] == "box IoU" and table.loc["boxes", "output"] == "boxes"
@@ -141,8 +141,8 @@ def test_summary_agreement_and_curve_on_a_worked_case():
     agree = agreement_matrix(results)
     assert agree.loc["same", "half"] == agree.loc["half", "same"] == pytest.approx(0.5)  # 2*1 / (2*1 + 2)
     assert agree.loc["same", "boxes"] == 1.0 and np.all(np.diag(agree) == 1.0)
-    curve = f1_curve(results, gt)
     assert len(curve) == 3 * 10 and curve[curve.model == "same"].f1.min() == 1.0
+    assert summary_table(results, None)[1] is None and "f1" not in summary_table(results, None)[0]
 
 
 def test_metrics_entry_is_recomputable_from_the_label_file():
@@ -175,7 +175,7 @@ def test_results_zip_holds_labels_objects_coco_and_metrics():
     image = CellImage("field 1.tif", np.zeros((40, 60, 1), np.uint16), default_channels(1), gt=gt)
     results = {("field 1.tif", "a"): _instances(gt.copy(), "a"),
                ("field 1.tif", "b"): _instances(gt.copy(), "b", box_only=True)}
-    table = summary_table({"a": results[("field 1.tif", "a")]}, gt)
+    table, _ = summary_table({"a": results[("field 1.tif", "a")]}, gt)
     with zipfile.ZipFile(io.BytesIO(results_zip([image], results, table))) as zf:
         names = set(zf.namelist())
         assert names == {"labels/a/field 1.tif", "labels/b/field 1.tif", "coco/a.json", "coco/b.json",

@@ -58,8 +58,6 @@ def test_filled_masks_and_settings_change_the_result(weights_home):
     at = _open()
     before = _captions(at)
     at.toggle(key="cmp.filled").set_value(True).run()
-    at.session_state["cmp.set.open"] = True
-    at.run()
     at.slider(key="cmp.set.conf").set_value(0.05).run()
     after = _captions(at)
     n = lambda caps: int(next(c for c in caps if c.startswith("yolo11s-nuclei:")).split()[1])  # noqa: E731
@@ -131,8 +129,6 @@ def test_all_images_gives_an_image_by_model_table(weights_home):
 
 def test_weights_upload_is_off_unless_the_server_allows_it(weights_home, monkeypatch):
     at = _open()
-    at.session_state["cmp.models.about"] = True
-    at.run()
     assert any("CELLSCOPE_ALLOW_WEIGHTS_UPLOAD=1" in c.value for c in at.caption)
     assert len(at.get("file_uploader")) == 0
     monkeypatch.setenv("CELLSCOPE_ALLOW_WEIGHTS_UPLOAD", "1")

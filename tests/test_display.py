@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.display import composite, draw_outlines, fill_labels, normalize_channel, png_data_uri, thumbnail
+from core.display import composite, data_uri, draw_outlines, fill_labels, normalize_channel, thumbnail
 from core.images import HPA_CHANNELS, ChannelInfo
 
 
@@ -40,7 +40,7 @@ def test_outlines_and_thumbnails():
     out = draw_outlines(np.zeros((50, 50, 3), np.uint8), labels)
     assert (out[10, 10:20] == (255, 255, 0)).all() and (out[15, 15] == 0).all()
     assert thumbnail(np.zeros((512, 256, 3), np.uint8), 64).shape == (64, 32, 3)
-    assert png_data_uri(np.zeros((4, 4, 3), np.uint8)).startswith("data:image/png;base64,")
+    assert data_uri(np.zeros((4, 4, 3), np.uint8)).startswith("data:image/png;base64,")
 
 
 def test_fast_boundaries_equal_skimage_inner_boundaries():
@@ -72,3 +72,15 @@ def test_fill_labels_colours_each_object_and_leaves_background():
     assert (a == a[0]).all() and (b == b[0]).all() and not np.array_equal(a[0], b[0])
     small = fill_labels(rgb[::2, ::2], labels)  # a preview: labels are scaled to it
     assert small.shape == (10, 15, 3) and not np.array_equal(small, rgb[::2, ::2])
+
+
+def test_data_uri_encodes_grey_png_losslessly_and_colour_jpeg():
+    import base64
+
+    import cv2
+
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    uri = data_uri(grey)
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded, grey)
+    assert data_uri(np.zeros((8, 8, 3), np.uint8), "jpeg").startswith("data:image/jpeg;base64,")

@@ -37,6 +37,16 @@ def _assert_no_error_shown(page, where: str) -> None:
     assert "Traceback" not in page.inner_text("body"), f"traceback shown on {where}"
 
 
+def _open_at(browser, url: str, text: str, height: int = 1800):
+    """A new page at ``url``, once the main area shows ``text`` and has settled; (page, main)."""
+    page = browser.new_page(viewport={"width": 1500, "height": height})
+    page.goto(url)
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text(text, timeout=120_000)
+    settle(page)
+    return page, main
+
+
 def test_every_registered_page_renders(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(server)
@@ -111,11 +121,7 @@ def test_first_visit_to_a_page_url_on_a_fresh_server_gets_the_router(browser, tm
 def test_preprocess_slider_updates_the_result(server, browser):
     from browser import CHANGED_IMAGE_JS, image_src
 
-    page = browser.new_page(viewport={"width": 1500, "height": 1800})
-    page.goto(server + "/preprocess")
-    main = page.locator("[data-testid='stMain']")
-    expect(main).to_contain_text("cells found", timeout=90_000)
-    settle(page)
+    page, main = _open_at(browser, server + "/preprocess", "cells found")
     before = image_src(page, 1)
     page.locator(".st-key-rcp-threshold-offset input[type='range']").first.press("ArrowLeft")
     page.wait_for_function(CHANGED_IMAGE_JS, arg=[1, before], polling="raf", timeout=30_000)
@@ -128,11 +134,8 @@ def test_preprocess_slider_updates_the_result(server, browser):
 
 
 def test_compare_page_runs_models_and_all_images(server, browser):
-    page = browser.new_page(viewport={"width": 1500, "height": 2000})
-    page.goto(server + "/compare")
-    main = page.locator("[data-testid='stMain']")
+    page, main = _open_at(browser, server + "/compare", "classical: 88 objects", height=2000)
     try:
-        expect(main).to_contain_text("classical: 88 objects", timeout=120_000)
         expect(main).to_contain_text("yolo11s-nuclei:", timeout=60_000)
         expect(main).to_contain_text("Agreement between models", timeout=60_000)
         settle(page)
@@ -157,10 +160,7 @@ def test_clicking_the_image_prompts_sam(browser, tmp_path, monkeypatch):
     torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), tmp_path / "sam_vit_b_01ec64.pth")
     monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
     with streamlit_server(tmp_path) as url:
-        page = browser.new_page(viewport={"width": 1500, "height": 1600})
-        page.goto(url + "/compare")
-        main = page.locator("[data-testid='stMain']")
-        expect(main).to_contain_text("classical:", timeout=120_000)
+        page, main = _open_at(browser, url + "/compare", "classical:", height=1600)
         page.get_by_role("tab", name="Prompt SAM").click()
         expect(main).to_contain_text("No prompts yet", timeout=60_000)
         settle(page)
@@ -178,11 +178,7 @@ def test_clicking_the_image_prompts_sam(browser, tmp_path, monkeypatch):
 
 
 def test_live_threshold_preview_draws_in_the_browser_and_commits_on_release(server, browser):
-    page = browser.new_page(viewport={"width": 1500, "height": 1800})
-    page.goto(server + "/preprocess")
-    main = page.locator("[data-testid='stMain']")
-    expect(main).to_contain_text("cells found", timeout=90_000)
-    settle(page)
+    page, main = _open_at(browser, server + "/preprocess", "cells found")
     page.get_by_text("Live threshold preview").click()
     slider, canvas = main.locator(".lt-slider"), main.locator(".lt-canvas")
     expect(canvas).to_have_attribute("data-drawn", "-0.01", timeout=60_000)

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from core.cache import BoundedCache
 from core.images import default_channels
 from core.metrics import match_instances
 from core.preprocess import (
@@ -18,7 +19,6 @@ from core.preprocess import (
     NormalizeStep,
     Recipe,
     RotateStep,
-    StageCache,
     ThresholdStep,
     WatershedStep,
     canny_edges,
@@ -264,7 +264,7 @@ def test_stage_cache_reuses_early_stages(example_images, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(pp, "threshold", counting)
-    img, cache = example_images[0], StageCache()
+    img, cache = example_images[0], BoundedCache()
     first = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE, image_hash=img.hash, cache=cache)
     later = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("filters", min_area=200),
                          image_hash=img.hash, cache=cache)
