@@ -16,26 +16,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from browser import BROWSER_ARGS, CHANGED_IMAGE_JS, CHROMIUM, image_src, settle, streamlit_server  # noqa: E402
+from browser import (  # noqa: E402
+    BROWSER_ARGS,
+    CHANGED_IMAGE_JS,
+    CHROMIUM,
+    LATENCY_PROBE_JS,
+    image_src,
+    page_latency,
+    settle,
+    streamlit_server,
+)
 
 from core.example import make_example_dataset  # noqa: E402
 from core.io import write_dataset  # noqa: E402
 
 
-def time_slider(page, widget_key: str, key: str, image_index: int, steps: int) -> list[float]:
+def time_slider(page, widget_key: str, key: str, image_index: int, steps: int) -> tuple[list[float], list[float]]:
     """Press ``key`` on the slider with Streamlit key ``widget_key`` ``steps`` times; seconds until
-    image ``image_index`` on the page has changed and loaded."""
+    image ``image_index`` on the page has changed and loaded, on the driver's and the page's clock."""
+    page.evaluate(LATENCY_PROBE_JS)
     thumb = page.locator(f".st-key-{widget_key.replace('.', '-')} input[type='range']").first
     thumb.focus()
-    times = []
+    times, in_page = [], []
     for _ in range(steps):
         old = image_src(page, image_index)
         t0 = time.perf_counter()
         thumb.press(key)
         page.wait_for_function(CHANGED_IMAGE_JS, arg=[image_index, old], polling="raf", timeout=30_000)
         times.append(time.perf_counter() - t0)
-        page.wait_for_timeout(400)  # let the run finish completely before the next key
-    return times
+        in_page.append(page_latency(page, image_index))
+        page.wait_for_timeout(600)  # let the run finish completely before the next key
+    return times, in_page
 
 
 LIVE_CANVAS_JS = """(old) => {
@@ -99,15 +110,16 @@ def main(size: int = 1024) -> list[tuple[str, float, float]]:
                 ("rcp.threshold.offset", "ArrowLeft", 1, "threshold offset (re-runs threshold, morphology, watershed, filters)"),
                 ("rcp.watershed.smoothing", "ArrowRight", 2, "watershed smoothing (re-runs watershed and filters)"),
             ):
-                times = time_slider(page, widget, key, index, steps=6)
-                rows.append((what, statistics.median(times), max(times)))
+                times, in_page = time_slider(page, widget, key, index, steps=6)
+                rows.append((f"{what}, page's clock", statistics.median(in_page), max(in_page)))
+                rows.append((f"{what}, driver's clock", statistics.median(times), max(times)))
             times, in_page = time_live_preview(page, steps=6)
             rows.append(("live threshold preview, key press sent -> canvas changed (driver's clock)",
                          statistics.median(times), max(times)))
             rows.append(("live threshold preview, input event -> next frame drawn (page's clock)",
                          statistics.median(in_page), max(in_page)))
-            times = time_slider(page, "rcp.watershed.smoothing", "ArrowLeft", 2, steps=6)
-            rows.append(("watershed smoothing with the live preview shown", statistics.median(times), max(times)))
+            times, in_page = time_slider(page, "rcp.watershed.smoothing", "ArrowLeft", 2, steps=6)
+            rows.append(("watershed smoothing with the live preview shown, page's clock", statistics.median(in_page), max(in_page)))
             browser.close()
     return rows
 
@@ -115,6 +127,6 @@ def main(size: int = 1024) -> list[tuple[str, float, float]]:
 if __name__ == "__main__":
     print("Preprocess page, 16-bit image, key press on a slider -> changed image loaded in Chromium\n")
     print("| image | slider | median | worst |\n|---|---|---|---|")
-    for size in (512, 1024):
+    for size in [int(a) for a in sys.argv[1:]] or (512, 1024):
         for what, median, worst in main(size):
             print(f"| {size}² | {what} | {median * 1000:.0f} ms | {worst * 1000:.0f} ms |")

@@ -20,7 +20,7 @@ import streamlit as st
 
 from components.recipe_panel import RECIPE_KEY, current_recipe
 from core.display import data_uri
-from core.preprocess import ThresholdStep, adaptive_block_size, threshold_floor
+from core.preprocess import ThresholdStep, adaptive_block_size, adaptive_local_mean, threshold_floor
 
 _HTML = """
 <div class="lt">
@@ -134,12 +134,7 @@ def preview_planes(processed: np.ndarray, step: ThresholdStep, cell_diameter: fl
         return src, None, 0.0
     block = adaptive_block_size(processed.shape, step, cell_diameter) * w / processed.shape[1]
     block = max(3, int(round(block)) // 2 * 2 + 1)  # the same neighbourhood at preview scale
-    src_f = src.astype(np.float32)
-    if step.method == "adaptive_mean":
-        local = cv2.blur(src_f, (block, block), borderType=cv2.BORDER_REPLICATE)
-    else:
-        local = cv2.GaussianBlur(src_f, (block, block), 0, borderType=cv2.BORDER_REPLICATE)
-    return src, np.clip(np.round(local), 0, 255).astype(np.uint8), threshold_floor(source, step) * 255
+    return src, adaptive_local_mean(src, step.method, block), threshold_floor(source, step) * 255
 
 
 def preview_mask(src: np.ndarray, local: np.ndarray | None, floor: float, value: float) -> np.ndarray:

@@ -11,6 +11,7 @@ morphology -> watershed -> filters
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -389,8 +390,40 @@ def threshold_floor(source: np.ndarray, step: ThresholdStep) -> float:
     return float(step.floor * threshold_otsu(source, nbins=256))
 
 
-def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0) -> tuple[np.ndarray, float | None]:
-    """Foreground mask and the global threshold used (None for adaptive methods)."""
+def adaptive_local_mean(source: np.ndarray, method: str, block: int) -> np.ndarray:
+    """The 8-bit local mean that ``cv2.adaptiveThreshold`` compares each pixel of the 8-bit
+    ``source`` with: box or Gaussian window of ``block`` px, edges replicated, rounded as OpenCV does."""
+    border = cv2.BORDER_REPLICATE | cv2.BORDER_ISOLATED
+    if method == "adaptive_mean":
+        return cv2.boxFilter(source, -1, (block, block), normalize=True, borderType=border)
+    mean = cv2.GaussianBlur(source.astype(np.float32), (block, block), 0, borderType=border)
+    return np.clip(np.rint(mean), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class AdaptiveReference:
+    """What an adaptive threshold compares pixels with. It does not depend on the offset, so the
+    pipeline keeps it while the offset slider moves (the Gaussian window costs ~15 ms at 1024 px)."""
+
+    source: np.ndarray  # the 8-bit image being thresholded (inverted if the step says so)
+    local_mean: np.ndarray  # its 8-bit local mean
+    floor: float  # threshold_floor, [0, 1] units; 0 = off
+
+
+def adaptive_reference(img: np.ndarray, step: ThresholdStep, cell_diameter: float) -> AdaptiveReference | None:
+    """The reference for an adaptive ``step`` on ``img``; None when the image is too small for one."""
+    block = adaptive_block_size(img.shape, step, cell_diameter)
+    if block < 3:
+        return None
+    source = 1.0 - img if step.invert else img
+    u8 = _to_u8(source)
+    return AdaptiveReference(u8, adaptive_local_mean(u8, step.method, block), threshold_floor(source, step))
+
+
+def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0,
+              reference: AdaptiveReference | None = None) -> tuple[np.ndarray, float | None]:
+    """Foreground mask and the global threshold used (None for adaptive methods). ``reference``:
+    the adaptive methods' :func:`adaptive_reference`, when the caller has it already."""
     from skimage.filters import threshold_otsu, threshold_triangle
 
     source = 1.0 - img if step.invert else img
@@ -404,13 +437,13 @@ def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0)
         value = float((threshold_otsu if step.method != "triangle" else threshold_triangle)(base, nbins=256))
         return base > value, value
     else:
-        block = adaptive_block_size(img.shape, step, cell_diameter)
-        if block < 3:
+        ref = reference or adaptive_reference(img, step, cell_diameter)
+        if ref is None:
             return np.zeros(img.shape, bool), None
-        method = cv2.ADAPTIVE_THRESH_MEAN_C if step.method == "adaptive_mean" else cv2.ADAPTIVE_THRESH_GAUSSIAN_C
-        mask = cv2.adaptiveThreshold(_to_u8(source), 1, method, cv2.THRESH_BINARY, block, step.offset * 255).astype(bool)
-        if floor := threshold_floor(source, step):
-            mask &= source > floor
+        # cv2.adaptiveThreshold's rule: pixel - mean > -ceil(offset in grey levels)
+        mask = ref.source.astype(np.int16) - ref.local_mean > -math.ceil(step.offset * 255)
+        if ref.floor:
+            mask &= source > ref.floor
         return mask, None
     return source > value, value
 
@@ -470,28 +503,44 @@ def estimate_cell_diameter(img: np.ndarray) -> float:
     return float(np.clip(2 * np.sqrt(area / np.pi), 4, 400)) if area else 20.0
 
 
+def watershed_seeds(dist: np.ndarray, pieces: np.ndarray, min_distance: int) -> np.ndarray:
+    """One marker per local maximum of ``dist`` (no higher value within ``min_distance`` px,
+    Chebyshev); touching maxima of equal height form one marker; every piece of ``pieces`` with
+    no maximum of its own (a neighbour's was higher) gets one at its highest point.
+
+    The same maxima as ``skimage.feature.peak_local_max`` but found with one grey dilation
+    (~2 ms at 1024 px instead of ~40 ms); this is what keeps the split slider fast.
+    """
+    from scipy import ndimage as ndi
+
+    size = 2 * min_distance + 1
+    peaks = (dist >= cv2.dilate(dist, cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))) & (dist > 0)
+    _, markers = cv2.connectedComponents(peaks.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    n_pieces = int(pieces.max())
+    seeded = np.zeros(n_pieces + 1, bool)
+    seeded[pieces[markers > 0]] = True
+    unseeded = np.flatnonzero(~seeded[1:]) + 1
+    if len(unseeded):
+        top = markers.max()
+        for i, (y, x) in enumerate(ndi.maximum_position(dist, pieces, unseeded), start=1):
+            markers[y, x] = top + i
+    return markers
+
+
 def split_touching(mask: np.ndarray, step: WatershedStep, cell_area: float) -> tuple[np.ndarray, int]:
     """Instances from a mask: watershed on the distance transform, or connected components."""
-    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     if not mask.any():
         return np.zeros(mask.shape, np.int32), 0
-    n, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    _, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if not step.enabled:
-        return pieces.astype(np.int32), 0
+        return pieces, 0
     distance = step.seed_distance or max(2, round(0.5 * np.sqrt(max(cell_area, 1.0) / np.pi)))
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
     if step.smoothing > 0:
         dist = cv2.GaussianBlur(dist, (0, 0), step.smoothing)
-    peaks = peak_local_max(dist, min_distance=distance, labels=pieces, exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # Pieces with no peak (tiny or flat) keep one seed each so no object disappears.
-    seeded = np.unique(pieces[markers > 0])
-    for lab in np.setdiff1d(np.arange(1, n), seeded):
-        ys, xs = np.nonzero(pieces == lab)
-        markers[ys[len(ys) // 2], xs[len(xs) // 2]] = markers.max() + 1
+    markers = watershed_seeds(dist, pieces, distance)
     return watershed(-dist, markers, mask=mask).astype(np.int32), distance
 
 
@@ -546,10 +595,11 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run every step of ``recipe`` on (H, W, C) pixels."""
 
-    def stage(name: str, upto: int, compute):
+    def stage(name: str, upto: int, compute, also: tuple = ()):
+        """``compute()``, cached by image, the steps up to ``upto`` and ``also``."""
         if cache is None or image_hash is None:
             return compute()
-        key = (image_hash, name, tuple(getattr(recipe, s) for s in STEP_ORDER[: upto + 1]))
+        key = (image_hash, name, tuple(getattr(recipe, s) for s in STEP_ORDER[: upto + 1]), also)
         return cache.get_or_compute(key, compute)
 
     notes: list[str] = []
@@ -560,12 +610,15 @@ def run_pipeline(
     denoised = stage("denoise", 3, lambda: denoise(normalized, recipe.denoise))
     diameter = stage("scale", 3, lambda: estimate_cell_diameter(denoised))
     processed = stage("background", 4, lambda: subtract_background(denoised, recipe.background, diameter))
-    mask, value = stage("threshold", 5, lambda: threshold(processed, recipe.threshold, diameter))
+    step = recipe.threshold
+    reference = stage("adaptive_reference", 4, lambda: adaptive_reference(processed, step, diameter),
+                      also=(step.method, step.block_size, step.invert, step.floor)) if step.method.startswith("adaptive") else None
+    mask, value = stage("threshold", 5, lambda: threshold(processed, step, diameter, reference))
     edges = stage("canny", 6, lambda: canny_edges(denoised, recipe.canny))
     if edges is not None and recipe.canny.cut_mask:
         mask = mask & ~cv2.dilate(edges.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
     mask = stage("morphology", 7, lambda: morphology(mask, recipe.morphology))
-    cell_area = typical_cell_area(mask)
+    cell_area = stage("cell_area", 7, lambda: typical_cell_area(mask))
     labels, distance = stage("watershed", 8, lambda: split_touching(mask, recipe.watershed, cell_area))
     labels, min_area = stage("filters", 9, lambda: filter_instances(labels, recipe.filters, cell_area))
     notes.append(f"typical cell diameter about {diameter:.0f} px (sets the 'auto' parameters)")

@@ -101,6 +101,29 @@ CHANGED_IMAGE_JS = """([index, old]) => {
 }"""
 
 
+# The page's own clock, for latency as a user sees it: the time of the last key press and the
+# load time of every image, both on performance.now(). The driver's clock adds its own round
+# trips (~20-100 ms on 2 shared cores), so benchmarks report both.
+LATENCY_PROBE_JS = """() => {
+  if (window.__cellscopeProbe) return;
+  const probe = window.__cellscopeProbe = {keydown: null, loads: {}};
+  document.addEventListener('keydown', () => { probe.keydown = performance.now(); }, {capture: true});
+  document.addEventListener('load', (e) => {
+    if (e.target.tagName === 'IMG') probe.loads[e.target.src] = performance.now();
+  }, true);
+}"""
+
+
+def page_latency(page, index: int) -> float:
+    """Seconds from the last key press to the load of image ``index``'s current picture, on the page's clock."""
+    return page.evaluate(
+        """(i) => {
+          const img = document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"] img')[i];
+          const p = window.__cellscopeProbe;
+          return ((p.loads[img.src] ?? performance.now()) - p.keydown) / 1000;
+        }""", index)
+
+
 def image_src(page, index: int) -> str:
     return page.evaluate(
         "(i) => document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stImage\"] img')[i].src", index

@@ -33,6 +33,7 @@ from core.preprocess import (
     subtract_background,
     threshold,
     transform_geometry,
+    watershed_seeds,
 )
 
 
@@ -144,6 +145,22 @@ def test_adaptive_threshold_finds_dim_and_bright_spots_under_a_gradient():
     assert mask.mean() < 0.1
 
 
+@pytest.mark.parametrize("method, cv_method", [("adaptive_mean", cv2.ADAPTIVE_THRESH_MEAN_C),
+                                               ("adaptive_gaussian", cv2.ADAPTIVE_THRESH_GAUSSIAN_C)])
+def test_adaptive_threshold_is_exactly_opencvs(method, cv_method):
+    """The pipeline keeps the local mean across offset moves; the mask must stay cv2.adaptiveThreshold's."""
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        h, w = rng.integers(64, 200, 2)
+        img = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.5, 3)))
+        u8 = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+        block = int(rng.integers(7, min(h, w) // 4)) * 2 + 1  # 15 .. half the image: not clamped
+        for offset in (-0.1, -0.013, 0.0, 0.004, 0.05):
+            step = ThresholdStep(method=method, block_size=block, offset=offset, floor=0.0)
+            expected = cv2.adaptiveThreshold(u8, 1, cv_method, cv2.THRESH_BINARY, block, offset * 255).astype(bool)
+            np.testing.assert_array_equal(threshold(img, step)[0], expected)
+
+
 def test_canny_outlines_a_square():
     img = np.zeros((40, 40), np.float32)
     img[10:30, 10:30] = 1
@@ -167,6 +184,22 @@ def test_watershed_splits_two_touching_discs():
     assert labels.max() == 2 and distance == 6
     merged, _ = split_touching(mask, WatershedStep(enabled=False), cell_area=450)
     assert merged.max() == 1
+
+
+def test_watershed_seeds_are_the_local_maxima_and_every_piece_gets_one():
+    from skimage.feature import peak_local_max
+
+    mask = disc((60, 120), 30, 28, 12) | disc((60, 120), 30, 50, 12) | disc((60, 120), 30, 75, 3)
+    _, pieces = cv2.connectedComponents(mask.astype(np.uint8), ltype=cv2.CV_32S)
+    dist = cv2.GaussianBlur(cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5), (0, 0), 1.0)
+    markers = watershed_seeds(dist, pieces, 6)
+    assert markers.max() == 3 and set(np.unique(pieces[markers > 0])) == {1, 2}  # two in the pair, one in the dot
+    expected = peak_local_max(dist, min_distance=6, labels=pieces, exclude_border=False)
+    assert {tuple(p) for p in expected} <= {tuple(p) for p in np.argwhere(markers > 0)}
+    # a piece whose maximum is outshone by a bigger neighbour within the window still gets a seed
+    assert not (pieces[(dist >= cv2.dilate(dist, np.ones((41, 41), np.uint8))) & mask] == 2).any()
+    markers = watershed_seeds(dist, pieces, 20)
+    assert set(np.unique(pieces[markers > 0])) == {1, 2}
 
 
 def test_filters_size_and_border():
@@ -272,6 +305,26 @@ def test_stage_cache_reuses_early_stages(example_images, monkeypatch):
     assert later.n_cells < first.n_cells
     run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("denoise", sigma=2.0), image_hash=img.hash, cache=cache)
     assert calls["n"] == 2
+
+
+def test_offset_moves_reuse_the_adaptive_reference(example_images, monkeypatch):
+    import core.preprocess as pp
+
+    calls = {"n": 0}
+    real = pp.adaptive_reference
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(pp, "adaptive_reference", counting)
+    img, cache = example_images[0], BoundedCache()
+    results = [run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("threshold", offset=off),
+                            image_hash=img.hash, cache=cache) for off in (-0.05, -0.02, 0.0)]
+    assert calls["n"] == 1
+    assert results[0].mask.sum() < results[1].mask.sum() < results[2].mask.sum()  # offset -> a lower bar
+    uncached = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("threshold", offset=-0.02))
+    np.testing.assert_array_equal(uncached.labels, results[1].labels)
 
 
 def test_fast_fill_holes_equals_scipy():
