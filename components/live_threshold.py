@@ -12,6 +12,7 @@ is the same rule as :func:`core.preprocess.threshold` on those downscaled images
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import cv2
@@ -117,10 +118,12 @@ export default function(component) {
 _live_threshold = st.components.v2.component("cellscope.live_threshold", html=_HTML, css=_CSS, js=_JS)
 
 
-def _apply(param: str) -> None:
+def _apply(param: str, rerun: tuple[str, ...]) -> None:
     value = st.session_state["live_threshold"]["value"]
     st.session_state[RECIPE_KEY] = current_recipe().with_step("threshold", **{param: float(value)})
     st.session_state[f"rcp.threshold.{param}"] = float(value)
+    if rerun:
+        st.rerun(list(rerun))
 
 
 def preview_planes(processed: np.ndarray, step: ThresholdStep, cell_diameter: float,
@@ -156,10 +159,11 @@ def _payload(_base_rgb: np.ndarray, _processed: np.ndarray, key: tuple, step: Th
 
 
 def live_threshold(base_rgb: np.ndarray, processed: np.ndarray, step: ThresholdStep, cell_diameter: float,
-                   image_key: str) -> None:
+                   image_key: str, *, rerun: Sequence[str] = ()) -> None:
     """The live preview for the manual value or the adaptive offset; nothing for Otsu / triangle.
 
-    ``image_key`` identifies the image and the recipe up to the background step.
+    ``image_key`` identifies the image and the recipe up to the background step; ``rerun``: the
+    fragments to rerun when the value is committed (the recipe panel's slider shows it too).
     """
     if step.method not in ("manual", "adaptive_mean", "adaptive_gaussian"):
         return
@@ -171,4 +175,4 @@ def live_threshold(base_rgb: np.ndarray, processed: np.ndarray, step: ThresholdS
     value = getattr(step, param)
     data.update(mode="manual" if manual else "adaptive", label="Threshold (live)" if manual else "Threshold offset (live)",
                 value=value, min=lo, max=hi, step=stp, token=f"{image_key}:{value}:{step}")
-    _live_threshold(key="live_threshold", data=data, default={"value": value}, on_value_change=lambda: _apply(param))
+    _live_threshold(key="live_threshold", data=data, default={"value": value}, on_value_change=lambda: _apply(param, tuple(rerun)))

@@ -92,15 +92,20 @@ def thumbnail(rgb: np.ndarray, size: int = 96) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def data_uri(image: np.ndarray, fmt: str = "png") -> str:
-    """A ``data:image/...;base64,...`` URI of a uint8 RGB or grey image, for table cells and browser
-    components: PNG (lossless) or JPEG (smaller, for images only looked at)."""
+def encode_image(image: np.ndarray, fmt: str = "png") -> bytes:
+    """A uint8 RGB or grey image as PNG (lossless) or JPEG (smaller, for images only looked at)
+    file bytes; OpenCV's encoders, about twice as fast as Pillow's."""
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     params = [cv2.IMWRITE_JPEG_QUALITY, 90] if fmt == "jpeg" else []
     ok, buf = cv2.imencode(f".{fmt}", bgr, params)
     if not ok:
         raise ValueError(f"could not encode {fmt.upper()}")
-    return f"data:image/{fmt};base64," + base64.b64encode(buf.tobytes()).decode()
+    return buf.tobytes()
+
+
+def data_uri(image: np.ndarray, fmt: str = "png") -> str:
+    """A ``data:image/...;base64,...`` URI of :func:`encode_image`, for table cells and browser components."""
+    return f"data:image/{fmt};base64," + base64.b64encode(encode_image(image, fmt)).decode()
 
 
 def gray_rgb(plane: np.ndarray) -> np.ndarray:

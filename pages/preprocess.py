@@ -18,7 +18,7 @@ from components.routing import require_router
 from components.state import dataset
 from core.autotune import autotune
 from core.cache import BoundedCache
-from core.display import draw_outlines, gray_rgb, montage, preview, tint
+from core.display import draw_outlines, encode_image, gray_rgb, montage, preview, tint
 from core.export import label_tiff_bytes
 from core.images import CellImage
 from core.measure import crop_cells, measure_cells
@@ -71,6 +71,12 @@ def _aligned(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, np.ndarray |
     return rgb, gt
 
 
+def use_recipe(recipe: Recipe) -> None:
+    """Callback: make ``recipe`` current and redraw the controls and the views."""
+    load_recipe(recipe)
+    st.rerun(list(BOTH))
+
+
 def recipe_files() -> None:
     """Download, upload and reset the recipe."""
     st.markdown("**The recipe**: every step's settings, as JSON")
@@ -78,7 +84,7 @@ def recipe_files() -> None:
     c1, c2 = st.columns(2)
     c1.download_button("Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
                        help="The ordered steps and parameters as JSON; the CLI takes it with --recipe.")
-    c2.button("Reset to default", on_click=load_recipe, args=(DEFAULT_RECIPE,),
+    c2.button("Reset to default", on_click=use_recipe, args=(DEFAULT_RECIPE,),
               help="The built-in recipe for fluorescent nuclei.")
 
     def _upload() -> None:
@@ -86,10 +92,12 @@ def recipe_files() -> None:
         if f is None:
             return
         try:
-            load_recipe(Recipe.from_json(f.getvalue()))
-            st.session_state.recipe_message = ("success", f"Loaded recipe {f.name}")
+            recipe = Recipe.from_json(f.getvalue())
         except ValueError as exc:
             st.session_state.recipe_message = ("error", f"**{f.name}**: {exc}")
+            return
+        st.session_state.recipe_message = ("success", f"Loaded recipe {f.name}")
+        use_recipe(recipe)
 
     st.file_uploader("Upload recipe (JSON)", type=["json"], key="recipe_upload", on_change=_upload,
                      help="A recipe downloaded here or printed by `python -m core recipe`.")
@@ -98,44 +106,50 @@ def recipe_files() -> None:
 
 
 def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
+    """The result tab. Everything is computed before the first element is drawn, so the page's
+    elements reach the browser in one burst and it re-renders the page once, not once per view."""
     rgb, gt = _aligned(image, recipe)
-    o1, o2, o3 = st.columns(3)
-    show_mask = o1.toggle("Tint foreground", value=True, key="show_mask", help="Show the thresholded mask over the processed image.")
-    log_hist = o2.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
-    show_gt = o3.toggle("Ground truth", value=False, key="show_gt", disabled=gt is None,
-                        help="Draw the ground-truth outlines in magenta too." if gt is not None else "This image has no ground truth.")
-    # Everything shown is made at display size and sent as JPEG: on a 1024 px image that is
-    # a few ms per view instead of ~20 ms at full size as PNG.
+    state = st.session_state
+    show_mask, log_hist = state.get("show_mask", True), state.get("log_hist", True)
+    show_gt = state.get("show_gt", False) and gt is not None
+    live = recipe.threshold.method in ("manual", "adaptive_mean", "adaptive_gaussian")
+    # Made at display size and sent as JPEG: a few ms per view instead of ~20 ms at full size as PNG.
     small = preview(rgb, PREVIEW_SIDE)
-    if recipe.threshold.method in ("manual", "adaptive_mean", "adaptive_gaussian") and st.toggle(
+    size = (small.shape[1], small.shape[0])
+    processed = gray_rgb(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA))
+    if show_mask:
+        processed = tint(processed, cv2.resize(result.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
+    outlined = draw_outlines(draw_outlines(small, gt, (255, 0, 255)) if show_gt else small, result.labels)
+    jpegs = [encode_image(x, "jpeg") for x in (small, processed, outlined)]
+    histogram = histogram_figure(result.processed, result.threshold, log_y=log_hist)
+    scores = gt_scores(image, image.hash, image.channels, recipe) if gt is not None else None
+
+    o1, o2, o3 = st.columns(3)
+    o1.toggle("Tint foreground", value=True, key="show_mask", help="Show the thresholded mask over the processed image.")
+    o2.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
+    o3.toggle("Ground truth", value=False, key="show_gt", disabled=gt is None,
+              help="Draw the ground-truth outlines in magenta too." if gt is not None else "This image has no ground truth.")
+    if live and st.toggle(
             "Live threshold preview", value=False, key="live_preview",
             help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
                  "trip); the segmentation follows when you release it."):
         upto_background = {k: v for k, v in recipe.to_dict()["steps"].items()
                            if k in ("channel", "rotate", "normalize", "denoise", "background")}
         live_threshold(small, result.processed, recipe.threshold, result.cell_diameter,
-                       f"{image.hash}{image.channels}{sorted(upto_background.items())}")
+                       f"{image.hash}{image.channels}{sorted(upto_background.items())}", rerun=BOTH)
     c1, c2 = st.columns(2)
-    c1.image(small, caption="Original (display merge)", width="stretch", output_format="JPEG")
-    size = (small.shape[1], small.shape[0])
-    processed = gray_rgb(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA))
-    if show_mask:
-        processed = tint(processed, cv2.resize(result.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
-    c2.image(processed, caption="Processed (what is thresholded)" + (", foreground tinted" if show_mask else ""),
-             width="stretch", output_format="JPEG")
+    c1.image(jpegs[0], caption="Original (display merge)", width="stretch")
+    c2.image(jpegs[1], caption="Processed (what is thresholded)" + (", foreground tinted" if show_mask else ""), width="stretch")
     c3, c4 = st.columns(2)
-    outlined = draw_outlines(small, gt, (255, 0, 255)) if show_gt and gt is not None else small
-    c3.image(draw_outlines(outlined, result.labels), width="stretch", output_format="JPEG",
-             caption=f"{result.n_cells} cells found (yellow)" + (" · ground truth magenta" if show_gt and gt is not None else ""))
-    c4.plotly_chart(histogram_figure(result.processed, result.threshold, log_y=log_hist), width="stretch",
-                    config={"displaylogo": False})
+    c3.image(jpegs[2], width="stretch",
+             caption=f"{result.n_cells} cells found (yellow)" + (" · ground truth magenta" if show_gt else ""))
+    c4.plotly_chart(histogram, width="stretch", config={"displaylogo": False})
     if result.edges is not None:
         st.image(preview(tint(rgb, result.edges, (255, 255, 255), 0.9), PREVIEW_SIDE), caption="Canny edges", width="stretch")
     # One line each, not a widget per number: fewer elements make every slider move faster.
-    if gt is not None:
-        m = gt_scores(image, image.hash, image.channels, recipe)
-        st.markdown(f"Against ground truth (objects matched one-to-one at IoU ≥ 0.5): **F1 {m.f1:.3f}** · "
-                    f"precision {m.precision:.3f} · recall {m.recall:.3f} · mean matched IoU {m.mean_iou:.3f}")
+    if scores is not None:
+        st.markdown(f"Against ground truth (objects matched one-to-one at IoU ≥ 0.5): **F1 {scores.f1:.3f}** · "
+                    f"precision {scores.precision:.3f} · recall {scores.recall:.3f} · mean matched IoU {scores.mean_iou:.3f}")
     st.caption(" · ".join(f"ℹ️ {note}" for note in result.notes))
 
 
@@ -217,8 +231,12 @@ def batch_and_tune(recipe: Recipe) -> None:
             st.dataframe(pd.DataFrame(changes).astype(str), hide_index=True, width="stretch")
         else:
             st.info("No setting in the search beat the current recipe.")
-        st.button("Use the tuned recipe", on_click=load_recipe, args=(tuned.best,), type="primary",
+        st.button("Use the tuned recipe", on_click=use_recipe, args=(tuned.best,), type="primary",
                   help="Load it into the controls; it becomes the classical model on every page.")
+
+
+CONTROLS, VIEWS = "pre_controls", "pre_views"  # the page's two fragments
+BOTH = (CONTROLS, VIEWS)
 
 
 def preprocess_page() -> None:
@@ -227,33 +245,44 @@ def preprocess_page() -> None:
     if len(dataset()) == 0:
         st.warning("No images loaded. Add some on the Data page.")
         return
-    workbench()
-
-
-@st.fragment
-def workbench() -> None:
-    """Controls and views. A fragment: moving a slider reruns only this part of the page."""
-    ds = dataset()
     left, right = st.columns([1, 2.2], gap="large")
     with left:
-        name = st.selectbox("Image", ds.names, key="pre_image", help="The image the live preview works on.")
-        image = ds[name]
-        recipe = recipe_panel(image.channels)
+        controls()
     with right:
-        try:
-            result = pipeline(image, recipe)
-        except ValueError as exc:
-            st.error(f"The pipeline could not run on {image.name}: {exc}")
-            return
-        # Only the open tab runs: a slider move must not re-measure cells in a hidden tab.
-        tabs = st.tabs(["Result", "Compare thresholds", "Measurements & crops", "Recipe, all images & auto-tune"],
-                       on_change="rerun", key="pre_tab")
-        views = (lambda: result_views(image, recipe, result), lambda: threshold_grid(result),
+        views()
+
+
+@st.fragment(key=CONTROLS)
+def controls() -> None:
+    """Image choice and recipe steps. A fragment of its own: a value slider reruns only the
+    views (the panel's widgets already show their new values), a structural change both."""
+    ds = dataset()
+    if st.session_state.get("pre_image") not in ds.names:
+        st.session_state.pre_image = ds.names[0]
+    st.selectbox("Image", ds.names, key="pre_image", on_change=st.rerun, args=(list(BOTH),),
+                 help="The image the live preview works on.")
+    recipe_panel(ds[st.session_state.pre_image].channels, views=(VIEWS,), panel=(CONTROLS,))
+
+
+@st.fragment(key=VIEWS)
+def views() -> None:
+    """What the current recipe makes of the chosen image."""
+    ds = dataset()
+    image, recipe = ds[st.session_state.get("pre_image", ds.names[0])], current_recipe()
+    try:
+        result = pipeline(image, recipe)
+    except ValueError as exc:
+        st.error(f"The pipeline could not run on {image.name}: {exc}")
+        return
+    # Only the open tab runs: a slider move must not re-measure cells in a hidden tab.
+    tabs = st.tabs(["Result", "Compare thresholds", "Measurements & crops", "Recipe, all images & auto-tune"],
+                   on_change="rerun", key="pre_tab")
+    tab_views = (lambda: result_views(image, recipe, result), lambda: threshold_grid(result),
                  lambda: measurements(image, recipe, result), lambda: (recipe_files(), batch_and_tune(recipe)))
-        for tab, view in zip(tabs, views, strict=True):
-            if tab.open:
-                with tab:
-                    view()
+    for tab, view in zip(tabs, tab_views, strict=True):
+        if tab.open:
+            with tab:
+                view()
 
 
 preprocess_page()

@@ -128,8 +128,20 @@ def test_preprocess_slider_updates_the_result(server, browser):
     settle(page)
     page.screenshot(path=str(SHOTS / "preprocess_after_slider.png"))
     assert page.locator("[data-testid='stException']").count() == 0
+    # A value slider reruns only the views; a structural change must redraw the panel too.
+    page.locator(".st-key-rcp-threshold-method").click()
+    page.get_by_role("option", name="manual").click()
+    expect(page.locator(".st-key-rcp-threshold-value")).to_be_visible(timeout=30_000)
+    expect(page.locator(".st-key-rcp-threshold-offset")).to_have_count(0)
+    settle(page)
     page.get_by_role("tab", name="Compare thresholds").click()
     expect(main).to_contain_text("Gaussian blur + Otsu", timeout=30_000)
+    # A recipe loaded from the views (Reset) redraws the panel as well.
+    page.get_by_role("tab", name="Recipe, all images & auto-tune").click()
+    page.get_by_role("button", name="Reset to default").click()
+    expect(page.locator(".st-key-rcp-threshold-offset")).to_be_visible(timeout=30_000)
+    settle(page)
+    _assert_no_error_shown(page, "/preprocess after method change and reset")
     page.close()
 
 

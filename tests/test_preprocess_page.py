@@ -106,3 +106,30 @@ def test_empty_dataset_shows_a_hint(page):
     page.session_state["dataset"].remove(page.session_state["dataset"].names)
     at = page.run()
     assert any("No images loaded" in w.value for w in at.warning)
+
+
+def test_a_value_slider_reruns_only_the_views_a_structural_change_the_panel_too(monkeypatch):
+    """The speed of a slider move rests on this: the recipe panel is not sent and re-rendered again."""
+    import streamlit as st
+
+    from components import recipe_panel as rp
+
+    scopes = []
+    monkeypatch.setattr(rp.st, "rerun", scopes.append)
+    for key in [k for k in st.session_state if str(k).startswith("rcp.") or k in (rp.RECIPE_KEY, rp.WARNINGS_KEY)]:
+        del st.session_state[key]
+    views, both = ("views",), ("panel", "views")
+    st.session_state["rcp.watershed.smoothing"] = 2.5
+    rp._changed("watershed", False, views, both)
+    assert scopes[-1] == ["views"] and rp.current_recipe().watershed.smoothing == 2.5
+    st.session_state["rcp.threshold.method"] = "manual"
+    rp._changed("threshold", True, views, both)
+    assert scopes[-1] == ["panel", "views"] and rp.current_recipe().threshold.method == "manual"
+    st.session_state["rcp.filters.min_area"], st.session_state["rcp.filters.max_area"] = 500, 100
+    rp._changed("filters", False, views, both)  # refused: the panel shows why
+    assert scopes[-1] == ["panel", "views"] and rp.current_recipe().filters.min_area == DEFAULT_RECIPE.filters.min_area
+    assert "max_area must exceed min_area" in st.session_state[rp.WARNINGS_KEY]["filters"]
+    st.session_state["rcp.filters.max_area"] = 0
+    rp._changed("filters", False, views, both)  # fixed: the panel drops the warning
+    assert scopes[-1] == ["panel", "views"] and rp.current_recipe().filters.min_area == 500
+    assert "filters" not in st.session_state[rp.WARNINGS_KEY]
