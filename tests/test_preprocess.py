@@ -286,17 +286,22 @@ def test_labels_keep_image_size_under_rotation(example_images):
     assert result.labels.shape == img.gt.shape and result.n_cells > 30
 
 
-def test_stage_cache_reuses_early_stages(example_images, monkeypatch):
+def count_calls(monkeypatch, name: str) -> dict:
+    """Count the calls run_pipeline makes to ``core.preprocess.<name>``."""
     import core.preprocess as pp
 
-    calls = {"n": 0}
-    real = pp.threshold
+    calls, real = {"n": 0}, getattr(pp, name)
 
     def counting(*a, **k):
         calls["n"] += 1
         return real(*a, **k)
 
-    monkeypatch.setattr(pp, "threshold", counting)
+    monkeypatch.setattr(pp, name, counting)
+    return calls
+
+
+def test_stage_cache_reuses_early_stages(example_images, monkeypatch):
+    calls = count_calls(monkeypatch, "threshold")
     img, cache = example_images[0], BoundedCache()
     first = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE, image_hash=img.hash, cache=cache)
     later = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("filters", min_area=200),
@@ -308,16 +313,7 @@ def test_stage_cache_reuses_early_stages(example_images, monkeypatch):
 
 
 def test_offset_moves_reuse_the_adaptive_reference(example_images, monkeypatch):
-    import core.preprocess as pp
-
-    calls = {"n": 0}
-    real = pp.adaptive_reference
-
-    def counting(*a, **k):
-        calls["n"] += 1
-        return real(*a, **k)
-
-    monkeypatch.setattr(pp, "adaptive_reference", counting)
+    calls = count_calls(monkeypatch, "adaptive_reference")
     img, cache = example_images[0], BoundedCache()
     results = [run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("threshold", offset=off),
                             image_hash=img.hash, cache=cache) for off in (-0.05, -0.02, 0.0)]
