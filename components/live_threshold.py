@@ -115,6 +115,8 @@ export default function(component) {
 }
 """
 
+LIVE_METHODS = ("manual", "adaptive_mean", "adaptive_gaussian")  # a threshold set by one slider
+
 _live_threshold = st.components.v2.component("cellscope.live_threshold", html=_HTML, css=_CSS, js=_JS)
 
 
@@ -165,7 +167,7 @@ def live_threshold(base_rgb: np.ndarray, processed: np.ndarray, step: ThresholdS
     ``image_key`` identifies the image and the recipe up to the background step; ``rerun``: the
     fragments to rerun when the value is committed (the recipe panel's slider shows it too).
     """
-    if step.method not in ("manual", "adaptive_mean", "adaptive_gaussian"):
+    if step.method not in LIVE_METHODS:
         return
     manual = step.method == "manual"
     param = "value" if manual else "offset"

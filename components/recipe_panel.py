@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
 import streamlit as st
 
@@ -58,31 +59,38 @@ def load_recipe(recipe: Recipe) -> None:
         del st.session_state[key]
 
 
+# Range sliders hold two recipe parameters in one widget: step -> (widget, low field, high field).
+PAIRED = {"normalize": ("clip", "clip_low", "clip_high"), "canny": ("range", "low", "high")}
+
+
+def _widget_values(step: str, values) -> dict[str, Any]:
+    """Each of the step's widget keys and the value ``values`` (a step of a recipe) gives it."""
+    widget, low, high = PAIRED.get(step, (None, None, None))
+    out = {}
+    for f in fields(STEP_TYPES[step]):
+        if f.name in (low, high):
+            out[_key(step, widget)] = (getattr(values, low), getattr(values, high))
+        else:
+            out[_key(step, f.name)] = getattr(values, f.name)
+    return out
+
+
 def _seed(step: str, values) -> None:
     """Give this step's widgets the recipe's values unless they hold the user's own already."""
-    for f in fields(STEP_TYPES[step]):
-        value = getattr(values, f.name)
-        if step == "normalize" and f.name in ("clip_low", "clip_high"):
-            st.session_state.setdefault(_key(step, "clip"), (values.clip_low, values.clip_high))
-        elif step == "canny" and f.name in ("low", "high"):
-            st.session_state.setdefault(_key(step, "range"), (values.low, values.high))
-        else:
-            st.session_state.setdefault(_key(step, f.name), value)
+    for key, value in _widget_values(step, values).items():
+        st.session_state.setdefault(key, value)
 
 
 def _read(step: str, current) -> dict:
     """The step's parameters from its widgets; ``current``'s for widgets not on screen."""
-    state = st.session_state
+    widget, low, high = PAIRED.get(step, (None, None, None))
     params = {}
-    for f in fields(STEP_TYPES[step]):
-        if step == "normalize" and f.name in ("clip_low", "clip_high"):
-            pair = state.get(_key(step, "clip"), (current.clip_low, current.clip_high))
-            params[f.name] = pair[0 if f.name == "clip_low" else 1]
-        elif step == "canny" and f.name in ("low", "high"):
-            pair = state.get(_key(step, "range"), (current.low, current.high))
-            params[f.name] = pair[0 if f.name == "low" else 1]
+    for key, default in _widget_values(step, current).items():
+        name, value = key.rsplit(".", 1)[1], st.session_state.get(key, default)
+        if name == widget:
+            params[low], params[high] = value
         else:
-            params[f.name] = state.get(_key(step, f.name), getattr(current, f.name))
+            params[name] = value
     if step == "threshold" and params["block_size"] % 2 == 0 and params["block_size"]:
         params["block_size"] += 1  # the slider steps by 2 from 0; keep it odd
     return params
@@ -94,9 +102,9 @@ def _changed(step: str, redraw: bool, views: tuple[str, ...], everything: tuple[
     A value slider reruns the result views alone: the panel's widgets are not sent and
     re-rendered again. Widgets that show, hide or enable others, and refused changes, redraw
     the panel too."""
-    warnings = st.session_state.setdefault(WARNINGS_KEY, {})
+    warnings, recipe = st.session_state.setdefault(WARNINGS_KEY, {}), current_recipe()
     try:
-        st.session_state[RECIPE_KEY] = current_recipe().with_step(step, **_read(step, getattr(current_recipe(), step)))
+        st.session_state[RECIPE_KEY] = recipe.with_step(step, **_read(step, getattr(recipe, step)))
         redraw |= warnings.pop(step, None) is not None
     except ValueError as exc:
         warnings[step] = f"{STEP_TITLES[step]}: those settings do not fit together ({exc}); kept the previous ones."
@@ -124,7 +132,7 @@ def recipe_panel(channels: Sequence[ChannelInfo], *, views: Sequence[str] = (), 
     Streamlit's usual rerun. Only expanded steps draw their widgets (fewer widgets: a faster
     page); collapsed steps keep the values of the current recipe.
     """
-    recipe = st.session_state.setdefault(RECIPE_KEY, current_recipe())
+    recipe = st.session_state.setdefault(RECIPE_KEY, Recipe())
     options = _channel_options(channels)
     if recipe.channel.source not in options:  # e.g. no nucleus channel in this image
         recipe = recipe.with_step("channel", source=next(iter(options)))

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from components.image_viewer import cached_composite
-from components.live_threshold import live_threshold
+from components.live_threshold import LIVE_METHODS, live_threshold
 from components.plots import histogram_figure
 from components.recipe_panel import current_recipe, load_recipe, recipe_panel
 from components.routing import require_router
@@ -34,6 +34,7 @@ from core.preprocess import (
 )
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
+VIEW_TOGGLES = {"show_mask": True, "log_hist": True, "show_gt": False}  # Result tab: key -> default
 
 
 @st.cache_resource
@@ -109,10 +110,8 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
     """The result tab. Everything is computed before the first element is drawn, so the page's
     elements reach the browser in one burst and it re-renders the page once, not once per view."""
     rgb, gt = _aligned(image, recipe)
-    state = st.session_state
-    show_mask, log_hist = state.get("show_mask", True), state.get("log_hist", True)
-    show_gt = state.get("show_gt", False) and gt is not None
-    live = recipe.threshold.method in ("manual", "adaptive_mean", "adaptive_gaussian")
+    show = {key: st.session_state.get(key, default) for key, default in VIEW_TOGGLES.items()}
+    show_mask, log_hist, show_gt = show["show_mask"], show["log_hist"], show["show_gt"] and gt is not None
     # Made at display size and sent as JPEG: a few ms per view instead of ~20 ms at full size as PNG.
     small = preview(rgb, PREVIEW_SIDE)
     size = (small.shape[1], small.shape[0])
@@ -121,15 +120,17 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
         processed = tint(processed, cv2.resize(result.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
     outlined = draw_outlines(draw_outlines(small, gt, (255, 0, 255)) if show_gt else small, result.labels)
     jpegs = [encode_image(x, "jpeg") for x in (small, processed, outlined)]
+    if result.edges is not None:
+        jpegs.append(encode_image(preview(tint(rgb, result.edges, (255, 255, 255), 0.9), PREVIEW_SIDE), "jpeg"))
     histogram = histogram_figure(result.processed, result.threshold, log_y=log_hist)
     scores = gt_scores(image, image.hash, image.channels, recipe) if gt is not None else None
 
     o1, o2, o3 = st.columns(3)
-    o1.toggle("Tint foreground", value=True, key="show_mask", help="Show the thresholded mask over the processed image.")
-    o2.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
-    o3.toggle("Ground truth", value=False, key="show_gt", disabled=gt is None,
+    o1.toggle("Tint foreground", value=VIEW_TOGGLES["show_mask"], key="show_mask", help="Show the thresholded mask over the processed image.")
+    o2.toggle("Log histogram", value=VIEW_TOGGLES["log_hist"], key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
+    o3.toggle("Ground truth", value=VIEW_TOGGLES["show_gt"], key="show_gt", disabled=gt is None,
               help="Draw the ground-truth outlines in magenta too." if gt is not None else "This image has no ground truth.")
-    if live and st.toggle(
+    if recipe.threshold.method in LIVE_METHODS and st.toggle(
             "Live threshold preview", value=False, key="live_preview",
             help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
                  "trip); the segmentation follows when you release it."):
@@ -145,7 +146,7 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
              caption=f"{result.n_cells} cells found (yellow)" + (" · ground truth magenta" if show_gt else ""))
     c4.plotly_chart(histogram, width="stretch", config={"displaylogo": False})
     if result.edges is not None:
-        st.image(preview(tint(rgb, result.edges, (255, 255, 255), 0.9), PREVIEW_SIDE), caption="Canny edges", width="stretch")
+        st.image(jpegs[3], caption="Canny edges", width="stretch")
     # One line each, not a widget per number: fewer elements make every slider move faster.
     if scores is not None:
         st.markdown(f"Against ground truth (objects matched one-to-one at IoU ≥ 0.5): **F1 {scores.f1:.3f}** · "

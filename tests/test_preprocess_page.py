@@ -122,6 +122,9 @@ def test_a_value_slider_reruns_only_the_views_a_structural_change_the_panel_too(
     st.session_state["rcp.watershed.smoothing"] = 2.5
     rp._changed("watershed", False, views, both)
     assert scopes[-1] == ["views"] and rp.current_recipe().watershed.smoothing == 2.5
+    st.session_state["rcp.canny.range"] = (0.2, 0.6)  # one range slider, two recipe parameters
+    rp._changed("canny", False, views, both)
+    assert (rp.current_recipe().canny.low, rp.current_recipe().canny.high) == (0.2, 0.6)
     st.session_state["rcp.threshold.method"] = "manual"
     rp._changed("threshold", True, views, both)
     assert scopes[-1] == ["panel", "views"] and rp.current_recipe().threshold.method == "manual"
