@@ -2,7 +2,7 @@
 
 Starts `streamlit run`, uploads the image through the Data page, opens Preprocess, then moves
 sliders with the keyboard and times from the key press until the changed image has loaded
-in the page. Needs Chromium (see README). `make bench` runs it.
+in the page (the outlines of the found cells). Needs Chromium (see README). `make bench` runs it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from browser import (  # noqa: E402
     CHANGED_IMAGE_JS,
     CHROMIUM,
     LATENCY_PROBE_JS,
+    RESULT_OUTLINES,
     image_src,
     page_latency,
     settle,
@@ -31,20 +32,20 @@ from core.example import make_example_dataset  # noqa: E402
 from core.io import write_dataset  # noqa: E402
 
 
-def time_slider(page, widget_key: str, key: str, image_index: int, steps: int) -> tuple[list[float], list[float]]:
+def time_slider(page, widget_key: str, key: str, steps: int) -> tuple[list[float], list[float]]:
     """Press ``key`` on the slider with Streamlit key ``widget_key`` ``steps`` times; seconds until
-    image ``image_index`` on the page has changed and loaded, on the driver's and the page's clock."""
+    the new cell outlines have loaded, on the driver's and the page's clock."""
     page.evaluate(LATENCY_PROBE_JS)
     thumb = page.locator(f".st-key-{widget_key.replace('.', '-')} input[type='range']").first
     thumb.focus()
     times, in_page = [], []
     for _ in range(steps):
-        old = image_src(page, image_index)
+        old = image_src(page, RESULT_OUTLINES)
         t0 = time.perf_counter()
         thumb.press(key)
-        page.wait_for_function(CHANGED_IMAGE_JS, arg=[image_index, old], polling="raf", timeout=30_000)
+        page.wait_for_function(CHANGED_IMAGE_JS, arg=[RESULT_OUTLINES, old], polling="raf", timeout=30_000)
         times.append(time.perf_counter() - t0)
-        in_page.append(page_latency(page, image_index))
+        in_page.append(page_latency(page, RESULT_OUTLINES))
         page.wait_for_timeout(600)  # let the run finish completely before the next key
     return times, in_page
 
@@ -106,11 +107,11 @@ def main(size: int = 1024) -> list[tuple[str, float, float]]:
             page.get_by_role("link", name="Preprocess").click()
             expect(page.locator("[data-testid='stMain']")).to_contain_text("cells found", timeout=60_000)
             settle(page)
-            for widget, key, index, what in (
-                ("rcp.threshold.offset", "ArrowLeft", 1, "threshold offset (re-runs threshold, morphology, watershed, filters)"),
-                ("rcp.watershed.smoothing", "ArrowRight", 2, "watershed smoothing (re-runs watershed and filters)"),
+            for widget, key, what in (
+                ("rcp.threshold.offset", "ArrowLeft", "threshold offset (re-runs threshold, morphology, watershed, filters)"),
+                ("rcp.watershed.smoothing", "ArrowRight", "watershed smoothing (re-runs watershed and filters)"),
             ):
-                times, in_page = time_slider(page, widget, key, index, steps=6)
+                times, in_page = time_slider(page, widget, key, steps=6)
                 rows.append((f"{what}, page's clock", statistics.median(in_page), max(in_page)))
                 rows.append((f"{what}, driver's clock", statistics.median(times), max(times)))
             times, in_page = time_live_preview(page, steps=6)
@@ -118,7 +119,7 @@ def main(size: int = 1024) -> list[tuple[str, float, float]]:
                          statistics.median(times), max(times)))
             rows.append(("live threshold preview, input event -> next frame drawn (page's clock)",
                          statistics.median(in_page), max(in_page)))
-            times, in_page = time_slider(page, "rcp.watershed.smoothing", "ArrowLeft", 2, steps=6)
+            times, in_page = time_slider(page, "rcp.watershed.smoothing", "ArrowLeft", steps=6)
             rows.append(("watershed smoothing with the live preview shown, page's clock", statistics.median(in_page), max(in_page)))
             browser.close()
     return rows

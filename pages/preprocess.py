@@ -14,17 +14,28 @@ from components.image_viewer import cached_composite
 from components.live_threshold import LIVE_METHODS, live_threshold
 from components.plots import histogram_figure
 from components.recipe_panel import current_recipe, load_recipe, recipe_panel
+from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from components.routing import require_router
 from components.state import dataset
 from core.autotune import autotune
 from core.cache import BoundedCache
-from core.display import draw_outlines, encode_image, gray_rgb, montage, preview, tint
+from core.display import (
+    display_mask,
+    display_outlines,
+    draw_outlines,
+    gray_rgb,
+    montage,
+    overlay_png,
+    preview,
+    to_uint8,
+)
 from core.export import label_tiff_bytes
 from core.images import CellImage
 from core.measure import crop_cells, measure_cells
 from core.metrics import Matching, match_instances
 from core.preprocess import (
     DEFAULT_RECIPE,
+    STEP_ORDER,
     PipelineResult,
     Recipe,
     compare_thresholds,
@@ -34,7 +45,7 @@ from core.preprocess import (
 )
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
-VIEW_TOGGLES = {"show_mask": True, "log_hist": True, "show_gt": False}  # Result tab: key -> default
+TINT_COLOR, OUTLINE_COLOR, GT_COLOR = (0, 200, 255), (255, 255, 0), (255, 0, 255)
 
 
 @st.cache_resource
@@ -75,7 +86,7 @@ def _aligned(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, np.ndarray |
 def use_recipe(recipe: Recipe) -> None:
     """Callback: make ``recipe`` current and redraw the controls and the views."""
     load_recipe(recipe)
-    st.rerun(list(BOTH))
+    redraw_all()
 
 
 def recipe_files() -> None:
@@ -106,52 +117,74 @@ def recipe_files() -> None:
         (st.error if msg[0] == "error" else st.success)(msg[1])
 
 
+def _image_key(image: CellImage) -> str:
+    return f"{image.hash}{image.channels}"
+
+
+def _memo(key: tuple, compute):
+    """A view's piece, kept in the stage cache while the steps it depends on are unchanged."""
+    return _stage_cache().get_or_compute(("view", *key), compute)
+
+
+def _picture(image: CellImage, recipe: Recipe) -> tuple[tuple[int, int], Layer, Layer | None]:
+    """The display merge and the ground-truth outlines in the pipeline's geometry, at preview
+    size: (size, base layer, ground-truth layer or None). Unchanged by every slider but rotation."""
+    def compute():
+        rgb, gt = _aligned(image, recipe)
+        small = preview(rgb, PREVIEW_SIDE)
+        size = (small.shape[1], small.shape[0])
+        base = Layer.of("base", "the image (display merge)", small, "jpeg")
+        if gt is None:
+            return size, base, None
+        return size, base, Layer.of("gt", "ground-truth outlines", overlay_png(display_outlines(gt, size), GT_COLOR), toggle="gt")
+    return _memo((_image_key(image), "picture", recipe.rotate), compute)
+
+
 def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
     """The result tab. Everything is computed before the first element is drawn, so the page's
     elements reach the browser in one burst and it re-renders the page once, not once per view."""
-    rgb, gt = _aligned(image, recipe)
-    show = {key: st.session_state.get(key, default) for key, default in VIEW_TOGGLES.items()}
-    show_mask, log_hist, show_gt = show["show_mask"], show["log_hist"], show["show_gt"] and gt is not None
-    # Made at display size and sent as JPEG: a few ms per view instead of ~20 ms at full size as PNG.
-    small = preview(rgb, PREVIEW_SIDE)
-    size = (small.shape[1], small.shape[0])
-    processed = gray_rgb(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA))
-    if show_mask:
-        processed = tint(processed, cv2.resize(result.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
-    outlined = draw_outlines(draw_outlines(small, gt, (255, 0, 255)) if show_gt else small, result.labels)
-    jpegs = [encode_image(x, "jpeg") for x in (small, processed, outlined)]
+    size, base, gt = _picture(image, recipe)
+    upto_background = tuple(getattr(recipe, s) for s in STEP_ORDER[:5])
+    processed = _memo((_image_key(image), "processed", upto_background), lambda: Layer.of(
+        "processed", "the processed image", to_uint8(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA)), "jpeg"))
+    tint = Layer.of("tint", "foreground", overlay_png(display_mask(result.mask, size), TINT_COLOR, 0.35), toggle="tint")
+    outlines = Layer.of("outlines", "cell outlines", overlay_png(display_outlines(result.labels, size), OUTLINE_COLOR),
+                        toggle="outlines")
+    panels = [
+        Panel("original", "Original (display merge)", (base,)),
+        Panel("processed", "Processed: what is thresholded; the foreground tinted blue", (processed, tint)),
+        Panel("segmentation", "Found cells outlined in yellow" + (", ground truth (switch above) in magenta" if gt else ""),
+              (base, *((gt,) if gt else ()), outlines)),
+    ]
     if result.edges is not None:
-        jpegs.append(encode_image(preview(tint(rgb, result.edges, (255, 255, 255), 0.9), PREVIEW_SIDE), "jpeg"))
-    histogram = histogram_figure(result.processed, result.threshold, log_y=log_hist)
-    scores = gt_scores(image, image.hash, image.channels, recipe) if gt is not None else None
+        edges = overlay_png(display_mask(result.edges, size, thin=True), (255, 255, 255), 0.9)
+        panels.append(Panel("edges", "Canny edges (white)", (base, Layer.of("edges", "Canny edges", edges))))
+    toggles = [
+        Toggle("tint", "Tint foreground", "Show the thresholded mask over the processed image."),
+        Toggle("outlines", "Cell outlines", "Outline every found cell in yellow."),
+        Toggle("gt", "Ground truth", "Outline the ground-truth cells in magenta." if gt else "This image has no ground truth.",
+               on=False, disabled=gt is None),
+    ]
+    lines = [f"{result.mask.mean():.1%} of the image is foreground · "
+             + ("adaptive threshold (it varies across the image)" if result.threshold is None else f"threshold {result.threshold:.3f}")]
+    if gt is not None:
+        scores = gt_scores(image, image.hash, image.channels, recipe)
+        lines.insert(0, f"Against ground truth (objects matched one-to-one at IoU ≥ 0.5): F1 {scores.f1:.3f} · "
+                        f"precision {scores.precision:.3f} · recall {scores.recall:.3f} · mean matched IoU {scores.mean_iou:.3f}")
+    summary = Summary(f"{result.n_cells} cells found", tuple(lines), tuple(result.notes))
+    log_hist = st.session_state.get("log_hist", True)
+    histogram = _memo((_image_key(image), "histogram", upto_background, result.threshold, log_hist),
+                      lambda: histogram_figure(result.processed, result.threshold, log_y=log_hist))
 
-    o1, o2, o3 = st.columns(3)
-    o1.toggle("Tint foreground", value=VIEW_TOGGLES["show_mask"], key="show_mask", help="Show the thresholded mask over the processed image.")
-    o2.toggle("Log histogram", value=VIEW_TOGGLES["log_hist"], key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
-    o3.toggle("Ground truth", value=VIEW_TOGGLES["show_gt"], key="show_gt", disabled=gt is None,
-              help="Draw the ground-truth outlines in magenta too." if gt is not None else "This image has no ground truth.")
     if recipe.threshold.method in LIVE_METHODS and st.toggle(
             "Live threshold preview", value=False, key="live_preview",
             help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
                  "trip); the segmentation follows when you release it."):
-        upto_background = {k: v for k, v in recipe.to_dict()["steps"].items()
-                           if k in ("channel", "rotate", "normalize", "denoise", "background")}
-        live_threshold(small, result.processed, recipe.threshold, result.cell_diameter,
-                       f"{image.hash}{image.channels}{sorted(upto_background.items())}", rerun=BOTH)
-    c1, c2 = st.columns(2)
-    c1.image(jpegs[0], caption="Original (display merge)", width="stretch")
-    c2.image(jpegs[1], caption="Processed (what is thresholded)" + (", foreground tinted" if show_mask else ""), width="stretch")
-    c3, c4 = st.columns(2)
-    c3.image(jpegs[2], width="stretch",
-             caption=f"{result.n_cells} cells found (yellow)" + (" · ground truth magenta" if show_gt else ""))
-    c4.plotly_chart(histogram, width="stretch", config={"displaylogo": False})
-    if result.edges is not None:
-        st.image(jpegs[3], caption="Canny edges", width="stretch")
-    # One line each, not a widget per number: fewer elements make every slider move faster.
-    if scores is not None:
-        st.markdown(f"Against ground truth (objects matched one-to-one at IoU ≥ 0.5): **F1 {scores.f1:.3f}** · "
-                    f"precision {scores.precision:.3f} · recall {scores.recall:.3f} · mean matched IoU {scores.mean_iou:.3f}")
-    st.caption(" · ".join(f"ℹ️ {note}" for note in result.notes))
+        live_threshold(preview(_aligned(image, recipe)[0], PREVIEW_SIDE), result.processed, recipe.threshold,
+                       result.cell_diameter, f"{_image_key(image)}{upto_background}", rerun=(CONTROLS, open_view()))
+    result_view(panels, toggles, summary, key="pre_result")
+    st.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
+    st.plotly_chart(histogram, width="stretch", config={"displaylogo": False})
 
 
 def threshold_grid(result: PipelineResult) -> None:
@@ -236,8 +269,21 @@ def batch_and_tune(recipe: Recipe) -> None:
                   help="Load it into the controls; it becomes the classical model on every page.")
 
 
-CONTROLS, VIEWS = "pre_controls", "pre_views"  # the page's two fragments
-BOTH = (CONTROLS, VIEWS)
+CONTROLS = "pre_controls"  # the recipe panel's fragment
+# The tabs, each drawn by a fragment of its own: a slider move reruns only the open tab's, so
+# the browser gets a handful of messages per move and hidden tabs cost nothing.
+TABS = {"Result": "pre_result", "Compare thresholds": "pre_thresholds", "Measurements & crops": "pre_measure",
+        "Recipe, all images & auto-tune": "pre_batch"}
+
+
+def open_view() -> str:
+    """The key of the open tab's fragment: what a recipe change must rerun."""
+    return TABS.get(st.session_state.get("pre_tab"), TABS["Result"])
+
+
+def redraw_all() -> None:
+    """Callback: rerun the recipe panel and the open tab."""
+    st.rerun([CONTROLS, open_view()])
 
 
 def preprocess_page() -> None:
@@ -250,40 +296,59 @@ def preprocess_page() -> None:
     with left:
         controls()
     with right:
-        views()
+        # Only the open tab runs: a slider move must not re-measure cells in a hidden tab.
+        tabs = st.tabs(list(TABS), on_change="rerun", key="pre_tab")
+        for tab, view in zip(tabs, (result_tab, thresholds_tab, measurements_tab, batch_tab), strict=True):
+            if tab.open:
+                with tab:
+                    view()
 
 
 @st.fragment(key=CONTROLS)
 def controls() -> None:
     """Image choice and recipe steps. A fragment of its own: a value slider reruns only the
-    views (the panel's widgets already show their new values), a structural change both."""
+    open tab (the panel's widgets already show their new values), a structural change both."""
     ds = dataset()
     if st.session_state.get("pre_image") not in ds.names:
         st.session_state.pre_image = ds.names[0]
-    st.selectbox("Image", ds.names, key="pre_image", on_change=st.rerun, args=(list(BOTH),),
-                 help="The image the live preview works on.")
-    recipe_panel(ds[st.session_state.pre_image].channels, views=(VIEWS,), panel=(CONTROLS,))
+    st.selectbox("Image", ds.names, key="pre_image", on_change=redraw_all, help="The image the live preview works on.")
+    recipe_panel(ds[st.session_state.pre_image].channels, views=(open_view(),), panel=(CONTROLS,))
 
 
-@st.fragment(key=VIEWS)
-def views() -> None:
-    """What the current recipe makes of the chosen image."""
+def _current() -> tuple[CellImage, Recipe, PipelineResult] | None:
+    """The chosen image, the current recipe and what it makes of the image (None after
+    explaining why the pipeline could not run)."""
     ds = dataset()
     image, recipe = ds[st.session_state.get("pre_image", ds.names[0])], current_recipe()
     try:
-        result = pipeline(image, recipe)
+        return image, recipe, pipeline(image, recipe)
     except ValueError as exc:
         st.error(f"The pipeline could not run on {image.name}: {exc}")
-        return
-    # Only the open tab runs: a slider move must not re-measure cells in a hidden tab.
-    tabs = st.tabs(["Result", "Compare thresholds", "Measurements & crops", "Recipe, all images & auto-tune"],
-                   on_change="rerun", key="pre_tab")
-    tab_views = (lambda: result_views(image, recipe, result), lambda: threshold_grid(result),
-                 lambda: measurements(image, recipe, result), lambda: (recipe_files(), batch_and_tune(recipe)))
-    for tab, view in zip(tabs, tab_views, strict=True):
-        if tab.open:
-            with tab:
-                view()
+        return None
+
+
+@st.fragment(key=TABS["Result"])
+def result_tab() -> None:
+    if current := _current():
+        result_views(*current)
+
+
+@st.fragment(key=TABS["Compare thresholds"])
+def thresholds_tab() -> None:
+    if current := _current():
+        threshold_grid(current[2])
+
+
+@st.fragment(key=TABS["Measurements & crops"])
+def measurements_tab() -> None:
+    if current := _current():
+        measurements(*current)
+
+
+@st.fragment(key=TABS["Recipe, all images & auto-tune"])
+def batch_tab() -> None:
+    recipe_files()
+    batch_and_tune(current_recipe())
 
 
 preprocess_page()

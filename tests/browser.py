@@ -94,9 +94,12 @@ def settle(page, timeout_ms: int = 90_000) -> None:
 
 
 
-CHANGED_IMAGE_JS = """([index, old]) => {
-  const imgs = document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"] img');
-  const img = imgs[index];
+# The Preprocess page's result pictures (components/result_view.py): the segmentation panel's
+# outline layer changes with every recipe slider.
+RESULT_OUTLINES = ".cs-rv figure[data-panel='segmentation'] img[data-layer='outlines']"
+
+CHANGED_IMAGE_JS = """([selector, old]) => {
+  const img = document.querySelector(selector);
   return img && img.src !== old && img.complete && img.naturalWidth > 0;
 }"""
 
@@ -114,17 +117,16 @@ LATENCY_PROBE_JS = """() => {
 }"""
 
 
-def page_latency(page, index: int) -> float:
-    """Seconds from the last key press to the load of image ``index``'s current picture, on the page's clock."""
+def page_latency(page, selector: str) -> float:
+    """Seconds from the last key press to the load of the current picture of the image at
+    ``selector``, on the page's clock."""
     return page.evaluate(
-        """(i) => {
-          const img = document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"] img')[i];
+        """(selector) => {
+          const img = document.querySelector(selector);
           const p = window.__cellscopeProbe;
           return ((p.loads[img.src] ?? performance.now()) - p.keydown) / 1000;
-        }""", index)
+        }""", selector)
 
 
-def image_src(page, index: int) -> str:
-    return page.evaluate(
-        "(i) => document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stImage\"] img')[i].src", index
-    )
+def image_src(page, selector: str) -> str:
+    return page.evaluate("(selector) => document.querySelector(selector).src", selector)

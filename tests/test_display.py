@@ -2,7 +2,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.display import composite, data_uri, draw_outlines, fill_labels, normalize_channel, thumbnail
+from core.display import (
+    composite,
+    data_uri,
+    display_mask,
+    display_outlines,
+    draw_outlines,
+    fill_labels,
+    normalize_channel,
+    overlay_png,
+    thumbnail,
+)
 from core.images import HPA_CHANNELS, ChannelInfo
 
 
@@ -84,3 +94,36 @@ def test_data_uri_encodes_grey_png_losslessly_and_colour_jpeg():
     decoded = cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(decoded, grey)
     assert data_uri(np.zeros((8, 8, 3), np.uint8), "jpeg").startswith("data:image/jpeg;base64,")
+
+
+def test_display_mask_keeps_objects_apart_and_thin_edges_visible():
+    mask = np.zeros((100, 100), bool)
+    mask[10:30, 10:30] = mask[10:30, 31:50] = True  # two squares one pixel apart
+    small = display_mask(mask, (50, 50))
+    assert small.shape == (50, 50) and small.dtype == bool
+    assert 0.8 < small.sum() / (mask.sum() / 4) < 1.2  # area scales with the display
+    edges = np.zeros((100, 100), bool)
+    edges[:, 41] = True  # a one-pixel line that nearest-neighbour halving could drop
+    assert display_mask(edges, (50, 50), thin=True)[:, 20].all()
+    assert display_mask(mask, (100, 100)) is mask or np.array_equal(display_mask(mask, (100, 100)), mask)
+
+
+def test_display_outlines_are_one_display_pixel_wide():
+    labels = np.zeros((200, 200), np.int32)
+    labels[50:150, 50:150] = 1
+    lines = display_outlines(labels, (100, 100))
+    assert lines.shape == (100, 100)
+    assert lines[25, 25:75].all() and not lines[26, 30] and not lines[50, 50]
+
+
+def test_overlay_png_is_transparent_outside_the_mask():
+    import io
+
+    from PIL import Image
+
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:7] = True
+    rgba = np.asarray(Image.open(io.BytesIO(overlay_png(mask, (255, 0, 255), alpha=0.5))).convert("RGBA"))
+    assert rgba.shape == (10, 12, 4)
+    assert (rgba[~mask, 3] == 0).all()
+    np.testing.assert_array_equal(rgba[mask], np.tile([255, 0, 255, 128], (mask.sum(), 1)))

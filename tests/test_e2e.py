@@ -119,12 +119,12 @@ def test_first_visit_to_a_page_url_on_a_fresh_server_gets_the_router(browser, tm
 
 
 def test_preprocess_slider_updates_the_result(server, browser):
-    from browser import CHANGED_IMAGE_JS, image_src
+    from browser import CHANGED_IMAGE_JS, RESULT_OUTLINES, image_src
 
     page, main = _open_at(browser, server + "/preprocess", "cells found")
-    before = image_src(page, 1)
+    before = image_src(page, RESULT_OUTLINES)
     page.locator(".st-key-rcp-threshold-offset input[type='range']").first.press("ArrowLeft")
-    page.wait_for_function(CHANGED_IMAGE_JS, arg=[1, before], polling="raf", timeout=30_000)
+    page.wait_for_function(CHANGED_IMAGE_JS, arg=[RESULT_OUTLINES, before], polling="raf", timeout=30_000)
     settle(page)
     page.screenshot(path=str(SHOTS / "preprocess_after_slider.png"))
     assert page.locator("[data-testid='stException']").count() == 0

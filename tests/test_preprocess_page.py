@@ -16,18 +16,19 @@ def page() -> AppTest:
     return open_page("pages/preprocess.py")
 
 
-def _image_captions(at: AppTest) -> list[str]:
-    return [img.caption for el in at.get("image") for img in el.proto.imgs]
+def _result(at: AppTest) -> dict:
+    """What the Result tab sends the browser (components/result_view.py)."""
+    (view,) = [el for el in at.get("bidi_component") if el.proto.component_name == "cellscope.result_view"]
+    return json.loads(view.proto.json)
 
 
 def _cells_found(at: AppTest) -> int:
-    caption = next(c for c in _image_captions(at) if "cells found" in c)
-    return int(caption.split()[0])
+    return int(_result(at)["summary"]["headline"].split()[0])
 
 
 def _f1(at: AppTest) -> float:
-    line = next(m.value for m in at.markdown if "Against ground truth" in m.value)
-    return float(line.split("**F1 ")[1].split("**")[0])
+    line = next(x for x in _result(at)["summary"]["lines"] if x.startswith("Against ground truth"))
+    return float(line.split("F1 ")[1].split()[0])
 
 
 def test_result_shows_cells_and_scores_against_ground_truth(page):
