@@ -126,7 +126,8 @@ export default function(component) {
     const fig = grid.querySelector(`figure[data-panel="${p.id}"]`);
     for (const l of p.layers) {
       const img = fig.querySelector(`img[data-layer="${l.id}"]`);
-      if (img.getAttribute('src') !== l.src) img.setAttribute('src', l.src);
+      const src = data.images[l.id];
+      if (img.getAttribute('src') !== src) img.setAttribute('src', src);
     }
     fig.querySelector('figcaption').textContent = p.caption;
   }
@@ -197,5 +198,13 @@ class Summary:
 
 def result_view(panels: list[Panel], toggles: list[Toggle], summary: Summary, *, key: str) -> None:
     """Draw ``panels`` two to a row with ``summary`` in the free cell (or below), switches above."""
-    data = {"panels": [asdict(p) for p in panels], "toggles": [asdict(t) for t in toggles], "summary": asdict(summary)}
+    # Each picture once, by layer id: panels share the base image.
+    images = {layer.id: layer.src for p in panels for layer in p.layers}
+    data = {
+        "images": images,
+        "panels": [{"id": p.id, "caption": p.caption,
+                    "layers": [{"id": x.id, "label": x.label, "toggle": x.toggle} for x in p.layers]} for p in panels],
+        "toggles": [asdict(t) for t in toggles],
+        "summary": asdict(summary),
+    }
     _result_view(key=key, data=data)
