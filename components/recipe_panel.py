@@ -222,7 +222,7 @@ def _draw_threshold(k) -> None:
                                "neighbourhood, robust to dim cells and uneven light (the default).")
     if method == "manual":
         st.slider("Threshold", 0.0, 1.0, step=0.01, **k("threshold", "value"),
-                  help="Normalised intensity. For instant feedback while dragging, turn on *Live threshold preview* in the Result tab.")
+                  help="Normalised intensity. For instant feedback while dragging, turn on *Live threshold preview* in the Result view.")
     if method == "otsu_gaussian":
         st.slider("Blur sigma (px)", 0.5, 10.0, step=0.5, **k("threshold", "blur_sigma"), help="Gaussian blur before Otsu.")
     if method.startswith("adaptive"):
@@ -230,7 +230,7 @@ def _draw_threshold(k) -> None:
                   help="Odd neighbourhood size; 0 = about 4 typical cell diameters.")
         st.slider("Offset", -0.2, 0.2, step=0.005, **k("threshold", "offset"),
                   help="Subtracted from the local mean: negative values demand pixels brighter than their surroundings."
-                       " For instant feedback while dragging, turn on *Live threshold preview* in the Result tab.")
+                       " For instant feedback while dragging, turn on *Live threshold preview* in the Result view.")
         st.slider("Floor (x Otsu)", 0.0, 1.0, step=0.05, **k("threshold", "floor"),
                   help="Pixels must also exceed this fraction of the global Otsu threshold; keeps empty areas empty.")
     st.checkbox("Invert (dark objects)", **k("threshold", "invert"), help="For dark cells on a bright background.")

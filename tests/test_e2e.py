@@ -134,10 +134,10 @@ def test_preprocess_slider_updates_the_result(server, browser):
     expect(page.locator(".st-key-rcp-threshold-value")).to_be_visible(timeout=30_000)
     expect(page.locator(".st-key-rcp-threshold-offset")).to_have_count(0)
     settle(page)
-    page.get_by_role("tab", name="Compare thresholds").click()
+    page.locator(".st-key-pre_tab").get_by_role("radio", name="Compare thresholds").click()
     expect(main).to_contain_text("Gaussian blur + Otsu", timeout=30_000)
     # A recipe loaded from the views (Reset) redraws the panel as well.
-    page.get_by_role("tab", name="Recipe, all images & auto-tune").click()
+    page.locator(".st-key-pre_tab").get_by_role("radio", name="Recipe, all images & auto-tune").click()
     page.get_by_role("button", name="Reset to default").click()
     expect(page.locator(".st-key-rcp-threshold-offset")).to_be_visible(timeout=30_000)
     settle(page)

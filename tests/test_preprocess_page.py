@@ -17,7 +17,7 @@ def page() -> AppTest:
 
 
 def _result(at: AppTest) -> dict:
-    """What the Result tab sends the browser (components/result_view.py)."""
+    """What the Result view sends the browser (components/result_view.py)."""
     (view,) = [el for el in at.get("bidi_component") if el.proto.component_name == "cellscope.result_view"]
     return json.loads(view.proto.json)
 
