@@ -42,6 +42,9 @@ def require_chromium() -> None:
         pytest.skip("no Chromium found: install it (Debian/Ubuntu: apt-get install chromium) or set CELLSCOPE_CHROMIUM")
 
 
+SERVER_PIDS: dict[str, int] = {}  # url -> process id of each server streamlit_server started
+
+
 @contextmanager
 def streamlit_server(log_dir: Path) -> Iterator[str]:
     """`streamlit run app.py` on a free localhost port; fails if the server logs a traceback."""
@@ -54,6 +57,7 @@ def streamlit_server(log_dir: Path) -> Iterator[str]:
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
+        SERVER_PIDS[url] = proc.pid
         try:
             deadline = time.time() + 90
             while True:

@@ -65,8 +65,8 @@ def test_config_skips_the_full_garbage_collection_after_every_run():
 
 
 def test_config_turns_the_file_watcher_off():
-    """Streamlit's watchdog thread set up inotify watches over the whole tree, .venv included, and
-    handled its events while the page ran: ~1 s of server CPU per slider move (README, Speed)."""
+    """With a watcher, the server used a whole core for as long as a page was open (watchdog over
+    the whole tree, .venv included), which doubled slider response times (README, Speed)."""
     import tomllib
 
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
