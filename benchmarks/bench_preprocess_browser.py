@@ -121,6 +121,14 @@ def main(size: int = 1024) -> list[tuple[str, float, float]]:
                          statistics.median(in_page), max(in_page)))
             times, in_page = time_slider(page, "rcp.watershed.smoothing", "ArrowLeft", steps=6)
             rows.append(("watershed smoothing with the live preview shown, page's clock", statistics.median(in_page), max(in_page)))
+            # A global threshold: its slider also moves the line on the Plotly histogram.
+            page.get_by_text("Live threshold preview").click()
+            page.locator(".st-key-rcp-threshold-method").click()
+            page.get_by_role("option", name="manual").click()
+            page.locator(".st-key-rcp-threshold-value").wait_for(timeout=30_000)
+            settle(page)
+            times, in_page = time_slider(page, "rcp.threshold.value", "ArrowRight", steps=6)
+            rows.append(("manual threshold value (the histogram's line moves too), page's clock", statistics.median(in_page), max(in_page)))
             browser.close()
     return rows
 

@@ -7,7 +7,7 @@ show the new recipe on the next run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -123,11 +123,13 @@ def _channel_options(channels: Sequence[ChannelInfo]) -> dict[str, str]:
 OPEN_AT_START = ("threshold", "watershed", "filters")
 
 
-def recipe_panel(channels: Sequence[ChannelInfo], *, views: Sequence[str] = (), panel: Sequence[str] = ()) -> None:
+def recipe_panel(channels: Sequence[ChannelInfo], *, views: Mapping[str, Sequence[str]] | Sequence[str] = (),
+                 panel: Sequence[str] = ()) -> None:
     """Draw the step controls; each change goes into the current recipe (:func:`current_recipe`)
     from its widget's callback.
 
-    ``views``: keys of the fragments that show results, rerun on a change; ``panel``: the
+    ``views``: keys of the fragments that show results, rerun on a change (or, per step, the
+    keys of those that show what that step changes); ``panel``: the
     fragment(s) this panel is drawn in, rerun with them when a change alters the panel. Empty:
     Streamlit's usual rerun. Only expanded steps draw their widgets (fewer widgets: a faster
     page); collapsed steps keep the values of the current recipe.
@@ -138,10 +140,9 @@ def recipe_panel(channels: Sequence[ChannelInfo], *, views: Sequence[str] = (), 
         recipe = recipe.with_step("channel", source=next(iter(options)))
         st.session_state[RECIPE_KEY] = recipe
         st.session_state[_key("channel", "source")] = recipe.channel.source
-    everything = tuple(panel) + tuple(views)
-
     def k(step: str, param: str, *, redraw: bool = False) -> dict:
-        return dict(key=_key(step, param), on_change=_changed, args=(step, redraw, tuple(views), everything))
+        shown = tuple(views[step] if isinstance(views, Mapping) else views)
+        return dict(key=_key(step, param), on_change=_changed, args=(step, redraw, shown, tuple(panel) + shown))
 
     warnings = st.session_state.get(WARNINGS_KEY, {})
     for step in STEP_ORDER:

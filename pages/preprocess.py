@@ -172,19 +172,25 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
         lines.insert(0, f"Against ground truth (objects matched one-to-one at IoU ≥ 0.5): F1 {scores.f1:.3f} · "
                         f"precision {scores.precision:.3f} · recall {scores.recall:.3f} · mean matched IoU {scores.mean_iou:.3f}")
     summary = Summary(f"{result.n_cells} cells found", tuple(lines), tuple(result.notes))
-    log_hist = st.session_state.get("log_hist", True)
-    histogram = _memo((_image_key(image), "histogram", upto_background, result.threshold, log_hist),
-                      lambda: histogram_figure(result.processed, result.threshold, log_y=log_hist))
 
     if recipe.threshold.method in LIVE_METHODS and st.toggle(
             "Live threshold preview", value=False, key="live_preview",
             help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
                  "trip); the segmentation follows when you release it."):
         live_threshold(preview(_aligned(image, recipe)[0], PREVIEW_SIDE), result.processed, recipe.threshold,
-                       result.cell_diameter, f"{_image_key(image)}{upto_background}", rerun=(CONTROLS, open_view()))
-    result_view(panels, toggles, summary, key="pre_result")
-    st.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
-    st.plotly_chart(histogram, width="stretch", config={"displaylogo": False})
+                       result.cell_diameter, f"{_image_key(image)}{upto_background}", rerun=(CONTROLS, *open_views()))
+    result_view(panels, toggles, summary, key="result_panels")
+
+
+def histogram(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
+    """The histogram of what is thresholded, the threshold marked. A fragment of its own, below
+    the pictures: the steps after the threshold do not change it, so their sliders leave it be
+    (a Plotly chart redrawn costs the browser ~60 ms)."""
+    log_y = st.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
+    upto_background = tuple(getattr(recipe, s) for s in STEP_ORDER[:5])
+    figure = _memo((_image_key(image), "histogram", upto_background, result.threshold, log_y),
+                   lambda: histogram_figure(result.processed, result.threshold, log_y=log_y))
+    st.plotly_chart(figure, width="stretch", config={"displaylogo": False})
 
 
 def threshold_grid(result: PipelineResult) -> None:
@@ -270,20 +276,25 @@ def batch_and_tune(recipe: Recipe) -> None:
 
 
 CONTROLS = "pre_controls"  # the recipe panel's fragment
+HISTOGRAM = "pre_histogram"  # the Result view's histogram, a fragment below its pictures
 # The views, each drawn by a fragment of its own: a slider move reruns only the open view's, so
 # the browser gets a handful of messages per move and hidden views cost nothing.
 VIEWS = {"Result": "pre_result", "Compare thresholds": "pre_thresholds", "Measurements & crops": "pre_measure",
         "Recipe, all images & auto-tune": "pre_batch"}
 
 
-def open_view() -> str:
-    """The key of the open view's fragment: what a recipe change must rerun."""
-    return VIEWS.get(st.session_state.get("pre_tab"), VIEWS["Result"])
+def open_views(step: str | None = None) -> tuple[str, ...]:
+    """The keys of the open view's fragments that a change of ``step`` (None: of anything) must
+    rerun: the histogram only follows the steps up to the threshold."""
+    view = VIEWS.get(st.session_state.get("pre_tab"), VIEWS["Result"])
+    if view != VIEWS["Result"] or step in STEP_ORDER[STEP_ORDER.index("threshold") + 1:]:
+        return (view,)
+    return view, HISTOGRAM
 
 
 def redraw_all() -> None:
     """Callback: rerun the recipe panel and the open view."""
-    st.rerun([CONTROLS, open_view()])
+    st.rerun([CONTROLS, *open_views()])
 
 
 def preprocess_page() -> None:
@@ -300,7 +311,8 @@ def preprocess_page() -> None:
         # A segmented control, not st.tabs: tabs add ~20 ms of browser work to every slider move.
         choice = st.segmented_control("View", list(VIEWS), default="Result", required=True, key="pre_tab",
                                       label_visibility="collapsed", help="What to show of the current recipe.")
-        DRAW_VIEW[choice]()
+        for draw in DRAW_VIEW[choice]:
+            draw()
 
 
 @st.fragment(key=CONTROLS)
@@ -311,18 +323,20 @@ def controls() -> None:
     if st.session_state.get("pre_image") not in ds.names:
         st.session_state.pre_image = ds.names[0]
     st.selectbox("Image", ds.names, key="pre_image", on_change=redraw_all, help="The image the live preview works on.")
-    recipe_panel(ds[st.session_state.pre_image].channels, views=(open_view(),), panel=(CONTROLS,))
+    recipe_panel(ds[st.session_state.pre_image].channels, views={step: open_views(step) for step in STEP_ORDER},
+                 panel=(CONTROLS,))
 
 
-def _current() -> tuple[CellImage, Recipe, PipelineResult] | None:
-    """The chosen image, the current recipe and what it makes of the image (None after
-    explaining why the pipeline could not run)."""
+def _current(*, explain: bool = True) -> tuple[CellImage, Recipe, PipelineResult] | None:
+    """The chosen image, the current recipe and what it makes of the image (None, after
+    explaining why if ``explain``, when the pipeline could not run)."""
     ds = dataset()
     image, recipe = ds[st.session_state.get("pre_image", ds.names[0])], current_recipe()
     try:
         return image, recipe, pipeline(image, recipe)
     except ValueError as exc:
-        st.error(f"The pipeline could not run on {image.name}: {exc}")
+        if explain:
+            st.error(f"The pipeline could not run on {image.name}: {exc}")
         return None
 
 
@@ -330,6 +344,12 @@ def _current() -> tuple[CellImage, Recipe, PipelineResult] | None:
 def show_result() -> None:
     if current := _current():
         result_views(*current)
+
+
+@st.fragment(key=HISTOGRAM)
+def show_histogram() -> None:
+    if current := _current(explain=False):
+        histogram(*current)
 
 
 @st.fragment(key=VIEWS["Compare thresholds"])
@@ -350,6 +370,6 @@ def show_batch() -> None:
     batch_and_tune(current_recipe())
 
 
-DRAW_VIEW = {"Result": show_result, "Compare thresholds": show_thresholds, "Measurements & crops": show_measurements,
-             "Recipe, all images & auto-tune": show_batch}
+DRAW_VIEW = {"Result": (show_result, show_histogram), "Compare thresholds": (show_thresholds,),
+             "Measurements & crops": (show_measurements,), "Recipe, all images & auto-tune": (show_batch,)}
 preprocess_page()
