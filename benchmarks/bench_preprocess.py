@@ -16,8 +16,8 @@ from core.metrics import match_instances  # noqa: E402
 from core.preprocess import DEFAULT_RECIPE, run_pipeline  # noqa: E402
 
 
-def median_ms(fn) -> float:
-    return median_seconds(fn) * 1000
+def median_ms(fn, repeat: int = 9) -> float:
+    return median_seconds(fn, repeat) * 1000
 
 
 def main() -> None:
