@@ -121,6 +121,11 @@ def _image_key(image: CellImage) -> str:
     return f"{image.hash}{image.channels}"
 
 
+def _steps_upto(recipe: Recipe, last: str) -> tuple:
+    """The recipe's steps up to and including ``last``: what a view made from that stage depends on."""
+    return tuple(getattr(recipe, step) for step in STEP_ORDER[: STEP_ORDER.index(last) + 1])
+
+
 def _memo(key: tuple, compute):
     """A view's piece, kept in the stage cache while the steps it depends on are unchanged."""
     return _stage_cache().get_or_compute(("view", *key), compute)
@@ -144,7 +149,7 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
     """The Result view. Everything is computed before the first element is drawn, so the page's
     elements reach the browser in one burst and it re-renders the page once, not once per view."""
     size, base, gt = _picture(image, recipe)
-    upto_background = tuple(getattr(recipe, s) for s in STEP_ORDER[:5])
+    upto_background = _steps_upto(recipe, "background")
     processed = _memo((_image_key(image), "processed", upto_background), lambda: Layer.of(
         "processed", "the processed image", to_uint8(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA)), "jpeg"))
     tint = Layer.of("tint", "foreground", overlay_png(display_mask(result.mask, size), TINT_COLOR, 0.35), toggle="tint")
@@ -187,8 +192,7 @@ def histogram(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
     the pictures: the steps after the threshold do not change it, so their sliders leave it be
     (a Plotly chart redrawn costs the browser ~60 ms)."""
     log_y = st.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
-    upto_background = tuple(getattr(recipe, s) for s in STEP_ORDER[:5])
-    figure = _memo((_image_key(image), "histogram", upto_background, result.threshold, log_y),
+    figure = _memo((_image_key(image), "histogram", _steps_upto(recipe, "background"), result.threshold, log_y),
                    lambda: histogram_figure(result.processed, result.threshold, log_y=log_y))
     st.plotly_chart(figure, width="stretch", config={"displaylogo": False})
 

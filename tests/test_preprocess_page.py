@@ -33,6 +33,11 @@ def _f1(at: AppTest) -> float:
 
 def test_result_shows_cells_and_scores_against_ground_truth(page):
     assert 60 <= _cells_found(page) <= 120
+    view = _result(page)
+    layers = {layer["id"] for panel in view["panels"] for layer in panel["layers"]}
+    assert layers == set(view["images"]) == {"base", "processed", "tint", "gt", "outlines"}
+    assert all(src.startswith("data:image/") for src in view["images"].values())
+    assert [t["id"] for t in view["toggles"] if t["disabled"]] == []  # the example has ground truth
     assert _f1(page) >= 0.9
     assert page.session_state["recipe"] == DEFAULT_RECIPE
     assert len(page.get("plotly_chart")) == 1  # the histogram
