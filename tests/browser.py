@@ -121,15 +121,27 @@ LATENCY_PROBE_JS = """() => {
 }"""
 
 
-def page_latency(page, selector: str) -> float:
-    """Seconds from the last key press to the load of the current picture of the image at
-    ``selector``, on the page's clock."""
+# A result update (components/result_view.py counts them) has arrived and its pictures loaded.
+RESULT_UPDATED_JS = """(old) => {
+  const root = document.querySelector('.cs-rv');
+  return root && root.dataset.updates !== old && [...root.querySelectorAll('img[src]')].every((i) => i.complete);
+}"""
+
+
+def result_updates(page) -> str:
+    return page.evaluate("() => document.querySelector('.cs-rv')?.dataset.updates ?? ''")
+
+
+def result_latency(page) -> float:
+    """Seconds from the last key press until the result view had applied its last update and
+    loaded every picture that update changed, on the page's clock."""
     return page.evaluate(
-        """(selector) => {
-          const img = document.querySelector(selector);
+        """() => {
+          const root = document.querySelector('.cs-rv');
           const p = window.__cellscopeProbe;
-          return ((p.loads[img.src] ?? performance.now()) - p.keydown) / 1000;
-        }""", selector)
+          const loads = [...root.querySelectorAll('img[src]')].map((i) => p.loads[i.src] ?? 0);
+          return (Math.max(Number(root.dataset.updatedAt), ...loads) - p.keydown) / 1000;
+        }""")
 
 
 def image_src(page, selector: str) -> str:

@@ -119,17 +119,25 @@ def test_first_visit_to_a_page_url_on_a_fresh_server_gets_the_router(browser, tm
 
 
 def test_preprocess_slider_updates_the_result(server, browser):
-    from browser import CHANGED_IMAGE_JS, LATENCY_PROBE_JS, RESULT_OUTLINES, image_src, page_latency
+    from browser import (
+        CHANGED_IMAGE_JS,
+        LATENCY_PROBE_JS,
+        RESULT_OUTLINES,
+        RESULT_UPDATED_JS,
+        image_src,
+        result_latency,
+        result_updates,
+    )
 
     page, main = _open_at(browser, server + "/preprocess", "cells found")
     page.evaluate(LATENCY_PROBE_JS)
-    thumb = page.locator(".st-key-rcp-watershed-smoothing input[type='range']").first
+    thumb = page.locator(".st-key-rcp-watershed-seed_distance input[type='range']").first
     latencies = []
     for key in ("ArrowRight", "ArrowLeft", "ArrowRight"):
-        before = image_src(page, RESULT_OUTLINES)
+        before = result_updates(page)
         thumb.press(key)
-        page.wait_for_function(CHANGED_IMAGE_JS, arg=[RESULT_OUTLINES, before], polling="raf", timeout=30_000)
-        latencies.append(page_latency(page, RESULT_OUTLINES))
+        page.wait_for_function(RESULT_UPDATED_JS, arg=before, polling="raf", timeout=30_000)
+        latencies.append(result_latency(page))
         page.wait_for_timeout(500)
     # ~0.1 s here (README, Speed); 0.4 s would mean something like the file watcher's ~1 s of CPU
     # per move is back, while leaving room for a loaded CI machine.
