@@ -20,7 +20,7 @@ import numpy as np
 import streamlit as st
 
 from components.recipe_panel import RECIPE_KEY, current_recipe
-from core.display import data_uri
+from core.display import data_uri, to_uint8
 from core.preprocess import ThresholdStep, adaptive_block_size, adaptive_local_mean, threshold_floor
 
 _HTML = """
@@ -134,7 +134,7 @@ def preview_planes(processed: np.ndarray, step: ThresholdStep, cell_diameter: fl
     mean for adaptive methods (else None), and the floor (8-bit units)."""
     w, h = size
     source = 1.0 - processed if step.invert else processed
-    src = cv2.resize((np.clip(source, 0, 1) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_AREA)
+    src = cv2.resize(to_uint8(source), (w, h), interpolation=cv2.INTER_AREA)
     if step.method == "manual":
         return src, None, 0.0
     block = adaptive_block_size(processed.shape, step, cell_diameter) * w / processed.shape[1]

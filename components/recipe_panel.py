@@ -123,13 +123,13 @@ def _channel_options(channels: Sequence[ChannelInfo]) -> dict[str, str]:
 OPEN_AT_START = ("threshold", "watershed", "filters")
 
 
-def recipe_panel(channels: Sequence[ChannelInfo], *, views: Mapping[str, Sequence[str]] | Sequence[str] = (),
+def recipe_panel(channels: Sequence[ChannelInfo], *, views: Mapping[str, Sequence[str]] | None = None,
                  panel: Sequence[str] = ()) -> None:
     """Draw the step controls; each change goes into the current recipe (:func:`current_recipe`)
     from its widget's callback.
 
-    ``views``: keys of the fragments that show results, rerun on a change (or, per step, the
-    keys of those that show what that step changes); ``panel``: the
+    ``views``: per step, the keys of the fragments that show what that step changes, rerun on
+    a change; ``panel``: the
     fragment(s) this panel is drawn in, rerun with them when a change alters the panel. Empty:
     Streamlit's usual rerun. Only expanded steps draw their widgets (fewer widgets: a faster
     page); collapsed steps keep the values of the current recipe.
@@ -141,7 +141,7 @@ def recipe_panel(channels: Sequence[ChannelInfo], *, views: Mapping[str, Sequenc
         st.session_state[RECIPE_KEY] = recipe
         st.session_state[_key("channel", "source")] = recipe.channel.source
     def k(step: str, param: str, *, redraw: bool = False) -> dict:
-        shown = tuple(views[step] if isinstance(views, Mapping) else views)
+        shown = tuple((views or {}).get(step, ()))
         return dict(key=_key(step, param), on_change=_changed, args=(step, redraw, shown, tuple(panel) + shown))
 
     warnings = st.session_state.get(WARNINGS_KEY, {})

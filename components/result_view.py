@@ -9,7 +9,7 @@ picture (same URI) as it is.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import streamlit as st
 
@@ -196,7 +196,7 @@ class Toggle:
 class Summary:
     headline: str
     lines: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
 def result_view(panels: list[Panel], toggles: list[Toggle], summary: Summary, *, key: str) -> None:

@@ -39,7 +39,7 @@ def composite(
         for k, weight in enumerate(COLORS[ch.color]):
             if weight:
                 rgb[:, :, k] += weight * norm
-    return (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+    return to_uint8(rgb)
 
 
 def image_rgb(image: CellImage, visible: Sequence[bool] | None = None) -> np.ndarray:
@@ -64,10 +64,8 @@ def draw_outlines(rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, in
     When ``rgb`` is smaller than ``labels`` (a preview), the labels are scaled down first so
     outlines stay one display pixel wide.
     """
-    if labels.shape != rgb.shape[:2]:
-        labels = cv2.resize(labels.astype(np.int32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
     out = rgb.copy()
-    out[label_boundaries(labels)] = color
+    out[display_outlines(labels, (rgb.shape[1], rgb.shape[0]))] = color
     return out
 
 
@@ -141,9 +139,9 @@ def data_uri(image: np.ndarray | bytes, fmt: str = "png") -> str:
     return f"data:image/{fmt};base64," + base64.b64encode(data).decode()
 
 
-def to_uint8(plane: np.ndarray) -> np.ndarray:
-    """A [0, 1] float plane as uint8 grey."""
-    return (np.clip(plane, 0, 1) * 255).astype(np.uint8)
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """[0, 1] floats (a plane or an RGB image) as uint8, clipped."""
+    return (np.clip(values, 0, 1) * 255).astype(np.uint8)
 
 
 def gray_rgb(plane: np.ndarray) -> np.ndarray:

@@ -131,24 +131,25 @@ def _memo(key: tuple, compute):
     return _stage_cache().get_or_compute(("view", *key), compute)
 
 
-def _picture(image: CellImage, recipe: Recipe) -> tuple[tuple[int, int], Layer, Layer | None]:
+def _picture(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, Layer, Layer | None]:
     """The display merge and the ground-truth outlines in the pipeline's geometry, at preview
-    size: (size, base layer, ground-truth layer or None). Unchanged by every slider but rotation."""
+    size: (RGB array, base layer, ground-truth layer or None). Unchanged by every slider but rotation."""
     def compute():
         rgb, gt = _aligned(image, recipe)
         small = preview(rgb, PREVIEW_SIDE)
-        size = (small.shape[1], small.shape[0])
         base = Layer.of("base", "the image (display merge)", small, "jpeg")
         if gt is None:
-            return size, base, None
-        return size, base, Layer.of("gt", "ground-truth outlines", overlay_png(display_outlines(gt, size), GT_COLOR), toggle="gt")
+            return small, base, None
+        outlines = display_outlines(gt, (small.shape[1], small.shape[0]))
+        return small, base, Layer.of("gt", "ground-truth outlines", overlay_png(outlines, GT_COLOR), toggle="gt")
     return _memo((_image_key(image), "picture", recipe.rotate), compute)
 
 
 def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
     """The Result view. Everything is computed before the first element is drawn, so the page's
     elements reach the browser in one burst and it re-renders the page once, not once per view."""
-    size, base, gt = _picture(image, recipe)
+    small, base, gt = _picture(image, recipe)
+    size = (small.shape[1], small.shape[0])
     upto_background = _steps_upto(recipe, "background")
     processed = _memo((_image_key(image), "processed", upto_background), lambda: Layer.of(
         "processed", "the processed image", to_uint8(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA)), "jpeg"))
@@ -182,7 +183,7 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
             "Live threshold preview", value=False, key="live_preview",
             help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
                  "trip); the segmentation follows when you release it."):
-        live_threshold(preview(_aligned(image, recipe)[0], PREVIEW_SIDE), result.processed, recipe.threshold,
+        live_threshold(small, result.processed, recipe.threshold,
                        result.cell_diameter, f"{_image_key(image)}{upto_background}", rerun=(CONTROLS, *open_views()))
     result_view(panels, toggles, summary, key="result_panels")
 
