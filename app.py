@@ -4,23 +4,33 @@ import streamlit as st
 
 from components.routing import routed
 from components.sidebar import render_sidebar
+from components.workspace import open_workspace, save_workspace
 
 
 def run() -> None:
     st.set_page_config(page_title="CellScope", page_icon="🔬", layout="wide")
+    data = st.Page("pages/data.py", title="Data", icon=":material/photo_library:", url_path="data")
+
+    def home() -> None:
+        # The root URL shows the Data page at its own address, so /data also opens directly.
+        st.switch_page(data, query_params=st.query_params.to_dict())
+
     page = st.navigation(
         [
-            st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
+            st.Page(home, title="CellScope", url_path="home", default=True, visibility="hidden"),
+            data,
             st.Page("pages/preprocess.py", title="Preprocess", icon=":material/tune:"),
             st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
         ]
     )
+    open_workspace()  # before any widget: a reload of this tab gets its work back
     try:
         with routed():
             page.run()
     finally:
         # Drawn after the page so it shows what the page just loaded or changed.
         render_sidebar()
+        save_workspace()
 
 
 if __name__ == "__main__":

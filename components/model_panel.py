@@ -39,28 +39,41 @@ def _models() -> list[ModelInfo]:
 def model_picker(key: str) -> list[str]:
     """A multiselect of every model, each marked with whether it can run now."""
     infos = _models()
-    state = {m.name: availability(m.name) for m in infos}
-
-    def label(name: str) -> str:
-        ok, _ = state[name]
-        return name if ok else f"{name} (needs weights)"
-
+    state = {m.name: availability(m.name)[0] for m in infos}
     names = [m.name for m in infos]
-    chosen = st.multiselect(
-        "Models", names, default=[n for n in DEFAULT_MODELS if n in names], format_func=label, key=key,
+    return st.multiselect(
+        "Models", names, default=[n for n in DEFAULT_MODELS if n in names], key=key,
+        format_func=lambda name: name if state[name] else f"{name} (needs weights)",
         help="Run side by side on the same image. 'needs weights': downloaded on first use (progress shown), "
-             "or placed in the weights folder by hand when this machine is offline.",
+             "or placed in the weights folder by hand when this machine is offline. *What each model is* "
+             "describes them.",
     )
-    with st.expander("What each model is"):
-        for m in infos:
-            ok, why = state[m.name]
-            src = f" Weights: {m.weights.trained_on}; licence {m.weights.license}." if m.weights else ""
-            st.markdown(f"**{m.name}** ({'ready' if ok else 'not here yet'}): {m.description}{src}  \n"
-                        f"<small>{why}</small>", unsafe_allow_html=True)
-        st.caption(f"Weights folder: `{weights_dir()}` (set `CELLSCOPE_WEIGHTS_DIR` to move it). Your own YOLO "
-                   f"`.pt` files (detect or segment) placed in `{user_weights_folder()}` appear as `user:<name>`.")
-        weights_upload()
-    return chosen
+
+
+def model_table() -> list[dict[str, str]]:
+    """One row per model: what it is, whether its weights are here, where they come from."""
+    rows = []
+    for m in _models():
+        ok, why = availability(m.name)
+        w = m.weights
+        rows.append({
+            "model": m.name, "ready": "yes" if ok else "needs weights", "what it is": m.description,
+            "weights": "none needed" if w is None else
+            f"{w.filename} ({w.size_mb:.0f} MB); trained on {w.trained_on}; licence {w.license}",
+        })
+    return rows
+
+
+@st.dialog("What each model is", width="large")
+def model_guide() -> None:
+    """Every model in a readable table, with the weights folder and how to add your own."""
+    rows = model_table()
+    st.markdown("| model | ready | what it is | weights |\n|---|---|---|---|\n" + "\n".join(
+        f"| **{r['model']}** | {r['ready']} | {r['what it is']} | {r['weights']} |" for r in rows))
+    st.markdown(f"Weights folder (set `CELLSCOPE_WEIGHTS_DIR` to move it):\n\n`{weights_dir()}`\n\n"
+                f"Your own YOLO `.pt` files (detect or segment) placed in `{user_weights_folder()}` appear as "
+                "`user:<name>`.")
+    weights_upload()
 
 
 def weights_upload() -> None:
@@ -79,38 +92,43 @@ def weights_upload() -> None:
         st.success(f"Saved {name} to {folder}; pick user:{name.removesuffix('.pt')} above.")
 
 
-def fetch_missing_weights(names: list[str]) -> list[str]:
-    """For chosen models without weights: a download button with progress, or what to place where.
-    Returns the names that can run now."""
-    ready = []
+def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
+    """For chosen models without weights: one download button with progress per weights file
+    (however many of the models share it), or what to place where. Returns the names that can
+    run now. ``key`` names the place on the page: each place draws its own buttons."""
+    ready = [n for n in names if availability(n)[0]]
+    missing: dict[str, list[str]] = {}  # weights file -> the chosen models that need it
     for name in names:
-        ok, why = availability(name)
-        if ok:
-            ready.append(name)
+        if name in ready:
             continue
         spec = get_model_info(name).weights
         if spec is None or not spec.url:
-            st.error(f"**{name}** cannot run: {why}.")
+            st.error(f"**{name}** cannot run: {availability(name)[1]}.")
             continue
-        cols = st.columns([3, 1])
-        cols[0].warning(f"**{name}** needs {spec.filename} ({spec.size_mb:.0f} MB, {spec.license}) from {spec.url}.")
-        if cols[1].button(f"Download {spec.size_mb:.0f} MB", key=f"cmp.dl.{name}",
-                          help=f"Fetch into {weights_dir()}, checksum-verified when one is published."):
-            bar = st.progress(0.0, text=f"Downloading {spec.filename}…")
+        missing.setdefault(spec.filename, []).append(name)
+    for filename, needing in missing.items():
+        spec = get_model_info(needing[0]).weights
+        who = ", ".join(f"**{n}**" for n in needing)
+        cols = st.columns([3, 1], vertical_alignment="center")
+        cols[0].warning(f"{who} {'needs' if len(needing) == 1 else 'need'} {filename} ({spec.size_mb:.0f} MB, "
+                        f"{spec.license}) from {spec.url}.")
+        if cols[1].button(f"Download {spec.size_mb:.0f} MB", key=f"{key}.dl.{filename}", width="stretch",
+                          help=f"Fetch {filename} into {weights_dir()}, checksum-verified when one is published."):
+            bar = st.progress(0.0, text=f"Downloading {filename}…")
 
-            def progress(done: int, total: int | None, bar=bar, spec=spec) -> None:
+            def progress(done: int, total: int | None, bar=bar, filename=filename) -> None:
                 share = min(done / total, 1.0) if total else 0.0
-                bar.progress(share, text=f"Downloading {spec.filename}: {done / 1e6:.0f} / {(total or 0) / 1e6:.0f} MB")
+                bar.progress(share, text=f"Downloading {filename}: {done / 1e6:.0f} / {(total or 0) / 1e6:.0f} MB")
 
             try:
                 resolve_weights(spec, progress=progress)
             except WeightsUnavailable as exc:
                 bar.empty()
-                st.error(str(exc))
+                st.error(f"{who}: {exc}")
                 continue
             bar.empty()
-            ready.append(name)
-    return ready
+            ready += needing
+    return [n for n in names if n in ready]
 
 
 def model_settings(key: str, names: list[str]) -> dict[str, Any]:

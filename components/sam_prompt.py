@@ -82,7 +82,7 @@ def sam_prompt_view(image: CellImage, device: str) -> None:
     names = [m.name for m in list_models() if m.family == "sam" and "+" not in m.name]
     name = st.selectbox("SAM model", names, key="cmp.sam_model",
                         help="ViT-B is the smallest and fastest; ViT-H the most accurate and ~2.5 GB.")
-    if not availability(name)[0] and not fetch_missing_weights([name]):
+    if not availability(name)[0] and not fetch_missing_weights([name], key="cmp.sam"):
         return
     state = prompts(image)
     rgb = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), VIEW_SIDE)

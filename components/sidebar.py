@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from components.state import dataset, is_untouched_example
+from components.workspace import workspace_notes
+from core.text import plural
 from models.device import DEVICE_CHOICES, available_devices, resolve_device
 
 
@@ -18,9 +20,10 @@ def render_sidebar() -> None:
             s = ds.summary()
             label = " (example)" if is_untouched_example() else ""
             st.markdown(
-                f"**{s['images']}** images{label} · **{s['batches']}** batches  \n"
+                f"**{plural(s['images'], 'image')}**{label} · **{plural(s['batches'], 'batch')}**  \n"
                 f"**{s['with_gt']}** with ground truth · channels: {', '.join(map(str, s['channels']))}"
             )
+        workspace_notes()
         st.subheader("Compute")
         devices = available_devices()  # lru_cached: torch is asked once per process
         choice = st.selectbox(

@@ -22,6 +22,12 @@ def example_images() -> tuple[CellImage, ...]:
     return images
 
 
+@st.cache_resource
+def shared_array_ids() -> frozenset[int]:
+    """The example's arrays, shared by every session: a workspace holding them costs nothing."""
+    return frozenset(id(a) for img in example_images() for a in (img.pixels, img.gt) if a is not None)
+
+
 def dataset() -> Dataset:
     """This session's dataset; a newcomer starts with the example so there is data at once."""
     if "dataset" not in st.session_state:

@@ -98,18 +98,35 @@ def overlay_png(mask: np.ndarray, color: tuple[int, int, int], alpha: float = 1.
     return buf.getvalue()
 
 
+def label_colors(n: int, seed: int = 0) -> np.ndarray:
+    """(n + 1, 3) uint8 colours: black for the background (0), then one bright hue per label."""
+    hues = np.random.default_rng(seed).permutation(max(n, 1)) * (180 / max(n, 1))
+    hsv = np.stack([hues, np.full_like(hues, 200), np.full_like(hues, 255)], axis=1).astype(np.uint8)[None]
+    return np.vstack([np.zeros((1, 3), np.uint8), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]])
+
+
 def fill_labels(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45, seed: int = 0) -> np.ndarray:
     """Copy of ``rgb`` with every object filled in its own colour (the same label, the same colour)."""
     if labels.shape != rgb.shape[:2]:
         labels = cv2.resize(labels.astype(np.int32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
-    n = int(labels.max(initial=0))
-    hues = np.random.default_rng(seed).permutation(max(n, 1)) * (180 / max(n, 1))
-    hsv = np.stack([hues, np.full_like(hues, 200), np.full_like(hues, 255)], axis=1).astype(np.uint8)[None]
-    lut = np.vstack([np.zeros((1, 3), np.uint8), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]])
+    lut = label_colors(int(labels.max(initial=0)), seed)
     inside = labels > 0
     out = rgb.copy()
     out[inside] = (rgb[inside] * (1 - alpha) + lut[labels[inside]] * alpha).astype(np.uint8)
     return out
+
+
+def fill_png(labels: np.ndarray, size: tuple[int, int], alpha: float = 0.45, seed: int = 0) -> bytes:
+    """A transparent PNG layer at display ``size`` (w, h) with every object filled in its own
+    colour: a palette image, so labels past 255 reuse colours (neighbours rarely share one)."""
+    if labels.shape[:2] != (size[1], size[0]):
+        labels = cv2.resize(labels.astype(np.int32, copy=False), size, interpolation=cv2.INTER_NEAREST)
+    index = np.where(labels > 0, (labels - 1) % 255 + 1, 0).astype(np.uint8)
+    layer = Image.fromarray(index, "P")
+    layer.putpalette(label_colors(255, seed).ravel().tolist())
+    buf = io.BytesIO()
+    layer.save(buf, "PNG", transparency=bytes([0] + [round(alpha * 255)] * 255), compress_level=1)
+    return buf.getvalue()
 
 
 def thumbnail(rgb: np.ndarray, size: int = 96) -> np.ndarray:

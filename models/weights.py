@@ -103,7 +103,7 @@ def local_path(spec: WeightsSpec) -> Path | None:
 def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, timeout: float = 30) -> Path:
     """Fetch ``spec.url`` to ``dest`` (via a temporary file), verify the checksum, then move into place."""
     if not spec.url:
-        raise WeightsUnavailable(f"{spec.name}: no download address; place {spec.filename} in {dest.parent}")
+        raise WeightsUnavailable(f"{spec.filename} has no download address; place it in {dest.parent}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -120,7 +120,7 @@ def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, 
             got = sha256_of(tmp)
             if not got.startswith(spec.sha256):
                 raise WeightsUnavailable(
-                    f"{spec.name}: downloaded file has checksum {got[:12]}…, expected {spec.sha256[:12]}…; "
+                    f"the downloaded {spec.filename} has checksum {got[:12]}…, expected {spec.sha256[:12]}…; "
                     "the download was corrupted or the file changed upstream. Try again, or place a verified "
                     f"copy at {dest}"
                 )
@@ -128,7 +128,7 @@ def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, 
         return dest
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise WeightsUnavailable(
-            f"{spec.name}: could not download {spec.url} ({getattr(exc, 'reason', exc)}). "
+            f"could not download {spec.filename} from {spec.url} ({getattr(exc, 'reason', exc)}). "
             f"If this machine is offline, download it elsewhere and place it at {dest}"
         ) from exc
     finally:
@@ -143,11 +143,11 @@ def resolve_weights(spec: WeightsSpec, *, allow_download: bool = True, progress:
     dest = weights_dir() / spec.filename
     if dest.is_file():  # present but fails the checksum
         raise WeightsUnavailable(
-            f"{spec.name}: {dest} does not match the expected checksum; delete it to download again"
+            f"{dest} does not match the expected checksum; delete it to download again"
         )
     if not allow_download:
         raise WeightsUnavailable(
-            f"{spec.name}: not downloaded yet ({spec.size_mb or '?'} MB from {spec.url}); "
+            f"{spec.filename} is not downloaded yet ({spec.size_mb or '?'} MB from {spec.url}); "
             f"download it or place {spec.filename} in {dest.parent}"
         )
     return download(spec, dest, progress)

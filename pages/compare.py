@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -11,16 +12,19 @@ from components.model_panel import (
     compute_result,
     current_device,
     fetch_missing_weights,
+    model_guide,
     model_picker,
     model_settings,
     result_key,
 )
 from components.plots import agreement_heatmap, f1_curve_figure
+from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from components.routing import require_router
 from components.sam_prompt import sam_prompt_view
 from components.state import dataset
-from core.display import draw_outlines, fill_labels, preview
+from core.display import display_outlines, fill_png, overlay_png, preview
 from core.images import CellImage, content_hash
+from core.text import plural
 from models.compare import METRIC_KEYS, agreement_matrix, results_zip, summary_row, summary_table
 from models.registry import get_model_info
 from models.result import Instances
@@ -28,6 +32,7 @@ from models.weights import WeightsUnavailable
 
 FAST_FAMILIES = {"classical", "yolo"}  # run as soon as they are chosen; the others on "Run"
 PREVIEW_SIDE = 640
+OUTLINE_COLOR, GT_COLOR = (255, 255, 0), (255, 0, 255)  # as on the Preprocess page
 
 
 def run_models(image: CellImage, names: list[str], settings: dict, device: str, *, all_now: bool) -> dict[str, Instances]:
@@ -55,17 +60,41 @@ def run_models(image: CellImage, names: list[str], settings: dict, device: str, 
     return results
 
 
-def overlays(image: CellImage, results: dict[str, Instances], filled: bool, show_gt: bool) -> None:
-    rgb = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), PREVIEW_SIDE)
-    panels = [("Ground truth", image.gt, f"{image.n_cells_gt} annotated cells")] if show_gt and image.gt is not None else []
+def overlays(image: CellImage, results: dict[str, Instances]) -> None:
+    """Two panels to a row, click to enlarge; outlines, filled masks and the ground truth over
+    every model are switched in the browser, without a rerun."""
+    small = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), PREVIEW_SIDE)
+    size = (small.shape[1], small.shape[0])
+    base = Layer.of("base", "the image (display merge)", small, "jpeg")
+    gt = None
+    if image.gt is not None:
+        gt = Layer.of("gt", "ground-truth outlines", overlay_png(display_outlines(image.gt, size), GT_COLOR), toggle="gt")
+
+    def layers(name: str, labels: np.ndarray) -> tuple[Layer, ...]:
+        return (Layer.of(f"{name}.fill", f"{name}, filled", fill_png(labels, size), toggle="filled"),
+                Layer.of(f"{name}.outlines", f"{name}, outlines", overlay_png(display_outlines(labels, size),
+                                                                             OUTLINE_COLOR), toggle="outlines"))
+
+    panels = []
+    if image.gt is not None:
+        panels.append(Panel("ground truth", f"Ground truth: {image.n_cells_gt} annotated cells",
+                            (base, *layers("ground truth", image.gt))))
     for name, r in results.items():
         what = "boxes" if r.box_only else "objects"
-        panels.append((name, r.labels, f"{r.count} {what} · {r.runtime_s:.2f} s on {r.device}"))
-    for start in range(0, len(panels), 3):
-        cols = st.columns(3)
-        for col, (title, labels, detail) in zip(cols, panels[start : start + 3], strict=False):
-            shown = fill_labels(rgb, labels) if filled else draw_outlines(rgb, labels)
-            col.image(shown, caption=f"{title}: {detail}", width="stretch", output_format="JPEG")
+        panels.append(Panel(name, f"{name}: {r.count} {what} · {r.runtime_s:.2f} s on {r.device}",
+                            (base, *layers(name, r.labels), *((gt,) if gt else ()))))
+    toggles = [
+        Toggle("outlines", "Outlines", "Each object's outline in yellow."),
+        Toggle("filled", "Filled masks", "Fill each object in its own colour.", on=False),
+        Toggle("gt", "Ground truth over models", "Outline the ground-truth cells in magenta on every model's picture."
+               if gt else "This image has no ground truth.", on=False, disabled=gt is None),
+    ]
+    summary = Summary(f"{plural(len(results), 'model')} on {image.name}",
+                      tuple(p.caption for p in panels),
+                      ("Click a picture to enlarge it, again to shrink it. Box detectors' boxes are drawn as filled "
+                       "rectangles.",) if any(r.box_only for r in results.values()) else
+                      ("Click a picture to enlarge it, again to shrink it.",))
+    result_view(panels, toggles, summary, key="cmp.view")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -108,8 +137,8 @@ def numbers(image: CellImage, results: dict[str, Instances], keys: tuple) -> Non
 
 def all_images(names: list[str], settings: dict, device: str) -> None:
     ds = dataset()
-    st.caption(f"Every model on every one of the {len(ds)} images; cached results are reused.")
-    if st.button(f"Run {len(names)} models on all {len(ds)} images", disabled=not names, key="cmp.run_all",
+    st.caption(f"Every model on every one of the {plural(len(ds), 'image')}; cached results are reused.")
+    if st.button(f"Run {plural(len(names), 'model')} on all {plural(len(ds), 'image')}", disabled=not names, key="cmp.run_all",
                  help="Progress is shown per image and model. Results are cached, so a second run is instant."):
         bar, rows, results = st.progress(0.0), [], {}
         steps = len(ds) * len(names)
@@ -150,37 +179,38 @@ def compare_page() -> None:
     if len(ds) == 0:
         st.warning("No images loaded. Add some on the Data page.")
         return
-    left, right = st.columns([1, 2.6], gap="large")
-    with left:
-        image = ds[st.selectbox("Image", ds.names, key="cmp.image", help="The image every model runs on.")]
-        names = fetch_missing_weights(model_picker("cmp.models"))
+    c1, c2, c3 = st.columns([1.3, 3.2, 1], vertical_alignment="bottom")
+    image = ds[c1.selectbox("Image", ds.names, key="cmp.image", help="The image every model runs on.")]
+    with c2:
+        chosen = model_picker("cmp.models")
+    if c3.button("What each model is", icon=":material/info:", key="cmp.guide", width="stretch",
+                 help="Every model: what it was trained on, its licence, whether its weights are here."):
+        model_guide()
+    names = fetch_missing_weights(chosen, key="cmp.models")
+    device = current_device()
+    s1, s2 = st.columns([3.2, 1], vertical_alignment="top")
+    with s1:
         settings = model_settings("cmp.set", names)
-        device = current_device()
-        slow = [n for n in names if get_model_info(n).family not in FAST_FAMILIES]
-        run_now = st.button(f"Run {len(names)} models", type="primary", disabled=not names, key="cmp.run",
-                            help="Classical and YOLO run as soon as they are chosen; SAM and R-CNN on the CPU wait "
-                                 "for this button (tens of seconds each). Results are cached per image and settings.")
-        filled = st.toggle("Filled masks", value=False, key="cmp.filled", help="Fill each object in its own colour "
-                           "instead of drawing its outline.")
-        show_gt = st.toggle("Ground truth panel", value=image.gt is not None, disabled=image.gt is None,
-                            key="cmp.show_gt", help="Show the annotation beside the models.")
-    with right:
-        tabs = st.tabs(["This image", "All images", "Prompt SAM"], on_change="rerun", key="cmp.tab")
-        if tabs[0].open:
-            with tabs[0]:
-                results = run_models(image, names, settings, device, all_now=run_now)
-                waiting = [n for n in slow if n not in results and device == "cpu"]
-                if waiting:
-                    st.info(f"Press **Run** for {', '.join(waiting)} (slow on the CPU).")
-                if results:
-                    overlays(image, results, filled, show_gt)
-                    numbers(image, results, tuple(result_key(image, n, settings, device) for n in results))
-        if tabs[1].open:
-            with tabs[1]:
-                all_images(names, settings, device)
-        if tabs[2].open:
-            with tabs[2]:
-                sam_prompt_view(image, device)
+    slow = [n for n in names if get_model_info(n).family not in FAST_FAMILIES]
+    run_now = s2.button(f"Run {plural(len(names), 'model')}", type="primary", disabled=not names, key="cmp.run",
+                        width="stretch", help="Classical and YOLO run as soon as they are chosen; SAM and R-CNN on "
+                        "the CPU wait for this button (tens of seconds each). Results are cached per image and settings.")
+    tabs = st.tabs(["This image", "All images", "Prompt SAM"], on_change="rerun", key="cmp.tab")
+    if tabs[0].open:
+        with tabs[0]:
+            results = run_models(image, names, settings, device, all_now=run_now)
+            waiting = [n for n in slow if n not in results and device == "cpu"]
+            if waiting:
+                st.info(f"Press **Run** for {', '.join(waiting)} (slow on the CPU).")
+            if results:
+                overlays(image, results)
+                numbers(image, results, tuple(result_key(image, n, settings, device) for n in results))
+    if tabs[1].open:
+        with tabs[1]:
+            all_images(names, settings, device)
+    if tabs[2].open:
+        with tabs[2]:
+            sam_prompt_view(image, device)
 
 
 compare_page()

@@ -14,6 +14,7 @@ from core.dataset import Dataset
 from core.images import COLORS, ROLES, CellImage, ChannelInfo
 from core.io import ACCEPTED_EXTENSIONS, ImageReadError, dataset_zip, load_files, read_labels
 from core.measure import channel_stats
+from core.text import plural
 
 UPLOAD_HELP = (
     "PNG, JPEG or TIFF (8/16-bit, float, multi-page, OME-TIFF), several at once or a .zip of folders. "
@@ -111,7 +112,7 @@ def batch_section(ds: Dataset) -> None:
             for name, batch in found.items():
                 ds.put(ds[name].with_(batch=batch))
             _bump_version()
-            st.toast(f"Pattern matched {len(found)} of {len(ds)} images")
+            st.toast(f"Pattern matched {len(found)} of {plural(len(ds), 'image')}")
 
     table = ds.table()
     edited = dataset_table(ds, table, key=f"dataset_table_{st.session_state.get('dataset_version', 0)}")

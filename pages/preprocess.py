@@ -43,6 +43,7 @@ from core.preprocess import (
     transform_geometry,
     transform_pixels,
 )
+from core.text import plural
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
 TINT_COLOR, OUTLINE_COLOR, GT_COLOR = (0, 200, 255), (255, 255, 0), (255, 0, 255)
@@ -247,7 +248,7 @@ def batch_and_tune(recipe: Recipe) -> None:
         summary, cells, labels_zip = st.session_state.batch_result
         st.dataframe(summary, hide_index=True, width="stretch")
         if "f1" in summary:
-            st.caption(f"Mean F1 @ IoU 0.5 over {summary['f1'].notna().sum()} images with ground truth: {summary['f1'].mean():.3f}")
+            st.caption(f"Mean F1 @ IoU 0.5 over {plural(int(summary['f1'].notna().sum()), 'image')} with ground truth: {summary['f1'].mean():.3f}")
         c1, c2 = st.columns(2)
         c1.download_button("All measurements (CSV)", cells.to_csv(index=False), file_name="cellscope_cells.csv", mime="text/csv",
                            help="Every cell of every image, with image, batch and condition columns.")

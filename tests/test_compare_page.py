@@ -3,7 +3,7 @@ and missing weights shown without losing the rest, all images, SAM prompts."""
 
 from __future__ import annotations
 
-import time
+import json
 
 import numpy as np
 import pytest
@@ -27,8 +27,15 @@ def _open() -> AppTest:
     return open_page("pages/compare.py")
 
 
+def _view(at: AppTest) -> dict:
+    """What the result panels send the browser (components/result_view.py)."""
+    views = [el for el in at.get("bidi_component") if el.proto.component_name == "cellscope.result_view"]
+    return json.loads(views[0].proto.json) if views else {"panels": [], "images": {}}
+
+
 def _captions(at: AppTest) -> list[str]:
-    return [img.caption for el in at.get("image") for img in el.proto.imgs]
+    """Panel captions of the result view and captions of plain images (the SAM prompt view)."""
+    return [p["caption"] for p in _view(at)["panels"]] + [img.caption for el in at.get("image") for img in el.proto.imgs]
 
 
 def _metrics(at: AppTest):
@@ -48,16 +55,46 @@ def test_default_models_run_side_by_side_with_scores(weights_home):
     assert list(cost.model) == ["classical", "yolo11s-nuclei"] and set(cost.device) == {"cpu"}
     assert len(at.get("plotly_chart")) == 2  # agreement matrix and F1-vs-IoU
     assert {b.label for b in at.get("download_button")} >= {"Results for this image (zip)", "Metrics (CSV)"}
-    # cached: an unchanged rerun recomputes nothing
-    t0 = time.perf_counter()
-    at.run()
-    assert time.perf_counter() - t0 < 5 and not at.exception
 
 
-def test_filled_masks_and_settings_change_the_result(weights_home):
+
+def test_an_unchanged_rerun_recomputes_nothing(weights_home, monkeypatch):
+    import components.model_panel as panel
+
     at = _open()
+    calls = []
+    real = panel.run_model
+    monkeypatch.setattr(panel, "run_model", lambda *a, **k: calls.append(a[0].name) or real(*a, **k))
+    at.run()
+    assert calls == [] and not at.exception
+    at.slider(key="cmp.set.conf").set_value(0.3).run()  # only YOLO uses it
+    assert calls == ["yolo11s-nuclei"]
+
+
+def test_offline_sam_in_two_places_gets_one_button_per_weights_file_and_no_crash(weights_home):
+    """Defect: choosing sam-vitb offline and opening Prompt SAM drew the same Download key twice."""
+    at = _open()
+    at.multiselect(key="cmp.models").set_value(["classical", "sam-vitb", "classical+sam-vitb"]).run()
+    at.session_state["cmp.tab"] = "Prompt SAM"
+    at.run()
+    assert not at.exception
+    keys = [b.key for b in at.button if ".dl." in (b.key or "")]
+    assert keys == ["cmp.models.dl.sam_vit_b_01ec64.pth", "cmp.sam.dl.sam_vit_b_01ec64.pth"]
+    warning = next(w.value for w in at.warning if "sam_vit_b_01ec64.pth" in w.value)
+    assert "**sam-vitb**, **classical+sam-vitb** need" in warning and "sam-vit_b" not in warning
+
+
+def test_panels_carry_outlines_fills_and_ground_truth_layers_and_settings_change_the_result(weights_home):
+    at = _open()
+    view = _view(at)
+    layers = {p["id"]: [(x["id"], x["toggle"]) for x in p["layers"]] for p in view["panels"]}
+    assert layers["classical"] == [("base", None), ("classical.fill", "filled"), ("classical.outlines", "outlines"),
+                                   ("gt", "gt")]
+    assert layers["ground truth"][0] == ("base", None) and ("gt", "gt") not in layers["ground truth"]
+    toggles = {t["id"]: t for t in view["toggles"]}
+    assert not toggles["filled"]["on"] and toggles["outlines"]["on"] and not toggles["gt"]["disabled"]
+    assert all(view["images"][i].startswith("data:image/") for i in ("base", "classical.fill", "gt"))
     before = _captions(at)
-    at.toggle(key="cmp.filled").set_value(True).run()
     at.slider(key="cmp.set.conf").set_value(0.05).run()
     after = _captions(at)
     n = lambda caps: int(next(c for c in caps if c.startswith("yolo11s-nuclei:")).split()[1])  # noqa: E731
@@ -75,7 +112,7 @@ def test_missing_weights_are_explained_and_the_others_still_run(weights_home, mo
     at.multiselect(key="cmp.models").set_value(["classical", "maskrcnn-coco"]).run()
     warning = next(w.value for w in at.warning if "maskrcnn-coco" in w.value)
     assert info.weights.filename in warning
-    at.button(key="cmp.dl.maskrcnn-coco").click().run()
+    at.button(key=f"cmp.models.dl.{info.weights.filename}").click().run()
     error = next(e.value for e in at.error if "could not download" in e.value)
     assert str(weights_home / info.weights.filename) in error  # where to place it by hand
     assert any(c.startswith("classical:") for c in _captions(at))
@@ -129,10 +166,12 @@ def test_all_images_gives_an_image_by_model_table(weights_home):
 
 def test_weights_upload_is_off_unless_the_server_allows_it(weights_home, monkeypatch):
     at = _open()
+    at.button(key="cmp.guide").click().run()  # the model guide, a dialog
+    assert any("| **maskrcnn-coco** |" in m.value for m in at.markdown)
     assert any("CELLSCOPE_ALLOW_WEIGHTS_UPLOAD=1" in c.value for c in at.caption)
     assert len(at.get("file_uploader")) == 0
     monkeypatch.setenv("CELLSCOPE_ALLOW_WEIGHTS_UPLOAD", "1")
-    at.run()
+    at.button(key="cmp.guide").click().run()
     assert len(at.get("file_uploader")) == 1
 
 

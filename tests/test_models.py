@@ -57,7 +57,8 @@ def test_offline_message_names_the_file_and_where_to_put_it(weights_home, remote
     with pytest.raises(WeightsUnavailable) as err:
         resolve_weights(offline)
     message = str(err.value)
-    assert "could not download http://127.0.0.1:9/model.pt" in message
+    assert "could not download model.pt from http://127.0.0.1:9/model.pt" in message
+    assert spec.name not in message  # the file name the user sees, not our internal id
     assert str(weights_home / "model.pt") in message
     with pytest.raises(WeightsUnavailable, match="not downloaded yet"):
         resolve_weights(spec, allow_download=False)

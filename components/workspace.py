@@ -1,0 +1,152 @@
+"""Keep a tab's work across a reload: a workspace id in the URL (``?ws=…``), its state on the server.
+
+:func:`open_workspace` runs first in every full run: a new tab gets a fresh id in its URL; a tab
+opened on a link with a known id gets that workspace's dataset, recipe, chosen models and
+settings back. :func:`save_workspace` runs after every full run and after every fragment run
+(:func:`fragment`), so the snapshot is never older than the last thing the user did.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from core.dataset import Dataset
+from core.text import plural
+from core.workspace import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, WorkspaceStore, approx_nbytes, new_workspace_id
+
+PARAM = "ws"
+ID_KEY = "workspace_id"
+NOTICE_KEY = "workspace_notice"
+TOO_LARGE_KEY = "workspace_too_large"
+_WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of pages not open now
+
+# Values kept exactly as they are at the end of a run (absent ones stay absent).
+STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
+              "cmp.all", "cmp.prompts")
+# Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
+# seen is kept and given back before the widget is drawn again.
+WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",
+               "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.sam_model")
+WIDGET_PREFIXES = ("cmp.set.", "data_viewer_")
+IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image")  # widgets whose value names an image
+
+
+@st.cache_resource
+def workspace_store() -> WorkspaceStore:
+    """One per server process, shared by every session."""
+    ttl_h = float(os.environ.get("CELLSCOPE_WORKSPACE_HOURS", DEFAULT_TTL_S / 3600))
+    max_gb = float(os.environ.get("CELLSCOPE_WORKSPACE_GB", DEFAULT_MAX_BYTES / 2**30))
+    return WorkspaceStore(ttl_s=ttl_h * 3600, max_bytes=int(max_gb * 2**30))
+
+
+def _kept_widget(key: str) -> bool:
+    return key in WIDGET_KEYS or key.startswith(WIDGET_PREFIXES)
+
+
+def _copied(value: Any) -> Any:
+    """A value two tabs on one link may hold at once without changing each other's."""
+    if isinstance(value, Dataset):
+        return Dataset(dict(value.images))  # images are immutable; the mapping is not
+    if isinstance(value, list | dict):
+        return copy.deepcopy(value)
+    return value
+
+
+def open_workspace() -> None:
+    """Give this tab its workspace: the one its URL names, restored, or a new one."""
+    ss = st.session_state
+    if ID_KEY in ss:
+        if st.query_params.get(PARAM) != ss[ID_KEY]:
+            st.query_params[PARAM] = ss[ID_KEY]  # page links drop the query string
+        return
+    asked = st.query_params.get(PARAM)
+    snapshot = workspace_store().load(asked) if asked else None
+    if snapshot is None:
+        if asked:
+            ss[NOTICE_KEY] = ("expired", "This link's workspace is gone (kept for "
+                              f"{workspace_store().ttl_s / 3600:.0f} h after its last use, and not across a server "
+                              "restart): you start fresh with the example dataset.")
+        ss[ID_KEY] = new_workspace_id()
+        st.query_params[PARAM] = ss[ID_KEY]
+        return
+    _restore(snapshot)
+    ss[ID_KEY] = asked
+    ds = ss.get("dataset")
+    ss[NOTICE_KEY] = ("restored", f"Restored your work: {plural(len(ds) if ds is not None else 0, 'image')}, recipe and settings.")
+
+
+def _restore(snapshot: dict[str, Any]) -> None:
+    ss = st.session_state
+    widgets = snapshot.pop(_WIDGETS_KEY, {})
+    for key, value in snapshot.items():
+        ss[key] = _copied(value)
+    names = set(ss["dataset"].names) if "dataset" in ss else set()
+    from models.registry import list_models
+
+    known_models = {m.name for m in list_models()}
+    for key, value in widgets.items():
+        if key in IMAGE_CHOICES and value not in names:
+            continue
+        if key == "cmp.models":
+            value = [n for n in value if n in known_models]
+        ss[key] = _copied(value)
+    ss[_WIDGETS_KEY] = dict(widgets)
+
+
+def save_workspace() -> None:
+    """Snapshot this tab's work into its workspace."""
+    ss = st.session_state
+    workspace_id = ss.get(ID_KEY)
+    if workspace_id is None:
+        return
+    widgets = ss.setdefault(_WIDGETS_KEY, {})
+    for key in list(ss.keys()):
+        if _kept_widget(key):
+            widgets[key] = _copied(ss[key])
+    values = {key: _copied(ss[key]) for key in STATE_KEYS if key in ss}
+    values[_WIDGETS_KEY] = dict(widgets)
+    from components.state import shared_array_ids
+
+    nbytes = approx_nbytes(values, skip=shared_array_ids())
+    kept = workspace_store().save(workspace_id, values, nbytes)
+    if kept:
+        ss.pop(TOO_LARGE_KEY, None)
+    else:
+        ss[TOO_LARGE_KEY] = nbytes
+
+
+def fragment(key: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """``st.fragment(key=...)`` whose every run ends by saving the workspace: a fragment rerun
+    does not reach the end of the app script, where full runs save."""
+    def wrap(draw: Callable[[], None]) -> Callable[[], None]:
+        @functools.wraps(draw)
+        def body() -> None:
+            try:
+                draw()
+            finally:
+                save_workspace()
+
+        return st.fragment(key=key)(body)
+
+    return wrap
+
+
+def workspace_notes() -> None:
+    """The sidebar's few lines on the workspace: restored or expired, how long it is kept."""
+    ss = st.session_state
+    if notice := ss.pop(NOTICE_KEY, None):
+        kind, text = notice
+        st.toast(text, icon=":material/restore:" if kind == "restored" else ":material/history_toggle_off:")
+    hours = workspace_store().ttl_s / 3600
+    if (size := ss.get(TOO_LARGE_KEY)) is not None:
+        st.warning(f"This work ({size / 2**30:.1f} GB) is larger than the server keeps for a reload; download the "
+                   "dataset from the Data page to keep it.")
+    else:
+        st.caption(f"Your work is kept on this server for {hours:.0f} h after your last change: reload, or bookmark "
+                   "this page's address, to come back to it. Anyone you give the address to sees the same work.")
