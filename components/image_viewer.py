@@ -20,18 +20,31 @@ def cached_thumbnail_uri(_image: CellImage, image_hash: str, channels: tuple[Cha
     return data_uri(thumbnail(composite(_image.pixels, channels), size))
 
 
+VISIBLE_KEY = "channel_visibility"  # "<viewer key>:<image name>" -> which channels are shown
+
+
 def channel_toggles(image: CellImage, key: str) -> tuple[bool, ...]:
-    """A checkbox per channel, labelled with its name and display colour."""
-    cols = st.columns(max(len(image.channels), 1))
-    return tuple(
+    """A checkbox per channel, labelled with its name and display colour. What is shown belongs
+    to the image: another image starts with all its channels, and coming back finds them as left."""
+    remembered = st.session_state.setdefault(VISIBLE_KEY, {})
+    n = len(image.channels)
+    shown = remembered.get(f"{key}:{image.name}", (True,) * n)
+    if len(shown) != n:
+        shown = (True,) * n
+    cols = st.columns(max(n, 1))
+    visible = tuple(
         col.checkbox(
             ch.name if ch.name == ch.color else f"{ch.name} · {ch.color}",
-            value=True,
-            key=f"{key}_show_{i}",
+            value=shown[i],
+            key=f"{key}_show_{image.name}_{i}",
             help=f"Show the {ch.role} channel ({ch.name}) in {ch.color}.",
         )
         for i, (col, ch) in enumerate(zip(cols, image.channels, strict=True))
     )
+    remembered[f"{key}:{image.name}"] = visible
+    if not any(visible):
+        st.info(f"Every channel of {image.name} is hidden, so the picture is black: tick a channel above.")
+    return visible
 
 
 def image_viewer(image: CellImage, *, key: str) -> None:

@@ -206,6 +206,12 @@ def result_key(image: CellImage, name: str, settings: dict[str, Any], device: st
     return (f"{image.hash}{image.channels}", name, text, _tiling(settings), device)
 
 
+def settings_used(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What ``name`` runs with: its own parameters and the tiling (what exports record)."""
+    tile, overlap = _tiling(settings)
+    return {**params_for(name, settings), "tile": tile, "overlap": overlap}
+
+
 def _tiling(settings: dict[str, Any]) -> tuple[int, int]:
     return settings.get("tile", 1024), settings.get("overlap", 128)
 

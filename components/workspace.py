@@ -28,12 +28,12 @@ _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of p
 
 # Values kept exactly as they are at the end of a run (absent ones stay absent).
 STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
-              "cmp.all", "cmp.prompts")
+              "cmp.all", "cmp.prompts", "channel_visibility")
 # Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
 # seen is kept and given back before the widget is drawn again.
 WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",
                "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.sam_model")
-WIDGET_PREFIXES = ("cmp.set.", "data_viewer_")
+WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom")
 IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image")  # widgets whose value names an image
 
 

@@ -6,6 +6,10 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.preprocess import Recipe
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -111,13 +115,29 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_settings(model: Any, name: str, recipe: Recipe, tile: int) -> dict[str, Any]:
+    """What ``predict`` gets for each of the model's parameters (the recipe, else the adapter's own
+    default, passed explicitly so the record is what ran), plus the tiling."""
+    import inspect
+
+    from models.registry import get_model_info
+    from models.tiling import DEFAULT_OVERLAP
+
+    params = get_model_info(name).params
+    given = {"recipe": recipe} if "recipe" in params else {}
+    defaults = {k: p.default for k, p in inspect.signature(model.predict).parameters.items()
+                if k in params and p.default is not inspect.Parameter.empty and p.default is not None}
+    return {**defaults, **given, "tile": tile, "overlap": DEFAULT_OVERLAP}
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
-    """Run several models on one image; write DIR/<model>.tif and DIR/metrics.json."""
+    """Run several models on one image; write DIR/<model>.tif, DIR/metrics.json and DIR/provenance.json."""
     import json
     from pathlib import Path
 
     from core.export import label_tiff_bytes
     from core.io import read_labels
+    from core.provenance import PROVENANCE_FILE, provenance, provenance_json
     from models.compare import metrics_entry, run_model
     from models.device import resolve_device
     from models.registry import get_model_info, load_model
@@ -135,15 +155,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         gt = image.gt
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device, recipe, metrics = resolve_device(args.device), _recipe(args.recipe), {}
+    device, recipe, metrics, settings = resolve_device(args.device), _recipe(args.recipe), {}, {}
     for name in names:
-        result = run_model(load_model(name, device), image, tile=args.tile, recipe=recipe)
+        model = load_model(name, device)
+        used = settings[name] = _model_settings(model, name, recipe, args.tile)
+        result = run_model(model, image, **used)
         (out / f"{name}.tif").write_bytes(label_tiff_bytes(result.labels))
         entry = metrics[name] = metrics_entry(result, gt)
         summary = f"f1={entry['f1']:.3f}" if gt is not None else "no ground truth"
         print(f"{name}: {entry['count']} objects in {result.runtime_s:.2f} s on {result.device}; {summary}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"wrote {len(names)} label images and metrics.json to {out}")
+    found_gt = "found with the image" if gt is not None else None
+    used_recipe = recipe if any("recipe" in s for s in settings.values()) else None  # else it played no part
+    prov = provenance(recipe=used_recipe, models=settings, device=device,
+                      extra={"image": args.image, "ground truth": args.gt or found_gt})
+    (out / PROVENANCE_FILE).write_text(provenance_json(prov))
+    print(f"wrote {len(names)} label images, metrics.json and {PROVENANCE_FILE} to {out}")
     return 0
 
 
@@ -194,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--tile", type=int, default=1024, help="images larger than this (px) run in overlapping tiles")
     seg.set_defaults(func=_cmd_segment)
 
-    cmp = sub.add_parser("compare", help="run several models on one image: DIR/<model>.tif and DIR/metrics.json")
+    cmp = sub.add_parser("compare", help="run several models on one image: DIR/<model>.tif, DIR/metrics.json, DIR/provenance.json")
     cmp.add_argument("image", help="one image file")
     cmp.add_argument("--models", required=True, help="comma-separated model names, see `models`")
     cmp.add_argument("--gt", help="ground-truth label image (0 = background, 1..N = cells) for metrics")

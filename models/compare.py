@@ -149,7 +149,8 @@ def agreement_matrix(results: Mapping[str, Instances], threshold: float = 0.5) -
 
 
 def objects_table(image_name: str, result: Instances) -> pd.DataFrame:
-    """One row per object: image, model, label, box, centroid, area in pixels, score."""
+    """One row per object: image, model, label, box, centroid, area in pixels, score, and the
+    device the model ran on (the classical model always runs on the CPU)."""
     from scipy import ndimage as ndi
 
     labels = result.labels
@@ -167,15 +168,21 @@ def objects_table(image_name: str, result: Instances) -> pd.DataFrame:
         "x0": b[:, 0].round(1), "y0": b[:, 1].round(1), "x1": b[:, 2].round(1), "y1": b[:, 3].round(1),
         "centroid x": centres[:, 1].round(1), "centroid y": centres[:, 0].round(1),
         "area px": area if not result.box_only else ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).round(1),
-        "score": result.scores.round(4), "output": "box" if result.box_only else "mask",
+        "score": result.scores.round(4), "output": "box" if result.box_only else "mask", "device": result.device,
     })
 
 
 def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], Instances],
-                table: pd.DataFrame) -> bytes:
+                table: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None) -> bytes:
     """Everything from a comparison in one zip: ``labels/<model>/<image>.tif``, ``objects.csv``,
-    ``coco/<model>.json`` and ``metrics.csv`` (``table``); ``results`` is keyed by (image, model)."""
+    ``coco/<model>.json`` and ``metrics.csv`` (``table``); ``results`` is keyed by (image, model).
+    With ``provenance`` (:func:`core.provenance.provenance`), also ``provenance.json``, and both
+    CSVs get its columns (:func:`core.provenance.with_provenance`)."""
     from core.export import LabelledImage, coco_instances, label_tiff_bytes
+    from core.provenance import PROVENANCE_FILE, provenance_json, with_provenance
+
+    def stamped(df: pd.DataFrame) -> pd.DataFrame:
+        return df if provenance is None else with_provenance(df, provenance)
 
     by_name = {img.name: img for img in images}
     buf = io.BytesIO()
@@ -190,6 +197,8 @@ def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], I
                      for (name, m), r in results.items() if m == model and name in by_name]
             zf.writestr(f"coco/{model}.json", json.dumps(coco_instances(items)))
         if objects:
-            zf.writestr("objects.csv", pd.concat(objects, ignore_index=True).to_csv(index=False))
-        zf.writestr("metrics.csv", table.to_csv(index=False))
+            zf.writestr("objects.csv", stamped(pd.concat(objects, ignore_index=True)).to_csv(index=False))
+        zf.writestr("metrics.csv", stamped(table).to_csv(index=False))
+        if provenance is not None:
+            zf.writestr(PROVENANCE_FILE, provenance_json(provenance))
     return buf.getvalue()

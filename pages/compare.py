@@ -16,6 +16,7 @@ from components.model_panel import (
     model_picker,
     model_settings,
     result_key,
+    settings_used,
 )
 from components.plots import agreement_heatmap, f1_curve_figure
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
@@ -24,6 +25,7 @@ from components.sam_prompt import sam_prompt_view
 from components.state import dataset
 from core.display import display_outlines, fill_png, overlay_png, preview
 from core.images import CellImage, content_hash
+from core.provenance import provenance, with_provenance
 from core.text import plural
 from models.compare import METRIC_KEYS, agreement_matrix, results_zip, summary_row, summary_table
 from models.registry import get_model_info
@@ -105,7 +107,7 @@ def scores(_results: dict[str, Instances], keys: tuple, _gt, gt_hash: str | None
     return table, curve, agreement_matrix(_results) if len(_results) >= 2 else None
 
 
-def numbers(image: CellImage, results: dict[str, Instances], keys: tuple) -> None:
+def numbers(image: CellImage, results: dict[str, Instances], keys: tuple, settings: dict, device: str) -> None:
     gt_hash = content_hash(image.gt) if image.gt is not None else None
     table, curve, agreement = scores(results, keys, image.gt, gt_hash)
     cost = ["model", "objects", "output", "mean area px", "median area px", "runtime s", "device", "peak memory MB", "tiles"]
@@ -125,14 +127,17 @@ def numbers(image: CellImage, results: dict[str, Instances], keys: tuple) -> Non
         c1.plotly_chart(agreement_heatmap(agreement), width="stretch", config={"displaylogo": False})
     if curve is not None:
         c2.plotly_chart(f1_curve_figure(curve), width="stretch", config={"displaylogo": False})
+    prov = provenance(models={n: settings_used(n, settings) for n in results}, device=device)
     d1, d2 = st.columns(2)
     d1.download_button("Results for this image (zip)",
-                       lambda: results_zip([image], {(image.name, n): r for n, r in results.items()}, table),
+                       lambda: results_zip([image], {(image.name, n): r for n, r in results.items()}, table,
+                                           provenance=prov),
                        file_name=f"{image.name.rsplit('.', 1)[0]}_compare.zip", mime="application/zip",
                        help="labels/<model>/<image>.tif label images, objects.csv (one row per object), "
-                            "coco/<model>.json (COCO instances with scores) and metrics.csv.")
-    d2.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{image.name.rsplit('.', 1)[0]}_metrics.csv",
-                       mime="text/csv", help="The table above.")
+                            "coco/<model>.json (COCO instances with scores), metrics.csv and provenance.json (each "
+                            "model's settings and weights file, the device, CellScope and package versions).")
+    d2.download_button("Metrics (CSV)", lambda: with_provenance(table, prov).to_csv(index=False), file_name=f"{image.name.rsplit('.', 1)[0]}_metrics.csv",
+                       mime="text/csv", help="The table above, with columns naming the CellScope version, device, weights and settings.")
 
 
 def all_images(names: list[str], settings: dict, device: str) -> None:
@@ -153,10 +158,11 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
                 results[(img.name, name)] = r
                 rows.append({"image": img.name, "batch": img.batch, **summary_row(r, img.gt)})
         bar.empty()
-        st.session_state["cmp.all"] = (pd.DataFrame(rows), results)
+        prov = provenance(models={n: settings_used(n, settings) for n in names}, device=device)
+        st.session_state["cmp.all"] = (pd.DataFrame(rows), results, prov)
     if "cmp.all" not in st.session_state:
         return
-    table, results = st.session_state["cmp.all"]
+    table, results, prov = st.session_state["cmp.all"]
     if table.empty:
         st.warning("Nothing ran; see the messages above.")
         return
@@ -167,9 +173,10 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
         st.markdown("**Means over images**")
         st.dataframe(means, width="stretch")
     st.dataframe(table, hide_index=True, width="stretch", height=300)
-    st.download_button("All results (zip)", lambda: results_zip(list(ds), results, table),
+    st.download_button("All results (zip)", lambda: results_zip(list(ds), results, table, provenance=prov),
                        file_name="cellscope_compare_all.zip", mime="application/zip",
-                       help="Label TIFFs per model and image, objects.csv, COCO JSON per model, metrics.csv.")
+                       help="Label TIFFs per model and image, objects.csv, COCO JSON per model, metrics.csv and "
+                            "provenance.json (settings, weights, device, versions of this run).")
 
 
 def compare_page() -> None:
@@ -204,7 +211,7 @@ def compare_page() -> None:
                 st.info(f"Press **Run** for {', '.join(waiting)} (slow on the CPU).")
             if results:
                 overlays(image, results)
-                numbers(image, results, tuple(result_key(image, n, settings, device) for n in results))
+                numbers(image, results, tuple(result_key(image, n, settings, device) for n in results), settings, device)
     if tabs[1].open:
         with tabs[1]:
             all_images(names, settings, device)

@@ -17,6 +17,7 @@ from components.recipe_panel import current_recipe, load_recipe, recipe_panel
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from components.routing import require_router
 from components.state import dataset
+from components.workspace import fragment
 from core.autotune import autotune
 from core.cache import BoundedCache
 from core.display import (
@@ -43,6 +44,7 @@ from core.preprocess import (
     transform_geometry,
     transform_pixels,
 )
+from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
 from core.text import plural
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
@@ -84,20 +86,26 @@ def _aligned(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, np.ndarray |
     return rgb, gt
 
 
-def use_recipe(recipe: Recipe) -> None:
-    """Callback: make ``recipe`` current and redraw the controls and the views."""
+def use_recipe(recipe: Recipe, message: str = "") -> None:
+    """Callback: make ``recipe`` current, say so, and redraw the controls and the views."""
     load_recipe(recipe)
+    if message:
+        st.session_state.recipe_message = message
     redraw_all()
 
 
 def recipe_files() -> None:
-    """Download, upload and reset the recipe."""
+    """The recipe as JSON: shown, downloaded, uploaded, reset."""
     st.markdown("**The recipe**: every step's settings, as JSON")
     recipe = current_recipe()
+    if msg := st.session_state.pop("recipe_message", None):
+        st.success(msg)
+    with st.expander("Show the recipe's JSON"):
+        st.code(recipe.to_json(), language="json")
     c1, c2 = st.columns(2)
     c1.download_button("Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
                        help="The ordered steps and parameters as JSON; the CLI takes it with --recipe.")
-    c2.button("Reset to default", on_click=use_recipe, args=(DEFAULT_RECIPE,),
+    c2.button("Reset to default", on_click=use_recipe, args=(DEFAULT_RECIPE, "Reset to the default recipe."),
               help="The built-in recipe for fluorescent nuclei.")
 
     def _upload() -> None:
@@ -107,15 +115,17 @@ def recipe_files() -> None:
         try:
             recipe = Recipe.from_json(f.getvalue())
         except ValueError as exc:
-            st.session_state.recipe_message = ("error", f"**{f.name}**: {exc}")
+            # Kept while the file stays in the box: an error must not vanish on the next rerun.
+            st.session_state.recipe_error = (f.file_id, f"**{f.name}** was not loaded: {exc}. Fix the file or "
+                                             "remove it (×) and upload another.")
             return
-        st.session_state.recipe_message = ("success", f"Loaded recipe {f.name}")
-        use_recipe(recipe)
+        use_recipe(recipe, f"Loaded the recipe from {f.name}.")
 
-    st.file_uploader("Upload recipe (JSON)", type=["json"], key="recipe_upload", on_change=_upload,
-                     help="A recipe downloaded here or printed by `python -m core recipe`.")
-    if msg := st.session_state.pop("recipe_message", None):
-        (st.error if msg[0] == "error" else st.success)(msg[1])
+    upload = st.file_uploader("Upload recipe (JSON)", type=["json"], key="recipe_upload", on_change=_upload,
+                              help="A recipe downloaded here or printed by `python -m core recipe`.")
+    error = st.session_state.get("recipe_error")
+    if error and upload is not None and upload.file_id == error[0]:
+        st.error(error[1])
 
 
 def _image_key(image: CellImage) -> str:
@@ -231,6 +241,7 @@ def batch_and_tune(recipe: Recipe) -> None:
     if st.button("Run on all images", help="Segment and measure every image in the dataset with this recipe."):
         bar = st.progress(0.0)
         rows, tables, label_zip = [], [], io.BytesIO()
+        prov = provenance(recipe=recipe, device="cpu")  # the classical pipeline is OpenCV on the CPU
         with zipfile.ZipFile(label_zip, "w", zipfile.ZIP_DEFLATED) as zf:
             for i, img in enumerate(ds):
                 bar.progress(i / len(ds), text=f"Segmenting {img.name}…")
@@ -242,18 +253,27 @@ def batch_and_tune(recipe: Recipe) -> None:
                 t = cell_table(img, img.hash, img.channels, recipe)
                 tables.append(t.assign(image=img.name, batch=img.batch, condition=img.condition))
                 zf.writestr(f"{img.name}_labels.tif", label_tiff_bytes(res.labels))
+            zf.writestr(PROVENANCE_FILE, provenance_json(prov))
         bar.empty()
-        st.session_state.batch_result = (pd.DataFrame(rows), pd.concat(tables, ignore_index=True), label_zip.getvalue())
+        st.session_state.batch_result = (pd.DataFrame(rows), pd.concat(tables, ignore_index=True), label_zip.getvalue(),
+                                         prov)
+        st.session_state.batch_recipe = recipe
     if "batch_result" in st.session_state:
-        summary, cells, labels_zip = st.session_state.batch_result
+        summary, cells, labels_zip, prov = st.session_state.batch_result
+        if st.session_state.get("batch_recipe") != recipe:
+            st.warning("These results are from an earlier recipe: the recipe has changed since. Press **Run on all "
+                       "images** again to update them.", icon=":material/history:")
         st.dataframe(summary, hide_index=True, width="stretch")
         if "f1" in summary:
             st.caption(f"Mean F1 @ IoU 0.5 over {plural(int(summary['f1'].notna().sum()), 'image')} with ground truth: {summary['f1'].mean():.3f}")
         c1, c2 = st.columns(2)
-        c1.download_button("All measurements (CSV)", cells.to_csv(index=False), file_name="cellscope_cells.csv", mime="text/csv",
-                           help="Every cell of every image, with image, batch and condition columns.")
+        c1.download_button("All measurements (CSV)", lambda: with_provenance(cells, prov).to_csv(index=False),
+                           file_name="cellscope_cells.csv", mime="text/csv",
+                           help="Every cell of every image, with image, batch and condition columns, and columns "
+                                "naming the CellScope version, device and recipe.")
         c2.download_button("All label images (zip)", labels_zip, file_name="cellscope_labels.zip", mime="application/zip",
-                           help="One label TIFF per image: 0 = background, 1..N = cells.")
+                           help="One label TIFF per image: 0 = background, 1..N = cells; provenance.json records the "
+                                "recipe and versions.")
 
     st.markdown("**Auto-tune on ground truth**")
     with_gt = [img for img in ds if img.gt is not None]
@@ -277,8 +297,13 @@ def batch_and_tune(recipe: Recipe) -> None:
             st.dataframe(pd.DataFrame(changes).astype(str), hide_index=True, width="stretch")
         else:
             st.info("No setting in the search beat the current recipe.")
-        st.button("Use the tuned recipe", on_click=use_recipe, args=(tuned.best,), type="primary",
-                  help="Load it into the controls; it becomes the classical model on every page.")
+        if recipe == tuned.best:
+            st.button("The tuned recipe is in use", disabled=True, icon=":material/check:", key="tuned_in_use",
+                      help="The controls on the left show it, and it is the classical model on every page.")
+        else:
+            st.button("Use the tuned recipe", on_click=use_recipe, type="primary",
+                      args=(tuned.best, f"Now using the tuned recipe (F1 {tuned.best_f1:.3f} on the tuning images)."),
+                      help="Load it into the controls; it becomes the classical model on every page.")
 
 
 CONTROLS = "pre_controls"  # the recipe panel's fragment
@@ -321,7 +346,7 @@ def preprocess_page() -> None:
             draw()
 
 
-@st.fragment(key=CONTROLS)
+@fragment(CONTROLS)
 def controls() -> None:
     """Image choice and recipe steps. A fragment of its own: a value slider reruns only the
     open view (the panel's widgets already show their new values), a structural change both."""
@@ -346,31 +371,31 @@ def _current(*, explain: bool = True) -> tuple[CellImage, Recipe, PipelineResult
         return None
 
 
-@st.fragment(key=VIEWS["Result"])
+@fragment(VIEWS["Result"])
 def show_result() -> None:
     if current := _current():
         result_views(*current)
 
 
-@st.fragment(key=HISTOGRAM)
+@fragment(HISTOGRAM)
 def show_histogram() -> None:
     if current := _current(explain=False):
         histogram(*current)
 
 
-@st.fragment(key=VIEWS["Compare thresholds"])
+@fragment(VIEWS["Compare thresholds"])
 def show_thresholds() -> None:
     if current := _current():
         threshold_grid(current[2])
 
 
-@st.fragment(key=VIEWS["Measurements & crops"])
+@fragment(VIEWS["Measurements & crops"])
 def show_measurements() -> None:
     if current := _current():
         measurements(*current)
 
 
-@st.fragment(key=VIEWS["Recipe, all images & auto-tune"])
+@fragment(VIEWS["Recipe, all images & auto-tune"])
 def show_batch() -> None:
     recipe_files()
     batch_and_tune(current_recipe())

@@ -141,3 +141,31 @@ def test_compare_rejects_unknown_models_and_wrong_gt(tmp_path):
     gt.write_bytes(tiff_bytes(np.zeros((10, 10), np.uint16)))
     r = run_cli("compare", str(image), "--models", "classical", "--gt", str(gt), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "ground truth is 10x10" in r.stderr
+
+
+def test_compare_writes_provenance_naming_each_models_settings(tmp_path):
+    import json
+    from importlib import metadata
+
+    from core.preprocess import Recipe
+
+    image = tmp_path / "a.tif"
+    image.write_bytes(tiff_bytes(blobs(96, 96)))
+    recipe = tmp_path / "r.json"
+    recipe.write_text(run_cli("recipe").stdout.replace('"sigma": 1.0', '"sigma": 2.0'))
+    out = tmp_path / "cmp"
+    r = run_cli("compare", str(image), "--models", "classical,yolo11n-nuclei", "--recipe", str(recipe),
+                "--device", "cpu", "--tile", "512", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "provenance.json" in r.stdout
+    prov = json.loads((out / "provenance.json").read_text())
+    classical, yolo = prov["models"]["classical"], prov["models"]["yolo11n-nuclei"]
+    assert classical["settings"] == {"recipe": Recipe.from_json(recipe.read_text()).to_dict(), "tile": 512, "overlap": 128}
+    assert classical["settings"]["recipe"]["steps"]["denoise"]["sigma"] == 2.0 and classical["weights"] is None
+    assert prov["recipe"] == classical["settings"]["recipe"]
+    # the adapter's own defaults, written out: what predict() ran with
+    assert yolo["settings"] == {"conf": 0.25, "iou": 0.5, "tile": 512, "overlap": 128}
+    assert yolo["weights"]["file"] == "ND_v11n.pt" and yolo["family"] == "yolo"
+    assert prov["device"] == "cpu" and prov["extra"] == {"image": str(image), "ground truth": None}
+    assert prov["packages"]["numpy"] == metadata.version("numpy")
+    assert set(json.loads((out / "metrics.json").read_text())) == {"classical", "yolo11n-nuclei"}

@@ -158,8 +158,10 @@ def test_all_images_gives_an_image_by_model_table(weights_home):
     at.run()
     at.multiselect(key="cmp.models").set_value(["classical"]).run()
     at.button(key="cmp.run_all").click().run()
-    table, results = at.session_state["cmp.all"]
+    table, results, prov = at.session_state["cmp.all"]
     assert len(table) == 12 and len(results) == 12 and table.f1.min() >= 0.9
+    assert prov["models"]["classical"]["settings"]["tile"] == 1024 and prov["device"] == "cpu"
+    assert prov["models"]["classical"]["settings"]["recipe"]["steps"]["rotate"]["enabled"] is False
     assert any(b.label == "All results (zip)" for b in at.get("download_button"))
     assert not at.exception
 

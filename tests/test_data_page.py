@@ -30,7 +30,7 @@ def test_example_dataset_is_shown_without_upload(app):
     ds = app.session_state["dataset"]
     assert len(ds) == 12 and ds.summary()["batches"] == 3
     assert any("example dataset" in i.value for i in app.info)
-    assert any("**12** images (example)" in m.value for m in app.sidebar.markdown)
+    assert any("**12 images** (example) · **3 batches**" in m.value for m in app.sidebar.markdown)
     assert app.selectbox(key="viewer_image").value == "plateA_field1"
     assert len(app.get("arrow_data_frame")) >= 1 or len(app.dataframe) >= 1
 
@@ -43,7 +43,7 @@ def test_upload_replaces_example_and_shows_success(app):
     assert ds["cells"].pixels.dtype == np.uint16
     assert (ds["cells"].batch, ds["cells"].condition) == ("unassigned", "")
     assert any("Loaded 1 image" in s.value for s in at.success)
-    assert any("**1** images" in m.value for m in at.sidebar.markdown)
+    assert any("**1 image** · **1 batch**" in m.value for m in at.sidebar.markdown)
 
 
 def test_bad_upload_shows_error_and_keeps_good_files(app):
@@ -127,3 +127,17 @@ def test_load_without_files_says_what_to_do(app):
     at = app.run()
     assert any("No files chosen yet" in w.value for w in at.warning)
     assert len(at.session_state["dataset"]) == 12
+
+
+def test_channel_visibility_belongs_to_the_image(app):
+    """Defect: hiding channel 0 of a 3-channel image hid the only channel of the next image."""
+    at = _upload(app, [("one.tif", tiff_bytes(blobs()), "image/tiff")], replace=False)
+    at.checkbox(key="data_viewer_show_plateA_field1_0").set_value(False).run()
+    at.selectbox(key="viewer_image").set_value("one").run()
+    assert at.checkbox(key="data_viewer_show_one_0").value is True
+    assert not any("is hidden" in i.value for i in at.info)
+    at.checkbox(key="data_viewer_show_one_0").set_value(False).run()
+    assert any("Every channel of one is hidden" in i.value for i in at.info)
+    at.selectbox(key="viewer_image").set_value("plateA_field1").run()
+    shown = [at.checkbox(key=f"data_viewer_show_plateA_field1_{i}").value for i in range(3)]
+    assert shown == [False, True, True] and not at.exception

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
@@ -72,11 +73,15 @@ def test_recipe_upload_loads_into_controls_and_bad_file_is_reported(page):
     at = page.run()
     assert at.session_state["recipe"].threshold.method == "triangle"
     assert at.selectbox(key="rcp.threshold.method").value == "triangle"
+    assert any(s.value == "Loaded the recipe from mine.json." for s in at.success)
+    assert json.loads(at.code[0].value) == json.loads(recipe.to_json())  # the JSON, shown read-only
     uploader = next(u for u in at.file_uploader if u.label == "Upload recipe (JSON)")
     uploader.set_value(("bad.json", json.dumps({"steps": {"nope": {}}}).encode(), "application/json"))
     at = at.run()
     assert any("**bad.json**" in e.value and "unknown recipe steps" in e.value for e in at.error)
     assert at.session_state["recipe"].threshold.method == "triangle"
+    at = at.run()  # the error stays while the file is still in the box
+    assert any("**bad.json**" in e.value for e in at.error) and not at.success
 
 
 def test_batch_run_and_auto_tune(page):
@@ -88,9 +93,40 @@ def test_batch_run_and_auto_tune(page):
     summary = at.dataframe[0].value
     assert len(summary) == 12 and summary["f1"].mean() >= 0.9
     assert any("Mean F1" in c.value for c in at.caption)
+    assert not any("earlier recipe" in w.value for w in at.warning)
+    cells = at.session_state["batch_result"][1]
+    assert len(cells) == summary["cells"].sum()
+    at.session_state["recipe"] = DEFAULT_RECIPE.with_step("threshold", method="otsu")  # a worse start
+    at = at.run()
+    assert any("earlier recipe" in w.value for w in at.warning)  # the table no longer fits the recipe
     next(b for b in at.button if b.label == "Auto-tune").click()
     at = at.run()
     assert any("Best F1 @ IoU 0.5" in s.value for s in at.success)
+    tuned = at.session_state["tune_result"].best
+    next(b for b in at.button if b.label == "Use the tuned recipe").click()
+    at = at.run()
+    assert at.session_state["recipe"] == tuned
+    assert any(s.value.startswith("Now using the tuned recipe (F1 ") for s in at.success)
+    assert any(b.label == "The tuned recipe is in use" and b.disabled for b in at.button)
+
+
+def test_batch_exports_record_the_recipe_and_versions(page):
+    import io
+    import zipfile
+
+    from core import __version__
+    from core.provenance import provenance_id
+
+    page.session_state["pre_tab"] = "Recipe, all images & auto-tune"
+    at = page.run()
+    next(b for b in at.button if b.label == "Run on all images").click()
+    at = at.run()
+    _, _, labels_zip, prov = at.session_state["batch_result"]
+    with zipfile.ZipFile(io.BytesIO(labels_zip)) as zf:
+        written = json.loads(zf.read("provenance.json"))
+    assert written["recipe"] == at.session_state["recipe"].to_dict() and written["cellscope"]["version"] == __version__
+    assert written["packages"]["numpy"] == np.__version__ and prov["recipe"] == written["recipe"]
+    assert provenance_id(written) == provenance_id(prov)
 
 
 def test_measurements_tab_lists_every_cell(page):
