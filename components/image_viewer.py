@@ -23,6 +23,12 @@ def cached_thumbnail_uri(_image: CellImage, image_hash: str, channels: tuple[Cha
 VISIBLE_KEY = "channel_visibility"  # "<viewer key>:<image name>" -> which channels are shown
 
 
+def picture(rgb: np.ndarray, *, caption: str = "", fmt: str = "jpeg", where=None) -> None:
+    """An image sent inside the page update as a data URI: no media file that a later rerun could
+    delete before the browser fetched it (those 404s reached the browser's console)."""
+    (where or st).image(data_uri(rgb, fmt), caption=caption or None, width="stretch")
+
+
 def channel_toggles(image: CellImage, key: str) -> tuple[bool, ...]:
     """A checkbox per channel, labelled with its name and display colour. What is shown belongs
     to the image: another image starts with all its channels, and coming back finds them as left."""
@@ -75,7 +81,7 @@ def image_viewer(image: CellImage, *, key: str) -> None:
         st.plotly_chart(_zoomable(rgb), width="stretch", config={"displaylogo": False, "scrollZoom": True})
         st.caption(caption)
     else:
-        st.image(rgb, caption=caption, width="stretch")
+        picture(rgb, caption=caption)
 
 
 def _zoomable(rgb: np.ndarray):

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from components.image_viewer import cached_composite
+from components.image_viewer import cached_composite, picture
 from components.model_panel import fetch_missing_weights, shared_model
 from core.display import fill_labels, preview
 from core.images import CellImage
@@ -118,6 +118,6 @@ def _prompt_result(image: CellImage, name: str, device: str, state: dict, rgb: n
     except (RuntimeError, ValueError, MemoryError) as exc:
         st.error(f"{name} could not run on {image.name}: {exc}")
         return
-    st.image(fill_labels(rgb, result.labels, alpha=0.55), width="stretch", output_format="JPEG",
-             caption=f"{result.count} masks from {len(state['points'])} points and {len(state['boxes'])} boxes · "
-                     f"embedding {'cached' if t_embed < 0.05 else f'{t_embed:.1f} s'} · decoding {t_decode:.2f} s on {result.device}")
+    picture(fill_labels(rgb, result.labels, alpha=0.55),
+            caption=f"{result.count} masks from {len(state['points'])} points and {len(state['boxes'])} boxes · "
+                    f"embedding {'cached' if t_embed < 0.05 else f'{t_embed:.1f} s'} · decoding {t_decode:.2f} s on {result.device}")

@@ -85,7 +85,7 @@ def _show_load_messages() -> None:
     if not msgs:
         return
     if msgs["loaded"]:
-        st.success(f"Loaded {len(msgs['loaded'])} image(s): {', '.join(msgs['loaded'][:8])}{' …' if len(msgs['loaded']) > 8 else ''}")
+        st.success(f"Loaded {plural(len(msgs['loaded']), 'image')}: {', '.join(msgs['loaded'][:8])}{' …' if len(msgs['loaded']) > 8 else ''}")
     for file, message in msgs["problems"]:
         st.error(f"**{file}**: {message}")
     if msgs["unmatched"]:
@@ -100,6 +100,7 @@ def batch_section(ds: Dataset) -> None:
     pattern = c1.text_input(
         "Batch from file name (regular expression)",
         value=r"(?P<batch>plate[A-Za-z0-9]+)",
+        key="batch_pattern",
         help="A Python regex with a named group 'batch', searched in each image name, "
         r"e.g. (?P<batch>plate\d+) or ^(?P<batch>[^_]+)_.",
     )
@@ -228,13 +229,13 @@ def data_page() -> None:
             "truth; plates differ in background, illumination and exposure (batch effects). Upload your own below."
         )
     upload_section(ds)
-    c1, c2, c3 = st.columns([1, 1, 4])
-    if c1.button("Load example dataset", help="Replace everything with the bundled example."):
+    row = st.container(horizontal=True)  # buttons as wide as their labels, side by side
+    if row.button("Load example dataset", help="Replace everything with the bundled example."):
         reset_to_example()
         st.session_state.dataset_version = st.session_state.get("dataset_version", 0) + 1
         st.session_state.pop("load_messages", None)
         st.rerun()
-    if c2.button("Clear all", help="Remove every image from this session.", disabled=len(ds) == 0):
+    if row.button("Clear all", help="Remove every image from this session.", disabled=len(ds) == 0):
         ds.remove(ds.names)
         _bump_version()
         st.session_state.pop("load_messages", None)
@@ -246,7 +247,7 @@ def data_page() -> None:
     st.subheader(f"Images ({len(ds)})")
     batch_section(ds)
     to_remove = st.multiselect("Remove images", ds.names, help="Take images out of this session's dataset.")
-    if to_remove and st.button(f"Remove {len(to_remove)} image(s)"):
+    if to_remove and st.button(f"Remove {plural(len(to_remove), 'image')}", help="Take the chosen images out; the others stay."):
         ds.remove(to_remove)
         _bump_version()
         st.rerun()

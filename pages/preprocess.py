@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from components.image_viewer import cached_composite
+from components.image_viewer import cached_composite, picture
 from components.live_threshold import LIVE_METHODS, live_threshold
 from components.plots import histogram_figure
 from components.recipe_panel import current_recipe, load_recipe, recipe_panel
@@ -213,11 +213,11 @@ def threshold_grid(result: PipelineResult) -> None:
     st.caption("As in the OpenCV tutorial: the same image thresholded three ways (on the normalised, not yet denoised image).")
     for name, source, value, mask in compare_thresholds(result.normalized):
         c1, c2, c3 = st.columns([1, 1.4, 1])
-        c1.image(preview(gray_rgb(source), 320), caption=name, width="stretch")
+        picture(preview(gray_rgb(source), 320), caption=name, fmt="png", where=c1)
         c2.plotly_chart(histogram_figure(source, value, height=200), width="stretch", config={"displaylogo": False},
                         key=f"grid_{name}")
-        c3.image(preview(gray_rgb(mask.astype(np.float32)), 320), caption=f"threshold {value:.3f} · {mask.mean():.1%} foreground",
-                 width="stretch")
+        picture(preview(gray_rgb(mask.astype(np.float32)), 320), fmt="png", where=c3,
+                caption=f"threshold {value:.3f} · {mask.mean():.1%} foreground")
 
 
 def measurements(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
@@ -231,8 +231,8 @@ def measurements(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
     rgb, _ = _aligned(image, recipe)
     crops = crop_cells(draw_outlines(rgb, result.labels), result.labels, size=64)
     shown = min(len(crops.labels), 60)
-    st.image(montage(crops.images[:shown]), width="stretch",
-             caption=f"Cells located by thresholding and cropped: {shown} of {len(crops.labels)}, label order")
+    picture(montage(crops.images[:shown]),
+            caption=f"Cells located by thresholding and cropped: {shown} of {len(crops.labels)}, label order")
 
 
 def batch_and_tune(recipe: Recipe) -> None:

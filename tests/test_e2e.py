@@ -86,9 +86,9 @@ def test_data_page_shows_example_then_accepts_an_upload(server, browser, tmp_pat
     page.wait_for_selector("text=uploaded_cells.tif")
     page.get_by_role("button", name="Load files").click()
     try:
-        expect(main).to_contain_text("Loaded 1 image(s): uploaded_cells", timeout=60_000)
+        expect(main).to_contain_text("Loaded 1 image: uploaded_cells", timeout=60_000)
         expect(main).to_contain_text("broken.png: PNG file is corrupt or truncated")
-        expect(page.locator("[data-testid='stSidebar']")).to_contain_text("1 images")
+        expect(page.locator("[data-testid='stSidebar']")).to_contain_text("1 image · 1 batch")
         settle(page)
     finally:
         page.screenshot(path=str(SHOTS / "data_after_upload.png"))
