@@ -19,16 +19,35 @@ class BatchTable:
 
 
 def _table_key(name: str) -> str:
-    return PurePosixPath(name.strip()).stem if PurePosixPath(name.strip()).suffix else PurePosixPath(name.strip()).name
+    """The image name a table row refers to: no folders (Windows backslashes too), no extension."""
+    path = PurePosixPath(name.strip().replace("\\", "/"))
+    return path.stem if path.suffix else path.name
+
+
+def _table_text(data: bytes) -> str:
+    """The table's text. Excel saves UTF-8 with a byte-order mark, or the Windows code page
+    (a 'µM' condition is then not UTF-8)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
 
 
 def parse_batch_table(data: bytes, sep: str = ",") -> BatchTable:
-    """Parse a CSV/TSV with columns ``filename, batch[, condition]`` (header names case-insensitive)."""
+    """Parse a CSV/TSV with columns ``filename, batch[, condition]`` (header names case-insensitive).
+
+    A header without ``sep`` but with ';' or a tab uses that instead, as Excel writes CSV in
+    locales where the comma is the decimal mark.
+    """
     import pandas as pd
 
+    text = _table_text(data)
+    header = text.lstrip("\r\n").partition("\n")[0]
+    if sep not in header:
+        sep = next((s for s in (",", ";", "\t") if s in header), sep)
     try:
-        df = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
         raise ValueError(f"batch table could not be read ({exc}); save it as CSV or TSV") from exc
     columns = {c.strip().lower(): c for c in df.columns}
     name_col = next((columns[c] for c in ("filename", "file", "image", "name") if c in columns), None)

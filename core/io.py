@@ -11,9 +11,13 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 
@@ -30,6 +34,14 @@ MAX_PIXELS = int(os.environ.get("CELLSCOPE_MAX_PIXELS", 8192 * 8192))  # one pla
 MAX_VALUES = int(os.environ.get("CELLSCOPE_MAX_VALUES", 2**29))  # whole file: planes x channels x H x W
 MAX_ZIP_BYTES = int(os.environ.get("CELLSCOPE_MAX_ZIP_BYTES", 4 * 2**30))  # uncompressed total
 MAX_CHANNELS = 16
+# Zip members are also checked before they are unpacked (see _max_member_bytes). A batch
+# table holds one short row per image: 64 MiB is about a million rows.
+MAX_TABLE_BYTES = 64 * 2**20
+# Deflate packs at most about 1030:1, and only near-constant data that far: our example's
+# label images pack 87:1, a 2048² label image holding one cell 1000:1. Above this ratio a
+# member is a zip bomb, not microscopy, once it is large enough to cost memory.
+ZIP_BOMB_RATIO = 1000
+ZIP_BOMB_MIN_BYTES = 64 * 2**20
 
 _SUPPORTED_DTYPES = {
     np.dtype(t) for t in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32", "float64")
@@ -69,6 +81,9 @@ class LoadReport:
 
 # ---------------------------------------------------------------------------------------
 # Decoding one file
+
+
+_NOT_AN_IMAGE = "not a PNG, JPEG or TIFF image (its content matches none of them)"
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -144,7 +159,9 @@ def _decode_tiff(data: bytes) -> tuple[np.ndarray, str, tuple[str, ...]]:
     import tifffile
 
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        # Closing the buffer lets the file's bytes go at once: TiffFile's reference cycles keep
+        # it alive until the garbage collector runs, which made every file's bytes pile up.
+        with io.BytesIO(data) as buffer, tifffile.TiffFile(buffer) as tif:
             if not tif.series:
                 raise ImageReadError("TIFF holds no image data")
             series = tif.series[0]
@@ -230,7 +247,7 @@ def decode_image(data: bytes, name: str = "") -> Decoded:
         raise ImageReadError("file is empty (0 bytes); copy or export it again")
     fmt = sniff_format(data)
     if fmt is None:
-        raise ImageReadError("not a PNG, JPEG or TIFF image (its content matches none of them)")
+        raise ImageReadError(_NOT_AN_IMAGE)
     ext = Path(name).suffix.lower()
     notes = []
     expected = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(ext)
@@ -323,48 +340,162 @@ def read_labels(data: bytes, name: str = "") -> tuple[np.ndarray, list[str]]:
 # ---------------------------------------------------------------------------------------
 # Many files: zips, HPA channel sets, masks, batch tables
 
+# Python unpacks BZIP2 and LZMA members without a bound on the output of each read (measured:
+# 79 bytes of BZIP2 hold 64 MiB), so only stored and deflated members are read.
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+_SNIFF_BYTES = 16  # enough for sniff_format
+_JUNK_NAMES = {"thumbs.db", "desktop.ini"}  # Windows Explorer's, zipped along with a folder
+
+
+def _max_member_bytes() -> int:
+    """The largest file an accepted image can come from: MAX_VALUES values stored uncompressed
+    at 8 bytes each (float64, the widest type read) plus 64 MiB for headers, metadata and
+    thumbnails. Compression makes image files smaller."""
+    return MAX_VALUES * 8 + 64 * 2**20
+
 
 @dataclass(frozen=True)
 class _Entry:
-    path: str  # as uploaded; zip members keep their folders
-    data: bytes
-    from_zip: bool = False
+    """One file to read. A zip member or a file on disk is read only when its turn comes and
+    dropped once decoded, so decoded images are all that accumulates."""
+
+    path: str  # as uploaded; zip members keep their folders (less a wrapping top folder)
+    size: int  # bytes, unpacked for a zip member
+    open: Callable[[], BinaryIO]  # for a look at the first bytes
+    read: Callable[[], bytes]  # all of them
+    member: zipfile.ZipInfo | None = None
+    archive: str = ""  # the zip it came from
 
 
-def _expand_zips(files: Iterable[tuple[str, bytes]], problems: list[FileProblem]) -> list[_Entry]:
-    entries: list[_Entry] = []
-    for name, data in files:
-        if not name.lower().endswith(".zip"):
-            entries.append(_Entry(name, data))
-            continue
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                members = [
-                    m
-                    for m in zf.infolist()
-                    if not m.is_dir()
-                    and "__MACOSX" not in m.filename
-                    and not PurePosixPath(m.filename).name.startswith(".")
-                ]
-                total = sum(m.file_size for m in members)
-                if total > MAX_ZIP_BYTES:
-                    problems.append(
-                        FileProblem(
-                            name,
-                            f"unpacks to {total / 2**30:.1f} GiB, above the {MAX_ZIP_BYTES / 2**30:.0f} GiB limit; "
-                            "split it into smaller zips",
-                        )
-                    )
-                    continue
-                for m in members:
-                    member = f"{name}/{m.filename}"
-                    try:
-                        entries.append(_Entry(m.filename, zf.read(m), from_zip=True))
-                    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
-                        problems.append(FileProblem(member, f"cannot be unpacked ({_reason(exc)})"))
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            problems.append(FileProblem(name, f"is not a readable zip archive ({_reason(exc)}); zip the folder again"))
+def _bytes_entry(path: str, data: bytes) -> _Entry:
+    return _Entry(path, len(data), lambda: io.BytesIO(data), lambda: data)
+
+
+def _member_entry(zf: zipfile.ZipFile, member: zipfile.ZipInfo, path: str, archive: str) -> _Entry:
+    def read() -> bytes:
+        # One bounded read: a deflated member then unpacks to at most its listed size, even
+        # when its data holds more (the CRC check then fails).
+        with zf.open(member) as fh:
+            return fh.read(member.file_size)
+
+    return _Entry(path, member.file_size, lambda: zf.open(member), read, member, archive)
+
+
+def _is_hidden(path: str) -> bool:
+    """macOS resource forks and folders, dot files and folders, Windows thumbnail caches."""
+    parts = path.split("/")
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1].lower() in _JUNK_NAMES
+
+
+def _member_path(name: str) -> str:
+    """A zip member's path with '/' between folders: Windows tools may write backslashes."""
+    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
+
+
+def _wrapper_folder(paths: list[str]) -> str:
+    """The folder every member sits in when it merely wraps the content, as when a folder is
+    zipped whole (Finder, Explorer, ``zip -r DIR``); '' when there is none.
+
+    It wraps when the zip also holds a batch table or deeper folders; a zip of one folder of
+    images alone keeps that folder as the images' batch.
+    """
+    tops = {p.split("/")[0] for p in paths}
+    if len(tops) != 1 or any("/" not in p for p in paths):
+        return ""
+    top = tops.pop()
+    if top.lower() in _MASK_FOLDERS | _IMAGE_FOLDERS:
+        return ""
+    has_table = any(PurePosixPath(p).suffix.lower() in TABLE_EXTENSIONS for p in paths)
+    return top if has_table or any(p.count("/") >= 2 for p in paths) else ""
+
+
+def _zip_entries(name: str, source: BinaryIO | Path, problems: list[FileProblem], zips: ExitStack) -> list[_Entry]:
+    """The zip's members, from its directory alone; nothing is unpacked yet."""
+    try:
+        zf = zips.enter_context(zipfile.ZipFile(source))
+        members = [
+            (m, path)
+            for m in zf.infolist()
+            if not (m.is_dir() or m.filename.endswith("\\"))
+            and (path := _member_path(m.filename))
+            and not _is_hidden(path)
+        ]
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        problems.append(FileProblem(name, f"is not a readable zip archive ({_reason(exc)}); zip the folder again"))
+        return []
+    total = sum(m.file_size for m, _ in members)
+    if total > MAX_ZIP_BYTES:
+        problems.append(
+            FileProblem(
+                name,
+                f"unpacks to {total / 2**30:.1f} GiB, above the {MAX_ZIP_BYTES / 2**30:.0f} GiB limit; "
+                "split it into smaller zips",
+            )
+        )
+        return []
+    wrapper = _wrapper_folder([path for _, path in members])
+    entries = []
+    for m, path in members:
+        path = path[len(wrapper) + 1 :] if wrapper else path
+        if m.flag_bits & 0x1:
+            problems.append(FileProblem(path, f"is encrypted in {name}; zip it again without a password"))
+        elif m.compress_type not in _ZIP_METHODS:
+            method = zipfile.compressor_names.get(m.compress_type, f"method {m.compress_type}")
+            problems.append(
+                FileProblem(
+                    path,
+                    f"is packed with {method} in {name}, which CellScope does not unpack; zip it again "
+                    "with the standard method (Deflate), as Finder, Explorer and `zip` do",
+                )
+            )
+        else:
+            entries.append(_member_entry(zf, m, path, name))
     return entries
+
+
+def _check_member_size(entry: _Entry) -> None:
+    """Refuse, from the zip's directory alone, a member no accepted image can be."""
+    member = entry.member
+    if member is None:
+        return
+    limit = _max_member_bytes()
+    if member.file_size > limit:
+        raise ImageReadError(
+            f"unpacks to {member.file_size / 2**30:.1f} GiB, more than any image within the limits takes "
+            f"({limit / 2**30:.1f} GiB: {MAX_VALUES / 1e6:.0f} million 8-byte values); split it into smaller "
+            "files, or raise CELLSCOPE_MAX_VALUES on the server"
+        )
+    ratio = member.file_size / max(member.compress_size, 1)
+    if member.file_size > ZIP_BOMB_MIN_BYTES and ratio > ZIP_BOMB_RATIO:
+        raise ImageReadError(
+            f"unpacks to {member.file_size / 2**20:.0f} MiB from {member.compress_size / 2**10:.0f} KiB "
+            f"({ratio:.0f}:1), far more than images pack: refused as a likely zip bomb; if it really is an "
+            "image, upload it on its own, not in a zip"
+        )
+
+
+def _read_entry(entry: _Entry, *, table: bool = False) -> bytes:
+    """The entry's bytes. What cannot be an image is refused from its first bytes and the zip's
+    directory, before it is read whole."""
+    try:
+        if table:
+            if entry.size > MAX_TABLE_BYTES:
+                raise ImageReadError(
+                    f"batch table is {entry.size / 2**20:.0f} MiB, above the {MAX_TABLE_BYTES / 2**20:.0f} MiB "
+                    "a table of file names needs; is it the right file?"
+                )
+            return entry.read()
+        with entry.open() as fh:
+            head = fh.read(_SNIFF_BYTES)
+        if head and sniff_format(head) is None:
+            raise ImageReadError(_NOT_AN_IMAGE)
+        _check_member_size(entry)
+        return entry.read()
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise ImageReadError(f"cannot be unpacked from {entry.archive} ({_reason(exc)}); zip it again") from exc
+    except OSError as exc:
+        where = f"unpacked from {entry.archive}" if entry.archive else "read"
+        raise ImageReadError(f"cannot be {where} ({_reason(exc)})") from exc
 
 
 def _key_and_role(path: str) -> tuple[str, str, str]:
@@ -395,19 +526,65 @@ def load_files(
 ) -> LoadReport:
     """Read uploaded files into :class:`CellImage` objects, collecting a problem per bad file.
 
-    Zips are unpacked (folders become batches), ``<id>_red/_green/_blue/_yellow`` files become
-    one 4-channel HPA image, ``*_mask``/``*_labels``/``*_gt`` files or files in a ``masks/``
-    folder become ground truth of the image with the same name, and a ``.csv``/``.tsv`` table
-    assigns batches. ``progress(fraction, file_name)`` is called as files are decoded.
+    Zips are unpacked one member at a time (folders become batches; a folder wrapping the
+    whole zip is dropped), ``<id>_red/_green/_blue/_yellow`` files become one 4-channel HPA
+    image, ``*_mask``/``*_labels``/``*_gt`` files or files in a ``masks/`` folder become
+    ground truth of the image with the same name, and a ``.csv``/``.tsv`` table assigns
+    batches. ``progress(fraction, file_name)`` is called as files are decoded.
     """
     report = LoadReport()
+    with ExitStack() as zips:
+        entries: list[_Entry] = []
+        for name, data in files:
+            if name.lower().endswith(".zip"):
+                entries += _zip_entries(name, io.BytesIO(data), report.problems, zips)
+            else:
+                entries.append(_bytes_entry(name, data))
+        _load_entries(entries, report, plane=plane, existing_names=existing_names, progress=progress)
+    return report
+
+
+def load_paths(paths: Iterable[str | os.PathLike], *, plane: int | None = None) -> LoadReport:
+    """:func:`load_files` for files and folders on disk (folders are read recursively).
+
+    Files are read one at a time as they are decoded, zips straight from disk.
+    """
+    report = LoadReport()
+    with ExitStack() as zips:
+        entries: list[_Entry] = []
+        for p in map(Path, paths):
+            if p.is_dir():
+                files = [(f.relative_to(p).as_posix(), f) for f in sorted(p.rglob("*")) if f.is_file()]
+                files = [(rel, f) for rel, f in files if f.suffix.lower() in ACCEPTED_EXTENSIONS and not _is_hidden(rel)]
+            elif p.is_file():
+                files = [(p.name, p)]
+            else:
+                report.problems.append(FileProblem(str(p), "no such file or folder"))
+                continue
+            for rel, f in files:
+                if f.suffix.lower() == ".zip":
+                    entries += _zip_entries(rel, f, report.problems, zips)
+                else:
+                    entries.append(_Entry(rel, f.stat().st_size, partial(f.open, "rb"), f.read_bytes))
+        _load_entries(entries, report, plane=plane)
+    return report
+
+
+def _load_entries(
+    entries: list[_Entry],
+    report: LoadReport,
+    *,
+    plane: int | None,
+    existing_names: Iterable[str] = (),
+    progress: Callable[[float, str], None] | None = None,
+) -> None:
+    """Decode the entries one at a time into ``report``."""
     problems = report.problems
-    entries = _expand_zips(files, problems)
     taken = set(existing_names)
 
     images: dict[str, tuple[np.ndarray, list[str], str, str]] = {}  # key -> pixels, notes, batch, source
     channels_of: dict[str, tuple[ChannelInfo, ...]] = {}
-    masks: dict[str, tuple[str, bytes]] = {}
+    masks: dict[str, _Entry] = {}
     hpa: dict[str, dict[str, tuple[np.ndarray, str]]] = {}
     hpa_batch: dict[str, str] = {}
 
@@ -417,7 +594,7 @@ def load_files(
         ext = PurePosixPath(entry.path).suffix.lower()
         if ext in TABLE_EXTENSIONS:
             try:
-                report.batch_table = parse_batch_table(entry.data, sep="\t" if ext == ".tsv" else ",")
+                report.batch_table = parse_batch_table(_read_entry(entry, table=True), sep="\t" if ext == ".tsv" else ",")
             except ValueError as exc:
                 problems.append(FileProblem(entry.path, str(exc)))
             continue
@@ -435,10 +612,10 @@ def load_files(
             if key in masks:
                 problems.append(FileProblem(entry.path, f"a second ground truth for {key!r}; kept the first"))
             else:
-                masks[key] = (entry.path, entry.data)
+                masks[key] = entry
             continue
         try:
-            decoded = read_image(entry.data, entry.path, plane=plane)
+            decoded = read_image(_read_entry(entry), entry.path, plane=plane)
         except ImageReadError as exc:
             problems.append(FileProblem(entry.path, str(exc)))
             continue
@@ -486,14 +663,15 @@ def load_files(
 
     gts: dict[str, np.ndarray] = {}
     gt_notes: dict[str, list[str]] = {}
-    for key, (path, data) in masks.items():
+    for key, entry in masks.items():
+        path = entry.path
         if key not in images:
             problems.append(
                 FileProblem(path, f"ground truth for {key!r}, but no image with that name was uploaded with it")
             )
             continue
         try:
-            labels, notes = read_labels(data, path)
+            labels, notes = read_labels(_read_entry(entry), path)
         except ImageReadError as exc:
             problems.append(FileProblem(path, f"ground truth not used: {exc}"))
             continue
@@ -526,25 +704,6 @@ def load_files(
         from core.batches import apply_batch_table
 
         report.images, _ = apply_batch_table(report.images, report.batch_table)
-    return report
-
-
-def load_paths(paths: Iterable[str | os.PathLike], *, plane: int | None = None) -> LoadReport:
-    """:func:`load_files` for files and folders on disk (folders are read recursively)."""
-    files: list[tuple[str, bytes]] = []
-    problems: list[FileProblem] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in ACCEPTED_EXTENSIONS and not f.name.startswith("."):
-                    files.append((f.relative_to(p).as_posix(), f.read_bytes()))
-        elif p.is_file():
-            files.append((p.name, p.read_bytes()))
-        else:
-            problems.append(FileProblem(str(p), "no such file or folder"))
-    report = load_files(files, plane=plane)
-    report.problems[:0] = problems
-    return report
 
 
 # ---------------------------------------------------------------------------------------

@@ -38,3 +38,18 @@ def test_pattern_named_group():
 def test_bad_patterns(pattern, msg):
     with pytest.raises(ValueError, match=msg):
         batches_from_pattern(["a"], pattern)
+
+
+
+@pytest.mark.parametrize(
+    ("table", "dose"),
+    [
+        (b"\xef\xbb\xbffilename,batch,condition\r\na.tif,p1,10 uM\r\nb.tif,p2,ctrl\r\n", "10 uM"),  # Excel: BOM, CRLF
+        (b"filename;batch;condition\r\na.tif;p1;10 \xb5M\r\nb.tif;p2;ctrl\r\n", "10 \u00b5M"),  # German Excel, cp1252
+        (b"filename\tbatch\tcondition\na.tif\tp1\t10 \xc2\xb5M\nb.tif\tp2\tctrl\n", "10 \u00b5M"),  # tabs, named .csv
+        (b"filename,batch,condition\nimages/a.tif,p1,10 uM\nC:\\data\\b.tif,p2,ctrl\n", "10 uM"),  # with folders
+    ],
+    ids=["excel-utf8", "excel-semicolons-cp1252", "tabs", "folders"],
+)
+def test_tables_as_spreadsheets_save_them(table, dose):
+    assert parse_batch_table(table).rows == {"a": ("p1", dose), "b": ("p2", "ctrl")}

@@ -254,3 +254,77 @@ def test_live_threshold_preview_draws_in_the_browser_and_commits_on_release(serv
     page.screenshot(path=str(SHOTS / "preprocess_live_threshold.png"))
     _assert_no_error_shown(page, "/preprocess live threshold")
     page.close()
+
+
+def _watch_for_errors(page) -> list[str]:
+    """Console errors and failed requests, except Streamlit's own probes for its base path (on a
+    page URL such as /compare, its client asks /compare/_stcore/health before /_stcore/health)."""
+    import re
+
+    errors: list[str] = []
+    probe = re.compile(r"^https?://[^/]+/[^/]+/_stcore/(health|host-config)$")
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not probe.match(r.url) else None)
+    page.on("console", lambda m: errors.append(f"console: {m.text}")
+            if m.type == "error" and "Failed to load resource" not in m.text else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    return errors
+
+
+def test_new_user_walk_keeps_work_across_a_reload(browser, tmp_path, monkeypatch):
+    """Upload, preprocess, compare with an offline SAM (Prompt SAM tab too), then F5: the upload,
+    the recipe and the chosen models are still there; /data opens directly; nothing errs."""
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+    with streamlit_server(tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1500, "height": 1500})
+        errors = _watch_for_errors(page)
+        page.goto(url + "/data")
+        main = page.locator("[data-testid='stMain']")
+        expect(main).to_contain_text("You are looking at the example dataset", timeout=120_000)
+        settle(page)
+        assert "ws=" in page.url and "/data" in page.url
+        image = tmp_path / "walk_cells.tif"
+        image.write_bytes(tiff_bytes(blobs(128, 128, np.uint16)))
+        page.locator("[data-testid='stForm'] input[type='file']").set_input_files([str(image)])
+        page.wait_for_selector("text=walk_cells.tif")
+        page.get_by_role("button", name="Load files").click()
+        expect(main).to_contain_text("Loaded 1 image: walk_cells", timeout=60_000)
+        settle(page)
+
+        page.locator("[data-testid='stSidebarNav']").get_by_text("Preprocess").click()
+        expect(main).to_contain_text("cells found", timeout=60_000)
+        settle(page)
+        seed = page.locator(".st-key-rcp-watershed-seed_distance input[type='range']").first
+        before = seed.input_value()
+        seed.press("ArrowRight")
+        expect(seed).not_to_have_value(before, timeout=30_000)
+        settle(page)
+        moved = seed.input_value()
+
+        page.locator("[data-testid='stSidebarNav']").get_by_text("Compare models").click()
+        expect(main).to_contain_text("classical:", timeout=120_000)
+        page.locator(".st-key-cmp-models").click()
+        page.get_by_role("option", name="sam-vitb (needs weights)", exact=True).click()
+        page.keyboard.press("Escape")
+        expect(main).to_contain_text("needs sam_vit_b_01ec64.pth", timeout=60_000)
+        settle(page)
+        page.get_by_role("tab", name="Prompt SAM").click()
+        expect(main.get_by_role("button", name="Download 375 MB")).to_have_count(2, timeout=60_000)
+        settle(page)
+        _assert_no_error_shown(page, "/compare Prompt SAM with an offline SAM")
+        page.screenshot(path=str(SHOTS / "walk_compare_prompt_sam_offline.png"))
+
+        page.reload()
+        expect(main).to_contain_text("sam_vit_b_01ec64.pth", timeout=120_000)
+        settle(page)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        expect(sidebar).to_contain_text("1 image · 1 batch")
+        expect(page.locator(".st-key-cmp-models")).to_contain_text("sam-vitb")
+        page.locator("[data-testid='stSidebarNav']").get_by_text("Preprocess").click()
+        expect(page.locator(".st-key-rcp-watershed-seed_distance input[type='range']").first).to_have_value(
+            moved, timeout=60_000)
+        settle(page)
+        page.screenshot(path=str(SHOTS / "walk_after_reload.png"))
+        _assert_no_error_shown(page, "after a reload")
+        page.close()
+        assert errors == [], errors

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import io
+import shutil
+import struct
+import time
+import tracemalloc
 import zipfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +249,316 @@ def test_a_corrupt_png_is_reported_even_after_ultralytics_patched_pillow():
     report = load_files([("broken.png", b"\x89PNG\r\n\x1a\nthis is not really a png")])
     assert not report.images and "broken.png" in str(report.problems[0])
     assert "corrupt or truncated" in str(report.problems[0])
+
+
+
+# ---------------------------------------------------------------------------------------
+# Zip bombs: members are checked from the zip's directory and their first bytes, then read
+# and decoded one at a time
+
+
+def _patch_member(
+    data: bytes, *, file_size: int | None = None, method: int | None = None, crc: int | None = None, flags: int = 0
+) -> bytes:
+    """Rewrite the one member's unpacked size, compression method, CRC or flags in its local
+    header and in the central directory, as a hand-made zip can state them."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        (info,) = zf.infolist()
+        local, central = info.header_offset, zf.start_dir
+    values = (("<H", info.flag_bits | flags), ("<H", method), ("<I", crc), ("<I", file_size))
+    out = bytearray(data)
+    # Where flags, method, CRC-32 and unpacked size sit in the local header and the central directory.
+    for start, offsets in ((local, (6, 8, 14, 22)), (central, (8, 10, 16, 24))):
+        for offset, (fmt, value) in zip(offsets, values, strict=True):
+            if value is not None:
+                struct.pack_into(fmt, out, start + offset, value)
+    return bytes(out)
+
+
+def _zeros_zip(n_mib: int, name: str = "zeros.tif", head: bytes = b"") -> bytes:
+    """A zip of one member: ``head`` then zeros, n_mib MiB in all, deflated as `zip` does (~1030:1).
+
+    Built without compressing gigabytes: after a full flush deflate starts afresh, so every
+    further MiB of zeros packs to the same block.
+    """
+    mib = bytes(2**20)
+    first = head + mib[len(head) :]
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first_block = deflate.compress(first) + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    stream = first_block + block * (n_mib - 1) + deflate.flush()
+    crc = zlib.crc32(first)
+    for _ in range(n_mib - 1):
+        crc = zlib.crc32(mib, crc)
+    return _patch_member(_zip({name: stream}), file_size=n_mib * 2**20, method=zipfile.ZIP_DEFLATED, crc=crc)
+
+
+@pytest.fixture(scope="module")
+def zeros_zip() -> bytes:
+    """The issue's upload: a 1.5 MB zip holding a 1.5 GB member of zeros named .tif."""
+    return _zeros_zip(1536)
+
+
+class _Unpacking:
+    """Counts the bytes zip members hand out, and the peak of Python's allocations (numpy's
+    included), while the block runs."""
+
+    def __enter__(self):
+        self.bytes = 0
+        self._read = read = zipfile.ZipExtFile.read
+
+        def counted(fh, n=-1):
+            data = read(fh, n)
+            self.bytes += len(data)
+            return data
+
+        zipfile.ZipExtFile.read = counted
+        tracemalloc.start()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._start
+        self.peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        zipfile.ZipExtFile.read = self._read
+
+
+def test_the_zeros_zip_is_the_issues_upload(zeros_zip):
+    with zipfile.ZipFile(io.BytesIO(zeros_zip)) as zf:
+        (info,) = zf.infolist()
+        with zf.open(info) as fh:
+            assert fh.read(2**20) == bytes(2**20) and fh.read(2**20) == bytes(2**20)
+    assert info.file_size == 1536 * 2**20 and 1.5e6 < len(zeros_zip) < 1.6e6
+    tail = _zeros_zip(3, head=b"II*\x00")
+    with zipfile.ZipFile(io.BytesIO(tail)) as zf:  # the CRC holds: it is a valid zip throughout
+        assert zf.read("zeros.tif") == b"II*\x00" + bytes(3 * 2**20 - 4)
+
+
+def test_a_gigabyte_member_that_is_no_image_is_refused_from_its_first_bytes(zeros_zip):
+    with _Unpacking() as unpacking:
+        report = load_files([("bomb.zip", zeros_zip), ("good.tif", GOOD)])
+    assert [img.name for img in report.images] == ["good"]
+    assert [str(p) for p in report.problems] == [
+        "zeros.tif: not a PNG, JPEG or TIFF image (its content matches none of them)"
+    ]
+    assert unpacking.bytes == 16  # its first bytes, never the 1.5 GiB
+    assert unpacking.peak_mib < 20  # measured before: 3 GiB
+    assert unpacking.seconds < 1  # measured before: 7 s
+
+
+def test_cli_info_on_the_zip_bomb_prints_one_line_and_fails(zeros_zip, tmp_path, capsys):
+    from core.cli import main
+
+    path = tmp_path / "bomb.zip"
+    path.write_bytes(zeros_zip)
+    with _Unpacking() as unpacking:
+        rc = main(["info", str(path)])
+    assert rc == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: zeros.tif: not a PNG, JPEG or TIFF image (its content matches none of them)"
+    ]
+    assert unpacking.bytes == 16 and unpacking.peak_mib < 20
+
+
+def test_a_member_that_starts_as_a_tiff_but_packs_like_a_bomb_is_refused():
+    bomb = _zeros_zip(100, "plate1/b.tif", head=GOOD[:8])  # a TIFF header, then zeros: 1000:1
+    with _Unpacking() as unpacking:
+        report = load_files([("e.zip", bomb)])
+    (problem,) = report.problems
+    assert problem.file == "plate1/b.tif"
+    assert "likely zip bomb" in problem.message and "upload it on its own" in problem.message
+    assert unpacking.bytes == 16
+
+
+@pytest.mark.parametrize(
+    ("max_values", "expected"),
+    [
+        (cio.MAX_VALUES, "unpacks to 3072 MiB from 8 KiB (381300:1), far more than images pack: refused as a likely zip bomb"),
+        (2**24, "unpacks to 3.0 GiB, more than any image within the limits takes (0.2 GiB: 17 million 8-byte values)"),
+    ],
+)
+def test_a_member_claiming_a_huge_size_is_refused_before_it_is_unpacked(monkeypatch, max_values, expected):
+    monkeypatch.setattr(cio, "MAX_VALUES", max_values)
+    claims = _patch_member(_zip({"a.tif": GOOD}), file_size=3 * 2**30)  # 3 GiB from 8 KiB
+    with _Unpacking() as unpacking:
+        report = load_files([("e.zip", claims)])
+    assert not report.images and report.problems[0].file == "a.tif"
+    assert report.problems[0].message.startswith(expected)
+    assert unpacking.bytes == 16
+
+
+@pytest.mark.parametrize(
+    ("packed", "expected"),
+    [
+        (lambda zf: zf.writestr("a.tif", GOOD, zipfile.ZIP_BZIP2), "is packed with bzip2 in b.zip, which CellScope"),
+        (lambda zf: zf.writestr("a.tif", GOOD, zipfile.ZIP_LZMA), "is packed with lzma in b.zip, which CellScope"),
+        (None, "is encrypted in b.zip; zip it again without a password"),
+    ],
+    ids=["bzip2", "lzma", "encrypted"],
+)
+def test_members_python_cannot_unpack_safely_are_refused_unread(packed, expected):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        (packed or (lambda zf: zf.writestr("a.tif", GOOD)))(zf)
+    data = buf.getvalue() if packed else _patch_member(buf.getvalue(), flags=0x1)
+    with _Unpacking() as unpacking:
+        report = load_files([("b.zip", data)])
+    assert not report.images and report.problems[0].file == "a.tif"
+    assert report.problems[0].message.startswith(expected)
+    assert unpacking.bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        (zipfile.ZIP_STORED, "(Bad CRC-32 for file 'a.tif')"),
+        (zipfile.ZIP_DEFLATED, "(Error -3 while decompressing data"),  # was an uncaught zlib.error
+    ],
+)
+def test_corrupt_member_data_is_reported_and_the_rest_loads(method, expected):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        zf.writestr("a.tif", tiff_bytes(blobs(256, 256)))
+        zf.writestr("b.tif", GOOD)
+        a = zf.getinfo("a.tif")
+    data = bytearray(buf.getvalue())
+    start = a.header_offset + 30 + len("a.tif")
+    data[start + a.compress_size // 2 : start + a.compress_size // 2 + 8] = b"\xff" * 8  # past its first bytes
+    report = load_files([("e.zip", bytes(data))])
+    assert [img.name for img in report.images] == ["b"]
+    assert report.problems[0].file == "a.tif"
+    assert report.problems[0].message.startswith(f"cannot be unpacked from e.zip {expected}")
+
+
+def test_zip_members_are_decoded_one_at_a_time():
+    """Peak memory is the decoded images plus about one file, not every member's bytes too."""
+    rng = np.random.default_rng(0)
+    members = {f"plate{i % 4}/f{i}.tif": tiff_bytes(rng.integers(0, 4000, (512, 512), np.uint16)) for i in range(16)}
+    data = _zip(members)
+    load_files([("warm.zip", _zip({"w.tif": GOOD}))])  # imports tifffile outside the measurement
+    with _Unpacking() as unpacking:
+        report = load_files([("e.zip", data)])
+    assert not report.problems and len(report.images) == 16
+    assert {img.batch for img in report.images} == {"plate0", "plate1", "plate2", "plate3"}
+    decoded_mib = sum(img.pixels.nbytes for img in report.images) / 2**20  # 8 MiB
+    assert unpacking.peak_mib < decoded_mib + 2  # files are 0.5 MiB; before: decoded + 8 MiB
+
+
+# ---------------------------------------------------------------------------------------
+# The example folder, zipped the ways people zip a folder, uploads back unchanged
+
+
+@pytest.fixture(scope="module")
+def example_folder(tmp_path_factory):
+    """``python -m core example``'s layout (images/, masks/, batches.csv), small."""
+    from core.example import make_example_dataset
+
+    images = make_example_dataset(size=128, fields_per_plate=2)
+    folder = tmp_path_factory.mktemp("example") / "example_data"
+    cio.write_dataset(images, folder)
+    return images, folder
+
+
+def _zip_folder(folder, *, arcname=lambda rel: rel, table=None, extra=(), dirs=()) -> bytes:
+    """The folder's files under ``arcname(relative path)``, the batch table optionally rewritten."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for d in dirs:
+            zf.writestr(zipfile.ZipInfo(d), b"")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            rel = path.relative_to(folder).as_posix()
+            data = path.read_bytes()
+            zf.writestr(arcname(rel), table(data) if table and rel == "batches.csv" else data)
+        for name, data in extra:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _excel(table: bytes) -> bytes:
+    """Re-saved by Excel in a locale with a decimal comma: BOM, CRLF, semicolons."""
+    return b"\xef\xbb\xbf" + table.replace(b"\r\n", b"\n").replace(b",", b";").replace(b"\n", b"\r\n")
+
+
+def _with_folders(table: bytes, prefix: bytes) -> bytes:
+    lines = table.splitlines(keepends=True)
+    return lines[0] + b"".join(prefix + line for line in lines[1:])
+
+
+ZIPPED_EXAMPLE = {
+    "from inside the folder": lambda f: _zip_folder(f),
+    "the folder itself (zip -r)": lambda f: _zip_folder(
+        f, arcname=lambda rel: f"example_data/{rel}", dirs=["example_data/", "example_data/images/"]
+    ),
+    "macOS Finder": lambda f: _zip_folder(
+        f,
+        arcname=lambda rel: f"example_data/{rel}",
+        dirs=["example_data/", "example_data/masks/"],
+        extra=[
+            ("__MACOSX/example_data/._batches.csv", b"\x00\x05\x16\x07 resource fork"),
+            ("__MACOSX/example_data/images/._plateA_field1.tif", b"\x00\x05\x16\x07 resource fork"),
+            ("example_data/.DS_Store", b"\x00\x00\x00\x01Bud1"),
+        ],
+    ),
+    "Windows, backslashes": lambda f: _zip_folder(
+        f,
+        arcname=lambda rel: "example_data\\" + rel.replace("/", "\\"),
+        dirs=["example_data\\", "example_data\\images\\"],
+        extra=[("example_data\\images\\Thumbs.db", b"\xd0\xcf\x11\xe0")],
+    ),
+    "shutil.make_archive": lambda f: Path(
+        shutil.make_archive(str(f.parent / "archive"), "zip", root_dir=f.parent, base_dir=f.name)
+    ).read_bytes(),
+    "table re-saved by Excel": lambda f: _zip_folder(f, table=_excel),
+    "table names with folders": lambda f: _zip_folder(f, table=lambda t: _with_folders(t, b"images/")),
+    "table names with Windows folders": lambda f: _zip_folder(
+        f, arcname=lambda rel: f"example_data/{rel}", table=lambda t: _with_folders(t, b"C:\\data\\images\\")
+    ),
+}
+
+
+@pytest.mark.parametrize("how", list(ZIPPED_EXAMPLE))
+def test_zipped_example_folder_loads_like_the_folder(example_folder, how):
+    images, folder = example_folder
+    expected = [(i.name, i.batch, i.condition, i.n_cells_gt, i.hash) for i in images]
+    from_folder = cio.load_paths([folder])
+    assert not from_folder.problems
+    assert [(i.name, i.batch, i.condition, i.n_cells_gt, i.hash) for i in from_folder.images] == expected
+    report = load_files([("example_data.zip", ZIPPED_EXAMPLE[how](folder))])
+    assert not report.problems
+    assert [(i.name, i.batch, i.condition, i.n_cells_gt, i.hash) for i in report.images] == expected
+    assert all(i.gt is not None for i in report.images) and expected[0][3] > 10
+
+
+def test_dataset_zip_round_trip(example_folder):
+    images, _ = example_folder
+    report = load_files([("cellscope_dataset.zip", cio.dataset_zip(images))])
+    assert not report.problems
+    assert [(i.name, i.batch, i.condition, i.hash, i.channels) for i in report.images] == [
+        (i.name, i.batch, i.condition, i.hash, i.channels) for i in images
+    ]
+    assert all(np.array_equal(a.gt, b.gt) for a, b in zip(report.images, images, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [
+        # One folder of images and nothing else: the folder names them and is their batch.
+        (["exp/a.tif", "exp/b.tif"], [("exp/a", "exp"), ("exp/b", "exp")]),
+        # Folders below it: it only wraps them, and they are the batches.
+        (["exp/plate1/a.tif", "exp/plate2/b.tif"], [("plate1/a", "plate1"), ("plate2/b", "plate2")]),
+        # Folders without a shared top folder keep their names.
+        (["plate1/a.tif", "plate2/b.tif"], [("plate1/a", "plate1"), ("plate2/b", "plate2")]),
+        (["images/a.tif", "images/b.tif"], [("a", "unassigned"), ("b", "unassigned")]),
+    ],
+)
+def test_a_folder_wrapping_the_whole_zip_is_dropped_from_names(members, expected):
+    report = load_files([("e.zip", _zip({m: GOOD for m in members}))])
+    assert not report.problems
+    assert [(i.name, i.batch) for i in report.images] == expected
+
+
+def test_a_wrapping_folder_is_not_the_batch_of_images_the_table_leaves_out():
+    table = b"filename,batch\na.tif,day1\n"
+    report = load_files([("e.zip", _zip({"exp/a.tif": GOOD, "exp/b.tif": GOOD, "exp/batches.csv": table}))])
+    assert [(i.name, i.batch) for i in report.images] == [("a", "day1"), ("b", "unassigned")]
