@@ -14,8 +14,9 @@ from core.images import CellImage
 from core.preprocess import Recipe
 from models.compare import run_model
 from models.device import resolve_device
-from models.registry import ModelInfo, SharedModel, availability, get_model_info, list_models, load_model
+from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
 from models.result import Instances
+from models.tiling import TILING_SETTINGS
 from models.weights import WeightsUnavailable, resolve_weights, weights_dir
 from models.yolo import user_weights_folder
 
@@ -33,7 +34,7 @@ def current_device() -> str:
 
 
 def _models() -> list[ModelInfo]:
-    return sorted(list_models(), key=lambda m: (FAMILY_ORDER.get(m.family, 9), m.name))
+    return sorted(list_models("segment"), key=lambda m: (FAMILY_ORDER.get(m.family, 9), m.name))
 
 
 def model_picker(key: str) -> list[str]:
@@ -131,41 +132,37 @@ def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
     return [n for n in names if n in ready]
 
 
+def settings_of(names: list[str]) -> list[Setting]:
+    """The settings the chosen models use, each once, in the order the models list them."""
+    found: dict[str, Setting] = {}
+    for name in names:
+        for setting in get_model_info(name).settings:
+            found.setdefault(setting.name, setting)
+    return list(found.values())
+
+
+def setting_widget(setting: Setting, *, key: str, where=None) -> Any:
+    """The widget a setting's kind calls for, with its range, default and help from the registry."""
+    where = where or st
+    if setting.kind == "choice":
+        return where.select_slider(setting.label, list(setting.options), setting.default, key=key, help=setting.help)
+    if setting.kind == "int":
+        return where.number_input(setting.label, int(setting.low), int(setting.high), int(setting.default),
+                                  int(setting.step or 1), key=key, help=setting.help)
+    return where.slider(setting.label, float(setting.low), float(setting.high), float(setting.default),
+                        float(setting.step), key=key, help=setting.help)
+
+
 def model_settings(key: str, names: list[str]) -> dict[str, Any]:
-    """Controls for the parameters the chosen models use (``ModelInfo.params``), each with help."""
-    used = {param for n in names for param in get_model_info(n).params}
+    """Controls for the settings the chosen models use and for the tiling, drawn from the registry."""
+    chosen = settings_of(names)
     params: dict[str, Any] = {}
     with st.expander("Model settings"):
-        c1, c2 = st.columns(2)
-        if "conf" in used:
-            params["conf"] = c1.slider("YOLO confidence", 0.05, 0.95, 0.25, 0.05, key=f"{key}.conf",
-                                       help="Keep detections scoring at least this. Lower finds more, with more false ones.")
-            params["iou"] = c2.slider("YOLO NMS IoU", 0.1, 0.9, 0.5, 0.05, key=f"{key}.iou",
-                                      help="Boxes overlapping more than this are merged (non-maximum suppression).")
-        if "score_threshold" in used:
-            params["score_threshold"] = c1.slider("R-CNN score threshold", 0.05, 0.95, 0.5, 0.05, key=f"{key}.score",
-                                                  help="Keep detections scoring at least this.")
-            params["mask_threshold"] = c2.slider("Mask R-CNN mask threshold", 0.1, 0.9, 0.5, 0.05, key=f"{key}.mask",
-                                                 help="A pixel belongs to the object where the mask probability is above this.")
-        if "points_per_side" in used:
-            params["points_per_side"] = c1.select_slider(
-                "SAM points per side", [8, 16, 24, 32, 48, 64], 32, key=f"{key}.pps",
-                help="Automatic mode prompts a grid of this many points per side; more finds smaller cells, slower.")
-            params["pred_iou_thresh"] = c2.slider("SAM predicted-IoU threshold", 0.5, 1.0, 0.88, 0.01, key=f"{key}.piou",
-                                                  help="Drop masks SAM itself rates below this quality.")
-            params["stability_score_thresh"] = c1.slider(
-                "SAM stability threshold", 0.5, 1.0, 0.95, 0.01, key=f"{key}.stab",
-                help="Drop masks that change much when the mask cut-off moves.")
-            params["min_mask_region_area"] = c2.number_input(
-                "SAM minimum area (px)", 0, 10_000, 0, 10, key=f"{key}.minarea",
-                help="Remove small disconnected bits and holes below this area.")
-        params["tile"] = c1.select_slider(
-            "Tile size (px)", [512, 768, 1024, 1536, 2048], 1024, key=f"{key}.tile",
-            help="Larger images run in overlapping tiles of this size, merged across the seams.")
-        params["overlap"] = c2.select_slider(
-            "Tile overlap (px)", [32, 64, 128, 192, 256], 128, key=f"{key}.overlap",
-            help="Objects up to about half this across are never cut by a seam.")
-        if "recipe" in used:
+        cols = st.columns(2)
+        shown = [s for s in chosen if s.kind != "recipe"] + list(TILING_SETTINGS)
+        for i, setting in enumerate(shown):
+            params[setting.name] = setting_widget(setting, key=f"{key}.{setting.name}", where=cols[i % 2])
+        if any(s.kind == "recipe" for s in chosen):
             st.caption("The classical model uses the recipe from the **Preprocess** page (rotation is ignored here, "
                        "so every model sees the same geometry).")
     return params
@@ -177,16 +174,17 @@ def classical_recipe() -> Recipe:
 
 
 def params_for(name: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings this model's predict() uses: its cache key."""
+    """Every setting this model's predict() takes (the registry's default where the page has no
+    widget value): its cache key, and what exports record."""
     info = get_model_info(name)
-    params = {k: settings[k] for k in info.params if k in settings}
+    given = {k: settings[k] for k in info.params if k in settings}
     if "recipe" in info.params:
-        params["recipe"] = classical_recipe()
-    return params
+        given["recipe"] = classical_recipe()
+    return info.resolve(given)
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
-def shared_model(name: str, weights_key: str, device: str) -> SharedModel:
+def shared_model(name: str, weights_key: str, device: str) -> LoadedModel:
     """Loaded once per process per (model, weights file, device); used by every session in turn."""
     return load_model(name, device, allow_download=False, shared=True)
 

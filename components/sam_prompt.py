@@ -79,7 +79,7 @@ def sam_prompt_view(image: CellImage, device: str) -> None:
     st.caption("Click a cell to prompt Segment Anything with a point; for a box prompt pick *Box Select* in the "
                "chart's toolbar and drag around a cell. Drag (zoom mode) to zoom in, double-click to zoom out. The image "
                "embedding is computed once per image; each prompt afterwards costs only the mask decoder.")
-    names = [m.name for m in list_models() if m.family == "sam" and "+" not in m.name]
+    names = [m.name for m in list_models("segment") if "points" in m.inputs]
     name = st.selectbox("SAM model", names, key="cmp.sam_model",
                         help="ViT-B is the smallest and fastest; ViT-H the most accurate and ~2.5 GB.")
     if not availability(name)[0] and not fetch_missing_weights([name], key="cmp.sam"):
@@ -109,7 +109,7 @@ def _prompt_result(image: CellImage, name: str, device: str, state: dict, rgb: n
         model = shared_model(name, availability(name)[1], device)
         t0 = time.perf_counter()
         with st.spinner("Computing the image embedding (once per image)…"):
-            model.model.embed(image)
+            model.locked("embed", image)  # under the lock that keeps sessions off one predictor at once
         t_embed = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = model.predict(image, points=np.array(state["points"]).reshape(-1, 2) if state["points"] else None,

@@ -106,7 +106,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(f"\rdownloading {args.model} weights: {share}", end="", file=sys.stderr, flush=True)
 
     model = load_model(args.model, resolve_device(args.device), progress=progress)
-    result = run_model(model, image, tile=args.tile, recipe=recipe)
+    result = run_model(model, image, **_model_settings(args.model, recipe, args.tile))
     Path(args.output).write_bytes(label_tiff_bytes(result.labels))
     kind = "boxes" if result.box_only else "cells"
     tiles = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
@@ -115,19 +115,15 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_settings(model: Any, name: str, recipe: Recipe, tile: int) -> dict[str, Any]:
-    """What ``predict`` gets for each of the model's parameters (the recipe, else the adapter's own
-    default, passed explicitly so the record is what ran), plus the tiling."""
-    import inspect
-
+def _model_settings(name: str, recipe: Recipe, tile: int) -> dict[str, Any]:
+    """Every setting ``predict`` gets (the recipe where the model takes one, else the registry's
+    defaults, written out so the record is what ran), plus the tiling."""
     from models.registry import get_model_info
     from models.tiling import DEFAULT_OVERLAP
 
-    params = get_model_info(name).params
-    given = {"recipe": recipe} if "recipe" in params else {}
-    defaults = {k: p.default for k, p in inspect.signature(model.predict).parameters.items()
-                if k in params and p.default is not inspect.Parameter.empty and p.default is not None}
-    return {**defaults, **given, "tile": tile, "overlap": DEFAULT_OVERLAP}
+    info = get_model_info(name)
+    return {**info.resolve({"recipe": recipe} if "recipe" in info.params else {}), "tile": tile,
+            "overlap": DEFAULT_OVERLAP}
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -158,7 +154,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     device, recipe, metrics, settings = resolve_device(args.device), _recipe(args.recipe), {}, {}
     for name in names:
         model = load_model(name, device)
-        used = settings[name] = _model_settings(model, name, recipe, args.tile)
+        used = settings[name] = _model_settings(name, recipe, args.tile)
         result = run_model(model, image, **used)
         (out / f"{name}.tif").write_bytes(label_tiff_bytes(result.labels))
         entry = metrics[name] = metrics_entry(result, gt)

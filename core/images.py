@@ -151,3 +151,12 @@ class CellImage:
         if "pixels" in changes:
             changes.setdefault("hash", "")
         return replace(self, **changes)
+
+
+def nucleus_plane(image: CellImage) -> np.ndarray:
+    """What the detectors see: the nucleus channel (else the first), its 0.5-99.8 percentile range
+    mapped to [0, 1] float32. One function, so every model gets the same input."""
+    from core.display import normalize_channel
+
+    idx = image.channel_index("nucleus")
+    return normalize_channel(image.pixels[:, :, 0 if idx is None else idx])

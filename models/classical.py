@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.images import CellImage
-from models.registry import ModelInfo, register_model
+from models.registry import ModelInfo, Setting, register_model
 from models.result import Instances, boxes_from_labels
+
+if TYPE_CHECKING:
+    from core.preprocess import Recipe
+
+
+RECIPE_SETTING = Setting("recipe", "Recipe", None, "The Preprocess page's recipe (None: the built-in default).",
+                         kind="recipe")
 
 
 class ClassicalModel:
     def __init__(self, device: str = "cpu") -> None:
         self.name, self.device = "classical", "cpu"  # OpenCV on the CPU whatever the choice
 
-    def predict(self, image: CellImage, *, recipe=None, **_: Any) -> Instances:
+    def predict(self, image: CellImage, *, recipe: Recipe | None) -> Instances:
+        """``recipe`` None: the built-in default recipe."""
         from core.preprocess import DEFAULT_RECIPE, run_pipeline
 
         t0 = time.perf_counter()
@@ -29,5 +37,5 @@ class ClassicalModel:
 register_model(ModelInfo(
     "classical", "classical",
     "The Preprocess page's recipe: OpenCV thresholding, morphology and watershed. No weights, CPU.",
-    None, False, lambda path, device: ClassicalModel(device), ("recipe",),
+    None, False, lambda path, device: ClassicalModel(device), (RECIPE_SETTING,),
 ))

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from core.images import CellImage
-from models.registry import ModelInfo, register_model
+from core.images import CellImage, nucleus_plane
+from models.registry import ModelInfo, Setting, register_model
 from models.result import Instances, labels_from_boxes, labels_from_masks
 from models.weights import WeightsSpec
 
@@ -33,6 +33,14 @@ COCO_WEIGHTS = {
         167_104_000, "BSD-3-Clause", "COCO 2017 (box mAP 46.7); not cells: used class-agnostic", _TV,
     ),
 }
+
+
+RCNN_SETTINGS = (
+    Setting("score_threshold", "R-CNN score threshold", 0.5, "Keep detections scoring at least this.",
+            low=0.0, high=1.0, step=0.05),
+    Setting("mask_threshold", "Mask R-CNN mask threshold", 0.5, "A pixel belongs to the object where the mask "
+            "probability is above this.", low=0.1, high=0.9, step=0.05),
+)
 
 
 def build_rcnn(kind: str, num_classes: int, *, min_size: int = 800, max_size: int = 1333):
@@ -58,14 +66,10 @@ class RcnnModel:
         self._model.load_state_dict(state)
         self._model.eval().to(device)
 
-    def predict(self, image: CellImage, *, score_threshold: float = 0.5, mask_threshold: float = 0.5,
-                **_: Any) -> Instances:
+    def predict(self, image: CellImage, *, score_threshold: float, mask_threshold: float) -> Instances:
         import torch
 
-        from core.display import normalize_channel
-
-        idx = image.channel_index("nucleus")
-        plane = normalize_channel(image.pixels[:, :, 0 if idx is None else idx])
+        plane = nucleus_plane(image)
         tensor = torch.from_numpy(np.ascontiguousarray(plane)).to(self.device)[None].expand(3, -1, -1)
         t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast("cuda", enabled=self.device.startswith("cuda")):
@@ -90,5 +94,5 @@ for _kind, _title in (("maskrcnn", "Mask R-CNN"), ("fasterrcnn", "Faster R-CNN")
         f"{'Masks' if _kind == 'maskrcnn' else 'Boxes only'}; the course's recommended instance segmenter is Mask R-CNN.",
         COCO_WEIGHTS[_kind], _kind == "fasterrcnn",
         (lambda k: lambda path, device: RcnnModel(f"{k}-coco", k, path, device))(_kind),
-        ("score_threshold", "mask_threshold"),
+        RCNN_SETTINGS, slow_on_cpu=True,
     ))

@@ -1,20 +1,25 @@
-"""One registry of segmentation models: what exists, whether it can run here, and how to load it.
+"""One registry of models: what exists, for which task (segment, embed, classify), with which
+settings, whether it can run here, and how to load it.
 
-Like torchvision's model builders: ``@register_model`` fills the registry, ``list_models()``
-and ``load_model(name, ...)`` sit on top, and weights are described as data
-(:class:`models.weights.WeightsSpec`).
+Like torchvision's model builders: ``register_model`` fills the registry, ``list_models()``
+and ``load_model(name, ...)`` sit on top, and weights and settings are described as data
+(:class:`models.weights.WeightsSpec`, :class:`Setting`). Adding a family touches its adapter
+module and one registration.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.images import CellImage
 from models.result import Instances
 from models.weights import WeightsSpec, local_path, resolve_weights, weights_dir
+
+TASKS = ("segment", "embed", "classify")
 
 
 class SegmentationModel(Protocol):
@@ -25,14 +30,67 @@ class SegmentationModel(Protocol):
 
 
 @dataclass(frozen=True)
+class Setting:
+    """One keyword of a model's ``predict``, described as data. The page draws its widget from it,
+    :meth:`ModelInfo.resolve` fills its default: the one place a default is written."""
+
+    name: str
+    label: str
+    default: Any
+    help: str
+    kind: str = "float"  # float | int | choice | recipe (the Preprocess page's recipe: no widget)
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    options: tuple = ()
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it fits this setting, else ValueError naming the setting and what fits."""
+        if self.kind == "recipe":
+            return value
+        if self.kind == "choice":
+            if value not in self.options:
+                raise ValueError(f"{self.name} must be one of {', '.join(map(str, self.options))}; got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{self.name} must be a number; got {value!r}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ValueError(f"{self.name} must be between {self.low} and {self.high}; got {value}")
+        return int(value) if self.kind == "int" else float(value)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str  # classical | yolo | sam | rcnn
+    family: str  # classical | yolo | sam | rcnn | autoencoder | cnn
     description: str
     weights: WeightsSpec | None
     box_only: bool
-    builder: Callable[..., SegmentationModel]  # builder(weights_path | None, device) -> model
-    params: tuple[str, ...] = ()  # keyword parameters its predict() uses (results are cached on them)
+    builder: Callable[..., Any]  # builder(weights_path | None, device) -> model
+    settings: tuple[Setting, ...] = ()  # the keyword settings of its predict(), each with its default
+    task: str = "segment"  # segment | embed | classify
+    inputs: tuple[str, ...] = ()  # other keywords its predict() takes: prompts, not settings (SAM's boxes)
+    slow_on_cpu: bool = False  # tens of seconds per image on a CPU: pages wait to be asked before running it
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"{self.name}: task must be one of {', '.join(TASKS)}; got {self.task!r}")
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The names of its settings (results are cached on their values)."""
+        return tuple(s.name for s in self.settings)
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every setting's value, the default where ``given`` has none; a name that is not one of
+        its settings (a misspelling) is an error, not silently ignored."""
+        known = {s.name: s for s in self.settings}
+        unknown = [k for k in given if k not in known and k not in self.inputs]
+        if unknown:
+            raise ValueError(f"{self.name} has no setting {', '.join(map(repr, unknown))}; its settings: "
+                             f"{', '.join(known) or 'none'}")
+        values = {name: s.check(given[name]) if name in given else s.default for name, s in known.items()}
+        return values | {k: v for k, v in given.items() if k in self.inputs}
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -40,9 +98,15 @@ _REGISTRY: dict[str, ModelInfo] = {}
 _PROVIDERS: list[Callable[[], list[ModelInfo]]] = []
 
 
+_SETTINGS: dict[str, Setting] = {}  # one definition per setting name across all models
+
+
 def register_model(info: ModelInfo) -> ModelInfo:
     if info.name in _REGISTRY:
         raise ValueError(f"model {info.name!r} is registered twice")
+    for setting in info.settings:  # the page draws one widget per name: its meaning must be one
+        if _SETTINGS.setdefault(setting.name, setting) != setting:
+            raise ValueError(f"{info.name}: setting {setting.name!r} differs from another model's of that name")
     _REGISTRY[info.name] = info
     return info
 
@@ -52,9 +116,11 @@ def register_provider(provider: Callable[[], list[ModelInfo]]) -> None:
     _PROVIDERS.append(provider)
 
 
-def list_models() -> list[ModelInfo]:
+def list_models(task: str | None = None) -> list[ModelInfo]:
+    """Every model, or those of one ``task`` (segment, embed, classify)."""
     found = {info.name: info for provider in _PROVIDERS for info in provider()}
-    return list(_REGISTRY.values()) + [info for name, info in found.items() if name not in _REGISTRY]
+    every = list(_REGISTRY.values()) + [info for name, info in found.items() if name not in _REGISTRY]
+    return [info for info in every if task is None or info.task == task]
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -83,26 +149,34 @@ def availability(name: str) -> tuple[bool, str]:
 
 
 def load_model(name: str, device: str = "cpu", *, allow_download: bool = True,
-               progress: Callable[[int, int | None], None] | None = None, shared: bool = False) -> SegmentationModel:
+               progress: Callable[[int, int | None], None] | None = None, shared: bool = False) -> LoadedModel:
     """A ready model on ``device``; raises :class:`WeightsUnavailable` with what to do when offline.
 
-    ``shared=True`` wraps it for use by several sessions at once (see :class:`SharedModel`).
+    Its ``predict`` takes the model's settings (defaults from the registry; an unknown one is an
+    error). ``shared=True``: for use by several sessions at once, one prediction at a time.
     """
     info = get_model_info(name)
     path = resolve_weights(info.weights, allow_download=allow_download, progress=progress) if info.weights else None
-    model = info.builder(path, device)
-    return SharedModel(model) if shared else model
+    return LoadedModel(info.builder(path, device), info, shared=shared)
 
 
-class SharedModel:
-    """One loaded model used by many sessions (Streamlit's ``st.cache_resource``): predictions run
-    one at a time, because ultralytics predictors and torch modules keep state between calls and
-    one GPU is better used by one model run at a time."""
+class LoadedModel:
+    """A built model with its registry entry: every ``predict`` gets complete, checked settings.
 
-    def __init__(self, model: SegmentationModel) -> None:
-        self.model, self.name, self.device = model, model.name, model.device
-        self._lock = threading.Lock()
+    Shared (``st.cache_resource``), predictions run one at a time, because ultralytics
+    predictors and torch modules keep state between calls and one GPU is better used by one
+    model run at a time; :meth:`locked` runs any other method of the model under the same lock.
+    """
+
+    def __init__(self, model: Any, info: ModelInfo, *, shared: bool = False) -> None:
+        self.model, self.info, self.name, self.device = model, info, model.name, model.device
+        self._lock = threading.Lock() if shared else nullcontext()
 
     def predict(self, image: CellImage, **params: Any) -> Instances:
+        settings = self.info.resolve(params)
         with self._lock:
-            return self.model.predict(image, **params)
+            return self.model.predict(image, **settings)
+
+    def locked(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return getattr(self.model, method)(*args, **kwargs)

@@ -16,13 +16,25 @@ from typing import Any
 
 import numpy as np
 
+import models.classical  # noqa: F401  (registers the detectors whose boxes SAM outlines)
+import models.yolo  # noqa: F401
 from core.cache import BoundedCache
 from core.images import CellImage
-from models.registry import ModelInfo, register_model
+from models.registry import ModelInfo, Setting, get_model_info, register_model
 from models.result import Instances, labels_from_masks
 from models.weights import WeightsSpec
 
-SAM_PARAMS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_mask_region_area")
+SAM_SETTINGS = (
+    Setting("points_per_side", "SAM points per side", 32, "Automatic mode prompts a grid of this many points per "
+            "side; more finds smaller cells, slower.", kind="choice", options=(8, 16, 24, 32, 48, 64)),
+    Setting("pred_iou_thresh", "SAM predicted-IoU threshold", 0.88, "Drop masks SAM itself rates below this quality.",
+            low=0.0, high=1.0, step=0.01),
+    Setting("stability_score_thresh", "SAM stability threshold", 0.95, "Drop masks that change much when the mask "
+            "cut-off moves.", low=0.0, high=1.0, step=0.01),
+    Setting("min_mask_region_area", "SAM minimum area (px)", 0, "Remove small disconnected bits and holes below "
+            "this area.", kind="int", low=0, high=10_000, step=10),
+)
+SAM_PROMPTS = ("boxes", "points")
 _META = "Meta AI Segment Anything (Apache-2.0); SA-1B, 11 M natural images; no published checksum"
 SAM_WEIGHTS = {
     variant: WeightsSpec(
@@ -79,11 +91,16 @@ class SamModel:
         self._predictor(image)
 
     def predict(self, image: CellImage, *, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-                points_per_side: int = 32, pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
-                min_mask_region_area: int = 0, **_: Any) -> Instances:
-        """Automatic masks, or one mask per box (x0, y0, x1, y1) or per point (x, y) prompt."""
+                points_per_side: int | None = None, pred_iou_thresh: float | None = None,
+                stability_score_thresh: float | None = None, min_mask_region_area: int | None = None) -> Instances:
+        """Automatic masks (the settings, from :data:`SAM_SETTINGS` via the registry, are then
+        needed), or one mask per box (x0, y0, x1, y1) or per point (x, y) prompt."""
         t0 = time.perf_counter()
         if boxes is None and points is None:
+            automatic = (points_per_side, pred_iou_thresh, stability_score_thresh, min_mask_region_area)
+            if None in automatic:
+                raise ValueError(f"{self.name}: automatic masks need every setting of "
+                                 f"{', '.join(s.name for s in SAM_SETTINGS)}; load the model with load_model()")
             masks, scores = self._automatic(image, points_per_side, pred_iou_thresh, stability_score_thresh,
                                             min_mask_region_area)
         else:
@@ -140,7 +157,7 @@ for _variant, _title in (("vit_b", "ViT-B"), ("vit_l", "ViT-L"), ("vit_h", "ViT-
         SAM_WEIGHTS[_variant], False,
         (lambda v: lambda path, device: SamModel(f"sam-{v.replace('_', '')}", lambda: build_sam_variant(v, path),
                                                  device))(_variant),
-        SAM_PARAMS,
+        SAM_SETTINGS, inputs=SAM_PROMPTS, slow_on_cpu=True,
     ))
 
 
@@ -162,12 +179,13 @@ class BoxPromptedSam:
                          time.perf_counter() - t0, notes=(f"{found.count} boxes from {found.model}",))
 
 
-for _detector, _params in (("classical", ("recipe",)), ("yolo11s-nuclei", ("conf", "iou"))):
+for _detector in ("classical", "yolo11s-nuclei"):
     register_model(ModelInfo(
         f"{_detector}+sam-vitb", "sam",
         f"Boxes from {_detector}, outlined by Segment Anything ViT-B (box prompts, one batch per image).",
         SAM_WEIGHTS["vit_b"], False,
         (lambda d: lambda path, device: BoxPromptedSam(
             f"{d}+sam-vitb", d, SamModel("sam-vitb", lambda: build_sam_variant("vit_b", path), device), device))(_detector),
-        _params,
+        get_model_info(_detector).settings,  # the detector's: SAM only outlines its boxes
+        slow_on_cpu=True,
     ))

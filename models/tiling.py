@@ -18,10 +18,17 @@ from typing import Any
 import numpy as np
 
 from core.images import CellImage
+from models.registry import Setting
 from models.result import Instances, boxes_from_labels, compact_labels, labels_from_boxes
 
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 128
+TILING_SETTINGS = (
+    Setting("tile", "Tile size (px)", DEFAULT_TILE, "Larger images run in overlapping tiles of this size, merged "
+            "across the seams.", kind="choice", options=(512, 768, 1024, 1536, 2048)),
+    Setting("overlap", "Tile overlap (px)", DEFAULT_OVERLAP, "Objects up to about half this across are never cut "
+            "by a seam.", kind="choice", options=(32, 64, 128, 192, 256)),
+)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

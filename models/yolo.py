@@ -9,16 +9,20 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from core.images import CellImage
-from models.registry import ModelInfo, register_model, register_provider
+from core.images import CellImage, nucleus_plane
+from models.registry import ModelInfo, Setting, register_model, register_provider
 from models.result import Instances, labels_from_boxes, labels_from_masks
 from models.weights import WeightsSpec, weights_dir
 
-YOLO_PARAMS = ("conf", "iou")
+YOLO_SETTINGS = (
+    Setting("conf", "YOLO confidence", 0.25, "Keep detections scoring at least this. Lower finds more, with more "
+            "false ones.", low=0.0, high=1.0, step=0.05),
+    Setting("iou", "YOLO NMS IoU", 0.5, "Boxes overlapping more than this are merged (non-maximum suppression).",
+            low=0.1, high=0.9, step=0.05),
+)
 
 
 class YoloModel:
@@ -35,13 +39,8 @@ class YoloModel:
         self._model = YOLO(weights)
         self.segments = self._model.task == "segment"
 
-    def predict(self, image: CellImage, *, conf: float = 0.25, iou: float = 0.5, imgsz: int | None = None,
-                **_: Any) -> Instances:
-        from core.display import normalize_channel
-
-        idx = image.channel_index("nucleus")
-        plane = normalize_channel(image.pixels[:, :, 0 if idx is None else idx])
-        gray = (plane * 255).astype(np.uint8)
+    def predict(self, image: CellImage, *, conf: float, iou: float, imgsz: int | None = None) -> Instances:
+        gray = (nucleus_plane(image) * 255).astype(np.uint8)
         h, w = gray.shape
         size = imgsz or int(np.ceil(max(h, w) / 32) * 32)  # native resolution: nuclei stay their size
         t0 = time.perf_counter()
@@ -79,7 +78,7 @@ for _size, _bytes, _sha in (
             license="MIT", trained_on="phase-contrast nuclei (NuclePhaser data set)", source=_NUCLEPHASER,
             package_file=("napari-nuclephaser", f"napari_nuclephaser/models/ND_v11{_size}.pt"),
         ),
-        True, _builder(f"yolo11{_size}-nuclei"), YOLO_PARAMS,
+        True, _builder(f"yolo11{_size}-nuclei"), YOLO_SETTINGS,
     ))
 
 # Official COCO weights from Ultralytics' release page. Ultralytics publishes no checksums, so
@@ -95,7 +94,7 @@ for _file, _task, _bytes in (("yolo11n.pt", "detect", 5_600_000), ("yolo11n-seg.
             name=_name, filename=_file, url=f"https://github.com/ultralytics/assets/releases/download/v8.3.0/{_file}",
             sha256=None, size_bytes=_bytes, license="AGPL-3.0", trained_on="COCO 2017", source=_ULTRALYTICS,
         ),
-        _task == "detect", _builder(_name), YOLO_PARAMS,
+        _task == "detect", _builder(_name), YOLO_SETTINGS,
     ))
 
 
@@ -115,7 +114,7 @@ def user_yolo_models() -> list[ModelInfo]:
                            size_bytes=path.stat().st_size, license="as provided by the user",
                            trained_on="unknown (user file)", source=str(path))
         found.append(ModelInfo(name, "yolo", f"YOLO weights placed by the user: {path}", spec, False,
-                               _builder(name), YOLO_PARAMS))
+                               _builder(name), YOLO_SETTINGS))
     return found
 
 

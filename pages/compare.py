@@ -32,7 +32,6 @@ from models.registry import get_model_info
 from models.result import Instances
 from models.weights import WeightsUnavailable
 
-FAST_FAMILIES = {"classical", "yolo"}  # run as soon as they are chosen; the others on "Run"
 PREVIEW_SIDE = 640
 OUTLINE_COLOR, GT_COLOR = (255, 255, 0), (255, 0, 255)  # as on the Preprocess page
 
@@ -44,7 +43,7 @@ def run_models(image: CellImage, names: list[str], settings: dict, device: str, 
         if (found := cached_result(image, name, settings, device)) is not None:
             results[name] = found
     todo = [n for n in names if n not in results
-            and (all_now or device != "cpu" or get_model_info(n).family in FAST_FAMILIES)]
+            and (all_now or device != "cpu" or not get_model_info(n).slow_on_cpu)]
     bar = st.progress(0.0) if todo else None
     for i, name in enumerate(todo):
         bar.progress(i / len(todo), text=f"Running {name} on {image.name} ({device})…")
@@ -198,7 +197,7 @@ def compare_page() -> None:
     s1, s2 = st.columns([3.2, 1], vertical_alignment="top")
     with s1:
         settings = model_settings("cmp.set", names)
-    slow = [n for n in names if get_model_info(n).family not in FAST_FAMILIES]
+    slow = [n for n in names if get_model_info(n).slow_on_cpu]
     run_now = s2.button(f"Run {plural(len(names), 'model')}", type="primary", disabled=not names, key="cmp.run",
                         width="stretch", help="Classical and YOLO run as soon as they are chosen; SAM and R-CNN on "
                         "the CPU wait for this button (tens of seconds each). Results are cached per image and settings.")

@@ -207,7 +207,7 @@ def test_peak_memory_sees_a_large_allocation():
 def test_a_shared_model_runs_one_prediction_at_a_time():
     import threading
 
-    from models.registry import SharedModel
+    from models.registry import LoadedModel, ModelInfo
 
     class Counting(ComponentsModel):
         def __init__(self):
@@ -227,7 +227,7 @@ def test_a_shared_model_runs_one_prediction_at_a_time():
                     self.active -= 1
 
     inner = Counting()
-    shared = SharedModel(inner)
+    shared = LoadedModel(inner, ModelInfo("counting", "test", "test", None, False, lambda p, d: inner), shared=True)
     image = _disc_image(64, [(30, 30)])
     threads = [threading.Thread(target=shared.predict, args=(image,)) for _ in range(6)]
     for t in threads:

@@ -107,7 +107,7 @@ def test_missing_weights_are_explained_and_the_others_still_run(weights_home, mo
     offline = WeightsSpec(info.weights.name, info.weights.filename, "http://127.0.0.1:9/mask.pth", None, 177_000_000,
                           "BSD-3-Clause", "COCO", "test")
     monkeypatch.setitem(registry._REGISTRY, "maskrcnn-coco", ModelInfo(
-        info.name, info.family, info.description, offline, info.box_only, info.builder, info.params))
+        info.name, info.family, info.description, offline, info.box_only, info.builder, info.settings))
     at = _open()
     at.multiselect(key="cmp.models").set_value(["classical", "maskrcnn-coco"]).run()
     warning = next(w.value for w in at.warning if "maskrcnn-coco" in w.value)
@@ -141,7 +141,7 @@ def test_a_failing_model_is_reported_and_slow_models_wait_for_run(weights_home, 
     monkeypatch.setitem(registry._REGISTRY, "broken", ModelInfo("broken", "yolo", "fails", None, False,
                                                                 lambda p, d: _Broken()))
     monkeypatch.setitem(registry._REGISTRY, "slowsam", ModelInfo("slowsam", "sam", "slow", None, False,
-                                                                 lambda p, d: _Slow()))
+                                                                 lambda p, d: _Slow(), slow_on_cpu=True))
     at = _open()
     at.multiselect(key="cmp.models").set_value(["classical", "broken", "slowsam"]).run()
     assert any("broken" in e.value and "simulated" in e.value for e in at.error)

@@ -162,7 +162,7 @@ def test_rcnn_checkpoint_loads_through_the_user_path_and_predicts(weights_home, 
     import torch
 
     from models import registry
-    from models.rcnn import RcnnModel, build_rcnn
+    from models.rcnn import RCNN_SETTINGS, RcnnModel, build_rcnn
     from models.registry import ModelInfo
 
     torch.manual_seed(0)
@@ -172,13 +172,14 @@ def test_rcnn_checkpoint_loads_through_the_user_path_and_predicts(weights_home, 
     torch.save({"model": model.state_dict(), "epochs": 0}, weights_home / f"{kind}_cells.pth")
     spec = WeightsSpec(f"{kind}-cells", f"{kind}_cells.pth", None, None, None, "ours", "nothing yet", "test")
     info = ModelInfo(f"{kind}-cells", "rcnn", "test", spec, kind == "fasterrcnn",
-                     lambda path, device: RcnnModel(f"{kind}-cells", kind, path, device, min_size=96, max_size=96))
+                     lambda path, device: RcnnModel(f"{kind}-cells", kind, path, device, min_size=96, max_size=96),
+                     RCNN_SETTINGS)
     monkeypatch.setitem(registry._REGISTRY, info.name, info)
     from core.images import CellImage, default_channels
 
     img = CellImage("x", np.random.default_rng(1).integers(0, 4000, (96, 96, 1)).astype(np.uint16), default_channels(1))
     loaded = load_model(info.name, "cpu")
-    loaded._model.roi_heads.score_thresh = 0.0  # random weights: keep every proposal so there is output
+    loaded.model._model.roi_heads.score_thresh = 0.0  # random weights: keep every proposal so there is output
     result = loaded.predict(img, score_threshold=0.0)
     assert result.labels.shape == (96, 96) and result.box_only == (kind == "fasterrcnn")
     assert result.count == len(result.scores) > 0 and result.boxes.shape == (result.count, 4)
@@ -221,3 +222,45 @@ def test_labels_from_masks_keeps_the_confident_mask_on_top_and_drops_hidden_ones
     np.testing.assert_array_equal(boxes, [[3, 3, 9, 9], [0, 0, 6, 6]])
     empty, no_boxes, no_scores = labels_from_masks(np.zeros((0, 4, 5), bool), np.zeros(0))
     assert empty.shape == (4, 5) and not empty.any() and no_boxes.shape == (0, 4) and len(no_scores) == 0
+
+
+def test_settings_are_data_defaults_come_from_the_registry_and_a_misspelt_one_is_refused():
+    info = get_model_info("yolo11n-nuclei")
+    assert info.task == "segment" and info.params == ("conf", "iou")
+    assert info.resolve({}) == {"conf": 0.25, "iou": 0.5}
+    assert info.resolve({"conf": 0.3}) == {"conf": 0.3, "iou": 0.5}
+    with pytest.raises(ValueError, match="has no setting 'confidence'; its settings: conf, iou"):
+        info.resolve({"confidence": 0.3})
+    with pytest.raises(ValueError, match="conf must be between 0.0 and 1.0"):
+        info.resolve({"conf": 2})
+    sam = get_model_info("sam-vitb")
+    assert sam.resolve({"points": [(1, 2)]})["points"] == [(1, 2)] and sam.resolve({})["points_per_side"] == 32
+    with pytest.raises(ValueError, match="points_per_side must be one of"):
+        sam.resolve({"points_per_side": 33})
+    assert get_model_info("classical+sam-vitb").settings == get_model_info("classical").settings
+
+
+def test_adapters_refuse_unknown_settings_and_need_their_settings(example_images):
+    img = example_images[0]
+    with pytest.raises(ValueError, match="has no setting 'treshold'"):
+        load_model("classical").predict(img, treshold=0.5)
+    raw = load_model("classical").model
+    with pytest.raises(TypeError):
+        raw.predict(img, recipe=None, treshold=0.5)  # no **_ that would swallow it
+    with pytest.raises(TypeError):
+        raw.predict(img)  # the default lives in the registry, not in the adapter
+
+
+def test_models_are_listed_by_task_and_a_setting_name_has_one_meaning(monkeypatch):
+    from models import registry
+    from models.registry import ModelInfo, Setting, register_model
+
+    assert {m.task for m in list_models("segment")} == {"segment"}
+    assert "classical" in [m.name for m in list_models("segment")]
+    clash = ModelInfo("clash", "yolo", "test", None, False, lambda p, d: None,
+                      (Setting("conf", "Other confidence", 0.9, "means something else", low=0, high=1, step=0.1),))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError, match="setting 'conf' differs"):
+        register_model(clash)
+    with pytest.raises(ValueError, match="task must be one of"):
+        ModelInfo("bad", "x", "test", None, False, lambda p, d: None, task="draw")
