@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from core.example import make_example_dataset  # noqa: E402
-from models.compare import run_model  # noqa: E402
 from models.registry import get_model_info, load_model  # noqa: E402
+from models.runner import run_model  # noqa: E402
 
 
 def _random_checkpoints(folder: Path) -> dict[str, Path]:

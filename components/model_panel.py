@@ -11,11 +11,11 @@ import streamlit as st
 from components.recipe_panel import current_recipe
 from core.cache import BoundedCache
 from core.images import CellImage
+from core.instances import Instances
 from core.preprocess import Recipe
-from models.compare import run_model
 from models.device import resolve_device
 from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
-from models.result import Instances
+from models.runner import run_model
 from models.tiling import TILING_SETTINGS
 from models.weights import WeightsUnavailable, resolve_weights, weights_dir
 from models.yolo import user_weights_folder

@@ -95,9 +95,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.export import label_tiff_bytes
-    from models.compare import run_model
     from models.device import resolve_device
     from models.registry import load_model
+    from models.runner import run_model
 
     image = _one_image(args.image, args.plane)
     recipe = _recipe(args.recipe)
@@ -134,9 +134,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from core.export import label_tiff_bytes
     from core.io import read_labels
     from core.provenance import PROVENANCE_FILE, provenance, provenance_json
-    from models.compare import metrics_entry, run_model
+    from core.scoring import metrics_entry
     from models.device import resolve_device
     from models.registry import get_model_info, load_model
+    from models.runner import run_model
 
     image = _one_image(args.image, args.plane)
     names = [n.strip() for n in args.models.split(",") if n.strip()]

@@ -1,12 +1,20 @@
-"""Result files other tools read: COCO JSON (instances with scores) and label TIFFs."""
+"""Result files other tools read: COCO JSON (instances with scores), label TIFFs, and the zip of
+a comparison."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import json
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from core.images import CellImage
+from core.instances import Instances
 
 
 @dataclass(frozen=True)
@@ -74,3 +82,36 @@ def coco_instances(images: Sequence[LabelledImage], category: str = "cell") -> d
                 "score": round(float(item.scores[label - 1]), 4) if label - 1 < len(item.scores) else 1.0,
             })
     return out
+
+
+def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], Instances],
+                table: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None) -> bytes:
+    """Everything from a comparison in one zip: ``labels/<model>/<image>.tif``, ``objects.csv``,
+    ``coco/<model>.json`` and ``metrics.csv`` (``table``); ``results`` is keyed by (image, model).
+    With ``provenance`` (:func:`core.provenance.provenance`), also ``provenance.json``, and both
+    CSVs get its columns (:func:`core.provenance.with_provenance`)."""
+    from core.provenance import PROVENANCE_FILE, provenance_json, with_provenance
+
+    def stamped(df: pd.DataFrame) -> pd.DataFrame:
+        return df if provenance is None else with_provenance(df, provenance)
+
+    from core.scoring import objects_table
+
+    by_name = {img.name: img for img in images}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        objects = []
+        for (image_name, model), r in results.items():
+            stem = image_name.rsplit(".", 1)[0]
+            zf.writestr(f"labels/{model}/{stem}.tif", label_tiff_bytes(r.labels))
+            objects.append(objects_table(image_name, r))
+        for model in dict.fromkeys(m for _, m in results):
+            items = [LabelledImage(name, r.labels, r.scores, r.boxes if r.box_only else None)
+                     for (name, m), r in results.items() if m == model and name in by_name]
+            zf.writestr(f"coco/{model}.json", json.dumps(coco_instances(items)))
+        if objects:
+            zf.writestr("objects.csv", stamped(pd.concat(objects, ignore_index=True)).to_csv(index=False))
+        zf.writestr("metrics.csv", stamped(table).to_csv(index=False))
+        if provenance is not None:
+            zf.writestr(PROVENANCE_FILE, provenance_json(provenance))
+    return buf.getvalue()

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.images import CellImage
+from core.instances import Instances, boxes_from_labels
 from models.registry import ModelInfo, Setting, register_model
-from models.result import Instances, boxes_from_labels
 
 if TYPE_CHECKING:
     from core.preprocess import Recipe

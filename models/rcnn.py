@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from core.images import CellImage, nucleus_plane
+from core.instances import Instances, labels_from_boxes, labels_from_masks
 from models.registry import ModelInfo, Setting, register_model
-from models.result import Instances, labels_from_boxes, labels_from_masks
 from models.weights import WeightsSpec
 
 _TV = "torchvision 0.29 model zoo (BSD-3-Clause code; weights trained on COCO, see its terms)"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.images import CellImage
-from models.result import Instances
+from core.instances import Instances
 from models.weights import WeightsSpec, local_path, resolve_weights, weights_dir
 
 TASKS = ("segment", "embed", "classify")

@@ -20,8 +20,8 @@ import models.classical  # noqa: F401  (registers the detectors whose boxes SAM 
 import models.yolo  # noqa: F401
 from core.cache import BoundedCache
 from core.images import CellImage
+from core.instances import Instances, labels_from_masks
 from models.registry import ModelInfo, Setting, get_model_info, register_model
-from models.result import Instances, labels_from_masks
 from models.weights import WeightsSpec
 
 SAM_SETTINGS = (

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from core.images import CellImage
+from core.instances import Instances, boxes_from_labels, compact_labels, labels_from_boxes
 from models.registry import Setting
-from models.result import Instances, boxes_from_labels, compact_labels, labels_from_boxes
 
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 128

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from core.images import CellImage, nucleus_plane
+from core.instances import Instances, labels_from_boxes, labels_from_masks
 from models.registry import ModelInfo, Setting, register_model, register_provider
-from models.result import Instances, labels_from_boxes, labels_from_masks
 from models.weights import WeightsSpec, weights_dir
 
 YOLO_SETTINGS = (

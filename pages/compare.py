@@ -24,12 +24,13 @@ from components.routing import require_router
 from components.sam_prompt import sam_prompt_view
 from components.state import dataset
 from core.display import display_outlines, fill_png, overlay_png, preview
+from core.export import results_zip
 from core.images import CellImage, content_hash
+from core.instances import Instances
 from core.provenance import provenance, with_provenance
+from core.scoring import METRIC_KEYS, agreement_matrix, summary_row, summary_table
 from core.text import plural
-from models.compare import METRIC_KEYS, agreement_matrix, results_zip, summary_row, summary_table
 from models.registry import get_model_info
-from models.result import Instances
 from models.weights import WeightsUnavailable
 
 PREVIEW_SIDE = 640

@@ -11,9 +11,9 @@ from conftest import open_page
 from streamlit.testing.v1 import AppTest
 from test_sam import tiny_sam, tiny_sam_info
 
+from core.instances import Instances
 from models import registry
 from models.registry import ModelInfo
-from models.result import Instances
 from models.weights import WeightsSpec
 
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from core.instances import Instances, boxes_from_labels, labels_from_boxes
 from models import weights as W
 from models.registry import availability, get_model_info, list_models, load_model
-from models.result import Instances, boxes_from_labels, labels_from_boxes
 from models.weights import WeightsSpec, WeightsUnavailable, resolve_weights
 
 
@@ -210,7 +210,7 @@ def test_official_yolo11_weights_are_downloads_listed_as_unavailable_offline(wei
 
 
 def test_labels_from_masks_keeps_the_confident_mask_on_top_and_drops_hidden_ones():
-    from models.result import labels_from_masks
+    from core.instances import labels_from_masks
 
     masks = np.zeros((3, 10, 10), bool)
     masks[0, 0:6, 0:6] = True  # score 0.5

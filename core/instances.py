@@ -1,4 +1,5 @@
-"""The one result type every model returns."""
+"""The one result type every segmenter returns (plain data: a label image, boxes, scores, timing), and
+the conversions between masks, boxes and label images."""
 
 from __future__ import annotations
 

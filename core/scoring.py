@@ -1,74 +1,18 @@
-"""Run models on images and compare them: the code behind the Compare page and ``python -m core compare``."""
+"""Scores of segmentation results against ground truth and against each other: the tables the
+Compare page shows and the command line writes (plain data and maths, no model code)."""
 
 from __future__ import annotations
 
-import io
-import json
-import threading
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from core.images import CellImage
+from core.instances import Instances
 from core.metrics import match_boxes, match_instances, scores_over_thresholds, summarize
-from models.result import Instances
-from models.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, predict_tiled
 
 METRIC_KEYS = ("precision", "recall", "f1", "ap", "mean_iou", "pq")
-
-
-class PeakMemory:
-    """Peak memory a block of work added: CUDA allocations on a GPU, else the process's resident
-    memory sampled every 5 ms (so on the CPU it includes anything else the process did meanwhile)."""
-
-    def __init__(self, device: str) -> None:
-        self.device, self.peak_mb = device, None
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            import psutil
-
-            self._proc = psutil.Process()
-            self._base = self._peak = self._proc.memory_info().rss
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self._peak = max(self._peak, self._proc.memory_info().rss)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.startswith("cuda"):
-            import torch
-
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self._stop.set()
-            self._thread.join()
-            peak = max(self._peak, self._proc.memory_info().rss)
-        self.peak_mb = max(peak - self._base, 0) / 2**20
-
-
-def run_model(model: Any, image: CellImage, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-              progress: Callable[[int, int], None] | None = None, **params: Any) -> Instances:
-    """``model.predict`` with peak memory recorded; images larger than ``tile`` go tile by tile."""
-    with PeakMemory(getattr(model, "device", "cpu")) as memory:
-        if max(image.shape[:2]) > tile:
-            result = predict_tiled(model, image, tile=tile, overlap=overlap, progress=progress, **params)
-        else:
-            result = model.predict(image, **params)
-    return replace(result, peak_memory_mb=memory.peak_mb)
 
 
 def object_count(labels: np.ndarray) -> int:
@@ -170,35 +114,3 @@ def objects_table(image_name: str, result: Instances) -> pd.DataFrame:
         "area px": area if not result.box_only else ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).round(1),
         "score": result.scores.round(4), "output": "box" if result.box_only else "mask", "device": result.device,
     })
-
-
-def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], Instances],
-                table: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None) -> bytes:
-    """Everything from a comparison in one zip: ``labels/<model>/<image>.tif``, ``objects.csv``,
-    ``coco/<model>.json`` and ``metrics.csv`` (``table``); ``results`` is keyed by (image, model).
-    With ``provenance`` (:func:`core.provenance.provenance`), also ``provenance.json``, and both
-    CSVs get its columns (:func:`core.provenance.with_provenance`)."""
-    from core.export import LabelledImage, coco_instances, label_tiff_bytes
-    from core.provenance import PROVENANCE_FILE, provenance_json, with_provenance
-
-    def stamped(df: pd.DataFrame) -> pd.DataFrame:
-        return df if provenance is None else with_provenance(df, provenance)
-
-    by_name = {img.name: img for img in images}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        objects = []
-        for (image_name, model), r in results.items():
-            stem = image_name.rsplit(".", 1)[0]
-            zf.writestr(f"labels/{model}/{stem}.tif", label_tiff_bytes(r.labels))
-            objects.append(objects_table(image_name, r))
-        for model in dict.fromkeys(m for _, m in results):
-            items = [LabelledImage(name, r.labels, r.scores, r.boxes if r.box_only else None)
-                     for (name, m), r in results.items() if m == model and name in by_name]
-            zf.writestr(f"coco/{model}.json", json.dumps(coco_instances(items)))
-        if objects:
-            zf.writestr("objects.csv", stamped(pd.concat(objects, ignore_index=True)).to_csv(index=False))
-        zf.writestr("metrics.csv", stamped(table).to_csv(index=False))
-        if provenance is not None:
-            zf.writestr(PROVENANCE_FILE, provenance_json(provenance))
-    return buf.getvalue()
