@@ -21,7 +21,8 @@ import streamlit as st
 
 from components.recipe_panel import RECIPE_KEY, current_recipe
 from core.display import data_uri, to_uint8
-from core.preprocess import ThresholdStep, adaptive_block_size, adaptive_local_mean, threshold_floor
+from core.preprocess import adaptive_block_size, adaptive_local_mean, threshold_floor
+from core.recipe import ThresholdStep
 
 _HTML = """
 <div class="lt">

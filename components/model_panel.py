@@ -12,7 +12,7 @@ from components.recipe_panel import current_recipe
 from core.cache import BoundedCache
 from core.images import CellImage
 from core.instances import Instances
-from core.preprocess import Recipe
+from core.recipe import Recipe
 from models.device import resolve_device
 from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
 from models.runner import run_model

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from core.images import ChannelInfo
-from core.preprocess import (
+from core.recipe import (
     BACKGROUND_METHODS,
     DENOISE_METHODS,
     KERNEL_SHAPES,

@@ -10,7 +10,8 @@ import numpy as np
 from core.cache import BoundedCache
 from core.images import CellImage
 from core.metrics import match_instances
-from core.preprocess import Recipe, run_pipeline
+from core.preprocess import run_pipeline
+from core.recipe import Recipe
 
 # (step, parameter, candidate values): the knobs that matter most for nuclei.
 SEARCH_SPACE: tuple[tuple[str, str, tuple], ...] = (

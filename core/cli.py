@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core.preprocess import Recipe
+    from core.recipe import Recipe
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def _one_image(path: str, plane: int | None):
 def _recipe(path: str | None):
     from pathlib import Path
 
-    from core.preprocess import DEFAULT_RECIPE, Recipe
+    from core.recipe import DEFAULT_RECIPE, Recipe
 
     if path is None:
         return DEFAULT_RECIPE

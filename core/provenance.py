@@ -24,7 +24,7 @@ from core import __version__
 if TYPE_CHECKING:
     import pandas as pd
 
-    from core.preprocess import Recipe
+    from core.recipe import Recipe
 
 # Distributions whose versions decide the numbers CellScope writes (as named on PyPI).
 PACKAGES = (
@@ -76,7 +76,7 @@ def package_versions() -> dict[str, str | None]:
 
 def _jsonable(value: Any) -> Any:
     """Settings as JSON values: a Recipe as its dict, numpy scalars as numbers, tuples as lists."""
-    from core.preprocess import Recipe
+    from core.recipe import Recipe
 
     if isinstance(value, Recipe):
         return value.to_dict()

@@ -12,7 +12,7 @@ from core.instances import Instances, boxes_from_labels
 from models.registry import ModelInfo, Setting, register_model
 
 if TYPE_CHECKING:
-    from core.preprocess import Recipe
+    from core.recipe import Recipe
 
 
 RECIPE_SETTING = Setting("recipe", "Recipe", None, "The Preprocess page's recipe (None: the built-in default).",
@@ -25,7 +25,8 @@ class ClassicalModel:
 
     def predict(self, image: CellImage, *, recipe: Recipe | None) -> Instances:
         """``recipe`` None: the built-in default recipe."""
-        from core.preprocess import DEFAULT_RECIPE, run_pipeline
+        from core.preprocess import run_pipeline
+        from core.recipe import DEFAULT_RECIPE
 
         t0 = time.perf_counter()
         result = run_pipeline(image.pixels, image.channels, recipe or DEFAULT_RECIPE)

@@ -35,16 +35,14 @@ from core.images import CellImage
 from core.measure import crop_cells, measure_cells
 from core.metrics import Matching, match_instances
 from core.preprocess import (
-    DEFAULT_RECIPE,
-    STEP_ORDER,
     PipelineResult,
-    Recipe,
     compare_thresholds,
     run_pipeline,
     transform_geometry,
     transform_pixels,
 )
 from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+from core.recipe import DEFAULT_RECIPE, STEP_ORDER, Recipe
 from core.text import plural
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from core.autotune import autotune
-from core.preprocess import Recipe
+from core.recipe import Recipe
 
 
 def test_autotune_improves_a_poor_start(example_images):

@@ -147,7 +147,7 @@ def test_compare_writes_provenance_naming_each_models_settings(tmp_path):
     import json
     from importlib import metadata
 
-    from core.preprocess import Recipe
+    from core.recipe import Recipe
 
     image = tmp_path / "a.tif"
     image.write_bytes(tiff_bytes(blobs(96, 96)))

@@ -10,17 +10,6 @@ from core.cache import BoundedCache
 from core.images import default_channels
 from core.metrics import match_instances
 from core.preprocess import (
-    DEFAULT_RECIPE,
-    BackgroundStep,
-    CannyStep,
-    DenoiseStep,
-    FilterStep,
-    MorphologyStep,
-    NormalizeStep,
-    Recipe,
-    RotateStep,
-    ThresholdStep,
-    WatershedStep,
     canny_edges,
     denoise,
     filter_instances,
@@ -35,6 +24,19 @@ from core.preprocess import (
     threshold,
     transform_geometry,
     watershed_seeds,
+)
+from core.recipe import (
+    DEFAULT_RECIPE,
+    BackgroundStep,
+    CannyStep,
+    DenoiseStep,
+    FilterStep,
+    MorphologyStep,
+    NormalizeStep,
+    Recipe,
+    RotateStep,
+    ThresholdStep,
+    WatershedStep,
 )
 
 

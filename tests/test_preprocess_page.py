@@ -9,7 +9,7 @@ import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
-from core.preprocess import DEFAULT_RECIPE
+from core.recipe import DEFAULT_RECIPE
 
 
 @pytest.fixture

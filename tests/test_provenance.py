@@ -21,7 +21,6 @@ from core import provenance as prov_mod
 from core.export import results_zip
 from core.images import CellImage, default_channels
 from core.instances import Instances, boxes_from_labels
-from core.preprocess import DEFAULT_RECIPE
 from core.provenance import (
     PACKAGES,
     provenance,
@@ -29,6 +28,7 @@ from core.provenance import (
     provenance_json,
     with_provenance,
 )
+from core.recipe import DEFAULT_RECIPE
 from core.scoring import summary_table
 from models.registry import get_model_info
 
