@@ -31,7 +31,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_example(args: argparse.Namespace) -> int:
     from core.example import make_example_dataset
-    from core.io import write_dataset
+    from core.export import write_dataset
 
     t0 = time.perf_counter()
     images = make_example_dataset(seed=args.seed, size=args.size, fields_per_plate=args.fields)

@@ -1,5 +1,5 @@
-"""Result files other tools read: COCO JSON (instances with scores), label TIFFs, and the zip of
-a comparison."""
+"""Files CellScope writes: the dataset as OME-TIFFs with masks and batches.csv (it loads back
+unchanged), label TIFFs, COCO JSON (instances with scores), and the zip of a comparison."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,4 +115,54 @@ def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], I
         zf.writestr("metrics.csv", stamped(table).to_csv(index=False))
         if provenance is not None:
             zf.writestr(PROVENANCE_FILE, provenance_json(provenance))
+    return buf.getvalue()
+
+
+def write_dataset(images: list[CellImage], out_dir: str | Path) -> list[Path]:
+    """Write images as OME-TIFF (channel names kept), masks with matching names, and batches.csv."""
+    import csv
+
+    import tifffile
+
+
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    written = []
+    if any(img.gt is not None for img in images):
+        (out / "masks").mkdir(exist_ok=True)
+    for img in images:
+        path = out / "images" / f"{Path(img.name).name}.tif"
+        tifffile.imwrite(
+            path,
+            np.moveaxis(img.pixels, 2, 0),
+            ome=True,
+            photometric="minisblack",
+            metadata={"axes": "CYX", "Channel": {"Name": [c.name for c in img.channels]}},
+        )
+        written.append(path)
+        if img.gt is not None:
+            mpath = out / "masks" / f"{Path(img.name).name}.tif"
+            mpath.write_bytes(label_tiff_bytes(img.gt))
+            written.append(mpath)
+    table = out / "batches.csv"
+    with table.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "batch", "condition"])
+        for img in images:
+            w.writerow([f"{Path(img.name).name}.tif", img.batch, img.condition])
+    written.append(table)
+    return written
+
+
+def dataset_zip(images: list[CellImage]) -> bytes:
+    """The dataset as a zip of :func:`write_dataset`'s layout; it uploads back unchanged."""
+    import tempfile
+
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(images, tmp)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tmp).as_posix())
     return buf.getvalue()

@@ -11,8 +11,9 @@ from components.routing import require_router
 from components.state import dataset, is_untouched_example, mark_edited, reset_to_example
 from core.batches import apply_batch_table, batches_from_pattern
 from core.dataset import Dataset
+from core.export import dataset_zip
 from core.images import COLORS, ROLES, CellImage, ChannelInfo
-from core.io import ACCEPTED_EXTENSIONS, ImageReadError, dataset_zip, load_files, read_labels
+from core.io import ACCEPTED_EXTENSIONS, ImageReadError, load_files, read_labels
 from core.measure import channel_stats
 from core.text import plural
 

@@ -59,7 +59,7 @@ def test_example_writes_a_dataset_info_reads_back(tmp_path):
 def test_segment_classical_writes_a_label_tiff_of_the_image_size(tmp_path, example_images):
     import tifffile
 
-    from core.io import write_dataset
+    from core.export import write_dataset
 
     write_dataset(example_images[:1], tmp_path)
     image = tmp_path / "images" / "plateA_field1.tif"
@@ -109,7 +109,7 @@ def test_compare_writes_labels_and_metrics_anyone_can_recompute(tmp_path, exampl
 
     import tifffile
 
-    from core.io import write_dataset
+    from core.export import write_dataset
     from core.metrics import match_over_thresholds
 
     write_dataset(example_images[:1], tmp_path)

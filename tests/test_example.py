@@ -8,7 +8,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from core.example import PLATES, make_example_dataset
-from core.io import dataset_zip, load_files, load_paths, write_dataset
+from core.export import dataset_zip, write_dataset
+from core.io import load_files, load_paths
 
 
 def test_layout(example_images):

@@ -16,6 +16,7 @@ import pytest
 from conftest import blobs, jpeg_bytes, png_bomb_bytes, png_bytes, tiff_bomb_bytes, tiff_bytes
 
 from core import io as cio
+from core.export import dataset_zip, write_dataset
 from core.io import ImageReadError, load_files, read_image, read_labels
 
 
@@ -456,7 +457,7 @@ def example_folder(tmp_path_factory):
 
     images = make_example_dataset(size=128, fields_per_plate=2)
     folder = tmp_path_factory.mktemp("example") / "example_data"
-    cio.write_dataset(images, folder)
+    write_dataset(images, folder)
     return images, folder
 
 
@@ -532,7 +533,7 @@ def test_zipped_example_folder_loads_like_the_folder(example_folder, how):
 
 def test_dataset_zip_round_trip(example_folder):
     images, _ = example_folder
-    report = load_files([("cellscope_dataset.zip", cio.dataset_zip(images))])
+    report = load_files([("cellscope_dataset.zip", dataset_zip(images))])
     assert not report.problems
     assert [(i.name, i.batch, i.condition, i.hash, i.channels) for i in report.images] == [
         (i.name, i.batch, i.condition, i.hash, i.channels) for i in images
