@@ -13,6 +13,7 @@ from core.cache import BoundedCache
 from core.images import CellImage
 from core.instances import Instances
 from core.recipe import Recipe
+from core.scoring import agreement_matrix, summary_table
 from models.device import resolve_device
 from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
 from models.runner import run_model
@@ -226,3 +227,36 @@ def compute_result(image: CellImage, name: str, settings: dict[str, Any], device
         return run_model(model, image, tile=tile, overlap=overlap, progress=progress, **params_for(name, settings))
 
     return result_store().get_or_compute(result_key(image, name, settings, device), compute)
+
+
+def run_models(image: CellImage, names: list[str], settings: dict, device: str, *, all_now: bool) -> dict[str, Instances]:
+    """Results for ``names`` on ``image``: cached ones at once, fast models always, the rest when asked."""
+    results: dict[str, Instances] = {}
+    for name in names:
+        if (found := cached_result(image, name, settings, device)) is not None:
+            results[name] = found
+    todo = [n for n in names if n not in results
+            and (all_now or device != "cpu" or not get_model_info(n).slow_on_cpu)]
+    bar = st.progress(0.0) if todo else None
+    for i, name in enumerate(todo):
+        bar.progress(i / len(todo), text=f"Running {name} on {image.name} ({device})…")
+        try:
+            results[name] = compute_result(
+                image, name, settings, device,
+                progress=lambda done, total, n=name: bar.progress(done / total, text=f"{n}: tile {done} of {total}"))
+        except WeightsUnavailable as exc:
+            st.error(f"**{name}**: {exc}")
+        except (RuntimeError, ValueError, MemoryError) as exc:  # a model that fails must not take the page down
+            st.error(f"**{name}** failed on {image.name}: {exc}. Try the CPU device, a smaller tile size, or another model.")
+    results = {n: results[n] for n in names if n in results}  # the order the user chose
+    if bar is not None:
+        bar.empty()
+    return results
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def scores(_results: dict[str, Instances], keys: tuple, _gt, gt_hash: str | None):
+    """Table, F1 curve and agreement matrix, computed once per set of results (``keys``) and
+    ground truth: a rerun that changes nothing matches nothing again."""
+    table, curve = summary_table(_results, _gt)
+    return table, curve, agreement_matrix(_results) if len(_results) >= 2 else None

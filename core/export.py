@@ -85,6 +85,19 @@ def coco_instances(images: Sequence[LabelledImage], category: str = "cell") -> d
     return out
 
 
+def labels_zip(labels: Mapping[str, np.ndarray], provenance: Mapping[str, Any] | None = None) -> bytes:
+    """One label TIFF per image (``<image>_labels.tif``), and ``provenance.json`` when given."""
+    from core.provenance import PROVENANCE_FILE, provenance_json
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, image_labels in labels.items():
+            zf.writestr(f"{name}_labels.tif", label_tiff_bytes(image_labels))
+        if provenance is not None:
+            zf.writestr(PROVENANCE_FILE, provenance_json(provenance))
+    return buf.getvalue()
+
+
 def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], Instances],
                 table: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None) -> bytes:
     """Everything from a comparison in one zip: ``labels/<model>/<image>.tif``, ``objects.csv``,

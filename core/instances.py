@@ -41,6 +41,13 @@ class Instances:
         return len(self.boxes)
 
 
+def instances_from_labels(labels: np.ndarray, model: str, *, device: str = "cpu", runtime_s: float = 0.0,
+                          notes: tuple[str, ...] = ()) -> Instances:
+    """A label image (1..N) from a segmenter without scores (the classical pipeline) as Instances."""
+    boxes = boxes_from_labels(labels)
+    return Instances(labels, boxes, np.ones(len(boxes), np.float32), ("cell",), model, device, runtime_s, notes=notes)
+
+
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     """Bounding boxes (x0, y0, x1, y1), row i for label i + 1; labels must be 1..N."""
     from core.measure import bounding_boxes

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from core.images import CellImage
-from core.instances import Instances, boxes_from_labels
+from core.instances import Instances, instances_from_labels
 from models.registry import ModelInfo, Setting, register_model
 
 if TYPE_CHECKING:
@@ -30,9 +28,8 @@ class ClassicalModel:
 
         t0 = time.perf_counter()
         result = run_pipeline(image.pixels, image.channels, recipe or DEFAULT_RECIPE)
-        boxes = boxes_from_labels(result.labels)
-        return Instances(result.labels, boxes, np.ones(len(boxes), np.float32), ("cell",), self.name, self.device,
-                         time.perf_counter() - t0, notes=tuple(result.notes))
+        return instances_from_labels(result.labels, self.name, device=self.device,
+                                     runtime_s=time.perf_counter() - t0, notes=tuple(result.notes))
 
 
 register_model(ModelInfo(

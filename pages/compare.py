@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from components.image_viewer import cached_composite
 from components.model_panel import (
-    cached_result,
     compute_result,
     current_device,
     fetch_missing_weights,
@@ -16,6 +14,8 @@ from components.model_panel import (
     model_picker,
     model_settings,
     result_key,
+    run_models,
+    scores,
     settings_used,
 )
 from components.plots import agreement_heatmap, f1_curve_figure
@@ -23,43 +23,18 @@ from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from components.routing import require_router
 from components.sam_prompt import sam_prompt_view
 from components.state import dataset
+from core.batch import run_on_images
 from core.display import display_outlines, fill_png, overlay_png, preview
 from core.export import results_zip
 from core.images import CellImage, content_hash
 from core.instances import Instances
 from core.provenance import provenance, with_provenance
-from core.scoring import METRIC_KEYS, agreement_matrix, summary_row, summary_table
+from core.scoring import METRIC_KEYS, summary_row
 from core.text import plural
 from models.registry import get_model_info
-from models.weights import WeightsUnavailable
 
 PREVIEW_SIDE = 640
 OUTLINE_COLOR, GT_COLOR = (255, 255, 0), (255, 0, 255)  # as on the Preprocess page
-
-
-def run_models(image: CellImage, names: list[str], settings: dict, device: str, *, all_now: bool) -> dict[str, Instances]:
-    """Results for ``names`` on ``image``: cached ones at once, fast models always, the rest when asked."""
-    results: dict[str, Instances] = {}
-    for name in names:
-        if (found := cached_result(image, name, settings, device)) is not None:
-            results[name] = found
-    todo = [n for n in names if n not in results
-            and (all_now or device != "cpu" or not get_model_info(n).slow_on_cpu)]
-    bar = st.progress(0.0) if todo else None
-    for i, name in enumerate(todo):
-        bar.progress(i / len(todo), text=f"Running {name} on {image.name} ({device})…")
-        try:
-            results[name] = compute_result(
-                image, name, settings, device,
-                progress=lambda done, total, n=name: bar.progress(done / total, text=f"{n}: tile {done} of {total}"))
-        except WeightsUnavailable as exc:
-            st.error(f"**{name}**: {exc}")
-        except (RuntimeError, ValueError, MemoryError) as exc:  # a model that fails must not take the page down
-            st.error(f"**{name}** failed on {image.name}: {exc}. Try the CPU device, a smaller tile size, or another model.")
-    results = {n: results[n] for n in names if n in results}  # the order the user chose
-    if bar is not None:
-        bar.empty()
-    return results
 
 
 def overlays(image: CellImage, results: dict[str, Instances]) -> None:
@@ -99,14 +74,6 @@ def overlays(image: CellImage, results: dict[str, Instances]) -> None:
     result_view(panels, toggles, summary, key="cmp.view")
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def scores(_results: dict[str, Instances], keys: tuple, _gt, gt_hash: str | None):
-    """Table, F1 curve and agreement matrix, computed once per set of results (``keys``) and
-    ground truth: a rerun that changes nothing matches nothing again."""
-    table, curve = summary_table(_results, _gt)
-    return table, curve, agreement_matrix(_results) if len(_results) >= 2 else None
-
-
 def numbers(image: CellImage, results: dict[str, Instances], keys: tuple, settings: dict, device: str) -> None:
     gt_hash = content_hash(image.gt) if image.gt is not None else None
     table, curve, agreement = scores(results, keys, image.gt, gt_hash)
@@ -143,23 +110,17 @@ def numbers(image: CellImage, results: dict[str, Instances], keys: tuple, settin
 def all_images(names: list[str], settings: dict, device: str) -> None:
     ds = dataset()
     st.caption(f"Every model on every one of the {plural(len(ds), 'image')}; cached results are reused.")
-    if st.button(f"Run {plural(len(names), 'model')} on all {plural(len(ds), 'image')}", disabled=not names, key="cmp.run_all",
-                 help="Progress is shown per image and model. Results are cached, so a second run is instant."):
-        bar, rows, results = st.progress(0.0), [], {}
-        steps = len(ds) * len(names)
-        for i, img in enumerate(ds):
-            for j, name in enumerate(names):
-                bar.progress((i * len(names) + j) / steps, text=f"{name} on {img.name}…")
-                try:
-                    r = compute_result(img, name, settings, device)
-                except (WeightsUnavailable, RuntimeError, ValueError, MemoryError) as exc:
-                    st.error(f"**{name}** on {img.name}: {exc}")
-                    continue
-                results[(img.name, name)] = r
-                rows.append({"image": img.name, "batch": img.batch, **summary_row(r, img.gt)})
+    if st.button(f"Run {plural(len(names), 'model')} on all {plural(len(ds), 'image')}", disabled=not names,
+                 key="cmp.run_all", help="Progress is shown per image and model. Results are cached, so a second run "
+                                         "is instant."):
+        bar = st.progress(0.0)
+        run = run_on_images(list(ds), names, lambda img, name: compute_result(img, name, settings, device),
+                            lambda img, r: summary_row(r, img.gt), progress=lambda f, what: bar.progress(f, text=what))
         bar.empty()
+        for problem in run.problems:
+            st.error(problem)
         prov = provenance(models={n: settings_used(n, settings) for n in names}, device=device)
-        st.session_state["cmp.all"] = (pd.DataFrame(rows), results, prov)
+        st.session_state["cmp.all"] = (run.table, run.results, prov)
     if "cmp.all" not in st.session_state:
         return
     table, results, prov = st.session_state["cmp.all"]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 import cv2
 import numpy as np
 import pandas as pd
@@ -12,6 +9,7 @@ import streamlit as st
 
 from components.image_viewer import cached_composite, picture
 from components.live_threshold import LIVE_METHODS, live_threshold
+from components.pipeline_cache import cell_table, gt_scores, memo, pipeline, pipeline_instances
 from components.plots import histogram_figure
 from components.recipe_panel import current_recipe, load_recipe, recipe_panel
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
@@ -19,7 +17,7 @@ from components.routing import require_router
 from components.state import dataset
 from components.workspace import fragment
 from core.autotune import autotune
-from core.cache import BoundedCache
+from core.batch import run_on_images
 from core.display import (
     display_mask,
     display_outlines,
@@ -30,50 +28,20 @@ from core.display import (
     preview,
     to_uint8,
 )
-from core.export import label_tiff_bytes
+from core.export import labels_zip
 from core.images import CellImage
-from core.measure import crop_cells, measure_cells
-from core.metrics import Matching, match_instances
+from core.measure import crop_cells
 from core.preprocess import (
     PipelineResult,
     compare_thresholds,
-    run_pipeline,
     transform_geometry,
-    transform_pixels,
 )
-from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+from core.provenance import provenance, with_provenance
 from core.recipe import DEFAULT_RECIPE, STEP_ORDER, Recipe
 from core.text import plural
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
 TINT_COLOR, OUTLINE_COLOR, GT_COLOR = (0, 200, 255), (255, 255, 0), (255, 0, 255)
-
-
-@st.cache_resource
-def _stage_cache() -> BoundedCache:
-    """One per server process, bounded: every stage keyed by image hash + the recipe so far, so
-    moving a late slider reuses the earlier stages. Arrays are shared, not copied: the
-    pipeline's ~20 MB of 1024 px arrays would cost ~20 ms to pickle per rerun in st.cache_data."""
-    return BoundedCache(max_entries=96)
-
-
-def pipeline(image: CellImage, recipe: Recipe) -> PipelineResult:
-    return run_pipeline(image.pixels, image.channels, recipe, image_hash=f"{image.hash}{image.channels}",
-                        cache=_stage_cache())
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def cell_table(_image: CellImage, image_hash: str, channels: tuple, recipe: Recipe) -> pd.DataFrame:
-    """Per-cell measurements, cached by image hash + recipe."""
-    labels = pipeline(_image, recipe).labels
-    return measure_cells(labels, transform_pixels(_image.pixels, recipe.rotate), _image.channels)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def gt_scores(_image: CellImage, image_hash: str, channels: tuple, recipe: Recipe) -> Matching:
-    """Match against ground truth (in the pipeline's geometry), cached by image hash + recipe."""
-    gt = transform_geometry(_image.gt, recipe.rotate, labels=True)
-    return match_instances(gt, pipeline(_image, recipe).labels)
 
 
 def _aligned(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, np.ndarray | None]:
@@ -135,11 +103,6 @@ def _steps_upto(recipe: Recipe, last: str) -> tuple:
     return tuple(getattr(recipe, step) for step in STEP_ORDER[: STEP_ORDER.index(last) + 1])
 
 
-def _memo(key: tuple, compute):
-    """A view's piece, kept in the stage cache while the steps it depends on are unchanged."""
-    return _stage_cache().get_or_compute(("view", *key), compute)
-
-
 def _picture(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, Layer, Layer | None]:
     """The display merge and the ground-truth outlines in the pipeline's geometry, at preview
     size: (RGB array, base layer, ground-truth layer or None). Unchanged by every slider but rotation."""
@@ -151,7 +114,7 @@ def _picture(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, Layer, Layer
             return small, base, None
         outlines = display_outlines(gt, (small.shape[1], small.shape[0]))
         return small, base, Layer.of("gt", "ground-truth outlines", overlay_png(outlines, GT_COLOR), toggle="gt")
-    return _memo((_image_key(image), "picture", recipe.rotate), compute)
+    return memo((_image_key(image), "picture", recipe.rotate), compute)
 
 
 def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
@@ -160,7 +123,7 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
     small, base, gt = _picture(image, recipe)
     size = (small.shape[1], small.shape[0])
     upto_background = _steps_upto(recipe, "background")
-    processed = _memo((_image_key(image), "processed", upto_background), lambda: Layer.of(
+    processed = memo((_image_key(image), "processed", upto_background), lambda: Layer.of(
         "processed", "the processed image", to_uint8(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA)), "jpeg"))
     tint = Layer.of("tint", "foreground", overlay_png(display_mask(result.mask, size), TINT_COLOR, 0.35), toggle="tint")
     outlines = Layer.of("outlines", "cell outlines", overlay_png(display_outlines(result.labels, size), OUTLINE_COLOR),
@@ -202,7 +165,7 @@ def histogram(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
     the pictures: the steps after the threshold do not change it, so their sliders leave it be
     (a Plotly chart redrawn costs the browser ~60 ms)."""
     log_y = st.toggle("Log histogram", value=True, key="log_hist", help="Logarithmic pixel counts: shows the small foreground peak.")
-    figure = _memo((_image_key(image), "histogram", _steps_upto(recipe, "background"), result.threshold, log_y),
+    figure = memo((_image_key(image), "histogram", _steps_upto(recipe, "background"), result.threshold, log_y),
                    lambda: histogram_figure(result.processed, result.threshold, log_y=log_y))
     st.plotly_chart(figure, width="stretch", config={"displaylogo": False})
 
@@ -233,31 +196,34 @@ def measurements(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
             caption=f"Cells located by thresholding and cropped: {shown} of {len(crops.labels)}, label order")
 
 
+def recipe_row(image: CellImage, recipe: Recipe, result) -> dict:
+    """One image's line of the all-images table: its cells and, with ground truth, F1."""
+    row = {"cells": result.count}
+    if image.gt is not None:
+        row["f1"] = round(gt_scores(image, image.hash, image.channels, recipe).f1, 4)
+    return row
+
+
 def batch_and_tune(recipe: Recipe) -> None:
     ds = dataset()
     st.markdown("**Apply the recipe to every image**")
     if st.button("Run on all images", help="Segment and measure every image in the dataset with this recipe."):
         bar = st.progress(0.0)
-        rows, tables, label_zip = [], [], io.BytesIO()
-        prov = provenance(recipe=recipe, device="cpu")  # the classical pipeline is OpenCV on the CPU
-        with zipfile.ZipFile(label_zip, "w", zipfile.ZIP_DEFLATED) as zf:
-            for i, img in enumerate(ds):
-                bar.progress(i / len(ds), text=f"Segmenting {img.name}…")
-                res = pipeline(img, recipe)
-                row = {"image": img.name, "batch": img.batch, "cells": res.n_cells}
-                if img.gt is not None:
-                    row["f1"] = round(gt_scores(img, img.hash, img.channels, recipe).f1, 4)
-                rows.append(row)
-                t = cell_table(img, img.hash, img.channels, recipe)
-                tables.append(t.assign(image=img.name, batch=img.batch, condition=img.condition))
-                zf.writestr(f"{img.name}_labels.tif", label_tiff_bytes(res.labels))
-            zf.writestr(PROVENANCE_FILE, provenance_json(prov))
+        run = run_on_images(list(ds), ["classical"], lambda img, _: pipeline_instances(img, recipe),
+                            lambda img, r: recipe_row(img, recipe, r),
+                            progress=lambda f, what: bar.progress(f, text=f"Segmenting: {what}…"))
         bar.empty()
-        st.session_state.batch_result = (pd.DataFrame(rows), pd.concat(tables, ignore_index=True), label_zip.getvalue(),
-                                         prov)
+        for problem in run.problems:
+            st.error(problem)
+        done = [img for img in ds if (img.name, "classical") in run.results]
+        cells = pd.concat([cell_table(img, img.hash, img.channels, recipe).assign(
+            image=img.name, batch=img.batch, condition=img.condition) for img in done], ignore_index=True)
+        prov = provenance(recipe=recipe, device="cpu")  # the classical pipeline is OpenCV on the CPU
+        labels = {img.name: run.results[(img.name, "classical")].labels for img in done}
+        st.session_state.batch_result = (run.table.drop(columns="model"), cells, labels_zip(labels, prov), prov)
         st.session_state.batch_recipe = recipe
     if "batch_result" in st.session_state:
-        summary, cells, labels_zip, prov = st.session_state.batch_result
+        summary, cells, zipped_labels, prov = st.session_state.batch_result
         if st.session_state.get("batch_recipe") != recipe:
             st.warning("These results are from an earlier recipe: the recipe has changed since. Press **Run on all "
                        "images** again to update them.", icon=":material/history:")
@@ -269,7 +235,7 @@ def batch_and_tune(recipe: Recipe) -> None:
                            file_name="cellscope_cells.csv", mime="text/csv",
                            help="Every cell of every image, with image, batch and condition columns, and columns "
                                 "naming the CellScope version, device and recipe.")
-        c2.download_button("All label images (zip)", labels_zip, file_name="cellscope_labels.zip", mime="application/zip",
+        c2.download_button("All label images (zip)", zipped_labels, file_name="cellscope_labels.zip", mime="application/zip",
                            help="One label TIFF per image: 0 = background, 1..N = cells; provenance.json records the "
                                 "recipe and versions.")
 

@@ -1,0 +1,53 @@
+"""The Preprocess pipeline's caches, shared by every session of the server: pipeline stages, the
+views made from them, per-cell measurements and ground-truth scores."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.cache import BoundedCache
+from core.images import CellImage
+from core.instances import Instances, instances_from_labels
+from core.measure import measure_cells
+from core.metrics import Matching, match_instances
+from core.preprocess import PipelineResult, run_pipeline, transform_geometry, transform_pixels
+from core.recipe import Recipe
+
+
+@st.cache_resource
+def stage_cache() -> BoundedCache:
+    """One per server process, bounded: every stage keyed by image hash + the recipe so far, so
+    moving a late slider reuses the earlier stages. Arrays are shared, not copied: the
+    pipeline's ~20 MB of 1024 px arrays would cost ~20 ms to pickle per rerun in st.cache_data."""
+    return BoundedCache(max_entries=96)
+
+
+def pipeline(image: CellImage, recipe: Recipe) -> PipelineResult:
+    return run_pipeline(image.pixels, image.channels, recipe, image_hash=f"{image.hash}{image.channels}",
+                        cache=stage_cache())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cell_table(_image: CellImage, image_hash: str, channels: tuple, recipe: Recipe) -> pd.DataFrame:
+    """Per-cell measurements, cached by image hash + recipe."""
+    labels = pipeline(_image, recipe).labels
+    return measure_cells(labels, transform_pixels(_image.pixels, recipe.rotate), _image.channels)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def gt_scores(_image: CellImage, image_hash: str, channels: tuple, recipe: Recipe) -> Matching:
+    """Match against ground truth (in the pipeline's geometry), cached by image hash + recipe."""
+    gt = transform_geometry(_image.gt, recipe.rotate, labels=True)
+    return match_instances(gt, pipeline(_image, recipe).labels)
+
+
+def memo(key: tuple, compute):
+    """A view's piece, kept in the stage cache while the steps it depends on are unchanged."""
+    return stage_cache().get_or_compute(("view", *key), compute)
+
+
+def pipeline_instances(image: CellImage, recipe: Recipe) -> Instances:
+    """The pipeline's cells on ``image`` as the one result type (what the other pages' models give)."""
+    result = pipeline(image, recipe)
+    return instances_from_labels(result.labels, "classical", notes=tuple(result.notes))
