@@ -24,6 +24,7 @@ def run() -> None:
         ]
     )
     open_workspace()  # before any widget: a reload of this tab gets its work back
+    save_workspace()  # now too: a widget just changed is kept even if the tab reloads before this run ends
     try:
         with routed():
             page.run()

@@ -12,7 +12,7 @@ from components.image_viewer import cached_composite, picture
 from components.model_panel import fetch_missing_weights, shared_model
 from core.display import fill_labels, preview
 from core.images import CellImage
-from models.registry import availability, list_models
+from models.registry import availability, get_model_info, list_models
 
 CHART_KEY = "cmp.sam_chart"
 PROMPTS_KEY = "cmp.prompts"
@@ -75,15 +75,21 @@ def _figure(rgb: np.ndarray, shape: tuple[int, int], state: dict) -> go.Figure:
     return fig
 
 
-def sam_prompt_view(image: CellImage, device: str) -> None:
+def sam_prompt_view(image: CellImage, device: str, *, offered: list[str] = ()) -> None:
+    """``offered``: models whose weights already have a Download button on the page."""
     st.caption("Click a cell to prompt Segment Anything with a point; for a box prompt pick *Box Select* in the "
                "chart's toolbar and drag around a cell. Drag (zoom mode) to zoom in, double-click to zoom out. The image "
                "embedding is computed once per image; each prompt afterwards costs only the mask decoder.")
     names = [m.name for m in list_models("segment") if "points" in m.inputs]
     name = st.selectbox("SAM model", names, key="cmp.sam_model",
                         help="ViT-B is the smallest and fastest; ViT-H the most accurate and ~2.5 GB.")
-    if not availability(name)[0] and not fetch_missing_weights([name], key="cmp.sam"):
-        return
+    if not availability(name)[0]:
+        spec = get_model_info(name).weights
+        if any(get_model_info(n).weights == spec for n in offered):
+            st.info(f"**{name}** needs {spec.filename}: use its **Download** button above.")
+            return
+        if not fetch_missing_weights([name], key="cmp.sam"):
+            return
     state = prompts(image)
     rgb = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), VIEW_SIDE)
     left, right = st.columns(2)

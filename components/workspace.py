@@ -28,7 +28,7 @@ _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of p
 
 # Values kept exactly as they are at the end of a run (absent ones stay absent).
 STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
-              "cmp.all", "cmp.prompts", "channel_visibility")
+              "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility")
 # Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
 # seen is kept and given back before the widget is drawn again.
 WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",

@@ -50,6 +50,13 @@ class Dataset:
         for n in names:
             self.images.pop(n, None)
 
+    def signature(self) -> tuple:
+        """What results made from these images depend on: names, pixels, channels, batches,
+        conditions and ground truth. Equal signatures: the results still fit."""
+        return tuple((img.name, img.hash, img.channels, img.batch, img.condition,
+                      None if img.gt is None else (img.gt.shape, int(img.gt.max()), int((img.gt > 0).sum())))
+                     for img in self)
+
     def batches(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for img in self:
@@ -80,7 +87,8 @@ class Dataset:
             }
             for img in self
         ]
-        return pd.DataFrame(
+        table = pd.DataFrame(
             rows,
             columns=["name", "height", "width", "dtype", "channels", "batch", "condition", "has_gt", "gt_cells"],
         )
+        return table.astype({"gt_cells": "Int64"})  # a count, blank (not None or 88.0) without ground truth

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -160,3 +161,25 @@ def nucleus_plane(image: CellImage) -> np.ndarray:
 
     idx = image.channel_index("nucleus")
     return normalize_channel(image.pixels[:, :, 0 if idx is None else idx])
+
+
+def same_layout(a: CellImage, b: CellImage) -> bool:
+    """The same channels in the same order: their names and roles match."""
+    return [(c.name, c.role) for c in a.channels] == [(c.name, c.role) for c in b.channels]
+
+
+def apply_channel_edit(images: Sequence[CellImage], edited: CellImage, channels: tuple[ChannelInfo, ...],
+                       *, everywhere: bool) -> list[CellImage]:
+    """``edited`` with ``channels``, and with ``everywhere`` every image of the same layout (see
+    :func:`same_layout`) with the same fields changed: a contrast edit on one plate's field must
+    not rename another experiment's channels or move its nucleus role."""
+    changes = [{f: getattr(new, f) for f in ("name", "role", "color", "clip_low", "clip_high")
+                if getattr(new, f) != getattr(old, f)} for old, new in zip(edited.channels, channels, strict=True)]
+    out = []
+    for img in images:
+        if img.name == edited.name:
+            out.append(img.with_(channels=channels))
+        elif everywhere and same_layout(img, edited):
+            out.append(img.with_(channels=tuple(replace(ch, **change) for ch, change in zip(img.channels, changes,
+                                                                                          strict=True))))
+    return out

@@ -366,6 +366,11 @@ class _Entry:
     member: zipfile.ZipInfo | None = None
     archive: str = ""  # the zip it came from
 
+    @property
+    def shown(self) -> str:
+        """How messages name it: a zip member with its zip, since the user never saw the member."""
+        return f"{self.archive} › {self.path}" if self.archive else self.path
+
 
 def _bytes_entry(path: str, data: bytes) -> _Entry:
     return _Entry(path, len(data), lambda: io.BytesIO(data), lambda: data)
@@ -438,13 +443,13 @@ def _zip_entries(name: str, source: BinaryIO | Path, problems: list[FileProblem]
     for m, path in members:
         path = path[len(wrapper) + 1 :] if wrapper else path
         if m.flag_bits & 0x1:
-            problems.append(FileProblem(path, f"is encrypted in {name}; zip it again without a password"))
+            problems.append(FileProblem(f"{name} › {path}", "is encrypted; zip it again without a password"))
         elif m.compress_type not in _ZIP_METHODS:
             method = zipfile.compressor_names.get(m.compress_type, f"method {m.compress_type}")
             problems.append(
                 FileProblem(
-                    path,
-                    f"is packed with {method} in {name}, which CellScope does not unpack; zip it again "
+                    f"{name} › {path}",
+                    f"is packed with {method}, which CellScope does not unpack; zip it again "
                     "with the standard method (Deflate), as Finder, Explorer and `zip` do",
                 )
             )
@@ -492,7 +497,7 @@ def _read_entry(entry: _Entry, *, table: bool = False) -> bytes:
         _check_member_size(entry)
         return entry.read()
     except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
-        raise ImageReadError(f"cannot be unpacked from {entry.archive} ({_reason(exc)}); zip it again") from exc
+        raise ImageReadError(f"cannot be unpacked ({_reason(exc)}); zip it again") from exc
     except OSError as exc:
         where = f"unpacked from {entry.archive}" if entry.archive else "read"
         raise ImageReadError(f"cannot be {where} ({_reason(exc)})") from exc
@@ -596,12 +601,12 @@ def _load_entries(
             try:
                 report.batch_table = parse_batch_table(_read_entry(entry, table=True), sep="\t" if ext == ".tsv" else ",")
             except ValueError as exc:
-                problems.append(FileProblem(entry.path, str(exc)))
+                problems.append(FileProblem(entry.shown, str(exc)))
             continue
         if ext not in IMAGE_EXTENSIONS:
             problems.append(
                 FileProblem(
-                    entry.path,
+                    entry.shown,
                     f"unsupported file type {ext or '(no extension)'}; CellScope reads PNG, JPEG, TIFF, "
                     "a CSV/TSV batch table, or a ZIP of these",
                 )
@@ -610,14 +615,14 @@ def _load_entries(
         key, role, batch = _key_and_role(entry.path)
         if role == "mask":
             if key in masks:
-                problems.append(FileProblem(entry.path, f"a second ground truth for {key!r}; kept the first"))
+                problems.append(FileProblem(entry.shown, f"a second ground truth for {key!r}; kept the first"))
             else:
                 masks[key] = entry
             continue
         try:
             decoded = read_image(_read_entry(entry), entry.path, plane=plane)
         except ImageReadError as exc:
-            problems.append(FileProblem(entry.path, str(exc)))
+            problems.append(FileProblem(entry.shown, str(exc)))
             continue
         pixels, notes = decoded.pixels, decoded.notes
         hpa_match = _HPA_NAME.match(key)
@@ -627,7 +632,7 @@ def _load_entries(
             continue
         if key in images or key in taken:
             problems.append(
-                FileProblem(entry.path, f"another image is already named {key!r}; rename one of them and upload again")
+                FileProblem(entry.shown, f"another image is already named {key!r}; rename one of them and upload again")
             )
             continue
         images[key] = (pixels, notes, batch, entry.path)
@@ -664,14 +669,14 @@ def _load_entries(
     gts: dict[str, np.ndarray] = {}
     gt_notes: dict[str, list[str]] = {}
     for key, entry in masks.items():
-        path = entry.path
+        path = entry.shown
         if key not in images:
             problems.append(
                 FileProblem(path, f"ground truth for {key!r}, but no image with that name was uploaded with it")
             )
             continue
         try:
-            labels, notes = read_labels(_read_entry(entry), path)
+            labels, notes = read_labels(_read_entry(entry), entry.path)
         except ImageReadError as exc:
             problems.append(FileProblem(path, f"ground truth not used: {exc}"))
             continue

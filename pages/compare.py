@@ -121,9 +121,13 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
             st.error(problem)
         prov = provenance(models={n: settings_used(n, settings) for n in names}, device=device)
         st.session_state["cmp.all"] = (run.table, run.results, prov)
+        st.session_state["cmp.all_made"] = ({n: settings_used(n, settings) for n in names}, device, ds.signature())
     if "cmp.all" not in st.session_state:
         return
     table, results, prov = st.session_state["cmp.all"]
+    if st.session_state.get("cmp.all_made") != ({n: settings_used(n, settings) for n in names}, device, ds.signature()):
+        st.warning("These results are out of date: the models, their settings, the device or the images changed since "
+                   "they were made. Press the button above to run again.", icon=":material/history:")
     if table.empty:
         st.warning("Nothing ran; see the messages above.")
         return
@@ -147,13 +151,12 @@ def compare_page() -> None:
     if len(ds) == 0:
         st.warning("No images loaded. Add some on the Data page.")
         return
-    c1, c2, c3 = st.columns([1.3, 3.2, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns([3, 1.2], vertical_alignment="bottom")
     image = ds[c1.selectbox("Image", ds.names, key="cmp.image", help="The image every model runs on.")]
-    with c2:
-        chosen = model_picker("cmp.models")
-    if c3.button("What each model is", icon=":material/info:", key="cmp.guide", width="stretch",
+    if c2.button("What each model is", icon=":material/info:", key="cmp.guide", width="stretch",
                  help="Every model: what it was trained on, its licence, whether its weights are here."):
         model_guide()
+    chosen = model_picker("cmp.models")  # a row of its own: every chosen model's chip stays readable
     names = fetch_missing_weights(chosen, key="cmp.models")
     device = current_device()
     s1, s2 = st.columns([3.2, 1], vertical_alignment="top")
@@ -178,7 +181,7 @@ def compare_page() -> None:
             all_images(names, settings, device)
     if tabs[2].open:
         with tabs[2]:
-            sam_prompt_view(image, device)
+            sam_prompt_view(image, device, offered=chosen)
 
 
 compare_page()

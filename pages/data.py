@@ -12,8 +12,8 @@ from components.state import dataset, is_untouched_example, mark_edited, reset_t
 from core.batches import apply_batch_table, batches_from_pattern
 from core.dataset import Dataset
 from core.export import dataset_zip
-from core.images import COLORS, ROLES, CellImage, ChannelInfo
-from core.io import ACCEPTED_EXTENSIONS, ImageReadError, load_files, read_labels
+from core.images import COLORS, ROLES, CellImage, ChannelInfo, apply_channel_edit, same_layout
+from core.io import ImageReadError, load_files, read_labels
 from core.measure import channel_stats
 from core.text import plural
 
@@ -33,9 +33,9 @@ def _bump_version() -> None:
 
 def upload_section(ds: Dataset) -> None:
     with st.form("upload", clear_on_submit=True):
-        files = st.file_uploader(
-            "Add images", type=[e.lstrip(".") for e in ACCEPTED_EXTENSIONS], accept_multiple_files=True, help=UPLOAD_HELP
-        )
+        # No type filter: the browser would drop other files with a note that vanishes on Load; our
+        # loader names each file it cannot use and why.
+        files = st.file_uploader("Add images", accept_multiple_files=True, help=UPLOAD_HELP)
         c1, c2, c3 = st.columns([2, 1, 2])
         stack_mode = c1.radio(
             "Z-stacks and time series",
@@ -145,10 +145,12 @@ def batch_section(ds: Dataset) -> None:
 
 def channel_settings(ds: Dataset, image: CellImage) -> None:
     """Name, role, colour and contrast per channel; optionally for every image like this one."""
-    n = image.shape[2]
-    same_layout = st.checkbox(
-        f"Apply to all {n}-channel images", value=True, key="channels_apply_all",
-        help="Channel settings usually describe the whole experiment, not one field.",
+    alike = [img for img in ds if same_layout(img, image)]
+    everywhere = st.checkbox(
+        f"Apply to all {plural(len(alike), 'image')} with these channels ({', '.join(c.name for c in image.channels)})",
+        value=True, key="channels_apply_all",
+        help="Channel settings usually describe the whole experiment, not one field. Only images whose channels have "
+             "the same names and roles change, and only in what you changed here.",
     )
     new = []
     for i, ch in enumerate(image.channels):
@@ -167,9 +169,8 @@ def channel_settings(ds: Dataset, image: CellImage) -> None:
         new.append(ChannelInfo(name or ch.name, role, color, lo, hi))
     new = tuple(new)
     if new != image.channels:
-        targets = [img for img in ds if img.shape[2] == n] if same_layout else [image]
-        for img in targets:
-            ds.put(img.with_(channels=new))
+        for img in apply_channel_edit(list(ds), image, new, everywhere=everywhere):
+            ds.put(img)
         mark_edited()
         st.rerun()
 

@@ -68,10 +68,10 @@ def recipe_files() -> None:
         st.success(msg)
     with st.expander("Show the recipe's JSON"):
         st.code(recipe.to_json(), language="json")
-    c1, c2 = st.columns(2)
-    c1.download_button("Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
+    row = st.container(horizontal=True)
+    row.download_button("Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
                        help="The ordered steps and parameters as JSON; the CLI takes it with --recipe.")
-    c2.button("Reset to default", on_click=use_recipe, args=(DEFAULT_RECIPE, "Reset to the default recipe."),
+    row.button("Reset to default", on_click=use_recipe, args=(DEFAULT_RECIPE, "Reset to the default recipe."),
               help="The built-in recipe for fluorescent nuclei.")
 
     def _upload() -> None:
@@ -221,12 +221,15 @@ def batch_and_tune(recipe: Recipe) -> None:
         prov = provenance(recipe=recipe, device="cpu")  # the classical pipeline is OpenCV on the CPU
         labels = {img.name: run.results[(img.name, "classical")].labels for img in done}
         st.session_state.batch_result = (run.table.drop(columns="model"), cells, labels_zip(labels, prov), prov)
-        st.session_state.batch_recipe = recipe
+        st.session_state.batch_recipe = (recipe, ds.signature())
     if "batch_result" in st.session_state:
         summary, cells, zipped_labels, prov = st.session_state.batch_result
-        if st.session_state.get("batch_recipe") != recipe:
-            st.warning("These results are from an earlier recipe: the recipe has changed since. Press **Run on all "
-                       "images** again to update them.", icon=":material/history:")
+        made_with, made_on = st.session_state.get("batch_recipe", (None, None))
+        changed = [what for what, now, then in (("the recipe", recipe, made_with), ("the images", ds.signature(), made_on))
+                   if now != then]
+        if changed:
+            st.warning(f"These results are out of date: {' and '.join(changed)} changed since they were made. Press "
+                       "**Run on all images** again to update them.", icon=":material/history:")
         st.dataframe(summary, hide_index=True, width="stretch")
         if "f1" in summary:
             st.caption(f"Mean F1 @ IoU 0.5 over {plural(int(summary['f1'].notna().sum()), 'image')} with ground truth: {summary['f1'].mean():.3f}")
@@ -274,8 +277,8 @@ CONTROLS = "pre_controls"  # the recipe panel's fragment
 HISTOGRAM = "pre_histogram"  # the Result view's histogram, a fragment below its pictures
 # The views, each drawn by a fragment of its own: a slider move reruns only the open view's, so
 # the browser gets a handful of messages per move and hidden views cost nothing.
-VIEWS = {"Result": "pre_result", "Compare thresholds": "pre_thresholds", "Measurements & crops": "pre_measure",
-        "Recipe, all images & auto-tune": "pre_batch"}
+VIEWS = {"Result": "pre_result", "Thresholds": "pre_thresholds", "Cells & crops": "pre_measure",
+        "Recipe & all images": "pre_batch"}
 
 
 def open_views(step: str | None = None) -> tuple[str, ...]:
@@ -347,24 +350,24 @@ def show_histogram() -> None:
         histogram(*current)
 
 
-@fragment(VIEWS["Compare thresholds"])
+@fragment(VIEWS["Thresholds"])
 def show_thresholds() -> None:
     if current := _current():
         threshold_grid(current[2])
 
 
-@fragment(VIEWS["Measurements & crops"])
+@fragment(VIEWS["Cells & crops"])
 def show_measurements() -> None:
     if current := _current():
         measurements(*current)
 
 
-@fragment(VIEWS["Recipe, all images & auto-tune"])
+@fragment(VIEWS["Recipe & all images"])
 def show_batch() -> None:
     recipe_files()
     batch_and_tune(current_recipe())
 
 
-DRAW_VIEW = {"Result": (show_result, show_histogram), "Compare thresholds": (show_thresholds,),
-             "Measurements & crops": (show_measurements,), "Recipe, all images & auto-tune": (show_batch,)}
+DRAW_VIEW = {"Result": (show_result, show_histogram), "Thresholds": (show_thresholds,),
+             "Cells & crops": (show_measurements,), "Recipe & all images": (show_batch,)}
 preprocess_page()

@@ -79,9 +79,12 @@ def test_offline_sam_in_two_places_gets_one_button_per_weights_file_and_no_crash
     at.run()
     assert not at.exception
     keys = [b.key for b in at.button if ".dl." in (b.key or "")]
-    assert keys == ["cmp.models.dl.sam_vit_b_01ec64.pth", "cmp.sam.dl.sam_vit_b_01ec64.pth"]
+    assert keys == ["cmp.models.dl.sam_vit_b_01ec64.pth"]  # the Prompt SAM tab points to it instead of a second one
+    assert any("use its **Download** button above" in i.value for i in at.info)
     warning = next(w.value for w in at.warning if "sam_vit_b_01ec64.pth" in w.value)
     assert "**sam-vitb**, **classical+sam-vitb** need" in warning and "sam-vit_b" not in warning
+    at.multiselect(key="cmp.models").set_value(["classical"]).run()  # not chosen above: the tab offers its own
+    assert [b.key for b in at.button if ".dl." in (b.key or "")] == ["cmp.sam.dl.sam_vit_b_01ec64.pth"]
 
 
 def test_panels_carry_outlines_fills_and_ground_truth_layers_and_settings_change_the_result(weights_home):
@@ -163,7 +166,9 @@ def test_all_images_gives_an_image_by_model_table(weights_home):
     assert prov["models"]["classical"]["settings"]["tile"] == 1024 and prov["device"] == "cpu"
     assert prov["models"]["classical"]["settings"]["recipe"]["steps"]["rotate"]["enabled"] is False
     assert any(b.label == "All results (zip)" for b in at.get("download_button"))
-    assert not at.exception
+    assert not any("out of date" in w.value for w in at.warning)
+    at.select_slider(key="cmp.set.tile").set_value(512).run()
+    assert any("out of date" in w.value for w in at.warning) and not at.exception
 
 
 def test_weights_upload_is_off_unless_the_server_allows_it(weights_home, monkeypatch):

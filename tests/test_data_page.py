@@ -141,3 +141,34 @@ def test_channel_visibility_belongs_to_the_image(app):
     at.selectbox(key="viewer_image").set_value("plateA_field1").run()
     shown = [at.checkbox(key=f"data_viewer_show_plateA_field1_{i}").value for i in range(3)]
     assert shown == [False, True, True] and not at.exception
+
+
+def test_a_channel_edit_leaves_images_with_other_channels_alone(app):
+    """Defect: renaming a channel of an uploaded RGB image renamed (and re-roled) the example's channels."""
+    rgb = np.dstack([blobs(dtype=np.uint8, seed=s) for s in range(3)])
+    at = _upload(app, [("rgb.png", png_bytes(rgb), "image/png")], replace=False)
+    at.selectbox(key="viewer_image").set_value("rgb").run()
+    example_channels = at.session_state["dataset"]["plateA_field1"].channels
+    at.text_input(key="ch_rgb_0_name").set_value("R1").run()
+    ds = at.session_state["dataset"]
+    assert ds["rgb"].channels[0].name == "R1" and ds["plateA_field1"].channels == example_channels
+    at.selectbox(key="viewer_image").set_value("plateB_field1").run()
+    at.slider(key="ch_plateB_field1_0_clip").set_value((2.0, 99.8)).run()
+    ds = at.session_state["dataset"]
+    assert all(ds[n].channels[0].clip_low == 2.0 for n in ds.names if n != "rgb")  # the whole experiment
+    assert ds["rgb"].channels[0].clip_low != 2.0 and not at.exception
+
+
+def test_a_file_the_loader_cannot_use_is_named_after_load(app):
+    """Defect: a .txt was dropped by the browser's type filter with a note that vanished on Load."""
+    at = _upload(app, [("notes.txt", b"hello", "text/plain"), ("good.tif", tiff_bytes(blobs()), "image/tiff")],
+                 replace=False)
+    assert any(e.value.startswith("**notes.txt**: unsupported file type .txt") for e in at.error)
+    assert "good" in at.session_state["dataset"].names
+
+
+def test_the_table_counts_ground_truth_cells_as_integers_blank_without_ground_truth(app):
+    at = _upload(app, [("nogt.tif", tiff_bytes(blobs()), "image/tiff")], replace=False)
+    table = at.session_state["dataset"].table()
+    assert str(table.gt_cells.dtype) == "Int64" and table.set_index("name").gt_cells.isna()["nogt"]
+    assert "88,plateA" not in table.to_csv() and ",88," in table.to_csv(index=False).replace("\n", ",")

@@ -341,7 +341,7 @@ def test_a_gigabyte_member_that_is_no_image_is_refused_from_its_first_bytes(zero
         report = load_files([("bomb.zip", zeros_zip), ("good.tif", GOOD)])
     assert [img.name for img in report.images] == ["good"]
     assert [str(p) for p in report.problems] == [
-        "zeros.tif: not a PNG, JPEG or TIFF image (its content matches none of them)"
+        "bomb.zip › zeros.tif: not a PNG, JPEG or TIFF image (its content matches none of them)"
     ]
     assert unpacking.bytes == 16  # its first bytes, never the 1.5 GiB
     assert unpacking.peak_mib < 20  # measured before: 3 GiB
@@ -357,7 +357,7 @@ def test_cli_info_on_the_zip_bomb_prints_one_line_and_fails(zeros_zip, tmp_path,
         rc = main(["info", str(path)])
     assert rc == 1
     assert capsys.readouterr().err.splitlines() == [
-        "error: zeros.tif: not a PNG, JPEG or TIFF image (its content matches none of them)"
+        "error: bomb.zip › zeros.tif: not a PNG, JPEG or TIFF image (its content matches none of them)"
     ]
     assert unpacking.bytes == 16 and unpacking.peak_mib < 20
 
@@ -367,7 +367,7 @@ def test_a_member_that_starts_as_a_tiff_but_packs_like_a_bomb_is_refused():
     with _Unpacking() as unpacking:
         report = load_files([("e.zip", bomb)])
     (problem,) = report.problems
-    assert problem.file == "plate1/b.tif"
+    assert problem.file == "e.zip › plate1/b.tif"  # the zip named: the user never saw the member
     assert "likely zip bomb" in problem.message and "upload it on its own" in problem.message
     assert unpacking.bytes == 16
 
@@ -384,7 +384,7 @@ def test_a_member_claiming_a_huge_size_is_refused_before_it_is_unpacked(monkeypa
     claims = _patch_member(_zip({"a.tif": GOOD}), file_size=3 * 2**30)  # 3 GiB from 8 KiB
     with _Unpacking() as unpacking:
         report = load_files([("e.zip", claims)])
-    assert not report.images and report.problems[0].file == "a.tif"
+    assert not report.images and report.problems[0].file == "e.zip › a.tif"
     assert report.problems[0].message.startswith(expected)
     assert unpacking.bytes == 16
 
@@ -392,9 +392,9 @@ def test_a_member_claiming_a_huge_size_is_refused_before_it_is_unpacked(monkeypa
 @pytest.mark.parametrize(
     ("packed", "expected"),
     [
-        (lambda zf: zf.writestr("a.tif", GOOD, zipfile.ZIP_BZIP2), "is packed with bzip2 in b.zip, which CellScope"),
-        (lambda zf: zf.writestr("a.tif", GOOD, zipfile.ZIP_LZMA), "is packed with lzma in b.zip, which CellScope"),
-        (None, "is encrypted in b.zip; zip it again without a password"),
+        (lambda zf: zf.writestr("a.tif", GOOD, zipfile.ZIP_BZIP2), "is packed with bzip2, which CellScope"),
+        (lambda zf: zf.writestr("a.tif", GOOD, zipfile.ZIP_LZMA), "is packed with lzma, which CellScope"),
+        (None, "is encrypted; zip it again without a password"),
     ],
     ids=["bzip2", "lzma", "encrypted"],
 )
@@ -405,7 +405,7 @@ def test_members_python_cannot_unpack_safely_are_refused_unread(packed, expected
     data = buf.getvalue() if packed else _patch_member(buf.getvalue(), flags=0x1)
     with _Unpacking() as unpacking:
         report = load_files([("b.zip", data)])
-    assert not report.images and report.problems[0].file == "a.tif"
+    assert not report.images and report.problems[0].file == "b.zip › a.tif"
     assert report.problems[0].message.startswith(expected)
     assert unpacking.bytes == 0
 
@@ -428,8 +428,8 @@ def test_corrupt_member_data_is_reported_and_the_rest_loads(method, expected):
     data[start + a.compress_size // 2 : start + a.compress_size // 2 + 8] = b"\xff" * 8  # past its first bytes
     report = load_files([("e.zip", bytes(data))])
     assert [img.name for img in report.images] == ["b"]
-    assert report.problems[0].file == "a.tif"
-    assert report.problems[0].message.startswith(f"cannot be unpacked from e.zip {expected}")
+    assert report.problems[0].file == "e.zip › a.tif"
+    assert report.problems[0].message.startswith(f"cannot be unpacked {expected}")
 
 
 def test_zip_members_are_decoded_one_at_a_time():

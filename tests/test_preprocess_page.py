@@ -65,7 +65,7 @@ def test_invalid_combination_is_explained_not_crashing(page):
 
 
 def test_recipe_upload_loads_into_controls_and_bad_file_is_reported(page):
-    page.session_state["pre_tab"] = "Recipe, all images & auto-tune"
+    page.session_state["pre_tab"] = "Recipe & all images"
     page = page.run()
     recipe = DEFAULT_RECIPE.with_step("threshold", method="triangle")
     uploader = next(u for u in page.file_uploader if u.label == "Upload recipe (JSON)")
@@ -85,7 +85,7 @@ def test_recipe_upload_loads_into_controls_and_bad_file_is_reported(page):
 
 
 def test_batch_run_and_auto_tune(page):
-    page.session_state["pre_tab"] = "Recipe, all images & auto-tune"
+    page.session_state["pre_tab"] = "Recipe & all images"
     at = page.run()
     next(b for b in at.button if b.label == "Run on all images").click()
     at = at.run()
@@ -93,12 +93,12 @@ def test_batch_run_and_auto_tune(page):
     summary = at.dataframe[0].value
     assert len(summary) == 12 and summary["f1"].mean() >= 0.9
     assert any("Mean F1" in c.value for c in at.caption)
-    assert not any("earlier recipe" in w.value for w in at.warning)
+    assert not any("out of date" in w.value for w in at.warning)
     cells = at.session_state["batch_result"][1]
     assert len(cells) == summary["cells"].sum()
     at.session_state["recipe"] = DEFAULT_RECIPE.with_step("threshold", method="otsu")  # a worse start
     at = at.run()
-    assert any("earlier recipe" in w.value for w in at.warning)  # the table no longer fits the recipe
+    assert any("out of date: the recipe changed" in w.value for w in at.warning)  # the table no longer fits
     next(b for b in at.button if b.label == "Auto-tune").click()
     at = at.run()
     assert any("Best F1 @ IoU 0.5" in s.value for s in at.success)
@@ -110,6 +110,16 @@ def test_batch_run_and_auto_tune(page):
     assert any(b.label == "The tuned recipe is in use" and b.disabled for b in at.button)
 
 
+def test_batch_results_say_when_the_images_changed(page):
+    page.session_state["pre_tab"] = "Recipe & all images"
+    at = page.run()
+    next(b for b in at.button if b.label == "Run on all images").click()
+    at = at.run()
+    at.session_state["dataset"].remove(["plateA_field1"])
+    at = at.run()
+    assert any("out of date: the images changed" in w.value for w in at.warning)
+
+
 def test_batch_exports_record_the_recipe_and_versions(page):
     import io
     import zipfile
@@ -117,7 +127,7 @@ def test_batch_exports_record_the_recipe_and_versions(page):
     from core import __version__
     from core.provenance import provenance_id
 
-    page.session_state["pre_tab"] = "Recipe, all images & auto-tune"
+    page.session_state["pre_tab"] = "Recipe & all images"
     at = page.run()
     next(b for b in at.button if b.label == "Run on all images").click()
     at = at.run()
@@ -130,7 +140,7 @@ def test_batch_exports_record_the_recipe_and_versions(page):
 
 
 def test_measurements_tab_lists_every_cell(page):
-    page.session_state["pre_tab"] = "Measurements & crops"
+    page.session_state["pre_tab"] = "Cells & crops"
     at = page.run()
     table = at.dataframe[0].value
     assert len(table) == _cells_found_from_state(at)
