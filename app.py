@@ -21,6 +21,7 @@ def run() -> None:
             data,
             st.Page("pages/preprocess.py", title="Preprocess", icon=":material/tune:"),
             st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
+            st.Page("pages/cellmap.py", title="Cell map", icon=":material/scatter_plot:", url_path="cellmap"),
         ]
     )
     open_workspace()  # before any widget: a reload of this tab gets its work back

@@ -33,7 +33,7 @@ STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_re
 # seen is kept and given back before the widget is drawn again.
 WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",
                "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.sam_model")
-WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom")
+WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.")
 IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image")  # widgets whose value names an image
 
 

@@ -171,13 +171,126 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+FEATURE_ALIASES = {"cnn": "resnet18-imagenet"}
+ROLE_FOLDERS = {"image", "images", "img", "imgs", "mask", "masks", "label", "labels", "gt"}
+
+
+def _load_for_embedding(inputs: Sequence[str], batch_from: str | None, plane: int | None) -> list:
+    """Images of every input (files or folders), names unique, batches as ``batch_from`` says:
+    ``folder`` (each image's parent folder), ``regex:PATTERN`` or ``csv:FILE``; by default the
+    loader's rules (folders inside a folder or zip, a batches.csv among the files)."""
+    from pathlib import Path, PurePosixPath
+
+    from core.batches import apply_batch_table, batches_from_pattern, parse_batch_table
+    from core.io import load_paths
+
+    images, problems = [], []
+    for given in inputs:
+        path = Path(given)
+        report = load_paths([path], plane=plane)
+        problems += report.problems
+        for img in report.images:
+            folders = PurePosixPath(img.source).parent.parts if path.is_dir() else path.resolve().parent.parts
+            kept = [f for f in folders if f.lower() not in ROLE_FOLDERS]  # images/, masks/ say what, not which batch
+            parent = kept[-1] if kept else path.name
+            if batch_from == "folder":
+                img = img.with_(batch=parent)
+            images.append((img, parent))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    seen: dict[str, int] = {}
+    for img, _ in images:
+        seen[img.name] = seen.get(img.name, 0) + 1
+    # The same file name under two folders: the folder keeps them apart.
+    images = [img.with_(name=f"{parent}/{img.name}") if seen[img.name] > 1 else img for img, parent in images]
+    if batch_from and batch_from.startswith("regex:"):
+        found = batches_from_pattern([img.name for img in images], batch_from[6:])
+        images = [img.with_(batch=found.get(img.name, img.batch)) for img in images]
+    elif batch_from and batch_from.startswith("csv:"):
+        table = Path(batch_from[4:])
+        sep = "\t" if table.suffix.lower() == ".tsv" else ","
+        images, unmatched = apply_batch_table(images, parse_batch_table(table.read_bytes(), sep=sep))
+        if unmatched:
+            print(f"note: batch table rows matching no image: {', '.join(unmatched[:10])}", file=sys.stderr)
+    elif batch_from not in (None, "folder"):
+        raise ValueError(f"--batch-from must be folder, regex:PATTERN or csv:FILE; got {batch_from!r}")
+    if not images:
+        raise ValueError("no images could be read from " + " ".join(inputs))
+    return images
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    """Cells -> features -> map and batch-effect metrics; writes cells.csv, cells.parquet,
+    batch_effect.json, map.html, map.png and provenance.json into --out."""
+    import json
+    from pathlib import Path
+
+    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+    from models.cellmap import MapSettings, cell_set, cells_frame, features_of, make_map, metrics_json
+    from models.device import resolve_device
+    from models.registry import load_model
+    from models.runner import run_model
+
+    t0 = time.perf_counter()
+    images = _load_for_embedding(args.inputs, args.batch_from, args.plane)
+    device, recipe = resolve_device(args.device), _recipe(args.recipe)
+    batches = sorted({img.batch for img in images})
+    print(f"{len(images)} images in {len(batches)} batches ({', '.join(batches[:8])})")
+    labels, settings = {}, None
+    if args.model == "gt":
+        missing = [img.name for img in images if img.gt is None]
+        if missing:
+            raise ValueError(f"--model gt needs ground truth for every image; none for {', '.join(missing[:5])}")
+        labels = {img.name: img.gt for img in images}
+    else:
+        model = load_model(args.model, device)
+        settings = _model_settings(args.model, recipe, 1024)
+        for img in images:
+            labels[img.name] = run_model(model, img, **settings).labels
+    cells = cell_set(images, labels, size=args.crop_size, mode=args.crop_mode, mask_background=args.mask_background)
+    print(f"{len(cells)} cells by {args.model} ({time.perf_counter() - t0:.1f} s)")
+    name = FEATURE_ALIASES.get(args.features, args.features)
+
+    def progress(fraction: float, what: str) -> None:
+        print(f"\r{name}: {fraction:4.0%} {what[:60]:<60}", end="", file=sys.stderr, flush=True)
+
+    embedding = features_of(cells, name, {}, device=device, progress=progress, allow_download=True)
+    print(f"\r{name}: {embedding.features.shape[1]} features per cell in {embedding.seconds:.1f} s" + " " * 40)
+    map_settings = MapSettings(method=args.map, perplexity=args.perplexity, iterations=args.iterations,
+                               seed=args.seed, clusters=args.clusters, k=args.k, correction=args.correct,
+                               control=args.control or "")
+    cell_map = make_map(cells, embedding, map_settings, progress=lambda f, what: progress(f, what))
+    print("\r" + " " * 80, end="\r", file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance(recipe=recipe if args.model in ("classical",) else None,
+                      models={args.model: settings} if settings is not None else None, device=device,
+                      extra={"inputs": list(args.inputs), "batch_from": args.batch_from, "features": name,
+                             "map": json.loads(map_settings.to_json())})
+    table = with_provenance(cells_frame(cells, embedding, cell_map), prov)
+    table.to_csv(out / "cells.csv", index=False)
+    table.to_parquet(out / "cells.parquet", index=False)
+    metrics = metrics_json(cell_map, embedding, cells)
+    (out / "batch_effect.json").write_text(json.dumps(metrics, indent=2, default=float))
+    (out / PROVENANCE_FILE).write_text(provenance_json(prov))
+    from core.map_figures import map_figure, map_png
+
+    map_figure(cells_frame(cells, None, cell_map, with_features=False), "batch").write_html(out / "map.html",
+                                                                                      include_plotlyjs="cdn")
+    (out / "map.png").write_bytes(map_png(cell_map.coords, cells.table["batch"].to_numpy(), title=f"{name} · {args.map}"))
+    print(f"batch effect: {metrics['verdict']} — {metrics.get('reason', '')}")
+    print(f"wrote cells.csv, cells.parquet, batch_effect.json, map.html, map.png and {PROVENANCE_FILE} to {out} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from models.registry import availability, list_models
 
     for info in list_models():
         ok, why = availability(info.name)
-        kind = "boxes" if info.box_only else "masks"
-        print(f"{info.name}\t{info.family}\t{kind}\t{'available' if ok else 'unavailable'}\t{why}")
+        kind = "features" if info.task == "embed" else "boxes" if info.box_only else "masks"
+        print(f"{info.name}\t{info.family}\t{kind}\t{'available' if ok else 'unavailable'}\t{info.task}\t{why}")
     return 0
 
 
@@ -229,8 +342,40 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--tile", type=int, default=1024, help="images larger than this (px) run in overlapping tiles")
     cmp.set_defaults(func=_cmd_compare)
 
-    models = sub.add_parser("models", help="list segmentation models and whether each can run here")
+    models = sub.add_parser("models", help="list every model (segmenters and feature extractors) and whether each "
+                            "can run here")
     models.set_defaults(func=_cmd_models)
+
+    emb = sub.add_parser("embed", help="cells -> features -> t-SNE/UMAP map and batch-effect metrics; writes "
+                         "cells.csv, cells.parquet, batch_effect.json, map.html, map.png, provenance.json")
+    emb.add_argument("inputs", nargs="+", help="image files, zips or folders (read recursively)")
+    emb.add_argument("--out", required=True, help="output folder")
+    emb.add_argument("--model", default="classical", help="segmenter (see `models`), or gt to use each image's "
+                     "ground truth (default: classical)")
+    emb.add_argument("--recipe", help="recipe JSON for the classical segmenter (default: the built-in one)")
+    emb.add_argument("--features", default="morphology", help="morphology, autoencoder, cnn (= resnet18-imagenet) "
+                     "or another feature model from `models` (default: morphology)")
+    emb.add_argument("--batch-from", default=None, help="folder (each image's parent folder), regex:PATTERN (a named "
+                     "group 'batch') or csv:FILE (filename,batch[,condition]); default: folders and a batches.csv found "
+                     "among the inputs")
+    emb.add_argument("--correct", default="none", choices=("none", "standardize", "harmony"),
+                     help="batch correction before the map (default: none)")
+    emb.add_argument("--control", default=None, help="with --correct standardize: scale each batch by its cells of "
+                     "this condition (e.g. control)")
+    emb.add_argument("--map", default="tsne", choices=("tsne", "umap", "pca"), help="map method (default: tsne)")
+    emb.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
+    emb.add_argument("--iterations", type=int, default=500, help="t-SNE iterations after early exaggeration (default 500)")
+    emb.add_argument("--clusters", default="kmeans", choices=("kmeans", "hdbscan"), help="clustering (default kmeans)")
+    emb.add_argument("--k", type=int, default=6, help="k-means clusters (default 6)")
+    emb.add_argument("--seed", type=int, default=0, help="random seed for the map, clusters and metrics (default 0)")
+    emb.add_argument("--crop-size", type=int, default=32, help="crop side in pixels for crop-based features "
+                     "(default 32)")
+    emb.add_argument("--crop-mode", default="scale", choices=("scale", "pad"), help="scale each cell's window to the "
+                     "crop size, or pad a fixed window at native scale (default scale)")
+    emb.add_argument("--mask-background", action="store_true", help="zero the pixels outside each cell in its crop")
+    emb.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
+    emb.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
+    emb.set_defaults(func=_cmd_embed)
     return parser
 
 

@@ -599,7 +599,10 @@ def _load_entries(
         ext = PurePosixPath(entry.path).suffix.lower()
         if ext in TABLE_EXTENSIONS:
             try:
-                report.batch_table = parse_batch_table(_read_entry(entry, table=True), sep="\t" if ext == ".tsv" else ",")
+                table = parse_batch_table(_read_entry(entry, table=True), sep="\t" if ext == ".tsv" else ",")
+                # One table per folder (e.g. a batches.csv in each plate's folder): all of them count.
+                old = report.batch_table.rows if report.batch_table is not None else {}
+                report.batch_table = BatchTable({**old, **table.rows})
             except ValueError as exc:
                 problems.append(FileProblem(entry.shown, str(exc)))
             continue

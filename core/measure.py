@@ -65,9 +65,12 @@ def measure_cells(labels: np.ndarray, pixels: np.ndarray, channels: Sequence[Cha
     return df[columns]
 
 
+CROP_MODES = ("scale", "pad")
+
+
 @dataclass(frozen=True)
 class CellCrops:
-    """Square crops centred on each cell, resized to ``size`` x ``size``."""
+    """Square crops centred on each cell, ``size`` x ``size`` (see :func:`crop_cells`)."""
 
     images: np.ndarray  # (N, size, size, C) same dtype as the source
     masks: np.ndarray  # (N, size, size) bool: the cell's own pixels
@@ -75,33 +78,68 @@ class CellCrops:
     boxes: np.ndarray  # (N, 4) y0, x0, y1, x1 of the square window in the image (may exceed it)
 
 
-def crop_cells(image: np.ndarray, labels: np.ndarray, size: int = 64, padding: float = 0.25) -> CellCrops:
-    """Crop every labelled cell from ``image`` (H, W) or (H, W, C): a square window around its
-    bounding box, ``padding`` x its side larger, zero outside the image, resized with area averaging."""
+def _resize_area(window: np.ndarray, size: int) -> np.ndarray:
+    """(h, w, C) -> (size, size, C) with area averaging. OpenCV's INTER_AREA refuses more than 4
+    channels when shrinking (a 5-channel Cell Painting image), so wider images go 4 at a time."""
+    parts = [cv2.resize(window[:, :, i : i + 4], (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, -1)
+             for i in range(0, window.shape[2], 4)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+
+
+def crop_cells(
+    image: np.ndarray,
+    labels: np.ndarray,
+    size: int = 64,
+    padding: float = 0.25,
+    *,
+    mode: str = "scale",
+    ids: Sequence[int] | np.ndarray | None = None,
+) -> CellCrops:
+    """Crop labelled cells from ``image`` (H, W) or (H, W, C), zero outside the image.
+
+    ``mode="scale"``: a square window around the cell's bounding box, ``padding`` x its side
+    larger, resized to ``size`` with area averaging (every cell fills the crop).
+    ``mode="pad"``: a ``size`` x ``size`` window at native resolution centred on the bounding
+    box (crop size keeps the cell's size; a cell larger than the window is cut).
+    ``ids`` picks cells (in that order); all labels present, in id order, by default.
+    """
     from scipy import ndimage as ndi
 
+    if mode not in CROP_MODES:
+        raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
     img = image[:, :, None] if image.ndim == 2 else image
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
+    if ids is None:
+        ids = np.unique(labels)
+        ids = ids[ids > 0]
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     h, w = labels.shape
     crops = np.zeros((len(ids), size, size, img.shape[2]), img.dtype)
     masks = np.zeros((len(ids), size, size), bool)
     boxes = np.zeros((len(ids), 4), int)
     objects = ndi.find_objects(labels)
     for n, lab in enumerate(ids):
-        sl = objects[lab - 1]
+        sl = objects[lab - 1] if 0 < lab <= len(objects) else None
+        if sl is None:
+            raise ValueError(f"label {lab} is not in the label image")
         cy, cx = (sl[0].start + sl[0].stop) / 2, (sl[1].start + sl[1].stop) / 2
-        side = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * (1 + padding)
-        half = max(2, int(np.ceil(side / 2)))
-        y0, x0, y1, x1 = int(cy) - half, int(cx) - half, int(cy) + half, int(cx) + half
+        if mode == "pad":
+            y0, x0 = int(cy) - size // 2, int(cx) - size // 2
+            y1, x1 = y0 + size, x0 + size
+        else:
+            side = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * (1 + padding)
+            half = max(2, int(np.ceil(side / 2)))
+            y0, x0, y1, x1 = int(cy) - half, int(cx) - half, int(cy) + half, int(cx) + half
         boxes[n] = (y0, x0, y1, x1)
-        window = np.zeros((y1 - y0, x1 - x0, img.shape[2]), img.dtype)
-        wmask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         ys, xs = slice(max(y0, 0), min(y1, h)), slice(max(x0, 0), min(x1, w))
         dst = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+        if mode == "pad":  # native resolution: copy straight into the output, no window
+            crops[n][dst] = img[ys, xs]
+            masks[n][dst] = labels[ys, xs] == lab
+            continue
+        window = np.zeros((y1 - y0, x1 - x0, img.shape[2]), img.dtype)
+        wmask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         window[dst] = img[ys, xs]
         wmask[dst] = labels[ys, xs] == lab
-        resized = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
-        crops[n] = resized.reshape(size, size, -1)
+        crops[n] = _resize_area(window, size)
         masks[n] = cv2.resize(wmask, (size, size), interpolation=cv2.INTER_NEAREST) > 0
     return CellCrops(crops, masks, ids.astype(np.int32), boxes)

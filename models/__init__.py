@@ -3,4 +3,12 @@
 Importing the package registers every family's models.
 """
 
-from models import classical, rcnn, sam, yolo  # noqa: F401  (each module registers its models)
+from models import (  # noqa: F401  (each module registers its models)
+    autoencoder,
+    classical,
+    cnn_features,
+    morphology,
+    rcnn,
+    sam,
+    yolo,
+)

@@ -22,11 +22,13 @@ import numpy as np
 
 from core.images import COLORS, ChannelInfo
 from models.autoencoder import CropChunks, ProgressFn, ProgressReporter, check_crops, crop_batches
-from models.registry import Setting
+from models.registry import ModelInfo, Setting, register_model
 from models.weights import WeightsSpec
 
 if TYPE_CHECKING:
     import torch
+
+    from core.cells import CellSet, Embedding
 
 _TV = "torchvision 0.29 model zoo (BSD-3-Clause code; weights trained on ImageNet-1k, see its terms)"
 IMAGENET_WEIGHTS = {
@@ -92,6 +94,16 @@ class CnnEmbedder:
         self.arch, self.device, self.dim = arch, device, FEATURE_DIMS[arch]
         self.name = f"{arch}-{'imagenet' if weights_path is not None else 'random'}"
 
+    def embed(self, cells: CellSet, *, input_size: int, progress: ProgressFn | None = None) -> Embedding:
+        """Every cell's features, its channels merged by their display colours."""
+        from core.cells import Embedding
+
+        t0 = time.perf_counter()
+        features = self.features(cells.chunks, channel_colors=color_matrix(cells.channels), input_size=input_size,
+                                 total=len(cells), progress=progress)
+        return Embedding(features, tuple(f"{self.arch}_{i}" for i in range(features.shape[1])), self.name,
+                         time.perf_counter() - t0, {})
+
     def features(self, chunks: CropChunks, *, channel_colors: np.ndarray | Sequence[Sequence[float]],
                  input_size: int = CNN_SETTINGS[0].default, batch_size: int = 256, total: int | None = None,
                  progress: ProgressFn | None = None) -> np.ndarray:
@@ -128,3 +140,14 @@ class CnnEmbedder:
                     report(min(done / total, 1.0), f"{done:,} of {total:,} cells · {rate:.0f} cells/s",
                            force=done >= total)
         return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
+
+
+for _arch, _title in (("resnet18", "ResNet-18"), ("resnet50", "ResNet-50")):
+    register_model(ModelInfo(
+        f"{_arch}-imagenet", "cnn",
+        f"{_title} trained on ImageNet photographs: the pooled features of its last layer ({FEATURE_DIMS[_arch]} per "
+        "cell), channels merged by their display colours. Generic, not trained on cells.",
+        IMAGENET_WEIGHTS[_arch], False,
+        (lambda a: lambda path, device: CnnEmbedder(path, device, arch=a))(_arch),
+        CNN_SETTINGS, task="embed", slow_on_cpu=True,
+    ))

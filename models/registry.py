@@ -177,6 +177,12 @@ class LoadedModel:
         with self._lock:
             return self.model.predict(image, **settings)
 
+    def embed(self, cells: Any, *, progress: Callable[[float, str], None] | None = None, **params: Any) -> Any:
+        """An embedder's features of ``cells`` (a :class:`core.cells.CellSet`), with complete settings."""
+        settings = self.info.resolve(params)
+        with self._lock:
+            return self.model.embed(cells, progress=progress, **settings)
+
     def locked(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return getattr(self.model, method)(*args, **kwargs)

@@ -1,0 +1,190 @@
+"""The Cell map: cells -> features (an embedder of the registry) -> optional batch correction ->
+a 2-D map and clusters, with batch-effect metrics before and after. The page and ``python -m core
+embed`` both run these functions; each step is separate so the page can keep each one's result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.batch_effect import CORRECTION_METHODS, batch_effect_report, compare_correction, correct
+from core.cells import CellSet, Embedding
+from core.embed import CLUSTER_METHODS, METHODS, cluster, composition, embed_map
+from core.images import CellImage
+from models.registry import get_model_info, list_models, load_model
+
+Progress = Callable[[float, str], None]
+CROP_SIZES = (32, 48, 64, 96)
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """How features become the map, and what is corrected first; a validated value, like a Recipe."""
+
+    method: str = "tsne"  # pca | tsne | umap
+    perplexity: float = 30.0
+    iterations: int = 500
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    seed: int = 0
+    clusters: str = "kmeans"  # kmeans | hdbscan
+    k: int = 6
+    min_cluster_size: int = 25
+    correction: str = "none"  # none | standardize | harmony
+    control: str = ""  # "standardize": the condition whose cells set each batch's scale ("": all cells)
+
+    def __post_init__(self) -> None:
+        for name, value, options in (("method", self.method, METHODS), ("clusters", self.clusters, CLUSTER_METHODS),
+                                     ("correction", self.correction, CORRECTION_METHODS)):
+            if value not in options:
+                raise ValueError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+        if not (2 <= self.perplexity <= 200 and 100 <= self.iterations <= 5000 and 2 <= self.n_neighbors <= 200
+                and 0 <= self.min_dist <= 1 and 2 <= self.k <= 50 and 2 <= self.min_cluster_size):
+            raise ValueError("map settings out of range: perplexity 2-200, iterations 100-5000, n_neighbors 2-200, "
+                             "min_dist 0-1, k 2-50, min_cluster_size at least 2")
+
+    def map_params(self) -> dict[str, Any]:
+        if self.method == "tsne":
+            return {"perplexity": self.perplexity, "n_iter": self.iterations, "seed": self.seed}
+        if self.method == "umap":
+            return {"n_neighbors": self.n_neighbors, "min_dist": self.min_dist, "seed": self.seed}
+        return {"seed": self.seed}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MapSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown map settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True, eq=False)
+class CellMap:
+    """The map of one embedding: row i = cell i of the CellSet."""
+
+    coords: np.ndarray  # (N, 2)
+    clusters: np.ndarray  # (N,) int, -1 = noise (HDBSCAN)
+    report: dict[str, Any] | None  # batch effect on the (corrected) features; None with one batch
+    report_map: dict[str, Any] | None  # the same on the 2-D map
+    settings: MapSettings
+    coords_before: np.ndarray | None = None  # the uncorrected map, when a correction ran
+    report_before: dict[str, Any] | None = None  # batch effect before the correction
+    comparison: dict[str, Any] | None = None  # what the correction did (condition erased?)
+    notes: tuple[str, ...] = ()
+
+
+def embedders() -> list[str]:
+    """The feature extractors in the registry (task "embed"): the fast one first."""
+    order = {"morphology": 0, "autoencoder": 1}
+    return [m.name for m in sorted(list_models("embed"), key=lambda m: (order.get(m.name, 9), m.name))]
+
+
+def cell_set(images: list[CellImage], labels: dict[str, np.ndarray], *, size: int = 32, mode: str = "scale",
+             mask_background: bool = False) -> CellSet:
+    """Every cell of ``images`` (labels by image name) with its crop geometry. Images without cells
+    are left out; none at all is an error that says what to do."""
+    pairs = [(img, labels[img.name]) for img in images if img.name in labels and labels[img.name].max() > 0]
+    if not pairs:
+        raise ValueError("no cells were found in any image: check the segmentation (Preprocess or Compare page)")
+    return CellSet.build(pairs, size=size, mode=mode, mask_background=mask_background)
+
+
+def features_of(cells: CellSet, name: str, settings: dict[str, Any], *, device: str = "cpu",
+                progress: Progress | None = None, allow_download: bool = False) -> Embedding:
+    """``name``'s features of every cell; raises WeightsUnavailable (with what to do) when offline."""
+    info = get_model_info(name)
+    if info.task != "embed":
+        raise ValueError(f"{name} does not give features; choose one of {', '.join(embedders())}")
+    model = load_model(name, device, allow_download=allow_download)
+    return model.embed(cells, progress=progress, **settings)
+
+
+def _report(X: np.ndarray, cells: CellSet, seed: int) -> dict[str, Any] | None:
+    table = cells.table
+    if table["batch"].nunique() < 2:
+        return None
+    return batch_effect_report(X, table["batch"].to_numpy(), table["condition"].to_numpy(),
+                               table["image"].to_numpy(), seed=seed)
+
+
+def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
+             progress: Progress | None = None) -> CellMap:
+    """Correct (if asked), map to 2-D, cluster, and measure the batch effect before and after."""
+    report = progress or (lambda f, m: None)
+    table, X = cells.table, embedding.features
+    notes: list[str] = []
+    if table["batch"].nunique() < 2:
+        notes.append("All cells are in one batch: batch effects cannot be measured. Assign batches on the Data page.")
+    corrected, before, coords_before = X, None, None
+    if settings.correction != "none":
+        if table["batch"].nunique() < 2:
+            raise ValueError("a batch correction needs at least 2 batches; assign batches on the Data page")
+        control = None
+        if settings.correction == "standardize" and settings.control:
+            control = (table["condition"] == settings.control).to_numpy()
+        report(0.02, "measuring the batch effect before correction")
+        before = _report(X, cells, settings.seed)
+        report(0.1, f"correcting ({settings.correction})")
+        corrected = correct(X, table["batch"].to_numpy(), settings.correction, control_mask=control, seed=settings.seed)
+        report(0.15, "mapping the uncorrected features")
+        coords_before = embed_map(X, settings.method, **settings.map_params(),
+                                  progress=lambda f: report(0.15 + 0.3 * f, "mapping the uncorrected features"))
+    start = 0.45 if coords_before is not None else 0.0
+    coords = embed_map(corrected, settings.method, **settings.map_params(),
+                       progress=lambda f: report(start + (0.8 - start) * f, f"mapping ({settings.method})"))
+    report(0.82, "clustering")
+    if settings.clusters == "kmeans":
+        labels = cluster(corrected, "kmeans", k=min(settings.k, len(corrected)), seed=settings.seed)
+    else:
+        labels = cluster(corrected, "hdbscan", min_cluster_size=settings.min_cluster_size, seed=settings.seed)
+    report(0.86, "measuring the batch effect")
+    after = _report(corrected, cells, settings.seed)
+    on_map = _report(coords, cells, settings.seed)
+    comparison = compare_correction(before, after) if before is not None and after is not None else None
+    report(1.0, "done")
+    return CellMap(coords.astype(np.float32), np.asarray(labels), after, on_map, settings, coords_before, before,
+                   comparison, tuple(notes))
+
+
+def cells_frame(cells: CellSet, embedding: Embedding | None, cell_map: CellMap, *, with_features: bool = True) -> pd.DataFrame:
+    """The per-cell table to export: ids, batch, condition, position, measurements, map
+    coordinates ``x``, ``y`` (the cell's centroid becomes ``centroid_x``, ``centroid_y``), cluster,
+    and the features."""
+    out = cells.table.rename(columns={"x": "centroid_x", "y": "centroid_y"}).copy()
+    out["x"], out["y"] = cell_map.coords[:, 0], cell_map.coords[:, 1]
+    out["cluster"] = cell_map.clusters
+    if cell_map.coords_before is not None:
+        out["x_uncorrected"], out["y_uncorrected"] = cell_map.coords_before[:, 0], cell_map.coords_before[:, 1]
+    if with_features and embedding is not None:
+        feats = pd.DataFrame(embedding.features, columns=[f"f_{n}" for n in embedding.names], index=out.index)
+        out = pd.concat([out, feats], axis=1)
+    return out
+
+
+def compositions(cells: CellSet, cell_map: CellMap) -> dict[str, pd.DataFrame]:
+    """Per cluster, the share of each batch and of each condition."""
+    return {by: composition(cell_map.clusters, cells.table[by].to_numpy()) for by in ("batch", "condition")}
+
+
+def metrics_json(cell_map: CellMap, embedding: Embedding, cells: CellSet) -> dict[str, Any]:
+    """What ``batch_effect.json`` holds: the features' report (its top-level keys are the numbers a
+    reader looks for first), the map's, the uncorrected one and the comparison, and how it was made."""
+    top = dict(cell_map.report or {"verdict": "undetermined", "reason": "one batch only: nothing to compare"})
+    top.update({
+        "on_map": cell_map.report_map, "before_correction": cell_map.report_before,
+        "correction": cell_map.comparison, "features": embedding.model, "n_features": int(embedding.features.shape[1]),
+        "map": asdict(cell_map.settings), "crop": {"size": cells.size, "mode": cells.mode,
+                                                  "mask_background": cells.mask_background},
+        "intensity_scaling": asdict(cells.scaling), "notes": list(cell_map.notes),
+    })
+    return top

@@ -1,0 +1,302 @@
+"""Cell map: every cell cropped, turned into features, mapped with t-SNE / UMAP / PCA and coloured by
+batch; batch effects measured, and corrected, with numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from components.cellmap_state import GROUND_TRUTH, cells_for, cells_key, crops_rgb, embedding_for, map_for
+from components.image_viewer import cached_composite, picture
+from components.model_panel import (
+    current_device,
+    fetch_missing_weights,
+    model_settings,
+    setting_widget,
+)
+from components.routing import require_router
+from components.state import dataset
+from core.cells import CellSet, Embedding
+from core.display import draw_outlines, montage
+from core.map_figures import composition_figure, map_figure, map_png
+from core.text import plural
+from models.cellmap import CROP_SIZES, CellMap, MapSettings, cells_frame, compositions, embedders, metrics_json
+from models.registry import get_model_info, list_models
+from models.weights import WeightsUnavailable
+
+VIEWS = ("Map", "Batch effects", "Clusters", "Features", "Export")
+RUN_AT_ONCE = {"morphology"}  # fast enough to compute as soon as chosen; the others wait for the button
+
+
+def cell_controls(ds) -> tuple[str, dict, dict, str, dict]:
+    """Segmenter, its settings, the crop geometry and the feature extractor."""
+    c1, c2, c3, c4 = st.columns([1.3, 1.3, 1, 1], vertical_alignment="bottom")
+    segmenters = [m.name for m in list_models("segment")]
+    if all(img.gt is not None for img in ds):
+        segmenters.insert(0, GROUND_TRUTH)
+    segmenter = c1.selectbox("Cells from", segmenters, index=segmenters.index("classical"), key="cm.segmenter",
+                             help="The segmenter that finds the cells: the classical recipe of the Preprocess page, a "
+                                  "model of the Compare page (its results are reused), or the ground truth.")
+    features = c2.selectbox("Features", embedders(), key="cm.features",
+                            format_func=lambda n: f"{n} · {get_model_info(n).family}" if n != get_model_info(n).family else n,
+                            help="morphology: the measured shape and intensity of each cell (fast). autoencoder: a "
+                                 "convolutional autoencoder trained here on your crops; its bottleneck is the embedding. "
+                                 "resnet: an ImageNet-trained CNN's features (weights downloaded on first use).")
+    size = c3.selectbox("Crop size (px)", CROP_SIZES, key="cm.crop_size",
+                        help="Side of each cell's crop, for the autoencoder and the CNN.")
+    mode = c4.selectbox("Crop", ("scale", "pad"), key="cm.crop_mode",
+                        format_func=lambda m: {"scale": "scaled to fit", "pad": "native size"}[m],
+                        help="Scaled to fit: each cell fills its crop (size is lost, shape kept). Native size: a fixed "
+                             "window centred on the cell, so big and small cells look big and small.")
+    with st.expander("Settings: segmenter, features, crops"):
+        mask = st.toggle("Mask the background", key="cm.mask", help="Zero every pixel outside the cell in its crop, "
+                         "so features see the cell only (background differences between plates then cannot leak in).")
+        seg_settings = model_settings("cm.seg", [segmenter]) if segmenter != GROUND_TRUTH else {}
+        info = get_model_info(features)
+        cols = st.columns(3)
+        feat_settings = {s.name: setting_widget(s, key=f"cm.feat.{s.name}", where=cols[i % 3])
+                         for i, s in enumerate(info.settings)}
+    return segmenter, seg_settings, {"size": size, "mode": mode, "mask_background": mask}, features, feat_settings
+
+
+def map_controls(conditions: list[str]) -> MapSettings:
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    method = c1.segmented_control("Map", ("tsne", "umap", "pca"), default="tsne", required=True, key="cm.method",
+                                  format_func={"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}.get,
+                                  help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
+                                       "linear and instant.")
+    correction = c2.selectbox("Batch correction", ("none", "standardize", "harmony"), key="cm.correction",
+                              format_func={"none": "none", "standardize": "standardise per batch",
+                                           "harmony": "Harmony"}.get,
+                              help="Standardise each batch's features (optionally to its control cells, as "
+                                   "image-based profiling does), or Harmony. Metrics and maps are then shown before "
+                                   "and after.")
+    control = c3.selectbox("Scale by the cells of", ["all cells", *conditions], key="cm.control",
+                           disabled=correction != "standardize",
+                           help="With per-batch standardisation: each batch is centred and scaled by these cells.")
+    clusters = c4.selectbox("Clusters", ("kmeans", "hdbscan"), key="cm.clusters",
+                            format_func={"kmeans": "k-means", "hdbscan": "HDBSCAN"}.get,
+                            help="k-means with k clusters, or HDBSCAN (finds its own number; grey = no cluster).")
+    with st.expander("Settings: map and clusters"):
+        d1, d2, d3, d4 = st.columns(4)
+        perplexity = d1.slider("t-SNE perplexity", 5, 100, 30, key="cm.perplexity",
+                               help="About how many neighbours each cell keeps close.")
+        iterations = d2.slider("t-SNE iterations", 250, 2000, 500, 250, key="cm.iterations",
+                               help="After 250 of early exaggeration.")
+        neighbours = d3.slider("UMAP neighbours", 5, 100, 15, key="cm.neighbors", help="Local (small) vs global.")
+        min_dist = d4.slider("UMAP min distance", 0.0, 0.99, 0.1, 0.01, key="cm.min_dist", help="How tightly "
+                             "points pack.")
+        e1, e2, e3 = st.columns(3)
+        k = e1.slider("k-means clusters", 2, 20, 6, key="cm.k", help="Number of clusters for k-means.")
+        min_size = e2.slider("HDBSCAN smallest cluster", 5, 200, 25, 5, key="cm.min_size",
+                             help="Fewer cells than this make no cluster.")
+        seed = e3.number_input("Seed", 0, 2**31 - 1, 0, key="cm.seed", help="The same seed and data give the same map.")
+    return MapSettings(method=method, perplexity=float(perplexity), iterations=iterations, n_neighbors=neighbours,
+                       min_dist=float(min_dist), seed=int(seed), clusters=clusters, k=k, min_cluster_size=min_size,
+                       correction=correction, control="" if control == "all cells" else control)
+
+
+def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> None:
+    frame = cells_frame(cells, embedding, cell_map, with_features=False)
+    features = [c for c in frame.columns if c.startswith(("area", "perimeter", "eccentricity", "solidity", "mean_"))]
+    color_by = st.selectbox("Colour by", ["batch", "condition", "image", "cluster", *features], key="cm.color",
+                            help="Groups get a colour each (click the legend to hide one); a measurement, a scale.")
+    event = st.plotly_chart(map_figure(frame, color_by), key="cm.chart", on_select="rerun",
+                            selection_mode=("points", "box", "lasso"), width="stretch",
+                            config={"displaylogo": False, "scrollZoom": True})
+    rows = sorted({int(p["customdata"]) for p in (event.selection.points if event else []) if "customdata" in p})
+    if not rows:
+        st.caption(f"{plural(len(frame), 'cell')}. Lasso or box-select cells (chart toolbar) to see them; click one to "
+                   "see it in its image.")
+        return
+    picked = frame.iloc[rows]
+    st.markdown(f"**{plural(len(rows), 'cell')} selected** · "
+                + " · ".join(f"{k}: {v}" for k, v in picked["batch"].value_counts().head(6).items()))
+    shown = rows[:60]
+    picture(montage(crops_rgb(cells, np.array(shown)), columns=12),
+            caption=f"Crops of {len(shown)} of the {len(rows)} selected cells, as the features saw them")
+    if len(rows) == 1:
+        cell_in_image(cells, rows[0])
+    st.dataframe(picked[["cell_id", "image", "batch", "condition", "label", "centroid_x", "centroid_y", "cluster"]],
+                 hide_index=True, width="stretch", height=min(300, 40 + 35 * len(rows)))
+
+
+def cell_in_image(cells: CellSet, row: int) -> None:
+    """The clicked cell in its image, outlined, with some surroundings."""
+    cell = cells.table.iloc[row]
+    image, labels = cells.pairs[int(cell["image_index"])]
+    rgb = cached_composite(image, image.hash, image.channels, (True,) * image.shape[2])
+    pad = 48
+    y0, x0 = max(int(cell["bbox_min_y"]) - pad, 0), max(int(cell["bbox_min_x"]) - pad, 0)
+    y1, x1 = int(cell["bbox_max_y"]) + pad, int(cell["bbox_max_x"]) + pad
+    window = draw_outlines(rgb[y0:y1, x0:x1], (labels[y0:y1, x0:x1] == cell["label"]).astype(np.int32))
+    c1, _ = st.columns([1, 2])
+    picture(window, caption=f"{cell['cell_id']} in {image.name} (batch {cell['batch']}, {cell['condition'] or 'no condition'})",
+            where=c1)
+
+
+VERDICT_STYLE = {"no": st.success, "weak": st.warning, "strong": st.error, "undetermined": st.info}
+
+
+def batch_view(cells: CellSet, cell_map: CellMap) -> None:
+    for note in cell_map.notes:
+        st.info(note)
+    report = cell_map.report
+    if report is None:
+        return
+    VERDICT_STYLE[report["verdict"]](f"**{report['verdict'].capitalize()} batch effect.** {report['reason']}")
+    if report.get("comparison"):
+        st.markdown(report["comparison"])
+    for warning in report.get("warnings", []):
+        st.warning(warning)
+    if (cmp := cell_map.comparison) and cmp.get("message"):
+        (st.error if cmp.get("condition_erased") else st.warning if cmp.get("condition_weakened") else st.info)(
+            cmp["message"])
+    st.dataframe(metrics_table(cell_map), hide_index=True, width="stretch")
+    st.caption("scIB metrics (Luecken et al. 2022). Batch ASW: 1 = batches mixed, 0 = separated. iLISI: how many "
+               "batches a cell's neighbourhood holds (1 = one, up to the number of batches). kBET: share of "
+               "neighbourhoods whose batch mix matches the whole. Classifier: balanced accuracy predicting the batch "
+               "(or condition) of cells of images it never saw (cross-validated by image), next to chance.")
+    frame = cells_frame(cells, None, cell_map, with_features=False)
+    if cell_map.coords_before is not None:
+        for by in ("batch", "condition"):
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(map_figure(frame, by, x="x_uncorrected", y="y_uncorrected", title=f"Before: by {by}",
+                                       height=380), width="stretch", key=f"cm.before.{by}", config={"displaylogo": False})
+            c2.plotly_chart(map_figure(frame, by, title=f"After {cell_map.settings.correction}: by {by}", height=380),
+                            width="stretch", key=f"cm.after.{by}", config={"displaylogo": False})
+    else:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(map_figure(frame, "batch", title="By batch", height=380), width="stretch", key="cm.by_batch",
+                        config={"displaylogo": False})
+        c2.plotly_chart(map_figure(frame, "condition", title="By condition", height=380), width="stretch",
+                        key="cm.by_condition", config={"displaylogo": False})
+
+
+def metrics_table(cell_map: CellMap) -> pd.DataFrame:
+    def column(r: dict | None) -> list:
+        if r is None:
+            return [None] * 7
+        cond = r.get("condition") or {}
+        return [r["silhouette"], r["ilisi"], r["kbet"], r["classifier_accuracy"], r["chance"],
+                cond.get("classifier_accuracy"), cond.get("chance")]
+
+    rows = ["batch ASW (1 = mixed)", "iLISI (median)", "kBET acceptance", "batch classifier (balanced acc.)",
+            "batch chance", "condition classifier (balanced acc.)", "condition chance"]
+    table = {"metric": rows}
+    if cell_map.report_before is not None:
+        table["features, before correction"] = column(cell_map.report_before)
+    table["features" + (", after" if cell_map.report_before is not None else "")] = column(cell_map.report)
+    table["2-D map"] = column(cell_map.report_map)
+    return pd.DataFrame(table).round(3)
+
+
+def clusters_view(cells: CellSet, cell_map: CellMap) -> None:
+    shares = compositions(cells, cell_map)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(composition_figure(shares["batch"], "batch"), width="stretch", key="cm.comp.batch")
+    c2.plotly_chart(composition_figure(shares["condition"], "condition"), width="stretch", key="cm.comp.condition")
+    counts = pd.Series(cell_map.clusters).value_counts().sort_index()
+    st.caption("Cells per cluster: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
+               + (" (−1: in no cluster)" if -1 in counts.index else "")
+               + ". A cluster made of one batch is a batch effect, not biology, unless its images differ.")
+
+
+def features_view(embedding: Embedding) -> None:
+    st.markdown(f"**{embedding.model}**: {embedding.features.shape[1]} numbers per cell, computed in "
+                f"{embedding.seconds:.1f} s.")
+    extra = embedding.extra
+    if "loss_curve" in extra:
+        curve = pd.DataFrame({"epoch": np.arange(1, len(extra["loss_curve"]) + 1), "loss": extra["loss_curve"]})
+        st.line_chart(curve, x="epoch", y="loss", height=220)
+        st.caption(f"Reconstruction loss (mean squared error) per epoch, trained on {extra['train_cells']} cells.")
+        colors = extra.get("colors")
+        examples, recon = extra["examples"], extra["reconstructions"]
+        rgb = lambda a: (np.clip(a @ colors, 0, 1) * 255).astype(np.uint8)  # noqa: E731
+        picture(montage(np.concatenate([rgb(examples), rgb(recon)]), columns=len(examples)),
+                caption="Top: crops; bottom: the autoencoder's reconstructions from the bottleneck alone")
+    elif embedding.names and not embedding.names[0].startswith(("resnet", "ae_")):
+        st.caption("Features: " + ", ".join(embedding.names))
+
+
+def export_view(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> None:
+    frame = cells_frame(cells, embedding, cell_map)
+    c1, c2, c3, c4, c5 = st.columns(5)
+    c1.download_button("Cells (CSV)", lambda: frame.to_csv(index=False), file_name="cells.csv", mime="text/csv",
+                       help="One row per cell: ids, batch, condition, measurements, map x/y, cluster, features.")
+    c2.download_button("Cells (Parquet)", lambda: _parquet(frame), file_name="cells.parquet",
+                       mime="application/octet-stream", help="The same table, typed and compact (pandas, R arrow).")
+    c3.download_button("Map (HTML)", lambda: map_figure(frame, "batch").to_html(include_plotlyjs="cdn"),
+                       file_name="cell_map.html", mime="text/html", help="The interactive figure, for any browser.")
+    c4.download_button("Map (PNG)", lambda: map_png(cell_map.coords, cells.table["batch"].to_numpy(),
+                                                    title=f"{embedding.model} · {cell_map.settings.method}"),
+                       file_name="cell_map.png", mime="image/png", help="A static picture coloured by batch.")
+    c5.download_button("Metrics (JSON)", lambda: json.dumps(metrics_json(cell_map, embedding, cells), indent=2,
+                                                              default=float),
+                       file_name="batch_effect.json", mime="application/json",
+                       help="Every batch-effect metric, before and after correction, and how the map was made.")
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def cellmap_page() -> None:
+    require_router()
+    st.title("Cell map")
+    ds = dataset()
+    if len(ds) == 0:
+        st.warning("No images loaded. Add some on the Data page.")
+        return
+    if len({tuple(c.name for c in img.channels) for img in ds}) > 1:
+        st.error("The images have different channels; a map needs one channel layout. Remove the others on the Data "
+                 "page, or name their channels alike.")
+        return
+    segmenter, seg_settings, crop, features, feat_settings = cell_controls(ds)
+    settings = map_controls(sorted({img.condition for img in ds if img.condition}))
+    if segmenter != GROUND_TRUTH and not fetch_missing_weights([segmenter], key="cm.seg"):
+        return
+    if not fetch_missing_weights([features], key="cm.feat"):
+        return
+    device = current_device()
+    key = cells_key(ds, segmenter, seg_settings, device, crop)
+    asked = st.button("Compute the map", type="primary", key="cm.run",
+                      help="Morphology maps appear at once; the autoencoder and the CNN wait for this button (tens "
+                           "of seconds or more on a CPU). Every step is kept, so coming back is instant.")
+    ready = (key, features, json.dumps(feat_settings, default=str))
+    if not (asked or features in RUN_AT_ONCE or st.session_state.get("cm.ready") == ready):
+        st.info(f"Press **Compute the map** to train or run **{features}** on the cells.")
+        return
+    try:
+        cells = cells_for(ds, segmenter, seg_settings, device, crop)
+        embedding = embedding_for(cells, key, features, feat_settings, device)
+        cell_map = map_for(cells, embedding, key + features + json.dumps(feat_settings, default=str), settings)
+    except WeightsUnavailable as exc:
+        st.error(str(exc))
+        return
+    except (ValueError, RuntimeError, MemoryError) as exc:
+        st.error(f"The map could not be made: {exc}")
+        return
+    st.session_state["cm.ready"] = ready
+    if "loss_curve" in embedding.extra and "colors" not in embedding.extra:
+        from core.images import COLORS
+
+        embedding.extra["colors"] = np.array([COLORS[c.color] for c in cells.channels], np.float32)
+    st.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} features "
+               f"({embedding.features.shape[1]} per cell) · {settings.method} map"
+               + (f" · {settings.correction} correction" if settings.correction != "none" else ""))
+    view = st.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
+                                label_visibility="collapsed", help="What to look at.")
+    {"Map": lambda: map_view(cells, embedding, cell_map), "Batch effects": lambda: batch_view(cells, cell_map),
+     "Clusters": lambda: clusters_view(cells, cell_map), "Features": lambda: features_view(embedding),
+     "Export": lambda: export_view(cells, embedding, cell_map)}[view]()
+
+
+cellmap_page()

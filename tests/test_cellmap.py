@@ -1,0 +1,162 @@
+"""The Cell map end to end: models/cellmap.py (cells -> features -> map -> metrics), the embedders in
+the registry, the `embed` command, and the page through AppTest."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, open_page
+
+from core.example import make_example_dataset
+from core.export import write_dataset
+from models.cellmap import MapSettings, cell_set, cells_frame, embedders, features_of, make_map, metrics_json
+
+
+@pytest.fixture(scope="module")
+def small():
+    """3 plates x 4 fields of 256 px (about 20 cells each), the ground truth as segmentation."""
+    images = make_example_dataset(size=256, fields_per_plate=4)
+    return images, cell_set(images, {img.name: img.gt for img in images}, size=32)
+
+
+def test_every_feature_extractor_is_an_embedder_in_the_registry():
+    assert embedders()[0] == "morphology" and {"autoencoder", "resnet18-imagenet"} <= set(embedders())
+    with pytest.raises(ValueError, match="does not give features"):
+        features_of(None, "classical", {})
+
+
+def test_morphology_map_clusters_and_metrics_line_up_with_the_cells(small):
+    images, cells = small
+    emb = features_of(cells, "morphology", {})
+    assert emb.features.shape == (len(cells), len(emb.names)) and "area" in emb.names
+    cell_map = make_map(cells, emb, MapSettings(method="pca", k=4))
+    assert cell_map.coords.shape == (len(cells), 2) and set(np.unique(cell_map.clusters)) == {0, 1, 2, 3}
+    assert cell_map.report["n_cells"] == len(cells) and cell_map.report["n_batches"] == 3
+    frame = cells_frame(cells, emb, cell_map)
+    assert list(frame.columns[:3]) == ["cell_id", "image", "image_index"]
+    assert {"x", "y", "centroid_x", "centroid_y", "cluster", "f_area"} <= set(frame.columns)
+    np.testing.assert_array_equal(frame[["x", "y"]].to_numpy(), cell_map.coords)
+    assert (frame.groupby("image").size().to_dict()
+            == {img.name: img.n_cells_gt for img in images})  # every annotated cell, once
+    metrics = metrics_json(cell_map, emb, cells)
+    assert {"silhouette", "ilisi", "kbet", "classifier_accuracy", "chance", "verdict"} <= set(metrics)
+    json.dumps(metrics, default=float)
+
+
+def test_a_correction_is_measured_before_and_after(small):
+    _, cells = small
+    emb = features_of(cells, "morphology", {})
+    corrected = make_map(cells, emb, MapSettings(method="pca", correction="standardize", control="control"))
+    assert corrected.coords_before is not None and corrected.report_before is not None
+    assert corrected.comparison["batch_chance"] == pytest.approx(1 / 3)
+    # per-batch standardisation makes each batch's features mean 0: batches can no longer be told apart
+    # from their averages, so the classifier's batch accuracy falls
+    assert corrected.report["classifier_accuracy"] < corrected.report_before["classifier_accuracy"]
+    with pytest.raises(ValueError, match="must be one of"):
+        MapSettings(correction="combat")
+
+
+def test_the_autoencoder_trains_on_the_crops_and_gives_its_bottleneck(small):
+    import torch
+
+    torch.set_num_threads(1)
+    _, cells = small
+    emb = features_of(cells, "autoencoder", {"epochs": 2, "bottleneck": 8, "max_train_cells": 200, "batch_size": 64})
+    assert emb.features.shape == (len(cells), 8) and np.isfinite(emb.features).all()
+    assert len(emb.extra["loss_curve"]) == 2 and emb.extra["train_cells"] == 200
+    assert emb.extra["reconstructions"].shape == emb.extra["examples"].shape == (8, 32, 32, 3)
+    with pytest.raises(ValueError, match="has no setting 'epoch'"):
+        features_of(cells, "autoencoder", {"epoch": 2})
+
+
+def test_the_cnn_offline_says_which_file_to_place_where(small, tmp_path, monkeypatch):
+    from models.weights import WeightsUnavailable
+
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match="resnet18-f37072fd.pth"):
+        features_of(small[1], "resnet18-imagenet", {})
+
+
+def _run_embed(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", "embed", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_embed_command_finds_a_planted_batch_difference_and_none_where_batches_share_a_plate(tmp_path):
+    """The example's plates differ in background, illumination and exposure: a batch effect. Fields
+    of one plate split into two "batches" differ in nothing shared by a whole batch: none."""
+    images = make_example_dataset(size=256, fields_per_plate=6)
+    for plate in ("plateA", "plateB", "plateC"):  # one folder per plate: --batch-from folder
+        write_dataset([img.with_(batch="unassigned") for img in images if img.batch == plate], tmp_path / "plates" / plate)
+    out = tmp_path / "out"
+    r = _run_embed(str(tmp_path / "plates"), "--out", str(out), "--batch-from", "folder", "--model", "gt",
+                   "--map", "pca")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "batch_effect.json").read_text())
+    assert metrics["verdict"] == "strong", metrics["reason"]
+    assert metrics["classifier_accuracy"] > metrics["chance"] + 0.3
+    cells = pd.read_csv(out / "cells.csv")
+    assert set(cells.batch) == {"plateA", "plateB", "plateC"}
+    assert {"image", "batch", "label", "x", "y", "cluster", "cellscope", "provenance_id"} <= set(cells.columns)
+    assert set(cells.condition) == {"control", "treated"}  # each plate folder's batches.csv counted
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "cells.parquet"), cells, check_dtype=False)
+    assert (out / "map.png").read_bytes()[:4] == b"\x89PNG" and "plotly" in (out / "map.html").read_text()[:5000]
+
+    plate = [img for img in make_example_dataset(size=256, fields_per_plate=8) if img.batch == "plateA"]
+    write_dataset(plate, tmp_path / "one")
+    split = tmp_path / "split.csv"
+    with split.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "batch", "condition"])
+        for k, img in enumerate(plate):
+            w.writerow([f"{img.name}.tif", "odd" if k % 2 else "even", img.condition])
+    r = _run_embed(str(tmp_path / "one"), "--out", str(tmp_path / "out2"), "--batch-from", f"csv:{split}",
+                   "--model", "gt", "--map", "pca")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "out2" / "batch_effect.json").read_text())
+    assert metrics["verdict"] == "no", metrics["reason"]
+
+
+def test_embed_command_fails_in_one_line(tmp_path):
+    r = _run_embed(str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in r.stderr
+
+
+def test_cell_map_page_shows_the_map_views_and_a_correction():
+    at = open_page("pages/cellmap.py")
+    charts = at.get("plotly_chart")
+    assert charts and not at.exception
+    assert any("918 cells from 12 images · morphology features" in c.value for c in at.caption)
+    at.session_state["cm.view"] = "Batch effects"
+    at.run()
+    assert any("batch effect" in e.value.lower() for e in at.error) and not at.exception  # strong on the example
+    metrics = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    assert list(metrics.columns) == ["metric", "features", "2-D map"]
+    at.selectbox(key="cm.correction").set_value("harmony").run()
+    metrics = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    assert "features, before correction" in metrics.columns and not at.exception
+    assert len(at.get("plotly_chart")) == 4  # before / after, by batch and by condition
+    at.session_state["cm.view"] = "Export"
+    at.run()
+    assert {b.label for b in at.get("download_button")} == {"Cells (CSV)", "Cells (Parquet)", "Map (HTML)",
+                                                              "Map (PNG)", "Metrics (JSON)"}
+
+
+def test_cell_map_page_waits_for_the_button_for_the_autoencoder():
+    at = open_page("pages/cellmap.py")
+    at.selectbox(key="cm.features").set_value("autoencoder").run()
+    assert any("Press **Compute the map**" in i.value for i in at.info)
+    at.number_input(key="cm.feat.epochs").set_value(1).run()
+    at.number_input(key="cm.feat.max_train_cells").set_value(300).run()
+    at.button(key="cm.run").click().run()
+    assert not at.exception and at.get("plotly_chart")
+    at.session_state["cm.view"] = "Features"
+    at.run()
+    assert any("autoencoder" in m.value for m in at.markdown) and at.get("image")
