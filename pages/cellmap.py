@@ -27,6 +27,7 @@ from models.cellmap import CROP_SIZES, CellMap, MapSettings, cells_frame, compos
 from models.registry import get_model_info, list_models
 from models.weights import WeightsUnavailable
 
+METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 VIEWS = ("Map", "Batch effects", "Clusters", "Features", "Export")
 RUN_AT_ONCE = {"morphology"}  # fast enough to compute as soon as chosen; the others wait for the button
 
@@ -65,7 +66,7 @@ def cell_controls(ds) -> tuple[str, dict, dict, str, dict]:
 def map_controls(conditions: list[str]) -> MapSettings:
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     method = c1.segmented_control("Map", ("tsne", "umap", "pca"), default="tsne", required=True, key="cm.method",
-                                  format_func={"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}.get,
+                                  format_func=METHOD_NAMES.get,
                                   help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
                                        "linear and instant.")
     correction = c2.selectbox("Batch correction", ("none", "standardize", "harmony"), key="cm.correction",
@@ -290,7 +291,7 @@ def cellmap_page() -> None:
 
         embedding.extra["colors"] = np.array([COLORS[c.color] for c in cells.channels], np.float32)
     st.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} features "
-               f"({embedding.features.shape[1]} per cell) · {settings.method} map"
+               f"({embedding.features.shape[1]} per cell) · {METHOD_NAMES[settings.method]} map"
                + (f" · {settings.correction} correction" if settings.correction != "none" else ""))
     view = st.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
                                 label_visibility="collapsed", help="What to look at.")

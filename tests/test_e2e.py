@@ -329,3 +329,32 @@ def test_new_user_walk_keeps_work_across_a_reload(browser, tmp_path, monkeypatch
         _assert_no_error_shown(page, "after a reload")
         page.close()
         assert errors == [], errors
+
+
+def test_cell_map_shows_the_map_and_a_box_selection_shows_crops(server, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 1600})
+    errors = _watch_for_errors(page)
+    page.goto(server + "/cellmap")
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text("cells from 12 images · morphology features", timeout=180_000)
+    settle(page)
+    chart = main.locator("[data-testid='stPlotlyChart']").first
+    expect(chart).to_contain_text("plateA")  # the legend: coloured by batch
+    chart.hover()
+    chart.locator(".modebar-btn[data-title='Box Select']").click()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + area["width"] * 0.35, area["y"] + area["height"] * 0.35)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.65, steps=8)
+    page.mouse.up()
+    expect(main).to_contain_text("cells selected", timeout=60_000)
+    expect(main).to_contain_text("Crops of", timeout=60_000)
+    settle(page)
+    page.screenshot(path=str(SHOTS / "cellmap_selection.png"))
+    page.locator(".st-key-cm-view").get_by_role("radio", name="Batch effects").click()
+    expect(main).to_contain_text("batch effect", timeout=60_000)
+    settle(page)
+    page.screenshot(path=str(SHOTS / "cellmap_batch_effects.png"))
+    _assert_no_error_shown(page, "/cellmap")
+    page.close()
+    assert errors == [], errors
