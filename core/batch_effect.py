@@ -8,9 +8,11 @@ Luecken et al. 2022), computed with scikit-learn, numpy and scipy:
 - batch silhouette (ASW), raw and in scIB's ``1 - |s|`` form;
 - iLISI, the Local Inverse Simpson's Index of batch labels (Korsunsky et al. 2019);
 - kBET acceptance rate (Büttner et al. 2019);
-- balanced accuracy of a classifier predicting batch, cross-validated **by image**.
+- balanced accuracy of a linear classifier (LDA) predicting batch, cross-validated **by image**,
+  with a permutation test of whether it beats what image-to-image variation alone gives.
 
-The same silhouette and classifier on condition say how much biology is kept.
+The same silhouette and classifier on condition say how much biology is kept. Corrections:
+per-batch standardisation (optionally on control cells) and Harmony (``harmonypy``).
 
 Why the classifier is cross-validated by image: cells of one field share illumination, focus and
 density, so cells cluster by image. With images nested in plates, a classifier tested on cells of
@@ -45,28 +47,49 @@ KBET_MAX_K = 3 * LISI_PERPLEXITY + 1
 
 # Verdict thresholds on the classifier's *skill*: (balanced accuracy - chance) / (1 - chance),
 # 0 at chance and 1 when every cell of every unseen image is told apart. For two Gaussian batches
-# one Mahalanobis distance d apart a linear classifier reaches Phi(d / 2): skill 0.1 is d ~ 0.25
-# (a shift a quarter of the cell-to-cell spread), skill 0.5 is d ~ 1.35. Measured with
-# 2 batches x 8 images x 150 cells, 32 features, per-image offsets of SD 0.5 (20 seeds each):
-#   batches = random groupings of images: skill -0.09 .. 0.03, never significant  -> "no"
-#   batches cut from the same images:      skill -0.07 .. 0.04, never significant  -> "no"
-#   shift 0.3 SD on 8 features (d 0.85):   skill 0.20 .. 0.36, always significant -> "weak"
-#   shift 1.0 SD on 8 features (d 2.8):    skill 0.81 .. 0.90                     -> "strong"
+# a Mahalanobis distance d apart a linear classifier reaches Phi(d / 2): skill 0.1 is d ~ 0.25 (a
+# quarter of the cell-to-cell spread), skill 0.5 is d ~ 1.35. Skill alone cannot tell an effect
+# from image-to-image noise: with no batch effect it reached 0.48 with 4 images per batch, 0.20
+# with 8, 0.18 with 20; hence "weak" and "strong" also need the permutation test (p <= 0.05).
+# Measured with 150 cells per image, 32 features, 2 batches, per-image offsets of SD 0.5 (or 0.2),
+# shifts on 8 features, 40 datasets each (skill range; verdicts):
+#   no effect, plates = groupings of 8 + 8 images  -0.23 .. 0.20   no 39, weak 1
+#   no effect, 4 + 4 / 20 + 20 images              -0.36 .. 0.48   no 39, weak 1 / no 38, weak 2
+#   no effect, 8 images each split over plates     -0.07 .. 0.08   no 40
+#   shift 0.3 SD (d 0.85), image SD 0.2             0.12 .. 0.36   weak 37, no 3
+#   shift 0.3 SD, image SD 0.5 (fields vary more)  -0.17 .. 0.38   weak 8, no 32 (hidden by fields)
+#   shift 0.3 SD, 8 images split over plates        0.18 .. 0.33   weak 40
+#   shift 1.0 SD (d 2.8), 8 + 8 images, SD 0.5      0.50 .. 0.84   strong 39, weak 1
+#   shift 1.0 SD, 4 + 4 / 5 + 5 images, SD 0.2      0.72 .. 0.88   strong 40 / strong 40
+#   shift 1.0 SD, 3 + 3 images                                     undetermined 40 (untestable)
+# So with no batch effect the verdict reads "weak" about 1 time in 20 (the test's level) and never
+# "strong".
 WEAK_SKILL = 0.1
 STRONG_SKILL = 0.5
-# The permutation test that the accuracy beats chance: level, shuffled runs (19 is the fewest that
-# can give p = 0.05), and the fewest image groupings for which a test can reach that level.
+# After per-batch standardisation the by-image accuracy lands below chance (0.17 .. 0.41, skill
+# -0.66 .. -0.18, measured on 3 planted datasets): centring makes each batch's mean equal over all
+# its images, so held-out images sit on the far side of the training images. The reason says so
+# below this skill, lest "0.2 accuracy" read as a new effect.
+BELOW_CHANCE_SKILL = -0.2
+# The permutation test that the accuracy beats chance: level; random shuffles (19, the fewest that
+# can give p = 0.05); the fewest groupings of single-label images for which any test can reach
+# that level (3 + 3 images give 20, two of them the observed one: p >= 0.1); up to how many
+# groupings all are scored (an exact test) rather than drawn.
 SIGNIFICANCE = 0.05
-N_PERMUTATIONS = 39
+N_PERMUTATIONS = 19
 MIN_GROUPINGS = 40
 EXACT_GROUPINGS = 100
 FEW_CELLS = 100
 FEW_IMAGES = 3
+# Wider features (CNN: 512) are measured on their leading principal components, as scIB measures
+# integrations and Harmony corrects on PCs. At 10,000 cells x 512 features the classifier alone took
+# 17 s (each fit is N x D^2); on 50 components the whole report takes the same ~3 s as 32 features.
+REPORT_MAX_DIMS = 50
 
 CORRECTION_METHODS = ("none", "standardize", "harmony")
 
-# The classifier and silhouette multiply small matrices ((8000 x 32)^T (8000 x 32), 3000 x 3000 x 32)
-# hundreds of times. OpenBLAS's threads made each 8000-cell product 250 ms instead of 3 ms on a
+# The classifier, silhouette and PCA multiply modest matrices ((8000 x 32)^T (8000 x 32), 3000 x
+# 3000 x 32), the classifier hundreds of times. OpenBLAS's threads made each 8000-cell product 250 ms instead of 3 ms on a
 # busy 2-core machine (a report took 55 s instead of 3 s), so those run single-threaded.
 _ONE_BLAS_THREAD = {"limits": 1, "user_api": "blas"}
 VERDICTS = ("no", "weak", "strong", "undetermined")
@@ -111,7 +134,6 @@ def _subsample(n: int, sample: int | None, seed: int) -> np.ndarray:
 def _silhouettes(X: np.ndarray, labellings: Sequence[np.ndarray], sample: int | None, seed: int) -> list[np.ndarray]:
     """Per-cell silhouette widths of each labelling on one shared subsample and distance matrix."""
     from sklearn.metrics import pairwise_distances, silhouette_samples
-
     from threadpoolctl import threadpool_limits
 
     idx = _subsample(len(X), sample, seed)
@@ -185,14 +207,15 @@ def _lisi_k(n: int, perplexity: float) -> int:
 
 
 def _entropy(dist: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    P = np.exp(-dist * beta[:, None])
+    """Entropy H and normalised weights P of exp(-beta * d) over each row of neighbour distances."""
+    # Measured from each row's nearest neighbour: P and H are unchanged (the shift cancels), but
+    # the nearest weight is exp(0) = 1, so a large beta cannot underflow every weight to 0 (where
+    # harmonypy gives the cell a LISI of -1).
+    shifted = dist - dist[:, :1]
+    P = np.exp(-shifted * beta[:, None])
     total = P.sum(axis=1)
-    ok = total > 0
-    H = np.zeros(len(dist))
-    H[ok] = np.log(total[ok]) + beta[ok] * (dist[ok] * P[ok]).sum(axis=1) / total[ok]
-    P[ok] /= total[ok, None]
-    P[~ok] = 0.0
-    return H, P
+    H = np.log(total) + beta * (shifted * P).sum(axis=1) / total
+    return H, P / total[:, None]
 
 
 def _lisi_from_neighbours(
@@ -200,9 +223,9 @@ def _lisi_from_neighbours(
 ) -> np.ndarray:
     """Per-cell LISI: harmonypy's ``compute_simpson`` (the R lisi package), vectorised over cells.
 
-    Gaussian weights exp(-beta * d) on the neighbours' Euclidean distances d, beta found per cell by
-    bisection (50 steps at most) so the weights' entropy equals log(perplexity); the index is
-    1 / sum over labels of (weight of that label)^2.
+    Gaussian weights exp(-beta * d) on the neighbours' Euclidean distances d (sorted, nearest
+    first), beta found per cell by bisection (50 steps at most) so the weights' entropy equals
+    log(perplexity); the index is 1 / sum over labels of (weight of that label)^2.
     """
     n = len(dist)
     beta = np.ones(n)
@@ -226,9 +249,7 @@ def _lisi_from_neighbours(
     simpson = np.zeros(n)
     for level in range(n_levels):
         simpson += np.where(neighbour_codes == level, P, 0.0).sum(axis=1) ** 2
-    with np.errstate(divide="ignore"):
-        # All weights underflowed (harmonypy returns -1 there): no defined value.
-        return np.where(simpson > 0, 1.0 / simpson, np.nan)
+    return 1.0 / simpson
 
 
 def lisi_per_cell(X: np.ndarray, labels: Sequence | np.ndarray, *, perplexity: float = LISI_PERPLEXITY) -> np.ndarray:
@@ -245,7 +266,9 @@ def lisi_per_cell(X: np.ndarray, labels: Sequence | np.ndarray, *, perplexity: f
 
 def _normalise_lisi(value: float, n_levels: int) -> float:
     # scIB's scaling: 0 = one batch in every neighbourhood, 1 = all batches equally present.
-    return float((value - 1.0) / (n_levels - 1)) if n_levels > 1 else float("nan")
+    if n_levels < 2:
+        raise ValueError("normalised LISI needs at least 2 labels")
+    return float((value - 1.0) / (n_levels - 1))
 
 
 def ilisi(
@@ -258,7 +281,7 @@ def ilisi(
     X = _check_features(X)
     codes, levels = _codes(batch, len(X), "batch")
     dist, idx = _neighbours(X, _lisi_k(len(X), perplexity))
-    value = float(np.nanmedian(_lisi_from_neighbours(dist, idx, codes, len(levels), perplexity)))
+    value = float(np.median(_lisi_from_neighbours(dist, idx, codes, len(levels), perplexity)))
     return _normalise_lisi(value, len(levels)) if normalise else value
 
 
@@ -409,6 +432,32 @@ def _arrangements(counts: list[int]) -> Iterator[tuple[int, ...]]:
             counts[c] += 1
 
 
+def _partition(y: np.ndarray, g: np.ndarray) -> tuple[int, ...]:
+    """Which images share a label, whatever the labels are called (single-label images)."""
+    _, label = _pure_images(y, g)
+    _, first, inverse = np.unique(label, return_index=True, return_inverse=True)
+    return tuple(np.argsort(np.argsort(first))[inverse].tolist())
+
+
+def _null_labellings(
+    y: np.ndarray, g: np.ndarray, groupings: int | None, n_permutations: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], bool]:
+    """Labellings the null hypothesis allows, and whether they are all of them (exact test)."""
+    if groupings is not None and groupings <= EXACT_GROUPINGS:
+        _, label = _pure_images(y, g)
+        return [np.asarray(a)[g] for a in _arrangements(list(np.bincount(label)))], True
+    draws: list[np.ndarray] = []
+    # With single-label images a random draw can regroup the images exactly as observed (or swap
+    # the names): 2 of 252 groupings for 5 + 5 images, which with 19 draws would cost a plain
+    # effect its significance 14% of the time. Such draws are redrawn.
+    observed = _partition(y, g) if groupings is not None else None
+    while len(draws) < n_permutations:
+        y_perm = _permute_labels(y, g, rng)
+        if observed is None or _partition(y_perm, g) != observed:
+            draws.append(y_perm)
+    return draws, False
+
+
 def classifier_accuracy(
     X: np.ndarray,
     target: Sequence | np.ndarray,
@@ -433,10 +482,12 @@ def classifier_accuracy(
     - ``chance``: 1 / n_classes, what any guess ignoring the features scores;
     - ``skill``: (accuracy - chance) / (1 - chance): 0 at chance, 1 perfect;
     - ``chance_permuted`` (mean) and ``chance_upper`` (95th percentile) of the shuffled runs: the
-      accuracy that image-to-image noise alone reaches; ``p_value`` = (1 + shuffled runs scoring at
-      least as high) / (1 + runs) and ``significant`` = p_value <= 0.05. All None with ``reason``
-      set when every image holds one label and fewer than 40 groupings of images exist: no
-      grouping test can then reach p < 0.05 (3 + 3 images give 20, two of them the observed one);
+      accuracy that image-to-image noise alone reaches; ``p_value`` and ``significant``
+      (p <= 0.05). With ``n_permutations`` random shuffles p = (1 + runs scoring at least as high)
+      / (1 + runs). When every image holds one label and there are at most 100 groupings of the
+      images, every grouping is scored instead (``exact_test``; p = share scoring at least as high,
+      the observed grouping included). With fewer than 40 groupings no test can reach p <= 0.05:
+      p and significance stay None and ``reason`` says so (two labels need 4 images each);
     - ``images_per_class``, ``n_cells``, ``n_images``, ``n_classes``, ``folds``, ``permutations``.
     """
     from sklearn.metrics import balanced_accuracy_score
@@ -484,22 +535,13 @@ def classifier_accuracy(
     if groupings is not None and groupings < MIN_GROUPINGS:
         out["reason"] = (
             f"too few images to test: {len(images)} images, each of one label, can be grouped only "
-            f"{groupings} ways, so image-to-image variation cannot be ruled out (at least 4 images per label)"
+            f"{groupings} ways, so image-to-image variation cannot be ruled out (two labels need 4 images each)"
         )
         return out
     if n_permutations > 0:
-        if groupings is not None and groupings <= EXACT_GROUPINGS:
-            # Few images, each of one label: score every grouping, the observed one included (exact
-            # test). Random draws would hit the observed grouping or its mirror image often (2 of
-            # 70 for 4 + 4 images) and, with 19 draws, lose a plain effect 42% of the time.
-            _, label = _pure_images(y, g)
-            candidates = [np.asarray(a)[g] for a in _arrangements(list(np.bincount(label)))]
-        else:
-            rng = np.random.default_rng(seed)
-            candidates = [_permute_labels(y, g, rng) for _ in range(n_permutations)]
+        candidates, exact = _null_labellings(y, g, groupings, n_permutations, np.random.default_rng(seed))
         null = np.array([balanced_accuracy_score(c, _cv_predictions(X, c, g, n_splits, seed)) for c in candidates])
         exceed = int(np.sum(null >= acc - 1e-12))
-        exact = groupings is not None and groupings <= EXACT_GROUPINGS
         p = exceed / len(null) if exact else (1 + exceed) / (1 + len(null))
         out.update(
             chance_permuted=float(null.mean()),
@@ -514,6 +556,16 @@ def classifier_accuracy(
 
 # ---------------------------------------------------------------------------------------------
 # report and verdict
+
+
+def _leading_components(X: np.ndarray, max_dims: int, seed: int) -> np.ndarray:
+    if X.shape[1] <= max_dims or len(X) <= max_dims:
+        return X
+    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(**_ONE_BLAS_THREAD):  # 0.5 s single-threaded, 2.5-3.7 s with threads here
+        return PCA(n_components=max_dims, svd_solver="randomized", random_state=seed).fit_transform(X)
 
 
 def _verdict(clf: dict[str, Any]) -> str:
@@ -539,11 +591,15 @@ def _reason(verdict: str, clf: dict[str, Any], ilisi_value: float, n_batches: in
     neighbours = f"kBET accepts {kbet_value:.0%} of neighbourhoods and iLISI is {ilisi_value:.2f} of a possible {n_batches}"
     told = f"a classifier tells the batches apart at {acc:.2f} balanced accuracy on images it never saw"
     if verdict == "no":
-        noise = (
-            f"no more than shuffled batch labels reach (up to {clf['chance_upper']:.2f}, chance {chance:.2f})"
-            if not clf["significant"]
-            else f"barely above chance ({chance:.2f})"
-        )
+        if clf["skill"] < BELOW_CHANCE_SKILL:
+            noise = (
+                f"below chance ({chance:.2f}): held-out images sit on the far side of the training images, "
+                "as per-batch centring makes them"
+            )
+        elif not clf["significant"]:
+            noise = f"no more than shuffled batch labels reach (up to {clf['chance_upper']:.2f}, chance {chance:.2f})"
+        else:
+            noise = f"barely above chance ({chance:.2f})"
         return f"No batch effect: {told}, {noise}; {neighbours}."
     lead = "Strong" if verdict == "strong" else "Weak"
     return (
@@ -561,7 +617,10 @@ def _comparison(batch_clf: dict[str, Any], cond_clf: dict[str, Any]) -> str | No
         f"on unseen images condition is told apart at {c['balanced_accuracy']:.2f} balanced accuracy "
         f"(chance {c['chance']:.2f}), batch at {b['balanced_accuracy']:.2f} (chance {b['chance']:.2f})"
     )
-    if c["skill"] > b["skill"]:
+    if b["significant"] is False and c["significant"] is False:
+        return f"Neither condition nor batch separates cells beyond image-to-image variation: {numbers}."
+    condition_wins = c["significant"] is not False and (b["significant"] is False or c["skill"] > b["skill"])
+    if condition_wins:
         return f"Condition separates cells more than batch does: {numbers}."
     return f"Batch separates cells as much as condition or more: {numbers}."
 
@@ -591,16 +650,18 @@ def batch_effect_report(
     ``kbet_k``, ``classifier_accuracy`` (balanced, CV by image; None when impossible), ``chance``,
     ``skill``, ``classifier`` (the full :func:`classifier_accuracy` dict), ``condition`` (its
     ``silhouette``, ``classifier_accuracy``, ``chance``, ``skill``, ``significant``, ``classifier``;
-    None values when there is one condition), ``n_cells``, ``n_images``, ``n_batches``,
-    ``batch_sizes``, ``warnings``.
+    None values when there is one condition), ``n_cells``, ``n_features``, ``dims_measured``
+    (features wider than REPORT_MAX_DIMS are measured on that many principal components),
+    ``n_images``, ``n_batches``, ``batch_sizes``, ``warnings``.
     """
     X = _check_features(X)
-    n = len(X)
+    n, n_features = X.shape
     b_codes, b_levels = _codes(batch, n, "batch")
     c_codes, c_levels = _codes(condition, n, "condition")
     i_codes, i_levels = _codes(image, n, "image")
     if len(b_levels) < 2:
         raise ValueError(f"a batch effect needs at least 2 batches, all cells are in {b_levels[0]!r}")
+    X = _leading_components(X, REPORT_MAX_DIMS, seed)
     sizes = np.bincount(b_codes)
     warnings: list[str] = []
 
@@ -608,7 +669,7 @@ def batch_effect_report(
     kbet_k = min(default_kbet_k(sizes), n)
     dist, idx = _neighbours(X, max(lisi_k, kbet_k - 1))
     lisi_values = _lisi_from_neighbours(dist[:, :lisi_k], idx[:, :lisi_k], b_codes, len(b_levels), perplexity)
-    ilisi_value = float(np.nanmedian(lisi_values))
+    ilisi_value = float(np.median(lisi_values))
     kbet_value = _kbet_from_neighbours(idx, b_codes, len(b_levels), kbet_k, 0.05, None, seed)
 
     has_condition = len(c_levels) >= 2
@@ -681,6 +742,8 @@ def batch_effect_report(
         "classifier": batch_clf,
         "condition": condition_part,
         "n_cells": int(n),
+        "n_features": int(n_features),
+        "dims_measured": int(X.shape[1]),
         "n_images": int(len(i_levels)),
         "n_batches": int(len(b_levels)),
         "batch_sizes": {b_levels[i]: int(s) for i, s in enumerate(sizes)},

@@ -148,7 +148,7 @@ def batch_view(cells: CellSet, cell_map: CellMap) -> None:
     report = cell_map.report
     if report is None:
         return
-    VERDICT_STYLE[report["verdict"]](f"**{report['verdict'].capitalize()} batch effect.** {report['reason']}")
+    VERDICT_STYLE[report["verdict"]](report["reason"])  # it starts with the verdict: "Strong batch effect: …"
     if report.get("comparison"):
         st.markdown(report["comparison"])
     for warning in report.get("warnings", []):
