@@ -124,11 +124,11 @@ def dataset_scaling(
     lo, hi = np.percentile(values, percentiles, axis=0)
     low, high = [], []
     for c in range(values.shape[1]):
-        l, h = float(lo[c]), float(hi[c])
-        if h <= l:  # a flat channel: keep its level mappable instead of dividing by zero
-            h = l + 1.0 if values[:, c].max() <= l else float(values[:, c].max())
-        low.append(l)
-        high.append(h)
+        bottom, top = float(lo[c]), float(hi[c])
+        if top <= bottom:  # a flat channel: keep its level mappable instead of dividing by zero
+            top = bottom + 1.0 if values[:, c].max() <= bottom else float(values[:, c].max())
+        low.append(bottom)
+        high.append(top)
     return IntensityScaling(tuple(names), tuple(low), tuple(high), tuple(map(float, percentiles)))  # type: ignore[arg-type]
 
 

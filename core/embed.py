@@ -17,7 +17,14 @@ CLUSTER_METHODS = ("kmeans", "hdbscan")
 PRE_PCA_DIMS = 50
 # openTSNE's early exaggeration phase, run before the ``n_iter`` normal iterations.
 TSNE_EXAGGERATION_ITER = 250
-TSNE_THREADS_FROM = 10_000  # cells; fewer run on one thread (see tsne)
+# Cells from which t-SNE runs on all cores. Threads meet at a barrier every iteration, which on
+# a busy 2-core machine cost more than they saved at 10,000 cells (optimisation 67 s on one
+# thread, 81 s on two) and saved a quarter at 100,000 (225 s vs 172 s); 160 cells: 1.9 s vs 16.5 s.
+TSNE_THREADS_FROM = 50_000
+# Exact neighbours (scikit-learn) up to this many cells, openTSNE's approximate (Annoy) above.
+# Measured for 100,000 cells here: 10-D morphology features 27 s exact vs 90 s Annoy; 50-D
+# 32 s vs 66 s. Brute force grows as N^2, so far larger maps go back to Annoy.
+TSNE_EXACT_KNN_UP_TO = 100_000
 
 Progress = Callable[[float], None]
 
@@ -71,7 +78,7 @@ def tsne(
 ) -> np.ndarray:
     """openTSNE t-SNE to (N, 2) float32: PCA initialisation, ``n_iter`` iterations after 250 of
     early exaggeration. ``progress(fraction)`` is called as the optimisation runs (the nearest-
-    neighbour search before it is not counted). ``n_jobs=None``: one thread below 10,000 cells,
+    neighbour search before it is not counted). ``n_jobs=None``: one thread below 50,000 cells,
     all cores from there."""
     from openTSNE import TSNE
 
@@ -82,8 +89,6 @@ def tsne(
             f"t-SNE with perplexity {perplexity:g} needs at least {need} cells, got {len(X)}: "
             f"lower the perplexity to {max(1, (len(X) - 1) // 3)} or less, or add images")
     if n_jobs is None:
-        # Threads meet at a barrier every iteration; on small maps that costs more than it saves
-        # (160 cells, Barnes-Hut, busy 2-core machine: 1.9 s on one thread, 16.5 s on two).
         n_jobs = 1 if len(X) < TSNE_THREADS_FROM else -1
     X = _reduce(X, seed)
     every = 25
@@ -94,6 +99,7 @@ def tsne(
     model = TSNE(
         n_components=2, perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=TSNE_EXAGGERATION_ITER,
         initialization="pca", random_state=seed, n_jobs=n_jobs,
+        neighbors="exact" if len(X) <= TSNE_EXACT_KNN_UP_TO else "auto",
         # openTSNE's "auto": FFT-interpolated gradients (linear in N) from 10,000 cells, Barnes-Hut
         # below. FFT's interpolation grid costs as much for 1,000 cells as for 10,000: 1,000 cells
         # took 27 s with FFT and 8 s with Barnes-Hut (one thread, busy 2-core machine).

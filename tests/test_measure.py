@@ -38,3 +38,36 @@ def test_crops_are_centred_square_and_masked():
     assert crops.images[0, 16, 16, 0] == 1000 and crops.masks[0, 16, 16]
     assert crops.images[0, 0, 0, 0] == 0 and not crops.masks[0, 0, 0]
     assert crops.masks[1].any()
+
+
+def test_crop_cells_picks_the_given_ids_in_their_order():
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:8, 2:8] = 1
+    labels[20:30, 20:30] = 2
+    img = (labels * 100).astype(np.uint16)
+    crops = crop_cells(img, labels, size=16, ids=[2, 1])
+    assert list(crops.labels) == [2, 1]
+    assert crops.images[0, 8, 8, 0] == 200 and crops.images[1, 8, 8, 0] == 100
+    with pytest.raises(ValueError, match="label 7 is not in the label image"):
+        crop_cells(img, labels, size=16, ids=[7])
+
+
+def test_pad_crop_keeps_native_scale():
+    labels = np.zeros((60, 60), np.int32)
+    labels[20:26, 30:36] = 1  # 6 x 6 px
+    crops = crop_cells(np.ones((60, 60, 1), np.uint8), labels, size=32, mode="pad")
+    rows, cols = np.nonzero(crops.masks[0])
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (13, 18, 13, 18)  # 6 x 6, centred on 16
+    assert tuple(crops.boxes[0]) == (7, 17, 39, 49)
+    with pytest.raises(ValueError, match="crop mode"):
+        crop_cells(np.ones((60, 60, 1), np.uint8), labels, mode="zoom")
+
+
+def test_crops_of_images_with_more_than_four_channels():
+    """OpenCV's area resize refuses more than 4 channels when shrinking; crop_cells goes 4 at a time."""
+    labels = np.zeros((80, 80), np.int32)
+    labels[10:60, 10:60] = 1  # 50 px cell: its window shrinks to 16 px
+    img = np.dstack([np.full((80, 80), 10 * (c + 1), np.uint16) for c in range(6)])
+    crops = crop_cells(img, labels, size=16)
+    assert crops.images.shape == (1, 16, 16, 6)
+    assert list(crops.images[0, 8, 8]) == [10, 20, 30, 40, 50, 60]
