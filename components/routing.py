@@ -37,3 +37,17 @@ def require_router() -> None:
         return
     runpy.run_path(str(APP), run_name="__main__")
     st.stop()
+
+
+def page_with_images(title: str):
+    """A page's start: behind the router, its title, and the session's dataset, or None (after
+    saying where to add images) when there are none."""
+    from components.state import dataset
+
+    require_router()
+    st.title(title)
+    ds = dataset()
+    if len(ds) == 0:
+        st.warning("No images loaded. Add some on the Data page.")
+        return None
+    return ds

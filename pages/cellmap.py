@@ -17,8 +17,7 @@ from components.model_panel import (
     model_settings,
     setting_widget,
 )
-from components.routing import require_router
-from components.state import dataset
+from components.routing import page_with_images
 from core.cells import CellSet, Embedding
 from core.display import draw_outlines, montage
 from core.map_figures import composition_figure, map_figure, map_png
@@ -250,11 +249,7 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 
 def cellmap_page() -> None:
-    require_router()
-    st.title("Cell map")
-    ds = dataset()
-    if len(ds) == 0:
-        st.warning("No images loaded. Add some on the Data page.")
+    if (ds := page_with_images("Cell map")) is None:
         return
     if len({tuple(c.name for c in img.channels) for img in ds}) > 1:
         st.error("The images have different channels; a map needs one channel layout. Remove the others on the Data "

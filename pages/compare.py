@@ -20,7 +20,7 @@ from components.model_panel import (
 )
 from components.plots import agreement_heatmap, f1_curve_figure
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
-from components.routing import require_router
+from components.routing import page_with_images
 from components.sam_prompt import sam_prompt_view
 from components.state import dataset
 from core.batch import run_on_images
@@ -145,11 +145,7 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
 
 
 def compare_page() -> None:
-    require_router()
-    st.title("Compare models")
-    ds = dataset()
-    if len(ds) == 0:
-        st.warning("No images loaded. Add some on the Data page.")
+    if (ds := page_with_images("Compare models")) is None:
         return
     c1, c2 = st.columns([3, 1.2], vertical_alignment="bottom")
     image = ds[c1.selectbox("Image", ds.names, key="cmp.image", help="The image every model runs on.")]

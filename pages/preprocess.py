@@ -13,7 +13,7 @@ from components.pipeline_cache import cell_table, gt_scores, memo, pipeline, pip
 from components.plots import histogram_figure
 from components.recipe_panel import current_recipe, load_recipe, recipe_panel
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
-from components.routing import require_router
+from components.routing import page_with_images
 from components.state import dataset
 from components.workspace import fragment
 from core.autotune import autotune
@@ -296,10 +296,7 @@ def redraw_all() -> None:
 
 
 def preprocess_page() -> None:
-    require_router()
-    st.title("Preprocess")
-    if len(dataset()) == 0:
-        st.warning("No images loaded. Add some on the Data page.")
+    if page_with_images("Preprocess") is None:
         return
     left, right = st.columns([1, 2.2], gap="large")
     with left:
