@@ -257,6 +257,9 @@ def cellmap_page() -> None:
         return
     segmenter, seg_settings, crop, features, feat_settings = cell_controls(ds)
     settings = map_controls(sorted({img.condition for img in ds if img.condition}))
+    if settings.method == "umap":
+        st.caption("The first UMAP after the server starts takes up to a minute longer: umap-learn compiles its "
+                   "code on first use.")
     if segmenter != GROUND_TRUTH and not fetch_missing_weights([segmenter], key="cm.seg"):
         return
     if not fetch_missing_weights([features], key="cm.feat"):
