@@ -113,7 +113,8 @@ def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
         who = ", ".join(f"**{n}**" for n in needing)
         cols = st.columns([3, 1], vertical_alignment="center")
         cols[0].warning(f"{who} {'needs' if len(needing) == 1 else 'need'} {filename} ({spec.size_mb:.0f} MB, "
-                        f"{spec.license}) from {spec.url}.")
+                        f"{spec.license}) from {spec.url}. Offline, download it elsewhere and place it in "
+                        f"`{weights_dir()}`.")
         if cols[1].button(f"Download {spec.size_mb:.0f} MB", key=f"{key}.dl.{filename}", width="stretch",
                           help=f"Fetch {filename} into {weights_dir()}, checksum-verified when one is published."):
             bar = st.progress(0.0, text=f"Downloading {filename}…")

@@ -31,9 +31,13 @@ STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_re
               "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility")
 # Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
 # seen is kept and given back before the widget is drawn again.
+# Only widgets whose value may be set through Session State: never buttons, uploaders or charts.
 WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",
-               "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.sam_model")
-WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.")
+               "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.sam_model",
+               "cm.segmenter", "cm.features", "cm.crop_size", "cm.crop_mode", "cm.mask", "cm.method", "cm.correction",
+               "cm.control", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist", "cm.k",
+               "cm.min_size", "cm.seed", "cm.color", "cm.view")
+WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.")
 IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image")  # widgets whose value names an image
 
 

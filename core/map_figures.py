@@ -51,7 +51,8 @@ def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y"
                                    name="selected", hoverinfo="skip", showlegend=False,
                                    marker=dict(size=size + 6, color="rgba(0,0,0,0)", line=dict(color="white", width=1.5))))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title or None,
-                      legend=dict(title=dict(text=color_by), itemsizing="constant", y=0.92), dragmode="lasso",
+                      legend=dict(title=dict(text=color_by), itemsizing="constant", y=0.92),
+                      dragmode="zoom",  # a click then selects one cell; lasso and box are in the toolbar
                       uirevision="cellmap")  # zoom and hidden groups survive a redraw
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False, showgrid=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False, showgrid=False, scaleanchor="x")

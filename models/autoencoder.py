@@ -40,7 +40,7 @@ AUTOENCODER_SETTINGS = (
     Setting("epochs", "Epochs", 10, "Passes over the training sample.", kind="int", low=1, high=200, step=1),
     Setting("batch_size", "Batch size", 128, "Crops per optimisation step.", kind="choice",
             options=(32, 64, 128, 256, 512)),
-    Setting("lr", "Learning rate", 1e-3, "Adam's step size.", low=1e-5, high=1e-1, step=1e-4),
+    Setting("lr", "Learning rate", 1e-3, "Adam's step size.", kind="choice", options=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
     Setting("seed", "Seed", 0, "The same seed and crops give the same model.", kind="int", low=0, high=2**31 - 1,
             step=1),
     Setting("max_train_cells", "Training cells", 20_000, "At most this many crops, drawn at random from all of "

@@ -15,7 +15,7 @@ import pandas as pd
 
 from core.batch_effect import CORRECTION_METHODS, batch_effect_report, compare_correction, correct
 from core.cells import CellSet, Embedding
-from core.embed import CLUSTER_METHODS, METHODS, cluster, composition, embed_map
+from core.embed import CLUSTER_METHODS, METHODS, cluster, composition, embed_map, tsne_min_cells
 from core.images import CellImage
 from models.registry import get_model_info, list_models, load_model
 
@@ -125,6 +125,13 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
     notes: list[str] = []
     if table["batch"].nunique() < 2:
         notes.append("All cells are in one batch: batch effects cannot be measured. Assign batches on the Data page.")
+    method, params = settings.method, settings.map_params()
+    if ((method == "tsne" and len(X) < tsne_min_cells(settings.perplexity))
+            or (method == "umap" and len(X) <= settings.n_neighbors)):  # still a map and metrics: PCA has no minimum
+        notes.append(f"Only {len(X)} cells: too few for {'t-SNE' if method == 'tsne' else 'UMAP'} with these settings "
+                     f"(t-SNE needs 3 × perplexity + 1 cells, UMAP more than its neighbours), so this map is PCA. Add "
+                     "images, or lower the perplexity / neighbours.")
+        method, params = "pca", {"seed": settings.seed}
     corrected, before, coords_before = X, None, None
     if settings.correction != "none":
         if table["batch"].nunique() < 2:
@@ -137,11 +144,11 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
         report(0.1, f"correcting ({settings.correction})")
         corrected = correct(X, table["batch"].to_numpy(), settings.correction, control_mask=control, seed=settings.seed)
         report(0.15, "mapping the uncorrected features")
-        coords_before = embed_map(X, settings.method, **settings.map_params(),
+        coords_before = embed_map(X, method, **params,
                                   progress=lambda f: report(0.15 + 0.3 * f, "mapping the uncorrected features"))
     start = 0.45 if coords_before is not None else 0.0
-    coords = embed_map(corrected, settings.method, **settings.map_params(),
-                       progress=lambda f: report(start + (0.8 - start) * f, f"mapping ({settings.method})"))
+    coords = embed_map(corrected, method, **params,
+                       progress=lambda f: report(start + (0.8 - start) * f, f"mapping ({method})"))
     report(0.82, "clustering")
     if settings.clusters == "kmeans":
         labels = cluster(corrected, "kmeans", k=min(settings.k, len(corrected)), seed=settings.seed)

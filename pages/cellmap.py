@@ -27,6 +27,7 @@ from models.registry import get_model_info, list_models
 from models.weights import WeightsUnavailable
 
 METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+CORRECTION_NAMES = {"none": "none", "standardize": "per-batch standardisation", "harmony": "Harmony"}
 VIEWS = ("Map", "Batch effects", "Clusters", "Features", "Export")
 RUN_AT_ONCE = {"morphology"}  # fast enough to compute as soon as chosen; the others wait for the button
 
@@ -69,8 +70,7 @@ def map_controls(conditions: list[str]) -> MapSettings:
                                   help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
                                        "linear and instant.")
     correction = c2.selectbox("Batch correction", ("none", "standardize", "harmony"), key="cm.correction",
-                              format_func={"none": "none", "standardize": "standardise per batch",
-                                           "harmony": "Harmony"}.get,
+                              format_func=CORRECTION_NAMES.get,
                               help="Standardise each batch's features (optionally to its control cells, as "
                                    "image-based profiling does), or Harmony. Metrics and maps are then shown before "
                                    "and after.")
@@ -142,8 +142,6 @@ VERDICT_STYLE = {"no": st.success, "weak": st.warning, "strong": st.error, "unde
 
 
 def batch_view(cells: CellSet, cell_map: CellMap) -> None:
-    for note in cell_map.notes:
-        st.info(note)
     report = cell_map.report
     if report is None:
         return
@@ -159,14 +157,18 @@ def batch_view(cells: CellSet, cell_map: CellMap) -> None:
     st.caption("scIB metrics (Luecken et al. 2022). Batch ASW: 1 = batches mixed, 0 = separated. iLISI: how many "
                "batches a cell's neighbourhood holds (1 = one, up to the number of batches). kBET: share of "
                "neighbourhoods whose batch mix matches the whole. Classifier: balanced accuracy predicting the batch "
-               "(or condition) of cells of images it never saw (cross-validated by image), next to chance.")
+               "(or condition) of cells of images it never saw (cross-validated by image), next to chance. The verdict "
+               "rests on the classifier: the neighbourhood metrics can read a shift shared by all cells of a plate as "
+               "mixed (a high ASW beside a strong effect) and field-to-field differences as a batch effect. On the "
+               "2-D map a linear classifier can miss curved patterns, so its column is for reading the picture.")
     frame = cells_frame(cells, None, cell_map, with_features=False)
     if cell_map.coords_before is not None:
         for by in ("batch", "condition"):
             c1, c2 = st.columns(2)
             c1.plotly_chart(map_figure(frame, by, x="x_uncorrected", y="y_uncorrected", title=f"Before: by {by}",
                                        height=380), width="stretch", key=f"cm.before.{by}", config={"displaylogo": False})
-            c2.plotly_chart(map_figure(frame, by, title=f"After {cell_map.settings.correction}: by {by}", height=380),
+            c2.plotly_chart(map_figure(frame, by, title=f"After {CORRECTION_NAMES[cell_map.settings.correction]}: by {by}",
+                                       height=380),
                             width="stretch", key=f"cm.after.{by}", config={"displaylogo": False})
     else:
         c1, c2 = st.columns(2)
@@ -290,7 +292,9 @@ def cellmap_page() -> None:
         embedding.extra["colors"] = np.array([COLORS[c.color] for c in cells.channels], np.float32)
     st.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} features "
                f"({embedding.features.shape[1]} per cell) · {METHOD_NAMES[settings.method]} map"
-               + (f" · {settings.correction} correction" if settings.correction != "none" else ""))
+               + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))
+    for note in cell_map.notes:
+        st.info(note)
     view = st.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
                                 label_visibility="collapsed", help="What to look at.")
     {"Map": lambda: map_view(cells, embedding, cell_map), "Batch effects": lambda: batch_view(cells, cell_map),

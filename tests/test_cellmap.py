@@ -160,3 +160,28 @@ def test_cell_map_page_waits_for_the_button_for_the_autoencoder():
     at.session_state["cm.view"] = "Features"
     at.run()
     assert any("autoencoder" in m.value for m in at.markdown) and at.get("image")
+
+
+def test_too_few_cells_for_tsne_still_give_a_map_and_say_why():
+    images = make_example_dataset(size=128, fields_per_plate=1)[:1]
+    cells = cell_set(images, {img.name: img.gt for img in images})
+    assert len(cells) < 91
+    cell_map = make_map(cells, features_of(cells, "morphology", {}), MapSettings(method="tsne", k=2))
+    assert cell_map.coords.shape == (len(cells), 2)
+    assert any("too few for t-SNE" in n and "this map is PCA" in n for n in cell_map.notes)
+
+
+def test_a_reload_of_the_cell_map_link_restores_it_without_an_error():
+    """Defect: the workspace restored the button's and the chart's keys, which Streamlit refuses."""
+    from streamlit.testing.v1 import AppTest
+
+    at = open_page("pages/cellmap.py")
+    at.selectbox(key="cm.clusters").set_value("hdbscan").run()
+    assert at.get("plotly_chart") and not at.exception
+    back = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    back.query_params["ws"] = at.query_params["ws"]
+    back.run()
+    back.switch_page("pages/cellmap.py")
+    back.run()
+    assert not back.exception, back.exception
+    assert back.selectbox(key="cm.clusters").value == "hdbscan" and back.get("plotly_chart")
