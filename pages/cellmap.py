@@ -116,7 +116,7 @@ def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> None:
     st.markdown(f"**{plural(len(rows), 'cell')} selected** · "
                 + " · ".join(f"{k}: {v}" for k, v in picked["batch"].value_counts().head(6).items()))
     shown = rows[:60]
-    picture(montage(crops_rgb(cells, np.array(shown)), columns=12),
+    picture(montage(crops_rgb(cells, np.array(shown)), columns=min(12, len(shown))),
             caption=f"Crops of {len(shown)} of the {len(rows)} selected cells, as the features saw them")
     if len(rows) == 1:
         cell_in_image(cells, rows[0])

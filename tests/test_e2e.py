@@ -340,6 +340,18 @@ def test_cell_map_shows_the_map_and_a_box_selection_shows_crops(server, browser)
     settle(page)
     chart = main.locator("[data-testid='stPlotlyChart']").first
     expect(chart).to_contain_text("plateA")  # the legend: coloured by batch
+    # A click on one cell (the chart's drag mode is zoom, so a click selects): it is shown in its image.
+    point = page.evaluate("""() => {
+      const gd = document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot");
+      const box = gd.querySelector('.nsewdrag').getBoundingClientRect(), t = gd._fullData[0];
+      return {x: box.left + gd._fullLayout.xaxis.l2p(t.x[5]), y: box.top + gd._fullLayout.yaxis.l2p(t.y[5])};
+    }""")
+    page.mouse.move(point["x"], point["y"])
+    page.wait_for_timeout(300)
+    page.mouse.click(point["x"], point["y"])
+    expect(main).to_contain_text("1 cell selected", timeout=60_000)
+    expect(main).to_contain_text(" in plate", timeout=60_000)  # the caption of the cell shown in its image
+    settle(page)
     chart.hover()
     chart.locator(".modebar-btn[data-title='Box Select']").click()
     area = chart.locator(".nsewdrag").first.bounding_box()
