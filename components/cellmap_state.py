@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from components.model_panel import compute_result, params_for
+from components.model_panel import compute_result, params_for, params_text
 from core.cache import BoundedCache
 from core.cells import CellSet, Embedding
 from core.dataset import Dataset
+from core.display import crops_rgb
 from models.cellmap import CellMap, MapSettings, cell_set, features_of, make_map
 
 GROUND_TRUTH = "ground truth"  # a "segmenter" for datasets annotated throughout: the annotation's cells
@@ -31,9 +32,8 @@ def _key(*parts: Any) -> str:
 
 
 def cells_key(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict) -> str:
-    used = {} if segmenter == GROUND_TRUTH else params_for(segmenter, settings)
-    return _key("cells", ds.signature(), segmenter, {k: getattr(v, "to_json", lambda v=v: v)() for k, v in used.items()},
-                device, crop)
+    used = "" if segmenter == GROUND_TRUTH else params_text(params_for(segmenter, settings))
+    return _key("cells", ds.signature(), segmenter, used, device, crop)
 
 
 def cells_for(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict) -> CellSet:
@@ -82,10 +82,6 @@ def map_for(cells: CellSet, embedding: Embedding, key: str, settings: MapSetting
     return cellmap_store().get_or_compute(_key("map", key, settings.to_json()), compute)
 
 
-def crops_rgb(cells: CellSet, rows: np.ndarray) -> np.ndarray:
+def selected_crops(cells: CellSet, rows: np.ndarray) -> np.ndarray:
     """The crops of ``rows`` as (n, S, S, 3) uint8, each channel in its display colour."""
-    from core.images import COLORS
-
-    colors = np.array([COLORS[ch.color] for ch in cells.channels], np.float32)
-    crops = cells.crops(rows)
-    return (np.clip(crops @ colors, 0, 1) * 255).astype(np.uint8)
+    return crops_rgb(cells.crops(rows), cells.channels)

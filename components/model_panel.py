@@ -201,9 +201,12 @@ def result_store() -> BoundedCache:
 def result_key(image: CellImage, name: str, settings: dict[str, Any], device: str) -> tuple:
     """What a result depends on: the image (pixels and channel roles), the model, the settings it
     uses, the tiling and the device."""
-    params = params_for(name, settings)
-    text = json.dumps({k: (v.to_json() if isinstance(v, Recipe) else v) for k, v in params.items()}, sort_keys=True)
-    return (f"{image.hash}{image.channels}", name, text, _tiling(settings), device)
+    return (f"{image.hash}{image.channels}", name, params_text(params_for(name, settings)), _tiling(settings), device)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """A model's settings as one string (a recipe as its JSON): what caches are keyed on."""
+    return json.dumps({k: (v.to_json() if isinstance(v, Recipe) else v) for k, v in params.items()}, sort_keys=True)
 
 
 def settings_used(name: str, settings: dict[str, Any]) -> dict[str, Any]:

@@ -179,6 +179,13 @@ def tint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 20
     return out
 
 
+def crops_rgb(crops: np.ndarray, channels) -> np.ndarray:
+    """(n, S, S, C) crops in [0, 1] as (n, S, S, 3) uint8, each channel in its display colour."""
+    from core.images import color_matrix
+
+    return (np.clip(crops @ color_matrix(channels), 0, 1) * 255).astype(np.uint8)
+
+
 def montage(tiles: np.ndarray, columns: int = 10, gap: int = 2) -> np.ndarray:
     """(N, h, w, 3) uint8 tiles in a grid, one image."""
     n, h, w = tiles.shape[:3]

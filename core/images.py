@@ -183,3 +183,8 @@ def apply_channel_edit(images: Sequence[CellImage], edited: CellImage, channels:
             out.append(img.with_(channels=tuple(replace(ch, **change) for ch, change in zip(img.channels, changes,
                                                                                           strict=True))))
     return out
+
+
+def color_matrix(channels: Sequence[ChannelInfo]) -> np.ndarray:
+    """(C, 3) float32 RGB weights of each channel's display colour (HPA yellow is half red, half green)."""
+    return np.array([COLORS[ch.color] for ch in channels], np.float32).reshape(len(channels), 3)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.images import COLORS, ChannelInfo
+from core.images import ChannelInfo, color_matrix  # noqa: F401  (color_matrix: the CNN's input colours)
 from models.autoencoder import CropChunks, ProgressFn, ProgressReporter, check_crops, crop_batches
 from models.registry import ModelInfo, Setting, register_model
 from models.weights import WeightsSpec
@@ -53,11 +53,6 @@ CNN_SETTINGS = (
             "ImageNet models were trained at (about 3x slower than 112); 64 is fastest.", kind="choice",
             options=(64, 112, 160, 224)),
 )
-
-
-def color_matrix(channels: Sequence[ChannelInfo]) -> np.ndarray:
-    """(C, 3) float32 RGB weights of each channel's display colour (HPA yellow is half red, half green)."""
-    return np.array([COLORS[ch.color] for ch in channels], np.float32).reshape(len(channels), 3)
 
 
 def colorize(crops: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from components.cellmap_state import GROUND_TRUTH, cells_for, cells_key, crops_rgb, embedding_for, map_for
+from components.cellmap_state import GROUND_TRUTH, cells_for, cells_key, embedding_for, map_for, selected_crops
 from components.image_viewer import cached_composite, picture
 from components.model_panel import (
     current_device,
@@ -19,7 +19,7 @@ from components.model_panel import (
 )
 from components.routing import page_with_images
 from core.cells import CellSet, Embedding
-from core.display import draw_outlines, montage
+from core.display import crops_rgb, draw_outlines, montage
 from core.map_figures import composition_figure, map_figure, map_png
 from core.text import plural
 from models.cellmap import CROP_SIZES, CellMap, MapSettings, cells_frame, compositions, embedders, metrics_json
@@ -116,7 +116,7 @@ def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> None:
     st.markdown(f"**{plural(len(rows), 'cell')} selected** · "
                 + " · ".join(f"{k}: {v}" for k, v in picked["batch"].value_counts().head(6).items()))
     shown = rows[:60]
-    picture(montage(crops_rgb(cells, np.array(shown)), columns=min(12, len(shown))),
+    picture(montage(selected_crops(cells, np.array(shown)), columns=min(12, len(shown))),
             caption=f"Crops of {len(shown)} of the {len(rows)} selected cells, as the features saw them")
     if len(rows) == 1:
         cell_in_image(cells, rows[0])
@@ -207,7 +207,7 @@ def clusters_view(cells: CellSet, cell_map: CellMap) -> None:
                + ". A cluster made of one batch is a batch effect, not biology, unless its images differ.")
 
 
-def features_view(embedding: Embedding) -> None:
+def features_view(cells: CellSet, embedding: Embedding) -> None:
     st.markdown(f"**{embedding.model}**: {embedding.features.shape[1]} numbers per cell, computed in "
                 f"{embedding.seconds:.1f} s.")
     extra = embedding.extra
@@ -215,10 +215,9 @@ def features_view(embedding: Embedding) -> None:
         curve = pd.DataFrame({"epoch": np.arange(1, len(extra["loss_curve"]) + 1), "loss": extra["loss_curve"]})
         st.line_chart(curve, x="epoch", y="loss", height=220)
         st.caption(f"Reconstruction loss (mean squared error) per epoch, trained on {extra['train_cells']} cells.")
-        colors = extra.get("colors")
         examples, recon = extra["examples"], extra["reconstructions"]
-        rgb = lambda a: (np.clip(a @ colors, 0, 1) * 255).astype(np.uint8)  # noqa: E731
-        picture(montage(np.concatenate([rgb(examples), rgb(recon)]), columns=len(examples)),
+        picture(montage(np.concatenate([crops_rgb(examples, cells.channels), crops_rgb(recon, cells.channels)]),
+                        columns=len(examples)),
                 caption="Top: crops; bottom: the autoencoder's reconstructions from the bottleneck alone")
     elif embedding.names and not embedding.names[0].startswith(("resnet", "ae_")):
         st.caption("Features: " + ", ".join(embedding.names))
@@ -286,10 +285,6 @@ def cellmap_page() -> None:
         st.error(f"The map could not be made: {exc}")
         return
     st.session_state["cm.ready"] = ready
-    if "loss_curve" in embedding.extra and "colors" not in embedding.extra:
-        from core.images import COLORS
-
-        embedding.extra["colors"] = np.array([COLORS[c.color] for c in cells.channels], np.float32)
     st.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} features "
                f"({embedding.features.shape[1]} per cell) · {METHOD_NAMES[settings.method]} map"
                + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))
@@ -298,7 +293,7 @@ def cellmap_page() -> None:
     view = st.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
                                 label_visibility="collapsed", help="What to look at.")
     {"Map": lambda: map_view(cells, embedding, cell_map), "Batch effects": lambda: batch_view(cells, cell_map),
-     "Clusters": lambda: clusters_view(cells, cell_map), "Features": lambda: features_view(embedding),
+     "Clusters": lambda: clusters_view(cells, cell_map), "Features": lambda: features_view(cells, embedding),
      "Export": lambda: export_view(cells, embedding, cell_map)}[view]()
 
 
