@@ -111,7 +111,8 @@ def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
     for filename, needing in missing.items():
         spec = get_model_info(needing[0]).weights
         who = ", ".join(f"**{n}**" for n in needing)
-        cols = st.columns([3, 1], vertical_alignment="center")
+        slot = st.empty()  # the warning and its button go once the file is here
+        cols = slot.container().columns([3, 1], vertical_alignment="center")
         cols[0].warning(f"{who} {'needs' if len(needing) == 1 else 'need'} {filename} ({spec.size_mb:.0f} MB, "
                         f"{spec.license}) from {spec.url}. Offline, download it elsewhere and place it in "
                         f"`{weights_dir()}`.")
@@ -130,6 +131,8 @@ def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
                 st.error(f"{who}: {exc}")
                 continue
             bar.empty()
+            slot.empty()
+            st.toast(f"{filename} downloaded and verified.")
             ready += needing
     return [n for n in names if n in ready]
 

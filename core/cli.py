@@ -226,7 +226,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
-    from models.cellmap import MapSettings, cell_set, cells_frame, features_of, make_map, metrics_json
+    from models.cellmap import MapSettings, cell_set, cells_frame, features_of, make_map, map_title, metrics_json
     from models.device import resolve_device
     from models.registry import load_model
     from models.runner import run_model
@@ -273,11 +273,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     metrics = metrics_json(cell_map, embedding, cells)
     (out / "batch_effect.json").write_text(json.dumps(metrics, indent=2, default=float))
     (out / PROVENANCE_FILE).write_text(provenance_json(prov))
-    from core.map_figures import map_figure, map_png
+    from core.map_figures import map_html, map_png
 
-    map_figure(cells_frame(cells, None, cell_map, with_features=False), "batch").write_html(out / "map.html",
-                                                                                      include_plotlyjs="cdn")
-    (out / "map.png").write_bytes(map_png(cell_map.coords, cells.table["batch"].to_numpy(), title=f"{name} · {args.map}"))
+    title = map_title(cells, embedding, cell_map)
+    (out / "map.html").write_text(map_html(cells_frame(cells, None, cell_map, with_features=False), "batch",
+                                           title=title), encoding="utf-8")
+    (out / "map.png").write_bytes(map_png(cell_map.coords, cells.table["batch"].to_numpy(), title=title,
+                                          legend="batch"))
     print(f"batch effect: {metrics['verdict']} — {metrics.get('reason', '')}")
     print(f"wrote cells.csv, cells.parquet, batch_effect.json, map.html, map.png and {PROVENANCE_FILE} to {out} "
           f"in {time.perf_counter() - t0:.1f} s")

@@ -21,6 +21,13 @@ def _marker_size(n: int) -> float:
     return float(np.clip(12 - 1.9 * np.log10(max(n, 1)) ** 1.3, 2, 8))
 
 
+def drawn_as_groups(values: pd.Series) -> bool:
+    """A few distinct values (batches, clusters, conditions) are groups with a legend; many numbers
+    or any fractional measurement, a colour scale."""
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return not (numeric and (values.nunique() > MAX_GROUPS or pd.api.types.is_float_dtype(values)))
+
+
 def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y", title: str = "",
                height: int = 560, selected: Sequence[int] = ()) -> go.Figure:
     """The map of ``frame`` (one row per cell, map coordinates in ``x``/``y``) coloured by the column
@@ -28,23 +35,23 @@ def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y"
     point's ``customdata`` is its row position in ``frame``, which selections return."""
     rows = np.arange(len(frame))
     values = frame[color_by]
+    ids = frame["cell_id"].astype(str).to_numpy() if "cell_id" in frame else rows.astype(str)
     size = _marker_size(len(frame))
     fig = go.Figure()
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if numeric and (values.nunique() > MAX_GROUPS or pd.api.types.is_float_dtype(values)):
+    if not drawn_as_groups(values):
         fig.add_trace(go.Scattergl(
-            x=frame[x], y=frame[y], mode="markers", customdata=rows, name=color_by,
+            x=frame[x], y=frame[y], mode="markers", customdata=rows, text=ids, name=color_by,
             marker=dict(size=size, color=values, colorscale="Viridis", showscale=True,
                         colorbar=dict(title=dict(text=color_by, side="right"), thickness=12)),
-            hovertemplate=f"{color_by} %{{marker.color:.3g}}<br>cell row %{{customdata}}<extra></extra>"))
+            hovertemplate=f"%{{text}}<br>{color_by} %{{marker.color:.3g}}<extra></extra>"))
     else:
         groups = values.astype(str)
         for i, group in enumerate(sorted(groups.unique(), key=_natural)):
             mask = (groups == group).to_numpy()
             fig.add_trace(go.Scattergl(
-                x=frame[x][mask], y=frame[y][mask], mode="markers", customdata=rows[mask], name=group,
+                x=frame[x][mask], y=frame[y][mask], mode="markers", customdata=rows[mask], text=ids[mask], name=group,
                 marker=dict(size=size, color=PALETTE[i % len(PALETTE)], opacity=0.85, line=dict(width=0)),
-                hovertemplate=f"{color_by} {group}<br>cell row %{{customdata}}<extra></extra>"))
+                hovertemplate=f"%{{text}}<br>{color_by} {group}<extra></extra>"))
     if len(selected):
         pick = np.asarray(selected, int)
         fig.add_trace(go.Scattergl(x=frame[x].to_numpy()[pick], y=frame[y].to_numpy()[pick], mode="markers",
@@ -72,8 +79,17 @@ def composition_figure(shares: pd.DataFrame, by: str, height: int = 320) -> go.F
     return fig
 
 
-def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", size: float = 6.0) -> bytes:
-    """A static picture of the map coloured by ``groups`` (matplotlib, no browser needed)."""
+def map_html(frame: pd.DataFrame, color_by: str, *, title: str = "") -> str:
+    """The interactive map as one self-contained HTML file: plotly.js is inlined (about 4.5 MB), so
+    it opens offline, by e-mail or on a lab share, not only next to a CDN."""
+    fig = map_figure(frame, color_by, title=title, height=720)
+    fig.update_layout(dragmode="lasso")
+    return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False, "scrollZoom": True})
+
+
+def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", legend: str = "", size: float = 6.0) -> bytes:
+    """A static picture of the map coloured by ``groups`` (matplotlib, no browser needed), the
+    legend (titled ``legend``) outside the points so it never hides any."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,10 +103,13 @@ def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", size: floa
         ax.scatter(coords[mask, 0], coords[mask, 1], s=point, c=PALETTE[i % len(PALETTE)], label=group, linewidths=0)
     ax.set_xticks([])
     ax.set_yticks([])
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
     ax.set_aspect("equal", adjustable="datalim")
     if title:
-        ax.set_title(title)
-    ax.legend(markerscale=max(1.0, 6 / point), fontsize=8, loc="best", frameon=False)
+        ax.set_title(title, fontsize=10, loc="left")
+    ax.legend(markerscale=max(1.0, 6 / point), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False, title=legend or None, title_fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)

@@ -344,11 +344,12 @@ class AutoencoderTrainer:
                           progress=lambda f, m: report(0.85 + 0.15 * f, f"encoding: {m}"))
         rows = np.linspace(0, len(cells) - 1, min(8, len(cells))).astype(int)
         examples = cells.crops(rows)
+        recon = reconstruct(trained.model, examples)
         report(1.0, "done")
         return Embedding(features, tuple(f"ae_{i}" for i in range(features.shape[1])), self.name,
                          time.perf_counter() - t0, {"loss_curve": list(trained.loss_curve), "train_cells": trained.train_cells,
-                                                    "examples": examples,
-                                                    "reconstructions": reconstruct(trained.model, examples)})
+                                                    "examples": examples, "reconstructions": recon,
+                                                    "note": reconstruction_note(examples, recon, epochs)})
 
 
 def _channels_last(model: torch.nn.Module, device: str | torch.device) -> None:
@@ -403,6 +404,20 @@ def reconstruct(model: torch.nn.Sequential, crops: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         x = torch.from_numpy(crops).to(_model_device(model)).permute(0, 3, 1, 2)
         return model(x).float().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def reconstruction_note(examples: np.ndarray, reconstructions: np.ndarray, epochs: int) -> str:
+    """A warning when the reconstructions are still flat (their detail, the spread of pixel values
+    within each crop, under a third of the crops'): the network has learnt little more than the
+    mean brightness, and so have its features. Empty when they look like cells."""
+    def detail(crops: np.ndarray) -> float:
+        return float(np.mean(np.std(crops.reshape(len(crops), -1), axis=1)))
+
+    if not len(examples) or detail(reconstructions) >= detail(examples) / 3:
+        return ""
+    return (f"The reconstructions are still flat after {epochs} epoch{'s' if epochs != 1 else ''}: the autoencoder has "
+            "learnt little more than each crop's mean brightness, and its features carry little else. Raise Epochs "
+            "(Cell settings) and compute again; 20-50 epochs are typical.")
 
 
 def save_autoencoder(trained: TrainedAutoencoder, path: str | Path) -> Path:

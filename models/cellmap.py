@@ -21,6 +21,8 @@ from models.registry import get_model_info, list_models, load_model
 
 Progress = Callable[[float, str], None]
 CROP_SIZES = (32, 48, 64, 96)
+METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+CORRECTION_NAMES = {"none": "none", "standardize": "per-batch standardisation", "harmony": "Harmony"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class CellMap:
     report_before: dict[str, Any] | None = None  # batch effect before the correction
     comparison: dict[str, Any] | None = None  # what the correction did (condition erased?)
     notes: tuple[str, ...] = ()
+    method: str = ""  # the map actually made: settings.method, or "pca" when there were too few cells
 
 
 def embedders() -> list[str]:
@@ -160,7 +163,15 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
     comparison = compare_correction(before, after) if before is not None and after is not None else None
     report(1.0, "done")
     return CellMap(coords.astype(np.float32), np.asarray(labels), after, on_map, settings, coords_before, before,
-                   comparison, tuple(notes))
+                   comparison, tuple(notes), method)
+
+
+def map_title(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> str:
+    """What a saved figure shows, in words: "t-SNE of morphology features · 1,234 cells, 12 images"."""
+    method = METHOD_NAMES[cell_map.method or cell_map.settings.method]
+    correction = cell_map.settings.correction
+    return (f"{method} of {embedding.model} features · {len(cells):,} cells, {len(cells.pairs):,} images"
+            + (f" · after {CORRECTION_NAMES[correction]}" if correction != "none" else ""))
 
 
 def cells_frame(cells: CellSet, embedding: Embedding | None, cell_map: CellMap, *, with_features: bool = True) -> pd.DataFrame:

@@ -20,21 +20,31 @@ from components.model_panel import (
 from components.routing import page_with_images
 from core.cells import CellSet, Embedding
 from core.display import crops_rgb, draw_outlines, montage
-from core.map_figures import composition_figure, map_figure, map_png
+from core.map_figures import composition_figure, drawn_as_groups, map_figure, map_html, map_png
 from core.text import plural
-from models.cellmap import CROP_SIZES, CellMap, MapSettings, cells_frame, compositions, embedders, metrics_json
+from models.cellmap import (
+    CORRECTION_NAMES,
+    CROP_SIZES,
+    METHOD_NAMES,
+    CellMap,
+    MapSettings,
+    cells_frame,
+    compositions,
+    embedders,
+    map_title,
+    metrics_json,
+)
 from models.registry import get_model_info, list_models
 from models.weights import WeightsUnavailable
 
-METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
-CORRECTION_NAMES = {"none": "none", "standardize": "per-batch standardisation", "harmony": "Harmony"}
 VIEWS = ("Map", "Batch effects", "Clusters", "Features", "Export")
 RUN_AT_ONCE = {"morphology"}  # fast enough to compute as soon as chosen; the others wait for the button
 
 
-def cell_controls(ds) -> tuple[str, dict, dict, str, dict]:
-    """Segmenter, its settings, the crop geometry and the feature extractor."""
-    c1, c2, c3, c4 = st.columns([1.3, 1.3, 1, 1], vertical_alignment="bottom")
+def cell_controls(ds, where, more) -> tuple[str, dict, dict, str, dict]:
+    """Segmenter, its settings, the crop geometry and the feature extractor: the main choices in
+    ``where``, the rest in ``more`` (a popover)."""
+    c1, c2, c3, c4 = where.columns([1.3, 1.3, 1, 1], vertical_alignment="bottom")
     segmenters = [m.name for m in list_models("segment")]
     if all(img.gt is not None for img in ds):
         segmenters.insert(0, GROUND_TRUTH)
@@ -52,7 +62,7 @@ def cell_controls(ds) -> tuple[str, dict, dict, str, dict]:
                         format_func=lambda m: {"scale": "scaled to fit", "pad": "native size"}[m],
                         help="Scaled to fit: each cell fills its crop (size is lost, shape kept). Native size: a fixed "
                              "window centred on the cell, so big and small cells look big and small.")
-    with st.expander("Settings: segmenter, features, crops"):
+    with more:
         mask = st.toggle("Mask the background", key="cm.mask", help="Zero every pixel outside the cell in its crop, "
                          "so features see the cell only (background differences between plates then cannot leak in).")
         seg_settings = model_settings("cm.seg", [segmenter]) if segmenter != GROUND_TRUTH else {}
@@ -63,8 +73,8 @@ def cell_controls(ds) -> tuple[str, dict, dict, str, dict]:
     return segmenter, seg_settings, {"size": size, "mode": mode, "mask_background": mask}, features, feat_settings
 
 
-def map_controls(conditions: list[str]) -> MapSettings:
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+def map_controls(conditions: list[str], where, more) -> MapSettings:
+    c1, c2, c3, c4 = where.columns([1, 1, 1, 1], vertical_alignment="bottom")
     method = c1.segmented_control("Map", ("tsne", "umap", "pca"), default="tsne", required=True, key="cm.method",
                                   format_func=METHOD_NAMES.get,
                                   help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
@@ -80,30 +90,35 @@ def map_controls(conditions: list[str]) -> MapSettings:
     clusters = c4.selectbox("Clusters", ("kmeans", "hdbscan"), key="cm.clusters",
                             format_func={"kmeans": "k-means", "hdbscan": "HDBSCAN"}.get,
                             help="k-means with k clusters, or HDBSCAN (finds its own number; grey = no cluster).")
-    with st.expander("Settings: map and clusters"):
-        d1, d2, d3, d4 = st.columns(4)
+    with more:
+        d1, d2 = st.columns(2)
         perplexity = d1.slider("t-SNE perplexity", 5, 100, 30, key="cm.perplexity",
                                help="About how many neighbours each cell keeps close.")
         iterations = d2.slider("t-SNE iterations", 250, 2000, 500, 250, key="cm.iterations",
                                help="After 250 of early exaggeration.")
-        neighbours = d3.slider("UMAP neighbours", 5, 100, 15, key="cm.neighbors", help="Local (small) vs global.")
-        min_dist = d4.slider("UMAP min distance", 0.0, 0.99, 0.1, 0.01, key="cm.min_dist", help="How tightly "
+        neighbours = d1.slider("UMAP neighbours", 5, 100, 15, key="cm.neighbors", help="Local (small) vs global.")
+        min_dist = d2.slider("UMAP min distance", 0.0, 0.99, 0.1, 0.01, key="cm.min_dist", help="How tightly "
                              "points pack.")
-        e1, e2, e3 = st.columns(3)
-        k = e1.slider("k-means clusters", 2, 20, 6, key="cm.k", help="Number of clusters for k-means.")
-        min_size = e2.slider("HDBSCAN smallest cluster", 5, 200, 25, 5, key="cm.min_size",
+        k = d1.slider("k-means clusters", 2, 20, 6, key="cm.k", help="Number of clusters for k-means.")
+        min_size = d2.slider("HDBSCAN smallest cluster", 5, 200, 25, 5, key="cm.min_size",
                              help="Fewer cells than this make no cluster.")
-        seed = e3.number_input("Seed", 0, 2**31 - 1, 0, key="cm.seed", help="The same seed and data give the same map.")
+        seed = d1.number_input("Seed", 0, 2**31 - 1, 0, key="cm.seed", help="The same seed and data give the same map.")
     return MapSettings(method=method, perplexity=float(perplexity), iterations=iterations, n_neighbors=neighbours,
                        min_dist=float(min_dist), seed=int(seed), clusters=clusters, k=k, min_cluster_size=min_size,
                        correction=correction, control="" if control == "all cells" else control)
 
 
-def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> None:
-    frame = cells_frame(cells, embedding, cell_map, with_features=False)
+def color_control(frame: pd.DataFrame, where=st) -> str:
+    """The column the map is coloured by (the Map view and the saved figures share it)."""
     features = [c for c in frame.columns if c.startswith(("area", "perimeter", "eccentricity", "solidity", "mean_"))]
-    color_by = st.selectbox("Colour by", ["batch", "condition", "image", "cluster", *features], key="cm.color",
-                            help="Groups get a colour each (click the legend to hide one); a measurement, a scale.")
+    return where.selectbox("Colour by", ["batch", "condition", "image", "cluster", *features], key="cm.color",
+                           label_visibility="collapsed", placeholder="Colour by",
+                           format_func=lambda c: f"Colour by {c}", help="Groups get a colour each (click the legend to hide one); a measurement, a scale.")
+
+
+def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side) -> None:
+    frame = cells_frame(cells, embedding, cell_map, with_features=False)
+    color_by = color_control(frame, side)
     event = st.plotly_chart(map_figure(frame, color_by), key="cm.chart", on_select="rerun",
                             selection_mode=("points", "box", "lasso"), width="stretch",
                             config={"displaylogo": False, "scrollZoom": True})
@@ -219,22 +234,30 @@ def features_view(cells: CellSet, embedding: Embedding) -> None:
         picture(montage(np.concatenate([crops_rgb(examples, cells.channels), crops_rgb(recon, cells.channels)]),
                         columns=len(examples)),
                 caption="Top: crops; bottom: the autoencoder's reconstructions from the bottleneck alone")
+        if extra.get("note"):
+            st.warning(extra["note"])
     elif embedding.names and not embedding.names[0].startswith(("resnet", "ae_")):
         st.caption("Features: " + ", ".join(embedding.names))
 
 
-def export_view(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> None:
+def export_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side) -> None:
     frame = cells_frame(cells, embedding, cell_map)
+    color_by = color_control(frame, side)
     c1, c2, c3, c4, c5 = st.columns(5)
     c1.download_button("Cells (CSV)", lambda: frame.to_csv(index=False), file_name="cells.csv", mime="text/csv",
                        help="One row per cell: ids, batch, condition, measurements, map x/y, cluster, features.")
     c2.download_button("Cells (Parquet)", lambda: _parquet(frame), file_name="cells.parquet",
                        mime="application/octet-stream", help="The same table, typed and compact (pandas, R arrow).")
-    c3.download_button("Map (HTML)", lambda: map_figure(frame, "batch").to_html(include_plotlyjs="cdn"),
-                       file_name="cell_map.html", mime="text/html", help="The interactive figure, for any browser.")
-    c4.download_button("Map (PNG)", lambda: map_png(cell_map.coords, cells.table["batch"].to_numpy(),
-                                                    title=f"{embedding.model} · {cell_map.settings.method}"),
-                       file_name="cell_map.png", mime="image/png", help="A static picture coloured by batch.")
+    title = map_title(cells, embedding, cell_map)
+    c3.download_button("Map (HTML)", lambda: map_html(frame, color_by, title=title), file_name="cell_map.html",
+                       mime="text/html", help=f"The interactive figure coloured by {color_by} (as on the Map view), "
+                                              "self-contained: it opens in any browser, offline too.")
+    groups = frame[color_by] if drawn_as_groups(frame[color_by]) else frame["batch"]
+    c4.download_button("Map (PNG)", lambda: map_png(cell_map.coords, groups.to_numpy(), title=title,
+                                                    legend=groups.name),
+                       file_name="cell_map.png", mime="image/png",
+                       help="A static picture for a slide or a report, coloured by the Map view's groups (by batch "
+                            "when it shows a measurement).")
     c5.download_button("Metrics (JSON)", lambda: json.dumps(metrics_json(cell_map, embedding, cells), indent=2,
                                                               default=float),
                        file_name="batch_effect.json", mime="application/json",
@@ -256,18 +279,24 @@ def cellmap_page() -> None:
         st.error("The images have different channels; a map needs one channel layout. Remove the others on the Data "
                  "page, or name their channels alike.")
         return
-    segmenter, seg_settings, crop, features, feat_settings = cell_controls(ds)
-    settings = map_controls(sorted({img.condition for img in ds if img.condition}))
+    top, middle = st.container(), st.container()
+    run, more_cells, more_map, note = st.columns([1, 1.3, 1.1, 1.6], vertical_alignment="center")
+    segmenter, seg_settings, crop, features, feat_settings = cell_controls(
+        ds, top, more_cells.popover("Cell settings", icon=":material/tune:", width="stretch",
+                                    help="Background masking, the segmenter's and the feature extractor's settings."))
+    settings = map_controls(sorted({img.condition for img in ds if img.condition}), middle,
+                            more_map.popover("Map settings", icon=":material/tune:", width="stretch",
+                                             help="t-SNE, UMAP and clustering settings, and the seed."))
     if settings.method == "umap":
-        st.caption("The first UMAP after the server starts takes up to a minute longer: umap-learn compiles its "
-                   "code on first use.")
+        note.caption("The first UMAP after the server starts takes up to a minute longer: umap-learn compiles its "
+                     "code on first use.")
     if segmenter != GROUND_TRUTH and not fetch_missing_weights([segmenter], key="cm.seg"):
         return
     if not fetch_missing_weights([features], key="cm.feat"):
         return
     device = current_device()
     key = cells_key(ds, segmenter, seg_settings, device, crop)
-    asked = st.button("Compute the map", type="primary", key="cm.run",
+    asked = run.button("Compute the map", type="primary", key="cm.run", width="stretch",
                       help="Morphology maps appear at once; the autoencoder and the CNN wait for this button (tens "
                            "of seconds or more on a CPU). Every step is kept, so coming back is instant.")
     ready = (key, features, json.dumps(feat_settings, default=str))
@@ -285,16 +314,17 @@ def cellmap_page() -> None:
         st.error(f"The map could not be made: {exc}")
         return
     st.session_state["cm.ready"] = ready
-    st.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} features "
-               f"({embedding.features.shape[1]} per cell) · {METHOD_NAMES[settings.method]} map"
-               + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))
-    for note in cell_map.notes:
-        st.info(note)
-    view = st.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
-                                label_visibility="collapsed", help="What to look at.")
-    {"Map": lambda: map_view(cells, embedding, cell_map), "Batch effects": lambda: batch_view(cells, cell_map),
+    note.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} "
+                 f"features ({embedding.features.shape[1]} per cell) · {METHOD_NAMES[cell_map.method or settings.method]} map"
+                 + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))
+    for message in cell_map.notes:
+        st.info(message)
+    left, side = st.columns([2.2, 1], vertical_alignment="bottom")
+    view = left.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
+                                  label_visibility="collapsed", help="What to look at.")
+    {"Map": lambda: map_view(cells, embedding, cell_map, side), "Batch effects": lambda: batch_view(cells, cell_map),
      "Clusters": lambda: clusters_view(cells, cell_map), "Features": lambda: features_view(cells, embedding),
-     "Export": lambda: export_view(cells, embedding, cell_map)}[view]()
+     "Export": lambda: export_view(cells, embedding, cell_map, side)}[view]()
 
 
 cellmap_page()

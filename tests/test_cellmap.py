@@ -15,7 +15,16 @@ from conftest import ROOT, open_page
 
 from core.example import make_example_dataset
 from core.export import write_dataset
-from models.cellmap import MapSettings, cell_set, cells_frame, embedders, features_of, make_map, metrics_json
+from models.cellmap import (
+    MapSettings,
+    cell_set,
+    cells_frame,
+    embedders,
+    features_of,
+    make_map,
+    map_title,
+    metrics_json,
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +115,7 @@ def test_embed_command_finds_a_planted_batch_difference_and_none_where_batches_s
     assert {"image", "batch", "label", "x", "y", "cluster", "cellscope", "provenance_id"} <= set(cells.columns)
     assert set(cells.condition) == {"control", "treated"}  # each plate folder's batches.csv counted
     pd.testing.assert_frame_equal(pd.read_parquet(out / "cells.parquet"), cells, check_dtype=False)
-    assert (out / "map.png").read_bytes()[:4] == b"\x89PNG" and "plotly" in (out / "map.html").read_text()[:5000]
+    assert (out / "map.png").read_bytes()[:4] == b"\x89PNG" and "cdn.plot.ly/plotly-" not in (out / "map.html").read_text()
 
     plate = [img for img in make_example_dataset(size=256, fields_per_plate=8) if img.batch == "plateA"]
     write_dataset(plate, tmp_path / "one")
@@ -169,6 +178,36 @@ def test_too_few_cells_for_tsne_still_give_a_map_and_say_why():
     cell_map = make_map(cells, features_of(cells, "morphology", {}), MapSettings(method="tsne", k=2))
     assert cell_map.coords.shape == (len(cells), 2)
     assert any("too few for t-SNE" in n and "this map is PCA" in n for n in cell_map.notes)
+    assert cell_map.method == "pca" and map_title(cells, features_of(cells, "morphology", {}), cell_map).startswith(
+        f"PCA of morphology features · {len(cells)} cells, 1 images")
+
+
+def test_saved_figures_name_each_cell_open_offline_and_say_what_they_show(small):
+    from core.map_figures import map_figure, map_html, map_png
+
+    _, cells = small
+    emb = features_of(cells, "morphology", {})
+    cell_map = make_map(cells, emb, MapSettings(method="pca", correction="standardize"))
+    frame = cells_frame(cells, None, cell_map, with_features=False)
+    fig = map_figure(frame, "batch")
+    first = fig.data[0]
+    assert "%{text}" in first.hovertemplate and list(first.text[:1]) == [frame["cell_id"][first.customdata[0]]]
+    title = map_title(cells, emb, cell_map)
+    assert title == f"PCA of morphology features · {len(cells)} cells, 12 images · after per-batch standardisation"
+    html = map_html(frame, "condition", title=title)
+    assert "cdn.plot.ly/plotly-" not in html and len(html) > 3_000_000 and json.dumps(title) in html  # plotly.js inlined: works offline
+    png = map_png(cell_map.coords, frame["batch"].to_numpy(), title=title, legend="batch")
+    assert png[:4] == b"\x89PNG"
+
+
+def test_flat_reconstructions_are_called_undertrained_and_good_ones_are_not():
+    from models.autoencoder import reconstruction_note
+
+    rng = np.random.default_rng(0)
+    crops = rng.random((8, 16, 16, 3)).astype(np.float32)
+    flat = np.broadcast_to(crops.mean(axis=(1, 2, 3), keepdims=True), crops.shape)
+    assert "still flat after 2 epochs" in reconstruction_note(crops, flat, 2)
+    assert reconstruction_note(crops, crops * 0.9, 2) == ""
 
 
 def test_a_reload_of_the_cell_map_link_restores_it_without_an_error():
@@ -185,3 +224,39 @@ def test_a_reload_of_the_cell_map_link_restores_it_without_an_error():
     back.run()
     assert not back.exception, back.exception
     assert back.selectbox(key="cm.clusters").value == "hdbscan" and back.get("plotly_chart")
+
+
+def test_the_resnet_download_button_fetches_its_weights_and_the_map_uses_them(tmp_path, monkeypatch):
+    """Offline, the Cell map names the file and offers one Download button; the button fetches it
+    through the real download path (a file:// URL standing in for download.pytorch.org), checks
+    its checksum, and the CNN features then make the map."""
+    import hashlib
+
+    import torch
+    import torchvision
+
+    from models import registry
+    from models.registry import ModelInfo
+    from models.weights import WeightsSpec
+
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    info = registry.get_model_info("resnet18-imagenet")
+    remote = tmp_path / "remote" / info.weights.filename
+    remote.parent.mkdir()
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), remote)
+    spec = WeightsSpec(info.weights.name, info.weights.filename, remote.as_uri(),
+                       hashlib.sha256(remote.read_bytes()).hexdigest(), remote.stat().st_size, "BSD-3-Clause",
+                       "ImageNet", "test")
+    monkeypatch.setitem(registry._REGISTRY, info.name, ModelInfo(
+        info.name, info.family, info.description, spec, info.box_only, info.builder, info.settings, task=info.task,
+        slow_on_cpu=info.slow_on_cpu))
+    at = open_page("pages/cellmap.py")
+    at.selectbox(key="cm.features").set_value("resnet18-imagenet").run()
+    assert any(info.weights.filename in w.value and str(tmp_path / "weights") in w.value for w in at.warning)
+    assert not at.get("plotly_chart")
+    at.button(key=f"cm.feat.dl.{info.weights.filename}").click().run()
+    assert (tmp_path / "weights" / info.weights.filename).read_bytes() == remote.read_bytes()
+    assert not any(info.weights.filename in w.value for w in at.warning)
+    at.button(key="cm.run").click().run()
+    assert not at.exception and at.get("plotly_chart")
+    assert any("resnet18-imagenet features (512 per cell)" in c.value for c in at.caption)
