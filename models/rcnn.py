@@ -66,6 +66,11 @@ class RcnnModel:
         self._model.load_state_dict(state)
         self._model.eval().to(device)
 
+    @property
+    def network(self) -> Any:
+        """The torchvision module ``predict`` runs."""
+        return self._model
+
     def predict(self, image: CellImage, *, score_threshold: float, mask_threshold: float) -> Instances:
         import torch
 

@@ -10,8 +10,8 @@ module and one registration.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -186,3 +186,10 @@ class LoadedModel:
     def locked(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return getattr(self.model, method)(*args, **kwargs)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Any]:
+        """The adapter with this model's lock held, for work of several steps that must not overlap
+        a prediction (CAM hooks on its network)."""
+        with self._lock:
+            yield self.model

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,11 @@ class YoloModel:
         self.name, self.device = name, device
         self._model = YOLO(weights)
         self.segments = self._model.task == "segment"
+
+    @property
+    def ultralytics(self) -> Any:
+        """The ultralytics ``YOLO`` object ``predict`` runs (its predictor holds the fused network)."""
+        return self._model
 
     def predict(self, image: CellImage, *, conf: float, iou: float, imgsz: int | None = None) -> Instances:
         gray = (nucleus_plane(image) * 255).astype(np.uint8)
