@@ -22,6 +22,7 @@ def run() -> None:
             st.Page("pages/preprocess.py", title="Preprocess", icon=":material/tune:"),
             st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
             st.Page("pages/cellmap.py", title="Cell map", icon=":material/scatter_plot:", url_path="cellmap"),
+            st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
         ]
     )
     open_workspace()  # before any widget: a reload of this tab gets its work back

@@ -79,7 +79,43 @@ def map_for(cells: CellSet, embedding: Embedding, key: str, settings: MapSetting
         finally:
             bar.empty()
 
-    return cellmap_store().get_or_compute(_key("map", key, settings.to_json()), compute)
+    return cellmap_store().get_or_compute(map_key(key, settings), compute)
+
+
+def map_key(key: str, settings: MapSettings) -> str:
+    return _key("map", key, settings.to_json())
+
+
+CURRENT = "cm.current"  # what the Cell map last showed: the Explain page uses the same cells
+EXPLAIN_ROWS = "ex.rows"  # cells sent from the Cell map to the Explain page: {"cells": key, "rows": [...], "what": ...}
+DEFAULT_CELLS = {"segmenter": "classical", "seg_settings": {}, "crop": {"size": 32, "mode": "scale",
+                                                                          "mask_background": False}}
+
+
+def remember_cells(segmenter: str, seg_settings: dict, crop: dict, map_key: str, features: str) -> None:
+    """Note which cells (and which map) the Cell map shows, as plain data kept with the workspace."""
+    st.session_state[CURRENT] = {"segmenter": segmenter, "seg_settings": dict(seg_settings), "crop": dict(crop),
+                                 "map_key": map_key, "features": features}
+
+
+def current_cells(ds: Dataset, device: str) -> tuple[CellSet, dict, str]:
+    """The cells the Cell map shows (its defaults before it was opened), from the shared cache:
+    computed again with a progress bar only if the cache dropped them. Also what they are and their key."""
+    choice = {**DEFAULT_CELLS, **st.session_state.get(CURRENT, {})}
+    args = (ds, choice["segmenter"], choice["seg_settings"], device, choice["crop"])
+    return cells_for(*args), choice, cells_key(*args)
+
+
+def current_map(choice: dict) -> CellMap | None:
+    """The Cell map's last map of these cells if the server still keeps it (its clusters), else None."""
+    key = choice.get("map_key")
+    return cellmap_store().get(key) if key else None
+
+
+def send_to_explain(cells_key_: str, rows: list[int], what: str) -> None:
+    """Hand cells selected on the map to the Explain page and open it."""
+    st.session_state[EXPLAIN_ROWS] = {"cells": cells_key_, "rows": [int(r) for r in rows], "what": what}
+    st.switch_page("pages/explain.py")
 
 
 def selected_crops(cells: CellSet, rows: np.ndarray) -> np.ndarray:

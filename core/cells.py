@@ -208,6 +208,26 @@ def crops_for(
     return out
 
 
+def masks_for(
+    pairs: Pairs, table: pd.DataFrame, rows: Sequence[int] | np.ndarray, *, size: int = 64, mode: str = "scale",
+) -> np.ndarray:
+    """Each cell's own mask (bool (n, size, size)) in the geometry of :func:`crops_for`'s crops of
+    the same ``rows``: :func:`core.measure.crop_cells`' masks, so a pixel of a crop and of its mask
+    are the same place (for CAM statistics)."""
+    _check_crop_args(pairs, table, size, mode, 1)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    out = np.zeros((len(rows), size, size), bool)
+    images = table["image_index"].to_numpy()[rows]
+    labels = table["label"].to_numpy()[rows]
+    for index in np.unique(images):
+        _, lab = pairs[int(index)]
+        where = np.flatnonzero(images == index)
+        # The masks depend on the labels alone: a zero-stride blank stands in for the pixels (no copy, no scaling).
+        blank = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (*lab.shape, 1))
+        out[where] = crop_cells(blank, lab.astype(np.int32, copy=False), size, mode=mode, ids=labels[where]).masks
+    return out
+
+
 def feature_columns(table: pd.DataFrame) -> list[str]:
     """The table's shape and intensity columns, in table order; never position or identity."""
     return [c for c in table.columns
@@ -277,6 +297,10 @@ class CellSet:
         """The crops of the cells at table positions ``rows`` (a selection on the map)."""
         return crops_for(self.pairs, self.table, rows, size=self.size, mode=self.mode,
                          mask_background=self.mask_background, scaling=self.scaling)
+
+    def masks(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Each cell's own mask in its crop, bool (n, size, size): the geometry of :meth:`crops`."""
+        return masks_for(self.pairs, self.table, rows, size=self.size, mode=self.mode)
 
 
 @dataclass(frozen=True, eq=False)

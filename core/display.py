@@ -195,3 +195,23 @@ def montage(tiles: np.ndarray, columns: int = 10, gap: int = 2) -> np.ndarray:
         r, c = divmod(i, columns)
         out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[i]
     return out
+
+
+def cam_overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.5, outline: np.ndarray | None = None) -> np.ndarray:
+    """A class activation map (H, W) in [0, 1] over ``rgb`` (H, W, 3) uint8 in the jet colours
+    Grad-CAM papers use (blue = ignored, red = relied on), ``opacity`` 0 (image only) to 1 (map
+    only); ``outline``: a mask (or label image) whose boundary is drawn in white on top."""
+    if cam.shape != rgb.shape[:2]:
+        cam = cv2.resize(cam.astype(np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.applyColorMap((np.clip(cam, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    out = (rgb.astype(np.float32) * (1 - opacity) + heat.astype(np.float32) * opacity).astype(np.uint8)
+    if outline is not None:
+        out[label_boundaries(outline.astype(np.int32))] = (255, 255, 255)
+    return out
+
+
+def cam_overlays(crops_rgb_: np.ndarray, cams: np.ndarray, opacity: float = 0.5,
+                 masks: np.ndarray | None = None) -> np.ndarray:
+    """:func:`cam_overlay` for a stack of (n, S, S, 3) crops, their (n, S, S) CAMs and cell masks."""
+    return np.stack([cam_overlay(crops_rgb_[i], cams[i], opacity, None if masks is None else masks[i])
+                     for i in range(len(crops_rgb_))]) if len(crops_rgb_) else crops_rgb_.copy()

@@ -6,6 +6,7 @@ Importing the package registers every family's models.
 from models import (  # noqa: F401  (each module registers its models)
     autoencoder,
     classical,
+    classifier,
     cnn_features,
     morphology,
     rcnn,

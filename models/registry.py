@@ -183,6 +183,14 @@ class LoadedModel:
         with self._lock:
             return self.model.embed(cells, progress=progress, **settings)
 
+    def classify(self, cells: Any, target: Any, *, progress: Callable[[float, str], None] | None = None,
+                 **params: Any) -> Any:
+        """A classifier trained on ``cells`` (a :class:`core.cells.CellSet`) to predict ``target``
+        (one label per cell), with complete settings."""
+        settings = self.info.resolve(params)
+        with self._lock:
+            return self.model.classify(cells, target, progress=progress, **settings)
+
     def locked(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return getattr(self.model, method)(*args, **kwargs)

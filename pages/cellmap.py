@@ -9,7 +9,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from components.cellmap_state import GROUND_TRUTH, cells_for, cells_key, embedding_for, map_for, selected_crops
+from components.cellmap_state import (
+    GROUND_TRUTH,
+    cells_for,
+    cells_key,
+    embedding_for,
+    map_for,
+    map_key,
+    remember_cells,
+    selected_crops,
+    send_to_explain,
+)
 from components.image_viewer import cached_composite, picture
 from components.model_panel import (
     current_device,
@@ -116,7 +126,7 @@ def color_control(frame: pd.DataFrame, where=st) -> str:
                            format_func=lambda c: f"Colour by {c}", help="Groups get a colour each (click the legend to hide one); a measurement, a scale.")
 
 
-def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side) -> None:
+def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side, key: str) -> None:
     frame = cells_frame(cells, embedding, cell_map, with_features=False)
     color_by = color_control(frame, side)
     event = st.plotly_chart(map_figure(frame, color_by), key="cm.chart", on_select="rerun",
@@ -128,8 +138,13 @@ def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side) -> N
                    "see it in its image.")
         return
     picked = frame.iloc[rows]
-    st.markdown(f"**{plural(len(rows), 'cell')} selected** · "
-                + " · ".join(f"{k}: {v}" for k, v in picked["batch"].value_counts().head(6).items()))
+    head, button = st.columns([3, 1], vertical_alignment="center")
+    head.markdown(f"**{plural(len(rows), 'cell')} selected** · "
+                  + " · ".join(f"{k}: {v}" for k, v in picked["batch"].value_counts().head(6).items()))
+    if button.button("Explain these cells", key="cm.explain_sel", icon=":material/visibility:", width="stretch",
+                     help="Open the Explain page on these cells: what a classifier trained on all cells looks at "
+                          "in them (Grad-CAM), inside the cell or in the background."):
+        send_to_explain(key, rows, f"{plural(len(rows), 'cell')} selected on the map")
     shown = rows[:60]
     picture(montage(selected_crops(cells, np.array(shown)), columns=min(12, len(shown))),
             caption=f"Crops of {len(shown)} of the {len(rows)} selected cells, as the features saw them")
@@ -211,7 +226,7 @@ def metrics_table(cell_map: CellMap) -> pd.DataFrame:
     return pd.DataFrame(table).round(3)
 
 
-def clusters_view(cells: CellSet, cell_map: CellMap) -> None:
+def clusters_view(cells: CellSet, cell_map: CellMap, key: str) -> None:
     shares = compositions(cells, cell_map)
     c1, c2 = st.columns(2)
     c1.plotly_chart(composition_figure(shares["batch"], "batch"), width="stretch", key="cm.comp.batch")
@@ -220,6 +235,13 @@ def clusters_view(cells: CellSet, cell_map: CellMap) -> None:
     st.caption("Cells per cluster: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
                + (" (−1: in no cluster)" if -1 in counts.index else "")
                + ". A cluster made of one batch is a batch effect, not biology, unless its images differ.")
+    c1, c2, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
+    chosen = c1.selectbox("Cluster", list(counts.index), key="cm.explain_cluster",
+                          help="A cluster to look into on the Explain page.")
+    if c2.button("Explain this cluster", key="cm.explain_cl", icon=":material/visibility:", width="stretch",
+                 help="Open the Explain page on this cluster's cells: what a classifier trained on all cells looks "
+                      "at in them (Grad-CAM), inside the cell or in the background."):
+        send_to_explain(key, list(np.flatnonzero(cell_map.clusters == chosen)), f"cluster {chosen}")
 
 
 def features_view(cells: CellSet, embedding: Embedding) -> None:
@@ -306,7 +328,8 @@ def cellmap_page() -> None:
     try:
         cells = cells_for(ds, segmenter, seg_settings, device, crop)
         embedding = embedding_for(cells, key, features, feat_settings, device)
-        cell_map = map_for(cells, embedding, key + features + json.dumps(feat_settings, default=str), settings)
+        features_key = key + features + json.dumps(feat_settings, default=str)
+        cell_map = map_for(cells, embedding, features_key, settings)
     except WeightsUnavailable as exc:
         st.error(str(exc))
         return
@@ -314,6 +337,7 @@ def cellmap_page() -> None:
         st.error(f"The map could not be made: {exc}")
         return
     st.session_state["cm.ready"] = ready
+    remember_cells(segmenter, seg_settings, crop, map_key(features_key, settings), features)
     note.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} "
                  f"features ({embedding.features.shape[1]} per cell) · {METHOD_NAMES[cell_map.method or settings.method]} map"
                  + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))
@@ -322,8 +346,8 @@ def cellmap_page() -> None:
     left, side = st.columns([2.2, 1], vertical_alignment="bottom")
     view = left.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
                                   label_visibility="collapsed", help="What to look at.")
-    {"Map": lambda: map_view(cells, embedding, cell_map, side), "Batch effects": lambda: batch_view(cells, cell_map),
-     "Clusters": lambda: clusters_view(cells, cell_map), "Features": lambda: features_view(cells, embedding),
+    {"Map": lambda: map_view(cells, embedding, cell_map, side, key), "Batch effects": lambda: batch_view(cells, cell_map),
+     "Clusters": lambda: clusters_view(cells, cell_map, key), "Features": lambda: features_view(cells, embedding),
      "Export": lambda: export_view(cells, embedding, cell_map, side)}[view]()
 
 

@@ -1,0 +1,86 @@
+"""The Explain page's steps with progress bars, kept in a server-wide bounded cache keyed by what
+they depend on (the cells' key, the target, the settings): going back to a classifier or a CAM
+already made costs nothing, and another session with the same cells shares it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from components.model_panel import params_for, params_text, shared_model
+from core.cache import BoundedCache
+from core.cells import CellSet
+from core.images import CellImage
+from models.classifier import TrainedClassifier
+from models.detector_cam import DetectorCam, detector_cam
+from models.explain_cells import CellExplanation, explain_cells, train_cell_classifier
+from models.registry import availability
+from models.weights import WeightsUnavailable
+
+
+@st.cache_resource
+def explain_store() -> BoundedCache:
+    """Classifiers (a few MB each with their out-of-fold arrays) and CAMs of a few hundred cells."""
+    return BoundedCache(max_entries=16)
+
+
+def _key(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def classifier_key(cells_key: str, target: str, labels: np.ndarray, settings: dict, device: str) -> str:
+    # the labels themselves: "cluster" means other cells each time the map's clusters change
+    digest = hashlib.sha1("\x00".join(map(str, labels)).encode()).hexdigest()
+    return _key("classifier", cells_key, target, digest, settings, device)
+
+
+def cached_classifier(key: str) -> TrainedClassifier | None:
+    return explain_store().get(key)
+
+
+def classifier_for(cells: CellSet, key: str, labels: np.ndarray, settings: dict, device: str) -> TrainedClassifier:
+    """The classifier of ``key``, trained now (with a progress bar and the time left) if not kept."""
+    def compute() -> TrainedClassifier:
+        bar = st.progress(0.0, text="Training the classifier…")
+        try:
+            return train_cell_classifier(cells, labels, settings, device=device,
+                                         progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
+        finally:
+            bar.empty()
+
+    return explain_store().get_or_compute(key, compute)
+
+
+def explanation_for(cells: CellSet, trained: TrainedClassifier, key: str, rows: np.ndarray, *, method: str,
+                    layer: str, target: str | int) -> CellExplanation:
+    """CAMs of ``rows`` (kept per classifier, cells, method, layer and target)."""
+    def compute() -> CellExplanation:
+        bar = st.progress(0.0, text=f"{method}: starting…")
+        try:
+            return explain_cells(cells, trained, rows, method=method, layer=layer, target=target,
+                                 progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
+        finally:
+            bar.empty()
+
+    return explain_store().get_or_compute(_key("cams", key, hashlib.sha1(np.asarray(rows, np.int64).tobytes()).hexdigest(), method, layer, target), compute)
+
+
+def detector_cam_for(image: CellImage, name: str, settings: dict, device: str, *, method: str,
+                     detection: int | None) -> DetectorCam | str:
+    """A detector's CAM over ``image`` (kept per image, model, settings, method and detection), or
+    what went wrong, in words."""
+    def compute() -> DetectorCam:
+        model = shared_model(name, availability(name)[1], device)
+        with st.spinner(f"{name}: detecting and computing the CAM…"):
+            return detector_cam(model, image, method=method, detection=detection, **params_for(name, settings))
+
+    key = _key("detector", f"{image.hash}{image.channels}", name, params_text(params_for(name, settings)), device,
+               method, detection)
+    try:
+        return explain_store().get_or_compute(key, compute)
+    except (ValueError, RuntimeError, MemoryError, WeightsUnavailable) as exc:
+        return f"{name} could not be explained on {image.name}: {exc}"

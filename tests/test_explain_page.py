@@ -1,0 +1,72 @@
+"""The Explain page in AppTest: a classifier on the Cell map's cells, its CAMs with inside-share
+readings and the sanity test, exports, the detectors' CAMs, and cells sent from the Cell map."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import open_page
+
+
+@pytest.fixture(scope="module")
+def trained():
+    at = open_page("pages/explain.py")
+    assert any("Press **Train the classifier**" in i.value for i in at.info)
+    at.number_input(key="ex.set.epochs").set_value(3).run()
+    at.button(key="ex.train").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_classifier_reports_accuracy_next_to_chance_and_its_cams_are_read(trained):
+    at = trained
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Chance"] == "0.33" and float(metrics["Balanced accuracy"]) > 0.33
+    assert metrics["Cells · images"] == "918 · 12"
+    readings = [m.value for m in [*at.success, *at.info, *at.error] if m.value.startswith("Predictions of batch")]
+    assert len(readings) == 3 and all("median inside-mask share" in r for r in readings)
+    assert len(at.get("plotly_chart")) == 3  # confusion, curves, inside shares
+    assert at.get("image")  # the overlay grids
+    assert {b.label for b in at.get("download_button")} == {"CAM table (CSV)", "Classifier (JSON)", "Overlays (zip)"}
+
+
+def test_the_deletion_test_and_another_method_and_class(trained):
+    at = trained
+    at.button(key="ex.sanity").click().run()
+    assert not at.exception
+    assert any("deletion area" in m.value for m in [*at.success, *at.warning])
+    at.selectbox(key="ex.method").set_value("eigencam").run()
+    at.selectbox(key="ex.which").set_value(0).run()  # every cell asked about plateA
+    assert not at.exception and at.get("image")
+    readings = [m.value for m in [*at.success, *at.info, *at.error] if m.value.startswith("Predictions of batch")]
+    assert readings and all("plateA" in r for r in readings)
+
+
+def test_detector_cams_draw_over_the_image():
+    at = open_page("pages/explain.py")
+    at.session_state["ex.view"] = "Detectors"
+    at.run()
+    assert at.selectbox(key="ex.det_model").value == "yolo11n-nuclei"  # a model that can run first
+    assert not at.exception and not at.error and at.get("image")
+    assert any("Eigen-CAM of yolo11n-nuclei" in img.caption for el in at.get("image") for img in el.proto.imgs)
+
+
+def test_a_cluster_sent_from_the_cell_map_is_explained():
+    at = open_page("pages/cellmap.py")
+    at.session_state["cm.view"] = "Clusters"
+    at.run()
+    at.selectbox(key="cm.explain_cluster").set_value(2).run()
+    at.button(key="cm.explain_cl").click().run()
+    assert not at.exception
+    assert any("Explaining cluster 2" in i.value for i in at.info)
+    at.switch_page("pages/explain.py")  # AppTest reruns the page it was last switched to, not where st.switch_page went
+    at.run()
+    assert any("Explaining cluster 2" in i.value for i in at.info)
+    at.selectbox(key="ex.target").set_value("cluster").run()
+    at.number_input(key="ex.set.epochs").set_value(2).run()
+    at.button(key="ex.train").click().run()
+    assert not at.exception, at.exception
+    assert at.get("image")
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert any(c.startswith("correctly classified") for c in captions)
+    # only cluster 2's cells are explained: the grids show true cluster 2 alone
+    assert [m.value for m in at.markdown if m.value.startswith("**True ")] == ["**True cluster 2**"]
