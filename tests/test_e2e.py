@@ -370,3 +370,36 @@ def test_cell_map_shows_the_map_and_a_box_selection_shows_crops(server, browser)
     _assert_no_error_shown(page, "/cellmap")
     page.close()
     assert errors == [], errors
+
+
+def test_explain_trains_a_classifier_shows_overlays_and_takes_cells_from_the_map(server, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 1600})
+    errors = _watch_for_errors(page)
+    page.goto(server + "/explain")
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text("Press Train the classifier", timeout=180_000)
+    settle(page)
+    page.get_by_role("button", name="Train the classifier").click()
+    expect(main).to_contain_text("Predictions of batch", timeout=300_000)
+    expect(main).to_contain_text("correctly classified", timeout=60_000)
+    settle(page)
+    overlays = main.locator("[data-testid='stImage'] img")
+    assert overlays.count() >= 3
+    assert overlays.first.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.screenshot(path=str(SHOTS / "explain_cells.png"), full_page=True)
+    page.locator(".st-key-ex-view").get_by_role("radio", name="Detectors").click()
+    expect(main).to_contain_text("Eigen-CAM of yolo11n-nuclei", timeout=120_000)
+    settle(page)
+    page.screenshot(path=str(SHOTS / "explain_detectors.png"))
+    # From the Cell map: a cluster's "Explain" opens this page on that cluster's cells.
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Cell map").click()
+    expect(main).to_contain_text("cells from 12 images", timeout=120_000)
+    settle(page)
+    page.locator(".st-key-cm-view").get_by_role("radio", name="Clusters").click()
+    page.get_by_role("button", name="Explain this cluster").click()
+    expect(main).to_contain_text("Explaining cluster 0", timeout=120_000)
+    assert page.url.split("?")[0].endswith("/explain")
+    settle(page)
+    _assert_no_error_shown(page, "/explain")
+    page.close()
+    assert errors == [], errors
