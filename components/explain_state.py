@@ -69,6 +69,16 @@ def explanation_for(cells: CellSet, trained: TrainedClassifier, key: str, rows: 
     return explain_store().get_or_compute(_key("cams", key, hashlib.sha1(np.asarray(rows, np.int64).tobytes()).hexdigest(), method, layer, target), compute)
 
 
+def _detector_key(image: CellImage, name: str, settings: dict, device: str, method: str, detection: int | None) -> str:
+    return _key("detector", f"{image.hash}{image.channels}", name, params_text(params_for(name, settings)), device,
+                method, detection)
+
+
+def cached_detector_cam(image: CellImage, name: str, settings: dict, device: str, *, method: str,
+                        detection: int | None) -> DetectorCam | None:
+    return explain_store().get(_detector_key(image, name, settings, device, method, detection))
+
+
 def detector_cam_for(image: CellImage, name: str, settings: dict, device: str, *, method: str,
                      detection: int | None) -> DetectorCam | str:
     """A detector's CAM over ``image`` (kept per image, model, settings, method and detection), or
@@ -78,8 +88,7 @@ def detector_cam_for(image: CellImage, name: str, settings: dict, device: str, *
         with st.spinner(f"{name}: detecting and computing the CAM…"):
             return detector_cam(model, image, method=method, detection=detection, **params_for(name, settings))
 
-    key = _key("detector", f"{image.hash}{image.channels}", name, params_text(params_for(name, settings)), device,
-               method, detection)
+    key = _detector_key(image, name, settings, device, method, detection)
     try:
         return explain_store().get_or_compute(key, compute)
     except (ValueError, RuntimeError, MemoryError, WeightsUnavailable) as exc:

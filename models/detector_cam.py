@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -447,3 +447,12 @@ class _CellBoxScoreTarget:
             target.labels, self.unmatched = [], len(target.bounding_boxes)
         # + 0 * scores: connected to the graph even when nothing matches (a zero map, not a backward error)
         return target(model_outputs) + 0.0 * model_outputs["scores"].sum()
+
+
+def highlighted(result: DetectorCam, detection: int) -> DetectorCam:
+    """An untargeted CAM (Eigen-CAM) with ``detection`` chosen: the same map, that box
+    highlighted; no second pass. A targeted CAM depends on its detection: compute it anew."""
+    if result.targeted:
+        raise ValueError(f"a {result.method} map depends on its detection: compute it for detection {detection}")
+    _check_detection(detection, result.instances.count)
+    return replace(result, detection=detection, notes=(_EIGEN_NOTE,))

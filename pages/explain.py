@@ -12,6 +12,7 @@ import streamlit as st
 from components.cellmap_state import EXPLAIN_ROWS, current_cells, current_map
 from components.explain_state import (
     cached_classifier,
+    cached_detector_cam,
     classifier_for,
     classifier_key,
     detector_cam_for,
@@ -25,7 +26,7 @@ from core.display import montage
 from core.explain_figures import confusion_figure, curves_figure, deletion_figure, inside_figure
 from core.text import plural
 from models.classifier import TrainedClassifier
-from models.detector_cam import CAM_METHODS, METHOD_TITLES, draw_detector_cam
+from models.detector_cam import CAM_METHODS, METHOD_TITLES, draw_detector_cam, highlighted
 from models.explain import CAM_METHOD_NAMES, cam_layers, deletion_insertion
 from models.explain_cells import (
     TARGETS,
@@ -40,7 +41,7 @@ from models.explain_cells import (
     sample_rows,
     target_labels,
 )
-from models.registry import availability, list_models
+from models.registry import availability, get_model_info, list_models
 
 METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "scorecam": "Score-CAM",
                  "eigencam": "Eigen-CAM", "layercam": "LayerCAM"}
@@ -253,6 +254,12 @@ def detector_view(ds, device: str) -> None:
     if not fetch_missing_weights([name], key="ex.det"):
         return
     image = ds[image_name]
+    slow = get_model_info(name).slow_on_cpu and device == "cpu"
+    if slow and cached_detector_cam(image, name, settings, device, method=method, detection=None) is None:
+        st.info(f"**{name}** takes 10-30 s per image on this CPU.")
+        if not st.button("Compute the CAM", type="primary", key="ex.det_run",
+                         help="Detect, then compute the CAM over the whole image."):
+            return
     first = detector_cam_for(image, name, settings, device, method=method, detection=None)
     if isinstance(first, str):
         st.error(first)
@@ -262,6 +269,14 @@ def detector_view(ds, device: str) -> None:
     detection = st.selectbox("Detection", choices, key="ex.det_which",
                              format_func=lambda d: f"all {count} detections" if d == "all" else f"detection {d}",
                              help="Grad-CAM of one detection's score, or of all of them together.")
+    if detection != "all" and not first.targeted:  # Eigen-CAM: the same map, the box highlighted
+        first = highlighted(first, int(detection))
+        detection = "all"
+    if detection != "all" and slow and cached_detector_cam(image, name, settings, device, method=method,
+                                                           detection=int(detection)) is None:
+        if not st.button(f"Compute the CAM of detection {detection}", type="primary", key="ex.det_run_one"):
+            picture(draw_detector_cam(image, first, opacity=opacity), caption="All detections (computed before)")
+            return
     result = first if detection == "all" else detector_cam_for(image, name, settings, device, method=method,
                                                                detection=int(detection))
     if isinstance(result, str):

@@ -11,7 +11,7 @@ import pytest
 
 from core.images import CellImage, default_channels, nucleus_plane
 from models import detector_cam as dc
-from models.detector_cam import cam_layers, cam_methods, detector_cam, draw_detector_cam
+from models.detector_cam import cam_layers, cam_methods, detector_cam, draw_detector_cam, highlighted
 from models.registry import LoadedModel, ModelInfo, get_model_info, load_model
 
 
@@ -123,6 +123,13 @@ def test_gradcam_explains_the_chosen_box_and_eigencam_is_the_same_for_every_choi
     chosen = detector_cam(yolo, noise, detection=2, conf=0.0)
     np.testing.assert_array_equal(every.cam, chosen.cam)
     assert not chosen.targeted and every.notes == () and "same for every detection" in chosen.notes[0]
+    again = highlighted(every, 2)  # the page's shortcut: no second pass for an untargeted map
+    np.testing.assert_array_equal(again.cam, chosen.cam)
+    assert again.detection == 2 and again.notes == chosen.notes
+    with pytest.raises(ValueError, match="depends on its detection"):
+        highlighted(first, far)
+    with pytest.raises(ValueError, match="does not exist"):
+        highlighted(every, every.instances.count)
 
 
 def test_gradcam_reads_the_fpn_level_of_the_boxes(models, noise):

@@ -41,13 +41,18 @@ def test_the_deletion_test_and_another_method_and_class(trained):
     assert readings and all("plateA" in r for r in readings)
 
 
-def test_detector_cams_draw_over_the_image():
+def test_detector_cams_draw_over_the_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
     at = open_page("pages/explain.py")
     at.session_state["ex.view"] = "Detectors"
     at.run()
     assert at.selectbox(key="ex.det_model").value == "yolo11n-nuclei"  # a model that can run first
     assert not at.exception and not at.error and at.get("image")
     assert any("Eigen-CAM of yolo11n-nuclei" in img.caption for el in at.get("image") for img in el.proto.imgs)
+    at.selectbox(key="ex.det_which").set_value(3).run()  # Eigen-CAM: the same map, detection 3 highlighted
+    assert any("same for every detection" in c.value for c in at.caption) and not at.exception
+    at.selectbox(key="ex.det_model").set_value("fasterrcnn-coco").run()  # offline: says which file, where
+    assert any("fasterrcnn" in w.value and str(tmp_path) in w.value for w in at.warning) and not at.exception
 
 
 def test_a_cluster_sent_from_the_cell_map_is_explained():
