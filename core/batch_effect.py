@@ -110,7 +110,7 @@ def _check_features(X: np.ndarray) -> np.ndarray:
     return X
 
 
-def _codes(labels: Sequence | np.ndarray, n: int, name: str) -> tuple[np.ndarray, list[str]]:
+def class_codes(labels: Sequence | np.ndarray, n: int, name: str) -> tuple[np.ndarray, list[str]]:
     """Integer codes 0..L-1 and the label names (as strings, sorted) of one per-cell labelling."""
     values = pd.Series(np.asarray(labels, dtype=object))
     if len(values) != n:
@@ -162,7 +162,7 @@ def silhouette_label(
     for batch, 0 is the goal.
     """
     X = _check_features(X)
-    codes, _ = _codes(labels, len(X), "labels")
+    codes, _ = class_codes(labels, len(X), "labels")
     return float(np.mean(_silhouettes(X, [codes], sample, seed)[0]))
 
 
@@ -177,7 +177,7 @@ def batch_asw(
     so it is one group. Same subsample as :func:`silhouette_label`.
     """
     X = _check_features(X)
-    codes, _ = _codes(batch, len(X), "batch")
+    codes, _ = class_codes(batch, len(X), "batch")
     return float(np.mean(1.0 - np.abs(_silhouettes(X, [codes], sample, seed)[0])))
 
 
@@ -259,7 +259,7 @@ def lisi_per_cell(X: np.ndarray, labels: Sequence | np.ndarray, *, perplexity: f
     kNN simplification): matches ``harmonypy.compute_lisi`` on the same data.
     """
     X = _check_features(X)
-    codes, levels = _codes(labels, len(X), "labels")
+    codes, levels = class_codes(labels, len(X), "labels")
     dist, idx = _neighbours(X, _lisi_k(len(X), perplexity))
     return _lisi_from_neighbours(dist, idx, codes, len(levels), perplexity)
 
@@ -279,7 +279,7 @@ def ilisi(
     ``normalise=True`` gives scIB's (median - 1) / (n_batches - 1), in [0, 1].
     """
     X = _check_features(X)
-    codes, levels = _codes(batch, len(X), "batch")
+    codes, levels = class_codes(batch, len(X), "batch")
     dist, idx = _neighbours(X, _lisi_k(len(X), perplexity))
     value = float(np.median(_lisi_from_neighbours(dist, idx, codes, len(levels), perplexity)))
     return _normalise_lisi(value, len(levels)) if normalise else value
@@ -331,7 +331,7 @@ def kbet(
     ``seed`` instead), which averages the same tests.
     """
     X = _check_features(X)
-    codes, levels = _codes(batch, len(X), "batch")
+    codes, levels = class_codes(batch, len(X), "batch")
     if len(levels) < 2:
         raise ValueError("kBET needs at least 2 batches")
     k = default_kbet_k(np.bincount(codes)) if k is None else int(k)
@@ -493,8 +493,8 @@ def classifier_accuracy(
     from sklearn.metrics import balanced_accuracy_score
 
     X = _check_features(X)
-    y, levels = _codes(target, len(X), "target")
-    g, images = _codes(groups, len(X), "groups")
+    y, levels = class_codes(target, len(X), "target")
+    g, images = class_codes(groups, len(X), "groups")
     n_classes = len(levels)
     per_class = {levels[c]: int(len(np.unique(g[y == c]))) for c in range(n_classes)}
     out: dict[str, Any] = {
@@ -656,9 +656,9 @@ def batch_effect_report(
     """
     X = _check_features(X)
     n, n_features = X.shape
-    b_codes, b_levels = _codes(batch, n, "batch")
-    c_codes, c_levels = _codes(condition, n, "condition")
-    i_codes, i_levels = _codes(image, n, "image")
+    b_codes, b_levels = class_codes(batch, n, "batch")
+    c_codes, c_levels = class_codes(condition, n, "condition")
+    i_codes, i_levels = class_codes(image, n, "image")
     if len(b_levels) < 2:
         raise ValueError(f"a batch effect needs at least 2 batches, all cells are in {b_levels[0]!r}")
     X = _leading_components(X, REPORT_MAX_DIMS, seed)
@@ -766,7 +766,7 @@ def standardize_per_batch(
     is only centred (scale 1, as scikit-learn's StandardScaler does).
     """
     X = _check_features(X)
-    codes, levels = _codes(batch, len(X), "batch")
+    codes, levels = class_codes(batch, len(X), "batch")
     if reference is None:
         ref = np.ones(len(X), bool)
     else:
@@ -793,7 +793,7 @@ def harmony(X: np.ndarray, batch: Sequence | np.ndarray, *, seed: int = 0, max_i
     import harmonypy
 
     X = _check_features(X)
-    codes, levels = _codes(batch, len(X), "batch")
+    codes, levels = class_codes(batch, len(X), "batch")
     if len(levels) < 2:
         raise ValueError(f"Harmony needs at least 2 batches, all cells are in {levels[0]!r}")
     # run_harmony takes features x cells or cells x features and guesses which from the cell count,

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.batch_effect import _codes
+from core.batch_effect import class_codes
 from models.autoencoder import (
     AUTOENCODER_SETTINGS,
     ProgressFn,
     ProgressReporter,
-    _channels_last,
-    _to_uint8,
+    channels_last,
     check_crops,
+    to_uint8,
 )
 from models.registry import ModelInfo, Setting, register_model
 
@@ -151,8 +151,8 @@ def check_target(target: Sequence | np.ndarray, groups: Sequence | np.ndarray, n
     cross-validation by image cannot score it: a missing label, a single class, too many classes,
     or a class whose cells lie in fewer than :data:`MIN_IMAGES_PER_CLASS` images."""
     n = len(target) if n is None else n
-    y, classes = _codes(target, n, "target")
-    g, _ = _codes(groups, n, "image")
+    y, classes = class_codes(target, n, "target")
+    g, _ = class_codes(groups, n, "image")
     if len(classes) < 2:
         only = f" ({classes[0]!r})" if classes else ""
         raise ValueError(f"the target has a single class{only}: there is nothing to tell apart; choose a label "
@@ -361,7 +361,7 @@ def _new_model(config: ClassifierConfig, seed: int, device: str) -> torch.nn.Seq
         torch.manual_seed(seed)
         model = build_classifier(config)
     model.to(device)
-    _channels_last(model, device)
+    channels_last(model, device)
     return model
 
 
@@ -392,7 +392,7 @@ def train_classifier(
     t0 = time.perf_counter()
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"epochs and batch_size must be at least 1 and lr positive; got {epochs}, {batch_size}, {lr}")
-    store = crops if isinstance(crops, np.ndarray) and crops.dtype == np.uint8 else _to_uint8(check_crops(crops))
+    store = crops if isinstance(crops, np.ndarray) and crops.dtype == np.uint8 else to_uint8(check_crops(crops))
     if store.ndim != 4 or store.shape[1] != store.shape[2]:
         raise ValueError(f"crops must be (n, S, S, C) arrays; got shape {store.shape}")
     cv = check_target(target, groups, len(store))
@@ -459,7 +459,7 @@ def predict_proba(model: torch.nn.Module, crops: np.ndarray, *, batch_size: int 
     import torch
 
     config: ClassifierConfig = model.config
-    store = crops if crops.dtype == np.uint8 else _to_uint8(check_crops(crops, config.channels, config.size))
+    store = crops if crops.dtype == np.uint8 else to_uint8(check_crops(crops, config.channels, config.size))
     device = next(model.parameters()).device
     with cpu_threads(device):
         data = torch.from_numpy(np.ascontiguousarray(store)).to(device)
@@ -481,11 +481,11 @@ def load_crops(cells: CellSet, rows: np.ndarray, chunk: int = 2048) -> np.ndarra
     if len(rows) == len(cells):
         pos = 0
         for part in cells.chunks(chunk):
-            out[pos:pos + len(part)] = _to_uint8(part)
+            out[pos:pos + len(part)] = to_uint8(part)
             pos += len(part)
         return out
     for start in range(0, len(rows), chunk):
-        out[start:start + chunk] = _to_uint8(cells.crops(rows[start:start + chunk]))
+        out[start:start + chunk] = to_uint8(cells.crops(rows[start:start + chunk]))
     return out
 
 
@@ -545,7 +545,7 @@ def load_classifier(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Seq
     except (RuntimeError, KeyError) as exc:
         raise ValueError(f"{path.name}: weights do not fit the recorded architecture ({exc})") from exc
     model.to(device).eval()
-    _channels_last(model, device)
+    channels_last(model, device)
     return model, tuple(data["classes"]), dict(data.get("summary", {}))
 
 
