@@ -5,6 +5,7 @@ back to a setting already computed costs nothing; another session with the same 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from core.cache import BoundedCache
 from core.cells import CellSet, Embedding
 from core.dataset import Dataset
 from core.display import crops_rgb
-from models.cellmap import CellMap, MapSettings, cell_set, features_of, make_map
+from models.cellmap import CellMap, MapSettings, cell_set, features_of, make_map, uses_no_crops
 
 GROUND_TRUTH = "ground truth"  # a "segmenter" for datasets annotated throughout: the annotation's cells
 
@@ -31,9 +32,17 @@ def _key(*parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
-def cells_key(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict) -> str:
+def cells_key(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict | None) -> str:
+    """What a CellSet depends on; ``crop=None``: the cells and their measurements alone, which
+    crop-free features (morphology) and the segmentation share across crop settings."""
     used = "" if segmenter == GROUND_TRUTH else params_text(params_for(segmenter, settings))
     return _key("cells", ds.signature(), segmenter, used, device, crop)
+
+
+def features_key(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict, features: str) -> str:
+    """What ``features``' embedding of the cells depends on: not the crops for features measured on
+    the whole cell (morphology), so changing the crop does not recompute them nor their map."""
+    return cells_key(ds, segmenter, settings, device, None if uses_no_crops(features) else crop)
 
 
 def cells_for(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict) -> CellSet:
@@ -49,12 +58,14 @@ def cells_for(ds: Dataset, segmenter: str, settings: dict, device: str, crop: di
                         labels[img.name] = img.gt
                 else:
                     labels[img.name] = compute_result(img, segmenter, settings, device).labels
-            bar.progress(1.0, text="Measuring and cropping cells…")
-            return cell_set(list(ds), labels, **crop)
+            bar.progress(1.0, text="Measuring cells…")
+            return cell_set(list(ds), labels)
         finally:
             bar.empty()
 
-    return cellmap_store().get_or_compute(cells_key(ds, segmenter, settings, device, crop), compute)
+    # Measuring is the slow part and does not depend on the crops: one CellSet, new crop geometry.
+    base = cellmap_store().get_or_compute(cells_key(ds, segmenter, settings, device, None), compute)
+    return replace(base, **crop)
 
 
 def embedding_for(cells: CellSet, key: str, name: str, settings: dict, device: str) -> Embedding:

@@ -158,11 +158,11 @@ def setting_widget(setting: Setting, *, key: str, where=None) -> Any:
                         float(setting.step), key=key, help=setting.help)
 
 
-def model_settings(key: str, names: list[str]) -> dict[str, Any]:
+def model_settings(key: str, names: list[str], label: str = "Model settings") -> dict[str, Any]:
     """Controls for the settings the chosen models use and for the tiling, drawn from the registry."""
     chosen = settings_of(names)
     params: dict[str, Any] = {}
-    with st.expander("Model settings"):
+    with st.expander(label):
         cols = st.columns(2)
         shown = [s for s in chosen if s.kind != "recipe"] + list(TILING_SETTINGS)
         for i, setting in enumerate(shown):

@@ -28,7 +28,7 @@ _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of p
 
 # Values kept exactly as they are at the end of a run (absent ones stay absent).
 STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
-              "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility", "cm.current", "ex.rows")
+              "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility", "cm.current", "cm.ready", "ex.rows")
 # Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
 # seen is kept and given back before the widget is drawn again.
 # Only widgets whose value may be set through Session State: never buttons, uploaders or charts.
@@ -52,7 +52,8 @@ def workspace_store() -> WorkspaceStore:
 
 
 def _kept_widget(key: str) -> bool:
-    return key in WIDGET_KEYS or key.startswith(WIDGET_PREFIXES)
+    # ".dl." keys are the Download buttons drawn among a model's settings: buttons can't be set
+    return (key in WIDGET_KEYS or key.startswith(WIDGET_PREFIXES)) and ".dl." not in key
 
 
 def _copied(value: Any) -> Any:

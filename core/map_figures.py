@@ -29,10 +29,11 @@ def drawn_as_groups(values: pd.Series) -> bool:
 
 
 def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y", title: str = "",
-               height: int = 560, selected: Sequence[int] = ()) -> go.Figure:
+               height: int = 500, selected: Sequence[int] = (), compact: bool = False) -> go.Figure:
     """The map of ``frame`` (one row per cell, map coordinates in ``x``/``y``) coloured by the column
     ``color_by``: a few distinct values are groups (legend), many numbers a colour scale. Each
-    point's ``customdata`` is its row position in ``frame``, which selections return."""
+    point's ``customdata`` is its row position in ``frame``, which selections return; selected
+    points are drawn larger, the others faded. ``compact``: the legend below, for small side-by-side maps."""
     rows = np.arange(len(frame))
     values = frame[color_by]
     ids = frame["cell_id"].astype(str).to_numpy() if "cell_id" in frame else rows.astype(str)
@@ -43,6 +44,7 @@ def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y"
             x=frame[x], y=frame[y], mode="markers", customdata=rows, text=ids, name=color_by,
             marker=dict(size=size, color=values, colorscale="Viridis", showscale=True,
                         colorbar=dict(title=dict(text=color_by, side="right"), thickness=12)),
+            selected=dict(marker=dict(size=max(9.0, 2.5 * size), opacity=1.0)), unselected=dict(marker=dict(opacity=0.12)),
             hovertemplate=f"%{{text}}<br>{color_by} %{{marker.color:.3g}}<extra></extra>"))
     else:
         groups = values.astype(str)
@@ -51,6 +53,8 @@ def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y"
             fig.add_trace(go.Scattergl(
                 x=frame[x][mask], y=frame[y][mask], mode="markers", customdata=rows[mask], text=ids[mask], name=group,
                 marker=dict(size=size, color=PALETTE[i % len(PALETTE)], opacity=0.85, line=dict(width=0)),
+                selected=dict(marker=dict(size=max(9.0, 2.5 * size), opacity=1.0)),
+                unselected=dict(marker=dict(opacity=0.12)),
                 hovertemplate=f"%{{text}}<br>{color_by} {group}<extra></extra>"))
     if len(selected):
         pick = np.asarray(selected, int)
@@ -58,7 +62,9 @@ def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y"
                                    name="selected", hoverinfo="skip", showlegend=False,
                                    marker=dict(size=size + 6, color="rgba(0,0,0,0)", line=dict(color="white", width=1.5))))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title or None,
-                      legend=dict(title=dict(text=color_by), itemsizing="constant", y=0.92),
+                      legend=(dict(title=dict(text=color_by), itemsizing="constant", orientation="h", y=-0.02,
+                                   yanchor="top") if compact else
+                              dict(title=dict(text=color_by), itemsizing="constant", y=0.92)),
                       dragmode="zoom",  # a click then selects one cell; lasso and box are in the toolbar
                       uirevision="cellmap")  # zoom and hidden groups survive a redraw
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False, showgrid=False)
@@ -87,6 +93,16 @@ def map_html(frame: pd.DataFrame, color_by: str, *, title: str = "") -> str:
     return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False, "scrollZoom": True})
 
 
+def loss_figure(curve: Sequence[float], *, height: int = 240) -> go.Figure:
+    """A training loss per epoch (the autoencoder's reconstruction error)."""
+    epochs = np.arange(1, len(curve) + 1)
+    fig = go.Figure(go.Scatter(x=epochs, y=list(curve), mode="lines+markers", line=dict(color=PALETTE[0]),
+                               hovertemplate="epoch %{x}: loss %{y:.5f}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(title="epoch", dtick=1 if
+                      len(epochs) <= 20 else None), yaxis=dict(title="mean squared error"))
+    return fig
+
+
 def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", legend: str = "", size: float = 6.0) -> bytes:
     """A static picture of the map coloured by ``groups`` (matplotlib, no browser needed), the
     legend (titled ``legend``) outside the points so it never hides any."""
@@ -101,10 +117,7 @@ def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", legend: st
     for i, group in enumerate(sorted(set(groups), key=_natural)):
         mask = groups == group
         ax.scatter(coords[mask, 0], coords[mask, 1], s=point, c=PALETTE[i % len(PALETTE)], label=group, linewidths=0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    ax.set_axis_off()  # map axes have no units: no ticks, no frame
     ax.set_aspect("equal", adjustable="datalim")
     if title:
         ax.set_title(title, fontsize=10, loc="left")

@@ -407,17 +407,19 @@ def reconstruct(model: torch.nn.Sequential, crops: np.ndarray) -> np.ndarray:
 
 
 def reconstruction_note(examples: np.ndarray, reconstructions: np.ndarray, epochs: int) -> str:
-    """A warning when the reconstructions are still flat (their detail, the spread of pixel values
-    within each crop, under a third of the crops'): the network has learnt little more than the
-    mean brightness, and so have its features. Empty when they look like cells."""
-    def detail(crops: np.ndarray) -> float:
-        return float(np.mean(np.std(crops.reshape(len(crops), -1), axis=1)))
-
-    if not len(examples) or detail(reconstructions) >= detail(examples) / 3:
+    """A warning when the reconstructions are no closer to the crops than each crop's own mean
+    brightness is (their squared error at least 80 % of that constant guess's): the network has
+    learnt little about the cells' shapes, and neither do its features. Flat grey and noise both
+    count. Empty when they look like cells."""
+    if not len(examples):
         return ""
-    return (f"The reconstructions are still flat after {epochs} epoch{'s' if epochs != 1 else ''}: the autoencoder has "
-            "learnt little more than each crop's mean brightness, and its features carry little else. Raise Epochs "
-            "(Cell settings) and compute again; 20-50 epochs are typical.")
+    error = float(np.mean((reconstructions - examples) ** 2))
+    flat = float(np.mean((examples - examples.mean(axis=(1, 2, 3), keepdims=True)) ** 2))
+    if flat == 0 or error < 0.8 * flat:
+        return ""
+    return (f"The reconstructions are no better than each crop's mean brightness after {epochs} epoch"
+            f"{'s' if epochs != 1 else ''}: the autoencoder has learnt little about the cells' shapes, and its "
+            "features carry little else. Raise Epochs (Cell settings) and compute again; 20-50 epochs are typical.")
 
 
 def save_autoencoder(trained: TrainedAutoencoder, path: str | Path) -> Path:

@@ -92,6 +92,12 @@ def embedders() -> list[str]:
     return [m.name for m in sorted(list_models("embed"), key=lambda m: (order.get(m.name, 9), m.name))]
 
 
+def uses_no_crops(features: str) -> bool:
+    """Features measured on the whole cell (its mask and pixels), not on its crop: the crop size,
+    mode and masking do not change them."""
+    return get_model_info(features).family == "morphology"
+
+
 def cell_set(images: list[CellImage], labels: dict[str, np.ndarray], *, size: int = 32, mode: str = "scale",
              mask_background: bool = False) -> CellSet:
     """Every cell of ``images`` (labels by image name) with its crop geometry. Images without cells
@@ -157,6 +163,9 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
         labels = cluster(corrected, "kmeans", k=min(settings.k, len(corrected)), seed=settings.seed)
     else:
         labels = cluster(corrected, "hdbscan", min_cluster_size=settings.min_cluster_size, seed=settings.seed)
+        if (np.asarray(labels) < 0).all():
+            notes.append(f"HDBSCAN found no cluster of at least {settings.min_cluster_size} cells in the features: every "
+                         "cell is 'no cluster' (-1). Lower the smallest cluster (Map settings), or use k-means.")
     report(0.86, "measuring the batch effect")
     after = _report(corrected, cells, settings.seed)
     on_map = _report(coords, cells, settings.seed)

@@ -14,6 +14,7 @@ from components.cellmap_state import (
     cells_for,
     cells_key,
     embedding_for,
+    features_key,
     map_for,
     map_key,
     remember_cells,
@@ -30,7 +31,7 @@ from components.model_panel import (
 from components.routing import page_with_images
 from core.cells import CellSet, Embedding
 from core.display import crops_rgb, draw_outlines, montage
-from core.map_figures import composition_figure, drawn_as_groups, map_figure, map_html, map_png
+from core.map_figures import composition_figure, drawn_as_groups, loss_figure, map_figure, map_html, map_png
 from core.text import plural
 from models.cellmap import (
     CORRECTION_NAMES,
@@ -75,21 +76,25 @@ def cell_controls(ds, where, more) -> tuple[str, dict, dict, str, dict]:
     with more:
         mask = st.toggle("Mask the background", key="cm.mask", help="Zero every pixel outside the cell in its crop, "
                          "so features see the cell only (background differences between plates then cannot leak in).")
-        seg_settings = model_settings("cm.seg", [segmenter]) if segmenter != GROUND_TRUTH else {}
+        seg_settings = (model_settings("cm.seg", [segmenter], f"Segmenter settings ({segmenter})")
+                        if segmenter != GROUND_TRUTH else {})
         info = get_model_info(features)
+        if info.settings:
+            st.caption(f"**{features}** settings")
         cols = st.columns(3)
         feat_settings = {s.name: setting_widget(s, key=f"cm.feat.{s.name}", where=cols[i % 3])
                          for i, s in enumerate(info.settings)}
     return segmenter, seg_settings, {"size": size, "mode": mode, "mask_background": mask}, features, feat_settings
 
 
-def map_controls(conditions: list[str], where, more) -> MapSettings:
+def map_controls(conditions: list[str], where, more, one_batch: bool = False) -> MapSettings:
     c1, c2, c3, c4 = where.columns([1, 1, 1, 1], vertical_alignment="bottom")
     method = c1.segmented_control("Map", ("tsne", "umap", "pca"), default="tsne", required=True, key="cm.method",
                                   format_func=METHOD_NAMES.get,
                                   help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
                                        "linear and instant.")
     correction = c2.selectbox("Batch correction", ("none", "standardize", "harmony"), key="cm.correction",
+                              disabled=one_batch,
                               format_func=CORRECTION_NAMES.get,
                               help="Standardise each batch's features (optionally to its control cells, as "
                                    "image-based profiling does), or Harmony. Metrics and maps are then shown before "
@@ -113,6 +118,8 @@ def map_controls(conditions: list[str], where, more) -> MapSettings:
         min_size = d2.slider("HDBSCAN smallest cluster", 5, 200, 25, 5, key="cm.min_size",
                              help="Fewer cells than this make no cluster.")
         seed = d1.number_input("Seed", 0, 2**31 - 1, 0, key="cm.seed", help="The same seed and data give the same map.")
+    if one_batch:
+        correction = "none"  # nothing to correct; the box is greyed out
     return MapSettings(method=method, perplexity=float(perplexity), iterations=iterations, n_neighbors=neighbours,
                        min_dist=float(min_dist), seed=int(seed), clusters=clusters, k=k, min_cluster_size=min_size,
                        correction=correction, control="" if control == "all cells" else control)
@@ -145,11 +152,12 @@ def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side, key:
                      help="Open the Explain page on these cells: what a classifier trained on all cells looks at "
                           "in them (Grad-CAM), inside the cell or in the background."):
         send_to_explain(key, rows, f"{plural(len(rows), 'cell')} selected on the map")
-    shown = rows[:60]
-    picture(montage(selected_crops(cells, np.array(shown)), columns=min(12, len(shown))),
-            caption=f"Crops of {len(shown)} of the {len(rows)} selected cells, as the features saw them")
     if len(rows) == 1:
         cell_in_image(cells, rows[0])
+    else:
+        shown = rows[:60]
+        picture(montage(selected_crops(cells, np.array(shown)), columns=12),
+                caption=f"Crops of {len(shown)} of the {len(rows)} selected cells, as the features saw them")
     st.dataframe(picked[["cell_id", "image", "batch", "condition", "label", "centroid_x", "centroid_y", "cluster"]],
                  hide_index=True, width="stretch", height=min(300, 40 + 35 * len(rows)))
 
@@ -163,9 +171,10 @@ def cell_in_image(cells: CellSet, row: int) -> None:
     y0, x0 = max(int(cell["bbox_min_y"]) - pad, 0), max(int(cell["bbox_min_x"]) - pad, 0)
     y1, x1 = int(cell["bbox_max_y"]) + pad, int(cell["bbox_max_x"]) + pad
     window = draw_outlines(rgb[y0:y1, x0:x1], (labels[y0:y1, x0:x1] == cell["label"]).astype(np.int32))
-    c1, _ = st.columns([1, 2])
+    c1, c2, _ = st.columns([2, 1, 3])
     picture(window, caption=f"{cell['cell_id']} in {image.name} (batch {cell['batch']}, {cell['condition'] or 'no condition'})",
             where=c1)
+    picture(selected_crops(cells, np.array([row]))[0], caption="its crop, as the features saw it", where=c2)
 
 
 VERDICT_STYLE = {"no": st.success, "weak": st.warning, "strong": st.error, "undetermined": st.info}
@@ -196,15 +205,15 @@ def batch_view(cells: CellSet, cell_map: CellMap) -> None:
         for by in ("batch", "condition"):
             c1, c2 = st.columns(2)
             c1.plotly_chart(map_figure(frame, by, x="x_uncorrected", y="y_uncorrected", title=f"Before: by {by}",
-                                       height=380), width="stretch", key=f"cm.before.{by}", config={"displaylogo": False})
+                                       height=420, compact=True), width="stretch", key=f"cm.before.{by}", config={"displaylogo": False})
             c2.plotly_chart(map_figure(frame, by, title=f"After {CORRECTION_NAMES[cell_map.settings.correction]}: by {by}",
-                                       height=380),
+                                       height=420, compact=True),
                             width="stretch", key=f"cm.after.{by}", config={"displaylogo": False})
     else:
         c1, c2 = st.columns(2)
-        c1.plotly_chart(map_figure(frame, "batch", title="By batch", height=380), width="stretch", key="cm.by_batch",
+        c1.plotly_chart(map_figure(frame, "batch", title="By batch", height=420, compact=True), width="stretch", key="cm.by_batch",
                         config={"displaylogo": False})
-        c2.plotly_chart(map_figure(frame, "condition", title="By condition", height=380), width="stretch",
+        c2.plotly_chart(map_figure(frame, "condition", title="By condition", height=420, compact=True), width="stretch",
                         key="cm.by_condition", config={"displaylogo": False})
 
 
@@ -249,8 +258,8 @@ def features_view(cells: CellSet, embedding: Embedding) -> None:
                 f"{embedding.seconds:.1f} s.")
     extra = embedding.extra
     if "loss_curve" in extra:
-        curve = pd.DataFrame({"epoch": np.arange(1, len(extra["loss_curve"]) + 1), "loss": extra["loss_curve"]})
-        st.line_chart(curve, x="epoch", y="loss", height=220)
+        st.plotly_chart(loss_figure(extra["loss_curve"]), width="stretch", key="cm.loss",
+                        config={"displaylogo": False, "scrollZoom": False})
         st.caption(f"Reconstruction loss (mean squared error) per epoch, trained on {extra['train_cells']} cells.")
         examples, recon = extra["examples"], extra["reconstructions"]
         picture(montage(np.concatenate([crops_rgb(examples, cells.channels), crops_rgb(recon, cells.channels)]),
@@ -307,7 +316,8 @@ def cellmap_page() -> None:
         ds, top, more_cells.popover("Cell settings", icon=":material/tune:", width="stretch",
                                     help="Background masking, the segmenter's and the feature extractor's settings."))
     settings = map_controls(sorted({img.condition for img in ds if img.condition}), middle,
-                            more_map.popover("Map settings", icon=":material/tune:", width="stretch",
+                            one_batch=len({img.batch for img in ds}) < 2,
+                            more=more_map.popover("Map settings", icon=":material/tune:", width="stretch",
                                              help="t-SNE, UMAP and clustering settings, and the seed."))
     if settings.method == "umap":
         note.caption("The first UMAP after the server starts takes up to a minute longer: umap-learn compiles its "
@@ -318,7 +328,8 @@ def cellmap_page() -> None:
         return
     device = current_device()
     key = cells_key(ds, segmenter, seg_settings, device, crop)
-    asked = run.button("Compute the map", type="primary", key="cm.run", width="stretch",
+    asked = run.button("Compute the map", type="secondary" if features in RUN_AT_ONCE else "primary", key="cm.run",
+                       width="stretch",
                       help="Morphology maps appear at once; the autoencoder and the CNN wait for this button (tens "
                            "of seconds or more on a CPU). Every step is kept, so coming back is instant.")
     ready = (key, features, json.dumps(feat_settings, default=str))
@@ -327,9 +338,10 @@ def cellmap_page() -> None:
         return
     try:
         cells = cells_for(ds, segmenter, seg_settings, device, crop)
-        embedding = embedding_for(cells, key, features, feat_settings, device)
-        features_key = key + features + json.dumps(feat_settings, default=str)
-        cell_map = map_for(cells, embedding, features_key, settings)
+        made_from = features_key(ds, segmenter, seg_settings, device, crop, features)
+        embedding = embedding_for(cells, made_from, features, feat_settings, device)
+        made_from += features + json.dumps(feat_settings, default=str)
+        cell_map = map_for(cells, embedding, made_from, settings)
     except WeightsUnavailable as exc:
         st.error(str(exc))
         return
@@ -337,7 +349,7 @@ def cellmap_page() -> None:
         st.error(f"The map could not be made: {exc}")
         return
     st.session_state["cm.ready"] = ready
-    remember_cells(segmenter, seg_settings, crop, map_key(features_key, settings), features)
+    remember_cells(segmenter, seg_settings, crop, map_key(made_from, settings), features)
     note.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} "
                  f"features ({embedding.features.shape[1]} per cell) · {METHOD_NAMES[cell_map.method or settings.method]} map"
                  + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))

@@ -250,7 +250,7 @@ def detector_view(ds, device: str) -> None:
                           help="Eigen-CAM needs no class and is the same for every detection; Grad-CAM follows the "
                                "chosen detection's score.")
     opacity = c4.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ex.det_opacity", help="0: the image; 1: the map.")
-    settings = model_settings("ex.det", [name])
+    settings = model_settings("ex.det", [name], f"Detector settings ({name})")
     if not fetch_missing_weights([name], key="ex.det"):
         return
     image = ds[image_name]
