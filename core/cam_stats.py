@@ -93,7 +93,8 @@ def class_reading(name: str, row: pd.Series | dict, *, target: str = "class") ->
     on the background (median inside-mask share 0.21, 0.45 expected from the cells' area, n=340
     cells)."."""
     n, scored = int(row["n_cells"]), int(row["n_scored"])
-    subject = f"Predictions of {target} {name}"
+    # a class named after its label already ("cluster 3") is not named twice ("cluster cluster 3")
+    subject = f"Predictions of {name}" if str(name).startswith(f"{target} ") else f"Predictions of {target} {name}"
     if scored == 0:
         return f"{subject}: no CAM energy to place (every CAM is zero), n={n} cells."
     share, area = row["median_inside"], row["median_area"]

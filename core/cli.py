@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from core.cells import CellSet
     from core.recipe import Recipe
 
 
@@ -219,23 +220,33 @@ def _load_for_embedding(inputs: Sequence[str], batch_from: str | None, plane: in
     return images
 
 
-def _cmd_embed(args: argparse.Namespace) -> int:
-    """Cells -> features -> map and batch-effect metrics; writes cells.csv, cells.parquet,
-    batch_effect.json, map.html, map.png and provenance.json into --out."""
-    import json
-    from pathlib import Path
+def _progress_to_stderr(name: str) -> Callable[[float, str], None]:
+    """A ``progress(fraction, what)`` that redraws one line on stderr: ``name:  42% what``."""
+    def progress(fraction: float, what: str) -> None:
+        print(f"\r{name}: {fraction:4.0%} {what[:80]:<80}", end="", file=sys.stderr, flush=True)
 
-    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
-    from models.cellmap import MapSettings, cell_set, cells_frame, features_of, make_map, map_title, metrics_json
+    return progress
+
+
+def _clear_progress() -> None:
+    print("\r" + " " * 100, end="\r", file=sys.stderr, flush=True)
+
+
+def _cells_from_inputs(args: argparse.Namespace, recipe: Recipe, *, log: TextIO) -> tuple[CellSet, dict | None, str]:
+    """Inputs -> images (batches as ``--batch-from`` says) -> labels (``--model``: a segmenter, or
+    gt for each image's ground truth) -> the CellSet with ``--crop-size``/``--crop-mode``/
+    ``--mask-background``; also the segmenter's settings (None for gt), for the provenance, and
+    the ``--device`` resolved. Says what it found on ``log``."""
+    from models.cellmap import cell_set
     from models.device import resolve_device
     from models.registry import load_model
     from models.runner import run_model
 
     t0 = time.perf_counter()
     images = _load_for_embedding(args.inputs, args.batch_from, args.plane)
-    device, recipe = resolve_device(args.device), _recipe(args.recipe)
+    device = resolve_device(args.device)  # after the inputs: it imports torch, seconds a missing file need not wait
     batches = sorted({img.batch for img in images})
-    print(f"{len(images)} images in {len(batches)} batches ({', '.join(batches[:8])})")
+    print(f"{len(images)} images in {len(batches)} batches ({', '.join(batches[:8])})", file=log, flush=True)
     labels, settings = {}, None
     if args.model == "gt":
         missing = [img.name for img in images if img.gt is None]
@@ -248,19 +259,31 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         for img in images:
             labels[img.name] = run_model(model, img, **settings).labels
     cells = cell_set(images, labels, size=args.crop_size, mode=args.crop_mode, mask_background=args.mask_background)
-    print(f"{len(cells)} cells by {args.model} ({time.perf_counter() - t0:.1f} s)")
+    print(f"{len(cells)} cells by {args.model} ({time.perf_counter() - t0:.1f} s)", file=log, flush=True)
+    return cells, settings, device
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    """Cells -> features -> map and batch-effect metrics; writes cells.csv, cells.parquet,
+    batch_effect.json, map.html, map.png and provenance.json into --out."""
+    import json
+    from pathlib import Path
+
+    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+    from models.cellmap import MapSettings, cells_frame, features_of, make_map, map_title, metrics_json
+
+    t0 = time.perf_counter()
+    recipe = _recipe(args.recipe)
+    cells, settings, device = _cells_from_inputs(args, recipe, log=sys.stdout)
     name = FEATURE_ALIASES.get(args.features, args.features)
-
-    def progress(fraction: float, what: str) -> None:
-        print(f"\r{name}: {fraction:4.0%} {what[:60]:<60}", end="", file=sys.stderr, flush=True)
-
+    progress = _progress_to_stderr(name)
     embedding = features_of(cells, name, {}, device=device, progress=progress, allow_download=True)
     print(f"\r{name}: {embedding.features.shape[1]} features per cell in {embedding.seconds:.1f} s" + " " * 40)
     map_settings = MapSettings(method=args.map, perplexity=args.perplexity, iterations=args.iterations,
                                seed=args.seed, clusters=args.clusters, k=args.k, correction=args.correct,
                                control=args.control or "")
-    cell_map = make_map(cells, embedding, map_settings, progress=lambda f, what: progress(f, what))
-    print("\r" + " " * 80, end="\r", file=sys.stderr)
+    cell_map = make_map(cells, embedding, map_settings, progress=progress)
+    _clear_progress()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(recipe=recipe if args.model in ("classical",) else None,
@@ -283,6 +306,103 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     print(f"batch effect: {metrics['verdict']} — {metrics.get('reason', '')}")
     print(f"wrote cells.csv, cells.parquet, batch_effect.json, map.html, map.png and {PROVENANCE_FILE} to {out} "
           f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Every cell-classifier setting, from the flags given and the registry's defaults for the rest."""
+    from models.explain_cells import CLASSIFIER
+    from models.registry import get_model_info
+
+    info = get_model_info(CLASSIFIER)
+    given = {s.name: getattr(args, s.name) for s in info.settings if getattr(args, s.name, None) is not None}
+    return info.resolve(given)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    """Cells -> a classifier of batch/condition/cluster -> CAMs -> inside-mask shares; writes
+    cam_cells.csv, classifier.json, overlays/ and provenance.json into --out."""
+    from pathlib import Path
+
+    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+    from models.cellmap import MapSettings
+    from models.explain import CAM_METHOD_NAMES
+    from models.explain_cells import (
+        CLASSIFIER,
+        DEFAULT_CELLS_PER_CLASS,
+        cam_table,
+        classifier_json,
+        deletion_test,
+        dumps,
+        explain_cells,
+        map_clusters,
+        overlay_pngs,
+        sample_rows,
+        target_labels,
+        train_cell_classifier,
+    )
+
+    t0 = time.perf_counter()
+    recipe = _recipe(args.recipe)
+    # A misspelt or out-of-range setting fails before any work.
+    settings = _classifier_settings(args)
+    if args.method not in CAM_METHOD_NAMES:
+        raise ValueError(f"unknown CAM method {args.method!r}; choose one of {', '.join(CAM_METHOD_NAMES)}")
+    per_class = DEFAULT_CELLS_PER_CLASS if args.cells_per_class is None else args.cells_per_class
+    if per_class < 1:
+        raise ValueError(f"--cells-per-class must be at least 1; got {per_class}")
+    k = MapSettings(k=MapSettings().k if args.k is None else args.k).k
+    cells, segmenter, device = _cells_from_inputs(args, recipe, log=sys.stderr)
+    clusters = None
+    if args.target == "cluster":
+        clusters = map_clusters(cells, k, seed=settings["seed"])
+        print(f"{k} k-means clusters of the cells' morphology features", file=sys.stderr)
+    labels = target_labels(cells, args.target, clusters)
+    trained = train_cell_classifier(cells, labels, settings, device=device,
+                                    progress=_progress_to_stderr("training"))
+    _clear_progress()
+    print(f"classifier trained in {trained.seconds:.1f} s", file=sys.stderr)
+    rows = sample_rows(trained, per_class, seed=settings["seed"])
+    explanation = explain_cells(cells, trained, rows, method=args.method, layer=args.layer,
+                                progress=_progress_to_stderr(args.method))
+    _clear_progress()
+    deletion = None
+    if args.deletion_test:
+        print("deletion/insertion test…", file=sys.stderr)
+        deletion = deletion_test(cells, trained, explanation)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance(recipe=recipe if args.model == "classical" else None,
+                      models={**({args.model: segmenter} if segmenter is not None else {}), CLASSIFIER: settings},
+                      device=device,
+                      extra={"inputs": list(args.inputs), "batch_from": args.batch_from, "target": args.target,
+                             "k": k if args.target == "cluster" else None, "method": explanation.result.method,
+                             "layer": explanation.result.layer, "explained class": "predicted (out of fold)",
+                             "cells_per_class": per_class})
+    table = with_provenance(cam_table(cells, trained, explanation), prov)
+    table.to_csv(out / "cam_cells.csv", index=False)
+    report = classifier_json(trained, args.target, cells, explanation=explanation, deletion=deletion)
+    (out / "classifier.json").write_text(dumps(report))
+    for old in (out / "overlays").rglob("*.png"):  # a previous run's cells must not mix with these
+        old.unlink()
+    n_png = 0
+    for path, png in overlay_pngs(cells, trained, explanation):
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(png)
+        n_png += 1
+    (out / PROVENANCE_FILE).write_text(provenance_json(prov))
+
+    print(f"{args.target}: balanced accuracy {trained.balanced_accuracy:.2f} on unseen images (chance "
+          f"{trained.chance:.2f}), {len(trained.y):,} cells, {trained.n_images} images, {trained.folds} folds")
+    if trained.balanced_accuracy < trained.chance + 0.1:
+        print(f"note: the {args.target} can hardly be told from the crops: the CAMs explain a classifier that "
+              "mostly guesses")
+    for name, reading in report["cams"]["classes"].items():
+        print(f"{name}: {reading['focus']} — {reading['reading']}")
+    if deletion is not None:
+        print(f"deletion test: {deletion.reading()}")
+    print(f"wrote cam_cells.csv ({len(table)} cells, {args.method}), classifier.json, {n_png} overlays in overlays/ "
+          f"and {PROVENANCE_FILE} to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -350,16 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     emb = sub.add_parser("embed", help="cells -> features -> t-SNE/UMAP map and batch-effect metrics; writes "
                          "cells.csv, cells.parquet, batch_effect.json, map.html, map.png, provenance.json")
-    emb.add_argument("inputs", nargs="+", help="image files, zips or folders (read recursively)")
-    emb.add_argument("--out", required=True, help="output folder")
-    emb.add_argument("--model", default="classical", help="segmenter (see `models`), or gt to use each image's "
-                     "ground truth (default: classical)")
-    emb.add_argument("--recipe", help="recipe JSON for the classical segmenter (default: the built-in one)")
+    _add_cell_arguments(emb)
     emb.add_argument("--features", default="morphology", help="morphology, autoencoder, cnn (= resnet18-imagenet) "
                      "or another feature model from `models` (default: morphology)")
-    emb.add_argument("--batch-from", default=None, help="folder (each image's parent folder), regex:PATTERN (a named "
-                     "group 'batch') or csv:FILE (filename,batch[,condition]); default: folders and a batches.csv found "
-                     "among the inputs")
     emb.add_argument("--correct", default="none", choices=("none", "standardize", "harmony"),
                      help="batch correction before the map (default: none)")
     emb.add_argument("--control", default=None, help="with --correct standardize: scale each batch by its cells of "
@@ -370,15 +483,56 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--clusters", default="kmeans", choices=("kmeans", "hdbscan"), help="clustering (default kmeans)")
     emb.add_argument("--k", type=int, default=6, help="k-means clusters (default 6)")
     emb.add_argument("--seed", type=int, default=0, help="random seed for the map, clusters and metrics (default 0)")
-    emb.add_argument("--crop-size", type=int, default=32, help="crop side in pixels for crop-based features "
-                     "(default 32)")
-    emb.add_argument("--crop-mode", default="scale", choices=("scale", "pad"), help="scale each cell's window to the "
-                     "crop size, or pad a fixed window at native scale (default scale)")
-    emb.add_argument("--mask-background", action="store_true", help="zero the pixels outside each cell in its crop")
-    emb.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
-    emb.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
     emb.set_defaults(func=_cmd_embed)
+
+    exp = sub.add_parser("explain", help="train a classifier of the cells' batch, condition or cluster and show what "
+                         "it looks at (CAMs): inside the cells or the background; writes cam_cells.csv, "
+                         "classifier.json, overlays/ and provenance.json")
+    _add_cell_arguments(exp)
+    exp.add_argument("--target", required=True, choices=("batch", "condition", "cluster"),
+                     help="what the classifier learns to tell from each cell's crop")
+    # Defaults left unset here are the library's (models/): importing it to name them would slow every command.
+    exp.add_argument("--k", type=int, default=None, help="with --target cluster: k-means clusters of the cells' "
+                     "morphology features, as the Cell map makes them (default: the Cell map's)")
+    exp.add_argument("--method", default="gradcam", help="CAM method of pytorch-grad-cam: gradcam, gradcam++, "
+                     "hirescam, scorecam, eigencam or layercam (default gradcam)")
+    exp.add_argument("--layer", default=None, help="the classifier's layer to take CAMs at: block1, block2 or block3 "
+                     "(default: the last, block3)")
+    exp.add_argument("--cells-per-class", type=int, default=None, help="cells explained per true class, wrongly "
+                     "classified ones first (default: the Explain page's)")
+    exp.add_argument("--deletion-test", action="store_true", help="also run the deletion/insertion test on up to 64 "
+                     "explained cells: does removing the top CAM pixels lower the score faster than random pixels?")
+    # Classifier settings: unset ones take the registry's defaults (the Explain page's); provenance.json records them.
+    exp.add_argument("--epochs", type=int, default=None, help="training epochs (default: the Explain page's)")
+    exp.add_argument("--batch-size", type=int, default=None, help="crops per optimisation step")
+    exp.add_argument("--lr", type=float, default=None, help="Adam's learning rate, one of the Explain page's choices")
+    exp.add_argument("--folds", type=int, default=None, help="cross-validation folds, by image")
+    exp.add_argument("--seed", type=int, default=None, help="random seed for training, the explained cells and "
+                     "the clusters")
+    exp.add_argument("--max-train-cells", type=int, default=None, help="train on at most this many cells, drawn at "
+                     "random")
+    exp.set_defaults(func=_cmd_explain)
     return parser
+
+
+def _add_cell_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``embed`` and ``explain`` share: inputs -> images -> labels -> cells and their crops."""
+    parser.add_argument("inputs", nargs="+", help="image files, zips or folders (read recursively)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--model", default="classical", help="segmenter (see `models`), or gt to use each image's "
+                        "ground truth (default: classical)")
+    parser.add_argument("--recipe", help="recipe JSON for the classical segmenter (default: the built-in one)")
+    parser.add_argument("--batch-from", default=None, help="folder (each image's parent folder), regex:PATTERN (a "
+                        "named group 'batch') or csv:FILE (filename,batch[,condition]); default: folders and a "
+                        "batches.csv found among the inputs")
+    parser.add_argument("--crop-size", type=int, default=32, help="crop side in pixels (default 32)")
+    parser.add_argument("--crop-mode", default="scale", choices=("scale", "pad"), help="scale each cell's window to "
+                        "the crop size, or pad a fixed window at native scale (default scale)")
+    parser.add_argument("--mask-background", action="store_true", help="zero the pixels outside each cell in its "
+                        "crop")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max "
+                        "projection")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

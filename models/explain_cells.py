@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +24,14 @@ from core.cam_stats import cam_mask_stats, class_summary
 from core.cells import CellSet
 from core.display import cam_overlays, crops_rgb, encode_image
 from models.classifier import TrainedClassifier
-from models.explain import CamResult, compute_cams
+from models.explain import CamResult, DeletionInsertion, compute_cams, deletion_insertion
 from models.registry import get_model_info, load_model
 
 Progress = Callable[[float, str], None]
 TARGETS = ("batch", "condition", "cluster")
 CLASSIFIER = "cell-classifier"
 DEFAULT_CELLS_PER_CLASS = 150  # CAMs for the inside/background statistics: 150 a class is seconds on a CPU
+DELETION_CELLS = 64  # the deletion/insertion test runs 2 x 11 x 4 perturbed crops per cell: 64 cells take seconds
 
 
 def target_labels(cells: CellSet, target: str, clusters: np.ndarray | None = None) -> np.ndarray:
@@ -45,6 +47,17 @@ def target_labels(cells: CellSet, target: str, clusters: np.ndarray | None = Non
         raise ValueError(f"{int((values == '').sum())} cells have no condition: assign conditions on the Data page "
                          "(a batches table with a condition column)")
     return values
+
+
+def map_clusters(cells: CellSet, k: int, *, seed: int = 0) -> np.ndarray:
+    """The Cell map's default clusters without the map: k-means with ``k`` clusters on the cells'
+    morphology features, uncorrected (what :func:`models.cellmap.make_map` clusters by default)."""
+    from core.embed import cluster
+    from models.cellmap import MapSettings, features_of
+
+    settings = MapSettings(method="pca", k=k, seed=seed)  # validates k as the page's map does
+    features = features_of(cells, "morphology", {}).features
+    return cluster(features, "kmeans", k=min(settings.k, len(features)), seed=settings.seed)
 
 
 def train_cell_classifier(cells: CellSet, labels: np.ndarray, settings: dict[str, Any], *, device: str = "cpu",
@@ -132,17 +145,46 @@ def cam_table(cells: CellSet, trained: TrainedClassifier, explanation: CellExpla
         "correct": explanation.correct, "explained_class": classes[result.target],
         "probability": result.probability[np.arange(len(result.target)), result.target],
         "method": result.method, "layer": result.layer,
+        # the issue's and the CLI's name for the share of CAM energy inside the cell's mask
+        "inside_mask_fraction": explanation.stats["inside_fraction"].to_numpy(),
     })
     return pd.concat([out, explanation.stats.reset_index(drop=True)], axis=1)
 
 
-def classifier_json(trained: TrainedClassifier, target: str, cells: CellSet) -> dict[str, Any]:
-    """What ``classifier.json`` holds: the scores next to chance, how they were measured, the curves."""
+def classifier_json(trained: TrainedClassifier, target: str, cells: CellSet, *,
+                    explanation: CellExplanation | None = None,
+                    deletion: DeletionInsertion | None = None) -> dict[str, Any]:
+    """What ``classifier.json`` holds: the scores next to chance, how they were measured, the curves;
+    with ``explanation``, its CAMs' method and layer and each class's inside/background reading
+    (:func:`cam_summary`); with ``deletion``, the deletion/insertion test."""
     summary = trained.summary()
     summary.update({"target": target, "cross_validation": "by image (StratifiedGroupKFold): no image is in both the "
                     "training and the test folds", "crop": {"size": cells.size, "mode": cells.mode,
                                                            "mask_background": cells.mask_background}})
+    if explanation is not None:
+        result = explanation.result
+        readings = cam_summary(trained, explanation, target)
+        summary["cams"] = {"method": result.method, "layer": result.layer, "n_cells": int(len(explanation.rows)),
+                           "seconds": result.seconds, "classes": {
+                               str(name): {k: _plain(v) for k, v in row.items()} for name, row in readings.iterrows()}}
+    if deletion is not None:
+        summary["deletion_test"] = deletion.summary()
     return summary
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: numpy scalars as numbers, NaN as null (JSON has no NaN)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def deletion_test(cells: CellSet, trained: TrainedClassifier, explanation: CellExplanation, *,
+                  max_cells: int = DELETION_CELLS) -> DeletionInsertion:
+    """The deletion/insertion test of :func:`models.explain.deletion_insertion` on up to
+    ``max_cells`` of the explained cells, spread evenly over them (they are ordered by class)."""
+    picks = np.linspace(0, len(explanation.rows) - 1, min(max_cells, len(explanation.rows))).astype(int)
+    return deletion_insertion(trained.model, cells.crops(explanation.rows[picks]), explanation.cams[picks],
+                              explanation.result.target[picks])
 
 
 def overlays(cells: CellSet, explanation: CellExplanation, opacity: float = 0.5,
@@ -154,22 +196,30 @@ def overlays(cells: CellSet, explanation: CellExplanation, opacity: float = 0.5,
     return cam_overlays(rgb, explanation.cams[picks], opacity, explanation.masks[picks])
 
 
+def overlay_pngs(cells: CellSet, trained: TrainedClassifier, explanation: CellExplanation, opacity: float = 0.5,
+                 *, scale: int = 4) -> Iterator[tuple[str, bytes]]:
+    """(path, PNG bytes) of every explained cell's overlay, enlarged ``scale`` times (nearest
+    neighbour, so the CAM's grid stays visible), at ``overlays/<true class>/<correct|wrong>/
+    <cell>_pred-<predicted>.png``: the layout of the zip and of ``python -m core explain``'s folder."""
+    table = cam_table(cells, trained, explanation)
+    for start in range(0, len(explanation.rows), 256):  # a chunk of tiles in memory at a time
+        picks = np.arange(start, min(start + 256, len(explanation.rows)))
+        for i, tile in zip(picks, overlays(cells, explanation, opacity, picks), strict=True):
+            row = table.iloc[i]
+            name = str(row["cell_id"]).replace("/", "_").replace(":", "_cell")
+            folder = f"{_safe(row['true'])}/{'correct' if row['correct'] else 'wrong'}"
+            big = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
+            yield f"overlays/{folder}/{name}_pred-{_safe(row['predicted'])}.png", encode_image(big)
+
+
 def overlays_zip(cells: CellSet, trained: TrainedClassifier, explanation: CellExplanation, opacity: float = 0.5,
                  *, scale: int = 4, extra: dict[str, str] | None = None) -> bytes:
-    """Every explained cell's overlay as a PNG (enlarged ``scale`` times, nearest neighbour so the
-    CAM's grid stays visible), in folders true class / correct|wrong, plus ``extra`` files."""
-    table = cam_table(cells, trained, explanation)
+    """Every explained cell's overlay as a PNG (:func:`overlay_pngs`), the CAM table, and ``extra`` files."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for start in range(0, len(explanation.rows), 256):
-            picks = np.arange(start, min(start + 256, len(explanation.rows)))
-            for i, tile in zip(picks, overlays(cells, explanation, opacity, picks), strict=True):
-                row = table.iloc[i]
-                name = str(row["cell_id"]).replace("/", "_").replace(":", "_cell")
-                folder = f"{_safe(row['true'])}/{'correct' if row['correct'] else 'wrong'}"
-                big = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
-                zf.writestr(f"overlays/{folder}/{name}_pred-{_safe(row['predicted'])}.png", encode_image(big))
-        zf.writestr("cam_cells.csv", table.to_csv(index=False))
+        for path, png in overlay_pngs(cells, trained, explanation, opacity, scale=scale):
+            zf.writestr(path, png)
+        zf.writestr("cam_cells.csv", cam_table(cells, trained, explanation).to_csv(index=False))
         for name, text in (extra or {}).items():
             zf.writestr(name, text)
     return buf.getvalue()

@@ -27,7 +27,7 @@ from core.explain_figures import confusion_figure, curves_figure, deletion_figur
 from core.text import plural
 from models.classifier import TrainedClassifier
 from models.detector_cam import CAM_METHODS, METHOD_TITLES, draw_detector_cam, highlighted
-from models.explain import CAM_METHOD_NAMES, cam_layers, deletion_insertion
+from models.explain import CAM_METHOD_NAMES, cam_layers
 from models.explain_cells import (
     TARGETS,
     CellExplanation,
@@ -35,6 +35,7 @@ from models.explain_cells import (
     cam_table,
     classifier_json,
     classifier_settings,
+    deletion_test,
     dumps,
     overlays,
     overlays_zip,
@@ -151,10 +152,8 @@ def sanity_view(cells, trained: TrainedClassifier, explanation: CellExplanation,
                 "first and watches the class probability fall; if it falls no faster than with random pixels, the "
                 "CAM does not show what the model uses.")
     if st.button("Run the deletion/insertion test", key="ex.sanity", help="On up to 64 of the explained cells."):
-        picks = np.linspace(0, len(explanation.rows) - 1, min(64, len(explanation.rows))).astype(int)
         with st.spinner("Masking pixels and scoring…"):
-            test = deletion_insertion(trained.model, cells.crops(explanation.rows[picks]), explanation.cams[picks],
-                                      explanation.result.target[picks])
+            test = deletion_test(cells, trained, explanation)
         explain_store().get_or_compute(key, lambda: test)
     test = explain_store().get(key)
     if test is not None:
