@@ -11,5 +11,6 @@ from models import (  # noqa: F401  (each module registers its models)
     morphology,
     rcnn,
     sam,
+    unet,
     yolo,
 )

@@ -1,0 +1,227 @@
+"""models/unet.py: targets and instances, training, checkpoints, stopping, and the registry entry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from core.example import make_example_dataset
+from core.instances import Instances, boxes_from_labels
+from core.metrics import match_instances
+from core.training_data import split_by_batch, training_pairs
+from models import unet as U
+from models.registry import get_model_info, list_models, load_model
+
+TINY = U.UNetTraining(epochs=2, steps_per_epoch=4, batch_size=4, tile=64, lr=3e-3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def example():
+    return make_example_dataset(size=96, fields_per_plate=2)
+
+
+@pytest.fixture(scope="module")
+def data(example):
+    pairs = training_pairs(example)
+    split = split_by_batch(pairs, ["plateC"])
+    train, val = split.apply(pairs)
+    return train, val, split
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    train, val, split = data
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.unet.pt"
+    return U.train_unet(train, val, training=TINY, out=path, split=split)
+
+
+@pytest.fixture
+def weights_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    return tmp_path / "weights"
+
+
+def _touching_squares() -> np.ndarray:
+    labels = np.zeros((32, 40), np.int32)
+    labels[8:20, 6:18] = 1
+    labels[8:20, 18:30] = 2  # shares an edge with 1
+    labels[24:28, 34:38] = 3  # 16 px
+    return labels
+
+
+def test_targets_part_touching_objects_with_a_boundary_seam():
+    targets = U.unet_targets(_touching_squares(), boundary_width=2)
+    assert set(np.unique(targets)) == {0, 1, 2}
+    np.testing.assert_array_equal(targets[14, 14:22], [1, 1, 2, 2, 2, 2, 1, 1])  # 2 px of each side
+    assert (targets[8:20, 6:18] == 1).sum() == 8 * 8  # a 12 px square keeps its inner 8 x 8
+    interior = targets == 1
+    from scipy import ndimage as ndi
+
+    assert ndi.label(interior)[1] == 2  # one interior blob (seed) per square object
+    assert (targets[24:28, 34:38] == 2).all()  # a 4 px object is all rim: found as a seedless piece
+
+
+def test_perfect_probabilities_give_back_the_labels():
+    """The post-processing, fed the targets as one-hot probabilities, recovers every object exactly."""
+    labels = _touching_squares()
+    probs = np.eye(3, dtype=np.float32)[U.unet_targets(labels)].transpose(2, 0, 1)
+    found, scores = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=0)
+    m = match_instances(labels, found, 0.5)
+    assert m.tp == 3 and m.fp == 0 and m.mean_iou == 1.0
+    np.testing.assert_allclose(scores, 1.0)
+    dropped, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=20)
+    assert dropped.max() == 2 and not dropped[24:28, 34:38].any()  # the 16 px object is under min_area
+
+
+def test_architecture_is_compact_and_keeps_the_image_size():
+    import torch
+
+    model = U.build_unet(U.UNetConfig())
+    assert 0.3e6 < U.n_parameters(model) < 2e6
+    model.eval()
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 1, 64, 48)).shape == (1, 3, 64, 48)
+    probs = U.predict_probabilities(model, np.zeros((50, 37, 1), np.float32))  # padded inside, cut back
+    assert probs.shape == (3, 50, 37)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_tiled_inference_matches_the_whole_image(trained, example):
+    planes = training_pairs(example[:1])[0].image
+    whole = U.predict_probabilities(trained.model, planes)
+    tiled = U.predict_probabilities(trained.model, planes, tile=64, margin=16)
+    assert tiled.shape == whole.shape
+    # Windows see 16 px of context: the class decisions agree almost everywhere.
+    assert (tiled.argmax(0) == whole.argmax(0)).mean() > 0.97
+
+
+def test_a_few_training_steps_lower_the_loss(trained):
+    first, last = trained.history[0], trained.history[-1]
+    assert len(trained.history) == 2 and trained.stopped == "completed"
+    assert last.loss < first.loss and last.val_loss < 1.1  # random start: ~ln 3 = 1.1
+    assert trained.best_epoch in (1, 2) and trained.path.is_file()
+
+
+def test_training_is_seeded(data):
+    train, val, _ = data
+    short = replace(TINY, epochs=1, steps_per_epoch=2, seed=5)
+    a, b = U.train_unet(train, val, training=short), U.train_unet(train, val, training=short)
+    assert a.history[0].loss == b.history[0].loss
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert np.array_equal(va.numpy(), vb.numpy()), k
+
+
+def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, monkeypatch):
+    import torch
+
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real_load(*a, **k))
+    model, meta = U.load_checkpoint(trained.path)
+    assert calls and all(k.get("weights_only") is True for k in calls)
+    for (k, va), vb in zip(trained.model.state_dict().items(), model.state_dict().values(), strict=True):
+        assert np.array_equal(va.numpy(), vb.numpy()), k
+    assert meta == trained.metadata
+    assert meta["family"] == "unet" and len(meta["data_hash"]) == 32
+    assert meta["split"]["method"] == "batch" and meta["split"]["val_batches"] == ["plateC"]
+    assert U.UNetTraining.from_dict({k: meta["parameters"][k] for k in TINY.to_dict()}) == TINY
+    assert meta["parameters"]["epochs"] == 2 and meta["parameters"]["n_parameters"] == U.n_parameters(model)
+    assert meta["validation"]["f1"] == trained.best.f1 and len(meta["validation"]["history"]) == 2
+    assert meta["stopped"] == "completed" and meta["date"][:2] == "20"
+    sidecar = json.loads(U.metadata_path(trained.path).read_text())
+    assert sidecar["validation"]["f1"] == meta["validation"]["f1"] and sidecar["config"] == U.UNetConfig().to_dict()
+
+
+def test_files_that_are_not_our_checkpoints_are_refused(tmp_path):
+    import torch
+
+    other = tmp_path / "other.unet.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(ValueError, match="other.unet.pt is not a CellScope U-Net checkpoint \\(expected format"):
+        U.load_checkpoint(other)
+    pickled = tmp_path / "pickled.unet.pt"
+    torch.save({"format": U.FORMAT, "model": torch.nn.Conv2d(1, 3, 3)}, pickled)  # a pickled module: code
+    with pytest.raises(ValueError, match="pickled.unet.pt is not a CellScope U-Net checkpoint: it cannot be read as "
+                                         "plain weights"):
+        U.load_checkpoint(pickled)
+    garbage = tmp_path / "garbage.unet.pt"
+    garbage.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="garbage.unet.pt is not a CellScope U-Net checkpoint"):
+        U.load_checkpoint(garbage)
+
+
+def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, example, tmp_path):
+    train, val, split = data
+    asked = []
+
+    def stop() -> bool:  # the UI's stop button, pressed during the second epoch
+        asked.append(1)
+        return len(asked) > 6
+
+    path = tmp_path / "stopped.unet.pt"
+    result = U.train_unet(train, val, training=replace(TINY, epochs=5), out=path, split=split, stop=stop)
+    assert result.stopped == "stopped during epoch 2" and len(result.history) == 2
+    model, meta = U.load_checkpoint(path)
+    assert meta["stopped"] == "stopped during epoch 2" and meta["validation"]["best_epoch"] == result.best_epoch
+    labels, _ = U.segment_planes(model, val[0].image, foreground_threshold=0.5, seed_threshold=0.5, min_area=15)
+    assert labels.shape == val[0].labels.shape
+
+
+def test_a_killed_training_leaves_the_best_checkpoint_so_far(data, tmp_path):
+    train, val, split = data
+
+    steps = []
+
+    def crash() -> bool:  # the process dies during epoch 2 (its 3rd step), before it is validated
+        steps.append(1)
+        if len(steps) == TINY.steps_per_epoch + 3:
+            raise KeyboardInterrupt
+        return False
+
+    path = tmp_path / "killed.unet.pt"
+    with pytest.raises(KeyboardInterrupt):
+        U.train_unet(train, val, training=TINY, out=path, split=split, stop=crash)
+    model, meta = U.load_checkpoint(path)
+    assert meta["validation"]["best_epoch"] == 1 and meta["stopped"] == "in progress"
+    assert not list(tmp_path.glob(".*.part"))  # no half-written file left behind
+    assert U.predict_probabilities(model, val[0].image).shape == (3, *val[0].labels.shape)
+
+
+def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, weights_home):
+    import shutil
+
+    assert "unet:cells" not in [m.name for m in list_models("segment")]
+    dest = U.unet_checkpoint_path("cells")
+    dest.parent.mkdir(parents=True)
+    shutil.copy(trained.path, dest)
+    shutil.copy(U.metadata_path(trained.path), U.metadata_path(dest))
+    info = get_model_info("unet:cells")
+    assert info.family == "unet" and info.task == "segment" and not info.box_only
+    assert "unet:cells" in [m.name for m in list_models("segment")]
+    assert f"validation F1 {trained.best.f1:.3f}" in info.description
+    assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_area": 15}
+    result = load_model("unet:cells").predict(example[4])
+    assert isinstance(result, Instances) and result.model == "unet:cells" and result.labels.shape == (96, 96)
+    assert result.labels.max() == result.count == len(result.scores)
+    np.testing.assert_array_equal(result.boxes, boxes_from_labels(result.labels))
+    with pytest.raises(ValueError, match="has no setting 'threshold'"):
+        load_model("unet:cells").predict(example[4], threshold=0.5)
+    with pytest.raises(ValueError, match="a plain file name"):
+        U.unet_checkpoint_path("../escape")
+
+
+def test_training_settings_are_checked():
+    with pytest.raises(ValueError, match="must be at least 1"):
+        U.UNetTraining(epochs=0)
+    with pytest.raises(ValueError, match="unknown U-Net training setting\\(s\\) 'epoch'"):
+        U.UNetTraining.from_dict({"epoch": 3})
+
+
+def test_unet_settings_mean_what_any_registered_setting_of_that_name_means():
+    from models import registry
+
+    for setting in U.UNET_SETTINGS:
+        assert registry._SETTINGS.get(setting.name, setting) == setting
