@@ -88,15 +88,17 @@ def _median(values: np.ndarray) -> float:
     return float(np.median(values)) if len(values) else float("nan")
 
 
-def class_reading(name: str, row: pd.Series | dict, *, target: str = "class") -> str:
+def class_reading(name: str, row: pd.Series | dict, *, target: str = "class",
+                  opener: str = "Predictions of {label} rely") -> str:
     """The sentence for one row of :func:`class_summary`, e.g. "Predictions of batch B rely mostly
     on the background (median inside-mask share 0.21, 0.45 expected from the cells' area, n=340
-    cells)."."""
+    cells).". ``opener`` says whose evidence it is ({label} = "batch B"): the predicted class's
+    (default), the true class's, one class asked of every cell, or a class-agnostic map's."""
     n, scored = int(row["n_cells"]), int(row["n_scored"])
     # a class named after its label already ("cluster 3") is not named twice ("cluster cluster 3")
-    subject = f"Predictions of {name}" if str(name).startswith(f"{target} ") else f"Predictions of {target} {name}"
+    label = str(name) if str(name).startswith(f"{target} ") else f"{target} {name}"
     if scored == 0:
-        return f"{subject}: no CAM energy to place (every CAM is zero), n={n} cells."
+        return f"No CAM energy to place for {label}: every CAM is zero ({_cells(n)})."
     share, area = row["median_inside"], row["median_area"]
     where = {
         "cells": "mostly on the cells" if share >= 0.5 else
@@ -106,11 +108,18 @@ def class_reading(name: str, row: pd.Series | dict, *, target: str = "class") ->
         "both": "on cells and background about in proportion to their areas",
         "undetermined": "on an undetermined share of the cells (their masks are empty)",
     }[row["focus"]]
-    text = (f"{subject} rely {where} (median inside-mask share {share:.2f}, {area:.2f} expected from the cells' "
-            f"area, n={scored} cells).")
+    text = (f"{opener.format(label=label)} {where} (median inside-mask share {share:.2f}, {area:.2f} expected from "
+            f"the cells' area, {_cells(scored)}).")
+    if scored < n:
+        text += (f" {n - scored} of the {n} cells had an all-zero CAM (nothing at this layer for this class) and are "
+                 "not counted.")
     if scored < MIN_CELLS:
         text += f" Tentative: fewer than {MIN_CELLS} cells."
     return text
+
+
+def _cells(n: int) -> str:
+    return f"n={n} cell" + ("" if n == 1 else "s")
 
 
 def class_summary(
@@ -120,6 +129,7 @@ def class_summary(
     correct: Sequence[bool] | np.ndarray | None = None,
     target: str = "class",
     order: Sequence[str] | None = None,
+    opener: str = "Predictions of {label} rely",
 ) -> pd.DataFrame:
     """Per class (the class each CAM explains, e.g. the predicted batch): one row, indexed by class
     name, with ``n_cells``, ``n_scored`` (CAM not all zero), ``n_correct`` and ``n_wrong`` (when
@@ -157,6 +167,6 @@ def class_summary(
         }
         row["focus"] = focus(row["median_enrichment"])
         row["few_cells"] = row["n_scored"] < MIN_CELLS
-        row["reading"] = class_reading(level, row, target=target)
+        row["reading"] = class_reading(level, row, target=target, opener=opener)
         rows.append(row)
     return pd.DataFrame(rows, index=pd.Index(levels, name=target))

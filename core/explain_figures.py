@@ -48,14 +48,15 @@ def curves_figure(train_loss: np.ndarray, val_accuracy: np.ndarray, chance: floa
     return fig
 
 
-def inside_figure(table: pd.DataFrame, *, by: str = "explained_class", height: int = 340) -> go.Figure:
+def inside_figure(table: pd.DataFrame, *, by: str = "explained_class", order: Sequence[str] = (),
+                  height: int = 340) -> go.Figure:
     """Each class's per-cell share of CAM energy inside the cell (box and points), correct and
     wrong predictions side by side, with the share the cells' area alone would give."""
     fig = go.Figure()
     for ok, name, color in ((True, "correct", PALETTE[2]), (False, "wrong", PALETTE[3])):
         part = table[table["correct"] == ok]
         if len(part):
-            fig.add_trace(go.Box(x=part[by].astype(str), y=part["inside_fraction"], name=name, marker_color=color,
+            fig.add_trace(go.Box(x=part[by].astype(str), y=part["inside_mask_fraction"], name=name, marker_color=color,
                                  boxpoints="all", jitter=0.4, pointpos=0, marker=dict(size=3, opacity=0.5),
                                  customdata=part["cell_id"], hovertemplate="%{customdata}: %{y:.2f}<extra></extra>"))
     area = table.groupby(by)["area_fraction"].median()
@@ -64,7 +65,8 @@ def inside_figure(table: pd.DataFrame, *, by: str = "explained_class", height: i
                              hovertemplate="the cells cover %{y:.2f} of the crop<extra></extra>"))
     fig.update_layout(height=height, boxmode="group", margin=dict(l=10, r=10, t=40, b=10),
                       title="Share of each cell's CAM inside its outline", yaxis=dict(range=[0, 1], title="inside share"),
-                      xaxis=dict(title="explained class", type="category"), legend=dict(orientation="h", y=-0.2))
+                      xaxis=dict(title=by.replace("_", " "), type="category", categoryorder="array",
+                                 categoryarray=[str(c) for c in order]), legend=dict(orientation="h", y=-0.2))
     return fig
 
 

@@ -44,7 +44,8 @@ AUTOENCODER_SETTINGS = (
     Setting("seed", "Seed", 0, "The same seed and crops give the same model.", kind="int", low=0, high=2**31 - 1,
             step=1),
     Setting("max_train_cells", "Training cells", 20_000, "At most this many crops, drawn at random from all of "
-            "them, are held in memory for training; every cell is encoded afterwards.", kind="int", low=100,
+            "them, are held in memory for training (the autoencoder then encodes every cell; the classifier is "
+            "scored and explained on these).", kind="int", low=100,
             high=500_000, step=1000),
 )
 _DEFAULT = {s.name: s.default for s in AUTOENCODER_SETTINGS}

@@ -305,8 +305,11 @@ def _yolo_default_layer(net: Any) -> str:
 def _yolo_cam(adapter: YoloModel, image: CellImage, settings: dict[str, Any], detection: int | None,
               layer: str | None) -> DetectorCam:
     import torch
-    from pytorch_grad_cam import EigenCAM
     from ultralytics.utils import ops
+
+    from models.explain import cam_methods
+
+    EigenCAM = cam_methods()["eigencam"]  # noqa: N806  (oriented: see models.explain)
 
     if adapter.ultralytics.predictor is None:  # ultralytics builds its predictor (and fused network) on first use
         adapter.predict(image, **settings)
@@ -336,7 +339,11 @@ def _yolo_cam(adapter: YoloModel, image: CellImage, settings: dict[str, Any], de
 def _rcnn_cam(adapter: RcnnModel, image: CellImage, settings: dict[str, Any], method: str, detection: int | None,
               layer: str | None) -> DetectorCam:
     import torch
-    from pytorch_grad_cam import EigenCAM, GradCAM
+    from pytorch_grad_cam import GradCAM
+
+    from models.explain import cam_methods
+
+    EigenCAM = cam_methods()["eigencam"]  # noqa: N806  (the class, as the package names it)
     from pytorch_grad_cam.utils.reshape_transforms import fasterrcnn_reshape_transform
 
     net = adapter.network

@@ -86,19 +86,16 @@ class CellExplanation:
 
 def sample_rows(trained: TrainedClassifier, per_class: int = DEFAULT_CELLS_PER_CLASS, *, seed: int = 0,
                 within: Sequence[int] | None = None) -> np.ndarray:
-    """Table positions of up to ``per_class`` cells of each true class, wrong ones first (they are
-    fewer and more telling), from the cells the classifier was cross-validated on, optionally only
-    among ``within`` (a selection on the map)."""
+    """Table positions of a random sample of up to ``per_class`` cells of each true class (so
+    correct and wrong predictions come in their true proportions and the readings describe the
+    class), from the cells the classifier was cross-validated on, optionally only among
+    ``within`` (a selection on the map)."""
     rng = np.random.default_rng(seed)
     index = np.arange(len(trained.rows))
     if within is not None:
         index = index[np.isin(trained.rows, np.asarray(within, np.int64))]
-    picked = []
-    for code in range(len(trained.classes)):
-        mine = index[trained.y[index] == code]
-        wrong, right = mine[~trained.correct[mine]], mine[trained.correct[mine]]
-        take = np.concatenate([rng.permutation(wrong), rng.permutation(right)])[:per_class]
-        picked.append(np.sort(take))
+    picked = [np.sort(rng.permutation(index[trained.y[index] == code])[:per_class])
+              for code in range(len(trained.classes))]
     return trained.rows[np.concatenate(picked)] if picked else np.zeros(0, np.int64)
 
 
@@ -124,11 +121,29 @@ def explain_cells(cells: CellSet, trained: TrainedClassifier, rows: Sequence[int
                            cam_mask_stats(result.cams, masks))
 
 
+READING_OPENERS = {
+    "predicted": "Predictions of {label} rely",
+    "true": "The evidence for the true class in cells of {label} lies",
+    "class": "The evidence for {label} (asked of every explained cell) lies",
+    "agnostic": "Eigen-CAM (the same for every class) of cells of true {label} lies",
+}
+
+
 def cam_summary(trained: TrainedClassifier, explanation: CellExplanation, target: str) -> pd.DataFrame:
-    """Per explained class: the inside-mask shares and a plain-language reading (core.cam_stats)."""
-    names = np.asarray(trained.classes, dtype=object)[explanation.result.target]
+    """Per class: the inside-mask shares and a plain-language reading (core.cam_stats). Cells are
+    grouped by the class their CAM explains, worded after how it was chosen; Eigen-CAM, which
+    ignores the class, by true class."""
+    result = explanation.result
+    classes = np.asarray(trained.classes, dtype=object)
+    if result.method == "eigencam":
+        names, opener = classes[explanation.true], READING_OPENERS["agnostic"]
+    else:
+        names = classes[result.target]
+        how = ("predicted" if np.array_equal(result.target, explanation.predicted) else
+               "true" if np.array_equal(result.target, explanation.true) else "class")
+        opener = READING_OPENERS[how]
     return class_summary(explanation.stats, names, correct=explanation.correct, target=target,
-                         order=[c for c in trained.classes if c in set(names)])
+                         order=[c for c in trained.classes if c in set(names)], opener=opener)
 
 
 def cam_table(cells: CellSet, trained: TrainedClassifier, explanation: CellExplanation) -> pd.DataFrame:
@@ -145,10 +160,10 @@ def cam_table(cells: CellSet, trained: TrainedClassifier, explanation: CellExpla
         "correct": explanation.correct, "explained_class": classes[result.target],
         "probability": result.probability[np.arange(len(result.target)), result.target],
         "method": result.method, "layer": result.layer,
-        # the issue's and the CLI's name for the share of CAM energy inside the cell's mask
-        "inside_mask_fraction": explanation.stats["inside_fraction"].to_numpy(),
     })
-    return pd.concat([out, explanation.stats.reset_index(drop=True)], axis=1)
+    # "inside_mask_fraction": the share of CAM energy inside the cell's mask, under the issue's name
+    stats = explanation.stats.reset_index(drop=True).rename(columns={"inside_fraction": "inside_mask_fraction"})
+    return pd.concat([out, stats], axis=1)
 
 
 def classifier_json(trained: TrainedClassifier, target: str, cells: CellSet, *,

@@ -250,7 +250,8 @@ def clusters_view(cells: CellSet, cell_map: CellMap, key: str) -> None:
     if c2.button("Explain this cluster", key="cm.explain_cl", icon=":material/visibility:", width="stretch",
                  help="Open the Explain page on this cluster's cells: what a classifier trained on all cells looks "
                       "at in them (Grad-CAM), inside the cell or in the background."):
-        send_to_explain(key, list(np.flatnonzero(cell_map.clusters == chosen)), f"cluster {chosen}")
+        send_to_explain(key, list(np.flatnonzero(cell_map.clusters == chosen)),
+                        f"cluster {chosen} ({plural(int(counts[chosen]), 'cell')})")
 
 
 def features_view(cells: CellSet, embedding: Embedding) -> None:

@@ -68,15 +68,20 @@ def classifier_controls(has_clusters: bool) -> tuple[str, dict, bool]:
     return target, settings, train
 
 
-def classifier_view(trained: TrainedClassifier, target: str) -> None:
+def classifier_view(trained: TrainedClassifier, target: str, settings: dict) -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Balanced accuracy", f"{trained.balanced_accuracy:.2f}",
               help="Mean recall over the classes, on cells of images the network never saw (cross-validated by image).")
     c2.metric("Chance", f"{trained.chance:.2f}", help=f"1 / {len(trained.classes)} classes: what guessing reaches.")
-    c3.metric("Cells · images", f"{len(trained.y):,} · {sum(trained.images_per_class.values())}",
+    c3.metric("Cells · images", f"{len(trained.y):,} · {trained.n_images}",
               help="Cells and images the classifier was cross-validated on; " + ", ".join(
                   f"{k}: {v} images" for k, v in trained.images_per_class.items()))
     c4.metric("Folds · time", f"{trained.folds} · {trained.seconds:.0f} s", help="Cross-validation folds and training time.")
+    asked = settings.get("folds", trained.folds)
+    st.caption(f"Each image's cells were predicted by a network that never saw that image ({trained.folds} folds of "
+               "images, stratified by class" + (f"; fewer than the {asked} asked, because a class has only "
+               f"{min(trained.images_per_class.values())} images" if trained.folds < asked else "")
+               + "). A final network trained on every cell is the one explained below.")
     if trained.balanced_accuracy < trained.chance + 0.1:
         st.warning(f"The {target} can hardly be told from the crops (balanced accuracy {trained.balanced_accuracy:.2f}, "
                    f"chance {trained.chance:.2f}): the CAMs below explain a classifier that mostly guesses.")
@@ -113,8 +118,9 @@ def cam_controls(trained: TrainedClassifier, sent: dict | None) -> tuple[str, st
     per_class = 150
     if sent is None:
         per_class = st.slider("Cells per class", 20, 500, 150, 10, key="ex.per_class",
-                              help="Cells whose CAMs are computed and measured, per true class (wrongly classified "
-                                   "ones first). More cells: steadier numbers, longer wait.")
+                              help="Cells whose CAMs are computed and measured: a random sample of each true class, "
+                                   "correct and wrong predictions in their true proportions. More cells: steadier "
+                                   "numbers, longer wait.")
     return method, layer, which, opacity, per_class
 
 
@@ -125,10 +131,13 @@ def readings_view(trained: TrainedClassifier, explanation: CellExplanation, tabl
     st.caption("Inside share: the part of a cell's CAM inside its outline, next to the part of the crop the cell "
                "covers (what a CAM without preference would give). A classifier that tells plates apart by their "
                "background lights up the background: a batch effect, not biology.")
-    st.plotly_chart(inside_figure(table), width="stretch", key="ex.inside", config={"displaylogo": False})
+    st.plotly_chart(inside_figure(table, order=trained.classes), width="stretch", key="ex.inside",
+                    config={"displaylogo": False})
 
 
 def grid_view(cells, trained: TrainedClassifier, explanation: CellExplanation, opacity: float) -> None:
+    st.caption("Overlays: red = what the network relied on, blue = what it ignored; white = the cell's outline. "
+               "Up to 8 cells per group; every explained cell is in the Overlays zip below.")
     for code, name in enumerate(trained.classes):
         mine = np.flatnonzero(explanation.true == code)
         if not len(mine):
@@ -141,8 +150,10 @@ def grid_view(cells, trained: TrainedClassifier, explanation: CellExplanation, o
                 where.caption(f"No {label} cells among the {len(mine)} explained.")
                 continue
             tiles = overlays(cells, explanation, opacity, picks)
+            scale = max(1, 96 // tiles.shape[1])  # ~96 px a cell: the CAM's grid and the outline stay visible
+            tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
             predicted = ", ".join(sorted({trained.classes[p] for p in explanation.predicted[picks]}))
-            picture(montage(tiles, columns=min(GRID, len(tiles))), where=where,
+            picture(montage(tiles, columns=4), where=where, fmt="png",
                     caption=f"{label}: {len(picks)} of {int((explanation.correct[mine] == ok).sum())}"
                             + ("" if ok else f" · predicted {predicted}"))
 
@@ -190,31 +201,41 @@ def cells_view(ds, device: str) -> None:
                f"{', background masked' if cells.mask_background else ''}); change them on the Cell map page.")
     sent = st.session_state.get(EXPLAIN_ROWS)
     if sent and sent.get("cells") != key:
-        sent = None  # made for other cells
+        st.caption(f"The {sent['what']} sent from the Cell map were chosen among other cells (its settings changed "
+                   "since): a sample of all cells is explained instead.")
+        sent = None
     if sent:
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
-        c1.info(f"Explaining {sent['what']} ({plural(len(sent['rows']), 'cell')}) from the Cell map.")
+        c1.info(f"Explaining {sent['what']} from the Cell map.")
         if c2.button("Use all cells", key="ex.all", width="stretch", help="Explain a sample of every class instead."):
             st.session_state.pop(EXPLAIN_ROWS, None)
             st.rerun()
     target, settings, train = classifier_controls(cell_map is not None)
+    if cell_map is None:
+        st.caption("To predict the Cell map's clusters, make the map on the Cell map page first.")
     try:
         labels = target_labels(cells, target, None if cell_map is None else cell_map.clusters)
     except ValueError as exc:
         st.error(str(exc))
         return
+    if len(set(labels)) < 2:
+        where = {"batch": "assign batches on the Data page (a batches table, folder names or a file-name pattern)",
+                 "condition": "assign conditions on the Data page (a batches table with a condition column)"}
+        st.error(f"Every cell has the same {target} ({labels[0]!r}): there is nothing to tell apart. "
+                 + where.get(target, "choose another target") + ".")
+        return
     ckey = classifier_key(key, target, labels, settings, device)
     trained = cached_classifier(ckey)
     if trained is None and not train:
         st.info(f"Press **Train the classifier** to teach a small CNN the cells' {target} "
-                f"({len(set(labels))} classes), then see what it looks at.")
+                f"({len(set(labels))} classes: {', '.join(sorted(set(labels))[:6])}), then see what it looks at.")
         return
     try:
         trained = classifier_for(cells, ckey, labels, settings, device)
     except (ValueError, RuntimeError, MemoryError) as exc:
         st.error(f"The classifier could not be trained: {exc}")
         return
-    classifier_view(trained, target)
+    classifier_view(trained, target, settings)
     st.subheader("What it looks at")
     method, layer, which, opacity, per_class = cam_controls(trained, sent)
     rows = sample_rows(trained, per_class if sent is None else len(sent["rows"]),

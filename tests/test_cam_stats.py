@@ -114,7 +114,7 @@ def test_an_all_zero_class_and_a_given_order():
     stats = cam_mask_stats(np.zeros((3, 4, 4)), np.stack([corner_mask()] * 3))
     table = class_summary(stats, ["x", "x", "x"], order=["y", "x"])
     assert list(table.index) == ["y", "x"] and table.loc["y", "n_cells"] == 0
-    assert table.loc["x", "n_scored"] == 0 and "no CAM energy" in table.loc["x", "reading"]
+    assert table.loc["x", "n_scored"] == 0 and "No CAM energy to place for class x" in table.loc["x", "reading"]
     assert table.loc["x", "focus"] == "undetermined"
 
 
@@ -154,3 +154,15 @@ def test_cell_masks_line_up_with_the_cells_crops_in_any_row_order(mode):
     bright = crops[:2, :, :, 0] > 0.6  # rows 2 and 0: label 1, the bright cells
     agreement = (bright == masks[:2]).mean()
     assert agreement == 1.0 if mode == "pad" else agreement > 0.95
+
+
+def test_a_reading_counts_empty_cams_and_says_whose_evidence_it_is():
+    cams = np.zeros((3, 4, 4))
+    cams[:2] = corner_mask()  # two CAMs all inside their cell, one all zero
+    stats = cam_mask_stats(cams, np.stack([corner_mask()] * 3))
+    row = class_summary(stats, ["B"] * 3, target="batch",
+                        opener="The evidence for {label} (asked of every explained cell) lies").loc["B"]
+    assert row["reading"].startswith("The evidence for batch B (asked of every explained cell) lies mostly on the cells")
+    assert "n=2 cells" in row["reading"] and "1 of the 3 cells had an all-zero CAM" in row["reading"]
+    one = class_summary(stats.iloc[:1], ["B"], target="batch").loc["B"]
+    assert "n=1 cell)" in one["reading"]

@@ -20,6 +20,7 @@ from core.cam_stats import cam_mask_stats, class_summary
 from models.classifier import ClassifierConfig, build_classifier, train_classifier
 from models.explain import (
     CAM_METHOD_NAMES,
+    DeletionInsertion,
     cam_layers,
     cam_methods,
     compute_cams,
@@ -130,12 +131,50 @@ def test_batched_cams_equal_the_package_called_directly_on_all_crops_at_once():
     assert np.allclose(ours.cams, expected, atol=1e-6)
 
 
-def test_our_economy_eigencam_equals_the_package_eigencam():
+def test_our_economy_eigencam_equals_the_package_eigencam_up_to_the_component_sign(monkeypatch):
+    import pytorch_grad_cam.eigen_cam as package
+
     model, crops = tiny_model(32), noise(n=5, size=32)
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2)
     with EigenCAM(model=model, target_layers=[model.block2]) as cam:
-        expected = cam(input_tensor=torch.from_numpy(crops).permute(0, 3, 1, 2), targets=None)
-    ours = compute_cams(model, crops, method="eigencam", layer="block2")
-    assert np.allclose(ours.cams, expected, atol=1e-5)
+        plus = cam(input_tensor=x, targets=None)
+    projection = package.get_2d_projection
+    monkeypatch.setattr(package, "get_2d_projection", lambda a: -projection(a))
+    with EigenCAM(model=model, target_layers=[model.block2]) as cam:
+        minus = cam(input_tensor=x, targets=None)
+    ours = compute_cams(model, crops, method="eigencam", layer="block2").cams
+    for i in range(len(crops)):  # each crop's map is the package's with one of the two signs
+        assert np.allclose(ours[i], plus[i], atol=1e-5) or np.allclose(ours[i], minus[i], atol=1e-5)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_eigencam_lights_where_the_layer_fires_whatever_the_svd_sign(monkeypatch, flip):
+    """The component's sign is turned to agree with the summed activations: a bright square that
+    the (ReLU) conv layer responds to is positive on every crop, never the background, also when
+    the SVD returns the other (equally valid) sign."""
+    if flip:
+        svd = np.linalg.svd
+
+        def flipped(a, *args, **kwargs):
+            u, s, vt = svd(a, *args, **kwargs)
+            return -u, s, -vt
+
+        monkeypatch.setattr(np.linalg, "svd", flipped)
+    torch.manual_seed(0)
+    model = tiny_model(32)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.abs_()  # every filter responds to brightness
+    crops = np.zeros((6, 32, 32, 2), np.float32)
+    for i in range(6):
+        y, x = 4 + 3 * i, 20 - 3 * i
+        crops[i, y:y + 8, x:x + 8] = 1.0
+    cams = compute_cams(model, crops, method="eigencam", layer="block2").cams
+    for i in range(6):
+        y, x = 4 + 3 * i, 20 - 3 * i
+        inside = cams[i, y:y + 8, x:x + 8].mean()
+        assert inside > cams[i].mean() + 0.1, (i, inside, cams[i].mean())
 
 
 def test_the_class_to_explain_can_be_predicted_true_or_any_class():
@@ -335,3 +374,23 @@ def test_cam_methods_are_the_packages_classes():
     assert tuple(methods) == CAM_METHOD_NAMES
     assert methods["gradcam"] is pgc.GradCAM and methods["scorecam"] is pgc.ScoreCAM
     assert issubclass(methods["eigencam"], pgc.EigenCAM)
+
+
+def test_the_deletion_verdict_weighs_the_gain_against_cell_to_cell_noise():
+    """Hand-worked: per-cell deletion areas; the gain is random minus CAM, with a 95 % interval."""
+    f = np.linspace(0, 1, 3)
+    flat = np.full((4, 3), 0.8, np.float32)
+
+    def test(cam_levels):
+        deletion = np.repeat(np.asarray(cam_levels, np.float32)[:, None], 3, axis=1)
+        return DeletionInsertion(f, deletion, flat, flat, flat, "mean")
+
+    clear = test([0.5, 0.5, 0.5, 0.5])  # every cell: area 0.5 vs 0.8 at random
+    assert clear.deletion_gain == pytest.approx((0.3, 0.3, 0.3), abs=1e-6)
+    assert clear.beats_random and "only slightly" not in clear.reading()
+    slight = test([0.77, 0.77, 0.77, 0.77])
+    assert slight.beats_random and "only slightly" in slight.reading()
+    noisy = test([0.5, 1.1, 0.5, 1.1])  # mean gain 0 +- 0.34: no better than random
+    mean, low, high = noisy.deletion_gain
+    assert mean == pytest.approx(0.0, abs=1e-6) and low < 0 < high
+    assert not noisy.beats_random and "do not trust it" in noisy.reading()

@@ -34,11 +34,14 @@ def test_the_deletion_test_and_another_method_and_class(trained):
     at.button(key="ex.sanity").click().run()
     assert not at.exception
     assert any("deletion area" in m.value for m in [*at.success, *at.warning])
-    at.selectbox(key="ex.method").set_value("eigencam").run()
     at.selectbox(key="ex.which").set_value(0).run()  # every cell asked about plateA
     assert not at.exception and at.get("image")
-    readings = [m.value for m in [*at.success, *at.info, *at.error] if m.value.startswith("Predictions of batch")]
-    assert readings and all("plateA" in r for r in readings)
+    readings = [m.value for m in [*at.success, *at.info, *at.error] if "batch plate" in m.value]
+    assert readings == [r for r in readings if r.startswith("The evidence for batch plateA (asked of every")]
+    assert len(readings) == 1
+    at.selectbox(key="ex.method").set_value("eigencam").run()  # one map for every class: read per true class
+    readings = [m.value for m in [*at.success, *at.info, *at.error] if "batch plate" in m.value]
+    assert len(readings) == 3 and all(r.startswith("Eigen-CAM (the same for every class)") for r in readings)
 
 
 def test_detector_cams_draw_over_the_image(tmp_path, monkeypatch):
