@@ -97,11 +97,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from core.export import label_tiff_bytes
     from models.device import resolve_device
-    from models.registry import load_model
+    from models.registry import get_model_info, load_model
     from models.runner import run_model
 
     image = _one_image(args.image, args.plane)
     recipe = _recipe(args.recipe)
+    get_model_info(args.model)  # an unknown name or a missing checkpoint fails before torch is imported
+
     def progress(done: int, total: int | None) -> None:
         share = f"{done / total:.0%} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB"
         print(f"\rdownloading {args.model} weights: {share}", end="", file=sys.stderr, flush=True)
@@ -143,7 +145,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     image = _one_image(args.image, args.plane)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     for name in names:
-        get_model_info(name)  # unknown names fail before any work
+        get_model_info(name)  # unknown names (and missing checkpoint files) fail before any work
+    files = {name: _label_file(name) for name in names}
+    if len(set(files.values())) < len(files):
+        raise ValueError(f"two models would write the same label file: {', '.join(names)}; rename a checkpoint")
     gt = None
     if args.gt:
         gt, _ = read_labels(Path(args.gt).read_bytes(), args.gt)
@@ -158,7 +163,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         model = load_model(name, device)
         used = settings[name] = _model_settings(name, recipe, args.tile)
         result = run_model(model, image, **used)
-        (out / f"{name}.tif").write_bytes(label_tiff_bytes(result.labels))
+        (out / files[name]).write_bytes(label_tiff_bytes(result.labels))
         entry = metrics[name] = metrics_entry(result, gt)
         summary = f"f1={entry['f1']:.3f}" if gt is not None else "no ground truth"
         print(f"{name}: {entry['count']} objects in {result.runtime_s:.2f} s on {result.device}; {summary}")
@@ -172,24 +177,34 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_file(name: str) -> str:
+    """``<model>.tif``; a model named by its file (``unet:runs/cells.unet.pt``) by the file's name
+    alone (``unet:cells.unet.pt.tif``), as a folder in the name would be a folder on disk."""
+    prefix, sep, where = name.partition(":")
+    return f"{prefix}{sep}{where.replace(chr(92), '/').rsplit('/', 1)[-1]}.tif"
+
+
 FEATURE_ALIASES = {"cnn": "resnet18-imagenet"}
 ROLE_FOLDERS = {"image", "images", "img", "imgs", "mask", "masks", "label", "labels", "gt"}
 
 
-def _load_for_embedding(inputs: Sequence[str], batch_from: str | None, plane: int | None) -> list:
+def _load_images(inputs: Sequence[str], batch_from: str | None, plane: int | None, *, masks: str | None = None,
+                 problems: list | None = None) -> list:
     """Images of every input (files or folders), names unique, batches as ``batch_from`` says:
     ``folder`` (each image's parent folder), ``regex:PATTERN`` or ``csv:FILE``; by default the
-    loader's rules (folders inside a folder or zip, a batches.csv among the files)."""
+    loader's rules (folders inside a folder or zip, a batches.csv among the files). With ``masks``
+    (a folder), ground truth from there, matched to the images by name as the Data page matches
+    them. Files that cannot be read are added to ``problems``, or said on stderr without it."""
     from pathlib import Path, PurePosixPath
 
     from core.batches import apply_batch_table, batches_from_pattern, parse_batch_table
-    from core.io import load_paths
+    from core.io import load_images_and_masks, load_paths
 
-    images, problems = [], []
+    images, found = [], []
     for given in inputs:
         path = Path(given)
-        report = load_paths([path], plane=plane)
-        problems += report.problems
+        report = load_paths([path], plane=plane) if masks is None else load_images_and_masks(path, masks, plane=plane)
+        found += report.problems
         for img in report.images:
             folders = PurePosixPath(img.source).parent.parts if path.is_dir() else path.resolve().parent.parts
             kept = [f for f in folders if f.lower() not in ROLE_FOLDERS]  # images/, masks/ say what, not which batch
@@ -197,8 +212,11 @@ def _load_for_embedding(inputs: Sequence[str], batch_from: str | None, plane: in
             if batch_from == "folder":
                 img = img.with_(batch=parent)
             images.append((img, parent))
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+    if problems is None:
+        for problem in found:
+            print(f"error: {problem}", file=sys.stderr)
+    else:
+        problems += found
     seen: dict[str, int] = {}
     for img, _ in images:
         seen[img.name] = seen.get(img.name, 0) + 1
@@ -243,7 +261,7 @@ def _cells_from_inputs(args: argparse.Namespace, recipe: Recipe, *, log: TextIO)
     from models.runner import run_model
 
     t0 = time.perf_counter()
-    images = _load_for_embedding(args.inputs, args.batch_from, args.plane)
+    images = _load_images(args.inputs, args.batch_from, args.plane)
     device = resolve_device(args.device)  # after the inputs: it imports torch, seconds a missing file need not wait
     batches = sorted({img.batch for img in images})
     print(f"{len(images)} images in {len(batches)} batches ({', '.join(batches[:8])})", file=log, flush=True)
@@ -406,6 +424,119 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each trainable family: its module and, in it, the training settings' class, the trainer, the registry
+# entry of a checkpoint file and where a named checkpoint goes in the weights folder (models/ has no
+# trainer registry yet). Its checkpoints are the segmenters ``<family>:<name>`` and ``<family>:PATH``.
+TRAINERS = {
+    "unet": ("U-Net", "models.unet", "UNetTraining", "train_unet", "unet_model_info", "unet_checkpoint_path"),
+    "maskrcnn": ("Mask R-CNN", "models.rcnn_training", "RcnnTraining", "train_mask_rcnn", "rcnn_model_info",
+                 "rcnn_checkpoint_path"),
+}
+NOT_BUILT = {"yolo-seg": "YOLO-seg"}  # named in the plan, no trainer yet
+TRAINING_FLAGS = ("epochs", "steps_per_epoch", "batch_size", "lr", "tile", "patience", "seed")
+
+
+def _trainer(family: str) -> tuple[str, Any, Callable, Callable, Callable, Callable]:
+    """(label, settings class, train, model_info, checkpoint_path, metadata_path) of a family, or the
+    one-line ValueError saying which families train."""
+    import importlib
+
+    if family in NOT_BUILT:
+        raise ValueError(f"training {NOT_BUILT[family]} (--model {family}) is not built yet; "
+                         f"--model {' or '.join(TRAINERS)} trains today")
+    if family not in TRAINERS:
+        raise ValueError(f"unknown model family {family!r} to train; choose {', '.join(TRAINERS)} "
+                         f"({', '.join(NOT_BUILT)} not built yet)")
+    label, module_name, *names = TRAINERS[family]
+    module = importlib.import_module(module_name)
+    return (label, *(getattr(module, n) for n in names), module.metadata_path)
+
+
+def _checkpoint_out(out: str, checkpoint_path: Callable):
+    """``--out``: a checkpoint path, or a plain name (no folder, no suffix) for the weights folder."""
+    from pathlib import Path
+
+    path = Path(out).expanduser()
+    if "/" not in out and "\\" not in out and not path.suffix:
+        return checkpoint_path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the checkpoint's file name, e.g. {path / 'cells.unet.pt'}")
+    return path
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Images + masks -> a split -> a trained model's best checkpoint and its metadata JSON."""
+    from pathlib import Path
+
+    from core.training_data import split_by_batch, split_by_image, training_pairs
+
+    label, settings_class, train_model, model_info, checkpoint_path, metadata_path = _trainer(args.model)
+    from models.device import resolve_device
+    from models.weights import weights_dir
+
+    # Unset flags take the family's defaults (UNetTraining's, ...): one definition, shared with the Train page.
+    training = settings_class.from_dict({k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None})
+    out = _checkpoint_out(args.out, checkpoint_path)
+    for flag, folder in (("--images", args.images), ("--masks", args.masks)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ValueError(f"{flag} {folder}: no such folder")
+    problems: list = []
+    images = _load_images([args.images], args.batch_from, args.plane, masks=args.masks, problems=problems)
+    with_gt = [img for img in images if img.gt is not None]
+    if not with_gt:
+        where = f"in {args.masks}" if args.masks else f"with the images in {args.images}"
+        masks = sorted(p.name for p in Path(args.masks).rglob("*") if p.is_file()) if args.masks else []
+
+        def few(names: list[str]) -> str:
+            return ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
+
+        seen = f" (images {few([img.name for img in images])}; masks {few(masks)})" if images and masks else ""
+        raise ValueError(f"no mask {where} matched any of the {len(images)} images by name{seen}; the mask of image "
+                         "x is x.tif or x_mask.tif (.png too) in the masks folder")
+    for problem in problems[:10]:
+        print(f"note: {problem}", file=sys.stderr)
+    pairs = training_pairs(with_gt)
+    if args.val_batches:
+        split = split_by_batch(pairs, [b.strip() for b in args.val_batches.split(",") if b.strip()])
+    else:  # split_by_image's own default fraction unless given
+        split = split_by_image(pairs, seed=training.seed,
+                               **({} if args.val_split is None else {"val_fraction": args.val_split}))
+    train, val = split.apply(pairs)
+    device = resolve_device(args.device)
+    batches = sorted({p.batch for p in pairs})
+    settings = ", ".join(f"{k} {v}" for k, v in training.to_dict().items())
+    print(f"{len(pairs)} images with ground truth ({sum(p.n_objects for p in pairs)} objects, batches "
+          f"{', '.join(batches)}); {len(train)} train, {len(val)} validate ({split.method} split"
+          f"{': ' + ', '.join(split.val_batches) if split.val_batches else ''}); training a {label} on {device}: "
+          f"{settings}", flush=True)
+
+    last_f1: list[float] = []
+
+    def progress(fraction: float, what: str) -> None:
+        if last_f1 and "validation F1" not in what:  # the step lines: the latest epoch's F1 too
+            what = what.replace(" · about", f" · val F1 {last_f1[-1]:.3f} · about", 1)
+        print(f"\rtraining: {fraction:4.0%} {what[:110]:<110}", end="", file=sys.stderr, flush=True)
+
+    try:
+        trained = train_model(train, val, training=training, out=out, device=device, split=split, progress=progress,
+                              on_epoch=lambda record: last_f1.append(record.f1))
+    except KeyboardInterrupt:  # the trainers write each better epoch's checkpoint at once: say where
+        if out.is_file():
+            print(f"\ninterrupted: the best checkpoint so far is {out} (metadata {metadata_path(out)})",
+                  file=sys.stderr)
+        raise
+    print(file=sys.stderr, flush=True)  # keep the last progress line
+    best, history = trained.best, trained.history
+    seconds = trained.metadata["seconds"]
+    print(f"trained {len(history)} epochs in {seconds:.0f} s ({seconds / len(history):.1f} s per epoch, "
+          f"validation included); {trained.stopped}")
+    print(f"best epoch {best.epoch}: validation F1 {best.f1:.3f}, precision {best.precision:.3f}, recall "
+          f"{best.recall:.3f} at IoU 0.5 on {len(val)} images")
+    name = model_info(out).name if out.resolve().parent == weights_dir().resolve() else f"{args.model}:{out}"
+    print(f"checkpoint: {out}\nmetadata: {metadata_path(out)}\nuse it as --model {name}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from models.registry import availability, list_models
 
@@ -463,6 +594,37 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
     cmp.add_argument("--tile", type=int, default=1024, help="images larger than this (px) run in overlapping tiles")
     cmp.set_defaults(func=_cmd_compare)
+
+    tr = sub.add_parser("train", help="train a segmenter on images and their masks; writes the best checkpoint "
+                        "and its metadata JSON")
+    tr.add_argument("--model", required=True, help="family to train: unet or maskrcnn (yolo-seg is not built yet)")
+    tr.add_argument("--images", required=True, help="folder of images (read recursively), or a folder with images/ "
+                    "and masks/ inside when --masks is not given")
+    tr.add_argument("--masks", default=None, help="folder of label masks (0 = background, 1..N = cells), matched to "
+                    "the images by name as the Data page matches them: x.tif or x_mask.tif for image x")
+    tr.add_argument("--out", required=True, help="checkpoint file to write (e.g. cells.unet.pt; its metadata goes "
+                    "beside it as cells.unet.json); a plain name (no folder, no suffix) saves it in the weights "
+                    "folder as the model unet:NAME (maskrcnn:NAME)")
+    split = tr.add_mutually_exclusive_group()
+    split.add_argument("--val-split", type=float, default=None, help="fraction of the images that validate, drawn at "
+                       "random with --seed (default: split_by_image's)")
+    split.add_argument("--val-batches", default=None, help="comma-separated batches (plates) that validate, to test "
+                       "carrying over to plates the model never saw")
+    tr.add_argument("--batch-from", default=None, help="folder, regex:PATTERN or csv:FILE (filename,batch), as for "
+                    "embed; default: folders and a batches.csv among the images")
+    # Unset training settings are UNetTraining's defaults (the Train page's), printed when training starts and
+    # recorded in the metadata; importing models/ to name them here would slow every command.
+    tr.add_argument("--epochs", type=int, default=None, help="most epochs")
+    tr.add_argument("--steps-per-epoch", type=int, default=None, help="optimisation steps per epoch")
+    tr.add_argument("--batch-size", type=int, default=None, help="tiles per step")
+    tr.add_argument("--lr", type=float, default=None, help="Adam's learning rate")
+    tr.add_argument("--tile", type=int, default=None, help="training tiles' side in pixels, a multiple of 8")
+    tr.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better "
+                    "validation F1")
+    tr.add_argument("--seed", type=int, default=None, help="random seed for the split, weights and tiles")
+    tr.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
+    tr.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
+    tr.set_defaults(func=_cmd_train)
 
     models = sub.add_parser("models", help="list every model (segmenters and feature extractors) and whether each "
                             "can run here")

@@ -14,7 +14,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -556,23 +556,46 @@ def load_paths(paths: Iterable[str | os.PathLike], *, plane: int | None = None) 
     """
     report = LoadReport()
     with ExitStack() as zips:
-        entries: list[_Entry] = []
-        for p in map(Path, paths):
-            if p.is_dir():
-                files = [(f.relative_to(p).as_posix(), f) for f in sorted(p.rglob("*")) if f.is_file()]
-                files = [(rel, f) for rel, f in files if f.suffix.lower() in ACCEPTED_EXTENSIONS and not _is_hidden(rel)]
-            elif p.is_file():
-                files = [(p.name, p)]
-            else:
-                report.problems.append(FileProblem(str(p), "no such file or folder"))
-                continue
-            for rel, f in files:
-                if f.suffix.lower() == ".zip":
-                    entries += _zip_entries(rel, f, report.problems, zips)
-                else:
-                    entries.append(_Entry(rel, f.stat().st_size, partial(f.open, "rb"), f.read_bytes))
+        entries = [e for p in map(Path, paths) for e in _disk_entries(p, report.problems, zips)]
         _load_entries(entries, report, plane=plane)
     return report
+
+
+def load_images_and_masks(images: str | os.PathLike, masks: str | os.PathLike, *, plane: int | None = None
+                          ) -> LoadReport:
+    """Images from one folder and their ground truth from another, matched by name exactly as an
+    upload of both folders is: ``masks/x.tif`` or ``masks/x_mask.tif`` is the ground truth of the
+    image ``x`` (``sub/x`` for one in a subfolder ``sub``)."""
+    report = LoadReport()
+    with ExitStack() as zips:
+        entries = _disk_entries(Path(images), report.problems, zips)
+        for entry in _disk_entries(Path(masks), report.problems, zips):
+            # Seen as if in a masks/ folder beside its image, unless its name already says mask.
+            p = PurePosixPath(entry.path)
+            if not _MASK_SUFFIX.match(p.stem) and (not p.parent.name or p.parent.name.lower() not in _MASK_FOLDERS):
+                entry = replace(entry, path=str(p.parent / "masks" / p.name) if p.parent.name else f"masks/{p.name}")
+            entries.append(entry)
+        _load_entries(entries, report, plane=plane)
+    return report
+
+
+def _disk_entries(p: Path, problems: list[FileProblem], zips: ExitStack) -> list[_Entry]:
+    """The readable files of a file or folder (read recursively), named relative to the folder."""
+    if p.is_dir():
+        files = [(f.relative_to(p).as_posix(), f) for f in sorted(p.rglob("*")) if f.is_file()]
+        files = [(rel, f) for rel, f in files if f.suffix.lower() in ACCEPTED_EXTENSIONS and not _is_hidden(rel)]
+    elif p.is_file():
+        files = [(p.name, p)]
+    else:
+        problems.append(FileProblem(str(p), "no such file or folder"))
+        return []
+    entries: list[_Entry] = []
+    for rel, f in files:
+        if f.suffix.lower() == ".zip":
+            entries += _zip_entries(rel, f, problems, zips)
+        else:
+            entries.append(_Entry(rel, f.stat().st_size, partial(f.open, "rb"), f.read_bytes))
+    return entries
 
 
 def _load_entries(

@@ -10,6 +10,7 @@ from models import (  # noqa: F401  (each module registers its models)
     cnn_features,
     morphology,
     rcnn,
+    rcnn_training,
     sam,
     unet,
     yolo,

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from core.images import CellImage
@@ -123,12 +124,38 @@ def list_models(task: str | None = None) -> list[ModelInfo]:
     return [info for info in every if task is None or info.task == task]
 
 
+# Families whose models can also be named by a file: ``unet:PATH`` is the checkpoint at PATH.
+_FILE_FAMILIES: dict[str, Callable[[Path, str], ModelInfo]] = {}
+
+
+def register_file_family(prefix: str, info_for: Callable[[Path, str], ModelInfo]) -> None:
+    """Let ``<prefix>:PATH`` name the model in the file at PATH: ``info_for(path, name)`` describes it."""
+    _FILE_FAMILIES[prefix] = info_for
+
+
+def _model_in_file(name: str) -> ModelInfo | None:
+    """The entry for ``<prefix>:PATH`` when PATH looks like a file (a folder in it, or a suffix);
+    ValueError when no such file exists, None for a plain name."""
+    prefix, sep, where = name.partition(":")
+    if not sep or prefix not in _FILE_FAMILIES or not where:
+        return None
+    path = Path(where).expanduser()
+    if not ("/" in where or "\\" in where or path.suffix or path.is_file()):
+        return None
+    if not path.is_file():
+        raise ValueError(f"{name}: no checkpoint file at {path}")
+    return _FILE_FAMILIES[prefix](path, name)
+
+
 def get_model_info(name: str) -> ModelInfo:
     if name in _REGISTRY:
         return _REGISTRY[name]
     for info in list_models():
         if info.name == name:
             return info
+    in_file = _model_in_file(name)
+    if in_file is not None:
+        return in_file
     known = ", ".join(info.name for info in list_models())
     raise ValueError(f"unknown model {name!r}; available: {known}")
 

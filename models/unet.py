@@ -36,7 +36,7 @@ from core.images import CellImage
 from core.instances import Instances, boxes_from_labels
 from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pad_to, pairs_hash
 from models.classifier import cpu_threads
-from models.registry import ModelInfo, Setting, register_provider
+from models.registry import ModelInfo, Setting, register_file_family, register_provider
 from models.weights import WeightsSpec, weights_dir
 
 if TYPE_CHECKING:
@@ -622,3 +622,4 @@ def user_unet_models() -> list[ModelInfo]:
 
 
 register_provider(user_unet_models)
+register_file_family("unet", unet_model_info)  # unet:PATH, a checkpoint anywhere
