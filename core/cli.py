@@ -509,6 +509,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{', '.join(batches)}); {len(train)} train, {len(val)} validate ({split.method} split"
           f"{': ' + ', '.join(split.val_batches) if split.val_batches else ''}); training a {label} on {device}: "
           f"{settings}", flush=True)
+    if args.model == "maskrcnn" and device == "cpu":  # say how long before a long CPU run starts
+        from models.rcnn_training import estimate_seconds
+
+        side = sorted(max(p.image.shape[:2]) for p in pairs)[len(pairs) // 2]
+        eta = estimate_seconds(len(pairs), device=device, training=training, image_side=side,
+                               val_fraction=len(val) / len(pairs))
+        print(f"on this CPU that takes about {eta / 60:.0f} minutes at most (early stopping may end it sooner); "
+              "a GPU is much faster", flush=True)
 
     last_f1: list[float] = []
 

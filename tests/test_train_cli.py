@@ -221,6 +221,7 @@ def test_maskrcnn_trains_through_the_same_command_and_segments_as_maskrcnn_path(
     meta = json.loads(out.with_name("r.maskrcnn.json").read_text())
     assert meta["family"] == "maskrcnn" and meta["split"]["val_batches"] == ["plateC"]
     assert f"best epoch 1: validation F1 {meta['validation']['f1']:.3f}" in stdout
+    assert "on this CPU that takes about" in stdout  # said before a long CPU run starts
     code, stdout, stderr = cli("segment", "--model", f"maskrcnn:{out}", str(dataset / "images" / "plateC_field1.tif"),
                                "-o", str(tmp_path / "l.tif"), "--device", "cpu")
     assert code == 0, stderr
