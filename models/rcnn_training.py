@@ -31,7 +31,6 @@ import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +39,10 @@ import numpy as np
 from core.images import CellImage
 from core.instances import Instances, labels_from_masks
 from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pairs_hash
+from models.best_epoch import BestEpoch, EpochRecord
 from models.classifier import cpu_threads
 from models.rcnn import COCO_WEIGHTS, RCNN_SETTINGS
 from models.registry import ModelInfo, register_file_family, register_provider
-from models.unet import EpochRecord
 from models.weights import WeightsSpec, local_path, weights_dir
 
 if TYPE_CHECKING:
@@ -340,11 +339,11 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
                                                          "method": "given"},
                 "parameters": parameters, "images": {"train": len(train), "val": len(val),
                                                      "objects": int(sum(p.n_objects for p in (*train, *val)))}}
-        history: list[EpochRecord] = []
         step_losses: list[float] = []
-        best_state: dict[str, torch.Tensor] | None = None
-        best_epoch, best_f1, best_val_loss, stopped = 0, -1.0, float("inf"), "completed"
+        stopped = "completed"
         path = Path(out) if out is not None else None
+        best = BestEpoch(base, t.patience, None if path is None else
+                         lambda state, metadata: save_checkpoint(path, state, config, metadata), t0=t0)
         report = ProgressReporter(progress)
 
         for epoch in range(1, t.epochs + 1):
@@ -368,50 +367,26 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
                 step_losses.append(losses[-1])
                 report(((epoch - 1) * t.steps_per_epoch + step + 1) / total_steps,
                        f"epoch {epoch}/{t.epochs}, step {step + 1}/{t.steps_per_epoch}: loss {losses[-1]:.4f}")
-            if not losses and best_state is not None:  # stopped between epochs: the best is already kept
+            if not losses and best.state is not None:  # stopped between epochs: the best is already kept
                 stopped = f"stopped after epoch {epoch - 1}"
                 break
             scores = validation_scores(model, config, val)
             record = EpochRecord(epoch, float(np.mean(losses)) if losses else float("nan"),
                                  _val_loss(model, config, val), scores["f1"], scores["precision"], scores["recall"],
                                  time.perf_counter() - t0)
-            history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
-            if (record.f1, -record.val_loss) > (best_f1, -best_val_loss):  # ties (early epochs at F1 0): lower loss
-                best_f1, best_val_loss, best_epoch = record.f1, record.val_loss, epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if path is not None:
-                    save_checkpoint(path, best_state, config, _metadata(base, history, best_epoch, scores, t0,
-                                                                         "in progress"))
+            best.update(model, record, scores)
             report(epoch * t.steps_per_epoch / total_steps, f"epoch {epoch}/{t.epochs}: loss {record.loss:.4f}, "
-                   f"validation F1 {record.f1:.3f} (best {best_f1:.3f} at epoch {best_epoch})", force=True)
+                   f"validation F1 {record.f1:.3f} (best {best.f1:.3f} at epoch {best.epoch})", force=True)
             if interrupted:
                 stopped = f"stopped during epoch {epoch}"
                 break
-            if epoch - best_epoch >= t.patience:
-                stopped = f"early stopping: no better validation F1 for {t.patience} epochs"
+            if (why := best.early_stop(epoch)) is not None:
+                stopped = why
                 break
-    assert best_state is not None  # the first epoch is always validated
-    model.load_state_dict(best_state)
-    model.eval()
-    best = next(r for r in history if r.epoch == best_epoch)
-    metadata = _metadata(base, history, best_epoch, {"f1": best.f1, "precision": best.precision,
-                                                     "recall": best.recall}, t0, stopped)
-    if path is not None:  # the final record: why it ended, the whole curve
-        save_checkpoint(path, best_state, config, metadata)
-    return TrainedRcnn(model, config, history, best_epoch, metadata, path, stopped, step_losses)
-
-
-def _metadata(base: dict[str, Any], history: list[EpochRecord], best_epoch: int, scores: dict[str, Any],
-              t0: float, stopped: str) -> dict[str, Any]:
-    return base | {
-        "validation": {"best_epoch": best_epoch, "iou_threshold": 0.5,
-                       **{k: float(scores[k]) for k in ("f1", "precision", "recall")},
-                       "history": [r.to_dict() for r in history]},
-        "seconds": round(time.perf_counter() - t0, 2), "stopped": stopped,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    metadata = best.finish(model, stopped)  # the first epoch is always validated
+    return TrainedRcnn(model, config, best.history, best.epoch, metadata, path, stopped, step_losses)
 
 
 # ----------------------------------------------------------------------------------- time estimate

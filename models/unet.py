@@ -25,7 +25,6 @@ import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ import numpy as np
 from core.images import CellImage
 from core.instances import Instances, boxes_from_labels
 from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pad_to, pairs_hash
+from models.best_epoch import BestEpoch, EpochRecord
 from models.classifier import cpu_threads
 from models.registry import ModelInfo, Setting, register_file_family, register_provider
 from models.weights import WeightsSpec, weights_dir
@@ -274,22 +274,6 @@ class UNetTraining:
 
 
 @dataclass(frozen=True)
-class EpochRecord:
-    """One epoch: mean training loss, validation loss and F1 / precision / recall at IoU 0.5."""
-
-    epoch: int  # 1-based
-    loss: float
-    val_loss: float
-    f1: float
-    precision: float
-    recall: float
-    seconds: float  # since training started
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class TrainedUNet:
     """The best model (highest validation F1), how training went and its checkpoint's metadata."""
 
@@ -430,10 +414,10 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
             {"train": [p.name for p in train], "val": [p.name for p in val], "method": "given"},
             "parameters": parameters, "images": {"train": len(train), "val": len(val),
                                                  "objects": int(sum(p.n_objects for p in (*train, *val)))}}
-    history: list[EpochRecord] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch, best_f1, best_val_loss, stopped = 0, -1.0, float("inf"), "completed"
+    stopped = "completed"
     path = Path(out) if out is not None else None
+    best = BestEpoch(base, t.patience, None if path is None else
+                     lambda state, metadata: save_checkpoint(path, state, config, metadata), t0=t0)
     total_steps = t.epochs * t.steps_per_epoch
     report = ProgressReporter(progress)  # its time left assumes every epoch runs: early stopping only shortens it
 
@@ -454,50 +438,26 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
             losses.append(float(loss.detach()))
             report(((epoch - 1) * t.steps_per_epoch + step + 1) / total_steps,
                    f"epoch {epoch}/{t.epochs}, step {step + 1}/{t.steps_per_epoch}: loss {losses[-1]:.4f}")
-        if not losses and best_state is not None:  # stopped between epochs: the best is already kept
+        if not losses and best.state is not None:  # stopped between epochs: the best is already kept
             stopped = f"stopped after epoch {epoch - 1}"
             break
         scores = validation_scores(model, val)
         record = EpochRecord(epoch, float(np.mean(losses)) if losses else float("nan"),
                              _val_loss(model, val, weight), scores["f1"], scores["precision"], scores["recall"],
                              time.perf_counter() - t0)
-        history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if (record.f1, -record.val_loss) > (best_f1, -best_val_loss):  # ties (early epochs at F1 0): lower loss
-            best_f1, best_val_loss, best_epoch = record.f1, record.val_loss, epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if path is not None:
-                save_checkpoint(path, best_state, config, _metadata(base, history, best_epoch, scores, t0,
-                                                                     "in progress"))
+        best.update(model, record, scores)
         report(epoch * t.steps_per_epoch / total_steps, f"epoch {epoch}/{t.epochs}: loss {record.loss:.4f}, "
-               f"validation F1 {record.f1:.3f} (best {best_f1:.3f} at epoch {best_epoch})", force=True)
+               f"validation F1 {record.f1:.3f} (best {best.f1:.3f} at epoch {best.epoch})", force=True)
         if interrupted:
             stopped = f"stopped during epoch {epoch}"
             break
-        if epoch - best_epoch >= t.patience:
-            stopped = f"early stopping: no better validation F1 for {t.patience} epochs"
+        if (why := best.early_stop(epoch)) is not None:
+            stopped = why
             break
-    assert best_state is not None  # the first epoch is always validated
-    model.load_state_dict(best_state)
-    model.eval()
-    best = next(r for r in history if r.epoch == best_epoch)
-    metadata = _metadata(base, history, best_epoch, {"f1": best.f1, "precision": best.precision,
-                                                     "recall": best.recall}, t0, stopped)
-    if path is not None:  # the final record: why it ended, the whole curve
-        save_checkpoint(path, best_state, config, metadata)
-    return TrainedUNet(model, config, history, best_epoch, metadata, path, stopped)
-
-
-def _metadata(base: dict[str, Any], history: list[EpochRecord], best_epoch: int, scores: dict[str, Any],
-              t0: float, stopped: str) -> dict[str, Any]:
-    return base | {
-        "validation": {"best_epoch": best_epoch, "iou_threshold": 0.5,
-                       **{k: float(scores[k]) for k in ("f1", "precision", "recall")},
-                       "history": [r.to_dict() for r in history]},
-        "seconds": round(time.perf_counter() - t0, 2), "stopped": stopped,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    metadata = best.finish(model, stopped)  # the first epoch is always validated
+    return TrainedUNet(model, config, best.history, best.epoch, metadata, path, stopped)
 
 
 # ----------------------------------------------------------------------------------- checkpoints

@@ -35,8 +35,8 @@ import numpy as np
 from core.images import CellImage, ChannelInfo
 from core.training_data import Split, TrainingPair, pairs_hash
 from core.yolo_dataset import export_yolo_dataset
+from models.best_epoch import EpochRecord
 from models.classifier import cpu_threads
-from models.unet import EpochRecord
 from models.weights import weights_dir
 from models.yolo import YOLO_SETTINGS, YoloModel
 

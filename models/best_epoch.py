@@ -1,0 +1,94 @@
+"""What every segmenter's training keeps between epochs: the best epoch by validation F1 (ties,
+as at F1 0 early on, go to the lower validation loss), its weights, its checkpoint written at
+once (so a killed run leaves it), early stopping, and the metadata recorded with it. The U-Net
+and Mask R-CNN trainers share it; their loops differ only in how a step and a validation run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: mean training loss, validation loss and F1 / precision / recall at IoU 0.5."""
+
+    epoch: int  # 1-based
+    loss: float
+    val_loss: float
+    f1: float
+    precision: float
+    recall: float
+    seconds: float  # since training started
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def training_metadata(base: dict[str, Any], history: list[EpochRecord], best_epoch: int, scores: dict[str, Any],
+                      t0: float, stopped: str) -> dict[str, Any]:
+    """``base`` (family, data hash, split, settings) with the validation record, time and date."""
+    return base | {
+        "validation": {"best_epoch": best_epoch, "iou_threshold": 0.5,
+                       **{k: float(scores[k]) for k in ("f1", "precision", "recall")},
+                       "history": [r.to_dict() for r in history]},
+        "seconds": round(time.perf_counter() - t0, 2), "stopped": stopped,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class BestEpoch:
+    """The running record of a training: call :meth:`update` after each validated epoch.
+
+    ``save(state_dict, metadata)`` writes the checkpoint (None: keep it in memory only).
+    """
+
+    base: dict[str, Any]
+    patience: int
+    save: Callable[[dict[str, torch.Tensor], dict[str, Any]], Any] | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+    epoch: int = 0  # the best epoch so far; 0 before any
+    f1: float = -1.0
+    val_loss: float = float("inf")
+    state: dict[str, torch.Tensor] | None = None
+    t0: float = field(default_factory=time.perf_counter)
+
+    def update(self, model: torch.nn.Module, record: EpochRecord, scores: dict[str, Any]) -> bool:
+        """Record ``record``; if it is the best yet, keep ``model``'s weights and write them. True if so."""
+        self.history.append(record)
+        if (record.f1, -record.val_loss) <= (self.f1, -self.val_loss):
+            return False
+        self.f1, self.val_loss, self.epoch = record.f1, record.val_loss, record.epoch
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if self.save is not None:
+            self.save(self.state, self.metadata(scores, "in progress"))
+        return True
+
+    def early_stop(self, epoch: int) -> str | None:
+        """Why to stop after ``epoch``, or None to go on."""
+        if epoch - self.epoch >= self.patience:
+            return f"early stopping: no better validation F1 for {self.patience} epochs"
+        return None
+
+    def metadata(self, scores: dict[str, Any], stopped: str) -> dict[str, Any]:
+        return training_metadata(self.base, self.history, self.epoch, scores, self.t0, stopped)
+
+    def finish(self, model: torch.nn.Module, stopped: str) -> dict[str, Any]:
+        """Put the best weights back into ``model`` (eval mode), write the final checkpoint (why it
+        ended, the whole curve) and return its metadata."""
+        if self.state is None:
+            raise RuntimeError("training ended before any epoch was validated")
+        model.load_state_dict(self.state)
+        model.eval()
+        best = next(r for r in self.history if r.epoch == self.epoch)
+        metadata = self.metadata({"f1": best.f1, "precision": best.precision, "recall": best.recall}, stopped)
+        if self.save is not None:
+            self.save(self.state, metadata)
+        return metadata
