@@ -23,6 +23,7 @@ def run() -> None:
             st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
             st.Page("pages/cellmap.py", title="Cell map", icon=":material/scatter_plot:", url_path="cellmap"),
             st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
+            st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
         ]
     )
     open_workspace()  # before any widget: a reload of this tab gets its work back

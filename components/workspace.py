@@ -38,8 +38,9 @@ WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply
                "cm.control", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist", "cm.k",
                "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster", "ex.view", "ex.target",
                "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image", "ex.det_model",
-               "ex.det_method", "ex.det_opacity", "ex.det_which")
-WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.", "ex.set.", "ex.det.")
+               "ex.det_method", "ex.det_opacity", "ex.det_which", "tr.family", "tr.split", "tr.name", "tr.val_batches",
+               "tr.val_fraction")
+WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.", "ex.set.", "ex.det.", "tr.unet.", "tr.maskrcnn.", "tr.yolo-seg.")
 IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image")  # widgets whose value names an image
 
 

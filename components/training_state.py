@@ -1,0 +1,44 @@
+"""The server's one training queue (trainings run one at a time, in order, in the background)
+and the Train page's view of it: submitting a training of the workspace's images, and reading
+its progress back after any rerun or reload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from components.workspace import ID_KEY
+from core.images import CellImage
+from core.training_jobs import JobContext, JobQueue, TrainingJob
+from models.trainers import train_segmenter
+
+
+@st.cache_resource
+def training_queue() -> JobQueue:
+    """One per server process: a second training waits for the first (one CPU or GPU is better
+    used by one training at a time)."""
+    return JobQueue(max_finished=50)
+
+
+def owner() -> str | None:
+    """Jobs belong to the workspace (the ``?ws=`` link), so a reload or another tab finds them."""
+    return st.session_state.get(ID_KEY)
+
+
+def submit_training(family: str, images: list[CellImage], *, name: str, settings: dict[str, Any],
+                    val_batches: list[str], val_fraction: float, device: str) -> str:
+    """Queue a training of ``family`` on ``images`` (the ones with ground truth); its id."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        return train_segmenter(family, images, name=name, settings=settings, val_batches=val_batches,
+                               val_fraction=val_fraction, device=device, stop=ctx.stop_requested,
+                               progress=ctx.progress, on_epoch=ctx.epoch)
+
+    params = {"family": family, "name": name, "settings": settings, "val_batches": val_batches,
+              "val_fraction": val_fraction, "device": device, "images": len(images)}
+    return training_queue().submit(family, name, params, run, owner=owner())
+
+
+def my_jobs() -> list[TrainingJob]:
+    """This workspace's trainings, newest first."""
+    return training_queue().jobs(owner())

@@ -1,0 +1,142 @@
+"""Train: curate ground truth in the browser, then train a U-Net, Mask R-CNN or YOLO-seg on the
+user's cells in the background, watch its curves, and find it on the Compare page."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import streamlit as st
+
+from components.model_panel import current_device
+from components.routing import page_with_images
+from components.training_state import my_jobs, submit_training, training_queue
+from core.text import plural
+from core.training_figures import training_figure
+from core.training_jobs import TrainingJob
+from models.trainers import MAIN_SETTINGS, TRAINERS, default_settings, trainer
+
+SETTING_HELP = {
+    "epochs": "Most passes; training stops earlier when validation F1 stops improving (patience).",
+    "batch_size": "Training tiles per step.",
+    "lr": "Learning rate: how big each step is.",
+    "patience": "Stop after this many epochs without a better validation F1; the best epoch is kept.",
+    "seed": "The same seed and data give the same split, tiles and model.",
+}
+STATE_STYLE = {"queued": ":material/schedule:", "running": ":material/play_circle:", "stopping": ":material/stop_circle:",
+               "done": ":material/check_circle:", "stopped": ":material/stop_circle:", "failed": ":material/error:"}
+LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "patience": "Patience", "seed": "Seed"}
+
+
+def train_controls(ds) -> None:
+    annotated = [img for img in ds if img.gt is not None]
+    batches = sorted({img.batch for img in annotated})
+    st.caption(f"{plural(len(annotated), 'image')} with ground truth ({plural(len(batches), 'batch')}) of "
+               f"{plural(len(ds), 'image')}: upload masks on the Data page, or curate labels above.")
+    if len(annotated) < 2:
+        st.warning("Training needs at least 2 images with ground truth: one to learn from and one to validate on.")
+        return
+    c1, c2, c3 = st.columns([1, 1.4, 1.2], vertical_alignment="bottom")
+    family = c1.selectbox("Model", list(TRAINERS), key="tr.family", format_func=lambda f: TRAINERS[f].label,
+                          help="\n\n".join(f"**{t.label}**: {t.description}" for t in TRAINERS.values()))
+    split = c2.segmented_control("Validate on", ("images", "plates"), default="images", required=True,
+                                 key="tr.split", format_func={"images": "a share of the images",
+                                                              "plates": "held-out plates"}.get,
+                                 help="A seeded random share of the images, or whole batches the model never sees "
+                                      "in training: does it carry over to a new plate?")
+    st.session_state.setdefault("tr.name", f"cells-{datetime.now():%Y%m%d-%H%M}")
+    name = c3.text_input("Model name", key="tr.name",
+                         help="The trained model appears under this name on the Compare page.")
+    defaults = default_settings(family)
+    cols = st.columns(len(MAIN_SETTINGS) + 1)
+    settings = {}
+    for col, key in zip(cols, MAIN_SETTINGS, strict=False):
+        value = defaults[key]
+        widget_key = f"tr.{family}.{key}"
+        if isinstance(value, float):
+            settings[key] = col.number_input(LABELS[key], value=value, format="%.4g",
+                                             min_value=1e-6, key=widget_key, help=SETTING_HELP[key])
+        else:
+            settings[key] = int(col.number_input(LABELS[key], value=int(value), min_value=0
+                                                 if key == "seed" else 1, step=1, key=widget_key,
+                                                 help=SETTING_HELP[key]))
+    val_batches: list[str] = []
+    val_fraction = 0.2
+    if split == "plates":
+        val_batches = cols[-1].multiselect("Held-out plates", batches, default=batches[-1:], key="tr.val_batches",
+                                           help="These batches only validate.")
+    else:
+        val_fraction = cols[-1].slider("Validation share", 0.1, 0.5, 0.2, 0.05, key="tr.val_fraction",
+                                       help="The share of images that only validate.")
+    device = current_device()
+    if family == "maskrcnn" and device == "cpu":
+        from models.rcnn_training import RcnnTraining, estimate_seconds
+
+        minutes = estimate_seconds(len(annotated), device=device, training=RcnnTraining.from_dict(
+            {**defaults, **settings}), image_side=max(annotated[0].shape[:2])) / 60
+        st.warning(f"On this CPU a Mask R-CNN takes about {minutes:.0f} minutes at most for these settings (early "
+                   "stopping may end it sooner). A GPU is much faster.")
+    problem = ("" if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") else
+               "A model name uses letters, digits, '.', '_' and '-' only.")
+    if split == "plates" and not val_batches:
+        problem = "Choose at least one plate to validate on."
+    if split == "plates" and set(val_batches) == set(batches):
+        problem = "Keep at least one plate for training."
+    if problem:
+        st.error(problem)
+    if st.button("Start training", type="primary", key="tr.start", disabled=bool(problem),
+                 help="Runs in the background on this server: you can use other pages, reload, or come back later. "
+                      "One training runs at a time; others wait in line."):
+        submit_training(family, annotated, name=name, settings=settings, val_batches=val_batches,
+                        val_fraction=val_fraction, device=device)
+        st.toast(f"{trainer(family).label} '{name}' queued.")
+
+
+def job_view(job: TrainingJob) -> None:
+    head, stop = st.columns([4, 1], vertical_alignment="center")
+    label = TRAINERS[job.family].label if job.family in TRAINERS else job.family
+    head.markdown(f"{STATE_STYLE.get(job.state, '')} **{label} '{job.name}'** · {job.state}"
+                  + (f" · {job.position} ahead of it" if job.state == "queued" and job.position else ""))
+    if not job.is_finished and stop.button("Stop", key=f"tr.stop.{job.id}", width="stretch",
+                                           help="Ends training after the current step; the best epoch so far is kept."):
+        training_queue().stop(job.id)
+        st.rerun()
+    if job.state in ("running", "stopping"):
+        st.progress(min(max(job.fraction, 0.0), 1.0), text=job.message or "starting…")
+    if job.epochs:
+        st.plotly_chart(training_figure(job.epochs, best_epoch=job.best_epoch), width="stretch",
+                        key=f"tr.curve.{job.id}.{len(job.epochs)}", config={"displaylogo": False})
+    if job.state == "failed":
+        st.error(f"Training failed: {job.error}")
+    elif job.is_finished and job.result:
+        metrics = job.result.get("metrics", {})
+        st.success(f"**{job.result['model']}** is ready ({job.result.get('stopped', job.state)}): best epoch "
+                   f"{job.result.get('best_epoch')}, validation F1 {metrics.get('f1', float('nan')):.3f} at IoU 0.5 "
+                   f"(precision {metrics.get('precision', float('nan')):.3f}, recall "
+                   f"{metrics.get('recall', float('nan')):.3f}) on {plural(job.result.get('val_images', 0), 'image')}. "
+                   "It is in the Compare page's model list now.")
+        st.page_link("pages/compare.py", label="Compare it with the other models", icon=":material/compare:")
+
+
+def jobs_view() -> None:
+    jobs = my_jobs()
+    if not jobs:
+        st.caption("No training yet in this workspace.")
+        return
+    for job in jobs[:5]:
+        with st.container(border=True):
+            job_view(job)
+
+
+def train_page() -> None:
+    if (ds := page_with_images("Train")) is None:
+        return
+    st.subheader("Train a model")
+    train_controls(ds)
+    st.subheader("Trainings")
+    active = any(not j.is_finished for j in my_jobs())
+    # While something trains the list refreshes itself every 2 s; otherwise it is drawn once.
+    st.fragment(run_every=2.0 if active else None)(jobs_view)()
+
+
+train_page()

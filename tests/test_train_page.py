@@ -1,0 +1,40 @@
+"""The Train page in AppTest: a training runs in the background, its curve and result come back
+after reruns, the model appears on the Compare page, and bad settings are refused."""
+
+from __future__ import annotations
+
+from conftest import open_page
+
+from components.training_state import training_queue
+
+
+def test_a_training_runs_in_the_background_and_its_model_reaches_compare(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
+    at = open_page("pages/train.py")
+    assert any("12 images with ground truth" in c.value for c in at.caption)
+    at.text_input(key="tr.name").set_value("apptest").run()
+    at.number_input(key="tr.unet.epochs").set_value(1).run()
+    at.button(key="tr.start").click().run()
+    assert not at.exception, at.exception
+    jobs = training_queue().jobs(at.session_state["workspace_id"])
+    assert jobs and jobs[0].name == "apptest" and jobs[0].params["settings"]["epochs"] == 1
+    done = training_queue().wait(jobs[0].id, timeout=240)
+    assert done is not None and done.state == "done", (done.state, done.error)
+    at.run()
+    ready = [s.value for s in at.success if "unet:apptest" in s.value]
+    assert ready and "validation F1" in ready[0]
+    assert at.get("plotly_chart")  # the curve
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert "unet:apptest" in at.multiselect(key="cmp.models").options
+
+
+def test_bad_names_and_splits_are_refused_before_starting():
+    at = open_page("pages/train.py")
+    at.text_input(key="tr.name").set_value("../x").run()
+    assert any("letters, digits" in e.value for e in at.error) and at.button(key="tr.start").disabled
+    at.text_input(key="tr.name").set_value("fine").run()
+    at.session_state["tr.split"] = "plates"
+    at.run()
+    at.multiselect(key="tr.val_batches").set_value(["plateA", "plateB", "plateC"]).run()
+    assert any("Keep at least one plate" in e.value for e in at.error) and at.button(key="tr.start").disabled

@@ -1,0 +1,41 @@
+"""The table of trainable families and the one entry point the Train page uses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.example import make_example_dataset
+from models.registry import get_model_info, list_models
+from models.trainers import TRAINERS, default_settings, train_segmenter
+
+
+def test_every_family_has_its_settings_and_defaults():
+    assert set(TRAINERS) == {"unet", "maskrcnn", "yolo-seg"}
+    for family in TRAINERS:
+        settings = default_settings(family)
+        assert {"epochs", "batch_size", "lr", "patience", "seed"} <= set(settings), family
+
+
+def test_a_tiny_unet_trains_on_held_out_plates_and_becomes_a_segmenter(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
+    images = make_example_dataset(size=128, fields_per_plate=2)
+    epochs = []
+    summary = train_segmenter("unet", images, name="tiny", settings={"epochs": 2, "steps_per_epoch": 2, "tile": 64,
+                                                                      "batch_size": 2, "seed": 1},
+                              val_batches=["plateC"], on_epoch=epochs.append)
+    assert summary["model"] == "unet:tiny" and summary["val_images"] == 2 and summary["train_images"] == 4
+    assert len(epochs) >= 1 and 0 <= summary["metrics"]["f1"] <= 1
+    meta = json.loads((tmp_path / "tiny.unet.json").read_text())
+    assert meta["split"]["val_batches"] == ["plateC"] and meta["family"] == "unet"
+    assert "unet:tiny" in [m.name for m in list_models("segment")] and get_model_info("unet:tiny").family == "unet"
+
+
+def test_bad_names_and_families_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
+    images = make_example_dataset(size=128, fields_per_plate=1)
+    with pytest.raises(ValueError, match="plain file name"):
+        train_segmenter("unet", images, name="../evil", settings={})
+    with pytest.raises(ValueError, match="unknown family 'resnet'"):
+        train_segmenter("resnet", images, name="x", settings={})
