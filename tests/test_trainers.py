@@ -39,3 +39,14 @@ def test_bad_names_and_families_are_refused(tmp_path, monkeypatch):
         train_segmenter("unet", images, name="../evil", settings={})
     with pytest.raises(ValueError, match="unknown family 'resnet'"):
         train_segmenter("resnet", images, name="x", settings={})
+
+
+def test_mask_rcnn_and_yolo_seg_train_through_the_same_entry_point(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
+    images = make_example_dataset(size=128, fields_per_plate=1)
+    tiny = {"maskrcnn": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "tile": 64},
+            "yolo-seg": {"epochs": 1, "batch_size": 2, "imgsz": 64, "warmup_epochs": 0.0}}
+    for family, settings in tiny.items():
+        summary = train_segmenter(family, images, name=f"tiny-{family}", settings=settings, val_batches=["plateC"])
+        assert summary["model"] in [m.name for m in list_models("segment")], (family, summary["model"])
+        assert summary["val_images"] == 1 and summary["best_epoch"] == 1
