@@ -28,7 +28,7 @@ _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of p
 
 # Values kept exactly as they are at the end of a run (absent ones stay absent).
 STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
-              "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility", "cm.current", "cm.ready", "ex.rows")
+              "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility", "cm.current", "cm.ready", "ex.rows", "tr.edit")
 # Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
 # seen is kept and given back before the widget is drawn again.
 # Only widgets whose value may be set through Session State: never buttons, uploaders or charts.
@@ -39,7 +39,7 @@ WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply
                "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster", "ex.view", "ex.target",
                "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image", "ex.det_model",
                "ex.det_method", "ex.det_opacity", "ex.det_which", "tr.family", "tr.split", "tr.name", "tr.val_batches",
-               "tr.val_fraction")
+               "tr.val_fraction", "tr.cur_image", "tr.cur_start", "tr.tool", "tr.radius")
 WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.", "ex.set.", "ex.det.", "tr.unet.", "tr.maskrcnn.", "tr.yolo-seg.")
 IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image")  # widgets whose value names an image
 

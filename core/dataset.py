@@ -84,11 +84,13 @@ class Dataset:
                 "condition": img.condition,
                 "has_gt": img.gt is not None,
                 "gt_cells": img.n_cells_gt if img.gt is not None else None,
+                "labels": (img.gt_source or "file") if img.gt is not None else "",
             }
             for img in self
         ]
         table = pd.DataFrame(
             rows,
-            columns=["name", "height", "width", "dtype", "channels", "batch", "condition", "has_gt", "gt_cells"],
+            columns=["name", "height", "width", "dtype", "channels", "batch", "condition", "has_gt", "gt_cells",
+                     "labels"],
         )
         return table.astype({"gt_cells": "Int64"})  # a count, blank (not None or 88.0) without ground truth

@@ -123,6 +123,7 @@ class CellImage:
     gt: np.ndarray | None = None
     source: str = ""
     notes: tuple[str, ...] = ()
+    gt_source: str = ""  # where ``gt`` comes from when not a file: "curated on the Train page (…)"
     hash: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

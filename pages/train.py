@@ -6,14 +6,27 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+import numpy as np
 import streamlit as st
 
-from components.model_panel import current_device
+from components.curation_state import (
+    START_EMPTY,
+    START_GT,
+    current_curation,
+    save_curation,
+    start_curation,
+)
+from components.image_viewer import cached_composite
+from components.label_editor import TOOLS, apply_event, label_editor
+from components.model_panel import current_device, fetch_missing_weights, model_settings
 from components.routing import page_with_images
 from components.training_state import my_jobs, submit_training, training_queue
+from core.export import label_tiff_bytes
+from core.label_edit import LabelEditError
 from core.text import plural
 from core.training_figures import training_figure
 from core.training_jobs import TrainingJob
+from models.registry import list_models
 from models.trainers import MAIN_SETTINGS, TRAINERS, default_settings, trainer
 
 SETTING_HELP = {
@@ -26,6 +39,75 @@ SETTING_HELP = {
 STATE_STYLE = {"queued": ":material/schedule:", "running": ":material/play_circle:", "stopping": ":material/stop_circle:",
                "done": ":material/check_circle:", "stopped": ":material/stop_circle:", "failed": ":material/error:"}
 LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "patience": "Patience", "seed": "Seed"}
+
+
+TOOL_LABELS = {"delete": "Delete", "polygon": "Polygon", "brush": "Brush", "erase": "Erase", "merge": "Merge",
+               "split": "Split"}
+TOOL_HELP = ("Delete: click a cell. Polygon: click its corners, double-click (or click the first point) to close; "
+             "Escape cancels, Backspace removes the last point. Brush: drag to paint a new cell (over background "
+             "only). Erase: drag to remove pixels. Merge: click two cells. Split: drag a line across a cell.")
+
+
+def curation_view(ds, device: str) -> None:
+    """Make ground truth: start from a file, a model or nothing, correct it, save it."""
+    c1, c2, c3 = st.columns([1.2, 1.4, 1], vertical_alignment="bottom")
+    name = c1.selectbox("Image", ds.names, key="tr.cur_image", help="The image whose labels to curate.")
+    image = ds[name]
+    starts = ([START_GT] if image.gt is not None else []) + [m.name for m in list_models("segment")] + [START_EMPTY]
+    start = c2.selectbox("Start from", starts, key="tr.cur_start",
+                         help="The image's ground truth, a model's result (the classical recipe is quick and good on "
+                              "fluorescent nuclei), or nothing.")
+    curation = current_curation(image)
+    settings = model_settings("tr.cur", [start], f"Settings of {start}") if start not in (START_GT, START_EMPTY) else {}
+    if c3.button("Start editing" if curation is None else "Start again", key="tr.cur_begin", width="stretch",
+                 type="primary" if curation is None else "secondary",
+                 help="Load these labels into the editor (edits not saved are dropped)."):
+        if start in (START_GT, START_EMPTY) or fetch_missing_weights([start], key="tr.cur"):
+            try:
+                with st.spinner(f"{start} on {name}…"):
+                    curation = start_curation(image, start, settings, device)
+            except (ValueError, RuntimeError) as exc:
+                st.error(f"Could not start from {start}: {exc}")
+                return
+    if curation is None:
+        st.caption("Choose where to start and press **Start editing**; corrected labels become the image's ground "
+                   "truth, for training and for the scores on the Compare page.")
+        return
+    history = curation.history
+    t1, t2, t3, t4 = st.columns([2.6, 1, 0.6, 0.6], vertical_alignment="bottom")
+    tool = t1.segmented_control("Tool", TOOLS, default="delete", required=True, key="tr.tool",
+                                format_func=TOOL_LABELS.get, help=TOOL_HELP)
+    radius = t2.slider("Brush radius", 1, 30, 5, key="tr.radius", help="In image pixels.")
+    if t3.button("Undo", key="tr.undo", disabled=not history.can_undo, width="stretch", icon=":material/undo:"):
+        st.toast(f"Undone: {history.undo()}")
+    if t4.button("Redo", key="tr.redo", disabled=not history.can_redo, width="stretch", icon=":material/redo:"):
+        st.toast(f"Redone: {history.redo()}")
+
+    def edited(event: dict) -> None:
+        try:
+            st.session_state["tr.said"] = ("ok", apply_event(history, event, brush_radius=radius))
+        except LabelEditError as exc:
+            st.session_state["tr.said"] = ("error", str(exc))
+
+    rgb = cached_composite(image, image.hash, image.channels, (True,) * image.shape[2])
+    label_editor(rgb, history.current, key="tr.editor", tool=tool, brush_radius=radius, on_edit=edited)
+    said = st.session_state.pop("tr.said", None)
+    if said:
+        (st.toast if said[0] == "ok" else st.warning)(said[1])
+    cells = int(len(np.unique(history.current)) - (1 if (history.current == 0).any() else 0))
+    s1, s2, s3 = st.columns([1.4, 1, 1], vertical_alignment="center")
+    s1.caption(f"{plural(cells, 'cell')} · {plural(history.n_edits, 'edit')} from {curation.start}"
+               + (f" · last: {history.descriptions[-1]}" if history.descriptions else ""))
+    if s2.button("Save as ground truth", type="primary", key="tr.save", width="stretch",
+                 help="These labels become the image's ground truth in this workspace (the Data page's table says "
+                      "'curated'); Train and Compare use them."):
+        save_curation(image, curation)
+        st.toast(f"{name}: {plural(cells, 'cell')} saved as ground truth.")
+        st.rerun()
+    s3.download_button("Download labels (TIFF)", label_tiff_bytes(np.asarray(history.current)),
+                       file_name=f"{name}_mask.tif", mime="image/tiff", key="tr.dl_labels", width="stretch",
+                       help="A label image (0 = background, 1..N = cells) that the Data page reads back as ground "
+                            "truth.")
 
 
 def train_controls(ds) -> None:
@@ -131,6 +213,9 @@ def jobs_view() -> None:
 def train_page() -> None:
     if (ds := page_with_images("Train")) is None:
         return
+    device = current_device()
+    st.subheader("Curate labels")
+    curation_view(ds, device)
     st.subheader("Train a model")
     train_controls(ds)
     st.subheader("Trainings")

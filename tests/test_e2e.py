@@ -403,3 +403,54 @@ def test_explain_trains_a_classifier_shows_overlays_and_takes_cells_from_the_map
     _assert_no_error_shown(page, "/explain")
     page.close()
     assert errors == [], errors
+
+
+def test_train_curates_a_label_trains_and_the_model_reaches_compare(browser, tmp_path, monkeypatch):
+    """Issue 13's walk: delete a cell in the editor, save it as ground truth, train a one-epoch
+    U-Net in the background, watch its curve, and find the model on the Compare page."""
+    from core.example import make_example_dataset
+
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    first = make_example_dataset()[0]  # the example the server shows, deterministic
+    labels = first.gt
+    cell = int(labels[labels.shape[0] // 2 - 40: labels.shape[0] // 2 + 40,
+                      labels.shape[1] // 2 - 40: labels.shape[1] // 2 + 40].max())
+    ys, xs = np.nonzero(labels == cell)
+    with streamlit_server(tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        errors = _watch_for_errors(page)
+        page.goto(url + "/train")
+        main = page.locator("[data-testid='stMain']")
+        expect(main).to_contain_text("Curate labels", timeout=120_000)
+        settle(page)
+        page.get_by_role("button", name="Start editing").click()
+        expect(main).to_contain_text(f"{first.n_cells_gt} cells · 0 edits", timeout=60_000)
+        settle(page)
+        box = main.locator(".cs-le canvas").bounding_box()
+        y, x = float(np.median(ys)), float(np.median(xs))
+        page.mouse.click(box["x"] + (x + 0.5) / labels.shape[1] * box["width"],
+                         box["y"] + (y + 0.5) / labels.shape[0] * box["height"])
+        expect(main).to_contain_text(f"{first.n_cells_gt - 1} cells · 1 edit", timeout=60_000)
+        settle(page)
+        page.get_by_role("button", name="Save as ground truth").click()
+        settle(page)
+        epochs = page.locator(".st-key-tr-unet-epochs input")
+        epochs.fill("1")
+        epochs.press("Enter")
+        settle(page)
+        page.get_by_role("button", name="Start training").click()
+        expect(main).to_contain_text("is ready", timeout=300_000)
+        settle(page)
+        assert main.locator("[data-testid='stPlotlyChart']").count() >= 1  # the training curve
+        page.screenshot(path=str(SHOTS / "train_done.png"), full_page=True)
+        page.get_by_role("link", name="Compare it with the other models").click()
+        expect(main).to_contain_text("classical:", timeout=120_000)
+        page.locator(".st-key-cmp-models").click()
+        page.keyboard.type("unet:")  # the list is long and virtual: filter it
+        expect(page.get_by_role("option", name="unet:cells", exact=False).first).to_be_visible(timeout=30_000)
+        page.keyboard.press("Escape")
+        page.locator("[data-testid='stSidebarNav']").get_by_text("Data").click()
+        expect(main).to_contain_text("curated (1 edit", timeout=60_000)
+        _assert_no_error_shown(page, "/train walk")
+        page.close()
+        assert errors == [], errors
