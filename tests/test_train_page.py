@@ -38,3 +38,23 @@ def test_bad_names_and_splits_are_refused_before_starting():
     at.run()
     at.multiselect(key="tr.val_batches").set_value(["plateA", "plateB", "plateC"]).run()
     assert any("Keep at least one plate" in e.value for e in at.error) and at.button(key="tr.start").disabled
+
+
+def test_curated_labels_become_ground_truth_and_the_data_table_says_so():
+    import numpy as np
+
+    at = open_page("pages/train.py")
+    at.selectbox(key="tr.cur_start").set_value("classical").run()
+    at.button(key="tr.cur_begin").click().run()
+    assert not at.exception and any(" cells · 0 edits from classical" in c.value for c in at.caption)
+    at.button(key="tr.save").click().run()
+    assert not at.exception
+    saved = at.session_state["dataset"]["plateA_field1"]
+    assert saved.gt_source == "curated (0 edits from classical)"
+    cells = int(saved.gt.max())  # the classical recipe's cells, not the file's
+    assert any(c.value.startswith(f"{cells} cells") for c in at.caption) or cells == len(np.unique(saved.gt)) - 1
+    at.switch_page("pages/data.py")
+    at.run()
+    table = next(d.value for d in at.dataframe if "labels" in d.value.columns)
+    assert table.set_index("name").loc["plateA_field1", "labels"] == "curated (0 edits from classical)"
+    assert table.set_index("name").loc["plateB_field1", "labels"] == "file"
