@@ -424,32 +424,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-# Each trainable family: its module and, in it, the training settings' class, the trainer, the registry
-# entry of a checkpoint file and where a named checkpoint goes in the weights folder (models/ has no
-# trainer registry yet). Its checkpoints are the segmenters ``<family>:<name>`` and ``<family>:PATH``.
-TRAINERS = {
-    "unet": ("U-Net", "models.unet", "UNetTraining", "train_unet", "unet_model_info", "unet_checkpoint_path"),
-    "maskrcnn": ("Mask R-CNN", "models.rcnn_training", "RcnnTraining", "train_mask_rcnn", "rcnn_model_info",
-                 "rcnn_checkpoint_path"),
-}
-NOT_BUILT = {"yolo-seg": "YOLO-seg"}  # named in the plan, no trainer yet
 TRAINING_FLAGS = ("epochs", "steps_per_epoch", "batch_size", "lr", "tile", "patience", "seed")
-
-
-def _trainer(family: str) -> tuple[str, Any, Callable, Callable, Callable, Callable]:
-    """(label, settings class, train, model_info, checkpoint_path, metadata_path) of a family, or the
-    one-line ValueError saying which families train."""
-    import importlib
-
-    if family in NOT_BUILT:
-        raise ValueError(f"training {NOT_BUILT[family]} (--model {family}) is not built yet; "
-                         f"--model {' or '.join(TRAINERS)} trains today")
-    if family not in TRAINERS:
-        raise ValueError(f"unknown model family {family!r} to train; choose {', '.join(TRAINERS)} "
-                         f"({', '.join(NOT_BUILT)} not built yet)")
-    label, module_name, *names = TRAINERS[family]
-    module = importlib.import_module(module_name)
-    return (label, *(getattr(module, n) for n in names), module.metadata_path)
 
 
 def _checkpoint_out(out: str, checkpoint_path: Callable):
@@ -469,13 +444,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.training_data import split_by_batch, split_by_image, training_pairs
+    from models.trainers import trainer
 
-    label, settings_class, train_model, model_info, checkpoint_path, metadata_path = _trainer(args.model)
+    info = trainer(args.model)  # the Train page's table of families
+    label, train_model, checkpoint_path = info.label, info.load("train"), info.load("checkpoint_path")
     from models.device import resolve_device
-    from models.weights import weights_dir
 
     # Unset flags take the family's defaults (UNetTraining's, ...): one definition, shared with the Train page.
-    training = settings_class.from_dict({k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None})
+    training = info.settings({k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None})
     out = _checkpoint_out(args.out, checkpoint_path)
     for flag, folder in (("--images", args.images), ("--masks", args.masks)):
         if folder is not None and not Path(folder).is_dir():
@@ -530,7 +506,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                               on_epoch=lambda record: last_f1.append(record.f1))
     except KeyboardInterrupt:  # the trainers write each better epoch's checkpoint at once: say where
         if out.is_file():
-            print(f"\ninterrupted: the best checkpoint so far is {out} (metadata {metadata_path(out)})",
+            print(f"\ninterrupted: the best checkpoint so far is {out} (metadata {info.metadata_path(out)})",
                   file=sys.stderr)
         raise
     print(file=sys.stderr, flush=True)  # keep the last progress line
@@ -540,8 +516,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"validation included); {trained.stopped}")
     print(f"best epoch {best.epoch}: validation F1 {best.f1:.3f}, precision {best.precision:.3f}, recall "
           f"{best.recall:.3f} at IoU 0.5 on {len(val)} images")
-    name = model_info(out).name if out.resolve().parent == weights_dir().resolve() else f"{args.model}:{out}"
-    print(f"checkpoint: {out}\nmetadata: {metadata_path(out)}\nuse it as --model {name}")
+    name = info.model_name(out)
+    print(f"checkpoint: {out}\nmetadata: {info.metadata_path(out)}\n" + (
+        f"use it as --model {name}" if name else f"copy it into {checkpoint_path('x').parent} to use it as a model"))
     return 0
 
 
@@ -605,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a segmenter on images and their masks; writes the best checkpoint "
                         "and its metadata JSON")
-    tr.add_argument("--model", required=True, help="family to train: unet or maskrcnn (yolo-seg is not built yet)")
+    tr.add_argument("--model", required=True, help="family to train: unet, maskrcnn or yolo-seg")
     tr.add_argument("--images", required=True, help="folder of images (read recursively), or a folder with images/ "
                     "and masks/ inside when --masks is not given")
     tr.add_argument("--masks", default=None, help="folder of label masks (0 = background, 1..N = cells), matched to "
@@ -626,7 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps-per-epoch", type=int, default=None, help="optimisation steps per epoch")
     tr.add_argument("--batch-size", type=int, default=None, help="tiles per step")
     tr.add_argument("--lr", type=float, default=None, help="Adam's learning rate")
-    tr.add_argument("--tile", type=int, default=None, help="training tiles' side in pixels, a multiple of 8")
+    tr.add_argument("--tile", type=int, default=None, help="training tiles' side in pixels, a multiple of 8 (YOLO-seg's "
+                    "image size)")
     tr.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better "
                     "validation F1")
     tr.add_argument("--seed", type=int, default=None, help="random seed for the split, weights and tiles")

@@ -25,23 +25,48 @@ class TrainerInfo:
     checkpoint_path: str  # stem -> where a model of that name is saved
     prefix: str  # how the registry names a trained model: "<prefix>:<stem>"
     description: str
+    file_prefix: str = ""  # "<file_prefix>:PATH" names a checkpoint anywhere ("": only in the weights folder)
+    aliases: tuple[tuple[str, str], ...] = ()  # common setting names -> this family's (YOLO's tile is imgsz)
 
     def load(self, attribute: str) -> Any:
         return getattr(importlib.import_module(self.module), getattr(self, attribute))
+
+    def metadata_path(self, checkpoint: Path) -> Path:
+        """The metadata JSON each family writes beside its checkpoint."""
+        return importlib.import_module(self.module).metadata_path(checkpoint)
+
+    def settings(self, given: dict[str, Any]) -> Any:
+        """The family's training settings from ``given`` (common names translated); an unknown one
+        is a ValueError that lists the known ones."""
+        aliases = dict(self.aliases)
+        return self.load("settings_class").from_dict({aliases.get(k, k): v for k, v in given.items()})
+
+    def model_name(self, checkpoint: Path) -> str | None:
+        """What the registry calls a checkpoint: ``<prefix>:<stem>`` in the weights folder,
+        ``<file_prefix>:PATH`` elsewhere, None where it is not found (YOLO outside its folder)."""
+        checkpoint = Path(checkpoint).resolve()
+        for stem in {checkpoint.name.split(".")[0], checkpoint.stem}:
+            try:
+                if self.load("checkpoint_path")(stem).resolve() == checkpoint:
+                    return f"{self.prefix}:{stem}"
+            except ValueError:
+                continue
+        return f"{self.file_prefix}:{checkpoint}" if self.file_prefix else None
 
 
 TRAINERS: dict[str, TrainerInfo] = {t.family: t for t in (
     TrainerInfo("unet", "U-Net", "models.unet", "UNetTraining", "train_unet", "unet_checkpoint_path", "unet",
                 "A compact U-Net (0.5 M parameters) predicting cell interiors and boundaries, split into cells by "
-                "watershed. Trains from scratch in minutes on a CPU."),
+                "watershed. Trains from scratch in minutes on a CPU.", file_prefix="unet"),
     TrainerInfo("maskrcnn", "Mask R-CNN", "models.rcnn_training", "RcnnTraining", "train_mask_rcnn",
                 "rcnn_checkpoint_path", "maskrcnn",
                 "torchvision's Mask R-CNN (ResNet-50 FPN), the course's recommended instance segmenter; from COCO "
-                "weights when that file is in the weights folder, else from scratch. Slow on a CPU: use a GPU."),
+                "weights when that file is in the weights folder, else from scratch. Slow on a CPU: use a GPU.",
+                file_prefix="maskrcnn"),
     TrainerInfo("yolo-seg", "YOLO-seg", "models.yolo_training", "YoloTraining", "train_yolo_seg",
                 "yolo_checkpoint_path", "user",
                 "Ultralytics YOLO11n-seg from its model file (random start, offline). Fast per epoch; needs many "
-                "epochs from scratch."),
+                "epochs from scratch.", aliases=(("tile", "imgsz"),)),
 )}
 # The settings a page offers per family (the others keep their defaults), in order.
 MAIN_SETTINGS = ("epochs", "batch_size", "lr", "patience", "seed")
@@ -71,7 +96,7 @@ def train_segmenter(family: str, images: Sequence[CellImage], *, name: str, sett
     split = (split_by_batch(pairs, list(val_batches)) if val_batches
              else split_by_image(pairs, val_fraction=val_fraction, seed=int(settings.get("seed", 0))))
     train, val = split.apply(pairs)
-    training = info.load("settings_class").from_dict(dict(settings))
+    training = info.settings(dict(settings))
     result = info.load("train")(train, val, training=training, out=path, device=device, split=split, stop=stop,
                                 progress=progress, on_epoch=on_epoch)
     best = result.best

@@ -168,8 +168,8 @@ def test_masks_are_matched_by_name_as_the_data_page_matches_them(tmp_path):
         "ground truth for 'c', but no image with that name was uploaded with it"]
 
 
-@pytest.mark.parametrize("case", ["no masks matched", "no masks matched (maskrcnn)", "unknown family", "yolo-seg",
-                                  "missing masks folder"])
+@pytest.mark.parametrize("case", ["no masks matched", "no masks matched (maskrcnn)", "unknown family",
+                                  "yolo-seg steps", "missing masks folder"])
 def test_bad_training_inputs_fail_in_one_line(case, dataset, tmp_path, cli):
     other = tmp_path / "other_masks"
     other.mkdir()
@@ -180,17 +180,18 @@ def test_bad_training_inputs_fail_in_one_line(case, dataset, tmp_path, cli):
         family = "maskrcnn" if "maskrcnn" in case else "unet"
     elif case == "missing masks folder":
         masks = str(tmp_path / "nope")
-    elif case == "yolo-seg":
-        family = case
     elif case == "unknown family":
         family = "resnet"
+    extra = ["--steps-per-epoch", "2"] if case == "yolo-seg steps" else []
+    if case == "yolo-seg steps":
+        family = "yolo-seg"
     line = one_line_error(cli("train", "--model", family, "--images", images, "--masks", masks, "--out",
-                              str(tmp_path / "x.pt")))
+                              str(tmp_path / "x.pt"), *extra))
     expected = {
         "no masks matched": f"no mask in {other} matched any of the 6 images by name",
         "no masks matched (maskrcnn)": f"no mask in {other} matched any of the 6 images by name",
-        "unknown family": "unknown model family 'resnet' to train; choose unet, maskrcnn",
-        "yolo-seg": "training YOLO-seg (--model yolo-seg) is not built yet",
+        "unknown family": "unknown family 'resnet' to train; choose one of unet, maskrcnn, yolo-seg",
+        "yolo-seg steps": "unknown YOLO training setting(s) 'steps_per_epoch'",
         "missing masks folder": f"--masks {tmp_path / 'nope'}: no such folder",
     }[case]
     assert expected in line
@@ -226,3 +227,13 @@ def test_maskrcnn_trains_through_the_same_command_and_segments_as_maskrcnn_path(
                                "-o", str(tmp_path / "l.tif"), "--device", "cpu")
     assert code == 0, stderr
     assert tifffile.imread(tmp_path / "l.tif").shape == (128, 128)
+
+
+def test_yolo_seg_trains_through_the_same_command_offline(dataset, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    code, stdout, stderr = cli("train", "--model", "yolo-seg", "--images", str(dataset), "--val-batches", "plateC",
+                               "--epochs", "1", "--batch-size", "2", "--tile", "64", "--device", "cpu",
+                               "--out", "tinyyolo")
+    assert code == 0, stderr
+    assert (tmp_path / "weights" / "yolo" / "tinyyolo.pt").is_file()
+    assert "use it as --model user:tinyyolo" in stdout
