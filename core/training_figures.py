@@ -26,7 +26,7 @@ def training_figure(epochs: Sequence[Mapping[str, Any]], *, best_epoch: int | No
         fig.add_trace(go.Scatter(x=[best_epoch], y=[f1], yaxis="y2", mode="markers", name=f"best (epoch {best_epoch})",
                                  marker=dict(size=14, symbol="star", color=PALETTE[1], line=dict(color="white",
                                                                                                 width=1))))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(title="epoch", rangemode="tozero", dtick=1 if len(x) <= 20 else None),
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(title="epoch", dtick=1 if len(x) <= 20 else None),
                       yaxis=dict(title="loss", rangemode="tozero"),
                       yaxis2=dict(title="validation F1", overlaying="y", side="right", range=[0, 1.02], tickmode="linear",
                                   tick0=0, dtick=0.25, showgrid=False),

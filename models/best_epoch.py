@@ -9,10 +9,29 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import torch
+
+
+class TrainingSettings:
+    """Plain-data round trip for a family's (frozen dataclass) training settings: what checkpoints'
+    metadata, the CLI and the Train page exchange; an unknown name is an error listing the known."""
+
+    family_label: ClassVar[str] = "training"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise ValueError(f"unknown {cls.family_label} training setting(s) {', '.join(map(repr, unknown))}; known: "
+                             f"{', '.join(known)}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)

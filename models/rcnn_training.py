@@ -32,14 +32,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from core.images import CellImage
 from core.instances import Instances, labels_from_masks
 from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pairs_hash
-from models.best_epoch import BestEpoch, EpochRecord
+from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
 from models.classifier import cpu_threads
 from models.rcnn import COCO_WEIGHTS, RCNN_SETTINGS
 from models.registry import ModelInfo, register_file_family, register_provider
@@ -96,8 +96,10 @@ class RcnnConfig:
 
 
 @dataclass(frozen=True)
-class RcnnTraining:
+class RcnnTraining(TrainingSettings):
     """How to train: one validated value the Train page, the CLI and the checkpoint's metadata share."""
+
+    family_label: ClassVar[str] = "Mask R-CNN"
 
     epochs: int = 20
     steps_per_epoch: int = 25
@@ -116,18 +118,6 @@ class RcnnTraining:
         if small or not self.lr > 0 or self.tile < 32:
             raise ValueError(f"{', '.join(small) or 'settings'} must be at least 1, tile at least 32 and lr positive; "
                              f"got {self}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RcnnTraining:
-        known = list(cls.__dataclass_fields__)
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ValueError(f"unknown Mask R-CNN training setting(s) {', '.join(map(repr, unknown))}; known: "
-                             f"{', '.join(known)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from core.images import CellImage
 from core.instances import Instances, boxes_from_labels
 from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pad_to, pairs_hash
-from models.best_epoch import BestEpoch, EpochRecord
+from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
 from models.classifier import cpu_threads
 from models.registry import ModelInfo, Setting, register_file_family, register_provider
 from models.weights import WeightsSpec, weights_dir
@@ -237,7 +237,7 @@ def segment_planes(model: torch.nn.Module, planes: np.ndarray, *, foreground_thr
 
 
 @dataclass(frozen=True)
-class UNetTraining:
+class UNetTraining(TrainingSettings):
     """How to train: one validated value the Train page, the CLI and the checkpoint's metadata share.
 
     Measured with these defaults on the shared 2-core dev machine (one torch thread): 10 of the
@@ -245,6 +245,8 @@ class UNetTraining:
     after epoch 19, in 271 s; F1 at IoU 0.5 was 0.996 on 12 unseen fields (``make_example_dataset(
     seed=8)``). Trained on plates A and B only, 0.986 on plate C.
     """
+
+    family_label: ClassVar[str] = "U-Net"
 
     epochs: int = 40
     steps_per_epoch: int = 25
@@ -259,18 +261,6 @@ class UNetTraining:
         if small or not self.lr > 0 or self.tile < 16:
             raise ValueError(f"epochs, steps_per_epoch, batch_size and patience must be at least 1, tile at least 16 and "
                              f"lr positive; got {self}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UNetTraining:
-        known = list(cls.__dataclass_fields__)
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ValueError(f"unknown U-Net training setting(s) {', '.join(map(repr, unknown))}; known: "
-                             f"{', '.join(known)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)

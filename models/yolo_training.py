@@ -25,17 +25,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from core.images import CellImage, ChannelInfo
 from core.training_data import Split, TrainingPair, pairs_hash
 from core.yolo_dataset import export_yolo_dataset
-from models.best_epoch import EpochRecord
+from models.best_epoch import EpochRecord, TrainingSettings
 from models.classifier import cpu_threads
 from models.weights import weights_dir
 from models.yolo import YOLO_SETTINGS, YoloModel
@@ -47,8 +47,10 @@ _NUCLEUS = (ChannelInfo("nucleus", "nucleus"),)
 
 
 @dataclass(frozen=True)
-class YoloTraining:
+class YoloTraining(TrainingSettings):
     """How to train: one validated value the Train page, the CLI and the checkpoint's metadata share."""
+
+    family_label: ClassVar[str] = "YOLO"
 
     epochs: int = 50
     batch_size: int = 8
@@ -66,18 +68,6 @@ class YoloTraining:
                              f"imgsz a multiple of 32, lr positive and warmup_epochs not negative; got {self}")
         if not self.model.endswith((".yaml", ".pt")):
             raise ValueError(f"model must be an ultralytics model YAML or a local .pt file; got {self.model!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> YoloTraining:
-        known = list(cls.__dataclass_fields__)
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ValueError(f"unknown YOLO training setting(s) {', '.join(map(repr, unknown))}; known: "
-                             f"{', '.join(known)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)

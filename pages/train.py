@@ -26,7 +26,7 @@ from core.label_edit import LabelEditError
 from core.text import plural
 from core.training_figures import training_figure
 from core.training_jobs import TrainingJob
-from models.registry import list_models
+from models.registry import availability, list_models
 from models.trainers import MAIN_SETTINGS, TRAINERS, default_settings, trainer
 
 SETTING_HELP = {
@@ -74,13 +74,13 @@ def curation_view(ds, device: str) -> None:
                    "truth, for training and for the scores on the Compare page.")
         return
     history = curation.history
-    t1, t2, t3, t4 = st.columns([2.6, 1, 0.6, 0.6], vertical_alignment="bottom")
-    tool = t1.segmented_control("Tool", TOOLS, default="delete", required=True, key="tr.tool",
-                                format_func=TOOL_LABELS.get, help=TOOL_HELP)
-    radius = t2.slider("Brush radius", 1, 30, 5, key="tr.radius", help="In image pixels.")
-    if t3.button("Undo", key="tr.undo", disabled=not history.can_undo, width="stretch", icon=":material/undo:"):
+    picture_col, tools = st.columns([2.2, 1])
+    tool = tools.radio("Tool", TOOLS, key="tr.tool", format_func=TOOL_LABELS.get, help=TOOL_HELP)
+    radius = tools.slider("Brush radius", 1, 30, 5, key="tr.radius", help="In image pixels.")
+    u1, u2 = tools.columns(2)
+    if u1.button("Undo", key="tr.undo", disabled=not history.can_undo, width="stretch", icon=":material/undo:"):
         st.toast(f"Undone: {history.undo()}")
-    if t4.button("Redo", key="tr.redo", disabled=not history.can_redo, width="stretch", icon=":material/redo:"):
+    if u2.button("Redo", key="tr.redo", disabled=not history.can_redo, width="stretch", icon=":material/redo:"):
         st.toast(f"Redone: {history.redo()}")
 
     def edited(event: dict) -> None:
@@ -90,24 +90,38 @@ def curation_view(ds, device: str) -> None:
             st.session_state["tr.said"] = ("error", str(exc))
 
     rgb = cached_composite(image, image.hash, image.channels, (True,) * image.shape[2])
-    label_editor(rgb, history.current, key="tr.editor", tool=tool, brush_radius=radius, on_edit=edited)
+    with picture_col:
+        label_editor(rgb, history.current, key="tr.editor", tool=tool, brush_radius=radius, on_edit=edited)
     said = st.session_state.pop("tr.said", None)
     if said:
-        (st.toast if said[0] == "ok" else st.warning)(said[1])
+        (st.toast if said[0] == "ok" else tools.warning)(said[1])
     cells = int(len(np.unique(history.current)) - (1 if (history.current == 0).any() else 0))
-    s1, s2, s3 = st.columns([1.4, 1, 1], vertical_alignment="center")
-    s1.caption(f"{plural(cells, 'cell')} · {plural(history.n_edits, 'edit')} from {curation.start}"
-               + (f" · last: {history.descriptions[-1]}" if history.descriptions else ""))
-    if s2.button("Save as ground truth", type="primary", key="tr.save", width="stretch",
-                 help="These labels become the image's ground truth in this workspace (the Data page's table says "
-                      "'curated'); Train and Compare use them."):
+    tools.caption(f"{plural(cells, 'cell')} · {plural(history.n_edits, 'edit')} from {curation.start}"
+                  + (f" · last: {history.descriptions[-1]}" if history.descriptions else ""))
+    if tools.button("Save as ground truth", type="primary", key="tr.save", width="stretch",
+                    help="These labels become the image's ground truth in this workspace (the Data page's table says "
+                         "'curated'); Train and Compare use them."):
         save_curation(image, curation)
         st.toast(f"{name}: {plural(cells, 'cell')} saved as ground truth.")
         st.rerun()
-    s3.download_button("Download labels (TIFF)", label_tiff_bytes(np.asarray(history.current)),
-                       file_name=f"{name}_mask.tif", mime="image/tiff", key="tr.dl_labels", width="stretch",
-                       help="A label image (0 = background, 1..N = cells) that the Data page reads back as ground "
-                            "truth.")
+    tools.download_button("Download labels (TIFF)", label_tiff_bytes(np.asarray(history.current)),
+                          file_name=f"{name}_mask.tif", mime="image/tiff", key="tr.dl_labels", width="stretch",
+                          help="A label image (0 = background, 1..N = cells) that the Data page reads back as ground "
+                               "truth.")
+
+
+def fresh_name() -> str:
+    return f"cells-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def name_taken(family: str, name: str) -> str:
+    """Why ``name`` cannot be used for a new ``family`` model ("" if it can): a saved model or a
+    training not finished has it (a new one would overwrite it)."""
+    if trainer(family).load("checkpoint_path")(name).exists():
+        return f"A {trainer(family).label} named '{name}' exists already: choose another name."
+    if any(j.name == name and j.family == family and not j.is_finished for j in training_queue().jobs()):
+        return f"A training named '{name}' is queued or running: choose another name."
+    return ""
 
 
 def train_controls(ds) -> None:
@@ -126,11 +140,11 @@ def train_controls(ds) -> None:
                                                               "plates": "held-out plates"}.get,
                                  help="A seeded random share of the images, or whole batches the model never sees "
                                       "in training: does it carry over to a new plate?")
-    st.session_state.setdefault("tr.name", f"cells-{datetime.now():%Y%m%d-%H%M}")
+    st.session_state.setdefault("tr.name", fresh_name())
     name = c3.text_input("Model name", key="tr.name",
                          help="The trained model appears under this name on the Compare page.")
     defaults = default_settings(family)
-    cols = st.columns(len(MAIN_SETTINGS) + 1)
+    cols = st.columns(len(MAIN_SETTINGS))
     settings = {}
     for col, key in zip(cols, MAIN_SETTINGS, strict=False):
         value = defaults[key]
@@ -144,11 +158,12 @@ def train_controls(ds) -> None:
                                                  help=SETTING_HELP[key]))
     val_batches: list[str] = []
     val_fraction = 0.2
+    where, _ = st.columns([1.4, 1])
     if split == "plates":
-        val_batches = cols[-1].multiselect("Held-out plates", batches, default=batches[-1:], key="tr.val_batches",
+        val_batches = where.multiselect("Held-out plates", batches, default=batches[-1:], key="tr.val_batches",
                                            help="These batches only validate.")
     else:
-        val_fraction = cols[-1].slider("Validation share", 0.1, 0.5, 0.2, 0.05, key="tr.val_fraction",
+        val_fraction = where.slider("Validation share", 0.1, 0.5, 0.2, 0.05, key="tr.val_fraction",
                                        help="The share of images that only validate.")
     device = current_device()
     if family == "maskrcnn" and device == "cpu":
@@ -156,22 +171,32 @@ def train_controls(ds) -> None:
 
         minutes = estimate_seconds(len(annotated), device=device, training=RcnnTraining.from_dict(
             {**defaults, **settings}), image_side=max(annotated[0].shape[:2])) / 60
+        coco = availability("maskrcnn-coco")[0]
         st.warning(f"On this CPU a Mask R-CNN takes about {minutes:.0f} minutes at most for these settings (early "
-                   "stopping may end it sooner). A GPU is much faster.")
+                   "stopping may end it sooner). A GPU is much faster. "
+                   + ("It starts from the COCO weights in the weights folder." if coco else
+                      "The COCO weights are not in the weights folder, so it starts from scratch and needs many more "
+                      "epochs: download them first (select maskrcnn-coco on the Compare page)."))
     problem = ("" if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") else
                "A model name uses letters, digits, '.', '_' and '-' only.")
+    taken = name_taken(family, name) if not problem else ""
+    if taken:
+        problem = taken
     if split == "plates" and not val_batches:
         problem = "Choose at least one plate to validate on."
     if split == "plates" and set(val_batches) == set(batches):
         problem = "Keep at least one plate for training."
     if problem:
         st.error(problem)
-    if st.button("Start training", type="primary", key="tr.start", disabled=bool(problem),
-                 help="Runs in the background on this server: you can use other pages, reload, or come back later. "
-                      "One training runs at a time; others wait in line."):
+    def start() -> None:
         submit_training(family, annotated, name=name, settings=settings, val_batches=val_batches,
                         val_fraction=val_fraction, device=device)
         st.toast(f"{trainer(family).label} '{name}' queued.")
+        st.session_state["tr.name"] = fresh_name()  # the next training gets its own name
+
+    st.button("Start training", type="primary", key="tr.start", disabled=bool(problem), on_click=start,
+              help="Runs in the background on this server: you can use other pages, reload, or come back later. "
+                   "One training runs at a time; others wait in line.")
 
 
 def job_view(job: TrainingJob) -> None:
@@ -192,6 +217,11 @@ def job_view(job: TrainingJob) -> None:
         st.error(f"Training failed: {job.error}")
     elif job.is_finished and job.result:
         metrics = job.result.get("metrics", {})
+        if metrics.get("f1", 0.0) < 0.05:
+            st.warning(f"**{job.result['model']}** was saved ({job.result.get('stopped', job.state)}) but found almost "
+                       f"no cells on the validation images (F1 {metrics.get('f1', 0.0):.3f}): train longer, or start "
+                       "from pretrained weights, before using it.")
+            return
         st.success(f"**{job.result['model']}** is ready ({job.result.get('stopped', job.state)}): best epoch "
                    f"{job.result.get('best_epoch')}, validation F1 {metrics.get('f1', float('nan')):.3f} at IoU 0.5 "
                    f"(precision {metrics.get('precision', float('nan')):.3f}, recall "

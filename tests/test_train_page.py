@@ -27,6 +27,11 @@ def test_a_training_runs_in_the_background_and_its_model_reaches_compare(tmp_pat
     at.switch_page("pages/compare.py")
     at.run()
     assert "unet:apptest" in at.multiselect(key="cmp.models").options
+    at.switch_page("pages/train.py")
+    at.run()
+    assert at.text_input(key="tr.name").value != "apptest"  # a fresh name for the next training
+    at.text_input(key="tr.name").set_value("apptest").run()  # taken: it would overwrite the model
+    assert any("named 'apptest' exists already" in e.value for e in at.error) and at.button(key="tr.start").disabled
 
 
 def test_bad_names_and_splits_are_refused_before_starting():
