@@ -108,7 +108,8 @@ def add_brush(labels: np.ndarray, stroke_xy: Sequence[Sequence[float]] | np.ndar
 def erase_brush(labels: np.ndarray, stroke_xy: Sequence[Sequence[float]] | np.ndarray, radius: float,
                 label_id: int | None = None) -> Edit:
     """Erase with a round brush along a polyline (x, y): every cell under it, or only ``label_id``.
-    A cell erased through may fall into pieces; they keep one id (split them with :func:`split_line`)."""
+    A cell erased through into pieces becomes one cell per piece (the largest keeps the id, the
+    others get new ids): one id over two blobs would be a wrong training example."""
     labels = _as_labels(labels)
     if label_id is not None:
         label_id = _existing_id(labels, label_id)
@@ -121,7 +122,33 @@ def erase_brush(labels: np.ndarray, stroke_xy: Sequence[Sequence[float]] | np.nd
     hit = tuple(int(i) for i in np.unique(window[erase]))
     out = labels.copy()
     out[y0:y1, x0:x1][erase] = 0
-    return Edit(out, f"erased {n} px from {_cells(hit)}", hit)
+    pieces = _separate_pieces(out, hit)
+    text = f"erased {n} px from {_cells(hit)}" + (f"; the rest fell into pieces, now cells {', '.join(map(str, pieces))}"
+                                                  if pieces else "")
+    return Edit(out, text, hit + pieces)
+
+
+def _separate_pieces(labels: np.ndarray, ids: Iterable[int]) -> tuple[int, ...]:
+    """In place: give each extra 8-connected piece of the cells ``ids`` a new id (the largest piece
+    keeps the old one); the new ids."""
+    from scipy import ndimage as ndi
+
+    new: list[int] = []
+    next_id = int(labels.max()) + 1
+    for cell in ids:
+        where = ndi.find_objects((labels == cell).astype(np.int32))
+        if not where or where[0] is None:
+            continue
+        box = where[0]
+        parts, n = ndi.label(labels[box] == cell, structure=np.ones((3, 3), bool))
+        if n < 2:
+            continue
+        sizes = np.bincount(parts.ravel())[1:]
+        for part in [p for p in np.argsort(-sizes) + 1][1:]:
+            labels[box][parts == part] = next_id
+            new.append(next_id)
+            next_id += 1
+    return tuple(new)
 
 
 def merge(labels: np.ndarray, ids: Iterable[int]) -> Edit:

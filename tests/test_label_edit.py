@@ -165,8 +165,9 @@ def test_erase_brush_removes_cell_pixels_under_the_brush():
     edit = le.erase_brush(two_cells(), [(0.5, 1.5), (7.5, 1.5), (7.5, 5.5)], 0.5)  # row 1, then column 7
     expected = two_cells()
     expected[1, 0:3] = 0
+    expected[2, 0:3] = 3  # the cell fell in two: the lower piece is a cell of its own
     np.testing.assert_array_equal(edit.labels, expected)
-    assert edit.description == "erased 3 px from cell 1"
+    assert edit.description == "erased 3 px from cell 1; the rest fell into pieces, now cells 3"
 
     # down column 2 through cell 1, then down column 3 through cell 2
     both = le.erase_brush(two_cells(), [(2.5, 0.5), (2.5, 4.5), (3.5, 4.5), (3.5, 7.5)], 0.5)
@@ -405,3 +406,13 @@ def test_history_of_fifty_small_edits_on_a_large_image_stays_small():
     for _ in range(50):
         history.undo()
     np.testing.assert_array_equal(history.current, labels)
+
+
+def test_erasing_a_cell_in_two_gives_each_piece_its_own_id():
+    labels = np.zeros((5, 9), np.int32)
+    labels[1:4, 1:8] = 4  # a bar; erase its middle column
+    edit = le.erase_brush(labels, [(4.5, 0.5), (4.5, 4.5)], 0.5)
+    pieces = {int(i) for i in np.unique(edit.labels[edit.labels > 0])}
+    assert pieces == {4, 5} and edit.ids == (4, 5)
+    assert (edit.labels == 4).sum() == 9 and (edit.labels == 5).sum() == 9
+    assert "now cells 5" in edit.description
