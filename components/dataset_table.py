@@ -24,6 +24,9 @@ def dataset_table(ds: Dataset, table: pd.DataFrame, *, key: str) -> pd.DataFrame
         hide_index=True,
         width="stretch",
         row_height=64,
+        # what a user edits and checks first, then the file's particulars (at 1280 px these scroll)
+        column_order=["preview", "name", "batch", "condition", "has_gt", "gt_cells", "labels", "channels", "height",
+                      "width", "dtype"],
         disabled=[c for c in table.columns if c not in ("batch", "condition")],
         column_config={
             "preview": st.column_config.ImageColumn("preview", help="Colour merge with each channel's display settings"),
