@@ -2,11 +2,18 @@
 
 Detection weights give boxes (filled into the label image, ``box_only``); segmentation weights
 (``*-seg``) give masks at the image's own resolution. Every class counts as a cell.
+
+Models trained here (:mod:`models.yolo_training`) are saved as plain data (:func:`checkpoint_data`:
+the model's YAML dict, class names, a state dict of tensors and metadata) and read back with
+``torch.load(weights_only=True)`` by :func:`load_yolo`; ultralytics' own ``.pt`` files (pickles of
+its modules) load the way ultralytics loads them, trusted like any code the user installs.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,83 @@ YOLO_SETTINGS = (
 )
 
 
+CHECKPOINT_FORMAT = "cellscope_yolo_seg"  # our YOLO-seg checkpoints (and their JSON metadata)
+CHECKPOINT_VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON data (dicts, lists, str, numbers, bool, None); TypeError for anything else."""
+    return json.loads(json.dumps(value))
+
+
+def checkpoint_data(net: Any, metadata: dict[str, Any], args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An ultralytics network as plain data for ``torch.save``: readable with ``weights_only=True``.
+
+    ``net.yaml`` (the architecture dict the network was built from) rebuilds it, ``state_dict``
+    holds its tensors as they are (the EMA weights in half precision in a training checkpoint) and
+    ``args`` keeps the plain training settings ultralytics would carry over into prediction."""
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "task": "segment",
+        "yaml": _plain(net.yaml),
+        "names": {int(k): str(v) for k, v in dict(net.names).items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "args": {k: v for k, v in (args or {}).items() if v is None or isinstance(v, str | int | float | bool)},
+        "metadata": _plain(metadata),
+    }
+
+
+def load_yolo(weights: str | Path) -> Any:
+    """An ultralytics ``YOLO`` for ``weights``: our plain-data checkpoint (read with
+    ``torch.load(weights_only=True)``, never unpickling code) rebuilt from its YAML dict with its
+    state dict loaded strictly, or else an ultralytics checkpoint loaded as ultralytics does.
+    ValueError for a file that is neither."""
+    import torch
+    from ultralytics import YOLO
+
+    path = Path(weights)
+    if not path.is_file():
+        return YOLO(weights)  # as ultralytics handles a name or a missing file
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not plain data: an ultralytics pickle, or not a checkpoint at all
+        try:
+            return YOLO(str(path))
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{path} is neither a CellScope YOLO-seg checkpoint nor ultralytics YOLO weights "
+                             f"({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is neither a CellScope YOLO-seg checkpoint (format {CHECKPOINT_FORMAT!r}) nor "
+                         "ultralytics YOLO weights")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} is a {CHECKPOINT_FORMAT} checkpoint of version {ckpt.get('version')!r}; this "
+                         f"CellScope reads version {CHECKPOINT_VERSION}")
+    return _rebuild(ckpt, path)
+
+
+def _rebuild(ckpt: dict[str, Any], path: Path) -> Any:
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    yaml = ckpt["yaml"]
+    # ultralytics builds from a YAML file and reads the scale (n, s, ...) from its name: keep the name.
+    name = Path(str(yaml.get("yaml_file") or "model.yaml")).name
+    name = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    with tempfile.TemporaryDirectory(prefix="cellscope-yolo-") as tmp, torch.random.fork_rng(devices=[]):
+        cfg = Path(tmp) / name
+        cfg.write_text(json.dumps(yaml))  # JSON is YAML
+        yolo = YOLO(str(cfg), task=ckpt.get("task", "segment"))
+    net = yolo.model
+    net.load_state_dict(ckpt["state_dict"], strict=True)
+    net.names = {int(k): v for k, v in ckpt["names"].items()}
+    net.args = YOLO._reset_ckpt_args({**DEFAULT_CFG_DICT, **ckpt.get("args", {}), "task": yolo.task})  # as _load
+    net.pt_path, net.task = str(path), yolo.task
+    net.float().eval()
+    yolo.overrides = {**net.args, "model": str(path), "task": yolo.task}
+    yolo.ckpt_path, yolo.model_name = str(path), str(path)
+    return yolo
+
+
 class YoloModel:
     """An ultralytics YOLO detect or segment model on the nucleus channel (grey, replicated to RGB)."""
 
@@ -34,10 +118,8 @@ class YoloModel:
         # Pillow meets a file it cannot read, through its global patch of PIL.Image.open).
         os.environ.setdefault("YOLO_AUTOINSTALL", "false")
         os.environ.setdefault("YOLO_OFFLINE", "true")
-        from ultralytics import YOLO
-
         self.name, self.device = name, device
-        self._model = YOLO(weights)
+        self._model = load_yolo(weights)
         self.segments = self._model.task == "segment"
 
     @property
@@ -107,7 +189,8 @@ for _file, _task, _bytes in (("yolo11n.pt", "detect", 5_600_000), ("yolo11n-seg.
 def user_yolo_models() -> list[ModelInfo]:
     """``*.pt`` files a user placed in ``<weights folder>/yolo/``: each one becomes a model.
 
-    The file is trusted like any code the user installs (ultralytics checkpoints are pickles).
+    Models trained here are plain data (:func:`load_yolo` reads them with ``weights_only=True``);
+    any other file is trusted like any code the user installs (ultralytics checkpoints are pickles).
     Whether it detects or segments is read from the checkpoint when it loads.
     """
     folder = weights_dir() / "yolo"

@@ -5,10 +5,12 @@ ultralytics trains from a model YAML shipped inside its package (``yolo11n-seg.y
 initial weights, nothing to fetch) or from a local ``.pt``, and after every epoch the epoch's
 checkpoint is loaded by :class:`models.yolo.YoloModel` and scored on the validation images with
 :func:`core.metrics.match_instances` at IoU 0.5, exactly as the Compare page would. The best epoch
-is copied, without its optimizer state, to ``<weights folder>/yolo/<name>.pt`` (with
-``<name>.json`` of metadata beside it), where :func:`models.yolo.user_yolo_models` lists it as
-the segmenter ``user:<name>``. Ultralytics checkpoints are pickles of its modules: they load the
-way any ultralytics weights do, not with ``weights_only=True``.
+is saved as plain data (:func:`models.yolo.checkpoint_data`: the model's YAML dict, names, a state
+dict of tensors and the metadata; no optimizer state, no pickled code) to
+``<weights folder>/yolo/<name>.pt`` (with ``<name>.json`` of metadata beside it), where
+:func:`models.yolo.user_yolo_models` lists it as the segmenter ``user:<name>`` and
+:func:`models.yolo.load_yolo` reads it back with ``torch.load(weights_only=True)``. Ultralytics'
+own per-epoch checkpoints (pickles of its modules) stay inside the run folder.
 
 No network: ``YOLO_OFFLINE`` is set before ultralytics is imported (no online check, no usage
 events), AMP is off (its check downloads a model), plots are off (they fetch a font), the
@@ -38,10 +40,10 @@ from core.yolo_dataset import export_yolo_dataset
 from models.best_epoch import EpochRecord, TrainingSettings
 from models.classifier import cpu_threads
 from models.weights import weights_dir
-from models.yolo import YOLO_SETTINGS, YoloModel
+from models.yolo import CHECKPOINT_FORMAT, YOLO_SETTINGS, YoloModel, checkpoint_data
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
-FORMAT = "cellscope_yolo_seg"
+FORMAT = CHECKPOINT_FORMAT
 _PREDICT_DEFAULTS = {s.name: s.default for s in YOLO_SETTINGS}  # what validation scores with
 _NUCLEUS = (ChannelInfo("nucleus", "nucleus"),)
 
@@ -74,7 +76,7 @@ class YoloTraining(TrainingSettings):
 class TrainedYolo:
     """The best epoch's checkpoint (highest validation F1), how training went and its metadata."""
 
-    path: Path  # the best checkpoint (ultralytics format, optimizer stripped)
+    path: Path  # the best checkpoint (plain data: models.yolo.checkpoint_data)
     history: list[EpochRecord]
     best_epoch: int
     metadata: dict[str, Any]
@@ -206,6 +208,8 @@ class _Run:
         self.history: list[EpochRecord] = []
         self.best_epoch, self.best_key = 0, (-1.0, float("-inf"))
         self.batch, self.stopped = 0, "completed"
+        self.best_net: Any = None  # the best epoch's network (EMA weights, half precision) and its settings
+        self.best_args: dict[str, Any] = {}
 
     def epoch_start(self, trainer: Any) -> None:
         self.batch = 0
@@ -242,13 +246,23 @@ class _Run:
             self.stopped = f"early stopping: no better validation F1 for {self.training.patience} epochs"
 
     def _save(self, last: Path, scores: dict[str, Any], stopped: str) -> None:
-        from ultralytics.utils.torch_utils import strip_optimizer
+        """Keep the network of ``last.pt`` (written by this run: the EMA weights in half precision,
+        exactly what validation scored) and write it as plain data with its metadata."""
+        from ultralytics.nn.tasks import torch_safe_load
+
+        ckpt, _ = torch_safe_load(last)
+        self.best_net = ckpt.get("ema") or ckpt["model"]
+        self.best_args = dict(ckpt.get("train_args") or {})
+        self.write_checkpoint(self.write_metadata(scores, stopped))
+
+    def write_checkpoint(self, metadata: dict[str, Any]) -> None:
+        """The best network at ``out`` as plain data (:func:`models.yolo.checkpoint_data`): 6 MB for n."""
+        import torch
 
         self.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.out.with_name(f".{self.out.name}.part")
-        strip_optimizer(last, s=str(tmp))  # the EMA weights in half precision, no optimizer state: 6 MB for n
+        torch.save(checkpoint_data(self.best_net, metadata, self.best_args), tmp)
         os.replace(tmp, self.out)
-        self.write_metadata(scores, stopped)
 
     def metadata(self, scores: dict[str, Any], stopped: str) -> dict[str, Any]:
         return self.base | {
@@ -262,6 +276,7 @@ class _Run:
     def write_metadata(self, scores: dict[str, Any], stopped: str) -> dict[str, Any]:
         meta = self.metadata(scores, stopped)
         sidecar = metadata_path(self.out)
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
         tmp = sidecar.with_name(f".{sidecar.name}.part")
         tmp.write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
         os.replace(tmp, sidecar)
@@ -344,4 +359,5 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], t: YoloTr
     best = next(r for r in run.history if r.epoch == run.best_epoch)
     scores = {"f1": best.f1, "precision": best.precision, "recall": best.recall}
     metadata = run.write_metadata(scores, run.stopped)  # the final record: why it ended, the whole curve
+    run.write_checkpoint(metadata)
     return TrainedYolo(out, run.history, run.best_epoch, metadata, run.stopped)

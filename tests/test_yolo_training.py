@@ -10,6 +10,7 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from core.example import make_example_dataset
 from core.instances import Instances
@@ -171,14 +172,80 @@ def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, tmp_path, offl
         return True  # after the first batch
 
     path = tmp_path / "yolo" / "stopped.pt"
-    result = Y.train_yolo_seg(train, val, out=path, training=TINY, stop=stop)
+    result = Y.train_yolo_seg(train, val, out=path, training=TINY, stop=stop, workdir=tmp_path / "work")
     assert result.stopped == "stopped during epoch 1" and [r.epoch for r in result.history] == [1]
     assert len(calls) == 1 and path.is_file() and offline == []
     from models.yolo import YoloModel
 
-    found = YoloModel("stopped", str(path), "cpu").predict(make_example_dataset(size=64, fields_per_plate=1)[0],
-                                                           conf=0.25, iou=0.5)
+    image = make_example_dataset(size=64, fields_per_plate=1)[0]
+    found = YoloModel("stopped", str(path), "cpu").predict(image, conf=0.25, iou=0.5)
     assert isinstance(found, Instances)
+    # The one epoch's ultralytics checkpoint (what validation scored) and our plain-data copy of it
+    # predict the same objects; the ultralytics file is a user-placed .pt that still loads as before.
+    last = tmp_path / "work" / "runs" / "train" / "weights" / "last.pt"
+    with pytest.raises(Exception):  # noqa: B017 - a pickle of ultralytics modules, not plain data
+        torch.load(last, map_location="cpu", weights_only=True)
+    for conf in (0.0, 0.25):
+        ours = YoloModel("ours", str(path), "cpu").predict(image, conf=conf, iou=0.5)
+        theirs = YoloModel("theirs", str(last), "cpu").predict(image, conf=conf, iou=0.5)
+        np.testing.assert_array_equal(ours.labels, theirs.labels)
+        np.testing.assert_array_equal(ours.boxes, theirs.boxes)
+        np.testing.assert_array_equal(ours.scores, theirs.scores)
+    assert len(YoloModel("ours", str(path), "cpu").predict(image, conf=0.0, iou=0.5).boxes) > 0
+
+
+def _plain(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str | int) and _plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool | torch.Tensor)
+
+
+def test_our_checkpoint_is_plain_data_read_with_weights_only(trained):
+    result, _, _, _ = trained
+    ckpt = torch.load(result.path, map_location="cpu", weights_only=True)
+    assert ckpt["format"] == Y.FORMAT == "cellscope_yolo_seg" and ckpt["version"] == 1
+    assert set(ckpt) >= {"yaml", "names", "state_dict", "metadata"} and len(ckpt["names"]) == 1
+    assert _plain(ckpt) and all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values())
+    assert ckpt["metadata"] == result.metadata  # the final record, as in the JSON beside it
+    assert ckpt["yaml"]["nc"] == 1 and "head" in ckpt["yaml"]
+
+
+def test_reloaded_model_scores_what_training_scored(trained, data):
+    from models.yolo import YoloModel
+
+    result, _, _, _ = trained
+    _, val, _ = data
+    scores = Y.validation_scores(YoloModel("reloaded", str(result.path), "cpu"), val)
+    assert scores["f1"] == pytest.approx(result.best.f1) and scores["precision"] == pytest.approx(result.best.precision)
+
+
+def test_user_placed_ultralytics_weights_still_load_and_junk_is_refused(trained, weights_home, tmp_path):
+    from models.yolo import YoloModel, load_yolo
+
+    with Y.offline_ultralytics():
+        from ultralytics import YOLO
+
+        user = weights_home / "yolo" / "their-own.pt"
+        YOLO("yolo11n-seg.yaml").save(user)  # an ultralytics checkpoint: a pickle of its modules
+    try:
+        assert "user:their-own" in [m.name for m in list_models("segment")]
+        loaded = load_model("user:their-own", allow_download=False)
+        assert loaded.model.segments and loaded.model.ultralytics.model.__class__.__name__ == "SegmentationModel"
+        out = loaded.predict(make_example_dataset(size=64, fields_per_plate=1)[0], conf=0.25)
+        assert isinstance(out, Instances)
+    finally:
+        user.unlink()
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    for name in ("other.pt", "junk.pt"):
+        with pytest.raises(ValueError, match="neither a CellScope YOLO-seg checkpoint"):
+            load_yolo(tmp_path / name)
+    newer = torch.load(Y.yolo_checkpoint_path("tiny-seg"), weights_only=True) | {"version": 99}
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(ValueError, match="version 99"):
+        YoloModel("newer", str(tmp_path / "newer.pt"), "cpu")
 
 
 def test_bad_settings_are_refused(data, tmp_path):
