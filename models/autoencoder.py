@@ -12,7 +12,6 @@ as fast as before.
 from __future__ import annotations
 
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.checkpoint_file import cpu_state, load_weights, read_plain, write_checkpoint
 from models.registry import ModelInfo, Setting, register_model
 
 if TYPE_CHECKING:
@@ -429,33 +429,18 @@ def save_autoencoder(trained: TrainedAutoencoder, path: str | Path) -> Path:
 
     safetensors is not installed (nor in requirements.txt), so this is the one format.
     """
-    import torch
-
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    torch.save({_FORMAT: 1, "config": trained.config.to_dict(), "training": trained.training(), "state_dict": state},
-               path)
-    return path
+    return write_checkpoint(path, {_FORMAT: 1, "config": trained.config.to_dict(), "training": trained.training(),
+                                   "state_dict": cpu_state(trained.model.state_dict())})
 
 
 def load_autoencoder(path: str | Path, device: str = "cpu") -> TrainedAutoencoder:
     """A checkpoint written by :func:`save_autoencoder`, on ``device``; ValueError for any other file."""
-    import torch
-
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise ValueError(f"{path.name} is not a CellScope autoencoder checkpoint ({exc})") from exc
+    data = read_plain(path, "CellScope autoencoder checkpoint")
     if not isinstance(data, dict) or data.get(_FORMAT) != 1:
         raise ValueError(f"{path.name} is not a CellScope autoencoder checkpoint")
     config = AutoencoderConfig.from_dict(data["config"])
-    model = build_autoencoder(config)
-    try:
-        model.load_state_dict(data["state_dict"])
-    except (RuntimeError, KeyError) as exc:
-        raise ValueError(f"{path.name}: weights do not fit the recorded architecture ({exc})") from exc
-    model.to(device).eval()
+    model = load_weights(build_autoencoder(config), data.get("state_dict"), path, device, "the recorded architecture")
     channels_last(model, device)
     t = data.get("training", {})
     return TrainedAutoencoder(model, config, [float(v) for v in t.get("loss_curve", [])], int(t.get("train_cells", 0)),

@@ -16,7 +16,6 @@ sample). torch is imported inside the functions, so importing :mod:`models` stay
 from __future__ import annotations
 
 import math
-import pickle
 import time
 import warnings
 from collections import OrderedDict
@@ -37,6 +36,7 @@ from models.autoencoder import (
     check_crops,
     to_uint8,
 )
+from models.checkpoint_file import cpu_state, load_weights, read_plain, write_checkpoint
 from models.registry import ModelInfo, Setting, register_model
 
 if TYPE_CHECKING:
@@ -519,32 +519,18 @@ class ClassifierTrainer:
 def save_classifier(trained: TrainedClassifier, path: str | Path) -> Path:
     """Write the final model, its architecture, classes and scores as plain data, read back by
     :func:`load_classifier` with ``torch.load(weights_only=True)`` (no pickled code)."""
-    import torch
-
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    torch.save({_FORMAT: 1, "config": trained.config.to_dict(), "classes": list(trained.classes),
-                "summary": trained.summary(), "state_dict": state}, path)
-    return path
+    return write_checkpoint(path, {_FORMAT: 1, "config": trained.config.to_dict(), "classes": list(trained.classes),
+                                   "summary": trained.summary(), "state_dict": cpu_state(trained.model.state_dict())})
 
 
 def load_classifier(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Sequential, tuple[str, ...], dict]:
     """The model, class names and summary of a :func:`save_classifier` file; ValueError for any other file."""
-    import torch
-
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise ValueError(f"{path.name} is not a CellScope classifier checkpoint ({exc})") from exc
+    data = read_plain(path, "CellScope classifier checkpoint")
     if not isinstance(data, dict) or data.get(_FORMAT) != 1:
         raise ValueError(f"{path.name} is not a CellScope classifier checkpoint")
     model = build_classifier(ClassifierConfig.from_dict(data["config"]))
-    try:
-        model.load_state_dict(data["state_dict"])
-    except (RuntimeError, KeyError) as exc:
-        raise ValueError(f"{path.name}: weights do not fit the recorded architecture ({exc})") from exc
-    model.to(device).eval()
+    load_weights(model, data.get("state_dict"), path, device, "the recorded architecture")
     channels_last(model, device)
     return model, tuple(data["classes"]), dict(data.get("summary", {}))
 

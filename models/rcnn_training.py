@@ -24,10 +24,7 @@ becomes the segmenter ``maskrcnn:<name>`` at once (:func:`user_rcnn_models`).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,10 +37,18 @@ from core.images import CellImage
 from core.instances import Instances, labels_from_masks
 from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pairs_hash
 from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
+from models.checkpoint_file import (
+    cpu_state,
+    load_weights,
+    read_checkpoint,
+    read_metadata,
+    trained_here_spec,
+    write_checkpoint,
+)
 from models.classifier import cpu_threads
 from models.rcnn import COCO_WEIGHTS, RCNN_SETTINGS
 from models.registry import ModelInfo, register_file_family, register_provider
-from models.weights import WeightsSpec, local_path, weights_dir
+from models.weights import local_path, weights_dir
 
 if TYPE_CHECKING:
     import torch
@@ -447,53 +452,18 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
     """Write ``{"model": weights, "format", "version", "config", "metadata"}`` as plain data (read
     back with ``torch.load(weights_only=True)``), atomically, plus ``<name>.maskrcnn.json`` with the
     same metadata beside it."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    data = {"model": state, "format": FORMAT, "version": FORMAT_VERSION, "config": config.to_dict(),
+    data = {"model": cpu_state(state_dict), "format": FORMAT, "version": FORMAT_VERSION, "config": config.to_dict(),
             "metadata": metadata}
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
-    sidecar = metadata_path(path)
-    tmp_json = sidecar.with_name(f".{sidecar.name}.part")
-    tmp_json.write_text(json.dumps({"format": FORMAT, "config": config.to_dict(), **metadata}, indent=1))
-    os.replace(tmp_json, sidecar)
-    return path
-
-
-def metadata_path(checkpoint: str | Path) -> Path:
-    """The JSON beside a checkpoint: ``cells.maskrcnn.pt`` -> ``cells.maskrcnn.json``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.name.removesuffix(".pt") + ".json")
+    return write_checkpoint(path, data, {"format": FORMAT, "config": config.to_dict(), **metadata})
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, RcnnConfig, dict[str, Any]]:
     """The model (eval mode, on ``device``), its config and metadata, read with
     ``torch.load(weights_only=True)``; ValueError naming the file for anything else."""
-    import torch
-
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise ValueError(f"{path.name} is not a CellScope Mask R-CNN checkpoint: it cannot be read as plain weights "
-                         f"({str(exc).splitlines()[0][:200]})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path.name} is not a CellScope Mask R-CNN checkpoint (expected format {FORMAT!r}; train one "
-                         "on the Train page or with `python -m core train --model maskrcnn`)")
-    if data.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path.name} is a Mask R-CNN checkpoint of version {data.get('version')}; this CellScope "
-                         f"reads version {FORMAT_VERSION}")
+    data = read_checkpoint(path, fmt=FORMAT, version=FORMAT_VERSION, what="CellScope Mask R-CNN checkpoint",
+                           hint="train one on the Train page or with `python -m core train --model maskrcnn`")
     config = RcnnConfig.from_dict(data.get("config") or {})
-    model = build_mask_rcnn(config)
-    try:
-        model.load_state_dict(data["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise ValueError(f"{path.name}: weights do not fit a two-class Mask R-CNN v2 ({exc})") from exc
-    model.to(device).eval()
+    model = load_weights(build_mask_rcnn(config), data.get("model"), path, device, "a two-class Mask R-CNN v2")
     return model, config, dict(data.get("metadata") or {})
 
 
@@ -520,7 +490,7 @@ class MaskRcnnSegmenter:
 def _describe(path: Path) -> str:
     """One line from the JSON beside the checkpoint (no torch import just to list models)."""
     try:
-        meta = json.loads(metadata_path(path).read_text())
+        meta = read_metadata(path)
         val, images = meta["validation"], meta["images"]
         return (f"Mask R-CNN trained here ({meta['init']} init) on {images['train']} images, validation F1 "
                 f"{val['f1']:.3f} at IoU 0.5 on {images['val']} held-out images "
@@ -533,10 +503,7 @@ def rcnn_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
     """A registry entry for the checkpoint at ``path`` (in the weights folder or anywhere else)."""
     path = Path(path).expanduser().resolve()
     name = name or f"maskrcnn:{path.name.removesuffix(SUFFIX).removesuffix('.pt')}"
-    spec = WeightsSpec(name=name, filename=str(path), url=None, sha256=None,
-                       size_bytes=path.stat().st_size if path.is_file() else None, license="yours (trained here)",
-                       trained_on="your images (see the metadata beside the file)", source=str(path))
-    return ModelInfo(name, "rcnn", _describe(path), spec, False,
+    return ModelInfo(name, "rcnn", _describe(path), trained_here_spec(name, path), False,
                      lambda weights, device: MaskRcnnSegmenter(name, Path(weights), device), RCNN_SETTINGS,
                      slow_on_cpu=True)
 

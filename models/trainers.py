@@ -33,7 +33,9 @@ class TrainerInfo:
 
     def metadata_path(self, checkpoint: Path) -> Path:
         """The metadata JSON each family writes beside its checkpoint."""
-        return importlib.import_module(self.module).metadata_path(checkpoint)
+        from models.checkpoint_file import metadata_path
+
+        return metadata_path(checkpoint)
 
     def settings(self, given: dict[str, Any]) -> Any:
         """The family's training settings from ``given`` (common names translated); an unknown one

@@ -18,10 +18,7 @@ torch is imported inside the functions, so importing :mod:`models` stays fast.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,9 +32,17 @@ from core.images import CellImage
 from core.instances import Instances, boxes_from_labels
 from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pad_to, pairs_hash
 from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
+from models.checkpoint_file import (
+    cpu_state,
+    load_weights,
+    read_checkpoint,
+    read_metadata,
+    trained_here_spec,
+    write_checkpoint,
+)
 from models.classifier import cpu_threads
 from models.registry import ModelInfo, Setting, register_file_family, register_provider
-from models.weights import WeightsSpec, weights_dir
+from models.weights import weights_dir
 
 if TYPE_CHECKING:
     import torch
@@ -458,54 +463,19 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
     """Write weights, architecture and metadata as plain data (``torch.load(weights_only=True)``
     reads it), atomically (a kill mid-write leaves the previous file), plus ``<name>.json`` with
     the same metadata beside it."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    data = {"format": FORMAT, "version": FORMAT_VERSION, "state_dict": state, "config": config.to_dict(),
-            "metadata": metadata}
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
-    sidecar = metadata_path(path)
-    tmp_json = sidecar.with_name(f".{sidecar.name}.part")
-    tmp_json.write_text(json.dumps({"format": FORMAT, "config": config.to_dict(), **metadata}, indent=1))
-    os.replace(tmp_json, sidecar)
-    return path
-
-
-def metadata_path(checkpoint: str | Path) -> Path:
-    """The JSON beside a checkpoint: ``cells.unet.pt`` -> ``cells.unet.json``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.name.removesuffix(".pt") + ".json")
+    data = {"format": FORMAT, "version": FORMAT_VERSION, "state_dict": cpu_state(state_dict),
+            "config": config.to_dict(), "metadata": metadata}
+    return write_checkpoint(path, data, {"format": FORMAT, "config": config.to_dict(), **metadata})
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model (eval mode, on ``device``) and metadata of a :func:`save_checkpoint` file, read with
     ``torch.load(weights_only=True)``; ValueError naming the file for anything else."""
-    import torch
-
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise ValueError(f"{path.name} is not a CellScope U-Net checkpoint: it cannot be read as plain weights "
-                         f"({str(exc).splitlines()[0][:200]})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path.name} is not a CellScope U-Net checkpoint (expected format {FORMAT!r}; train one on "
-                         "the Train page or with `python -m core train --model unet`)")
-    if data.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path.name} is a U-Net checkpoint of version {data.get('version')}; this CellScope reads "
-                         f"version {FORMAT_VERSION}")
-    config = UNetConfig.from_dict(data.get("config") or {})
-    model = build_unet(config)
-    try:
-        model.load_state_dict(data["state_dict"])
-    except (RuntimeError, KeyError) as exc:
-        raise ValueError(f"{path.name}: weights do not fit the recorded architecture ({exc})") from exc
-    model.to(device).eval()
-    return model, dict(data.get("metadata") or {})
+    data = read_checkpoint(path, fmt=FORMAT, version=FORMAT_VERSION, what="CellScope U-Net checkpoint",
+                           hint="train one on the Train page or with `python -m core train --model unet`")
+    model = build_unet(UNetConfig.from_dict(data.get("config") or {}))
+    return load_weights(model, data.get("state_dict"), path, device, "the recorded architecture"), \
+        dict(data.get("metadata") or {})
 
 
 # ---------------------------------------------------------------------------- segmenter adapter
@@ -535,7 +505,7 @@ class UNetSegmenter:
 def _describe(path: Path) -> str:
     """One line from the JSON beside the checkpoint (no torch import just to list models)."""
     try:
-        meta = json.loads(metadata_path(path).read_text())
+        meta = read_metadata(path)
         val, images = meta["validation"], meta["images"]
         return (f"U-Net trained here on {images['train']} images ({images['objects']} labelled nuclei with the "
                 f"validation images), validation F1 {val['f1']:.3f} at IoU 0.5 on {images['val']} held-out images "
@@ -548,11 +518,7 @@ def unet_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
     """A registry entry for the checkpoint at ``path`` (in the weights folder or anywhere else)."""
     path = Path(path).expanduser().resolve()
     name = name or f"unet:{path.name.removesuffix(SUFFIX).removesuffix('.pt')}"
-    # The weights folder joined with an absolute filename is that file: one spec for any location.
-    spec = WeightsSpec(name=name, filename=str(path), url=None, sha256=None,
-                       size_bytes=path.stat().st_size if path.is_file() else None, license="yours (trained here)",
-                       trained_on="your images (see the metadata beside the file)", source=str(path))
-    return ModelInfo(name, "unet", _describe(path), spec, False,
+    return ModelInfo(name, "unet", _describe(path), trained_here_spec(name, path), False,
                      lambda weights, device: UNetSegmenter(name, Path(weights), device), UNET_SETTINGS)
 
 

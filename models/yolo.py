@@ -22,6 +22,7 @@ import numpy as np
 
 from core.images import CellImage, nucleus_plane
 from core.instances import Instances, labels_from_boxes, labels_from_masks
+from models.checkpoint_file import check_format
 from models.registry import ModelInfo, Setting, register_model, register_provider
 from models.weights import WeightsSpec, weights_dir
 
@@ -77,12 +78,9 @@ def load_yolo(weights: str | Path) -> Any:
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{path} is neither a CellScope YOLO-seg checkpoint nor ultralytics YOLO weights "
                              f"({type(e).__name__}: {e})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is neither a CellScope YOLO-seg checkpoint (format {CHECKPOINT_FORMAT!r}) nor "
-                         "ultralytics YOLO weights")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path} is a {CHECKPOINT_FORMAT} checkpoint of version {ckpt.get('version')!r}; this "
-                         f"CellScope reads version {CHECKPOINT_VERSION}")
+    check_format(ckpt, path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="CellScope YOLO-seg checkpoint",
+                 hint="nor is it ultralytics YOLO weights; train one on the Train page or "
+                      "with `python -m core train --model yolo-seg`")
     return _rebuild(ckpt, path)
 
 

@@ -20,7 +20,6 @@ callbacks (Ultralytics Platform, MLflow, W&B, ...).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import tempfile
@@ -38,6 +37,7 @@ from core.images import CellImage, ChannelInfo
 from core.training_data import Split, TrainingPair, pairs_hash
 from core.yolo_dataset import export_yolo_dataset
 from models.best_epoch import EpochRecord, TrainingSettings
+from models.checkpoint_file import metadata_path, write_checkpoint, write_json
 from models.classifier import cpu_threads
 from models.weights import weights_dir
 from models.yolo import CHECKPOINT_FORMAT, YOLO_SETTINGS, YoloModel, checkpoint_data
@@ -97,11 +97,6 @@ def yolo_checkpoint_path(stem: str) -> Path:
     if not stem or any(c in stem for c in "/\\:") or stem.startswith("."):
         raise ValueError(f"a model name must be a plain file name without / \\ or : ; got {stem!r}")
     return weights_dir() / "yolo" / f"{stem}.pt"
-
-
-def metadata_path(checkpoint: str | Path) -> Path:
-    """The JSON beside a checkpoint: ``cells.pt`` -> ``cells.json``."""
-    return Path(checkpoint).with_suffix(".json")
 
 
 def model_source(model: str) -> str:
@@ -257,12 +252,7 @@ class _Run:
 
     def write_checkpoint(self, metadata: dict[str, Any]) -> None:
         """The best network at ``out`` as plain data (:func:`models.yolo.checkpoint_data`): 6 MB for n."""
-        import torch
-
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_name(f".{self.out.name}.part")
-        torch.save(checkpoint_data(self.best_net, metadata, self.best_args), tmp)
-        os.replace(tmp, self.out)
+        write_checkpoint(self.out, checkpoint_data(self.best_net, metadata, self.best_args))
 
     def metadata(self, scores: dict[str, Any], stopped: str) -> dict[str, Any]:
         return self.base | {
@@ -275,11 +265,7 @@ class _Run:
 
     def write_metadata(self, scores: dict[str, Any], stopped: str) -> dict[str, Any]:
         meta = self.metadata(scores, stopped)
-        sidecar = metadata_path(self.out)
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
-        tmp = sidecar.with_name(f".{sidecar.name}.part")
-        tmp.write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
-        os.replace(tmp, sidecar)
+        write_json(metadata_path(self.out), {"format": FORMAT, **meta})
         return meta
 
 

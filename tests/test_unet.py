@@ -13,6 +13,7 @@ from core.instances import Instances, boxes_from_labels
 from core.metrics import match_instances
 from core.training_data import split_by_batch, training_pairs
 from models import unet as U
+from models.checkpoint_file import metadata_path
 from models.registry import get_model_info, list_models, load_model
 
 TINY = U.UNetTraining(epochs=2, steps_per_epoch=4, batch_size=4, tile=64, lr=3e-3, seed=1)
@@ -131,7 +132,7 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, monkeypatch):
     assert meta["parameters"]["epochs"] == 2 and meta["parameters"]["n_parameters"] == U.n_parameters(model)
     assert meta["validation"]["f1"] == trained.best.f1 and len(meta["validation"]["history"]) == 2
     assert meta["stopped"] == "completed" and meta["date"][:2] == "20"
-    sidecar = json.loads(U.metadata_path(trained.path).read_text())
+    sidecar = json.loads(metadata_path(trained.path).read_text())
     assert sidecar["validation"]["f1"] == meta["validation"]["f1"] and sidecar["config"] == U.UNetConfig().to_dict()
 
 
@@ -197,7 +198,7 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     dest = U.unet_checkpoint_path("cells")
     dest.parent.mkdir(parents=True)
     shutil.copy(trained.path, dest)
-    shutil.copy(U.metadata_path(trained.path), U.metadata_path(dest))
+    shutil.copy(metadata_path(trained.path), metadata_path(dest))
     info = get_model_info("unet:cells")
     assert info.family == "unet" and info.task == "segment" and not info.box_only
     assert "unet:cells" in [m.name for m in list_models("segment")]
