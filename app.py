@@ -4,7 +4,7 @@ import streamlit as st
 
 from components.routing import routed
 from components.sidebar import render_sidebar
-from components.workspace import open_workspace, save_workspace
+from components.workspace import REDIRECTING_KEY, open_workspace, save_workspace
 
 
 def run() -> None:
@@ -13,6 +13,7 @@ def run() -> None:
 
     def home() -> None:
         # The root URL shows the Data page at its own address, so /data also opens directly.
+        st.session_state[REDIRECTING_KEY] = True
         st.switch_page(data, query_params=st.query_params.to_dict())
 
     page = st.navigation(

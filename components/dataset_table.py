@@ -39,7 +39,8 @@ def dataset_table(ds: Dataset, table: pd.DataFrame, *, key: str) -> pd.DataFrame
             "condition": st.column_config.TextColumn("condition ✎", help="Treatment or genotype (optional)"),
             "has_gt": st.column_config.CheckboxColumn("GT", help="Has a ground-truth label image"),
             "gt_cells": st.column_config.NumberColumn("GT cells", help="Objects in the ground truth"),
-            "labels": st.column_config.TextColumn("Labels", help="Where the ground truth comes from: a file, or "
-                                                  "curated in the browser on the Train page"),
+            "labels": st.column_config.TextColumn("Labels", width="large",  # "curated (12 edits from classical)"
+                                                  help="Where the ground truth comes from: a file, or curated in the "
+                                                       "browser on the Train page"),
         },
     )

@@ -24,6 +24,7 @@ PARAM = "ws"
 ID_KEY = "workspace_id"
 NOTICE_KEY = "workspace_notice"
 TOO_LARGE_KEY = "workspace_too_large"
+REDIRECTING_KEY = "workspace_redirecting"  # set by the root URL's run, which only redirects
 _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of pages not open now
 
 # Values kept exactly as they are at the end of a run (absent ones stay absent).
@@ -41,7 +42,7 @@ WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply
                "ex.det_method", "ex.det_opacity", "ex.det_which", "tr.family", "tr.split", "tr.name", "tr.val_batches",
                "tr.val_fraction", "tr.cur_image", "tr.cur_start", "tr.tool", "tr.radius")
 WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.", "ex.set.", "ex.det.", "tr.unet.", "tr.maskrcnn.", "tr.yolo-seg.")
-IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image")  # widgets whose value names an image
+IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image", "tr.cur_image")  # widgets whose value names an image
 
 
 @st.cache_resource
@@ -72,6 +73,7 @@ def open_workspace() -> None:
     if ID_KEY in ss:
         if st.query_params.get(PARAM) != ss[ID_KEY]:
             st.query_params[PARAM] = ss[ID_KEY]  # page links drop the query string
+        _return_to_page()
         return
     asked = st.query_params.get(PARAM)
     snapshot = workspace_store().load(asked) if asked else None
@@ -87,6 +89,24 @@ def open_workspace() -> None:
     ss[ID_KEY] = asked
     ds = ss.get("dataset")
     ss[NOTICE_KEY] = ("restored", f"Restored your work: {plural(len(ds) if ds is not None else 0, 'image')}, recipe and settings.")
+
+
+# Widgets given back on a return to their page: Streamlit forgets a widget's value once a run
+# does not draw it, so without this a visit to another page reset the Train form (and the image
+# being curated). Choices whose options change with the data or the model list are left out.
+RETURN_PREFIXES = ("tr.",)
+RETURN_SKIP = ("tr.cur_start", "tr.val_batches")
+
+
+def _return_to_page() -> None:
+    ss = st.session_state
+    widgets = ss.get(_WIDGETS_KEY) or {}
+    names = set(ss["dataset"].names) if "dataset" in ss else set()
+    for key, value in widgets.items():
+        if key in ss or not key.startswith(RETURN_PREFIXES) or key in RETURN_SKIP:
+            continue
+        if key not in IMAGE_CHOICES or value in names:
+            ss[key] = _copied(value)
 
 
 def _restore(snapshot: dict[str, Any]) -> None:
@@ -148,9 +168,15 @@ def fragment(key: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
 def workspace_notes() -> None:
     """The sidebar's few lines on the workspace: restored or expired, how long it is kept."""
     ss = st.session_state
-    if notice := ss.pop(NOTICE_KEY, None):
+    # The root URL's run only redirects to the Data page: what it draws is never seen, so the
+    # notice waits for the page the user lands on.
+    notice = None if ss.pop(REDIRECTING_KEY, False) else ss.pop(NOTICE_KEY, None)
+    if notice:
         kind, text = notice
-        st.toast(text, icon=":material/restore:" if kind == "restored" else ":material/history_toggle_off:")
+        if kind == "restored":
+            st.toast(text, icon=":material/restore:")
+        else:  # work lost: a message that stays until the next click, not a toast that fades
+            st.warning(text, icon=":material/history_toggle_off:")
     hours = workspace_store().ttl_s / 3600
     if (size := ss.get(TOO_LARGE_KEY)) is not None:
         st.warning(f"This work ({size / 2**30:.1f} GB) is larger than the server keeps for a reload; download the "

@@ -123,7 +123,7 @@ def erase_brush(labels: np.ndarray, stroke_xy: Sequence[Sequence[float]] | np.nd
     out = labels.copy()
     out[y0:y1, x0:x1][erase] = 0
     pieces = _separate_pieces(out, hit)
-    text = f"erased {n} px from {_cells(hit)}" + (f"; the rest fell into pieces, now cells {', '.join(map(str, pieces))}"
+    text = f"erased {n} px from {_cells(hit)}" + (f"; what was left came apart, into {_cells(pieces)} as well"
                                                   if pieces else "")
     return Edit(out, text, hit + pieces)
 

@@ -91,12 +91,20 @@ class Split:
         return asdict(self) | {"train": list(self.train), "val": list(self.val), "val_batches": list(self.val_batches)}
 
     def apply(self, pairs: Sequence[TrainingPair]) -> tuple[list[TrainingPair], list[TrainingPair]]:
-        """(train pairs, validation pairs) in the order given; ValueError if a named image is missing."""
+        """(train pairs, validation pairs) in the order given; ValueError if a named image is missing,
+        or if either side holds no labelled cell (nothing to learn from, or an F1 of 0 that says
+        nothing about the model)."""
         by_name = {p.name: p for p in pairs}
         missing = [n for n in (*self.train, *self.val) if n not in by_name]
         if missing:
             raise ValueError(f"the split names images that are not in the data: {', '.join(missing)}")
-        return [by_name[n] for n in self.train], [by_name[n] for n in self.val]
+        train, val = [by_name[n] for n in self.train], [by_name[n] for n in self.val]
+        for role, side in (("validation", val), ("training", train)):
+            if side and not sum(p.n_objects for p in side):
+                names = ", ".join(p.name for p in side[:5]) + (" …" if len(side) > 5 else "")
+                raise ValueError(f"the {role} images ({names}) hold no labelled cell: label cells on them, or "
+                                 f"{'validate on other images or plates' if role == 'validation' else 'add images with cells'}")
+        return train, val
 
 
 def split_by_image(pairs: Sequence[TrainingPair], *, val_fraction: float = 0.2, seed: int = 0) -> Split:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.text import duration
 from models.checkpoint_file import cpu_state, load_weights, read_plain, write_checkpoint
 from models.registry import ModelInfo, Setting, register_model
 
@@ -229,7 +230,7 @@ def sample_crops(chunks: CropChunks, max_cells: int, *, channels: int, size: int
 
 
 def _eta(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    return duration(seconds)
 
 
 class ProgressReporter:

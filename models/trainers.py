@@ -62,7 +62,7 @@ TRAINERS: dict[str, TrainerInfo] = {t.family: t for t in (
                 "watershed. Trains from scratch in minutes on a CPU.", file_prefix="unet"),
     TrainerInfo("maskrcnn", "Mask R-CNN", "models.rcnn_training", "RcnnTraining", "train_mask_rcnn",
                 "rcnn_checkpoint_path", "maskrcnn",
-                "torchvision's Mask R-CNN (ResNet-50 FPN), the course's recommended instance segmenter; from COCO "
+                "torchvision's Mask R-CNN (ResNet-50 FPN), the recommended instance segmenter once trained on your cells; from COCO "
                 "weights when that file is in the weights folder, else from scratch. Slow on a CPU: use a GPU.",
                 file_prefix="maskrcnn"),
     TrainerInfo("yolo-seg", "YOLO-seg", "models.yolo_training", "YoloTraining", "train_yolo_seg",

@@ -23,7 +23,7 @@ from components.routing import page_with_images
 from components.training_state import my_jobs, submit_training, training_queue
 from core.export import label_tiff_bytes
 from core.label_edit import LabelEditError
-from core.text import plural
+from core.text import duration, plural
 from core.training_figures import training_figure
 from core.training_jobs import TrainingJob
 from models.registry import availability, list_models
@@ -38,6 +38,9 @@ SETTING_HELP = {
 }
 STATE_STYLE = {"queued": ":material/schedule:", "running": ":material/play_circle:", "stopping": ":material/stop_circle:",
                "done": ":material/check_circle:", "stopped": ":material/stop_circle:", "failed": ":material/error:"}
+# Bounds that keep one training from taking the shared server's memory or a year of its time.
+MAX_SETTING = {"epochs": 1000, "batch_size": 64, "patience": 1000, "seed": 2**31 - 1}
+MAX_NAME = 64
 LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "patience": "Patience", "seed": "Seed"}
 
 
@@ -65,10 +68,11 @@ def curation_view(ds, device: str) -> None:
         if start in (START_GT, START_EMPTY) or fetch_missing_weights([start], key="tr.cur"):
             try:
                 with st.spinner(f"{start} on {name}…"):
-                    curation = start_curation(image, start, settings, device)
+                    start_curation(image, start, settings, device)
             except (ValueError, RuntimeError) as exc:
                 st.error(f"Could not start from {start}: {exc}")
                 return
+            st.rerun()  # the button now reads "Start again"
     if curation is None:
         st.caption("Choose where to start and press **Start editing**; corrected labels become the image's ground "
                    "truth, for training and for the scores on the Compare page.")
@@ -78,9 +82,11 @@ def curation_view(ds, device: str) -> None:
     tool = tools.radio("Tool", TOOLS, key="tr.tool", format_func=TOOL_LABELS.get, help=TOOL_HELP)
     radius = tools.slider("Brush radius", 1, 30, 5, key="tr.radius", help="In image pixels.")
     u1, u2 = tools.columns(2)
-    if u1.button("Undo", key="tr.undo", disabled=not history.can_undo, width="stretch", icon=":material/undo:"):
+    if u1.button("Undo", key="tr.undo", disabled=not history.can_undo, width="stretch", icon=":material/undo:",
+                 help="Take the last edit back (as often as you like, back to where you started)."):
         st.toast(f"Undone: {history.undo()}")
-    if u2.button("Redo", key="tr.redo", disabled=not history.can_redo, width="stretch", icon=":material/redo:"):
+    if u2.button("Redo", key="tr.redo", disabled=not history.can_redo, width="stretch", icon=":material/redo:",
+                 help="Make an undone edit again."):
         st.toast(f"Redone: {history.redo()}")
 
     def edited(event: dict) -> None:
@@ -117,7 +123,11 @@ def fresh_name() -> str:
 def name_taken(family: str, name: str) -> str:
     """Why ``name`` cannot be used for a new ``family`` model ("" if it can): a saved model or a
     training not finished has it (a new one would overwrite it)."""
-    if trainer(family).load("checkpoint_path")(name).exists():
+    try:
+        exists = trainer(family).load("checkpoint_path")(name).exists()
+    except (OSError, ValueError) as exc:
+        return f"'{name[:40]}…' cannot be a file name here ({exc.__class__.__name__}): choose a shorter, plainer name."
+    if exists:
         return f"A {trainer(family).label} named '{name}' exists already: choose another name."
     if any(j.name == name and j.family == family and not j.is_finished for j in training_queue().jobs()):
         return f"A training named '{name}' is queued or running: choose another name."
@@ -150,12 +160,12 @@ def train_controls(ds) -> None:
         value = defaults[key]
         widget_key = f"tr.{family}.{key}"
         if isinstance(value, float):
-            settings[key] = col.number_input(LABELS[key], value=value, format="%.4g",
-                                             min_value=1e-6, key=widget_key, help=SETTING_HELP[key])
+            settings[key] = col.number_input(LABELS[key], value=value, format="%.4g", min_value=1e-6,
+                                             max_value=1.0, step=value / 3, key=widget_key, help=SETTING_HELP[key])
         else:
             settings[key] = int(col.number_input(LABELS[key], value=int(value), min_value=0
-                                                 if key == "seed" else 1, step=1, key=widget_key,
-                                                 help=SETTING_HELP[key]))
+                                                 if key == "seed" else 1, max_value=MAX_SETTING.get(key), step=1,
+                                                 key=widget_key, help=SETTING_HELP[key]))
     val_batches: list[str] = []
     val_fraction = 0.2
     where, _ = st.columns([1.4, 1])
@@ -169,16 +179,18 @@ def train_controls(ds) -> None:
     if family == "maskrcnn" and device == "cpu":
         from models.rcnn_training import RcnnTraining, estimate_seconds
 
-        minutes = estimate_seconds(len(annotated), device=device, training=RcnnTraining.from_dict(
-            {**defaults, **settings}), image_side=max(annotated[0].shape[:2])) / 60
+        seconds = estimate_seconds(len(annotated), device=device, training=RcnnTraining.from_dict(
+            {**defaults, **settings}), image_side=max(annotated[0].shape[:2]))
         coco = availability("maskrcnn-coco")[0]
-        st.warning(f"On this CPU a Mask R-CNN takes about {minutes:.0f} minutes at most for these settings (early "
+        st.warning(f"On this CPU a Mask R-CNN takes about {duration(seconds)} at most for these settings (early "
                    "stopping may end it sooner). A GPU is much faster. "
                    + ("It starts from the COCO weights in the weights folder." if coco else
                       "The COCO weights are not in the weights folder, so it starts from scratch and needs many more "
                       "epochs: download them first (select maskrcnn-coco on the Compare page)."))
     problem = ("" if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") else
                "A model name uses letters, digits, '.', '_' and '-' only.")
+    if not problem and len(name) > MAX_NAME:
+        problem = f"A model name has at most {MAX_NAME} characters (this one has {len(name)})."
     taken = name_taken(family, name) if not problem else ""
     if taken:
         problem = taken

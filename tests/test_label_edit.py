@@ -167,7 +167,7 @@ def test_erase_brush_removes_cell_pixels_under_the_brush():
     expected[1, 0:3] = 0
     expected[2, 0:3] = 3  # the cell fell in two: the lower piece is a cell of its own
     np.testing.assert_array_equal(edit.labels, expected)
-    assert edit.description == "erased 3 px from cell 1; the rest fell into pieces, now cells 3"
+    assert edit.description == "erased 3 px from cell 1; what was left came apart, into cell 3 as well"
 
     # down column 2 through cell 1, then down column 3 through cell 2
     both = le.erase_brush(two_cells(), [(2.5, 0.5), (2.5, 4.5), (3.5, 4.5), (3.5, 7.5)], 0.5)
@@ -415,4 +415,4 @@ def test_erasing_a_cell_in_two_gives_each_piece_its_own_id():
     pieces = {int(i) for i in np.unique(edit.labels[edit.labels > 0])}
     assert pieces == {4, 5} and edit.ids == (4, 5)
     assert (edit.labels == 4).sum() == 9 and (edit.labels == 5).sum() == 9
-    assert "now cells 5" in edit.description
+    assert "into cell 5 as well" in edit.description

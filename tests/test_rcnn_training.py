@@ -7,6 +7,7 @@ the network is the full ResNet-50 FPN v2 all the same.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -14,8 +15,9 @@ import pytest
 
 from core.example import make_example_dataset
 from core.instances import Instances
-from core.training_data import split_by_batch, training_pairs
+from core.training_data import Augmentation, split_by_batch, training_pairs
 from models import rcnn_training as R
+from models.checkpoint_file import metadata_path
 from models.registry import get_model_info, list_models, load_model
 
 TINY = R.RcnnTraining(epochs=2, steps_per_epoch=3, batch_size=2, tile=64, lr=0.01, seed=1, rois_per_image=32,
@@ -67,15 +69,46 @@ def test_targets_hold_one_box_and_mask_per_object():
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 8, 8)
 
 
-def test_a_few_steps_lower_the_loss_and_every_epoch_is_scored(trained):
+def test_every_epoch_is_scored_and_reported(trained):
     result, epochs, messages = trained
     assert [r.epoch for r in result.history] == [1, 2] and epochs == result.history
     assert len(result.step_losses) == TINY.epochs * TINY.steps_per_epoch
-    assert result.history[-1].loss < result.history[0].loss
+    assert all(np.isfinite(result.step_losses))
     assert all(0.0 <= r.f1 <= 1.0 and np.isfinite(r.val_loss) for r in result.history)
     assert result.stopped == "completed"
     assert messages[-1][0] == 1.0 and "validation F1" in messages[-1][1]
     assert any("left" in m for _, m in messages[:-1])  # an estimate of the time left while it runs
+
+
+def test_a_few_steps_on_one_tile_lower_its_loss(data):
+    """A step's loss jumps by 0.2 with the RoIs sampled, more than a dozen steps of a from-scratch
+    Mask R-CNN lower it, so the loss is measured the same way before and after: one tile, the same
+    sampling seed, batch statistics. Measured: 4.20 -> 3.67 (seed 1) and 3.93 -> 3.82 (seed 3) at
+    lr 0.05; with lr 1e-9 (no learning) 4.20 -> 4.22."""
+    import copy
+
+    import torch
+
+    train, val, split = data
+    one = [replace(train[0], image=train[0].image[:64, :64], labels=train[0].labels[:64, :64])]
+    assert one[0].n_objects >= 2
+    fit = replace(TINY, steps_per_epoch=6, lr=0.05)
+
+    def loss(model) -> float:
+        model = copy.deepcopy(model).train()
+        R._set_input_size(model, CONFIG, 64, 64)
+        x, y = R._tensors([one[0].image] * 2, [one[0].labels] * 2, "cpu")
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            return float(sum(model(x, y).values()))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(fit.seed)  # the weights training starts from
+        before = loss(R.build_mask_rcnn(CONFIG, fit))
+    result = R.train_mask_rcnn(one, val, training=fit, config=CONFIG, out=None, split=split,
+                               augmentation=Augmentation.none())
+    assert len(result.step_losses) == 12
+    assert loss(result.model) < before - 0.1, (before, loss(result.model))
 
 
 def test_checkpoint_round_trip_and_metadata(trained):
@@ -88,8 +121,8 @@ def test_checkpoint_round_trip_and_metadata(trained):
     assert config == CONFIG
     for k, v in result.model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
-    sidecar = json.loads(R.metadata_path(result.path).read_text())
-    assert result.path.name == "tiny.maskrcnn.pt" and R.metadata_path(result.path).name == "tiny.maskrcnn.json"
+    sidecar = json.loads(metadata_path(result.path).read_text())
+    assert result.path.name == "tiny.maskrcnn.pt" and metadata_path(result.path).name == "tiny.maskrcnn.json"
     for m in (meta, sidecar):
         assert m["family"] == "maskrcnn" and m["stopped"] == "completed"
         assert m["init"] == "scratch" and "from scratch" in m["note"]  # no COCO file in this weights folder

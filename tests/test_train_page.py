@@ -38,6 +38,10 @@ def test_bad_names_and_splits_are_refused_before_starting():
     at = open_page("pages/train.py")
     at.text_input(key="tr.name").set_value("../x").run()
     assert any("letters, digits" in e.value for e in at.error) and at.button(key="tr.start").disabled
+    at.text_input(key="tr.name").set_value("x" * 300).run()  # a file name too long for the disk crashed the page
+    assert not at.exception and any("at most 64 characters" in e.value for e in at.error)
+    assert at.button(key="tr.start").disabled
+    assert at.number_input(key="tr.unet.batch_size").max == 64 and at.number_input(key="tr.unet.epochs").max == 1000
     at.text_input(key="tr.name").set_value("fine").run()
     at.session_state["tr.split"] = "plates"
     at.run()

@@ -9,6 +9,7 @@ from core.example import make_example_dataset
 from core.images import nucleus_plane
 from core.training_data import (
     Augmentation,
+    Split,
     TileSampler,
     TrainingPair,
     augment,
@@ -74,6 +75,14 @@ def test_split_by_image_refuses_too_few_images(pairs):
         split_by_image(pairs, val_fraction=1.0)
     two = split_by_image(pairs[:2], val_fraction=0.9)  # always one left to train on
     assert len(two.train) == len(two.val) == 1
+
+
+def test_a_split_whose_validation_or_training_images_hold_no_cell_is_refused(pairs):
+    empty = TrainingPair("blank", "b", pairs[0].image, np.zeros_like(pairs[0].labels))
+    with pytest.raises(ValueError, match=r"the validation images \(blank\) hold no labelled cell"):
+        Split((pairs[0].name,), ("blank",), "image").apply([pairs[0], empty])
+    with pytest.raises(ValueError, match=r"the training images \(blank\) hold no labelled cell"):
+        Split(("blank",), (pairs[0].name,), "image").apply([pairs[0], empty])
 
 
 def test_split_by_batch_holds_out_whole_batches(pairs):

@@ -115,7 +115,7 @@ def test_a_new_tab_or_an_unknown_link_starts_fresh_with_the_example():
     assert len(fresh.session_state["dataset"]) == 12 and fresh.query_params["ws"] != at.query_params["ws"]
     gone = _reload("not-a-workspace")
     assert len(gone.session_state["dataset"]) == 12 and gone.query_params["ws"] != "not-a-workspace"
-    assert any("workspace is gone" in t.value for t in gone.toast)
+    assert any("workspace is gone" in w.value for w in gone.warning)  # stays on screen, not a fading toast
     emptied = _reload(at.query_params["ws"])
     assert len(emptied.session_state["dataset"]) == 0  # the cleared dataset is what the link holds
 
@@ -130,6 +130,25 @@ def test_widget_values_of_a_page_not_open_are_kept():
     assert back.selectbox(key="viewer_image").value == "plateB_field2"
 
 
+def test_the_train_form_and_the_image_being_curated_survive_a_visit_to_another_page():
+    at = _app().run()
+    at.switch_page("pages/train.py")
+    at.run()
+    at.selectbox(key="tr.family").set_value("maskrcnn").run()
+    at.number_input(key="tr.maskrcnn.epochs").set_value(3).run()
+    at.selectbox(key="tr.cur_image").set_value("plateB_field2").run()
+    at.text_input(key="tr.name").set_value("kept-name").run()
+    at.switch_page("pages/data.py")
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="tr.family").value == "maskrcnn"
+    assert at.number_input(key="tr.maskrcnn.epochs").value == 3
+    assert at.selectbox(key="tr.cur_image").value == "plateB_field2"
+    assert at.text_input(key="tr.name").value == "kept-name"
+
+
 @pytest.mark.parametrize("hours", ["0.000001"])
 def test_lifetime_comes_from_the_environment(monkeypatch, hours):
     from components.workspace import workspace_store
@@ -142,6 +161,6 @@ def test_lifetime_comes_from_the_environment(monkeypatch, hours):
         import time
 
         time.sleep(0.01)
-        assert any("workspace is gone" in t.value for t in _reload(at.query_params["ws"]).toast)
+        assert any("workspace is gone" in w.value for w in _reload(at.query_params["ws"]).warning)
     finally:
         workspace_store.clear()
