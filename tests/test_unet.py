@@ -203,7 +203,7 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     assert info.family == "unet" and info.task == "segment" and not info.box_only
     assert "unet:cells" in [m.name for m in list_models("segment")]
     assert f"validation F1 {trained.best.f1:.3f}" in info.description
-    assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_area": 15}
+    assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_solidity": 0.9, "min_area": 15}
     result = load_model("unet:cells").predict(example[4])
     assert isinstance(result, Instances) and result.model == "unet:cells" and result.labels.shape == (96, 96)
     assert result.labels.max() == result.count == len(result.scores)
