@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -502,8 +503,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"\rtraining: {fraction:4.0%} {what[:110]:<110}", end="", file=sys.stderr, flush=True)
 
     try:
+        # The U-Net trains on one thread in the app (the server stays responsive); here, on every core.
+        threads = {"threads": args.threads or os.cpu_count() or 1} if args.model == "unet" else {}
         trained = train_model(train, val, training=training, out=out, device=device, split=split, progress=progress,
-                              on_epoch=lambda record: last_f1.append(record.f1))
+                              on_epoch=lambda record: last_f1.append(record.f1), **threads)
     except KeyboardInterrupt:  # the trainers write each better epoch's checkpoint at once: say where
         if out.is_file():
             print(f"\ninterrupted: the best checkpoint so far is {out} (metadata {info.metadata_path(out)})",
@@ -516,6 +519,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"validation included); {trained.stopped}")
     print(f"best epoch {best.epoch}: validation F1 {best.f1:.3f}, precision {best.precision:.3f}, recall "
           f"{best.recall:.3f} at IoU 0.5 on {len(val)} images")
+    kept = trained.metadata["validation"]
+    if kept.get("averaged_epochs"):
+        first, *_, last = kept["averaged_epochs"]
+        print(f"kept the weights of epochs {first}-{last} averaged: validation F1 {kept['f1']:.3f}, precision "
+              f"{kept['precision']:.3f}, recall {kept['recall']:.3f} (at least as good as the best epoch's)")
     name = info.model_name(out)
     print(f"checkpoint: {out}\nmetadata: {info.metadata_path(out)}\n" + (
         f"use it as --model {name}" if name else f"copy it into {checkpoint_path('x').parent} to use it as a model"))
@@ -610,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=None, help="random seed for the split, weights and tiles")
     tr.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
     tr.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
+    tr.add_argument("--threads", type=int, default=None, help="CPU threads for the U-Net (default: every core; the "
+                    "Train page uses one, so that the server stays responsive)")
     tr.set_defaults(func=_cmd_train)
 
     models = sub.add_parser("models", help="list every model (segmenters and feature extractors) and whether each "

@@ -6,7 +6,7 @@ and Mask R-CNN trainers share it; their loops differ only in how a step and a va
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -78,6 +78,9 @@ class BestEpoch:
     val_loss: float = float("inf")
     state: dict[str, torch.Tensor] | None = None
     t0: float = field(default_factory=time.perf_counter)
+    # When the kept weights are an average of the last epochs' (see :meth:`adopt_average`): which
+    # epochs, and the average's validation scores.
+    averaged: dict[str, Any] | None = None
 
     def update(self, model: torch.nn.Module, record: EpochRecord, scores: dict[str, Any]) -> bool:
         """Record ``record``; if it is the best yet, keep ``model``'s weights and write them. True if so."""
@@ -88,6 +91,17 @@ class BestEpoch:
         self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if self.save is not None:
             self.save(self.state, self.metadata(scores, "in progress"))
+        return True
+
+    def adopt_average(self, model: torch.nn.Module, scores: dict[str, Any], epochs: Sequence[int]) -> bool:
+        """Keep ``model`` (the weights of ``epochs`` averaged) instead of the best epoch's when its
+        validation F1 is at least as good; True if kept."""
+        if scores["f1"] < self.f1:
+            return False
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.f1 = float(scores["f1"])
+        self.averaged = {"epochs": [int(e) for e in epochs], **{k: float(scores[k]) for k in ("f1", "precision",
+                                                                                               "recall")}}
         return True
 
     def early_stop(self, epoch: int) -> str | None:
@@ -107,7 +121,10 @@ class BestEpoch:
         model.load_state_dict(self.state)
         model.eval()
         best = next(r for r in self.history if r.epoch == self.epoch)
-        metadata = self.metadata({"f1": best.f1, "precision": best.precision, "recall": best.recall}, stopped)
+        scores = self.averaged or {"f1": best.f1, "precision": best.precision, "recall": best.recall}
+        metadata = self.metadata(scores, stopped)
+        if self.averaged is not None:
+            metadata["validation"]["averaged_epochs"] = list(self.averaged["epochs"])
         if self.save is not None:
             self.save(self.state, metadata)
         return metadata

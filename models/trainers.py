@@ -101,8 +101,9 @@ def train_segmenter(family: str, images: Sequence[CellImage], *, name: str, sett
     training = info.settings(dict(settings))
     result = info.load("train")(train, val, training=training, out=path, device=device, split=split, stop=stop,
                                 progress=progress, on_epoch=on_epoch)
-    best = result.best
-    return {"model": f"{info.prefix}:{name}", "checkpoint": str(result.path or path), "best_epoch": best.epoch,
-            "metrics": {"f1": best.f1, "precision": best.precision, "recall": best.recall},
+    kept = result.metadata["validation"]  # the saved weights' scores: the best epoch's, or an average's
+    return {"model": f"{info.prefix}:{name}", "checkpoint": str(result.path or path), "best_epoch": result.best.epoch,
+            "averaged_epochs": list(kept.get("averaged_epochs") or []),
+            "metrics": {k: float(kept[k]) for k in ("f1", "precision", "recall")},
             "stopped": result.stopped, "train_images": len(train), "val_images": len(val),
             "split": split.to_dict()}

@@ -234,8 +234,10 @@ def job_view(job: TrainingJob) -> None:
                        f"no cells on the validation images (F1 {metrics.get('f1', 0.0):.3f}): train longer, or start "
                        "from pretrained weights, before using it.")
             return
-        st.success(f"**{job.result['model']}** is ready ({job.result.get('stopped', job.state)}): best epoch "
-                   f"{job.result.get('best_epoch')}, validation F1 {metrics.get('f1', float('nan')):.3f} at IoU 0.5 "
+        averaged = job.result.get("averaged_epochs") or []
+        kept = (f"the weights of epochs {averaged[0]}-{averaged[-1]} averaged (the best single epoch was "
+                f"{job.result.get('best_epoch')})" if averaged else f"best epoch {job.result.get('best_epoch')}")
+        st.success(f"**{job.result['model']}** is ready ({job.result.get('stopped', job.state)}): {kept}, validation F1 {metrics.get('f1', float('nan')):.3f} at IoU 0.5 "
                    f"(precision {metrics.get('precision', float('nan')):.3f}, recall "
                    f"{metrics.get('recall', float('nan')):.3f}) on {plural(job.result.get('val_images', 0), 'image')}. "
                    "It is in the Compare page's model list now.")

@@ -115,7 +115,7 @@ def test_training_is_seeded(data):
         assert np.array_equal(va.numpy(), vb.numpy()), k
 
 
-def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, monkeypatch):
+def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, data, monkeypatch):
     import torch
 
     calls = []
@@ -130,10 +130,37 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, monkeypatch):
     assert meta["split"]["method"] == "batch" and meta["split"]["val_batches"] == ["plateC"]
     assert U.UNetTraining.from_dict({k: meta["parameters"][k] for k in TINY.to_dict()}) == TINY
     assert meta["parameters"]["epochs"] == 2 and meta["parameters"]["n_parameters"] == U.n_parameters(model)
-    assert meta["validation"]["f1"] == trained.best.f1 and len(meta["validation"]["history"]) == 2
+    assert len(meta["validation"]["history"]) == 2
+    # The saved weights are the best epoch's, or the last epochs' averaged when validation scores that at
+    # least as well; either way the metadata's F1 is what the saved model scores.
+    averaged = meta["validation"].get("averaged_epochs")
+    assert averaged in (None, [1, 2])
+    assert meta["validation"]["f1"] == (trained.best.f1 if averaged is None else
+                                        pytest.approx(U.validation_scores(model, data[1])["f1"]))
+    assert meta["validation"]["f1"] >= trained.best.f1
     assert meta["stopped"] == "completed" and meta["date"][:2] == "20"
     sidecar = json.loads(metadata_path(trained.path).read_text())
     assert sidecar["validation"]["f1"] == meta["validation"]["f1"] and sidecar["config"] == U.UNetConfig().to_dict()
+
+
+def test_averaged_weights_are_the_mean_with_batch_norm_measured_anew(data):
+    import torch
+
+    from core.training_data import TileSampler
+
+    train, _, _ = data
+    torch.manual_seed(0)
+    a, b = U.build_unet(U.UNetConfig()), U.build_unet(U.UNetConfig())
+    states = [a.state_dict(), b.state_dict()]
+    batches = U._Batches(TileSampler(train, 64, 0), 2, "cpu")
+    model = U.average_weights(U.build_unet(U.UNetConfig()), states, batches, 2, calibration_steps=3)
+    conv = "down.0.0.weight"
+    assert torch.allclose(model.state_dict()[conv], (states[0][conv] + states[1][conv]) / 2)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not model.training and bn.momentum == 0.1 and int(bn.num_batches_tracked) == 3
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # measured, not the reset value
+    one = U.UNetTraining(epochs=2, steps_per_epoch=1, batch_size=2, tile=64, average_epochs=1)
+    assert "averaged_epochs" not in U.train_unet(train[:2], data[1][:1], training=one).metadata["validation"]
 
 
 def test_files_that_are_not_our_checkpoints_are_refused(tmp_path):
@@ -202,7 +229,7 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     info = get_model_info("unet:cells")
     assert info.family == "unet" and info.task == "segment" and not info.box_only
     assert "unet:cells" in [m.name for m in list_models("segment")]
-    assert f"validation F1 {trained.best.f1:.3f}" in info.description
+    assert f"validation F1 {trained.metadata['validation']['f1']:.3f}" in info.description  # of the weights kept
     assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_solidity": 0.9, "min_area": 15}
     result = load_model("unet:cells").predict(example[4])
     assert isinstance(result, Instances) and result.model == "unet:cells" and result.labels.shape == (96, 96)
