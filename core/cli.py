@@ -523,7 +523,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if kept.get("averaged_epochs"):
         first, *_, last = kept["averaged_epochs"]
         print(f"kept the weights of epochs {first}-{last} averaged: validation F1 {kept['f1']:.3f}, precision "
-              f"{kept['precision']:.3f}, recall {kept['recall']:.3f} (at least as good as the best epoch's)")
+              f"{kept['precision']:.3f}, recall {kept['recall']:.3f} (as good as the best epoch's within 0.01, and "
+              "likelier to carry over to new images)")
     name = info.model_name(out)
     print(f"checkpoint: {out}\nmetadata: {info.metadata_path(out)}\n" + (
         f"use it as --model {name}" if name else f"copy it into {checkpoint_path('x').parent} to use it as a model"))

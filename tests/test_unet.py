@@ -131,13 +131,13 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, data, monkeyp
     assert U.UNetTraining.from_dict({k: meta["parameters"][k] for k in TINY.to_dict()}) == TINY
     assert meta["parameters"]["epochs"] == 2 and meta["parameters"]["n_parameters"] == U.n_parameters(model)
     assert len(meta["validation"]["history"]) == 2
-    # The saved weights are the best epoch's, or the last epochs' averaged when validation scores that at
-    # least as well; either way the metadata's F1 is what the saved model scores.
+    # The saved weights are the best epoch's, or the last epochs' averaged when validation scores that as
+    # well within 0.01; either way the metadata's F1 is what the saved model scores.
     averaged = meta["validation"].get("averaged_epochs")
     assert averaged in (None, [1, 2])
     assert meta["validation"]["f1"] == (trained.best.f1 if averaged is None else
                                         pytest.approx(U.validation_scores(model, data[1])["f1"]))
-    assert meta["validation"]["f1"] >= trained.best.f1
+    assert meta["validation"]["f1"] >= trained.best.f1 - 0.01
     assert meta["stopped"] == "completed" and meta["date"][:2] == "20"
     sidecar = json.loads(metadata_path(trained.path).read_text())
     assert sidecar["validation"]["f1"] == meta["validation"]["f1"] and sidecar["config"] == U.UNetConfig().to_dict()
