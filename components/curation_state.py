@@ -13,6 +13,7 @@ from components.model_panel import compute_result
 from components.state import dataset, mark_edited
 from core.images import CellImage
 from core.label_edit import EditHistory
+from core.text import plural
 
 EDIT_KEY = "tr.edit"
 START_GT, START_EMPTY = "its ground truth", "nothing (draw every cell)"
@@ -50,7 +51,7 @@ def start_curation(image: CellImage, start: str, settings: dict, device: str) ->
 
 def save_curation(image: CellImage, curation: Curation) -> CellImage:
     """The edited labels become ``image``'s ground truth in this workspace's dataset."""
-    source = f"curated ({curation.history.n_edits} edits from {curation.start})"
+    source = f"curated ({plural(curation.history.n_edits, 'edit')} from {curation.start})"
     saved = image.with_(gt=np.array(curation.history.current, np.int32), gt_source=source)
     dataset().put(saved)
     mark_edited()

@@ -100,13 +100,15 @@ RETURN_SKIP = ("tr.cur_start", "tr.val_batches")
 
 def _return_to_page() -> None:
     ss = st.session_state
-    widgets = ss.get(_WIDGETS_KEY) or {}
-    names = set(ss["dataset"].names) if "dataset" in ss else set()
-    for key, value in widgets.items():
-        if key in ss or not key.startswith(RETURN_PREFIXES) or key in RETURN_SKIP:
-            continue
-        if key not in IMAGE_CHOICES or value in names:
-            ss[key] = _copied(value)
+    for key in [k for k in ss.keys() if k.startswith(RETURN_PREFIXES) and _kept_widget(k) and k not in RETURN_SKIP]:
+        # Streamlit's documented way to keep a widget's value while its page is not drawn: set it
+        # again before any widget (a value put back only after Streamlit dropped it reached the
+        # server but not the browser's form, which then sent its defaults back on the next click).
+        # An image removed on the Data page meanwhile is no choice any more: forget it.
+        if key in IMAGE_CHOICES and ("dataset" not in ss or ss[key] not in ss["dataset"].names):
+            del ss[key]
+        else:
+            ss[key] = ss[key]
 
 
 def _restore(snapshot: dict[str, Any]) -> None:
