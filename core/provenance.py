@@ -140,10 +140,12 @@ def provenance_json(prov: Mapping[str, Any]) -> str:
 
 
 def provenance_id(prov: Mapping[str, Any]) -> str:
-    """12 hex characters naming everything in ``prov`` but its creation time: the same settings,
-    versions and device give the same id, so a CSV row can point at its ``provenance.json``."""
+    """"p" and 11 hex characters naming everything in ``prov`` but its creation time: the same
+    settings, versions and device give the same id, so a CSV row can point at its ``provenance.json``.
+    The letter first keeps it text in spreadsheets and CSV readers: a bare digest such as
+    ``5306392e3405`` is read as a number (infinity), ``012345678901`` loses its zero."""
     timeless = {k: v for k, v in prov.items() if k != "created"}
-    return hashlib.sha256(provenance_json(timeless).encode()).hexdigest()[:12]
+    return "p" + hashlib.sha256(provenance_json(timeless).encode()).hexdigest()[:11]
 
 
 def _compact(value: Any) -> str:
