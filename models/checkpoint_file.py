@@ -18,7 +18,7 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.weights import WeightsSpec
+from models.weights import WeightsSpec, weights_dir
 
 if TYPE_CHECKING:
     import torch
@@ -113,3 +113,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ValueError(f"{metadata_path(path).name} is not a metadata object")
     return meta
+
+
+def named_checkpoint(stem: str, filename: str) -> Path:
+    """Where the model named ``stem`` is saved: ``filename`` (e.g. ``f"{stem}.unet.pt"``) in the
+    weights folder; ValueError for a name that is not a plain file name."""
+    if not stem or any(c in stem for c in "/\\:") or stem.startswith("."):
+        raise ValueError(f"a model name must be a plain file name without / \\ or : ; got {stem!r}")
+    return weights_dir() / filename
+
+
+def saved_checkpoints(suffix: str) -> list[Path]:
+    """Every ``*<suffix>`` file in the weights folder (hidden ``.part`` files left out), sorted."""
+    folder = weights_dir()
+    return sorted(p for p in folder.glob(f"*{suffix}") if not p.name.startswith(".")) if folder.is_dir() else []

@@ -40,8 +40,10 @@ from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
 from models.checkpoint_file import (
     cpu_state,
     load_weights,
+    named_checkpoint,
     read_checkpoint,
     read_metadata,
+    saved_checkpoints,
     trained_here_spec,
     write_checkpoint,
 )
@@ -510,17 +512,12 @@ def rcnn_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
 
 def rcnn_checkpoint_path(stem: str) -> Path:
     """Where a Mask R-CNN named ``stem`` is saved so that it becomes the model ``maskrcnn:<stem>``."""
-    if not stem or any(c in stem for c in "/\\:") or stem.startswith("."):
-        raise ValueError(f"a model name must be a plain file name without / \\ or : ; got {stem!r}")
-    return weights_dir() / f"{stem}{SUFFIX}"
+    return named_checkpoint(stem, f"{stem}{SUFFIX}")
 
 
 def user_rcnn_models() -> list[ModelInfo]:
     """Every ``*.maskrcnn.pt`` in the weights folder, as the segmenter ``maskrcnn:<name>``."""
-    folder = weights_dir()
-    if not folder.is_dir():
-        return []
-    return [rcnn_model_info(path) for path in sorted(folder.glob(f"*{SUFFIX}")) if not path.name.startswith(".")]
+    return [rcnn_model_info(path) for path in saved_checkpoints(SUFFIX)]
 
 
 register_provider(user_rcnn_models)

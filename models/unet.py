@@ -36,14 +36,15 @@ from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
 from models.checkpoint_file import (
     cpu_state,
     load_weights,
+    named_checkpoint,
     read_checkpoint,
     read_metadata,
+    saved_checkpoints,
     trained_here_spec,
     write_checkpoint,
 )
 from models.classifier import CPU_THREADS, cpu_threads
 from models.registry import ModelInfo, Setting, register_file_family, register_provider
-from models.weights import weights_dir
 
 if TYPE_CHECKING:
     import torch
@@ -572,17 +573,12 @@ def unet_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
 
 def unet_checkpoint_path(stem: str) -> Path:
     """Where a U-Net named ``stem`` is saved so that it becomes the model ``unet:<stem>``."""
-    if not stem or any(c in stem for c in "/\\:") or stem.startswith("."):
-        raise ValueError(f"a model name must be a plain file name without / \\ or : ; got {stem!r}")
-    return weights_dir() / f"{stem}{SUFFIX}"
+    return named_checkpoint(stem, f"{stem}{SUFFIX}")
 
 
 def user_unet_models() -> list[ModelInfo]:
     """Every ``*.unet.pt`` in the weights folder, as the segmenter ``unet:<name>``."""
-    folder = weights_dir()
-    if not folder.is_dir():
-        return []
-    return [unet_model_info(path) for path in sorted(folder.glob(f"*{SUFFIX}")) if not path.name.startswith(".")]
+    return [unet_model_info(path) for path in saved_checkpoints(SUFFIX)]
 
 
 register_provider(user_unet_models)

@@ -37,9 +37,8 @@ from core.images import CellImage, ChannelInfo
 from core.training_data import Split, TrainingPair, pairs_hash
 from core.yolo_dataset import export_yolo_dataset
 from models.best_epoch import EpochRecord, TrainingSettings
-from models.checkpoint_file import metadata_path, write_checkpoint, write_json
+from models.checkpoint_file import metadata_path, named_checkpoint, write_checkpoint, write_json
 from models.classifier import cpu_threads
-from models.weights import weights_dir
 from models.yolo import CHECKPOINT_FORMAT, YOLO_SETTINGS, YoloModel, checkpoint_data
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
@@ -94,9 +93,7 @@ class TrainedYolo:
 
 def yolo_checkpoint_path(stem: str) -> Path:
     """Where a YOLO-seg model named ``stem`` is saved so that it becomes the model ``user:<stem>``."""
-    if not stem or any(c in stem for c in "/\\:") or stem.startswith("."):
-        raise ValueError(f"a model name must be a plain file name without / \\ or : ; got {stem!r}")
-    return weights_dir() / "yolo" / f"{stem}.pt"
+    return named_checkpoint(stem, f"yolo/{stem}.pt")
 
 
 def model_source(model: str) -> str:
