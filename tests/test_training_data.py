@@ -104,17 +104,47 @@ def test_split_by_batch_holds_out_whole_batches(pairs):
 def test_augmentation_moves_labels_with_the_image_and_is_seeded():
     pair = _square_pair()
     shapes = set()
+    no_optics = Augmentation(blur=0.0, glow=0.0, noise=0.0)
     for seed in range(40):
-        image, labels = augment(pair.image, pair.labels, np.random.default_rng(seed))
+        image, labels = augment(pair.image, pair.labels, np.random.default_rng(seed), no_optics)
         assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 1.0
         # Gain, gamma, offset and gradient never blur the square's edge: bright exactly where labelled.
         np.testing.assert_array_equal(image[:, :, 0] > 0.5, labels == 7)
         assert (labels == 7).sum() == 10 * 22
         shapes.add(labels.tobytes() + bytes(labels.shape))
+        # Optics on, the same draw moves the labels the same way; the same seed gives the same result.
+        blurred, same_labels = augment(pair.image, pair.labels, np.random.default_rng(seed))
+        np.testing.assert_array_equal(same_labels, labels)
+        assert blurred.dtype == np.float32 and 0.0 <= blurred.min() and blurred.max() <= 1.0
         again = augment(pair.image, pair.labels, np.random.default_rng(seed))
-        np.testing.assert_array_equal(again[0], image)
+        np.testing.assert_array_equal(again[0], blurred)
         np.testing.assert_array_equal(again[1], labels)
     assert len(shapes) == 8  # every flip and 90-degree turn of the rectangle appears
+
+
+def test_optics_blur_the_edge_add_a_glow_and_noise():
+    pair = _square_pair()
+    none = Augmentation.none()
+    sharp, _ = augment(pair.image, pair.labels, np.random.default_rng(0), none)
+    outside = (slice(16, 19), slice(8, 30))  # 1-3 px below the rectangle: dark in the sharp image
+    assert sharp[outside].max() == 0.0
+
+    def strongest(**optics):
+        """Of 20 draws, the one that changes the image most (each strength is drawn up to its maximum)."""
+        aug = Augmentation(flips=False, rotations=False, gain=(1.0, 1.0), gamma=(1.0, 1.0), offset=0.0, gradient=0.0,
+                           **optics)
+        return max((augment(pair.image, pair.labels, np.random.default_rng(s), aug)[0] for s in range(20)),
+                   key=lambda im: float(np.abs(im - sharp).sum()))
+
+    blurred = strongest(blur=1.5, glow=0.0, noise=0.0)
+    assert blurred[outside].max() > 0.05 and blurred[10, 19, 0] > 0.9  # light spills past the edge; the middle stays
+    glowing = strongest(blur=0.0, glow=0.6, noise=0.0)
+    far = (slice(22, 26), slice(8, 30))  # 7-10 px away: only the wide glow reaches it
+    assert glowing[far].min() > 0.005 and blurred[far].max() < 1e-3
+    assert glowing[10, 19, 0] < 1.0  # the glow is scaled back, so the object dims a little relative to it
+    noisy = strongest(blur=0.0, glow=0.0, noise=0.1)
+    dark, bright = noisy[25:, 35:, 0], noisy[6:14, 10:28, 0]
+    assert 0.005 < dark.std() < bright.std()  # shot noise: more where there is more signal
 
 
 def test_augmentation_changes_intensity_as_configured():

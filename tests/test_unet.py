@@ -77,6 +77,27 @@ def test_perfect_probabilities_give_back_the_labels():
     assert dropped.max() == 2 and not dropped[24:28, 34:38].any()  # the 16 px object is under min_area
 
 
+def test_touching_nuclei_whose_interiors_neck_are_two_objects():
+    """The network often sees no seam between two touching nuclei: their interiors join in a neck.
+    Cutting that seed at its waist makes two objects; with the cut off they are one."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    union = ((yy - 24) ** 2 + (xx - 20) ** 2 < 12**2) | ((yy - 24) ** 2 + (xx - 42) ** 2 < 12**2)
+    targets = U.unet_targets(union.astype(np.int32))  # one object: a boundary rim only on the outside
+    probs = np.eye(3, dtype=np.float32)[targets].transpose(2, 0, 1)
+    one, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
+                                            min_solidity=0.0)
+    assert one.max() == 1
+    two, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
+                                            min_solidity=0.9)
+    assert two.max() == 2
+    assert two[24, 20] != two[24, 42] and (two > 0).sum() == union.sum()  # the whole union, parted between them
+    single = ((yy - 24) / 10) ** 2 + ((xx - 32) / 20) ** 2 < 1  # one elongated nucleus: its interior has no neck
+    probs = np.eye(3, dtype=np.float32)[U.unet_targets(single.astype(np.int32))].transpose(2, 0, 1)
+    kept, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
+                                             min_solidity=0.9)
+    assert kept.max() == 1
+
+
 def test_architecture_is_compact_and_keeps_the_image_size():
     import torch
 
