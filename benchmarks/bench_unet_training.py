@@ -13,10 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
+
+import numpy as np  # noqa: E402
 
 from core.example import make_example_dataset  # noqa: E402
 from core.export import write_dataset  # noqa: E402
@@ -26,10 +29,33 @@ from models.registry import get_model_info, load_model  # noqa: E402
 from models.runner import run_model  # noqa: E402
 
 
-def _f1(model_name: str, images: list) -> list[float]:
+def _f1(model_name: str, images: list, **settings) -> list[float]:
     model = load_model(model_name)
-    defaults = get_model_info(model_name).resolve({})
-    return [match_instances(img.gt, run_model(model, img, **defaults).labels, 0.5).f1 for img in images]
+    chosen = get_model_info(model_name).resolve(settings)
+    return [match_instances(img.gt, run_model(model, img, **chosen).labels, 0.5).f1 for img in images]
+
+
+def _resized(image, factor: float):
+    """The image and its labels resized by ``factor``: the same nuclei under another magnification."""
+    import cv2
+
+    h, w = image.shape[:2]
+    size = (round(w * factor), round(h * factor))
+    pixels = cv2.resize(image.pixels.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    gt = cv2.resize(image.gt.astype(np.float32), size, interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    return replace(image, pixels=np.round(pixels).astype(image.pixels.dtype).reshape(size[1], size[0], -1), gt=gt,
+                   name=f"{image.name}_x{factor}")
+
+
+def _f1_as_is(model_name: str, image) -> float:
+    """F1 with the image left at its own scale (no resizing, whatever its nuclei's size)."""
+    from core.training_data import input_planes
+    from models.unet import segment_planes
+
+    segmenter = load_model(model_name).model
+    settings = {k: v for k, v in get_model_info(model_name).resolve({}).items() if k != "diameter"}
+    labels, _ = segment_planes(segmenter.network, input_planes(image, segmenter.config.planes), **settings)
+    return match_instances(image.gt, labels, 0.5).f1
 
 
 def main() -> None:
@@ -62,6 +88,10 @@ def main() -> None:
               f"worst {min(unseen_f1):.3f} |")
         print(f"| U-Net, real DSB nuclei, F1 at IoU 0.5 | {_f1(name, dsb)[0]:.3f} |")
         print(f"| classical, real DSB nuclei, F1 at IoU 0.5 | {_f1('classical', dsb)[0]:.3f} |")
+        for factor in (0.6, 1.6, 2.0):
+            resized = [_resized(dsb[0], factor)]
+            print(f"| U-Net, DSB resized {factor}x, F1: nuclei size estimated / image as it is | "
+                  f"{_f1(name, resized)[0]:.3f} / {_f1_as_is(name, resized[0]):.3f} |")
 
 
 if __name__ == "__main__":

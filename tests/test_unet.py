@@ -251,15 +251,46 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     assert info.family == "unet" and info.task == "segment" and not info.box_only
     assert "unet:cells" in [m.name for m in list_models("segment")]
     assert f"validation F1 {trained.metadata['validation']['f1']:.3f}" in info.description  # of the weights kept
-    assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_solidity": 0.9, "min_area": 15}
+    assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_solidity": 0.9,
+                                "min_area": 15, "diameter": 0}
     result = load_model("unet:cells").predict(example[4])
     assert isinstance(result, Instances) and result.model == "unet:cells" and result.labels.shape == (96, 96)
     assert result.labels.max() == result.count == len(result.scores)
     np.testing.assert_array_equal(result.boxes, boxes_from_labels(result.labels))
+    # The training nuclei's size is kept; a known diameter resizes the image for the network and
+    # the labels come back in the image's own pixels.
+    scale = trained.metadata["object_scale"]
+    assert 10 < scale["diameter"] < 30 and scale["estimated"] > 0
+    segmenter = load_model("unet:cells").model
+    seen = []
+    original = U.predict_probabilities
+    try:
+        U.predict_probabilities = lambda model, planes, **kw: seen.append(planes.shape) or original(model, planes, **kw)
+        resized = segmenter.predict(example[4], **(info.resolve({}) | {"diameter": round(scale["diameter"] * 2)}))
+    finally:
+        U.predict_probabilities = original
+    assert seen == [(48, 48, 1)] and resized.labels.shape == (96, 96)
     with pytest.raises(ValueError, match="has no setting 'threshold'"):
         load_model("unet:cells").predict(example[4], threshold=0.5)
     with pytest.raises(ValueError, match="a plain file name"):
         U.unet_checkpoint_path("../escape")
+
+
+def test_a_checkpoint_without_a_recorded_size_runs_as_it_is(trained, example, tmp_path):
+    """Checkpoints written before sizes were recorded segment at the image's own scale; a typed
+    diameter cannot be matched to them and says so."""
+    import torch
+
+    data = torch.load(trained.path, weights_only=True)
+    del data["metadata"]["object_scale"]
+    old = tmp_path / "old.unet.pt"
+    torch.save(data, old)
+    segmenter = U.UNetSegmenter("unet:old", old)
+    assert segmenter.scale is None
+    defaults = {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_area": 15, "min_solidity": 0.9}
+    assert segmenter.predict(example[4], **defaults).labels.shape == (96, 96)
+    with pytest.raises(ValueError, match="set the diameter to 0"):
+        segmenter.predict(example[4], **defaults, diameter=30)
 
 
 def test_training_settings_are_checked():
