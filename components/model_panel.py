@@ -253,7 +253,9 @@ def run_models(image: CellImage, names: list[str], settings: dict, device: str, 
                 progress=lambda done, total, n=name: bar.progress(done / total, text=f"{n}: tile {done} of {total}"))
         except WeightsUnavailable as exc:
             st.error(f"**{name}**: {exc}")
-        except (RuntimeError, ValueError, MemoryError) as exc:  # a model that fails must not take the page down
+        except ValueError as exc:  # a setting or an input the model refuses: its message says what to do
+            st.error(f"**{name}** failed on {image.name}: {exc}")
+        except (RuntimeError, MemoryError) as exc:  # a model that fails must not take the page down
             st.error(f"**{name}** failed on {image.name}: {exc}. Try the CPU device, a smaller tile size, or another model.")
     results = {n: results[n] for n in names if n in results}  # the order the user chose
     if bar is not None:

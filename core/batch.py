@@ -32,7 +32,8 @@ def run_on_images(images: Sequence[CellImage], names: Sequence[str],
     """``compute(image, name)`` for every image and name, in image order; ``row(image, result)``
     gives each result's numbers. ``progress(fraction, what)`` before each run and at the end."""
     results: dict[tuple[str, str], Instances] = {}
-    rows, problems = [], []
+    rows: list[dict[str, Any]] = []
+    failed: dict[tuple[str, str], list[str]] = {}  # (model, message) -> images: one line for a model failing alike
     steps = max(len(images) * len(names), 1)
     for i, image in enumerate(images):
         for j, name in enumerate(names):
@@ -41,11 +42,14 @@ def run_on_images(images: Sequence[CellImage], names: Sequence[str],
             try:
                 result = compute(image, name)
             except RUN_ERRORS as exc:
-                problems.append(f"{name} on {image.name}: {exc}")
+                failed.setdefault((name, str(exc)), []).append(image.name)
                 continue
             results[(image.name, name)] = result
             rows.append({"image": image.name, "batch": image.batch, "condition": image.condition, "model": name,
                          **row(image, result)})
     if progress:
         progress(1.0, "done")
+    problems = [f"{name} on {where[0]}: {message}" if len(where) == 1 else
+                f"{name} on {len(where)} images ({where[0]}, {where[1]}{', …' if len(where) > 2 else ''}): {message}"
+                for (name, message), where in failed.items()]
     return BatchRun(pd.DataFrame(rows), results, problems)

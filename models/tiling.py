@@ -62,12 +62,14 @@ def predict_tiled(model: Any, image: CellImage, *, tile: int = DEFAULT_TILE, ove
     boxes: list[np.ndarray] = []
     scores: list[float] = []
     box_only, device, names, touching = False, getattr(model, "device", "cpu"), ("cell",), 0
+    tile_notes: dict[str, None] = {}  # the models' own notes, each once (a U-Net resizing every tile alike)
     total = len(ys) * len(xs)
     for iy, y0 in enumerate(ys):
         for ix, x0 in enumerate(xs):
             sub = image.with_(pixels=image.pixels[y0 : y0 + tile, x0 : x0 + tile], gt=None)
             found = model.predict(sub, **params)
             box_only, device, names = found.box_only, found.device, found.class_names
+            tile_notes.update(dict.fromkeys(found.notes))
             th, tw = sub.shape[:2]
             for k, (bx0, by0, bx1, by1) in enumerate(found.boxes):
                 cx, cy = x0 + (bx0 + bx1) / 2, y0 + (by0 + by1) / 2
@@ -93,7 +95,7 @@ def predict_tiled(model: Any, image: CellImage, *, tile: int = DEFAULT_TILE, ove
     else:  # renumber 1..N (an object may vanish under its neighbours) and recompute its box
         labels, score_arr = compact_labels(labels, score_arr)
         box_arr = boxes_from_labels(labels)
-    notes = [f"tiled: {total} tiles of {tile} px with {overlap} px overlap"]
+    notes = [f"tiled: {total} tiles of {tile} px with {overlap} px overlap", *tile_notes]
     if touching:
         notes.append(f"{touching} objects touch a tile edge: larger than the overlap allows, they may be cut")
     result = Instances(labels, box_arr, score_arr, names, getattr(model, "name", "model"), device,

@@ -575,8 +575,11 @@ class UNetSegmenter:
             labels, scores = segment_planes(self.network, planes, foreground_threshold=foreground_threshold,
                                             seed_threshold=seed_threshold, min_area=min_area,
                                             min_solidity=min_solidity, factor=factor)
+        note = () if factor == 1.0 else (
+            f"image resized {factor:.2f}x for the network, so that its nuclei match the training nuclei "
+            f"(about {self.scale.diameter:.0f} px across)",)
         return Instances(labels, boxes_from_labels(labels), scores, ("cell",), self.name, self.device,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, notes=note)
 
 
 def _describe(path: Path) -> str:

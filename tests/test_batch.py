@@ -32,3 +32,18 @@ def test_every_image_and_model_runs_in_order_with_progress_and_a_failure_stays_o
     assert list(run.table.batch) == ["p1", "p1", "p2"] and set(run.results) == {("a", "ok"), ("a", "broken"), ("b", "ok")}
     assert run.problems == ["broken on b: out of memory (simulated)"]
     assert seen == [(0.0, "ok on a"), (0.25, "broken on a"), (0.5, "ok on b"), (0.75, "broken on b"), (1.0, "done")]
+
+
+def test_a_model_failing_alike_on_every_image_is_one_line():
+    images = [_image(name, 1, "p1") for name in "abcd"]
+
+    def compute(img, name):
+        if name == "old":
+            raise ValueError("set the diameter to 0")
+        if img.name == "c":
+            raise RuntimeError(f"bad pixels in {img.name}")
+        return instances_from_labels(img.gt, name)
+
+    run = run_on_images(images, ["old", "new"], compute, lambda img, r: {"cells": r.count})
+    assert run.problems == ["old on 4 images (a, b, …): set the diameter to 0", "new on c: bad pixels in c"]
+    assert list(run.table.model) == ["new"] * 3

@@ -270,6 +270,8 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     finally:
         U.predict_probabilities = original
     assert seen == [(48, 48, 1)] and resized.labels.shape == (96, 96)
+    assert any("resized 0.50x" in note for note in resized.notes)  # the page shows it under the pictures
+    assert not result.notes  # the example's own nuclei: left as they are, nothing to say
     with pytest.raises(ValueError, match="has no setting 'threshold'"):
         load_model("unet:cells").predict(example[4], threshold=0.5)
     with pytest.raises(ValueError, match="a plain file name"):
