@@ -91,22 +91,22 @@ def open_workspace() -> None:
     ss[NOTICE_KEY] = ("restored", f"Restored your work: {plural(len(ds) if ds is not None else 0, 'image')}, recipe and settings.")
 
 
-# Widgets given back on a return to their page: Streamlit forgets a widget's value once a run
-# does not draw it, so without this a visit to another page reset the Train form (and the image
-# being curated). Choices whose options change with the data or the model list are left out.
-RETURN_PREFIXES = ("tr.",)
-RETURN_SKIP = ("tr.cur_start", "tr.val_batches")
-
-
 def _return_to_page() -> None:
+    """Keep every kept widget's value while its page is not drawn, on every page.
+
+    Streamlit forgets a widget's value at the end of a run that does not draw it, so without this
+    a visit to another page reset the Cell map's, Compare's and Train's choices, and the reset
+    was then saved into the workspace. Streamlit's documented remedy: set the value again at the
+    start of every run, before any widget (a value put back only after Streamlit dropped it
+    reached the server but not the browser's form, which then sent its defaults back). A value
+    that is no longer among a widget's options (an image removed, a model gone) is reset to the
+    widget's default by Streamlit when the widget is drawn.
+    """
     ss = st.session_state
-    for key in [k for k in ss.keys() if k.startswith(RETURN_PREFIXES) and _kept_widget(k) and k not in RETURN_SKIP]:
-        # Streamlit's documented way to keep a widget's value while its page is not drawn: set it
-        # again before any widget (a value put back only after Streamlit dropped it reached the
-        # server but not the browser's form, which then sent its defaults back on the next click).
-        # An image removed on the Data page meanwhile is no choice any more: forget it.
-        if key in IMAGE_CHOICES and ("dataset" not in ss or ss[key] not in ss["dataset"].names):
-            del ss[key]
+    names = set(ss["dataset"].names) if "dataset" in ss else set()
+    for key in [k for k in ss.keys() if _kept_widget(k)]:
+        if key in IMAGE_CHOICES and ss[key] not in names:
+            del ss[key]  # an image removed on the Data page meanwhile is no choice any more
         else:
             ss[key] = ss[key]
 

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from components.image_viewer import cached_composite, picture
 from components.live_threshold import LIVE_METHODS, live_threshold
@@ -291,8 +292,12 @@ def open_views(step: str | None = None) -> tuple[str, ...]:
 
 
 def redraw_all() -> None:
-    """Callback: rerun the recipe panel and the open view."""
-    st.rerun([CONTROLS, *open_views()])
+    """Callback: rerun the recipe panel and the open view (everything when the view changed in the
+    same rerun: its fragment is not drawn yet)."""
+    try:
+        st.rerun([CONTROLS, *open_views()])
+    except StreamlitAPIException:
+        st.rerun()
 
 
 def preprocess_page() -> None:
