@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from components.model_panel import compute_result, params_for, params_text
+from components.workspace import kept_result
 from core.cache import BoundedCache
 from core.cells import CellSet, Embedding
 from core.dataset import Dataset
@@ -64,7 +65,7 @@ def cells_for(ds: Dataset, segmenter: str, settings: dict, device: str, crop: di
             bar.empty()
 
     # Measuring is the slow part and does not depend on the crops: one CellSet, new crop geometry.
-    base = cellmap_store().get_or_compute(cells_key(ds, segmenter, settings, device, None), compute)
+    base = kept_result("cm.cells", cells_key(ds, segmenter, settings, device, None), cellmap_store(), compute)
     return replace(base, **crop)
 
 
@@ -78,7 +79,7 @@ def embedding_for(cells: CellSet, key: str, name: str, settings: dict, device: s
         finally:
             bar.empty()
 
-    return cellmap_store().get_or_compute(_key("features", key, name, settings, device), compute)
+    return kept_result("cm.features", _key("features", key, name, settings, device), cellmap_store(), compute)
 
 
 def map_for(cells: CellSet, embedding: Embedding, key: str, settings: MapSettings) -> CellMap:
@@ -90,7 +91,7 @@ def map_for(cells: CellSet, embedding: Embedding, key: str, settings: MapSetting
         finally:
             bar.empty()
 
-    return cellmap_store().get_or_compute(map_key(key, settings), compute)
+    return kept_result("cm.map", map_key(key, settings), cellmap_store(), compute)
 
 
 def map_key(key: str, settings: MapSettings) -> str:
@@ -120,7 +121,7 @@ def current_cells(ds: Dataset, device: str) -> tuple[CellSet, dict, str]:
 def current_map(choice: dict) -> CellMap | None:
     """The Cell map's last map of these cells if the server still keeps it (its clusters), else None."""
     key = choice.get("map_key")
-    return cellmap_store().get(key) if key else None
+    return kept_result("cm.map", key, cellmap_store()) if key else None
 
 
 def send_to_explain(cells_key_: str, rows: list[int], what: str) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from components.model_panel import params_for, params_text, shared_model
+from components.workspace import kept_result
 from core.cache import BoundedCache
 from core.cells import CellSet
 from core.images import CellImage
@@ -39,7 +41,7 @@ def classifier_key(cells_key: str, target: str, labels: np.ndarray, settings: di
 
 
 def cached_classifier(key: str) -> TrainedClassifier | None:
-    return explain_store().get(key)
+    return kept_result("ex.classifier", key, explain_store())
 
 
 def classifier_for(cells: CellSet, key: str, labels: np.ndarray, settings: dict, device: str) -> TrainedClassifier:
@@ -52,7 +54,12 @@ def classifier_for(cells: CellSet, key: str, labels: np.ndarray, settings: dict,
         finally:
             bar.empty()
 
-    return explain_store().get_or_compute(key, compute)
+    return kept_result("ex.classifier", key, explain_store(), compute)
+
+
+def deletion_test_for(key: str, compute: Callable[[], Any] | None = None) -> Any:
+    """The deletion/insertion test of ``key`` if kept (or computed now, when ``compute`` is given)."""
+    return kept_result("ex.deletion", key, explain_store(), compute)
 
 
 def explanation_for(cells: CellSet, trained: TrainedClassifier, key: str, rows: np.ndarray, *, method: str,
@@ -66,7 +73,7 @@ def explanation_for(cells: CellSet, trained: TrainedClassifier, key: str, rows: 
         finally:
             bar.empty()
 
-    return explain_store().get_or_compute(_key("cams", key, hashlib.sha1(np.asarray(rows, np.int64).tobytes()).hexdigest(), method, layer, target), compute)
+    return kept_result("ex.cams", _key("cams", key, hashlib.sha1(np.asarray(rows, np.int64).tobytes()).hexdigest(), method, layer, target), explain_store(), compute)
 
 
 def _detector_key(image: CellImage, name: str, settings: dict, device: str, method: str, detection: int | None) -> str:
@@ -76,7 +83,7 @@ def _detector_key(image: CellImage, name: str, settings: dict, device: str, meth
 
 def cached_detector_cam(image: CellImage, name: str, settings: dict, device: str, *, method: str,
                         detection: int | None) -> DetectorCam | None:
-    return explain_store().get(_detector_key(image, name, settings, device, method, detection))
+    return kept_result("ex.detector", _detector_key(image, name, settings, device, method, detection), explain_store())
 
 
 def detector_cam_for(image: CellImage, name: str, settings: dict, device: str, *, method: str,
@@ -90,6 +97,6 @@ def detector_cam_for(image: CellImage, name: str, settings: dict, device: str, *
 
     key = _detector_key(image, name, settings, device, method, detection)
     try:
-        return explain_store().get_or_compute(key, compute)
+        return kept_result("ex.detector", key, explain_store(), compute)
     except (ValueError, RuntimeError, MemoryError, WeightsUnavailable) as exc:
         return f"{name} could not be explained on {image.name}: {exc}"

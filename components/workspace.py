@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import streamlit as st
 
+from core.cache import BoundedCache
 from core.dataset import Dataset
 from core.text import plural
 from core.workspace import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, WorkspaceStore, approx_nbytes, new_workspace_id
@@ -28,7 +29,8 @@ REDIRECTING_KEY = "workspace_redirecting"  # set by the root URL's run, which on
 _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of pages not open now
 
 # Values kept exactly as they are at the end of a run (absent ones stay absent).
-STATE_KEYS = ("dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
+RESULTS_KEY = "workspace_results"  # the last result of each pipeline step: see kept_result
+STATE_KEYS = (RESULTS_KEY, "dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
               "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility", "cm.current", "cm.ready", "ex.rows", "tr.edit")
 # Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
 # seen is kept and given back before the widget is drawn again.
@@ -58,8 +60,14 @@ def _kept_widget(key: str) -> bool:
     return (key in WIDGET_KEYS or key.startswith(WIDGET_PREFIXES)) and ".dl." not in key
 
 
+class KeptResults(dict):
+    """Slot -> (key, result). Results are shared read-only between tabs: copied shallowly."""
+
+
 def _copied(value: Any) -> Any:
     """A value two tabs on one link may hold at once without changing each other's."""
+    if isinstance(value, KeptResults):
+        return KeptResults(value)
     if isinstance(value, Dataset):
         return Dataset(dict(value.images))  # images are immutable; the mapping is not
     if isinstance(value, list | dict):
@@ -149,6 +157,25 @@ def save_workspace() -> None:
         ss.pop(TOO_LARGE_KEY, None)
     else:
         ss[TOO_LARGE_KEY] = nbytes
+
+
+def kept_result(slot: str, key: Hashable, store: BoundedCache, compute: Callable[[], Any] | None = None) -> Any:
+    """The result of ``key``: the workspace's own, the server's shared cache's, or computed now
+    (None when it is in neither and ``compute`` is None).
+
+    The workspace keeps the last result of each ``slot`` (a pipeline step such as the Cell map's
+    features), so a reload, or the link opened in another browser, shows what was computed
+    without computing it again, even after the server-wide cache dropped it. Its size counts
+    against the workspace's memory limit; over it, the sidebar says the work is not kept.
+    """
+    results = st.session_state.setdefault(RESULTS_KEY, KeptResults())
+    held = results.get(slot)
+    if held is not None and held[0] == key:
+        return held[1]
+    value = store.get(key) if compute is None else store.get_or_compute(key, compute)
+    if value is not None:
+        results[slot] = (key, value)
+    return value
 
 
 def fragment(key: str) -> Callable[[Callable[[], None]], Callable[[], None]]:

@@ -50,6 +50,8 @@ def approx_nbytes(value: Any, skip: frozenset[int] = frozenset(), _seen: set[int
         return sum(approx_nbytes(v, skip, seen) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return sum(approx_nbytes(getattr(value, f.name), skip, seen) for f in dataclasses.fields(value))
+    if callable(getattr(value, "parameters", None)) and callable(getattr(value, "buffers", None)):  # a torch module
+        return sum(int(t.nbytes) for t in (*value.parameters(), *value.buffers()))
     return 64
 
 

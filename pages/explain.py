@@ -15,8 +15,8 @@ from components.explain_state import (
     cached_detector_cam,
     classifier_for,
     classifier_key,
+    deletion_test_for,
     detector_cam_for,
-    explain_store,
     explanation_for,
 )
 from components.image_viewer import picture
@@ -164,9 +164,8 @@ def sanity_view(cells, trained: TrainedClassifier, explanation: CellExplanation,
                 "CAM does not show what the model uses.")
     if st.button("Run the deletion/insertion test", key="ex.sanity", help="On up to 64 of the explained cells."):
         with st.spinner("Masking pixels and scoring…"):
-            test = deletion_test(cells, trained, explanation)
-        explain_store().get_or_compute(key, lambda: test)
-    test = explain_store().get(key)
+            deletion_test_for(key, lambda: deletion_test(cells, trained, explanation))
+    test = deletion_test_for(key)
     if test is not None:
         (st.success if test.beats_random else st.warning)(test.reading())
         st.plotly_chart(deletion_figure(test.fractions, {"deletion": test.deletion, "random_deletion": test.random_deletion,

@@ -57,6 +57,10 @@ def test_approx_nbytes_counts_each_array_once_and_skips_shared_ones():
     ds = Dataset()
     ds.add([CellImage("i", np.zeros((64, 64, 2), np.uint16), default_channels(2), gt=np.zeros((64, 64), np.int32))])
     assert approx_nbytes(ds) >= 64 * 64 * 2 * 2 + 64 * 64 * 4
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16))  # a kept classifier's network
+    assert approx_nbytes(net) == 4 * (16 * 3 * 9 + 16 + 16 + 16 + 16 + 16) + 8  # weights, biases, running stats, count
 
 
 def _app() -> AppTest:
@@ -164,3 +168,47 @@ def test_lifetime_comes_from_the_environment(monkeypatch, hours):
         assert any("workspace is gone" in w.value for w in _reload(at.query_params["ws"]).warning)
     finally:
         workspace_store.clear()
+
+
+def test_computed_results_are_kept_with_the_workspace_not_only_in_the_server_cache(monkeypatch):
+    """The Cell map's autoencoder map and Explain's classifier come back on a reload (or the link
+    opened in another browser) without computing again, even after the server cache dropped them."""
+    import components.cellmap_state as cellmap_state
+    import components.explain_state as explain_state
+
+    at = _app().run()
+    ds = at.session_state["dataset"]
+    ds.remove([n for n in ds.names if n not in ("plateA_field1", "plateA_field3", "plateB_field1", "plateB_field3")])
+    at.switch_page("pages/cellmap.py")
+    at.run()
+    at.selectbox(key="cm.features").set_value("autoencoder").run()
+    at.number_input(key="cm.feat.epochs").set_value(2).run()
+    assert any("Press **Compute the map**" in i.value for i in at.info)
+    at.button(key="cm.run").click().run()
+    assert not at.exception, at.exception
+    made = at.session_state["cm.current"]["map_key"]
+    at.switch_page("pages/explain.py")
+    at.run()
+    at.number_input(key="ex.set.epochs").set_value(1).run()
+    at.number_input(key="ex.set.folds").set_value(2).run()
+    at.button(key="ex.train").click().run()
+    assert not at.exception, at.exception
+    accuracy = next(m.value for m in at.metric if m.label == "Balanced accuracy")
+
+    cellmap_state.cellmap_store.clear()  # the server-wide caches forget everything
+    explain_state.explain_store.clear()
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    for name in ("cell_set", "features_of", "make_map"):
+        monkeypatch.setattr(cellmap_state, name, never)
+    monkeypatch.setattr(explain_state, "train_cell_classifier", never)
+    back = _reload(at.query_params["ws"], "pages/cellmap.py")
+    assert not any("Press **Compute the map**" in i.value for i in back.info)
+    assert back.session_state["cm.current"]["map_key"] == made
+    assert back.button_group(key="cm.view").value == "Map"
+    back.switch_page("pages/explain.py")
+    back.run()
+    assert not back.exception, back.exception
+    assert next(m.value for m in back.metric if m.label == "Balanced accuracy") == accuracy
