@@ -26,6 +26,12 @@ class Curation:
     image: str
     start: str
     history: EditHistory
+    saved: np.ndarray | None = None  # the labels last saved as the image's ground truth
+
+    @property
+    def is_saved(self) -> bool:
+        """The labels in the editor are the ones saved (undo or a new edit make them differ)."""
+        return self.saved is not None and np.array_equal(self.saved, self.history.current)
 
 
 def current_curation(image: CellImage) -> Curation | None:
@@ -55,5 +61,6 @@ def save_curation(image: CellImage, curation: Curation) -> CellImage:
     saved = image.with_(gt=np.array(curation.history.current, np.int32), gt_source=source)
     dataset().put(saved)
     mark_edited()
+    curation.saved = saved.gt
     return saved
 

@@ -52,6 +52,12 @@ def model_picker(key: str) -> list[str]:
     )
 
 
+def add_to_comparison(name: str, key: str = "cmp.models") -> None:
+    """Put ``name`` among the Compare page's chosen models (a callback: before that widget is drawn)."""
+    chosen = list(st.session_state.get(key, DEFAULT_MODELS))
+    st.session_state[key] = chosen if name in chosen else [*chosen, name]
+
+
 def model_table() -> list[dict[str, str]]:
     """One row per model: what it is, whether its weights are here, where they come from."""
     rows = []

@@ -7,6 +7,7 @@ import streamlit as st
 
 from components.image_viewer import cached_composite
 from components.model_panel import (
+    cached_result,
     compute_result,
     current_device,
     fetch_missing_weights,
@@ -159,7 +160,10 @@ def compare_page() -> None:
     with s1:
         settings = model_settings("cmp.set", names)
     slow = [n for n in names if get_model_info(n).slow_on_cpu]
-    run_now = s2.button(f"Run {plural(len(names), 'model')}", type="primary", disabled=not names, key="cmp.run",
+    # highlighted only while a chosen model waits for it: every result shown, nothing is left to press for
+    needed = device == "cpu" and any(cached_result(image, n, settings, device) is None for n in slow)
+    run_now = s2.button(f"Run {plural(len(names), 'model')}", type="primary" if needed else "secondary",
+                        disabled=not names, key="cmp.run",
                         width="stretch", help="Classical and YOLO run as soon as they are chosen; SAM and R-CNN on "
                         "the CPU wait for this button (tens of seconds each). Results are cached per image and settings.")
     tabs = st.tabs(["This image", "All images", "Prompt SAM"], on_change="rerun", key="cmp.tab")

@@ -18,7 +18,7 @@ from components.curation_state import (
 )
 from components.image_viewer import cached_composite
 from components.label_editor import TOOLS, apply_event, label_editor
-from components.model_panel import current_device, fetch_missing_weights, model_settings
+from components.model_panel import add_to_comparison, current_device, fetch_missing_weights, model_settings
 from components.routing import page_with_images
 from components.training_state import my_jobs, submit_training, training_queue
 from core.export import label_tiff_bytes
@@ -102,18 +102,32 @@ def curation_view(ds, device: str) -> None:
     if said:
         (st.toast if said[0] == "ok" else tools.warning)(said[1])
     cells = int(len(np.unique(history.current)) - (1 if (history.current == 0).any() else 0))
-    tools.caption(f"{plural(cells, 'cell')} · {plural(history.n_edits, 'edit')} from {curation.start}"
+    tools.caption(f"{plural(cells, 'cell')} · {curation_state_text(curation)}"
                   + (f" · last: {history.descriptions[-1]}" if history.descriptions else ""))
-    if tools.button("Save as ground truth", type="primary", key="tr.save", width="stretch",
-                    help="These labels become the image's ground truth in this workspace (the Data page's table says "
-                         "'curated'); Train and Compare use them."):
+    if (saved := st.session_state.pop("tr.saved", None)) and curation.is_saved:
+        tools.success(saved, icon=":material/check_circle:")
+    if tools.button("Save as ground truth", type="secondary" if curation.is_saved else "primary", key="tr.save",
+                    width="stretch", help="These labels become the image's ground truth in this workspace (the Data "
+                                          "page's table says 'curated'); Train and Compare use them."):
         save_curation(image, curation)
-        st.toast(f"{name}: {plural(cells, 'cell')} saved as ground truth.")
+        st.session_state["tr.saved"] = (f"Saved: {plural(cells, 'cell')} are {name}'s ground truth now (the Data "
+                                        "page's table says 'curated'; Train and Compare use them).")
         st.rerun()
     tools.download_button("Download labels (TIFF)", label_tiff_bytes(np.asarray(history.current)),
                           file_name=f"{name}_mask.tif", mime="image/tiff", key="tr.dl_labels", width="stretch",
                           help="A label image (0 = background, 1..N = cells) that the Data page reads back as ground "
                                "truth.")
+
+
+def curation_state_text(curation) -> str:
+    """How far the labels in the editor are from the start and from the last save."""
+    history = curation.history
+    done = f"{plural(history.n_edits, 'edit')} from {curation.start}"
+    if curation.saved is None:
+        return done + " · not saved"
+    if curation.is_saved:
+        return done + " · saved as ground truth"
+    return done + " · changed since the save"
 
 
 def fresh_name() -> str:
@@ -241,7 +255,10 @@ def job_view(job: TrainingJob) -> None:
                    f"(precision {metrics.get('precision', float('nan')):.3f}, recall "
                    f"{metrics.get('recall', float('nan')):.3f}) on {plural(job.result.get('val_images', 0), 'image')}. "
                    "It is in the Compare page's model list now.")
-        st.page_link("pages/compare.py", label="Compare it with the other models", icon=":material/compare:")
+        if st.button("Compare it with the other models", key=f"tr.compare.{job.id}", icon=":material/compare:",
+                     on_click=add_to_comparison, args=(job.result["model"],),
+                     help="Open the Compare page with this model added to the chosen ones."):
+            st.switch_page("pages/compare.py")
 
 
 def jobs_view() -> None:

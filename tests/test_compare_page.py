@@ -150,8 +150,11 @@ def test_a_failing_model_is_reported_and_slow_models_wait_for_run(weights_home, 
     assert any("broken" in e.value and "simulated" in e.value for e in at.error)
     assert any("Press **Run** for slowsam" in i.value for i in at.info)
     assert not any(c.startswith("slowsam:") for c in _captions(at))
+    assert at.button(key="cmp.run").proto.type == "primary"  # something waits for it
     at.button(key="cmp.run").click().run()
     assert any(c.startswith("slowsam: 1 objects") for c in _captions(at))
+    at.run()
+    assert at.button(key="cmp.run").proto.type == "secondary"  # every result is shown: nothing to press for
     assert any(c.startswith("classical:") for c in _captions(at)) and not at.exception
 
 

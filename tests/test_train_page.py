@@ -24,9 +24,9 @@ def test_a_training_runs_in_the_background_and_its_model_reaches_compare(tmp_pat
     ready = [s.value for s in at.success if "unet:apptest" in s.value]
     assert ready and "validation F1" in ready[0]
     assert at.get("plotly_chart")  # the curve
-    at.switch_page("pages/compare.py")
-    at.run()
-    assert "unet:apptest" in at.multiselect(key="cmp.models").options
+    at.button(key=f"tr.compare.{jobs[0].id}").click().run()  # opens Compare with the new model chosen
+    assert not at.exception, at.exception
+    assert at.multiselect(key="cmp.models").value == ["classical", "yolo11s-nuclei", "unet:apptest"]
     at.switch_page("pages/train.py")
     at.run()
     assert at.text_input(key="tr.name").value != "apptest"  # a fresh name for the next training
@@ -56,12 +56,16 @@ def test_curated_labels_become_ground_truth_and_the_data_table_says_so():
     at.selectbox(key="tr.cur_start").set_value("classical").run()
     at.button(key="tr.cur_begin").click().run()
     assert not at.exception and any(" cells · 0 edits from classical" in c.value for c in at.caption)
+    assert any(c.value.endswith("0 edits from classical · not saved") for c in at.caption)
     at.button(key="tr.save").click().run()
     assert not at.exception
     saved = at.session_state["dataset"]["plateA_field1"]
     assert saved.gt_source == "curated (0 edits from classical)"
-    cells = int(saved.gt.max())  # the classical recipe's cells, not the file's
-    assert any(c.value.startswith(f"{cells} cells") for c in at.caption) or cells == len(np.unique(saved.gt)) - 1
+    cells = len(np.unique(saved.gt)) - 1  # the classical recipe's cells, not the file's
+    # the save says so where the button is, and the editor says its labels are the saved ones
+    assert any(s.value.startswith(f"Saved: {cells} cells are plateA_field1's ground truth") for s in at.success)
+    assert any(c.value == f"{cells} cells · 0 edits from classical · saved as ground truth" for c in at.caption)
+    assert at.button(key="tr.save").proto.type == "secondary"
     at.switch_page("pages/data.py")
     at.run()
     table = next(d.value for d in at.dataframe if "labels" in d.value.columns)
