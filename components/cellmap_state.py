@@ -22,7 +22,7 @@ from models.cellmap import CellMap, MapSettings, cell_set, features_of, make_map
 GROUND_TRUTH = "ground truth"  # a "segmenter" for datasets annotated throughout: the annotation's cells
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def cellmap_store() -> BoundedCache:
     """Cells, features and maps of every session: a few datasets' worth (features of 100,000 cells
     take 13 MB at 32 numbers each, their crops are never kept)."""

@@ -24,7 +24,7 @@ from models.registry import availability
 from models.weights import WeightsUnavailable
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def explain_store() -> BoundedCache:
     """Classifiers (a few MB each with their out-of-fold arrays) and CAMs of a few hundred cells."""
     return BoundedCache(max_entries=16)

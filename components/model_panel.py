@@ -200,7 +200,7 @@ def shared_model(name: str, weights_key: str, device: str) -> LoadedModel:
     return load_model(name, device, allow_download=False, shared=True)
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def result_store() -> BoundedCache:
     """One per process, keyed by (image, model, parameters, tiling, device): results depend only
     on their inputs, so sessions share them."""

@@ -15,7 +15,7 @@ from core.preprocess import PipelineResult, run_pipeline, transform_geometry, tr
 from core.recipe import Recipe
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def stage_cache() -> BoundedCache:
     """One per server process, bounded: every stage keyed by image hash + the recipe so far, so
     moving a late slider reuses the earlier stages. Arrays are shared, not copied: the

@@ -22,7 +22,7 @@ def example_images() -> tuple[CellImage, ...]:
     return images
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def shared_array_ids() -> frozenset[int]:
     """The example's arrays, shared by every session: a workspace holding them costs nothing."""
     return frozenset(id(a) for img in example_images() for a in (img.pixels, img.gt) if a is not None)

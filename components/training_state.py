@@ -14,7 +14,7 @@ from core.training_jobs import JobContext, JobQueue, TrainingJob
 from models.trainers import train_segmenter
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def training_queue() -> JobQueue:
     """One per server process: a second training waits for the first (one CPU or GPU is better
     used by one training at a time)."""

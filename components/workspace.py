@@ -38,7 +38,7 @@ STATE_KEYS = (RESULTS_KEY, "dataset", "dataset_origin", "dataset_version", "reci
 WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",
                "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.sam_model",
                "cm.segmenter", "cm.features", "cm.crop_size", "cm.crop_mode", "cm.mask", "cm.method", "cm.correction",
-               "cm.control", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist", "cm.k",
+               "cm.control", "cm.drag", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist", "cm.k",
                "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster", "ex.view", "ex.target",
                "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image", "ex.det_model",
                "ex.det_method", "ex.det_opacity", "ex.det_which", "tr.family", "tr.split", "tr.name", "tr.val_batches",
@@ -47,7 +47,7 @@ WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.",
 IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image", "tr.cur_image")  # widgets whose value names an image
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def workspace_store() -> WorkspaceStore:
     """One per server process, shared by every session."""
     ttl_h = float(os.environ.get("CELLSCOPE_WORKSPACE_HOURS", DEFAULT_TTL_S / 3600))

@@ -65,7 +65,7 @@ def map_figure(frame: pd.DataFrame, color_by: str, *, x: str = "x", y: str = "y"
                       legend=(dict(title=dict(text=color_by), itemsizing="constant", orientation="h", y=-0.02,
                                    yanchor="top") if compact else
                               dict(title=dict(text=color_by), itemsizing="constant", y=0.92)),
-                      dragmode="zoom",  # a click then selects one cell; lasso and box are in the toolbar
+                      dragmode="zoom",  # the Map view sets it from its Lasso / Box / Zoom switch
                       uirevision="cellmap")  # zoom and hidden groups survive a redraw
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False, showgrid=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False, showgrid=False, scaleanchor="x")

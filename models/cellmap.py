@@ -156,8 +156,9 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
         coords_before = embed_map(X, method, **params,
                                   progress=lambda f: report(0.15 + 0.3 * f, "mapping the uncorrected features"))
     start = 0.45 if coords_before is not None else 0.0
-    coords = embed_map(corrected, method, **params,
-                       progress=lambda f: report(start + (0.8 - start) * f, f"mapping ({method})"))
+    doing = ("mapping (UMAP reports no progress; its first run after a server start also compiles its code: up to "
+             "a minute)" if method == "umap" else f"mapping ({METHOD_NAMES[method]})")
+    coords = embed_map(corrected, method, **params, progress=lambda f: report(start + (0.8 - start) * f, doing))
     report(0.82, "clustering")
     if settings.clusters == "kmeans":
         labels = cluster(corrected, "kmeans", k=min(settings.k, len(corrected)), seed=settings.seed)

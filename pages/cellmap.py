@@ -55,7 +55,7 @@ RUN_AT_ONCE = {"morphology"}  # fast enough to compute as soon as chosen; the ot
 def cell_controls(ds, where, more) -> tuple[str, dict, dict, str, dict]:
     """Segmenter, its settings, the crop geometry and the feature extractor: the main choices in
     ``where``, the rest in ``more`` (a popover)."""
-    c1, c2, c3, c4 = where.columns([1.3, 1.3, 1, 1], vertical_alignment="bottom")
+    c1, c2 = where
     segmenters = [m.name for m in list_models("segment")]
     if all(img.gt is not None for img in ds):
         segmenters.insert(0, GROUND_TRUTH)
@@ -67,13 +67,14 @@ def cell_controls(ds, where, more) -> tuple[str, dict, dict, str, dict]:
                             help="morphology: the measured shape and intensity of each cell (fast). autoencoder: a "
                                  "convolutional autoencoder trained here on your crops; its bottleneck is the embedding. "
                                  "resnet: an ImageNet-trained CNN's features (weights downloaded on first use).")
-    size = c3.selectbox("Crop size (px)", CROP_SIZES, key="cm.crop_size",
-                        help="Side of each cell's crop, for the autoencoder and the CNN.")
-    mode = c4.selectbox("Crop", ("scale", "pad"), key="cm.crop_mode",
-                        format_func=lambda m: {"scale": "scaled to fit", "pad": "native size"}[m],
-                        help="Scaled to fit: each cell fills its crop (size is lost, shape kept). Native size: a fixed "
-                             "window centred on the cell, so big and small cells look big and small.")
     with more:
+        d1, d2 = st.columns(2)
+        size = d1.selectbox("Crop size (px)", CROP_SIZES, key="cm.crop_size",
+                            help="Side of each cell's crop, for the autoencoder and the CNN.")
+        mode = d2.selectbox("Crop", ("scale", "pad"), key="cm.crop_mode",
+                            format_func=lambda m: {"scale": "scaled to fit", "pad": "native size"}[m],
+                            help="Scaled to fit: each cell fills its crop (size is lost, shape kept). Native size: a "
+                                 "fixed window centred on the cell, so big and small cells look big and small.")
         mask = st.toggle("Mask the background", key="cm.mask", help="Zero every pixel outside the cell in its crop, "
                          "so features see the cell only (background differences between plates then cannot leak in).")
         seg_settings = (model_settings("cm.seg", [segmenter], f"Segmenter settings ({segmenter})")
@@ -88,7 +89,7 @@ def cell_controls(ds, where, more) -> tuple[str, dict, dict, str, dict]:
 
 
 def map_controls(conditions: list[str], where, more, one_batch: bool = False) -> MapSettings:
-    c1, c2, c3, c4 = where.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    c1, c2, c4 = where
     method = c1.segmented_control("Map", ("tsne", "umap", "pca"), default="tsne", required=True, key="cm.method",
                                   format_func=METHOD_NAMES.get,
                                   help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
@@ -99,13 +100,14 @@ def map_controls(conditions: list[str], where, more, one_batch: bool = False) ->
                               help="Standardise each batch's features (optionally to its control cells, as "
                                    "image-based profiling does), or Harmony. Metrics and maps are then shown before "
                                    "and after.")
-    control = c3.selectbox("Scale by the cells of", ["all cells", *conditions], key="cm.control",
-                           disabled=correction != "standardize",
-                           help="With per-batch standardisation: each batch is centred and scaled by these cells.")
     clusters = c4.selectbox("Clusters", ("kmeans", "hdbscan"), key="cm.clusters",
                             format_func={"kmeans": "k-means", "hdbscan": "HDBSCAN"}.get,
                             help="k-means with k clusters, or HDBSCAN (finds its own number; grey = no cluster).")
     with more:
+        control = st.selectbox("Scale by the cells of", ["all cells", *conditions], key="cm.control",
+                               disabled=correction != "standardize",
+                               help="With per-batch standardisation: each batch is centred and scaled by these cells "
+                                    "(e.g. the controls, as image-based profiling does).")
         d1, d2 = st.columns(2)
         perplexity = d1.slider("t-SNE perplexity", 5, 100, 30, key="cm.perplexity",
                                help="About how many neighbours each cell keeps close.")
@@ -135,14 +137,22 @@ def color_control(frame: pd.DataFrame, where=st) -> str:
 
 def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side, key: str) -> None:
     frame = cells_frame(cells, embedding, cell_map, with_features=False)
-    color_by = color_control(frame, side)
-    event = st.plotly_chart(map_figure(frame, color_by), key="cm.chart", on_select="rerun",
+    s1, s2 = side.columns([1.1, 1], vertical_alignment="bottom")
+    drag = s1.segmented_control("Drag to", ("lasso", "select", "zoom"), default="lasso", required=True, key="cm.drag",
+                                label_visibility="collapsed",
+                                format_func={"lasso": "Lasso", "select": "Box", "zoom": "Zoom"}.get,
+                                help="What dragging over the map does: select cells with a lasso or a box (then see "
+                                     "them below), or zoom in (double-click zooms out).")
+    color_by = color_control(frame, s2)
+    figure = map_figure(frame, color_by)
+    figure.update_layout(dragmode=drag)
+    event = st.plotly_chart(figure, key="cm.chart", on_select="rerun",
                             selection_mode=("points", "box", "lasso"), width="stretch",
                             config={"displaylogo": False, "scrollZoom": True})
     rows = sorted({int(p["customdata"]) for p in (event.selection.points if event else []) if "customdata" in p})
     if not rows:
-        st.caption(f"{plural(len(frame), 'cell')}. Lasso or box-select cells (chart toolbar) to see them; click one to "
-                   "see it in its image.")
+        st.caption(f"{plural(len(frame), 'cell')}. Drag a lasso or a box around cells to see them; click one to see "
+                   "it in its image.")
         return
     picked = frame.iloc[rows]
     head, button = st.columns([3, 1], vertical_alignment="center")
@@ -311,15 +321,18 @@ def cellmap_page() -> None:
         st.error("The images have different channels; a map needs one channel layout. Remove the others on the Data "
                  "page, or name their channels alike.")
         return
-    top, middle = st.container(), st.container()
-    run, more_cells, more_map, note = st.columns([1, 1.3, 1.1, 1.6], vertical_alignment="center")
+    # one row of choices and one of actions, so that the map itself starts above the fold at 1280 x 800
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 1.35, 0.95, 0.8], vertical_alignment="bottom")
+    run, more_cells, more_map, note = st.columns([1, 1.1, 1.1, 1.8], vertical_alignment="center")
     segmenter, seg_settings, crop, features, feat_settings = cell_controls(
-        ds, top, more_cells.popover("Cell settings", icon=":material/tune:", width="stretch",
-                                    help="Background masking, the segmenter's and the feature extractor's settings."))
-    settings = map_controls(sorted({img.condition for img in ds if img.condition}), middle,
+        ds, (c1, c2), more_cells.popover("Cell settings", icon=":material/tune:", width="stretch",
+                                         help="Crop size and mode, background masking, the segmenter's and the "
+                                              "feature extractor's settings."))
+    settings = map_controls(sorted({img.condition for img in ds if img.condition}), (c3, c4, c5),
                             one_batch=len({img.batch for img in ds}) < 2,
                             more=more_map.popover("Map settings", icon=":material/tune:", width="stretch",
-                                             help="t-SNE, UMAP and clustering settings, and the seed."))
+                                             help="Whose cells scale a standardisation, t-SNE, UMAP and "
+                                                  "clustering settings, and the seed."))
     if settings.method == "umap":
         note.caption("The first UMAP after the server starts takes up to a minute longer: umap-learn compiles its "
                      "code on first use.")
@@ -356,7 +369,7 @@ def cellmap_page() -> None:
                  + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))
     for message in cell_map.notes:
         st.info(message)
-    left, side = st.columns([2.2, 1], vertical_alignment="bottom")
+    left, side = st.columns([1.05, 1], vertical_alignment="bottom")
     view = left.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
                                   label_visibility="collapsed", help="What to look at.")
     {"Map": lambda: map_view(cells, embedding, cell_map, side, key), "Batch effects": lambda: batch_view(cells, cell_map),

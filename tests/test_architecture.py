@@ -71,3 +71,18 @@ def test_config_turns_the_file_watcher_off():
 
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["fileWatcherType"] == "none"
+
+
+def test_every_streamlit_cache_says_what_the_user_sees():
+    """A bare ``@st.cache_resource`` shows "Running shared_array_ids()." on the page the first time:
+    a code name. Each cache either shows nothing or a sentence."""
+    bare = []
+    for path in [*(ROOT / "components").rglob("*.py"), *(ROOT / "pages").rglob("*.py"), ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            for deco in getattr(node, "decorator_list", []):
+                call = deco if isinstance(deco, ast.Call) else None
+                target = (call.func if call else deco)
+                if isinstance(target, ast.Attribute) and target.attr in ("cache_resource", "cache_data"):
+                    if call is None or not any(k.arg == "show_spinner" for k in call.keywords):
+                        bare.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert bare == []
