@@ -21,6 +21,7 @@ from components.cellmap_state import (
     selected_crops,
     send_to_explain,
 )
+from components.downloads import download_button
 from components.image_viewer import cached_composite, picture
 from components.model_panel import (
     current_device,
@@ -286,21 +287,21 @@ def export_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side) -
     frame = cells_frame(cells, embedding, cell_map)
     color_by = color_control(frame, side)
     c1, c2, c3, c4, c5 = st.columns(5)
-    c1.download_button("Cells (CSV)", lambda: frame.to_csv(index=False), file_name="cells.csv", mime="text/csv",
+    download_button(c1, "Cells (CSV)", lambda: frame.to_csv(index=False), file_name="cells.csv", mime="text/csv",
                        help="One row per cell: ids, batch, condition, measurements, map x/y, cluster, features.")
-    c2.download_button("Cells (Parquet)", lambda: _parquet(frame), file_name="cells.parquet",
+    download_button(c2, "Cells (Parquet)", lambda: _parquet(frame), file_name="cells.parquet",
                        mime="application/octet-stream", help="The same table, typed and compact (pandas, R arrow).")
     title = map_title(cells, embedding, cell_map)
-    c3.download_button("Map (HTML)", lambda: map_html(frame, color_by, title=title), file_name="cell_map.html",
+    download_button(c3, "Map (HTML)", lambda: map_html(frame, color_by, title=title), file_name="cell_map.html",
                        mime="text/html", help=f"The interactive figure coloured by {color_by} (as on the Map view), "
                                               "self-contained: it opens in any browser, offline too.")
     groups = frame[color_by] if drawn_as_groups(frame[color_by]) else frame["batch"]
-    c4.download_button("Map (PNG)", lambda: map_png(cell_map.coords, groups.to_numpy(), title=title,
+    download_button(c4, "Map (PNG)", lambda: map_png(cell_map.coords, groups.to_numpy(), title=title,
                                                     legend=groups.name),
                        file_name="cell_map.png", mime="image/png",
                        help="A static picture for a slide or a report, coloured by the Map view's groups (by batch "
                             "when it shows a measurement).")
-    c5.download_button("Metrics (JSON)", lambda: json.dumps(metrics_json(cell_map, embedding, cells), indent=2,
+    download_button(c5, "Metrics (JSON)", lambda: json.dumps(metrics_json(cell_map, embedding, cells), indent=2,
                                                               default=float),
                        file_name="batch_effect.json", mime="application/json",
                        help="Every batch-effect metric, before and after correction, and how the map was made.")

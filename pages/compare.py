@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from components.downloads import download_button
 from components.image_viewer import cached_composite
 from components.model_panel import (
     cached_result,
@@ -97,14 +98,14 @@ def numbers(image: CellImage, results: dict[str, Instances], keys: tuple, settin
         c2.plotly_chart(f1_curve_figure(curve), width="stretch", config={"displaylogo": False})
     prov = provenance(models={n: settings_used(n, settings) for n in results}, device=device)
     d1, d2 = st.columns(2)
-    d1.download_button("Results for this image (zip)",
+    download_button(d1, "Results for this image (zip)",
                        lambda: results_zip([image], {(image.name, n): r for n, r in results.items()}, table,
                                            provenance=prov),
                        file_name=f"{image.name.rsplit('.', 1)[0]}_compare.zip", mime="application/zip",
                        help="labels/<model>/<image>.tif label images, objects.csv (one row per object), "
                             "coco/<model>.json (COCO instances with scores), metrics.csv and provenance.json (each "
                             "model's settings and weights file, the device, CellScope and package versions).")
-    d2.download_button("Metrics (CSV)", lambda: with_provenance(table, prov).to_csv(index=False), file_name=f"{image.name.rsplit('.', 1)[0]}_metrics.csv",
+    download_button(d2, "Metrics (CSV)", lambda: with_provenance(table, prov).to_csv(index=False), file_name=f"{image.name.rsplit('.', 1)[0]}_metrics.csv",
                        mime="text/csv", help="The table above, with columns naming the CellScope version, device, weights and settings.")
 
 
@@ -139,7 +140,7 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
         st.markdown("**Means over images**")
         st.dataframe(means, width="stretch")
     st.dataframe(table, hide_index=True, width="stretch", height=300)
-    st.download_button("All results (zip)", lambda: results_zip(list(ds), results, table, provenance=prov),
+    download_button(st, "All results (zip)", lambda: results_zip(list(ds), results, table, provenance=prov),
                        file_name="cellscope_compare_all.zip", mime="application/zip",
                        help="Label TIFFs per model and image, objects.csv, COCO JSON per model, metrics.csv and "
                             "provenance.json (settings, weights, device, versions of this run).")

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from components.dataset_table import dataset_table
+from components.downloads import download_button
 from components.image_viewer import image_viewer
 from components.routing import require_router
 from components.state import dataset, is_untouched_example, mark_edited, reset_to_example
@@ -127,14 +128,14 @@ def batch_section(ds: Dataset) -> None:
                 mark_edited()
                 table = ds.table()
         c1, c2, _ = st.columns([1, 1, 3])
-        c1.download_button(
+        download_button(c1,
             "Download table (CSV)",
             table.to_csv(index=False),
             file_name="cellscope_dataset.csv",
             mime="text/csv",
             help="Names, shapes, batches and conditions; loads back as a batch table.",
         )
-        c2.download_button(
+        download_button(c2,
             "Download dataset (.zip)",
             lambda: dataset_zip(list(ds)),  # built only when clicked
             file_name="cellscope_dataset.zip",

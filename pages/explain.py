@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from components.cellmap_state import EXPLAIN_ROWS, current_cells, current_map
+from components.downloads import download_button
 from components.explain_state import (
     cached_classifier,
     cached_detector_cam,
@@ -177,13 +178,13 @@ def sanity_view(cells, trained: TrainedClassifier, explanation: CellExplanation,
 def export_view(cells, trained: TrainedClassifier, explanation: CellExplanation, table: pd.DataFrame, target: str,
                 opacity: float) -> None:
     c1, c2, c3 = st.columns(3)
-    c1.download_button("CAM table (CSV)", lambda: table.to_csv(index=False), file_name="cam_cells.csv",
+    download_button(c1, "CAM table (CSV)", lambda: table.to_csv(index=False), file_name="cam_cells.csv",
                        mime="text/csv", help="One row per explained cell: origin, true and predicted class, "
                                              "probability, inside share, area share, enrichment.")
     report = dumps(classifier_json(trained, target, cells))
-    c2.download_button("Classifier (JSON)", report, file_name="classifier.json", mime="application/json",
+    download_button(c2, "Classifier (JSON)", report, file_name="classifier.json", mime="application/json",
                        help="Accuracy, chance, confusion matrix, curves and how they were measured.")
-    c3.download_button("Overlays (zip)", lambda: overlays_zip(cells, trained, explanation, opacity,
+    download_button(c3, "Overlays (zip)", lambda: overlays_zip(cells, trained, explanation, opacity,
                                                               extra={"classifier.json": report}),
                        file_name="cam_overlays.zip", mime="application/zip",
                        help="Every explained cell's overlay as PNG, by true class and correct/wrong, with the table.")

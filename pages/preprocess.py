@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from components.downloads import download_button
 from components.image_viewer import cached_composite, picture
 from components.live_threshold import LIVE_METHODS, live_threshold
 from components.pipeline_cache import cell_table, gt_scores, memo, pipeline, pipeline_instances
@@ -70,7 +71,7 @@ def recipe_files() -> None:
     with st.expander("Show the recipe's JSON"):
         st.code(recipe.to_json(), language="json")
     row = st.container(horizontal=True)
-    row.download_button("Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
+    download_button(row, "Download recipe", recipe.to_json(), file_name="cellscope_recipe.json", mime="application/json",
                        help="The ordered steps and parameters as JSON; the CLI takes it with --recipe.")
     row.button("Reset to default", on_click=use_recipe, args=(DEFAULT_RECIPE, "Reset to the default recipe."),
               help="The built-in recipe for fluorescent nuclei.")
@@ -188,7 +189,7 @@ def measurements(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
         return
     table = cell_table(image, image.hash, image.channels, recipe)
     st.dataframe(table, hide_index=True, width="stretch", height=320)
-    st.download_button("Download measurements (CSV)", table.to_csv(index=False), file_name=f"{image.name}_cells.csv",
+    download_button(st, "Download measurements (CSV)", table.to_csv(index=False), file_name=f"{image.name}_cells.csv",
                        mime="text/csv", help="One row per cell: shape, position, mean and integrated intensity per channel.")
     rgb, _ = _aligned(image, recipe)
     crops = crop_cells(draw_outlines(rgb, result.labels), result.labels, size=64)
@@ -235,11 +236,11 @@ def batch_and_tune(recipe: Recipe) -> None:
         if "f1" in summary:
             st.caption(f"Mean F1 @ IoU 0.5 over {plural(int(summary['f1'].notna().sum()), 'image')} with ground truth: {summary['f1'].mean():.3f}")
         c1, c2 = st.columns(2)
-        c1.download_button("All measurements (CSV)", lambda: with_provenance(cells, prov).to_csv(index=False),
+        download_button(c1, "All measurements (CSV)", lambda: with_provenance(cells, prov).to_csv(index=False),
                            file_name="cellscope_cells.csv", mime="text/csv",
                            help="Every cell of every image, with image, batch and condition columns, and columns "
                                 "naming the CellScope version, device and recipe.")
-        c2.download_button("All label images (zip)", zipped_labels, file_name="cellscope_labels.zip", mime="application/zip",
+        download_button(c2, "All label images (zip)", zipped_labels, file_name="cellscope_labels.zip", mime="application/zip",
                            help="One label TIFF per image: 0 = background, 1..N = cells; provenance.json records the "
                                 "recipe and versions.")
 

@@ -16,6 +16,7 @@ from components.curation_state import (
     save_curation,
     start_curation,
 )
+from components.downloads import download_button
 from components.image_viewer import cached_composite
 from components.label_editor import TOOLS, apply_event, label_editor
 from components.model_panel import add_to_comparison, current_device, fetch_missing_weights, model_settings
@@ -113,7 +114,7 @@ def curation_view(ds, device: str) -> None:
         st.session_state["tr.saved"] = (f"Saved: {plural(cells, 'cell')} are {name}'s ground truth now (the Data "
                                         "page's table says 'curated'; Train and Compare use them).")
         st.rerun()
-    tools.download_button("Download labels (TIFF)", label_tiff_bytes(np.asarray(history.current)),
+    download_button(tools, "Download labels (TIFF)", label_tiff_bytes(np.asarray(history.current)),
                           file_name=f"{name}_mask.tif", mime="image/tiff", key="tr.dl_labels", width="stretch",
                           help="A label image (0 = background, 1..N = cells) that the Data page reads back as ground "
                                "truth.")

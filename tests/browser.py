@@ -146,3 +146,23 @@ def result_latency(page) -> float:
 
 def image_src(page, selector: str) -> str:
     return page.evaluate("(selector) => document.querySelector(selector).src", selector)
+
+
+def download(page, label: str, folder: Path, timeout_ms: int = 90_000) -> Path:
+    """Click the download button ``label`` and return the file the browser received (fails when
+    none arrives: the deferred file could not be made, or its id was dropped)."""
+    button = page.locator("[data-testid='stDownloadButton']").get_by_role("button", name=label)
+    with page.expect_download(timeout=timeout_ms) as info:
+        button.click()
+    received = info.value
+    assert received.failure() is None, f"{label}: {received.failure()}"
+    path = folder / received.suggested_filename
+    received.save_as(path)
+    assert path.stat().st_size > 0, f"{label}: empty file"
+    return path
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick ``option`` in the selectbox whose widget key is ``key``."""
+    page.locator(f".st-key-{key.replace('.', '-')}").get_by_role("combobox").click()
+    page.get_by_role("option", name=option, exact=True).click()

@@ -86,3 +86,16 @@ def test_every_streamlit_cache_says_what_the_user_sees():
                     if call is None or not any(k.arg == "show_spinner" for k in call.keywords):
                         bare.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert bare == []
+
+
+def test_every_download_goes_through_the_one_download_button():
+    """``components.downloads.download_button`` never reruns the app on a click and says why a file
+    could not be made; a plain ``st.download_button`` elsewhere would bring both failures back."""
+    plain = []
+    for path in [*(ROOT / "components").rglob("*.py"), *(ROOT / "pages").rglob("*.py"), ROOT / "app.py"]:
+        if path.name == "downloads.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "download_button":
+                plain.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert plain == []

@@ -454,3 +454,71 @@ def test_train_curates_a_label_trains_and_the_model_reaches_compare(browser, tmp
         _assert_no_error_shown(page, "/train walk")
         page.close()
         assert errors == [], errors
+
+
+def test_every_download_delivers_its_file_after_switching_images(server, browser, tmp_path):
+    """Issue 18.9: a download that did nothing (a click reran the app and dropped the file's id),
+    or delivered the previous image's file. Each download here, clicked right after switching the
+    image and one after another, must arrive with the content it names."""
+    import json
+    import zipfile
+
+    import pandas as pd
+    from browser import choose, download
+
+    page, main = _open_at(browser, server + "/data", "plateA_field1", height=1600)
+    errors = _watch_for_errors(page)
+    table = pd.read_csv(download(page, "Download table (CSV)", tmp_path))
+    assert len(table) == 12 and set(table["batch"]) == {"plateA", "plateB", "plateC"}
+    names = zipfile.ZipFile(download(page, "Download dataset (.zip)", tmp_path)).namelist()
+    assert sum(n.endswith(".tif") and "masks/" not in n for n in names) == 12 and "batches.csv" in names
+
+    page.goto(server + "/compare")
+    expect(main).to_contain_text("classical: 88 objects", timeout=120_000)
+    settle(page)
+    choose(page, "cmp.image", "plateB_field2")
+    expect(main).to_contain_text("yolo11s-nuclei:", timeout=60_000)
+    settle(page)
+    metrics = download(page, "Metrics (CSV)", tmp_path)
+    assert metrics.name == "plateB_field2_metrics.csv"
+    assert set(pd.read_csv(metrics)["model"]) == {"classical", "yolo11s-nuclei"}
+    archive = zipfile.ZipFile(download(page, "Results for this image (zip)", tmp_path))
+    assert {"labels/classical/plateB_field2.tif", "metrics.csv", "provenance.json"} <= set(archive.namelist())
+
+    page.goto(server + "/preprocess")
+    expect(main).to_contain_text("cells found", timeout=120_000)
+    settle(page)
+    choose(page, "pre_image", "plateC_field3")
+    page.locator(".st-key-pre_tab").get_by_role("radio", name="Cells & crops").click()
+    expect(main).to_contain_text("Cells located by thresholding", timeout=60_000)
+    settle(page)
+    cells = download(page, "Download measurements (CSV)", tmp_path)
+    assert cells.name == "plateC_field3_cells.csv" and len(pd.read_csv(cells)) > 20
+    page.locator(".st-key-pre_tab").get_by_role("radio", name="Recipe & all images").click()
+    settle(page)
+    assert "threshold" in json.loads(download(page, "Download recipe", tmp_path).read_text())["steps"]
+    page.get_by_role("button", name="Run on all images").click()
+    expect(main).to_contain_text("Mean F1", timeout=120_000)
+    settle(page)
+    everything = pd.read_csv(download(page, "All measurements (CSV)", tmp_path))
+    assert everything["image"].nunique() == 12
+    assert len(zipfile.ZipFile(download(page, "All label images (zip)", tmp_path)).namelist()) == 13  # + provenance
+
+    page.goto(server + "/cellmap")
+    expect(main).to_contain_text("cells from 12 images · morphology features", timeout=180_000)
+    settle(page)
+    page.locator(".st-key-cm-view").get_by_role("radio", name="Export").click()
+    settle(page)
+    frame = pd.read_csv(download(page, "Cells (CSV)", tmp_path))
+    assert len(frame) == 918 and {"cell_id", "batch", "x", "y", "cluster"} <= set(frame.columns)
+    assert download(page, "Cells (Parquet)", tmp_path).read_bytes()[:4] == b"PAR1"
+    html = download(page, "Map (HTML)", tmp_path).read_text()
+    assert len(html) > 3_000_000 and "<script src=" not in html.replace(" ", "")[:5000].lower()  # plotly.js inlined
+    assert download(page, "Map (PNG)", tmp_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(download(page, "Metrics (JSON)", tmp_path).read_text())
+    assert report["verdict"] in ("no", "weak", "strong", "undetermined")
+    again = pd.read_csv(download(page, "Cells (CSV)", tmp_path))  # a second click still delivers
+    assert len(again) == 918
+    _assert_no_error_shown(page, "downloads")
+    page.close()
+    assert errors == [], errors
