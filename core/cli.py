@@ -35,6 +35,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
     from core.example import make_example_dataset
     from core.export import write_dataset
 
+    _check_output_folder(args.out)
     t0 = time.perf_counter()
     images = make_example_dataset(seed=args.seed, size=args.size, fields_per_plate=args.fields)
     written = write_dataset(images, args.out)
@@ -84,8 +85,10 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from core.preprocess import run_pipeline
 
+    recipe = _recipe(args.recipe)
+    _check_output_file(args.output, "-o")
     image = _one_image(args.image, args.plane)
-    result = run_pipeline(image.pixels, image.channels, _recipe(args.recipe))
+    result = run_pipeline(image.pixels, image.channels, recipe)
     _write_tiff(args.output, result.processed.astype("float32"))
     print(f"{image.name}: wrote {args.output} ({result.processed.shape[1]}x{result.processed.shape[0]} float32, "
           f"the image after background correction); " + "; ".join(result.notes))
@@ -379,10 +382,12 @@ def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dic
     return settings, resolve_device(args.device)
 
 
-def _cells_from_inputs(args: argparse.Namespace, settings: dict | None, device: str, *, log: TextIO) -> CellSet:
+def _cells_from_inputs(args: argparse.Namespace, settings: dict | None, device: str, *, log: TextIO,
+                       check_images: Callable[[list], None] | None = None) -> CellSet:
     """Inputs -> images (batches as ``--batch-from`` says) -> labels (``--model``: a segmenter run
     with ``settings``, or gt for each image's ground truth) -> the CellSet with ``--crop-size``/
-    ``--crop-mode``/``--mask-background``. Says what it found on ``log``."""
+    ``--crop-mode``/``--mask-background``. ``check_images`` may refuse the images before any is
+    segmented. Says what it found on ``log``."""
     from models.cellmap import cell_set
     from models.registry import load_model
     from models.runner import run_model
@@ -391,6 +396,8 @@ def _cells_from_inputs(args: argparse.Namespace, settings: dict | None, device: 
     images = _load_images(args.inputs, args.batch_from, args.plane)
     batches = sorted({img.batch for img in images})
     print(f"{len(images)} images in {len(batches)} batches ({', '.join(batches[:8])})", file=log, flush=True)
+    if check_images is not None:
+        check_images(images)
     labels = {}
     if args.model == "gt":
         missing = [img.name for img in images if img.gt is None]
@@ -480,6 +487,24 @@ def _check_classifier_crops(size: int, layer: str | None) -> None:
         raise ValueError(f"--layer {layer}: the classifier has no such layer; CAM layers: {', '.join(layers)}")
 
 
+def _check_target_images(images: list, target: str) -> None:
+    """Before segmenting: every image has a ``target`` value (batch, condition), and the values can
+    be cross-validated by image (at least two, each in two images), as the classifier will ask."""
+    from models.classifier import check_target
+
+    if target == "cluster":
+        return
+    values = [getattr(img, target) for img in images]
+    if target == "condition" and "" in values:
+        missing = [img.name for img in images if not img.condition]
+        raise ValueError(f"--target condition: {len(missing)} of {len(images)} images have no condition (e.g. "
+                         f"{missing[0]}); give them one with --batch-from csv:FILE (filename,batch,condition)")
+    try:
+        check_target(values, [img.name for img in images])
+    except ValueError as exc:
+        raise ValueError(f"--target {target}: {exc}") from exc
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     """Cells -> a classifier of batch/condition/cluster -> CAMs -> inside-mask shares; writes
     cam_cells.csv, classifier.json, overlays/ and provenance.json into --out."""
@@ -515,7 +540,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     k = MapSettings(k=MapSettings().k if args.k is None else args.k).k
     segmenter, device = _check_cell_arguments(args, recipe)
     _check_classifier_crops(args.crop_size, args.layer)
-    cells = _cells_from_inputs(args, segmenter, device, log=sys.stderr)
+    cells = _cells_from_inputs(args, segmenter, device, log=sys.stderr,
+                               check_images=lambda images: _check_target_images(images, args.target))
     clusters = None
     if args.target == "cluster":
         clusters = map_clusters(cells, k, seed=settings["seed"])

@@ -61,8 +61,8 @@ def offline_advice(dest: Path) -> str:
     (the user is at the machine) and the app (the user may be in a browser far from a lab server,
     where only whoever runs the server can place a file)."""
     return (f"To add it without internet, download {dest.name} on another computer and copy it to {dest} on the "
-            f"machine that runs CellScope; on a shared server, whoever runs the server does this (the setting "
-            f"{WEIGHTS_DIR_ENV}, made before CellScope starts, moves the weights folder)")
+            f"machine that runs CellScope; on a shared server, whoever runs the server does this (the environment "
+            f"variable {WEIGHTS_DIR_ENV}, set before CellScope starts, moves the weights folder)")
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

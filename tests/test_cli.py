@@ -176,13 +176,10 @@ def test_compare_writes_provenance_naming_each_models_settings(tmp_path):
 # Every argument checked before any work; progress a log can read
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Reading images (embed, explain, train), loading a model or segmenting fails the test: the
-    names of what was called are in the list."""
-    import core.io
-    import models.registry
-    import models.runner
+def _refuse(monkeypatch, targets: tuple[str, ...]) -> list[str]:
+    """Each of ``targets`` ("module.function") fails the test when called; their names, as
+    called, are in the list returned."""
+    import importlib
 
     calls: list[str] = []
 
@@ -192,10 +189,25 @@ def no_work(monkeypatch):
             raise AssertionError(f"{what} ran before every argument was checked")
         return fail
 
-    for module, name in ((core.io, "load_paths"), (core.io, "load_images_and_masks"),
-                         (models.registry, "load_model"), (models.runner, "run_model")):
-        monkeypatch.setattr(module, name, refuse(name))
+    for target in targets:
+        module, name = target.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), name, refuse(name))
     return calls
+
+
+MODEL_WORK = ("models.registry.load_model", "models.runner.run_model")
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Reading images (embed, explain, train), loading a model or segmenting fails the test."""
+    return _refuse(monkeypatch, ("core.io.load_paths", "core.io.load_images_and_masks", *MODEL_WORK))
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Images may be read; loading a model or segmenting fails the test."""
+    return _refuse(monkeypatch, MODEL_WORK)
 
 
 @pytest.fixture
@@ -269,6 +281,20 @@ def test_out_that_is_a_file_is_refused_before_any_work(on_disk, no_work, capsys)
     assert no_work == []
 
 
+@pytest.mark.parametrize(("target", "message"), [
+    ("batch", "--target batch: the target has a single class ('plateA')"),
+    ("condition", "--target condition: the target has a single class ('control')"),
+])
+def test_explain_refuses_a_target_the_images_cannot_teach_before_segmenting_them(target, message, on_disk, no_model,
+                                                                                   capsys):
+    """Two fields of plate A, both control: nothing to tell apart, said before the segmenter runs
+    (it used to fail after segmenting every image)."""
+    code, _, stderr = _main("explain", str(on_disk / "data"), "--target", target, "--out", str(on_disk / "out"),
+                            capsys=capsys)
+    assert code == 1 and stderr.splitlines()[-1].startswith(f"error: {message}"), stderr
+    assert stderr.count("error: ") == 1 and no_model == [] and not (on_disk / "out").exists()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("train", "--model", "unet", "--images", "{data}", "--out", "{tmp}/x.unet.pt", "--val-split", "1.5"),
      "the validation fraction must be between 0 and 1; got 1.5"),
@@ -281,8 +307,10 @@ def test_out_that_is_a_file_is_refused_before_any_work(on_disk, no_work, capsys)
     (("compare", "{image}", "--models", "classical", "--out", "{tmp}/a_file"), "{tmp}/a_file is a file, not a folder"),
     (("compare", "{image}", "--models", "classical", "--out", "{tmp}/c", "--tile", "64"), "tile must be one of"),
     (("compare", "{image}", "--models", ",", "--out", "{tmp}/c"), "--models names no model"),
+    (("preprocess", "{image}", "-o", "{tmp}/no/such/p.tif"), "-o {tmp}/no/such/p.tif: there is no folder"),
+    (("example", "--out", "{tmp}/a_file/x"), "{tmp}/a_file is a file, not a folder"),
 ])
-def test_train_segment_and_compare_check_every_argument_before_any_work(args, message, on_disk, no_work, capsys):
+def test_train_segment_compare_and_the_rest_check_every_argument_before_any_work(args, message, on_disk, no_work, capsys):
     fill = {"data": on_disk / "data", "tmp": on_disk, "image": on_disk / "data" / "images" / "plateA_field1.tif"}
     code, _, stderr = _main(*(a.format(**fill) for a in args), capsys=capsys)
     assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("error: "), stderr

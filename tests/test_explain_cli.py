@@ -203,7 +203,7 @@ def test_clusters_of_the_cells_are_a_target(runs):
     (("{tmp}/nothing", "--target", "batch"), "/nothing: no such file or folder"),
     (("{tmp}/empty", "--target", "batch"), "error: no images could be read from "),
     (("{data}", "--target", "batch", "--method", "gradcamm"), "error: unknown CAM method 'gradcamm'; choose one of "),
-    (("{data}", "--target", "condition", "--model", "gt"), "cells have no condition"),
+    (("{data}", "--target", "condition", "--model", "gt"), "--target condition: 2 of 2 images have no condition"),
 ])
 def test_a_bad_request_fails_in_one_line(tmp_path, args, message):
     write_dataset([nuclei_field(np.random.default_rng(i), background=BACKGROUND, nucleus=NUCLEUS, name=f"f{i}",
