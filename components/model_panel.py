@@ -18,7 +18,7 @@ from models.device import resolve_device
 from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
 from models.runner import run_model
 from models.tiling import TILING_SETTINGS
-from models.weights import WeightsUnavailable, resolve_weights, weights_dir
+from models.weights import WEIGHTS_DIR_ENV, WeightsUnavailable, offline_advice, resolve_weights, weights_dir
 from models.yolo import user_weights_folder
 
 FAMILY_ORDER = {"classical": 0, "yolo": 1, "rcnn": 2, "sam": 3}
@@ -47,7 +47,7 @@ def model_picker(key: str) -> list[str]:
         "Models", names, default=[n for n in DEFAULT_MODELS if n in names], key=key,
         format_func=lambda name: name if state[name] else f"{name} (needs weights)",
         help="Run side by side on the same image. 'needs weights': downloaded on first use (progress shown), "
-             "or placed in the weights folder by hand when this machine is offline. *What each model is* "
+             "or, without internet, placed in the weights folder by whoever runs CellScope. *What each model is* "
              "describes them.",
     )
 
@@ -78,7 +78,8 @@ def model_guide() -> None:
     rows = model_table()
     st.markdown("| model | ready | what it is | weights |\n|---|---|---|---|\n" + "\n".join(
         f"| **{r['model']}** | {r['ready']} | {r['what it is']} | {r['weights']} |" for r in rows))
-    st.markdown(f"Weights folder (set `CELLSCOPE_WEIGHTS_DIR` to move it):\n\n`{weights_dir()}`\n\n"
+    st.markdown(f"Weights folder, on the machine that runs CellScope (whoever runs it places files there; the "
+                f"setting `{WEIGHTS_DIR_ENV}` moves it):\n\n`{weights_dir()}`\n\n"
                 f"Your own YOLO `.pt` files (detect or segment) placed in `{user_weights_folder()}` appear as "
                 "`user:<name>`.")
     weights_upload()
@@ -120,8 +121,7 @@ def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
         slot = st.empty()  # the warning and its button go once the file is here
         cols = slot.container().columns([3, 1], vertical_alignment="center")
         cols[0].warning(f"{who} {'needs' if len(needing) == 1 else 'need'} {filename} ({spec.size_mb:.0f} MB, "
-                        f"{spec.license}) from {spec.url}. Offline, download it elsewhere and place it in "
-                        f"`{weights_dir()}`.")
+                        f"{spec.license}) from {spec.url}. {offline_advice(weights_dir() / filename)}.")
         if cols[1].button(f"Download {spec.size_mb:.0f} MB", key=f"{key}.dl.{filename}", width="stretch",
                           help=f"Fetch {filename} into {weights_dir()}, checksum-verified when one is published."):
             bar = st.progress(0.0, text=f"Downloading {filename}…")

@@ -16,10 +16,11 @@ def histogram_figure(values: np.ndarray, threshold: float | None = None, *, log_
     if threshold is None:
         title = title or "adaptive threshold: it varies across the image"
     else:
-        fig.add_vline(x=threshold, line_color="#ff6b6b", line_width=2,
-                      annotation_text=f"threshold {threshold:.3f}", annotation_position="top right")
+        # The label on the side with room: right of 0.5 it ran past 1 and stretched the axis to 1.5.
+        fig.add_vline(x=threshold, line_color="#ff6b6b", line_width=2, annotation_text=f"threshold {threshold:.3f}",
+                      annotation_position="top right" if threshold < 0.5 else "top left")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10), bargap=0,
-                      title=title or None, xaxis_title="normalised intensity", yaxis_title="pixels",
+                      title=title or None, xaxis_title="normalised intensity", xaxis_range=[0, 1], yaxis_title="pixels",
                       yaxis_type="log" if log_y else "linear", showlegend=False)
     return fig
 

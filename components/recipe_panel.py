@@ -172,8 +172,11 @@ def _draw_rotate(k) -> None:
     c1, c2 = st.columns(2)
     c1.slider("Centre x", 0.0, 1.0, step=0.05, **k("rotate", "center_x"), disabled=not on, help="Rotation centre, fraction of the width.")
     c2.slider("Centre y", 0.0, 1.0, step=0.05, **k("rotate", "center_y"), disabled=not on, help="Rotation centre, fraction of the height.")
-    c1.checkbox("Flip horizontally", **k("rotate", "flip_horizontal"), disabled=not on, help="Mirror left-right.")
-    c2.checkbox("Flip vertically", **k("rotate", "flip_vertical"), disabled=not on, help="Mirror top-bottom.")
+    # Not in the half-width columns above: at 1280 px those cut the labels to "Flip ..."; a wrapping
+    # row gives each checkbox its label's width and moves the second below when both do not fit.
+    flips = st.container(horizontal=True, wrap=True)
+    flips.checkbox("Flip horizontally", **k("rotate", "flip_horizontal"), disabled=not on, help="Mirror left-right.")
+    flips.checkbox("Flip vertically", **k("rotate", "flip_vertical"), disabled=not on, help="Mirror top-bottom.")
 
 
 def _draw_normalize(k) -> None:
@@ -241,9 +244,9 @@ def _draw_canny(k) -> None:
     on = st.toggle("Canny edges", **k("canny", "enabled", redraw=True), help="cv.Canny on the denoised image; shown as a view.")
     st.slider("Hysteresis thresholds", 0.0, 1.0, step=0.01, **k("canny", "range"), disabled=not on,
               help="Edges above the high value start a contour; connected ones above the low value extend it.")
-    c1, c2 = st.columns(2)
-    c1.select_slider("Aperture", [3, 5, 7], **k("canny", "aperture"), disabled=not on, help="Sobel kernel size.")
-    c2.checkbox("L2 gradient", **k("canny", "l2_gradient"), disabled=not on, help="Exact gradient magnitude (slower).")
+    st.select_slider("Aperture", [3, 5, 7], **k("canny", "aperture"), disabled=not on, help="Sobel kernel size.")
+    st.checkbox("L2 gradient", **k("canny", "l2_gradient"), disabled=not on,  # a half column cut it to "L2 g..."
+                help="Exact gradient magnitude (slower).")
     st.checkbox("Cut the mask along edges", **k("canny", "cut_mask"), disabled=not on,
                 help="Removes edge pixels from the foreground: can separate touching cells.")
 

@@ -132,11 +132,18 @@ def dataset_scaling(
     return IntensityScaling(tuple(names), tuple(low), tuple(high), tuple(map(float, percentiles)))  # type: ignore[arg-type]
 
 
-def _check_crop_args(pairs: Pairs, table: pd.DataFrame, size: int, mode: str, chunk: int) -> None:
+def check_crop_settings(size: int, mode: str) -> None:
+    """ValueError unless ``size`` and ``mode`` make crops (the command line asks before any work)."""
     if mode not in CROP_MODES:
         raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
-    if size < 4 or chunk < 1:
-        raise ValueError("crop size must be at least 4 and chunk at least 1")
+    if size < 4:
+        raise ValueError(f"crop size must be at least 4; got {size}")
+
+
+def _check_crop_args(pairs: Pairs, table: pd.DataFrame, size: int, mode: str, chunk: int) -> None:
+    check_crop_settings(size, mode)
+    if chunk < 1:
+        raise ValueError("chunk must be at least 1")
     if len(table) and int(table["image_index"].max()) >= len(pairs):
         raise ValueError("the table refers to more images than were given: build it from the same pairs")
 

@@ -35,6 +35,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
     from core.example import make_example_dataset
     from core.export import write_dataset
 
+    _check_output_folder(args.out)
     t0 = time.perf_counter()
     images = make_example_dataset(seed=args.seed, size=args.size, fields_per_plate=args.fields)
     written = write_dataset(images, args.out)
@@ -84,8 +85,10 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from core.preprocess import run_pipeline
 
+    recipe = _recipe(args.recipe)
+    _check_output_file(args.output, "-o")
     image = _one_image(args.image, args.plane)
-    result = run_pipeline(image.pixels, image.channels, _recipe(args.recipe))
+    result = run_pipeline(image.pixels, image.channels, recipe)
     _write_tiff(args.output, result.processed.astype("float32"))
     print(f"{image.name}: wrote {args.output} ({result.processed.shape[1]}x{result.processed.shape[0]} float32, "
           f"the image after background correction); " + "; ".join(result.notes))
@@ -101,16 +104,21 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from models.registry import get_model_info, load_model
     from models.runner import run_model
 
-    image = _one_image(args.image, args.plane)
+    # Every argument is checked before any work: an unknown model or a missing checkpoint before torch is imported.
     recipe = _recipe(args.recipe)
-    get_model_info(args.model)  # an unknown name or a missing checkpoint fails before torch is imported
+    get_model_info(args.model)
+    settings = _model_settings(args.model, recipe, args.tile)
+    _check_output_file(args.output, "-o")
+    image = _one_image(args.image, args.plane)
+    device = resolve_device(args.device)
+    printer = ProgressPrinter(f"downloading {args.model} weights")
 
     def progress(done: int, total: int | None) -> None:
-        share = f"{done / total:.0%} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB"
-        print(f"\rdownloading {args.model} weights: {share}", end="", file=sys.stderr, flush=True)
+        printer(done / total if total else 0.0, f"of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB")
 
-    model = load_model(args.model, resolve_device(args.device), progress=progress)
-    result = run_model(model, image, **_model_settings(args.model, recipe, args.tile))
+    model = load_model(args.model, device, progress=progress)
+    printer.finish()
+    result = run_model(model, image, **settings)
     Path(args.output).write_bytes(label_tiff_bytes(result.labels))
     kind = "boxes" if result.box_only else "cells"
     tiles = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
@@ -123,10 +131,11 @@ def _model_settings(name: str, recipe: Recipe, tile: int) -> dict[str, Any]:
     """Every setting ``predict`` gets (the recipe where the model takes one, else the registry's
     defaults, written out so the record is what ran), plus the tiling."""
     from models.registry import get_model_info
-    from models.tiling import DEFAULT_OVERLAP
+    from models.tiling import DEFAULT_OVERLAP, TILING_SETTINGS
 
     info = get_model_info(name)
-    return {**info.resolve({"recipe": recipe} if "recipe" in info.params else {}), "tile": tile,
+    tiling = {s.name: s for s in TILING_SETTINGS}
+    return {**info.resolve({"recipe": recipe} if "recipe" in info.params else {}), "tile": tiling["tile"].check(tile),
             "overlap": DEFAULT_OVERLAP}
 
 
@@ -143,13 +152,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from models.registry import get_model_info, load_model
     from models.runner import run_model
 
-    image = _one_image(args.image, args.plane)
+    # Every argument is checked before any work: unknown names and missing checkpoint files too.
+    recipe = _recipe(args.recipe)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--models names no model; give comma-separated names from `models`")
     for name in names:
-        get_model_info(name)  # unknown names (and missing checkpoint files) fail before any work
+        get_model_info(name)
+    settings = {name: _model_settings(name, recipe, args.tile) for name in names}
     files = {name: _label_file(name) for name in names}
     if len(set(files.values())) < len(files):
         raise ValueError(f"two models would write the same label file: {', '.join(names)}; rename a checkpoint")
+    _check_output_folder(args.out)
+    image = _one_image(args.image, args.plane)
     gt = None
     if args.gt:
         gt, _ = read_labels(Path(args.gt).read_bytes(), args.gt)
@@ -157,13 +172,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.gt}: ground truth is {gt.shape[1]}x{gt.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
     elif image.gt is not None:
         gt = image.gt
+    device, metrics = resolve_device(args.device), {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device, recipe, metrics, settings = resolve_device(args.device), _recipe(args.recipe), {}, {}
     for name in names:
         model = load_model(name, device)
-        used = settings[name] = _model_settings(name, recipe, args.tile)
-        result = run_model(model, image, **used)
+        result = run_model(model, image, **settings[name])
         (out / files[name]).write_bytes(label_tiff_bytes(result.labels))
         entry = metrics[name] = metrics_entry(result, gt)
         summary = f"f1={entry['f1']:.3f}" if gt is not None else "no ground truth"
@@ -201,6 +215,7 @@ def _load_images(inputs: Sequence[str], batch_from: str | None, plane: int | Non
     from core.batches import apply_batch_table, batches_from_pattern, parse_batch_table
     from core.io import load_images_and_masks, load_paths
 
+    _check_batch_from(batch_from)
     images, found = [], []
     for given in inputs:
         path = Path(given)
@@ -232,41 +247,158 @@ def _load_images(inputs: Sequence[str], batch_from: str | None, plane: int | Non
         images, unmatched = apply_batch_table(images, parse_batch_table(table.read_bytes(), sep=sep))
         if unmatched:
             print(f"note: batch table rows matching no image: {', '.join(unmatched[:10])}", file=sys.stderr)
-    elif batch_from not in (None, "folder"):
-        raise ValueError(f"--batch-from must be folder, regex:PATTERN or csv:FILE; got {batch_from!r}")
     if not images:
         raise ValueError("no images could be read from " + " ".join(inputs))
     return images
 
 
-def _progress_to_stderr(name: str) -> Callable[[float, str], None]:
-    """A ``progress(fraction, what)`` that redraws one line on stderr: ``name:  42% what``."""
-    def progress(fraction: float, what: str) -> None:
-        print(f"\r{name}: {fraction:4.0%} {what[:80]:<80}", end="", file=sys.stderr, flush=True)
+def _check_batch_from(batch_from: str | None) -> None:
+    """``--batch-from``: folder, regex:PATTERN (a valid pattern with a group 'batch') or csv:FILE (a
+    readable table); checked by the functions that later apply it, before any image is read."""
+    from pathlib import Path
 
-    return progress
+    from core.batches import batches_from_pattern, parse_batch_table
+
+    if batch_from in (None, "folder"):
+        return
+    if batch_from.startswith("regex:"):
+        try:
+            batches_from_pattern([], batch_from[6:])
+        except ValueError as exc:
+            raise ValueError(f"--batch-from {batch_from}: {exc}") from exc
+    elif batch_from.startswith("csv:"):
+        table = Path(batch_from[4:])
+        if not table.is_file():
+            raise ValueError(f"--batch-from {batch_from}: no such file {table}")
+        try:
+            parse_batch_table(table.read_bytes(), sep="\t" if table.suffix.lower() == ".tsv" else ",")
+        except ValueError as exc:
+            raise ValueError(f"--batch-from {batch_from}: {exc}") from exc
+    else:
+        raise ValueError(f"--batch-from must be folder, regex:PATTERN or csv:FILE; got {batch_from!r}")
 
 
-def _clear_progress() -> None:
-    print("\r" + " " * 100, end="\r", file=sys.stderr, flush=True)
+def _check_output_file(path: str, flag: str) -> None:
+    """An output file that can be written once the work is done: not a folder, in a folder that exists."""
+    from pathlib import Path
+
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give the file's name")
+    if not target.parent.is_dir():
+        raise ValueError(f"{flag} {path}: there is no folder {target.parent}")
 
 
-def _cells_from_inputs(args: argparse.Namespace, recipe: Recipe, *, log: TextIO) -> tuple[CellSet, dict | None, str]:
-    """Inputs -> images (batches as ``--batch-from`` says) -> labels (``--model``: a segmenter, or
-    gt for each image's ground truth) -> the CellSet with ``--crop-size``/``--crop-mode``/
-    ``--mask-background``; also the segmenter's settings (None for gt), for the provenance, and
-    the ``--device`` resolved. Says what it found on ``log``."""
-    from models.cellmap import cell_set
+def _check_output_folder(path: str) -> None:
+    """``--out``: a folder that exists or can be made (it is made once the work is done)."""
+    from pathlib import Path
+
+    target = Path(path).expanduser()
+    existing = next(folder for folder in (target, *target.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"--out {path}: {existing} cannot be written to")
+
+
+def _check_inputs(inputs: Sequence[str]) -> None:
+    from pathlib import Path
+
+    missing = [given for given in inputs if not Path(given).exists()]
+    if missing:
+        raise ValueError(f"{missing[0]}: no such file or folder")
+
+
+LOG_INTERVAL_S = 5.0  # a log or CI gets a progress line at most this often
+
+
+class ProgressPrinter:
+    """A ``progress(fraction, what)`` for a command: ``name:  42% what``. On a terminal one line
+    redrawn in place; to a file or a pipe (a log, CI) whole lines, the first at once and then at most
+    one every ``interval`` seconds: a training log was thousands of carriage-return updates on one line.
+    :meth:`finish` ends it: the terminal's line is cleared (or kept), a log gets the latest state."""
+
+    def __init__(self, name: str, *, stream: TextIO | None = None, width: int = 80,
+                 interval: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.width, self.interval, self.clock = name, width, interval, clock
+        self._stream = stream
+        self._last: float | None = None  # when a log line was last written
+        self._pending = ""  # a log's latest text not written yet
+        self._drawn = False  # a terminal line is showing
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr  # sys.stderr as it is at each call
+
+    @property
+    def tty(self) -> bool:
+        isatty = getattr(self.stream, "isatty", None)
+        return bool(isatty and isatty())
+
+    def __call__(self, fraction: float, what: str) -> None:
+        text = f"{self.name}: {fraction:4.0%} {what[:self.width]}"
+        if self.tty:
+            print(f"\r{text:<{len(self.name) + self.width + 7}}", end="", file=self.stream, flush=True)
+            self._drawn = True
+            return
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            self._pending = text
+            return
+        print(text, file=self.stream, flush=True)
+        self._last, self._pending = now, ""
+
+    def finish(self, *, keep: bool = False) -> None:
+        """The end of this progress: a terminal's line cleared (ended with a newline when ``keep``),
+        a log's latest state written if the rate limit held it back."""
+        if self.tty:
+            if self._drawn:
+                end = "\n" if keep else "\r" + " " * (len(self.name) + self.width + 7) + "\r"
+                print(end, end="", file=self.stream, flush=True)
+        elif self._pending:
+            print(self._pending, file=self.stream, flush=True)
+        self._drawn, self._pending, self._last = False, "", None
+
+
+def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dict | None, str]:
+    """Every argument ``embed`` and ``explain`` share, checked before any work: the segmenter and
+    its settings (None for gt), the crops, ``--batch-from``, ``--out``, the inputs, and the device
+    (last: it imports torch, seconds a misspelt flag need not wait). Returns the settings and the device."""
+    from core.cells import check_crop_settings
     from models.device import resolve_device
+    from models.registry import get_model_info
+
+    settings = None
+    if args.model != "gt":
+        task = get_model_info(args.model).task
+        if task != "segment":
+            raise ValueError(f"--model {args.model} does not segment (its task: {task}); choose a segmenter from "
+                             "`models`, or gt")
+        settings = _model_settings(args.model, recipe, 1024)
+    check_crop_settings(args.crop_size, args.crop_mode)
+    _check_batch_from(args.batch_from)
+    _check_output_folder(args.out)
+    _check_inputs(args.inputs)
+    return settings, resolve_device(args.device)
+
+
+def _cells_from_inputs(args: argparse.Namespace, settings: dict | None, device: str, *, log: TextIO,
+                       check_images: Callable[[list], None] | None = None) -> CellSet:
+    """Inputs -> images (batches as ``--batch-from`` says) -> labels (``--model``: a segmenter run
+    with ``settings``, or gt for each image's ground truth) -> the CellSet with ``--crop-size``/
+    ``--crop-mode``/``--mask-background``. ``check_images`` may refuse the images before any is
+    segmented. Says what it found on ``log``."""
+    from models.cellmap import cell_set
     from models.registry import load_model
     from models.runner import run_model
 
     t0 = time.perf_counter()
     images = _load_images(args.inputs, args.batch_from, args.plane)
-    device = resolve_device(args.device)  # after the inputs: it imports torch, seconds a missing file need not wait
     batches = sorted({img.batch for img in images})
     print(f"{len(images)} images in {len(batches)} batches ({', '.join(batches[:8])})", file=log, flush=True)
-    labels, settings = {}, None
+    if check_images is not None:
+        check_images(images)
+    labels = {}
     if args.model == "gt":
         missing = [img.name for img in images if img.gt is None]
         if missing:
@@ -274,12 +406,11 @@ def _cells_from_inputs(args: argparse.Namespace, recipe: Recipe, *, log: TextIO)
         labels = {img.name: img.gt for img in images}
     else:
         model = load_model(args.model, device)
-        settings = _model_settings(args.model, recipe, 1024)
         for img in images:
             labels[img.name] = run_model(model, img, **settings).labels
     cells = cell_set(images, labels, size=args.crop_size, mode=args.crop_mode, mask_background=args.mask_background)
     print(f"{len(cells)} cells by {args.model} ({time.perf_counter() - t0:.1f} s)", file=log, flush=True)
-    return cells, settings, device
+    return cells
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -289,20 +420,26 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
-    from models.cellmap import MapSettings, cells_frame, features_of, make_map, map_title, metrics_json
+    from models.cellmap import MapSettings, cells_frame, embedders, features_of, make_map, map_title, metrics_json
+    from models.registry import get_model_info
 
     t0 = time.perf_counter()
+    # Every argument is checked before any work: `--k 0` used to segment every image first.
     recipe = _recipe(args.recipe)
-    cells, settings, device = _cells_from_inputs(args, recipe, log=sys.stdout)
     name = FEATURE_ALIASES.get(args.features, args.features)
-    progress = _progress_to_stderr(name)
-    embedding = features_of(cells, name, {}, device=device, progress=progress, allow_download=True)
-    print(f"\r{name}: {embedding.features.shape[1]} features per cell in {embedding.seconds:.1f} s" + " " * 40)
+    if get_model_info(name).task != "embed":
+        raise ValueError(f"--features {args.features} does not give features; choose one of {', '.join(embedders())}")
     map_settings = MapSettings(method=args.map, perplexity=args.perplexity, iterations=args.iterations,
                                seed=args.seed, clusters=args.clusters, k=args.k, correction=args.correct,
                                control=args.control or "")
+    settings, device = _check_cell_arguments(args, recipe)
+    cells = _cells_from_inputs(args, settings, device, log=sys.stdout)
+    progress = ProgressPrinter(name)
+    embedding = features_of(cells, name, {}, device=device, progress=progress, allow_download=True)
+    progress.finish()
+    print(f"{name}: {embedding.features.shape[1]} features per cell in {embedding.seconds:.1f} s")
     cell_map = make_map(cells, embedding, map_settings, progress=progress)
-    _clear_progress()
+    progress.finish()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(recipe=recipe if args.model in ("classical",) else None,
@@ -338,6 +475,36 @@ def _classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
     return info.resolve(given)
 
 
+def _check_classifier_crops(size: int, layer: str | None) -> None:
+    """The crop size the classifier takes and ``--layer`` among its CAM layers, asked of the
+    classifier itself (an untrained one of this size: milliseconds)."""
+    from models.classifier import ClassifierConfig, build_classifier
+    from models.explain import cam_layers
+
+    config = ClassifierConfig(channels=1, size=size, n_classes=2)  # its crop-size rule; channels, classes: any
+    layers = list(cam_layers(build_classifier(config)))
+    if layer is not None and layer not in layers:
+        raise ValueError(f"--layer {layer}: the classifier has no such layer; CAM layers: {', '.join(layers)}")
+
+
+def _check_target_images(images: list, target: str) -> None:
+    """Before segmenting: every image has a ``target`` value (batch, condition), and the values can
+    be cross-validated by image (at least two, each in two images), as the classifier will ask."""
+    from models.classifier import check_target
+
+    if target == "cluster":
+        return
+    values = [getattr(img, target) for img in images]
+    if target == "condition" and "" in values:
+        missing = [img.name for img in images if not img.condition]
+        raise ValueError(f"--target condition: {len(missing)} of {len(images)} images have no condition (e.g. "
+                         f"{missing[0]}); give them one with --batch-from csv:FILE (filename,batch,condition)")
+    try:
+        check_target(values, [img.name for img in images])
+    except ValueError as exc:
+        raise ValueError(f"--target {target}: {exc}") from exc
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     """Cells -> a classifier of batch/condition/cluster -> CAMs -> inside-mask shares; writes
     cam_cells.csv, classifier.json, overlays/ and provenance.json into --out."""
@@ -371,20 +538,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if per_class < 1:
         raise ValueError(f"--cells-per-class must be at least 1; got {per_class}")
     k = MapSettings(k=MapSettings().k if args.k is None else args.k).k
-    cells, segmenter, device = _cells_from_inputs(args, recipe, log=sys.stderr)
+    segmenter, device = _check_cell_arguments(args, recipe)
+    _check_classifier_crops(args.crop_size, args.layer)
+    cells = _cells_from_inputs(args, segmenter, device, log=sys.stderr,
+                               check_images=lambda images: _check_target_images(images, args.target))
     clusters = None
     if args.target == "cluster":
         clusters = map_clusters(cells, k, seed=settings["seed"])
         print(f"{k} k-means clusters of the cells' morphology features", file=sys.stderr)
     labels = target_labels(cells, args.target, clusters)
-    trained = train_cell_classifier(cells, labels, settings, device=device,
-                                    progress=_progress_to_stderr("training"))
-    _clear_progress()
+    progress = ProgressPrinter("training")
+    trained = train_cell_classifier(cells, labels, settings, device=device, progress=progress)
+    progress.finish()
     print(f"classifier trained in {trained.seconds:.1f} s", file=sys.stderr)
     rows = sample_rows(trained, per_class, seed=settings["seed"])
-    explanation = explain_cells(cells, trained, rows, method=args.method, layer=args.layer,
-                                progress=_progress_to_stderr(args.method))
-    _clear_progress()
+    progress = ProgressPrinter(args.method)
+    explanation = explain_cells(cells, trained, rows, method=args.method, layer=args.layer, progress=progress)
+    progress.finish()
     deletion = None
     if args.deletion_test:
         print("deletion/insertion test…", file=sys.stderr)
@@ -444,9 +614,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     """Images + masks -> a split -> a trained model's best checkpoint and its metadata JSON."""
     from pathlib import Path
 
-    from core.training_data import split_by_batch, split_by_image, training_pairs
+    from core.training_data import check_val_fraction, split_by_batch, split_by_image, training_pairs
     from models.trainers import trainer
 
+    # Every argument is checked before any work (the device last: it imports torch).
     info = trainer(args.model)  # the Train page's table of families
     label, train_model, checkpoint_path = info.label, info.load("train"), info.load("checkpoint_path")
     from models.device import resolve_device
@@ -457,6 +628,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for flag, folder in (("--images", args.images), ("--masks", args.masks)):
         if folder is not None and not Path(folder).is_dir():
             raise ValueError(f"{flag} {folder}: no such folder")
+    if args.val_split is not None:
+        check_val_fraction(args.val_split)
+    _check_batch_from(args.batch_from)
+    device = resolve_device(args.device)
     problems: list = []
     images = _load_images([args.images], args.batch_from, args.plane, masks=args.masks, problems=problems)
     with_gt = [img for img in images if img.gt is not None]
@@ -479,7 +654,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         split = split_by_image(pairs, seed=training.seed,
                                **({} if args.val_split is None else {"val_fraction": args.val_split}))
     train, val = split.apply(pairs)
-    device = resolve_device(args.device)
     batches = sorted({p.batch for p in pairs})
     settings = ", ".join(f"{k} {v}" for k, v in training.to_dict().items())
     print(f"{len(pairs)} images with ground truth ({sum(p.n_objects for p in pairs)} objects, batches "
@@ -496,11 +670,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
               "a GPU is much faster", flush=True)
 
     last_f1: list[float] = []
+    printer = ProgressPrinter("training", width=110)
 
     def progress(fraction: float, what: str) -> None:
         if last_f1 and "validation F1" not in what:  # the step lines: the latest epoch's F1 too
             what = what.replace(" · about", f" · val F1 {last_f1[-1]:.3f} · about", 1)
-        print(f"\rtraining: {fraction:4.0%} {what[:110]:<110}", end="", file=sys.stderr, flush=True)
+        printer(fraction, what)
 
     try:
         # The U-Net trains on one thread in the app (the server stays responsive); here, on every core.
@@ -508,11 +683,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trained = train_model(train, val, training=training, out=out, device=device, split=split, progress=progress,
                               on_epoch=lambda record: last_f1.append(record.f1), **threads)
     except KeyboardInterrupt:  # the trainers write each better epoch's checkpoint at once: say where
+        printer.finish(keep=True)
         if out.is_file():
-            print(f"\ninterrupted: the best checkpoint so far is {out} (metadata {info.metadata_path(out)})",
+            print(f"interrupted: the best checkpoint so far is {out} (metadata {info.metadata_path(out)})",
                   file=sys.stderr)
         raise
-    print(file=sys.stderr, flush=True)  # keep the last progress line
+    printer.finish(keep=True)  # keep the last progress line
     best, history = trained.best, trained.history
     seconds = trained.metadata["seconds"]
     print(f"trained {len(history)} epochs in {seconds:.0f} s ({seconds / len(history):.1f} s per epoch, "

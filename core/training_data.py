@@ -107,10 +107,15 @@ class Split:
         return train, val
 
 
-def split_by_image(pairs: Sequence[TrainingPair], *, val_fraction: float = 0.2, seed: int = 0) -> Split:
-    """A seeded random ``val_fraction`` of the images for validation (at least one), the rest to train."""
+def check_val_fraction(val_fraction: float) -> None:
+    """ValueError unless ``val_fraction`` leaves images both to train and to validate."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"the validation fraction must be between 0 and 1; got {val_fraction}")
+
+
+def split_by_image(pairs: Sequence[TrainingPair], *, val_fraction: float = 0.2, seed: int = 0) -> Split:
+    """A seeded random ``val_fraction`` of the images for validation (at least one), the rest to train."""
+    check_val_fraction(val_fraction)
     n = len(pairs)
     if n < 2:
         raise ValueError(f"a split by image needs at least 2 images with ground truth (one to train, one to "

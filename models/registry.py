@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from core.images import CellImage
 from core.instances import Instances
-from models.weights import WeightsSpec, local_path, resolve_weights, weights_dir
+from models.weights import WeightsSpec, local_path, offline_advice, resolve_weights, weights_dir
 
 TASKS = ("segment", "embed", "classify")
 
@@ -172,7 +172,7 @@ def availability(name: str) -> tuple[bool, str]:
     where = weights_dir() / spec.filename
     if spec.url:
         return False, f"needs {spec.filename} ({spec.size_mb:.0f} MB): downloaded on first use, or place it at {where}"
-    return False, f"place {spec.filename} at {where}"
+    return False, f"{spec.filename} is not here. {offline_advice(where)}"
 
 
 def load_model(name: str, device: str = "cpu", *, allow_download: bool = True,

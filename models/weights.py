@@ -3,7 +3,8 @@
 A :class:`WeightsSpec` says where a file comes from, how big it is, its SHA-256, its licence
 and what it was trained on. :func:`resolve_weights` finds it (a file shipped inside an
 installed package, or the weights folder), or downloads it with progress and a checksum
-check. Offline, it raises :class:`WeightsUnavailable` naming the file to place where.
+check. Offline, it raises :class:`WeightsUnavailable` naming the file to place where
+(:func:`offline_advice`, the one wording of that, for the command line and the app alike).
 """
 
 from __future__ import annotations
@@ -43,13 +44,25 @@ class WeightsUnavailable(RuntimeError):
     """Weights could not be found or fetched; the message says what to place where."""
 
 
+WEIGHTS_DIR_ENV = "CELLSCOPE_WEIGHTS_DIR"
+
+
 def weights_dir() -> Path:
     """Where downloads and user-provided weights live: $CELLSCOPE_WEIGHTS_DIR, else the user cache."""
-    env = os.environ.get("CELLSCOPE_WEIGHTS_DIR")
+    env = os.environ.get(WEIGHTS_DIR_ENV)
     if env:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
     return Path(base) / "cellscope" / "weights"
+
+
+def offline_advice(dest: Path) -> str:
+    """How to get ``dest`` onto a machine that cannot download it. One wording for the command line
+    (the user is at the machine) and the app (the user may be in a browser far from a lab server,
+    where only whoever runs the server can place a file)."""
+    return (f"To add it without internet, download {dest.name} on another computer and copy it to {dest} on the "
+            f"machine that runs CellScope; on a shared server, whoever runs the server does this (the environment "
+            f"variable {WEIGHTS_DIR_ENV}, set before CellScope starts, moves the weights folder)")
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -103,7 +116,7 @@ def local_path(spec: WeightsSpec) -> Path | None:
 def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, timeout: float = 30) -> Path:
     """Fetch ``spec.url`` to ``dest`` (via a temporary file), verify the checksum, then move into place."""
     if not spec.url:
-        raise WeightsUnavailable(f"{spec.filename} has no download address; place it in {dest.parent}")
+        raise WeightsUnavailable(f"{spec.filename} has no download address. {offline_advice(dest)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -129,7 +142,7 @@ def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, 
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise WeightsUnavailable(
             f"could not download {spec.filename} from {spec.url} ({getattr(exc, 'reason', exc)}). "
-            f"If this machine is offline, download it elsewhere and place it at {dest}"
+            f"{offline_advice(dest)}"
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)
@@ -147,7 +160,7 @@ def resolve_weights(spec: WeightsSpec, *, allow_download: bool = True, progress:
         )
     if not allow_download:
         raise WeightsUnavailable(
-            f"{spec.filename} is not downloaded yet ({spec.size_mb or '?'} MB from {spec.url}); "
-            f"download it or place {spec.filename} in {dest.parent}"
+            f"{spec.filename} is not downloaded yet ({spec.size_mb or '?'} MB from {spec.url}). "
+            f"{offline_advice(dest)}"
         )
     return download(spec, dest, progress)

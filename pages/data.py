@@ -73,17 +73,23 @@ def upload_section(ds: Dataset) -> None:
         if report.images or report.batch_table is not None:
             _bump_version()
         st.session_state.load_messages = {
+            "images": list(ds.names),  # what the messages describe: gone once images are removed or replaced
             "loaded": [img.name for img in report.images],
             "problems": [(p.file, p.message) for p in report.problems],
             "notes": [(img.name, n) for img in report.images for n in img.notes],
             "unmatched": unmatched,
         }
         st.rerun()  # redraw the whole page (banner, table, viewer) from the new dataset
-    _show_load_messages()
+    _show_load_messages(ds)
 
 
-def _show_load_messages() -> None:
+def _show_load_messages(ds: Dataset) -> None:
+    """What the last upload loaded and refused, while the dataset still holds the images it left:
+    "Loaded 4 images" stayed up after one of them was removed."""
     msgs = st.session_state.get("load_messages")
+    if msgs and msgs.get("images") != list(ds.names):
+        del st.session_state["load_messages"]
+        return
     if not msgs:
         return
     if msgs["loaded"]:
@@ -127,15 +133,15 @@ def batch_section(ds: Dataset) -> None:
                 ds.put(img.with_(batch=batch, condition=condition))
                 mark_edited()
                 table = ds.table()
-        c1, c2, _ = st.columns([1, 1, 3])
-        download_button(c1,
+        row = st.container(horizontal=True)  # each button its label's width: a fifth of the page cut "Download dataset (..."
+        download_button(row,
             "Download table (CSV)",
             table.to_csv(index=False),
             file_name="cellscope_dataset.csv",
             mime="text/csv",
             help="Names, shapes, batches and conditions; loads back as a batch table.",
         )
-        download_button(c2,
+        download_button(row,
             "Download dataset (.zip)",
             lambda: dataset_zip(list(ds)),  # built only when clicked
             file_name="cellscope_dataset.zip",

@@ -109,7 +109,7 @@ def cam_controls(trained: TrainedClassifier, sent: dict | None) -> tuple[str, st
                               "coarsest; earlier blocks show finer detail.")
     options = ["predicted", "true", *range(len(trained.classes))]
     which = c3.selectbox("Explain the class", options, key="ex.which",
-                         format_func=lambda o: {"predicted": "predicted (unseen-image model)",
+                         format_func=lambda o: {"predicted": "predicted (unseen)",
                                                 "true": "true"}.get(o, f"{trained.classes[o]}" if isinstance(o, int)
                                                                         else str(o)),
                          help="Which class's evidence to show: the predicted one, the true one, or one class for "

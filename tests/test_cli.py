@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT, blobs, png_bytes, tiff_bytes
 
 
@@ -169,3 +170,202 @@ def test_compare_writes_provenance_naming_each_models_settings(tmp_path):
     assert prov["device"] == "cpu" and prov["extra"] == {"image": str(image), "ground truth": None}
     assert prov["packages"]["numpy"] == metadata.version("numpy")
     assert set(json.loads((out / "metrics.json").read_text())) == {"classical", "yolo11n-nuclei"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Every argument checked before any work; progress a log can read
+
+
+def _refuse(monkeypatch, targets: tuple[str, ...]) -> list[str]:
+    """Each of ``targets`` ("module.function") fails the test when called; their names, as
+    called, are in the list returned."""
+    import importlib
+
+    calls: list[str] = []
+
+    def refuse(what: str):
+        def fail(*args, **kwargs):
+            calls.append(what)
+            raise AssertionError(f"{what} ran before every argument was checked")
+        return fail
+
+    for target in targets:
+        module, name = target.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), name, refuse(name))
+    return calls
+
+
+MODEL_WORK = ("models.registry.load_model", "models.runner.run_model")
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Reading images (embed, explain, train), loading a model or segmenting fails the test."""
+    return _refuse(monkeypatch, ("core.io.load_paths", "core.io.load_images_and_masks", *MODEL_WORK))
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Images may be read; loading a model or segmenting fails the test."""
+    return _refuse(monkeypatch, MODEL_WORK)
+
+
+@pytest.fixture
+def on_disk(tmp_path, example_images):
+    """Two example fields with their masks and batches.csv, and a plain file where a folder is wanted."""
+    from core.export import write_dataset
+
+    write_dataset(example_images[:2], tmp_path / "data")
+    (tmp_path / "a_file").write_text("x")
+    return tmp_path
+
+
+def _main(*args: str, capsys) -> tuple[int, str, str]:
+    from core.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_embed_k_0_is_refused_in_one_line_before_any_image_is_segmented(on_disk, no_work, capsys):
+    """Defect: `embed --k 0` segmented every image, then refused."""
+    data, out = str(on_disk / "data"), str(on_disk / "out")
+    code, stdout, stderr = _main("embed", data, "--out", out, "--k", "0", capsys=capsys)
+    assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("error: map settings out of range"), stderr
+    assert no_work == [] and stdout == "" and not (on_disk / "out").exists()
+    # the spies do catch the work: the same command with a valid k reaches the segmenter
+    with pytest.raises(AssertionError, match="ran before every argument was checked"):
+        _main("embed", data, "--out", out, "--k", "3", capsys=capsys)
+    assert no_work == ["load_paths"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("embed", "{data}", "--k", "0"), "map settings out of range"),
+    (("embed", "{data}", "--perplexity", "1"), "map settings out of range"),
+    (("embed", "{data}", "--iterations", "10"), "map settings out of range"),
+    (("embed", "{data}", "--features", "classical"), "--features classical does not give features; choose one of "
+                                                      "morphology, autoencoder"),
+    (("embed", "{data}", "--features", "nope"), "unknown model 'nope'"),
+    (("embed", "{data}", "--model", "morphology"), "--model morphology does not segment"),
+    (("embed", "{data}", "--model", "nope"), "unknown model 'nope'"),
+    (("embed", "{data}", "--crop-size", "2"), "crop size must be at least 4; got 2"),
+    (("embed", "{data}", "--batch-from", "regex:(?P<batch"), "--batch-from regex:(?P<batch: invalid pattern"),
+    (("embed", "{data}", "--batch-from", "regex:plate"), "named group called batch"),
+    (("embed", "{data}", "--batch-from", "csv:{tmp}/none.csv"), "--batch-from csv:{tmp}/none.csv: no such file"),
+    (("embed", "{data}", "--batch-from", "plates"), "--batch-from must be folder, regex:PATTERN or csv:FILE"),
+    (("embed", "{data}", "--device", "cuda:99"), "device 'cuda:99' is not available here"),
+    (("embed", "{data}", "{tmp}/missing"), "{tmp}/missing: no such file or folder"),
+    (("explain", "{data}", "--target", "batch", "--layer", "block9"), "--layer block9: the classifier has no such "
+                                                                       "layer; CAM layers: block1, block2, block3"),
+    (("explain", "{data}", "--target", "batch", "--crop-size", "30"), "crop size must be a multiple of 4"),
+    (("explain", "{data}", "--target", "cluster", "--k", "1"), "map settings out of range"),
+    (("explain", "{data}", "--target", "batch", "--epochs", "0"), "epochs must be between"),
+    (("explain", "{data}", "--target", "batch", "--model", "gt", "--batch-from", "csv:{tmp}/a_file"),
+     "--batch-from csv:{tmp}/a_file: "),
+])
+def test_embed_and_explain_check_every_argument_before_any_work(args, message, on_disk, no_work, capsys):
+    fill = {"data": on_disk / "data", "tmp": on_disk}
+    code, _, stderr = _main(*(a.format(**fill) for a in args), "--out", str(on_disk / "out"), capsys=capsys)
+    assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("error: "), stderr
+    assert message.format(**fill) in stderr
+    assert no_work == [] and not (on_disk / "out").exists()
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(on_disk, no_work, capsys):
+    for command in (("embed", str(on_disk / "data")), ("explain", str(on_disk / "data"), "--target", "batch")):
+        code, _, stderr = _main(*command, "--out", str(on_disk / "a_file" / "sub"), capsys=capsys)
+        assert code == 1 and stderr == f"error: --out {on_disk / 'a_file' / 'sub'}: {on_disk / 'a_file'} is a file, " \
+                                      "not a folder\n"
+    assert no_work == []
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("batch", "--target batch: the target has a single class ('plateA')"),
+    ("condition", "--target condition: the target has a single class ('control')"),
+])
+def test_explain_refuses_a_target_the_images_cannot_teach_before_segmenting_them(target, message, on_disk, no_model,
+                                                                                   capsys):
+    """Two fields of plate A, both control: nothing to tell apart, said before the segmenter runs
+    (it used to fail after segmenting every image)."""
+    code, _, stderr = _main("explain", str(on_disk / "data"), "--target", target, "--out", str(on_disk / "out"),
+                            capsys=capsys)
+    assert code == 1 and stderr.splitlines()[-1].startswith(f"error: {message}"), stderr
+    assert stderr.count("error: ") == 1 and no_model == [] and not (on_disk / "out").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("train", "--model", "unet", "--images", "{data}", "--out", "{tmp}/x.unet.pt", "--val-split", "1.5"),
+     "the validation fraction must be between 0 and 1; got 1.5"),
+    (("train", "--model", "unet", "--images", "{data}", "--out", "{tmp}/x.unet.pt", "--device", "cuda:99"),
+     "device 'cuda:99' is not available here"),
+    (("train", "--model", "unet", "--images", "{data}", "--out", "{tmp}/x.unet.pt", "--batch-from", "regex:x"),
+     "named group called batch"),
+    (("segment", "{image}", "-o", "{tmp}/no/such/l.tif"), "-o {tmp}/no/such/l.tif: there is no folder {tmp}/no/such"),
+    (("segment", "{image}", "-o", "{tmp}/l.tif", "--tile", "100"), "tile must be one of 512, 768, 1024"),
+    (("compare", "{image}", "--models", "classical", "--out", "{tmp}/a_file"), "{tmp}/a_file is a file, not a folder"),
+    (("compare", "{image}", "--models", "classical", "--out", "{tmp}/c", "--tile", "64"), "tile must be one of"),
+    (("compare", "{image}", "--models", ",", "--out", "{tmp}/c"), "--models names no model"),
+    (("preprocess", "{image}", "-o", "{tmp}/no/such/p.tif"), "-o {tmp}/no/such/p.tif: there is no folder"),
+    (("example", "--out", "{tmp}/a_file/x"), "{tmp}/a_file is a file, not a folder"),
+])
+def test_train_segment_compare_and_the_rest_check_every_argument_before_any_work(args, message, on_disk, no_work, capsys):
+    fill = {"data": on_disk / "data", "tmp": on_disk, "image": on_disk / "data" / "images" / "plateA_field1.tif"}
+    code, _, stderr = _main(*(a.format(**fill) for a in args), capsys=capsys)
+    assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("error: "), stderr
+    assert message.format(**fill) in stderr
+    assert no_work == [] and not (on_disk / "x.unet.pt").exists() and not (on_disk / "c").exists()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_to_a_log_is_whole_lines_at_most_every_few_seconds():
+    """Defect: a training log was thousands of carriage-return updates on one line."""
+    import io
+
+    from core.cli import LOG_INTERVAL_S, ProgressPrinter
+
+    stream, clock = io.StringIO(), _Clock()
+    printer = ProgressPrinter("training", stream=stream, clock=clock)
+    for step in range(1001):  # 1,001 updates over 20 s
+        clock.now = step * 0.02
+        printer(step / 1000, f"step {step}")
+    printer.finish()
+    text = stream.getvalue()
+    assert LOG_INTERVAL_S == 5.0 and "\r" not in text and text.endswith("\n")
+    # at 0, 5, 10, 15 and 20 s; finish() has nothing held back (the last update was written)
+    assert text.splitlines() == [f"training: {share:4.0%} step {step}" for share, step in
+                                 ((0, 0), (0.25, 250), (0.5, 500), (0.75, 750), (1, 1000))]
+    stream, clock = io.StringIO(), _Clock()
+    printer = ProgressPrinter("cnn", stream=stream, clock=clock)
+    for step in range(10):  # 10 updates in 1 s: the first at once, the latest when it ends
+        clock.now = step * 0.1
+        printer(step / 9, f"chunk {step}")
+    printer.finish()
+    assert stream.getvalue() == "cnn:   0% chunk 0\ncnn: 100% chunk 9\n"
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_clears_it():
+    import io
+
+    from core.cli import ProgressPrinter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    printer = ProgressPrinter("tsne", stream=stream, width=11)
+    for step in range(3):
+        printer(step / 2, f"iteration {step}")
+    printer.finish()
+    text = stream.getvalue()
+    assert text.count("\r") == 5 and "\n" not in text  # three redraws, then the line blanked
+    assert text.split("\r")[3] == "tsne: 100% iteration 2" and text.endswith("\r" + " " * 22 + "\r")

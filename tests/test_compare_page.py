@@ -14,7 +14,7 @@ from test_sam import tiny_sam, tiny_sam_info
 from core.instances import Instances
 from models import registry
 from models.registry import ModelInfo
-from models.weights import WeightsSpec
+from models.weights import WeightsSpec, offline_advice
 
 
 @pytest.fixture
@@ -115,6 +115,8 @@ def test_missing_weights_are_explained_and_the_others_still_run(weights_home, mo
     at.multiselect(key="cmp.models").set_value(["classical", "maskrcnn-coco"]).run()
     warning = next(w.value for w in at.warning if "maskrcnn-coco" in w.value)
     assert info.weights.filename in warning
+    # the user may be in a browser: the warning says who places the file on the server, and where
+    assert offline_advice(weights_home / info.weights.filename) in warning
     at.button(key=f"cmp.models.dl.{info.weights.filename}").click().run()
     error = next(e.value for e in at.error if "could not download" in e.value)
     assert str(weights_home / info.weights.filename) in error  # where to place it by hand

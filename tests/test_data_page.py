@@ -46,6 +46,23 @@ def test_upload_replaces_example_and_shows_success(app):
     assert any("**1 image** · **1 batch**" in m.value for m in at.sidebar.markdown)
 
 
+def test_the_loaded_message_goes_once_an_image_it_names_is_removed(app):
+    """Defect: "Loaded 2 images" stayed up after one of them was removed."""
+    at = _upload(app, [("a.tif", tiff_bytes(blobs()), "image/tiff"), ("b.tif", tiff_bytes(blobs(seed=1)), "image/tiff")])
+    assert [s.value for s in at.success] == ["Loaded 2 images: a, b"]
+    at.text_input[0].set_value(r"(?P<batch>[ab])")  # an edit that keeps the images keeps the message
+    next(b for b in at.button if b.label == "Apply pattern").click()
+    at.run()
+    assert [s.value for s in at.success] == ["Loaded 2 images: a, b"]
+    next(m for m in at.multiselect if m.label == "Remove images").set_value(["b"])
+    at.run()
+    next(b for b in at.button if b.label == "Remove 1 image").click()
+    at.run()
+    assert not at.exception and at.session_state["dataset"].names == ["a"]
+    assert not any("Loaded" in s.value for s in at.success)
+    assert "load_messages" not in at.session_state
+
+
 def test_bad_upload_shows_error_and_keeps_good_files(app):
     at = _upload(
         app,

@@ -522,3 +522,36 @@ def test_every_download_delivers_its_file_after_switching_images(server, browser
     _assert_no_error_shown(page, "downloads")
     page.close()
     assert errors == [], errors
+
+
+CUT_LABELS_JS = """(texts) => Object.fromEntries(texts.map(t => {
+  const els = [...document.querySelectorAll('[data-testid=stMain] *')].filter(e =>
+    e.children.length === 0 && e.textContent.trim() === t && e.getBoundingClientRect().width > 0);
+  // cut: the label or one of its three nearest boxes holds more than it shows (an ellipsis)
+  const cut = els.map(e => { for (let n = e, i = 0; n && i < 4; n = n.parentElement, i++) {
+    if (n.scrollWidth > n.clientWidth + 1) return true; } return false; });
+  return [t, {shown: els.length, cut: cut.filter(Boolean).length}];
+}))"""
+
+
+def test_labels_are_whole_and_histograms_end_at_1_at_1280_px(server, browser):
+    """Defect: at 1280 x 800 "Download dataset (...", "Flip ..." twice and "L2 g..." were cut by narrow
+    columns, and the Global threshold histogram's x-axis ran to 1.6 (its label past 0.5 stretched it)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server + "/data")
+    settle(page)
+    labels = page.evaluate(CUT_LABELS_JS, ["Download table (CSV)", "Download dataset (.zip)"])
+    page.goto(server + "/preprocess")
+    settle(page)
+    for title in ("2 · Rotate and flip", "7 · Canny edges"):
+        page.get_by_text(title).first.click()
+        settle(page)
+    labels |= page.evaluate(CUT_LABELS_JS, ["Flip horizontally", "Flip vertically", "L2 gradient"])
+    page.screenshot(path=str(SHOTS / "preprocess_1280.png"))
+    assert labels == {t: {"shown": 1, "cut": 0} for t in labels}, labels
+    page.locator("[data-testid='stMain']").get_by_text("Thresholds", exact=True).first.click()
+    settle(page)
+    ranges = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p._fullLayout.xaxis.range)")
+    assert ranges == [[0, 1]] * 3, ranges
+    _assert_no_error_shown(page, "/preprocess at 1280 px")
+    page.close()

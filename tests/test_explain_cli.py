@@ -200,13 +200,15 @@ def test_clusters_of_the_cells_are_a_target(runs):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("{tmp}/nothing", "--target", "batch"), "error: no images could be read from "),
+    (("{tmp}/nothing", "--target", "batch"), "/nothing: no such file or folder"),
+    (("{tmp}/empty", "--target", "batch"), "error: no images could be read from "),
     (("{data}", "--target", "batch", "--method", "gradcamm"), "error: unknown CAM method 'gradcamm'; choose one of "),
-    (("{data}", "--target", "condition", "--model", "gt"), "cells have no condition"),
+    (("{data}", "--target", "condition", "--model", "gt"), "--target condition: 2 of 2 images have no condition"),
 ])
 def test_a_bad_request_fails_in_one_line(tmp_path, args, message):
     write_dataset([nuclei_field(np.random.default_rng(i), background=BACKGROUND, nucleus=NUCLEUS, name=f"f{i}",
                                 batch="A") for i in range(2)], tmp_path / "data")
+    (tmp_path / "empty").mkdir()
     r = run_explain(*(a.format(tmp=tmp_path, data=tmp_path / "data") for a in args), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]

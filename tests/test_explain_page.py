@@ -44,6 +44,13 @@ def test_the_deletion_test_and_another_method_and_class(trained):
     assert len(readings) == 3 and all(r.startswith("Eigen-CAM (the same for every class)") for r in readings)
 
 
+def test_the_class_choice_reads_whole_in_its_quarter_of_the_row(trained):
+    """Defect: at 1280 px the choice showed "predicted (unseen-image moc..."; the box holds about 24
+    characters there (measured in Chromium)."""
+    options = trained.selectbox(key="ex.which").options
+    assert options[:2] == ["predicted (unseen)", "true"] and max(map(len, options)) <= 24
+
+
 def test_detector_cams_draw_over_the_image(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
     at = open_page("pages/explain.py")

@@ -102,9 +102,35 @@ def test_missing_weights_make_a_model_unavailable_with_the_file_to_place(weights
 
     monkeypatch.setitem(registry._REGISTRY, "yolo11n-nuclei", replace(info, weights=missing))
     ok, why = availability("yolo11n-nuclei")
-    assert not ok and why == f"place ND_v11n.pt at {weights_home / 'ND_v11n.pt'}"
+    assert not ok and why == f"ND_v11n.pt is not here. {W.offline_advice(weights_home / 'ND_v11n.pt')}"
     with pytest.raises(WeightsUnavailable, match="ND_v11n.pt"):
         load_model("yolo11n-nuclei")
+
+
+def test_every_offline_message_says_who_places_which_file_where(weights_home, remote_file, monkeypatch):
+    """Defect: "Offline, download it elsewhere and place it in <folder>" read as if the user were at
+    the machine; in a browser on a lab server only whoever runs the server can place a file. The
+    download failure, the no-download case, a file with no address and the registry's line all carry
+    the one wording, with the file's full path and the setting that moves the folder."""
+    spec, _ = remote_file
+    dest = weights_home / "model.pt"
+    advice = W.offline_advice(dest)
+    assert str(dest) in advice and "whoever runs the server" in advice and "CELLSCOPE_WEIGHTS_DIR" in advice
+    messages = []
+    for kwargs, broken in (({}, replace(spec, url="http://127.0.0.1:9/model.pt")), ({"allow_download": False}, spec),
+                           ({}, replace(spec, url=None))):
+        with pytest.raises(WeightsUnavailable) as err:
+            resolve_weights(broken, **kwargs)
+        messages.append(str(err.value))
+    info = get_model_info("yolo11n-nuclei")
+    from models import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "yolo11n-nuclei", replace(info, weights=replace(
+        info.weights, package_file=("no-such-distribution", "x.pt"))))
+    line = availability("yolo11n-nuclei")[1]
+    assert all(advice in m for m in messages), messages
+    assert W.offline_advice(weights_home / "ND_v11n.pt") in line
+    assert all("elsewhere and place" not in m for m in [*messages, line])
 
 
 def test_classical_adapter_matches_the_pipeline(example_images):

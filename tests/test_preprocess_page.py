@@ -188,3 +188,16 @@ def test_a_value_slider_reruns_only_the_views_a_structural_change_the_panel_too(
     rp._changed("filters", False, views, both)  # fixed: the panel drops the warning
     assert scopes[-1] == ["panel", "views"] and rp.current_recipe().filters.min_area == 500
     assert "filters" not in st.session_state[rp.WARNINGS_KEY]
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.24, 0.5, 0.9])
+def test_every_threshold_histogram_spans_0_to_1_with_its_label_on_the_side_with_room(threshold):
+    """Defect: the Global (v = 0.5) histogram's x-axis ran to 1.6: the label right of the line
+    went past 1 and Plotly stretched the axis to hold it."""
+    from components.plots import histogram_figure
+
+    fig = histogram_figure(np.random.default_rng(0).random((64, 64)), threshold)
+    assert tuple(fig.layout.xaxis.range) == (0, 1)
+    (label,) = fig.layout.annotations
+    assert label.text == f"threshold {threshold:.3f}"
+    assert label.xanchor == ("left" if threshold < 0.5 else "right")  # text to the right of a low line, left of a high one
