@@ -52,6 +52,8 @@ class TuneResult:
 
     def scope(self) -> str:
         """Which images the F1s are means over, in words: the search does not score them all."""
+        if not self.images:  # a result kept from before the images were recorded
+            return "mean over the tuning images"
         names = ", ".join(self.images[:4]) + (", …" if len(self.images) > 4 else "")
         of = f" of the {self.with_gt} with ground truth" if self.with_gt > len(self.images) else ""
         return f"mean over {len(self.images)} tuning image{'s' if len(self.images) != 1 else ''}{of} ({names})"

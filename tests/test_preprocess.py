@@ -14,6 +14,7 @@ from core.preprocess import (
     denoise,
     filter_instances,
     flood_pieces,
+    image_geometry,
     morphology,
     normalize,
     rotation_matrix,
@@ -22,7 +23,6 @@ from core.preprocess import (
     split_touching,
     subtract_background,
     threshold,
-    image_geometry,
     transform_geometry,
     watershed_seeds,
 )
