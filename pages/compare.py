@@ -130,14 +130,18 @@ def seen_f1(table: pd.DataFrame) -> None:
     pivot = table.pivot_table(index="image", columns="model", values="f1", sort=False)
     marks = table.pivot(index="image", columns="model", values=SEEN).reindex_like(pivot).fillna("")
     st.markdown("**F1 at IoU 0.5, image × model**")
-    shade = {"training": "background-color: rgba(255, 170, 0, 0.35)",
-             "validation": "background-color: rgba(255, 220, 0, 0.25)", "unknown": "font-style: italic"}
-    st.dataframe(pivot.style.format("{:.3f}").apply(lambda _: marks.map(lambda m: shade.get(m, "")), axis=None),
-                 width="stretch")
+    shade = {"training": "background-color: rgba(255, 140, 0, 0.45)",
+             "validation": "background-color: rgba(255, 140, 0, 0.2)", "unknown": "font-style: italic"}
+    styled = pivot.style.format("{:.3f}", na_rep="").apply(lambda _: marks.map(lambda m: shade.get(m, "")), axis=None)
+    for role, tag in (("training", "trained on"), ("validation", "validated on"), ("unknown", "?")):
+        cells = marks == role
+        for model in pivot.columns[cells.any(axis=0)]:
+            styled = styled.format(f"{{:.3f}} ({tag})", subset=pd.IndexSlice[pivot.index[cells[model]], [model]])
+    st.dataframe(styled, width="stretch")
     seen = table[SEEN].isin(SEEN_ROLES)
     unknown = sorted(table.loc[table[SEEN] == "unknown", "model"].unique())
     if seen.any():
-        st.caption(f"Orange: an image the model was trained on; yellow: one it was validated on "
+        st.caption(f"Shaded, *(trained on)* or *(validated on)*: an image the model has seen "
                    f"({plural(int(seen.sum()), 'score')}). Its F1 there says how well it fits images it has seen, not "
                    "how it does on new ones.")
     include = st.checkbox("Include the images each model was trained or validated on in its mean", value=False,
@@ -149,7 +153,7 @@ def seen_f1(table: pd.DataFrame) -> None:
                                             ", leaving out the images each model has seen"))
     st.dataframe(means, width="stretch")
     if unknown:
-        st.caption(f"In italics: {', '.join(unknown)}: which images {'it was' if len(unknown) == 1 else 'they were'} "
+        st.caption(f"In italics, *(?)*: {', '.join(unknown)}: which images {'it was' if len(unknown) == 1 else 'they were'} "
                    "trained on is unknown (a checkpoint written before CellScope recorded them, or a file placed by "
                    "hand), so their means may include training images.")
 

@@ -278,7 +278,8 @@ def test_images_a_model_was_trained_on_are_marked_and_left_out_of_its_means(weig
     unseen = table[(table.model == "unet:tiny") & (table["seen in training"] == "")]["f1"].mean()
     assert means.loc["unet:tiny", "f1"] == round(unseen, 3)
     assert any(m.value == "**Means over images**, leaving out the images each model has seen" for m in at.markdown)
-    assert any(c.value.startswith("Orange: an image the model was trained on") for c in at.caption)
+    assert any(c.value.startswith("Shaded, *(trained on)* or *(validated on)*: an image the model has seen (10 scores)")
+               for c in at.caption)
     at.checkbox(key="cmp.include_seen").check().run()
     means = next(d.value for d in at.dataframe if "left out" in d.value.columns)
     assert means.loc["unet:tiny", "images"] == 12 and not at.exception
