@@ -174,14 +174,9 @@ def model_settings(key: str, names: list[str], label: str = "Model settings") ->
         for i, setting in enumerate(shown):
             params[setting.name] = setting_widget(setting, key=f"{key}.{setting.name}", where=cols[i % 2])
         if any(s.kind == "recipe" for s in chosen):
-            st.caption("The classical model uses the recipe from the **Preprocess** page (rotation is ignored here, "
-                       "so every model sees the same geometry).")
+            st.caption("The classical model uses the recipe from the **Preprocess** page, rotate step included: its "
+                       "cells are mapped back to the image as it is, the frame every model and the ground truth use.")
     return params
-
-
-def classical_recipe() -> Recipe:
-    recipe = current_recipe()
-    return recipe.with_step("rotate", enabled=False) if recipe.rotate.enabled else recipe
 
 
 def params_for(name: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +185,7 @@ def params_for(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     info = get_model_info(name)
     given = {k: settings[k] for k in info.params if k in settings}
     if "recipe" in info.params:
-        given["recipe"] = classical_recipe()
+        given["recipe"] = current_recipe()
     return info.resolve(given)
 
 

@@ -11,7 +11,7 @@ from core.images import CellImage
 from core.instances import Instances, instances_from_labels
 from core.measure import measure_cells
 from core.metrics import Matching, match_instances
-from core.preprocess import PipelineResult, run_pipeline, transform_geometry, transform_pixels
+from core.preprocess import PipelineResult, run_pipeline
 from core.recipe import Recipe
 
 
@@ -30,16 +30,16 @@ def pipeline(image: CellImage, recipe: Recipe) -> PipelineResult:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def cell_table(_image: CellImage, image_hash: str, channels: tuple, recipe: Recipe) -> pd.DataFrame:
-    """Per-cell measurements, cached by image hash + recipe."""
+    """Per-cell measurements (on the image as it is: the pipeline's cells are in its frame), cached
+    by image hash + recipe."""
     labels = pipeline(_image, recipe).labels
-    return measure_cells(labels, transform_pixels(_image.pixels, recipe.rotate), _image.channels)
+    return measure_cells(labels, _image.pixels, _image.channels)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def gt_scores(_image: CellImage, image_hash: str, channels: tuple, recipe: Recipe) -> Matching:
-    """Match against ground truth (in the pipeline's geometry), cached by image hash + recipe."""
-    gt = transform_geometry(_image.gt, recipe.rotate, labels=True)
-    return match_instances(gt, pipeline(_image, recipe).labels)
+    """Match against ground truth (both in the image's own frame), cached by image hash + recipe."""
+    return match_instances(_image.gt, pipeline(_image, recipe).labels)
 
 
 def memo(key: tuple, compute):

@@ -165,13 +165,17 @@ def _draw_channel(k, options: dict[str, str]) -> None:
 
 
 def _draw_rotate(k) -> None:
-    on = st.toggle("Rotate / flip", **k("rotate", "enabled", redraw=True), help="cv.getRotationMatrix2D + warpAffine; the output keeps the image size.")
+    on = st.toggle("Rotate / flip", **k("rotate", "enabled", redraw=True), help="cv.getRotationMatrix2D + warpAffine, on a canvas large enough to keep the corners. The steps "
+                   "below work on the turned image; the cells found are mapped back to the image as it is, so counts, "
+                   "measurements and ground-truth scores stay comparable (and the Compare and Cell map pages use "
+                   "the same cells).")
     st.slider("Angle (degrees, counter-clockwise)", -180.0, 180.0, step=1.0, **k("rotate", "angle"), disabled=not on,
               help="Rotation angle, OpenCV convention: positive turns counter-clockwise.")
     st.slider("Scale", 0.25, 4.0, step=0.05, **k("rotate", "scale"), disabled=not on, help="Zoom factor applied with the rotation.")
     c1, c2 = st.columns(2)
-    c1.slider("Centre x", 0.0, 1.0, step=0.05, **k("rotate", "center_x"), disabled=not on, help="Rotation centre, fraction of the width.")
-    c2.slider("Centre y", 0.0, 1.0, step=0.05, **k("rotate", "center_y"), disabled=not on, help="Rotation centre, fraction of the height.")
+    c1.slider("Centre x", 0.0, 1.0, step=0.05, **k("rotate", "center_x"), disabled=not on, help="Rotation centre, fraction of the width. It matters only for a zoom too large for a "
+              "canvas holding the whole image (then the image is cropped about it).")
+    c2.slider("Centre y", 0.0, 1.0, step=0.05, **k("rotate", "center_y"), disabled=not on, help="Rotation centre, fraction of the height (see Centre x).")
     # Not in the half-width columns above: at 1280 px those cut the labels to "Flip ..."; a wrapping
     # row gives each checkbox its label's width and moves the second below when both do not fit.
     flips = st.container(horizontal=True, wrap=True)

@@ -147,9 +147,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from core.export import label_tiff_bytes
     from core.io import read_labels
     from core.provenance import PROVENANCE_FILE, provenance, provenance_json
-    from core.scoring import metrics_entry
+    from core.scoring import metrics_entry, seen_label, seen_warning
     from models.device import resolve_device
-    from models.registry import get_model_info, load_model
+    from models.registry import get_model_info, images_seen, load_model
     from models.runner import run_model
 
     # Every argument is checked before any work: unknown names and missing checkpoint files too.
@@ -180,8 +180,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         result = run_model(model, image, **settings[name])
         (out / files[name]).write_bytes(label_tiff_bytes(result.labels))
         entry = metrics[name] = metrics_entry(result, gt)
+        seen = images_seen(name)
+        entry["seen_in_training"] = seen_label(seen, image) or None  # "training", "validation", "unknown"
         summary = f"f1={entry['f1']:.3f}" if gt is not None else "no ground truth"
         print(f"{name}: {entry['count']} objects in {result.runtime_s:.2f} s on {result.device}; {summary}")
+        if (warning := seen_warning(name, entry["seen_in_training"] or "", image.name, seen)) is not None:
+            print(f"  note: {warning}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     found_gt = "found with the image" if gt is not None else None
     used_recipe = recipe if any("recipe" in s for s in settings.values()) else None  # else it played no part

@@ -61,32 +61,107 @@ def rotation_matrix(shape: tuple[int, int], step: RotateStep) -> np.ndarray:
     return cv2.getRotationMatrix2D(center, step.angle, step.scale)
 
 
-def transform_geometry(image: np.ndarray, step: RotateStep, *, labels: bool = False) -> np.ndarray:
-    """Rotate/scale about the centre, then flip; output keeps the input's height and width."""
-    if not step.enabled:
-        return image
-    out = image
-    if step.angle % 360 != 0 or step.scale != 1:
-        h, w = image.shape[:2]
+# A rotated or scaled image is drawn on a canvas that holds all of it (no corner is cut off) unless
+# that canvas would exceed both this many times the image's area and MAX_CANVAS_PIXELS (a large zoom
+# of a large image: every stage's array would be that big): then it keeps the image's size, and the
+# part of the image outside it is not segmented (and the notes say how much).
+MAX_CANVAS_GROWTH = 4.0
+MAX_CANVAS_PIXELS = 2048 * 2048
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the recipe's rotate step puts the image: ``matrix`` maps the image's (x, y) to the
+    canvas the pipeline works on (rotation, scale and flips in one affine map), ``size`` is that
+    canvas's (width, height). The pipeline's cells are mapped back through it, so labels, counts,
+    measurements and ground-truth scores are always in the image's own frame."""
+
+    matrix: np.ndarray  # 2 x 3
+    size: tuple[int, int]  # canvas (width, height)
+    shape: tuple[int, int]  # the image's (height, width)
+    kept: float  # share of the image's pixels that lie on the canvas (1.0: nothing lost)
+    step: RotateStep
+    full_size: tuple[int, int]  # the canvas that would hold the whole image (= size unless that is too large)
+
+    @property
+    def changes_shape(self) -> bool:
+        return self.size != (self.shape[1], self.shape[0])
+
+    def forward(self, image: np.ndarray, *, labels: bool = False, fill: float = 0.0) -> np.ndarray:
+        """``image`` (H, W) or (H, W, 3) on the canvas; outside the image: ``fill`` (labels: 0)."""
         flags = cv2.INTER_NEAREST if labels else cv2.INTER_LINEAR
         src = image.astype(np.float32) if labels else image
-        out = cv2.warpAffine(src, rotation_matrix(image.shape, step), (w, h), flags=flags,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        if labels:
-            out = out.astype(image.dtype)
+        out = cv2.warpAffine(src, self.matrix, self.size, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=0 if labels else fill)
+        return out.astype(image.dtype) if labels else out
+
+    def back(self, labels: np.ndarray) -> np.ndarray:
+        """Canvas labels in the image's frame (nearest neighbour), renumbered 1..N in order; an
+        object too small to cover a pixel's centre there is dropped."""
+        h, w = self.shape
+        out = cv2.warpAffine(labels.astype(np.float32), self.matrix, (w, h),
+                             flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=0).astype(np.int32)
+        ids = np.unique(out)
+        lut = np.zeros(int(ids[-1]) + 1, np.int32)
+        lut[ids[ids > 0]] = np.arange(1, int((ids > 0).sum()) + 1, dtype=np.int32)
+        return lut[out]
+
+    @property
+    def what(self) -> str:
+        """What the step does, in words: "rotated 30°, flipped left-right"."""
+        s = self.step
+        parts = [f"rotated {s.angle:g}°" if s.angle % 360 else "", f"scaled {s.scale:g}x" if s.scale != 1 else "",
+                 "flipped left-right" if s.flip_horizontal else "", "flipped top-bottom" if s.flip_vertical else ""]
+        return ", ".join(p for p in parts if p)
+
+    def describe(self) -> str:
+        """One line for the notes: what was done, on which canvas, and what (if anything) is lost."""
+        what = self.what
+        w, h = self.size
+        w0, h0 = self.full_size
+        if self.kept >= 0.999:
+            where = f"on a {w} x {h} canvas that holds the whole image"
+        else:
+            where = (f"on a {w} x {h} canvas: {1 - self.kept:.0%} of the image lies outside it and is not "
+                     f"segmented (a canvas holding all of it would be {w0} x {h0} px, too large)")
+        return (f"geometry: the image was {what} for processing {where}; the cells are mapped "
+                "back to the image's own frame (counts, measurements and ground-truth scores refer to the image "
+                "as it is)")
+
+
+def image_geometry(shape: tuple[int, ...], step: RotateStep) -> Geometry | None:
+    """The canvas the rotate step puts an image of ``shape`` on; None when the step changes nothing."""
+    if not step.enabled or (step.angle % 360 == 0 and step.scale == 1 and not step.flip_horizontal
+                            and not step.flip_vertical):
+        return None
+    h, w = shape[:2]
+    m = np.vstack([rotation_matrix((h, w), step), [0.0, 0.0, 1.0]])
+    # The image's outer pixel edges, in pixel-centre coordinates.
+    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [-0.5, h - 0.5, 1], [w - 0.5, h - 0.5, 1]]).T
+    xs, ys = (m @ corners)[:2]
+    cw, ch = full = max(1, int(round(xs.max() - xs.min()))), max(1, int(round(ys.max() - ys.min())))
+    if cw * ch <= max(MAX_CANVAS_GROWTH * w * h, MAX_CANVAS_PIXELS):
+        m[:2, 2] -= (xs.min() + 0.5, ys.min() + 0.5)  # the whole image on the canvas
+    else:
+        cw, ch = w, h  # a large zoom keeps the image's size, about the chosen centre
     if step.flip_horizontal:
-        out = out[:, ::-1]
+        m = np.array([[-1.0, 0, cw - 1], [0, 1, 0], [0, 0, 1]]) @ m
     if step.flip_vertical:
-        out = out[::-1]
-    return np.ascontiguousarray(out)
+        m = np.array([[1.0, 0, 0], [0, -1, ch - 1], [0, 0, 1]]) @ m
+    # How much of the image lands on the canvas (pixel centres on a coarse grid).
+    gy, gx = np.mgrid[0:h:max(1, h // 256), 0:w:max(1, w // 256)]
+    px, py = (m @ np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)]))[:2]
+    inside = (px > -0.5) & (px < cw - 0.5) & (py > -0.5) & (py < ch - 0.5)
+    return Geometry(m[:2].astype(np.float64), (cw, ch), (h, w), float(inside.mean()), step, full)
 
 
-def transform_pixels(pixels: np.ndarray, step: RotateStep) -> np.ndarray:
-    """:func:`transform_geometry` for (H, W, C) images with any number of channels."""
-    if not step.enabled:
-        return pixels
-    planes = [transform_geometry(pixels[:, :, c], step) for c in range(pixels.shape[2])]
-    return np.stack(planes, axis=2)
+def transform_geometry(image: np.ndarray, step: RotateStep, *, labels: bool = False, fill: float = 0.0) -> np.ndarray:
+    """``image`` (H, W) or (H, W, 3) as the pipeline sees it after the rotate step: rotated and
+    scaled about the chosen centre, then flipped, on a canvas that holds the whole image
+    (:func:`image_geometry`); the input itself when the step changes nothing."""
+    geometry = image_geometry(image.shape, step)
+    return image if geometry is None else np.ascontiguousarray(geometry.forward(image, labels=labels, fill=fill))
 
 
 def normalize(plane: np.ndarray, step: NormalizeStep) -> np.ndarray:
@@ -368,14 +443,15 @@ def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float) -> 
 class PipelineResult:
     """What the pipeline made, stage by stage, for views, measurements and the Compare page."""
 
-    normalized: np.ndarray  # selected channel after geometry, [0, 1]
+    normalized: np.ndarray  # selected channel after geometry (on its canvas), [0, 1]
     processed: np.ndarray  # after background subtraction: what is thresholded, [0, 1]
     threshold: float | None
     mask: np.ndarray
     edges: np.ndarray | None
-    labels: np.ndarray  # int32 instances, 0 = background
+    labels: np.ndarray  # int32 instances, 0 = background, in the image's own frame (whatever the geometry)
     notes: list[str]
     cell_diameter: float = 20.0  # estimated typical cell diameter (px) that set the 'auto' parameters
+    geometry: Geometry | None = None  # the rotate step's canvas: ``normalized`` to ``edges`` lie on it
 
     @property
     def n_cells(self) -> int:
@@ -402,7 +478,10 @@ def run_pipeline(
     notes: list[str] = []
     plane, how = stage("channel", 0, lambda: select_plane(pixels, channels, recipe.channel.source))
     notes.append(f"input: {how}")
-    source = stage("rotate", 1, lambda: transform_geometry(plane, recipe.rotate))
+    geometry = image_geometry(plane.shape, recipe.rotate)
+    # The canvas around a rotated image is filled with the image's median (its background), not 0:
+    # a black margin would pull the normalisation and Otsu's threshold towards it.
+    source = plane if geometry is None else stage("rotate", 1, lambda: geometry.forward(plane, fill=float(np.median(plane))))
     normalized = stage("normalize", 2, lambda: normalize(source, recipe.normalize))
     denoised = stage("denoise", 3, lambda: denoise(normalized, recipe.denoise))
     diameter = stage("scale", 3, lambda: estimate_cell_diameter(denoised))
@@ -417,8 +496,13 @@ def run_pipeline(
     mask = stage("morphology", 7, lambda: morphology(mask, recipe.morphology))
     cell_area = stage("cell_area", 7, lambda: typical_cell_area(mask))
     labels, distance = stage("watershed", 8, lambda: split_touching(mask, recipe.watershed, cell_area))
+    if geometry is not None:  # back to the image's frame before the size and border filters, which are in its pixels
+        canvas_labels = labels
+        labels = stage("back", 8, lambda: geometry.back(canvas_labels))
+        cell_area /= recipe.rotate.scale ** 2
     labels, min_area = stage("filters", 9, lambda: filter_instances(labels, recipe.filters, cell_area))
-    notes.append(f"typical cell diameter about {diameter:.0f} px (sets the 'auto' parameters)")
+    scaled = " in the scaled image" if geometry is not None and recipe.rotate.scale != 1 else ""
+    notes.append(f"typical cell diameter about {diameter:.0f} px{scaled} (sets the 'auto' parameters)")
     if recipe.watershed.enabled and distance:
         notes.append(f"watershed seed distance {distance} px" + (" (auto)" if not recipe.watershed.seed_distance else ""))
     notes.append(f"minimum area {min_area} px" + (" (auto)" if recipe.filters.min_area < 0 else ""))
@@ -429,7 +513,9 @@ def run_pipeline(
         )
     elif mask.mean() > 0.9:
         notes.append("over 90% of the image is foreground: the threshold is probably too low (or invert it)")
-    return PipelineResult(normalized, processed, value, mask, edges, labels, notes, diameter)
+    if geometry is not None:
+        notes.insert(1, geometry.describe())
+    return PipelineResult(normalized, processed, value, mask, edges, labels, notes, diameter, geometry)
 
 
 def compare_thresholds(img: np.ndarray, blur_sigma: float = 2.0) -> list[tuple[str, np.ndarray, float, np.ndarray]]:

@@ -9,10 +9,47 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.images import CellImage
 from core.instances import Instances
 from core.metrics import match_boxes, match_instances, scores_over_thresholds, summarize
+from core.training_data import SEEN_ROLES, SeenImages
 
 METRIC_KEYS = ("precision", "recall", "f1", "ap", "mean_iou", "pq")
+SEEN = "seen in training"  # the column: "training", "validation", "unknown" or "" (a new image to the model)
+
+
+def seen_label(seen: SeenImages | None, image: CellImage) -> str:
+    """What ``image`` was to a model: "training", "validation", "unknown" (its checkpoint does not
+    say) or "" (not among its images, or a model not trained on the user's images)."""
+    return "" if seen is None else seen.role(image.name, image.hash)
+
+
+def seen_warning(model: str, label: str, image_name: str, seen: SeenImages | None = None) -> str | None:
+    """The sentence to put beside a model's scores on one image it has (or may have) seen; None
+    for an image new to it."""
+    if label in SEEN_ROLES:
+        verb = "trained" if label == "training" else "validated (its best epoch was chosen)"
+        return (f"{model} was {verb} on {image_name}: its scores here show how well it fits an image it has seen, "
+                "not how it does on new images.")
+    if label == "unknown":
+        why = f" ({seen.why})" if seen is not None and seen.why else ""
+        return (f"{model}: which images it was trained on is unknown{why}; if {image_name} was one of them, its "
+                "scores here are optimistic.")
+    return None
+
+
+def mean_scores(table: pd.DataFrame, *, include_seen: bool = False,
+                columns: tuple[str, ...] = ("precision", "recall", "f1", "ap", "pq", "runtime s")) -> pd.DataFrame:
+    """Per model, the mean of ``columns`` over its images, leaving out (unless ``include_seen``)
+    the images it was trained or validated on; "images" counts the images averaged and "left out"
+    those it has seen. A model that has seen every image gets no mean (NaN), not a flattering one."""
+    seen = table[SEEN].isin(SEEN_ROLES) if SEEN in table else pd.Series(False, index=table.index)
+    rows = []
+    for model, group in table.groupby("model", sort=False):
+        used = group if include_seen else group[~seen.loc[group.index]]
+        rows.append({"model": model, **{c: used[c].mean() if len(used) else np.nan for c in columns if c in group},
+                     "images": len(used), "left out": 0 if include_seen else int(seen.loc[group.index].sum())})
+    return pd.DataFrame(rows).set_index("model").round(3)
 
 
 def object_count(labels: np.ndarray) -> int:

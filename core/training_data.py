@@ -29,6 +29,7 @@ class TrainingPair:
     batch: str
     image: np.ndarray
     labels: np.ndarray
+    source_hash: str = ""  # the pixel hash of the image it came from (CellImage.hash): how it is recognised later
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.labels.shape != self.image.shape[:2]:
@@ -53,7 +54,7 @@ def input_planes(image: CellImage, planes: str = "nucleus") -> np.ndarray:
 def training_pairs(images: Sequence[CellImage], planes: str = "nucleus") -> list[TrainingPair]:
     """A pair for every image with ground truth (the others are skipped); ValueError when none has
     any, or when two share a name (splits and metadata refer to images by name)."""
-    pairs = [TrainingPair(img.name, img.batch, input_planes(img, planes), np.asarray(img.gt, np.int32))
+    pairs = [TrainingPair(img.name, img.batch, input_planes(img, planes), np.asarray(img.gt, np.int32), img.hash)
              for img in images if img.gt is not None]
     if not pairs:
         raise ValueError(f"none of the {len(images)} images has ground truth: add label masks (Data page) or "
@@ -71,6 +72,66 @@ def pairs_hash(pairs: Sequence[TrainingPair]) -> str:
     for p in sorted(pairs, key=lambda q: q.name):
         parts += [np.frombuffer(p.name.encode(), np.uint8), p.image, p.labels]
     return content_hash(*parts)
+
+
+# ------------------------------------------------------------------ which images a model has seen
+
+SEEN_ROLES = ("training", "validation")
+
+
+def seen_record(train: Sequence[TrainingPair], val: Sequence[TrainingPair]) -> dict[str, list[dict[str, str]]]:
+    """What a checkpoint's metadata keeps under ``"images_seen"``: each training and validation
+    image by name and pixel hash, so that scoring it later on one of them can be marked."""
+    return {role: [{"name": p.name, "hash": p.source_hash} for p in side]
+            for role, side in zip(SEEN_ROLES, (train, val), strict=True)}
+
+
+@dataclass(frozen=True)
+class SeenImages:
+    """The images a trained model was trained and validated on, read from its checkpoint's
+    metadata; ``known`` False (with ``why``) for a checkpoint that does not record them.
+
+    An image is recognised by its pixels' hash: the same pixels under another name are still an
+    image the model has seen, and another image that happens to have a training image's name is
+    not. A record without hashes (none is written so) falls back to names."""
+
+    model: str
+    training: tuple[tuple[str, str], ...] = ()  # (name, hash)
+    validation: tuple[tuple[str, str], ...] = ()
+    known: bool = True
+    why: str = ""  # why they are unknown
+
+    @classmethod
+    def from_metadata(cls, model: str, meta: dict[str, Any] | None, *, missing: str = "") -> SeenImages:
+        """From a checkpoint's metadata (None: there is none, ``missing`` says why)."""
+        record = (meta or {}).get("images_seen")
+        if not isinstance(record, dict):
+            why = missing or ("it was trained before CellScope recorded the images a model is trained on"
+                              if meta else "its file carries no CellScope training record")
+            return cls(model, known=False, why=why)
+        try:
+            sides = [tuple((str(e["name"]), str(e.get("hash") or "")) for e in record.get(role) or ())
+                     for role in SEEN_ROLES]
+        except (TypeError, KeyError, AttributeError):
+            return cls(model, known=False, why="its record of training images cannot be read")
+        return cls(model, *sides)
+
+    def role(self, name: str, pixel_hash: str = "") -> str:
+        """"training", "validation", "" (not seen) or "unknown" for the image ``name`` with ``pixel_hash``."""
+        if not self.known:
+            return "unknown"
+        for role, side in zip(SEEN_ROLES, (self.training, self.validation), strict=True):
+            for seen_name, seen_hash in side:
+                if (seen_hash == pixel_hash) if (seen_hash and pixel_hash) else seen_name == name:
+                    return role
+        return ""
+
+    def describe(self) -> str:
+        """One line: how many images it saw, or why that is unknown."""
+        if not self.known:
+            return f"{self.model}: which images it was trained on is unknown ({self.why})"
+        return (f"{self.model} was trained on {len(self.training)} and validated on {len(self.validation)} images "
+                "(recognised by their pixels, whatever their names)")
 
 
 # ---------------------------------------------------------------------------------------- splits

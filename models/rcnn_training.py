@@ -35,7 +35,15 @@ import numpy as np
 
 from core.images import CellImage
 from core.instances import Instances, labels_from_masks
-from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pairs_hash
+from core.training_data import (
+    Augmentation,
+    Split,
+    TileSampler,
+    TrainingPair,
+    input_planes,
+    pairs_hash,
+    seen_record,
+)
 from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
 from models.checkpoint_file import (
     cpu_state,
@@ -332,6 +340,7 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
                                     "n_parameters": int(sum(p.numel() for p in model.parameters()))}
         base = {"family": "maskrcnn", "init": "coco" if coco is not None else "scratch", "note": init_note,
                 "config": config.to_dict(), "data_hash": pairs_hash([*train, *val]),
+                "images_seen": seen_record(train, val),
                 "split": split.to_dict() if split else {"train": [p.name for p in train], "val": [p.name for p in val],
                                                          "method": "given"},
                 "parameters": parameters, "images": {"train": len(train), "val": len(val),
@@ -507,7 +516,7 @@ def rcnn_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
     name = name or f"maskrcnn:{path.name.removesuffix(SUFFIX).removesuffix('.pt')}"
     return ModelInfo(name, "rcnn", _describe(path), trained_here_spec(name, path), False,
                      lambda weights, device: MaskRcnnSegmenter(name, Path(weights), device), RCNN_SETTINGS,
-                     slow_on_cpu=True)
+                     slow_on_cpu=True, own_checkpoint=path)
 
 
 def rcnn_checkpoint_path(stem: str) -> Path:

@@ -14,11 +14,14 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.images import CellImage
 from core.instances import Instances
 from models.weights import WeightsSpec, local_path, offline_advice, resolve_weights, weights_dir
+
+if TYPE_CHECKING:
+    from core.training_data import SeenImages
 
 TASKS = ("segment", "embed", "classify")
 
@@ -72,6 +75,9 @@ class ModelInfo:
     task: str = "segment"  # segment | embed | classify
     inputs: tuple[str, ...] = ()  # other keywords its predict() takes: prompts, not settings (SAM's boxes)
     slow_on_cpu: bool = False  # tens of seconds per image on a CPU: pages wait to be asked before running it
+    # The user's own checkpoint (trained here or placed in the weights folder): the metadata beside
+    # it says which of the user's images it was trained and validated on. None: published weights.
+    own_checkpoint: Path | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -158,6 +164,24 @@ def get_model_info(name: str) -> ModelInfo:
         return in_file
     known = ", ".join(info.name for info in list_models())
     raise ValueError(f"unknown model {name!r}; available: {known}")
+
+
+def images_seen(name: str) -> SeenImages | None:
+    """Which images the model ``name`` was trained and validated on, from the metadata beside its
+    checkpoint; None for models not trained on the user's images (published weights, classical)."""
+    from core.training_data import SeenImages
+    from models.checkpoint_file import metadata_path, read_metadata
+
+    path = get_model_info(name).own_checkpoint
+    if path is None:
+        return None
+    if not metadata_path(path).is_file():
+        return SeenImages.from_metadata(name, None, missing=f"no CellScope training record beside {Path(path).name}")
+    try:
+        meta = read_metadata(path)
+    except (OSError, ValueError) as exc:
+        return SeenImages.from_metadata(name, None, missing=f"{metadata_path(path).name} cannot be read: {exc}")
+    return SeenImages.from_metadata(name, meta)
 
 
 def availability(name: str) -> tuple[bool, str]:

@@ -32,7 +32,16 @@ import numpy as np
 from core.images import CellImage
 from core.instances import Instances, boxes_from_labels, split_concave
 from core.object_scale import ObjectScale, resize_factor, resize_maps, resize_planes, training_scale
-from core.training_data import Augmentation, Split, TileSampler, TrainingPair, input_planes, pad_to, pairs_hash
+from core.training_data import (
+    Augmentation,
+    Split,
+    TileSampler,
+    TrainingPair,
+    input_planes,
+    pad_to,
+    pairs_hash,
+    seen_record,
+)
 from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
 from models.checkpoint_file import (
     cpu_state,
@@ -447,6 +456,7 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
                                 "device": str(device), "n_parameters": n_parameters(model)}
     base = {"family": "unet", "data_hash": pairs_hash([*train, *val]), "split": split.to_dict() if split else
             {"train": [p.name for p in train], "val": [p.name for p in val], "method": "given"},
+            "images_seen": seen_record(train, val),
             "parameters": parameters, "images": {"train": len(train), "val": len(val),
                                                  "objects": int(sum(p.n_objects for p in (*train, *val)))},
             "object_scale": training_scale([p.image for p in train], [p.labels for p in train]).to_dict()}
@@ -599,7 +609,8 @@ def unet_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
     path = Path(path).expanduser().resolve()
     name = name or f"unet:{path.name.removesuffix(SUFFIX).removesuffix('.pt')}"
     return ModelInfo(name, "unet", _describe(path), trained_here_spec(name, path), False,
-                     lambda weights, device: UNetSegmenter(name, Path(weights), device), UNET_SETTINGS)
+                     lambda weights, device: UNetSegmenter(name, Path(weights), device), UNET_SETTINGS,
+                     own_checkpoint=path)
 
 
 def unet_checkpoint_path(stem: str) -> Path:

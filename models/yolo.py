@@ -201,7 +201,7 @@ def user_yolo_models() -> list[ModelInfo]:
                            size_bytes=path.stat().st_size, license="as provided by the user",
                            trained_on="unknown (user file)", source=str(path))
         found.append(ModelInfo(name, "yolo", f"YOLO weights placed by the user: {path}", spec, False,
-                               _builder(name), YOLO_SETTINGS))
+                               _builder(name), YOLO_SETTINGS, own_checkpoint=path))
     return found
 
 

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from core.images import CellImage, ChannelInfo
-from core.training_data import Split, TrainingPair, pairs_hash
+from core.training_data import Split, TrainingPair, pairs_hash, seen_record
 from core.yolo_dataset import export_yolo_dataset
 from models.best_epoch import EpochRecord, TrainingSettings
 from models.checkpoint_file import metadata_path, named_checkpoint, write_checkpoint, write_json
@@ -317,6 +317,7 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], t: YoloTr
             "note": (f"initialised from {Path(source).name}" if source.endswith(".pt") else
                      f"trained from scratch (random weights from {t.model})"),
             "data_hash": pairs_hash([*train, *val]),
+            "images_seen": seen_record(train, val),
             "split": split.to_dict() if split else {"train": [p.name for p in train], "val": [p.name for p in val],
                                                      "method": "given"},
             "parameters": t.to_dict() | {"device": str(device), "tiles": dataset.images,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from components.downloads import download_button
@@ -31,15 +32,16 @@ from core.export import results_zip
 from core.images import CellImage, content_hash
 from core.instances import Instances
 from core.provenance import provenance, with_provenance
-from core.scoring import METRIC_KEYS, summary_row
+from core.scoring import METRIC_KEYS, SEEN, mean_scores, seen_label, seen_warning, summary_row
 from core.text import plural
-from models.registry import get_model_info
+from core.training_data import SEEN_ROLES, SeenImages
+from models.registry import get_model_info, images_seen
 
 PREVIEW_SIDE = 640
 OUTLINE_COLOR, GT_COLOR = (255, 255, 0), (255, 0, 255)  # as on the Preprocess page
 
 
-def overlays(image: CellImage, results: dict[str, Instances]) -> None:
+def overlays(image: CellImage, results: dict[str, Instances], seen: dict[str, str]) -> None:
     """Two panels to a row, click to enlarge; outlines, filled masks and the ground truth over
     every model are switched in the browser, without a rerun."""
     small = preview(cached_composite(image, image.hash, image.channels, (True,) * image.shape[2]), PREVIEW_SIDE)
@@ -60,7 +62,9 @@ def overlays(image: CellImage, results: dict[str, Instances]) -> None:
                             (base, *layers("ground truth", image.gt))))
     for name, r in results.items():
         what = "boxes" if r.box_only else "objects"
-        panels.append(Panel(name, f"{name}: {r.count} {what} · {r.runtime_s:.2f} s on {r.device}",
+        mark = {"training": " · trained on this image", "validation": " · validated on this image",
+                "unknown": " · its training images are unknown"}.get(seen.get(name, ""), "")
+        panels.append(Panel(name, f"{name}: {r.count} {what} · {r.runtime_s:.2f} s on {r.device}{mark}",
                             (base, *layers(name, r.labels), *((gt,) if gt else ()))))
     toggles = [
         Toggle("outlines", "Outlines", "Each object's outline in yellow."),
@@ -76,14 +80,25 @@ def overlays(image: CellImage, results: dict[str, Instances]) -> None:
     result_view(panels, toggles, summary, key="cmp.view")
 
 
-def numbers(image: CellImage, results: dict[str, Instances], keys: tuple, settings: dict, device: str) -> None:
+def seen_by(names: list[str]) -> dict[str, SeenImages | None]:
+    """Each model's record of the images it was trained and validated on (None: not the user's model)."""
+    return {n: images_seen(n) for n in names}
+
+
+def numbers(image: CellImage, results: dict[str, Instances], keys: tuple, settings: dict, device: str,
+            seen: dict[str, SeenImages | None]) -> None:
     gt_hash = content_hash(image.gt) if image.gt is not None else None
     table, curve, agreement = scores(results, keys, image.gt, gt_hash)
+    table = table.assign(**{SEEN: [seen_label(seen.get(m), image) for m in table.model]})  # in the CSV too
     cost = ["model", "objects", "output", "mean area px", "median area px", "runtime s", "device", "peak memory MB", "tiles"]
     st.dataframe(table[cost], hide_index=True, width="stretch")
     if image.gt is not None:
-        st.dataframe(table[["model", "matched on", *METRIC_KEYS]], hide_index=True, width="stretch",
+        marked = [SEEN] if any(s is not None for s in seen.values()) else []
+        st.dataframe(table[["model", *marked, "matched on", *METRIC_KEYS]], hide_index=True, width="stretch",
                      column_config={k: st.column_config.NumberColumn(format="%.3f") for k in METRIC_KEYS})
+        for model, label in zip(table.model, table[SEEN], strict=True):
+            if (line := seen_warning(model, label, image.name, seen.get(model))) is not None:
+                (st.warning if label != "unknown" else st.info)(line, icon=":material/school:")
     notes = [f"{n}: {note}" for n, r in results.items() for note in r.notes]
     if notes:
         st.caption(" · ".join(notes))
@@ -109,6 +124,42 @@ def numbers(image: CellImage, results: dict[str, Instances], keys: tuple, settin
                        mime="text/csv", help="The table above, with columns naming the CellScope version, device, weights and settings.")
 
 
+def seen_f1(table: pd.DataFrame) -> None:
+    """F1 per image and model, the images a model has seen marked, and means that leave them out
+    unless asked."""
+    if SEEN not in table:  # a table made before the column existed
+        table = table.assign(**{SEEN: ""})
+    pivot = table.pivot_table(index="image", columns="model", values="f1", sort=False)
+    marks = table.pivot(index="image", columns="model", values=SEEN).reindex_like(pivot).fillna("")
+    st.markdown("**F1 at IoU 0.5, image × model**")
+    shade = {"training": "background-color: rgba(255, 140, 0, 0.45)",
+             "validation": "background-color: rgba(255, 140, 0, 0.2)", "unknown": "font-style: italic"}
+    styled = pivot.style.format("{:.3f}", na_rep="").apply(lambda _: marks.map(lambda m: shade.get(m, "")), axis=None)
+    for role, tag in (("training", "trained on"), ("validation", "validated on"), ("unknown", "?")):
+        cells = marks == role
+        for model in pivot.columns[cells.any(axis=0)]:
+            styled = styled.format(f"{{:.3f}} ({tag})", subset=pd.IndexSlice[pivot.index[cells[model]], [model]])
+    st.dataframe(styled, width="stretch")
+    seen = table[SEEN].isin(SEEN_ROLES)
+    unknown = sorted(table.loc[table[SEEN] == "unknown", "model"].unique())
+    if seen.any():
+        st.caption(f"Shaded, *(trained on)* or *(validated on)*: an image the model has seen "
+                   f"({plural(int(seen.sum()), 'score')}). Its F1 there says how well it fits images it has seen, not "
+                   "how it does on new ones.")
+    include = st.checkbox("Include the images each model was trained or validated on in its mean", value=False,
+                          key="cmp.include_seen", disabled=not seen.any(),
+                          help="Off: each model's mean is over the images it has not seen (its checkpoint records "
+                               "them, recognised by their pixels).")
+    means = mean_scores(table, include_seen=include)
+    st.markdown("**Means over images**" + ("" if include or not seen.any() else
+                                            ", leaving out the images each model has seen"))
+    st.dataframe(means, width="stretch")
+    if unknown:
+        st.caption(f"In italics, *(?)*: {', '.join(unknown)}: which images {'it was' if len(unknown) == 1 else 'they were'} "
+                   "trained on is unknown (a checkpoint written before CellScope recorded them, or a file placed by "
+                   "hand), so their means may include training images.")
+
+
 def all_images(names: list[str], settings: dict, device: str) -> None:
     ds = dataset()
     st.caption(f"Every model on every one of the {plural(len(ds), 'image')}; cached results are reused.")
@@ -116,8 +167,10 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
                  key="cmp.run_all", help="Progress is shown per image and model. Results are cached, so a second run "
                                          "is instant."):
         bar = st.progress(0.0)
+        seen = seen_by(names)
         run = run_on_images(list(ds), names, lambda img, name: compute_result(img, name, settings, device),
-                            lambda img, r: summary_row(r, img.gt), progress=lambda f, what: bar.progress(f, text=what))
+                            lambda img, r: summary_row(r, img.gt) | {SEEN: seen_label(seen.get(r.model), img)},
+                            progress=lambda f, what: bar.progress(f, text=what))
         bar.empty()
         for problem in run.problems:
             st.error(problem)
@@ -134,11 +187,7 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
         st.warning("Nothing ran; see the messages above.")
         return
     if "f1" in table:
-        st.markdown("**F1 at IoU 0.5, image × model**")
-        st.dataframe(table.pivot_table(index="image", columns="model", values="f1"), width="stretch")
-        means = table.groupby("model")[["precision", "recall", "f1", "ap", "pq", "runtime s"]].mean().round(3)
-        st.markdown("**Means over images**")
-        st.dataframe(means, width="stretch")
+        seen_f1(table)
     st.dataframe(table, hide_index=True, width="stretch", height=300)
     download_button(st, "All results (zip)", lambda: results_zip(list(ds), results, table, provenance=prov),
                        file_name="cellscope_compare_all.zip", mime="application/zip",
@@ -175,8 +224,10 @@ def compare_page() -> None:
             if waiting:
                 st.info(f"Press **Run** for {', '.join(waiting)} (slow on the CPU).")
             if results:
-                overlays(image, results)
-                numbers(image, results, tuple(result_key(image, n, settings, device) for n in results), settings, device)
+                seen = seen_by(list(results))
+                overlays(image, results, {n: seen_label(s, image) for n, s in seen.items()})
+                numbers(image, results, tuple(result_key(image, n, settings, device) for n in results), settings, device,
+                        seen)
     if tabs[1].open:
         with tabs[1]:
             all_images(names, settings, device)

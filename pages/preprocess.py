@@ -18,7 +18,7 @@ from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from components.routing import page_with_images
 from components.state import dataset
 from components.workspace import fragment
-from core.autotune import autotune
+from core.autotune import MAX_TUNING_IMAGES, TuneResult, autotune, recipe_changes
 from core.batch import run_on_images
 from core.display import (
     display_mask,
@@ -36,6 +36,7 @@ from core.measure import crop_cells
 from core.preprocess import (
     PipelineResult,
     compare_thresholds,
+    image_geometry,
     transform_geometry,
 )
 from core.provenance import provenance, with_provenance
@@ -46,12 +47,9 @@ PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
 TINT_COLOR, OUTLINE_COLOR, GT_COLOR = (0, 200, 255), (255, 255, 0), (255, 0, 255)
 
 
-def _aligned(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, np.ndarray | None]:
-    """The display merge and ground truth in the pipeline's geometry (rotation, flips)."""
-    rgb = cached_composite(image, image.hash, image.channels, (True,) * image.shape[2])
-    rgb = transform_geometry(rgb, recipe.rotate)
-    gt = transform_geometry(image.gt, recipe.rotate, labels=True) if image.gt is not None else None
-    return rgb, gt
+def _merge(image: CellImage) -> np.ndarray:
+    """The display merge of every channel, in the image's own frame (where the cells are drawn)."""
+    return cached_composite(image, image.hash, image.channels, (True,) * image.shape[2])
 
 
 def use_recipe(recipe: Recipe, message: str = "") -> None:
@@ -105,40 +103,65 @@ def _steps_upto(recipe: Recipe, last: str) -> tuple:
     return tuple(getattr(recipe, step) for step in STEP_ORDER[: STEP_ORDER.index(last) + 1])
 
 
-def _picture(image: CellImage, recipe: Recipe) -> tuple[np.ndarray, Layer, Layer | None]:
-    """The display merge and the ground-truth outlines in the pipeline's geometry, at preview
-    size: (RGB array, base layer, ground-truth layer or None). Unchanged by every slider but rotation."""
+def _picture(image: CellImage) -> tuple[np.ndarray, Layer, Layer | None]:
+    """The display merge and the ground-truth outlines in the image's own frame (the pipeline's
+    cells come back to it whatever the rotate step did), at preview size: (RGB array, base layer,
+    ground-truth layer or None). Unchanged by every slider."""
     def compute():
-        rgb, gt = _aligned(image, recipe)
-        small = preview(rgb, PREVIEW_SIDE)
+        small = preview(_merge(image), PREVIEW_SIDE)
         base = Layer.of("base", "the image (display merge)", small, "jpeg")
-        if gt is None:
+        if image.gt is None:
             return small, base, None
-        outlines = display_outlines(gt, (small.shape[1], small.shape[0]))
+        outlines = display_outlines(image.gt, (small.shape[1], small.shape[0]))
         return small, base, Layer.of("gt", "ground-truth outlines", overlay_png(outlines, GT_COLOR), toggle="gt")
-    return memo((_image_key(image), "picture", recipe.rotate), compute)
+    return memo((_image_key(image), "picture"), compute)
+
+
+def _on_canvas(image: CellImage, recipe: Recipe, small: np.ndarray) -> np.ndarray:
+    """The display merge as the pipeline's steps see it (rotated, scaled, flipped on its canvas),
+    at about ``small``'s scale: the live threshold draws over it."""
+    def compute():
+        canvas = transform_geometry(_merge(image), recipe.rotate)
+        side = round(PREVIEW_SIDE * max(canvas.shape[:2]) / max(image.shape[:2]))
+        return preview(canvas, max(side, 1))
+    return small if image_geometry(image.shape, recipe.rotate) is None else memo(
+        (_image_key(image), "canvas", recipe.rotate), compute)
+
+
+def _canvas_size(canvas: tuple[int, int], small: np.ndarray, image: CellImage) -> tuple[int, int]:
+    """The preview size of the rotate step's canvas, at the preview's scale of the image."""
+    factor = small.shape[1] / image.shape[1]
+    return max(1, round(canvas[0] * factor)), max(1, round(canvas[1] * factor))
 
 
 def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
     """The Result view. Everything is computed before the first element is drawn, so the page's
     elements reach the browser in one burst and it re-renders the page once, not once per view."""
-    small, base, gt = _picture(image, recipe)
+    small, base, gt = _picture(image)
     size = (small.shape[1], small.shape[0])
+    geometry = result.geometry
+    # The processed image, its foreground and edges lie on the rotate step's canvas; the cells are
+    # back in the image's frame. Each caption says which.
+    canvas = size if geometry is None else _canvas_size(geometry.size, small, image)
     upto_background = _steps_upto(recipe, "background")
     processed = memo((_image_key(image), "processed", upto_background), lambda: Layer.of(
-        "processed", "the processed image", to_uint8(cv2.resize(result.processed, size, interpolation=cv2.INTER_AREA)), "jpeg"))
-    tint = Layer.of("tint", "foreground", overlay_png(display_mask(result.mask, size), TINT_COLOR, 0.35), toggle="tint")
+        "processed", "the processed image", to_uint8(cv2.resize(result.processed, canvas, interpolation=cv2.INTER_AREA)), "jpeg"))
+    tint = Layer.of("tint", "foreground", overlay_png(display_mask(result.mask, canvas), TINT_COLOR, 0.35), toggle="tint")
     outlines = Layer.of("outlines", "cell outlines", overlay_png(display_outlines(result.labels, size), OUTLINE_COLOR),
                         toggle="outlines")
+    turned = "" if geometry is None else f" ({geometry.what}, as the steps see it)"
     panels = [
-        Panel("original", "Original (display merge)", (base,)),
-        Panel("processed", "Processed: what is thresholded; the foreground tinted blue", (processed, tint)),
-        Panel("segmentation", "Found cells outlined in yellow" + (", ground truth (switch above) in magenta" if gt else ""),
+        Panel("original", "Original (display merge), as the image is" + (": the rotate step is not applied here"
+                                                                        if geometry else ""), (base,)),
+        Panel("processed", f"Processed{turned}: what is thresholded; the foreground tinted blue", (processed, tint)),
+        Panel("segmentation", "Found cells" + (" mapped back to the image as it is," if geometry else "")
+              + " outlined in yellow" + (", ground truth (switch above) in magenta" if gt else ""),
               (base, *((gt,) if gt else ()), outlines)),
     ]
     if result.edges is not None:
-        edges = overlay_png(display_mask(result.edges, size, thin=True), (255, 255, 255), 0.9)
-        panels.append(Panel("edges", "Canny edges (white)", (base, Layer.of("edges", "Canny edges", edges))))
+        edges = overlay_png(display_mask(result.edges, canvas, thin=True), (255, 255, 255), 0.9)
+        panels.append(Panel("edges", f"Canny edges (white){turned}",
+                            ((base,) if geometry is None else (processed,)) + (Layer.of("edges", "Canny edges", edges),)))
     toggles = [
         Toggle("tint", "Tint foreground", "Show the thresholded mask over the processed image."),
         Toggle("outlines", "Cell outlines", "Outline every found cell in yellow."),
@@ -157,7 +180,7 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
             "Live threshold preview", value=False, key="live_preview",
             help="A threshold slider whose foreground is drawn in your browser as you drag (no server round "
                  "trip); the segmentation follows when you release it."):
-        live_threshold(small, result.processed, recipe.threshold,
+        live_threshold(_on_canvas(image, recipe, small), result.processed, recipe.threshold,
                        result.cell_diameter, f"{_image_key(image)}{upto_background}", rerun=(CONTROLS, *open_views()))
     result_view(panels, toggles, summary, key="result_panels")
 
@@ -191,8 +214,7 @@ def measurements(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
     st.dataframe(table, hide_index=True, width="stretch", height=320)
     download_button(st, "Download measurements (CSV)", table.to_csv(index=False), file_name=f"{image.name}_cells.csv",
                        mime="text/csv", help="One row per cell: shape, position, mean and integrated intensity per channel.")
-    rgb, _ = _aligned(image, recipe)
-    crops = crop_cells(draw_outlines(rgb, result.labels), result.labels, size=64)
+    crops = crop_cells(draw_outlines(_merge(image), result.labels), result.labels, size=64)
     shown = min(len(crops.labels), 60)
     picture(montage(crops.images[:shown]),
             caption=f"Cells located by thresholding and cropped: {shown} of {len(crops.labels)}, label order")
@@ -247,32 +269,47 @@ def batch_and_tune(recipe: Recipe) -> None:
     st.markdown("**Auto-tune on ground truth**")
     with_gt = [img for img in ds if img.gt is not None]
     if st.button("Auto-tune", disabled=not with_gt,
-                 help="Searches threshold method, blur, watershed seed distance and minimum area for the best F1 at IoU 0.5 "
-                      "on up to 4 images with ground truth." if with_gt else "Needs images with ground truth."):
+                 help=f"Searches threshold method, blur, watershed seed distance and minimum area for the best mean F1 "
+                      f"at IoU 0.5 on up to {MAX_TUNING_IMAGES} images with ground truth, taken in turn from each batch."
+                 if with_gt else "Needs images with ground truth."):
         bar = st.progress(0.0, text="Tuning…")
         try:
-            result = autotune(with_gt[:4], recipe, progress=lambda f, what: bar.progress(min(f, 1.0), text=f"Trying {what}"))
+            result = autotune(with_gt, recipe, progress=lambda f, what: bar.progress(min(f, 1.0), text=f"Trying {what}"))
         except ValueError as exc:
             st.error(str(exc))
         else:
             st.session_state.tune_result = result
         bar.empty()
     if tuned := st.session_state.get("tune_result"):
-        st.success(f"Best F1 @ IoU 0.5: **{tuned.best_f1:.3f}** (started at {tuned.start_f1:.3f}, {len(tuned.trials)} trials)")
-        start, best = tuned.trials[0].recipe.to_dict()["steps"], tuned.best.to_dict()["steps"]
-        changes = [{"parameter": f"{step}.{k}", "was": start[step][k], "tuned": v}
-                   for step, params in best.items() for k, v in params.items() if start[step][k] != v]
-        if changes:
-            st.dataframe(pd.DataFrame(changes).astype(str), hide_index=True, width="stretch")
-        else:
-            st.info("No setting in the search beat the current recipe.")
-        if recipe == tuned.best:
-            st.button("The tuned recipe is in use", disabled=True, icon=":material/check:", key="tuned_in_use",
-                      help="The controls on the left show it, and it is the classical model on every page.")
-        else:
-            st.button("Use the tuned recipe", on_click=use_recipe, type="primary",
-                      args=(tuned.best, f"Now using the tuned recipe (F1 {tuned.best_f1:.3f} on the tuning images)."),
-                      help="Load it into the controls; it becomes the classical model on every page.")
+        tune_report(tuned, recipe)
+
+
+def tune_report(tuned: TuneResult, recipe: Recipe) -> None:
+    """What the search found, on which images, and the tuned recipe to use only when it is better."""
+    scope = tuned.scope()
+    if recipe != tuned.start:
+        st.warning("The recipe changed after this search; it compares the settings it started from, not the current "
+                   "ones. Press **Auto-tune** again to search from the current recipe.", icon=":material/history:")
+    if not tuned.improved:
+        st.info(f"No setting in the search beat the recipe it started from: F1 @ IoU 0.5 {tuned.start_f1:.3f} "
+                f"({scope}), {len(tuned.trials)} trials. Nothing to change.")
+    else:
+        st.success(f"Best F1 @ IoU 0.5: **{tuned.best_f1:.3f}**, up from {tuned.start_f1:.3f} ({scope}; "
+                   f"{len(tuned.trials)} trials)")
+        st.dataframe(pd.DataFrame(recipe_changes(tuned.start, tuned.best)).astype(str), hide_index=True,
+                     width="stretch")
+    if tuned.with_gt > len(tuned.images):
+        st.caption(f"These F1s are means over the {len(tuned.images)} tuning images only, so they differ from the mean "
+                   f"over all {tuned.with_gt} images with ground truth that **Run on all images** shows.")
+    if not tuned.improved:
+        return
+    if recipe == tuned.best:
+        st.button("The tuned recipe is in use", disabled=True, icon=":material/check:", key="tuned_in_use",
+                  help="The controls on the left show it, and it is the classical model on every page.")
+    else:
+        st.button("Use the tuned recipe", on_click=use_recipe, type="primary",
+                  args=(tuned.best, f"Now using the tuned recipe (F1 {tuned.best_f1:.3f}, {scope})."),
+                  help="Load it into the controls; it becomes the classical model on every page.")
 
 
 CONTROLS = "pre_controls"  # the recipe panel's fragment

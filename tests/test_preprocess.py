@@ -14,6 +14,7 @@ from core.preprocess import (
     denoise,
     filter_instances,
     flood_pieces,
+    image_geometry,
     morphology,
     normalize,
     rotation_matrix,
@@ -309,6 +310,50 @@ def test_labels_keep_image_size_under_rotation(example_images):
     img = example_images[0]
     result = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("rotate", enabled=True, angle=20, scale=0.8))
     assert result.labels.shape == img.gt.shape and result.n_cells > 30
+
+
+@pytest.mark.parametrize("step", [dict(angle=30), dict(angle=-45, scale=0.8, flip_horizontal=True),
+                                  dict(angle=90, flip_vertical=True)])
+def test_a_rotated_recipe_keeps_the_corners_and_gives_cells_in_the_images_frame(example_images, step):
+    """A 30 degree turn used to cut the corners off (76 cells instead of 88) and to return labels in
+    the turned frame; now the steps work on a canvas holding the whole image and the cells come back
+    to the image's frame, so counts and ground-truth scores match the unrotated recipe's."""
+    img = example_images[0]
+    plain = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE)
+    turned = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("rotate", enabled=True, **step))
+    assert turned.labels.shape == img.gt.shape
+    assert abs(turned.n_cells - plain.n_cells) <= 1 and abs(turned.n_cells - img.n_cells_gt) <= 2
+    assert match_instances(img.gt, turned.labels).f1 > match_instances(img.gt, plain.labels).f1 - 0.02
+    assert sorted(np.unique(turned.labels)) == list(range(turned.n_cells + 1))  # renumbered 1..N
+    note = next(n for n in turned.notes if n.startswith("geometry:"))
+    assert "holds the whole image" in note and "mapped back to the image's own frame" in note
+    assert turned.geometry is not None and turned.geometry.kept == 1.0
+    assert turned.processed.shape[::-1] == turned.geometry.size  # the steps' own frame: the canvas
+    assert not any(n.startswith("geometry:") for n in plain.notes) and plain.geometry is None
+
+
+def test_labels_survive_the_round_trip_through_the_canvas():
+    labels = np.zeros((60, 80), np.int32)
+    labels[10:30, 10:30], labels[35:55, 40:75] = 4, 9
+    for step in (RotateStep(enabled=True, flip_horizontal=True, flip_vertical=True), RotateStep(enabled=True, angle=90)):
+        geometry = image_geometry(labels.shape, step)
+        np.testing.assert_array_equal(geometry.back(geometry.forward(labels, labels=True)),
+                                      np.where(labels == 4, 1, np.where(labels == 9, 2, 0)))
+    geometry = image_geometry(labels.shape, RotateStep(enabled=True, angle=33))
+    back = geometry.back(geometry.forward(labels, labels=True))
+    assert match_instances(labels, back).mean_iou > 0.95 and back.max() == 2
+
+
+def test_a_zoom_too_large_for_a_whole_canvas_says_what_is_not_segmented(example_images, monkeypatch):
+    import core.preprocess as pp
+
+    monkeypatch.setattr(pp, "MAX_CANVAS_PIXELS", 0)  # only 4x the image's area
+    img = example_images[0]
+    result = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("rotate", enabled=True, scale=2.5))
+    assert result.geometry.size == (512, 512) and result.geometry.kept == pytest.approx(0.16, abs=0.02)
+    note = next(n for n in result.notes if n.startswith("geometry:"))
+    assert "84% of the image lies outside it and is not segmented" in note and "1280 x 1280" in note
+    assert result.labels.shape == (512, 512) and 0 < result.n_cells < 30
 
 
 def count_calls(monkeypatch, name: str) -> dict:

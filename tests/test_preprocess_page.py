@@ -201,3 +201,48 @@ def test_every_threshold_histogram_spans_0_to_1_with_its_label_on_the_side_with_
     (label,) = fig.layout.annotations
     assert label.text == f"threshold {threshold:.3f}"
     assert label.xanchor == ("left" if threshold < 0.5 else "right")  # text to the right of a low line, left of a high one
+
+
+def test_a_rotated_recipe_is_labelled_and_loses_no_cell(page):
+    """With a 30 degree turn the 'Original' picture showed the turned image and the corners' cells
+    were lost (76 of 88 on the first image); now each picture says what it shows and the cells come
+    back to the image's frame."""
+    plain = _cells_found(page)
+    page.session_state["recipe"] = DEFAULT_RECIPE.with_step("rotate", enabled=True, angle=30)
+    at = page.run()
+    assert not at.exception and at.session_state["recipe"].rotate.angle == 30
+    view = _result(at)
+    captions = {p["id"]: p["caption"] for p in view["panels"]}
+    assert captions["original"] == "Original (display merge), as the image is: the rotate step is not applied here"
+    assert captions["processed"].startswith("Processed (rotated 30°, as the steps see it)")
+    assert captions["segmentation"].startswith("Found cells mapped back to the image as it is")
+    assert any(n.startswith("geometry: the image was rotated 30° for processing on a 699 x 699 canvas that holds the "
+                            "whole image") for n in view["summary"]["notes"])
+    assert abs(_cells_found(at) - plain) <= 1 and _f1(at) >= 0.9
+    at.session_state["pre_tab"] = "Recipe & all images"
+    at = at.run()
+    next(b for b in at.button if b.label == "Run on all images").click()
+    at = at.run()
+    summary = at.dataframe[0].value
+    first = summary.set_index("image").loc["plateA_field1"]
+    assert abs(first["cells"] - 88) <= 2 and summary["f1"].mean() >= 0.9
+
+
+def test_auto_tune_that_finds_nothing_better_offers_nothing_and_says_what_it_scored(page, monkeypatch):
+    import core.autotune as A
+
+    monkeypatch.setattr(A, "SEARCH_SPACE", (("filters", "min_area", (-1, 2000)),))  # 2000 px drops every cell
+    page.session_state["pre_tab"] = "Recipe & all images"
+    at = page.run()
+    next(b for b in at.button if b.label == "Auto-tune").click()
+    at = at.run()
+    assert not at.exception
+    (info,) = [i.value for i in at.info if "No setting" in i.value]
+    assert info.startswith("No setting in the search beat the recipe it started from: F1 @ IoU 0.5 0.9")
+    assert ("mean over 4 tuning images of the 12 with ground truth (plateA_field1, plateB_field1, plateC_field1, "
+            "plateA_field2)") in info
+    assert not any(b.label in {"Use the tuned recipe", "The tuned recipe is in use"} for b in at.button)
+    assert any("means over the 4 tuning images only" in c.value and "all 12 images" in c.value for c in at.caption)
+    at.session_state["recipe"] = DEFAULT_RECIPE.with_step("threshold", method="otsu")
+    at = at.run()
+    assert any("The recipe changed after this search" in w.value for w in at.warning)

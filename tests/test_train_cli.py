@@ -129,11 +129,16 @@ def test_compare_with_the_checkpoint_writes_metrics_recomputable_from_its_labels
     out, _ = trained
     image, gt = dataset / "images" / "plateC_field2.tif", dataset / "masks" / "plateC_field2.tif"
     name = f"unet:{out}"
-    code, _, stderr = cli("compare", str(image), "--models", f"classical,{name}", "--gt", str(gt), "--out",
-                          str(tmp_path / "c"), "--device", "cpu")
+    code, stdout, stderr = cli("compare", str(image), "--models", f"classical,{name}", "--gt", str(gt), "--out",
+                               str(tmp_path / "c"), "--device", "cpu")
     assert code == 0, stderr
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert set(metrics) == {"classical", name}
+    # plateC_field2 validated this model (it chose its best epoch): said, and recorded in metrics.json
+    assert metrics[name]["seen_in_training"] == "validation" and metrics["classical"]["seen_in_training"] is None
+    assert (f"  note: {name} was validated (its best epoch was chosen) on plateC_field2: its scores here show how "
+            "well it fits an image it has seen") in stdout
+    assert stdout.count("note:") == 1
     labels = tifffile.imread(tmp_path / "c" / "unet:tiny.unet.pt.tif")  # the file's name, not its folders
     assert labels.shape == (128, 128)
     per_t = match_over_thresholds(tifffile.imread(gt), labels)
@@ -231,6 +236,8 @@ def test_maskrcnn_trains_through_the_same_command_and_segments_as_maskrcnn_path(
     assert code == 0, stderr
     meta = json.loads(out.with_name("r.maskrcnn.json").read_text())
     assert meta["family"] == "maskrcnn" and meta["split"]["val_batches"] == ["plateC"]
+    assert [e["name"] for e in meta["images_seen"]["validation"]] == ["plateC_field1", "plateC_field2"]
+    assert len(meta["images_seen"]["training"]) == 4 and all(len(e["hash"]) == 32 for e in meta["images_seen"]["training"])
     assert f"best epoch 1: validation F1 {meta['validation']['f1']:.3f}" in stdout
     assert "on this CPU that takes about" in stdout  # said before a long CPU run starts
     code, stdout, stderr = cli("segment", "--model", f"maskrcnn:{out}", str(dataset / "images" / "plateC_field1.tif"),
@@ -246,4 +253,6 @@ def test_yolo_seg_trains_through_the_same_command_offline(dataset, tmp_path, cli
                                "--out", "tinyyolo")
     assert code == 0, stderr
     assert (tmp_path / "weights" / "yolo" / "tinyyolo.pt").is_file()
+    meta = json.loads((tmp_path / "weights" / "yolo" / "tinyyolo.json").read_text())
+    assert [e["name"] for e in meta["images_seen"]["validation"]] == ["plateC_field1", "plateC_field2"]
     assert "use it as --model user:tinyyolo" in stdout

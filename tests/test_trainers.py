@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.example import make_example_dataset
-from models.registry import get_model_info, list_models
+from models.registry import get_model_info, images_seen, list_models
 from models.trainers import TRAINERS, default_settings, train_segmenter
 
 
@@ -50,3 +50,7 @@ def test_mask_rcnn_and_yolo_seg_train_through_the_same_entry_point(tmp_path, mon
         summary = train_segmenter(family, images, name=f"tiny-{family}", settings=settings, val_batches=["plateC"])
         assert summary["model"] in [m.name for m in list_models("segment")], (family, summary["model"])
         assert summary["val_images"] == 1 and summary["best_epoch"] == 1
+        # Every family records the images it saw, so Compare can mark them (by their pixels).
+        seen = images_seen(summary["model"])
+        assert seen.known, (family, seen.why)
+        assert [seen.role(img.name, img.hash) for img in images] == ["training", "training", "validation"], family

@@ -307,3 +307,30 @@ def test_unet_settings_mean_what_any_registered_setting_of_that_name_means():
 
     for setting in U.UNET_SETTINGS:
         assert registry._SETTINGS.get(setting.name, setting) == setting
+
+
+def test_the_checkpoint_records_the_images_it_saw_and_the_registry_reads_them(trained, example, weights_home):
+    import shutil
+
+    from models.registry import images_seen
+
+    meta = trained.metadata["images_seen"]
+    assert [e["name"] for e in meta["validation"]] == ["plateC_field1", "plateC_field2"] and len(meta["training"]) == 4
+    by_name = {img.name: img.hash for img in example}
+    assert all(e["hash"] == by_name[e["name"]] for side in meta.values() for e in side)  # CellImage.hash
+    dest = U.unet_checkpoint_path("cells")
+    dest.parent.mkdir(parents=True)
+    shutil.copy(trained.path, dest)
+    shutil.copy(metadata_path(trained.path), metadata_path(dest))
+    seen = images_seen("unet:cells")
+    assert [seen.role(img.name, img.hash) for img in example] == ["training"] * 4 + ["validation"] * 2
+    assert images_seen("classical") is None  # not trained on the user's images: nothing to mark
+    old = json.loads(metadata_path(dest).read_text())
+    del old["images_seen"]  # a checkpoint written before the record existed
+    metadata_path(dest).write_text(json.dumps(old))
+    seen = images_seen("unet:cells")
+    assert not seen.known and seen.role(example[0].name, example[0].hash) == "unknown"
+    assert seen.describe() == ("unet:cells: which images it was trained on is unknown (it was trained before "
+                               "CellScope recorded the images a model is trained on)")
+    metadata_path(dest).unlink()
+    assert "no CellScope training record beside cells.unet.pt" in images_seen("unet:cells").why
