@@ -654,7 +654,7 @@ def _reason(verdict: str, clf: dict[str, Any], ilisi_value: float, n_batches: in
         if mixed:
             return f"No batch effect: {told}, {noise}; {neighbours}.{tail}"
         return (
-            f"No batch effect: {told}, {noise}. Locally the batches are not mixed ({neighbours}), but that does not "
+            f"No batch effect: {told}, {noise}. Locally the batches are not well mixed ({neighbours}), but that does not "
             "carry over from a batch's images to its others: cells cluster by image (field-to-field variation), not "
             f"by batch -- or the batches differ in a way no linear boundary draws.{tail}"
         )
@@ -683,6 +683,8 @@ def _evidence(verdict: str, features: str, parts: dict[str, dict[str, Any]]) -> 
     rest = [name for name in parts if name not in hits]
     if verdict in ("weak", "strong") and hits and rest:
         text += f": the difference lies in {' and '.join(hits)}, not in {' and '.join(rest)}"
+    elif verdict in ("weak", "strong") and len(hits) > 1:
+        text += ": the difference shows in both"
     elif verdict == "no" and hits:
         text += (f"; {' and '.join(hits)} alone go beyond shuffled labels where all features "
                  f"together do not (one of {len(parts) + 1} looks at the same cells, so it may be chance: add "

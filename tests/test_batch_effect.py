@@ -407,9 +407,38 @@ def test_field_to_field_variation_in_plates_made_of_images_reads_no():
     # the same message as the verdict (no green "no" beside a yellow "cells cluster by batch").
     assert report["kbet"] < 0.3 and report["ilisi"] < 1.3 and not report["mixed_locally"]
     assert report["reason"].startswith("No batch effect: ")
-    assert "Locally the batches are not mixed (kBET accepts" in report["reason"]
+    assert "Locally the batches are not well mixed (kBET accepts" in report["reason"]
     assert "cells cluster by image (field-to-field variation), not by batch" in report["reason"]
     assert not any("kBET" in w for w in report["warnings"])
+
+
+def test_the_reason_names_the_part_of_the_features_a_batch_difference_lies_in():
+    # The plate shift sits on features 0-3: call them the surroundings, the other 12 the cells.
+    X, b, c, i = make_cells(8, batch_shift=1.5)
+    parts = {"the cells themselves": list(range(4, 16)), "their surroundings": [0, 1, 2, 3]}
+    report = be.batch_effect_report(X, b, c, i, features="16 test features", parts=parts)
+    assert report["verdict"] == "strong"
+    found = report["evidence"]["parts"]
+    assert found["their surroundings"]["n_features"] == 4 and found["their surroundings"]["significant"]
+    assert found["the cells themselves"]["significant"] is False
+    assert "It rests on 16 test features. On unseen images the cells themselves alone tell the batches apart at" in (
+        report["reason"])
+    assert report["reason"].endswith("the difference lies in their surroundings, not in the cells themselves.")
+    assert json.loads(json.dumps(report)) == report
+    with pytest.raises(ValueError, match="feature parts must name columns 0..15"):
+        be.batch_effect_report(X, b, c, i, parts={"x": [16]})
+
+
+def test_a_part_that_alone_beats_shuffled_labels_under_a_no_is_named_as_possibly_chance():
+    parts = {
+        "the cells themselves": {"n_features": 6, "balanced_accuracy": 0.52, "significant": False, "skill": 0.04},
+        "their surroundings": {"n_features": 4, "balanced_accuracy": 0.81, "significant": True, "skill": 0.62},
+    }
+    text = be._evidence("no", "10 features", parts)
+    assert text.endswith("their surroundings alone go beyond shuffled labels where all features together do not "
+                         "(one of 3 looks at the same cells, so it may be chance: add images to decide).")
+    assert be._evidence("strong", "10 features", {k: {**v, "significant": True, "skill": 0.6}
+                                                  for k, v in parts.items()}).endswith("the difference shows in both.")
 
 
 def test_report_is_json_ready_and_warns_on_few_cells():

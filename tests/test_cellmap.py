@@ -132,6 +132,25 @@ def test_embed_command_finds_a_planted_batch_difference_and_none_where_batches_s
     assert metrics["verdict"] == "no", metrics["reason"]
 
 
+def test_embed_command_on_three_plates_of_two_images_cannot_tell(tmp_path):
+    """The issue's run: plates A, B, C of two example images each read "no" ("no more than shuffled
+    batch labels reach", kBET 11%); the permutation test cannot reach significance there."""
+    images = make_example_dataset(size=256, fields_per_plate=2)
+    for plate in ("plateA", "plateB", "plateC"):
+        write_dataset([img.with_(batch="unassigned") for img in images if img.batch == plate],
+                      tmp_path / "plates" / plate[-1])
+    r = _run_embed(str(tmp_path / "plates"), "--out", str(tmp_path / "out"), "--batch-from", "folder", "--model", "gt",
+                   "--map", "pca")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("batch effect: "))
+    assert line.startswith("batch effect: undetermined — Cannot tell whether the batches differ: too few images to "
+                           "test: 3 batches of 2 images each can be split into only 15 distinct groupings")
+    assert "3 batches need at least 3 images each" in line and "No batch effect" not in line
+    metrics = json.loads((tmp_path / "out" / "batch_effect.json").read_text())
+    assert metrics["verdict"] == "undetermined" and metrics["n_batches"] == 3
+    assert metrics["evidence"]["parts"]["their surroundings"]["n_features"] == 12
+
+
 def test_embed_command_fails_in_one_line(tmp_path):
     r = _run_embed(str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -160,7 +179,7 @@ def test_cell_map_page_shows_the_map_views_and_a_correction():
     # effect" beside a yellow note that cells cluster by batch.
     verdict = metrics["features, after Harmony"][0]
     assert verdict == "no" and not at.success
-    assert any(i.value.startswith("No batch effect: ") and "Locally the batches are not mixed" in i.value
+    assert any(i.value.startswith("No batch effect: ") and "Locally the batches are not well mixed" in i.value
                for i in at.info)
     assert not any("kBET" in w.value for w in at.warning)
     at.session_state["cm.view"] = "Export"
