@@ -815,10 +815,12 @@ def batch_effect_report(
     few = {name: c for name, c in batch_clf["images_per_class"].items() if c < need}
     if few and verdict != "undetermined":  # undetermined: the reason says why already
         listed = ", ".join(f"{name!r}: {c}" for name, c in few.items())
+        split = ("" if batch_clf["partitions"] is None
+                 else f"; these images split into only {batch_clf['partitions']} groupings")
         warnings.append(
             f"Few images per batch ({listed}): {plural(len(b_levels), 'batch')} need {need} images each for a "
-            f"permutation test to be sure of reaching p <= {SIGNIFICANCE}; these images split into only "
-            f"{batch_clf['partitions']} groupings, so a batch effect that varies from field to field can hide."
+            f"permutation test to be sure of reaching p <= {SIGNIFICANCE}{split}, so a batch effect that varies "
+            "from field to field can hide."
         )
     if _confounded(b_codes, c_codes, len(c_levels)):
         warnings.append(
