@@ -79,6 +79,8 @@ SURROUNDING_PREFIXES = ("ring_mean_", "ring_sd_", "background_", "background_sd_
 def _robust_levels(owner: np.ndarray, values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per id: the median of its values and half their 16-84th percentile span (the SD of a normal
     distribution; unsegmented cells and debris move neither much); NaN where an id has no value."""
+    if not len(values):
+        return np.full(len(ids), np.nan), np.full(len(ids), np.nan)
     order = np.lexsort((values, owner))
     owner, values = owner[order], values[order]
     start = np.searchsorted(owner, ids, side="left")
@@ -90,7 +92,7 @@ def _robust_levels(owner: np.ndarray, values: np.ndarray, ids: np.ndarray) -> tu
         hi = np.minimum(lo + 1, start + np.maximum(count - 1, 0))
         frac = pos - lo
         picked = values[np.minimum(lo, len(values) - 1)] * (1 - frac) + values[np.minimum(hi, len(values) - 1)] * frac
-        out.append(np.where(count > 0, picked, np.nan) if len(values) else np.full(len(ids), np.nan))
+        out.append(np.where(count > 0, picked, np.nan))
     low, median, high = out
     return median, (high - low) / 2
 

@@ -137,6 +137,15 @@ def test_a_brighter_noisier_background_moves_the_surroundings_not_the_cell():
     assert b["background_ch0"] == pytest.approx(80, abs=2) and b["background_sd_ch0"] == pytest.approx(15, abs=2)
 
 
+def test_cells_filling_the_image_leave_no_background_and_get_nan_not_an_error():
+    from core.measure import measure_surroundings
+
+    labels = np.zeros((20, 20), np.int32)
+    labels[:, :10], labels[:, 10:19] = 1, 2  # one free column, all of it cell 2's ring; cell 1 has none
+    df = measure_surroundings(labels, np.ones((20, 20, 1)), default_channels(1))
+    assert np.isnan(df["ring_mean_ch0"][0]) and df["ring_mean_ch0"][1] == 1.0 and df["background_ch0"].isna().all()
+
+
 def test_no_cells_gives_an_empty_surroundings_table():
     from core.measure import measure_surroundings
 
