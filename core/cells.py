@@ -280,8 +280,11 @@ def morphology_features(table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         # regionprops gives NaN for a few degenerate (1-2 px) objects; the median is neutral.
         bad = ~np.isfinite(X)
         if bad.any():
-            med = np.nanmedian(np.where(bad, np.nan, X), axis=0)
-            X[bad] = np.take(np.nan_to_num(med), np.nonzero(bad)[1])
+            # A column with no value at all (no cell has a free pixel around it) becomes 0s below.
+            med = np.zeros(X.shape[1])
+            seen = ~bad.all(axis=0)
+            med[seen] = np.nanmedian(np.where(bad, np.nan, X)[:, seen], axis=0)
+            X[bad] = np.take(med, np.nonzero(bad)[1])
         mean = X.mean(axis=0)
         std = X.std(axis=0)
         flat = std <= 1e-9 * np.maximum(1.0, np.abs(mean))

@@ -214,6 +214,17 @@ def test_a_constant_column_becomes_zeros_not_nan(example_table):
     assert np.allclose(X[:, names.index("area")].std(), 1, atol=1e-4)
 
 
+def test_surroundings_missing_for_every_cell_become_zeros_without_a_warning(example_table):
+    import warnings
+
+    table = example_table.copy()
+    table["ring_mean_nucleus"] = np.nan  # packed cells: no free pixel around any of them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X, names = morphology_features(table)
+    assert (X[:, names.index("ring_mean_nucleus")] == 0).all() and np.isfinite(X).all()
+
+
 def test_a_flat_channel_gets_a_usable_range_and_mixed_channels_are_refused():
     flat = CellImage("flat", np.full((20, 20, 1), 7, np.uint16), default_channels(1))
     scaling = dataset_scaling([flat])
