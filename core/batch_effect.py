@@ -735,7 +735,8 @@ def batch_effect_report(
     in. The verdict itself rests on all columns together (one test, at one level).
 
     Top-level keys: ``verdict`` ("no" | "weak" | "strong" | "undetermined", see :func:`_verdict`),
-    ``reason`` (one sentence with the numbers), ``comparison`` (condition vs batch, or None),
+    ``reason`` (the verdict with its numbers, the neighbourhood metrics', and what it rests on),
+    ``comparison`` (condition vs batch, or None),
     ``silhouette`` (scIB batch ASW, 1 mixed .. 0 separated), ``silhouette_raw`` (mean batch
     silhouette), ``ilisi`` (median), ``ilisi_norm`` (scIB scaling, 0..1), ``kbet`` (acceptance rate),
     ``kbet_k``, ``classifier_accuracy`` (balanced, CV by image; None when impossible), ``chance``,
