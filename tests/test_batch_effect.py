@@ -267,7 +267,6 @@ def test_three_images_per_batch_cannot_be_tested_but_the_accuracy_is_shown():
 def test_distinct_partitions_count_groupings_up_to_renaming_the_labels(counts, partitions):
     # Checked against brute force: every labelling of the images, its partition as a set of sets.
     assert be._partitions(counts) == partitions
-    labels = np.repeat(np.arange(len(counts)), counts)
     seen = {frozenset(frozenset(np.flatnonzero(np.asarray(a) == c)) for c in range(len(counts)))
             for a in be._arrangements(list(counts))}
     assert len(seen) == partitions
