@@ -26,11 +26,13 @@ classifier and they are reported beside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from core.text import plural
 
 # Silhouette needs all pairwise distances: 3000 cells cost ~0.4 s for batch and condition together
 # (one shared distance matrix); 5000 cost 1.8 s for one labelling. The mean over 3000 cells has a
@@ -72,15 +74,17 @@ STRONG_SKILL = 0.5
 # below this skill, lest "0.2 accuracy" read as a new effect.
 BELOW_CHANCE_SKILL = -0.2
 # The permutation test that the accuracy beats chance: level; random shuffles (19, the fewest that
-# can give p = 0.05); the fewest groupings of single-label images for which any test can reach
-# that level (3 + 3 images give 20, two of them the observed one: p >= 0.1); up to how many
-# groupings all are scored (an exact test) rather than drawn.
+# can give p = 0.05); up to how many groupings all are scored (an exact test) rather than drawn.
+# When every image holds one label, the test can only regroup whole images, and a regrouping that
+# only renames the labels (plates A and B swapped) scores as the observed one does: with P distinct
+# partitions of the images the smallest p any such test gives is 1/P, so it needs P >= 1 / 0.05 =
+# 20 (MIN_PARTITIONS). 3 + 3 images give 10, 4 + 4 give 35; 3 batches of 2 images give 15, of 3
+# give 280; 4 batches of 2 give 105 (see :func:`min_images_per_label`).
 SIGNIFICANCE = 0.05
 N_PERMUTATIONS = 19
-MIN_GROUPINGS = 40
+MIN_PARTITIONS = round(1 / SIGNIFICANCE)
 EXACT_GROUPINGS = 100
 FEW_CELLS = 100
-FEW_IMAGES = 3
 # Wider features (CNN: 512) are measured on their leading principal components, as scIB measures
 # integrations and Harmony corrects on PCs. At 10,000 cells x 512 features the classifier alone took
 # 17 s (each fit is N x D^2); on 50 components the whole report takes the same ~3 s as 32 features.
@@ -419,6 +423,24 @@ def _groupings(y: np.ndarray, g: np.ndarray) -> int | None:
     return math.factorial(int(counts.sum())) // math.prod(math.factorial(int(c)) for c in counts)
 
 
+def _partitions(counts: Sequence[int]) -> int:
+    """Distinct ways to split images into groups of these sizes when the groups have no names:
+    the groupings (multinomial) over the relabellings that keep every group's size."""
+    counts = [int(c) for c in counts]
+    groupings = math.factorial(sum(counts)) // math.prod(math.factorial(c) for c in counts)
+    renamings = math.prod(math.factorial(same) for same in np.unique(counts, return_counts=True)[1])
+    return groupings // renamings
+
+
+def min_images_per_label(n_labels: int) -> int:
+    """The fewest images per label (each image of one label, all labels alike) whose partitions let
+    a permutation test reach p <= SIGNIFICANCE: 4 for 2 labels, 3 for 3, 2 for 4 or more."""
+    n = 2
+    while _partitions([n] * n_labels) < MIN_PARTITIONS:
+        n += 1
+    return n
+
+
 def _arrangements(counts: list[int]) -> Iterator[tuple[int, ...]]:
     """Every distinct sequence holding label c counts[c] times (multiset permutations)."""
     if sum(counts) == 0:
@@ -466,6 +488,7 @@ def classifier_accuracy(
     seed: int = 0,
     folds: int = 5,
     n_permutations: int = N_PERMUTATIONS,
+    noun: str = "label",
 ) -> dict[str, Any]:
     """Balanced accuracy of predicting ``target`` (batch or condition) on images never trained on.
 
@@ -486,9 +509,13 @@ def classifier_accuracy(
       (p <= 0.05). With ``n_permutations`` random shuffles p = (1 + runs scoring at least as high)
       / (1 + runs). When every image holds one label and there are at most 100 groupings of the
       images, every grouping is scored instead (``exact_test``; p = share scoring at least as high,
-      the observed grouping included). With fewer than 40 groupings no test can reach p <= 0.05:
-      p and significance stay None and ``reason`` says so (two labels need 4 images each);
-    - ``images_per_class``, ``n_cells``, ``n_images``, ``n_classes``, ``folds``, ``permutations``.
+      the observed grouping included). With fewer than 20 distinct partitions of the images no test
+      can reach p <= 0.05: p and significance stay None and ``reason`` says so, and how many images
+      per label would do (:func:`min_images_per_label`);
+    - ``images_per_class``, ``n_cells``, ``n_images``, ``n_classes``, ``folds``, ``permutations``,
+      ``partitions`` (distinct partitions of single-label images; None when an image holds several).
+
+    ``noun`` names the labels in ``reason`` ("batch", "condition").
     """
     from sklearn.metrics import balanced_accuracy_score
 
@@ -512,16 +539,17 @@ def classifier_accuracy(
         "folds": 0,
         "permutations": 0,
         "exact_test": False,
+        "partitions": None,
         "reason": None,
     }
     if n_classes < 2:
-        out["reason"] = f"only one label ({levels[0]!r}): there is nothing to tell apart"
+        out["reason"] = f"only one {noun} ({levels[0]!r}): there is nothing to tell apart"
         return out
     short = [name for name, count in per_class.items() if count < 2]
     if short:
         named = ", ".join(f"{name!r} has cells in {per_class[name]} image" for name in short)
         out["reason"] = (
-            f"not enough images per label: {named}; each needs cells in at least 2 images so one can be "
+            f"not enough images per {noun}: {named}; each needs cells in at least 2 images so one can be "
             "held out while the others train"
         )
         return out
@@ -532,12 +560,20 @@ def classifier_accuracy(
     out.update(balanced_accuracy=acc, skill=(acc - chance) / (1.0 - chance), folds=n_splits)
 
     groupings = _groupings(y, g)
-    if groupings is not None and groupings < MIN_GROUPINGS:
-        out["reason"] = (
-            f"too few images to test: {len(images)} images, each of one label, can be grouped only "
-            f"{groupings} ways, so image-to-image variation cannot be ruled out (two labels need 4 images each)"
-        )
-        return out
+    if groupings is not None:
+        _, label = _pure_images(y, g)
+        out["partitions"] = partitions = _partitions(np.bincount(label))
+        if partitions < MIN_PARTITIONS:
+            counts = sorted(set(per_class.values()))
+            sizes = f"{counts[0]} images each" if len(counts) == 1 else f"{', '.join(map(str, counts))} images"
+            need = min_images_per_label(n_classes)
+            out["reason"] = (
+                f"too few images to test: {plural(n_classes, noun)} of {sizes} can be split into only {partitions} "
+                f"distinct groupings, so a permutation test can give no p-value below 1/{partitions} = "
+                f"{1 / partitions:.3f} and image-to-image variation cannot be ruled out; {plural(n_classes, noun)} "
+                f"need at least {need} images each"
+            )
+            return out
     if n_permutations > 0:
         candidates, exact = _null_labellings(y, g, groupings, n_permutations, np.random.default_rng(seed))
         null = np.array([balanced_accuracy_score(c, _cv_predictions(X, c, g, n_splits, seed)) for c in candidates])
@@ -583,12 +619,27 @@ def _verdict(clf: dict[str, Any]) -> str:
     return "strong" if clf["skill"] >= STRONG_SKILL else "weak"
 
 
-def _reason(verdict: str, clf: dict[str, Any], ilisi_value: float, n_batches: int, kbet_value: float) -> str:
+def _mixed_locally(kbet_value: float, ilisi_norm: float) -> bool:
+    # Half the neighbourhoods accepted and half the possible iLISI: below either, cells sit mostly
+    # among cells of their own batch.
+    return kbet_value >= 0.5 and ilisi_norm >= 0.5
+
+
+def _reason(verdict: str, clf: dict[str, Any], ilisi_value: float, n_batches: int, kbet_value: float,
+            evidence: str) -> str:
+    """The verdict in one paragraph: the classifier's numbers, the neighbourhoods' in the same
+    breath (so no separate note contradicts the headline), and what features it rests on."""
     acc, chance = clf["balanced_accuracy"], clf["chance"]
+    neighbours = f"kBET accepts {kbet_value:.0%} of neighbourhoods and iLISI is {ilisi_value:.2f} of a possible {n_batches}"
+    mixed = _mixed_locally(kbet_value, _normalise_lisi(ilisi_value, n_batches))
+    tail = f" {evidence}" if evidence else ""
     if verdict == "undetermined":
         seen = "" if acc is None else f"; on held-out images a classifier scores {acc:.2f} balanced accuracy (chance {chance:.2f})"
-        return f"Cannot tell whether the batches differ: {clf['reason']}{seen}."
-    neighbours = f"kBET accepts {kbet_value:.0%} of neighbourhoods and iLISI is {ilisi_value:.2f} of a possible {n_batches}"
+        local = (
+            f" Locally {neighbours}; these cannot tell cells that cluster by image from cells that cluster by batch, "
+            "so they do not decide it either." if not mixed else f" Locally {neighbours}."
+        )
+        return f"Cannot tell whether the batches differ: {clf['reason']}{seen}.{local}{tail}"
     told = f"a classifier tells the batches apart at {acc:.2f} balanced accuracy on images it never saw"
     if verdict == "no":
         if clf["skill"] < BELOW_CHANCE_SKILL:
@@ -600,12 +651,45 @@ def _reason(verdict: str, clf: dict[str, Any], ilisi_value: float, n_batches: in
             noise = f"no more than shuffled batch labels reach (up to {clf['chance_upper']:.2f}, chance {chance:.2f})"
         else:
             noise = f"barely above chance ({chance:.2f})"
-        return f"No batch effect: {told}, {noise}; {neighbours}."
+        if mixed:
+            return f"No batch effect: {told}, {noise}; {neighbours}.{tail}"
+        return (
+            f"No batch effect: {told}, {noise}. Locally the batches are not well mixed ({neighbours}), but that does not "
+            "carry over from a batch's images to its others: cells cluster by image (field-to-field variation), not "
+            f"by batch -- or the batches differ in a way no linear boundary draws.{tail}"
+        )
     lead = "Strong" if verdict == "strong" else "Weak"
     return (
         f"{lead} batch effect: {told} (chance {chance:.2f}, shuffled labels up to {clf['chance_upper']:.2f}); "
-        f"{neighbours}."
+        f"{neighbours}.{tail}"
     )
+
+
+def _evidence(verdict: str, features: str, parts: dict[str, dict[str, Any]]) -> str:
+    """What the verdict rests on: the features, and how well each part of them alone tells the
+    batches apart on unseen images (e.g. the cells themselves vs their surroundings)."""
+    if not features and not parts:
+        return ""
+    text = f"It rests on {features or 'the features'}."
+    scored = {name: r for name, r in parts.items() if r["balanced_accuracy"] is not None}
+    if not scored:
+        return text
+    standing = {True: "beyond what shuffled labels reach", False: "within what shuffled labels reach",
+                None: "untestable with these images"}
+    readings = [f"{name} alone {'tell the batches apart ' if k == 0 else ''}at {r['balanced_accuracy']:.2f} "
+                f"({standing[r['significant']]})" for k, (name, r) in enumerate(scored.items())]
+    text += " On unseen images " + ", ".join(readings)
+    hits = [name for name, r in scored.items() if r["significant"] and r["skill"] >= WEAK_SKILL]
+    rest = [name for name in parts if name not in hits]
+    if verdict in ("weak", "strong") and hits and rest:
+        text += f": the difference lies in {' and '.join(hits)}, not in {' and '.join(rest)}"
+    elif verdict in ("weak", "strong") and len(hits) > 1:
+        text += ": the difference shows in both"
+    elif verdict == "no" and hits:
+        text += (f"; {' and '.join(hits)} alone go beyond shuffled labels where all features "
+                 f"together do not (one of {len(parts) + 1} looks at the same cells, so it may be chance: add "
+                 "images to decide)")
+    return text + "."
 
 
 def _comparison(batch_clf: dict[str, Any], cond_clf: dict[str, Any]) -> str | None:
@@ -640,11 +724,19 @@ def batch_effect_report(
     *,
     seed: int = 0,
     perplexity: float = LISI_PERPLEXITY,
+    features: str = "",
+    parts: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """All batch metrics, the same for condition, and a plain-language verdict; JSON-ready.
 
+    ``features`` says in words what ``X`` is ("10 morphology features per cell"), and ``parts``
+    names groups of its columns (e.g. the cell itself vs its surroundings): the by-image
+    classifier is also run on each part alone, and the reason says which part a difference lies
+    in. The verdict itself rests on all columns together (one test, at one level).
+
     Top-level keys: ``verdict`` ("no" | "weak" | "strong" | "undetermined", see :func:`_verdict`),
-    ``reason`` (one sentence with the numbers), ``comparison`` (condition vs batch, or None),
+    ``reason`` (the verdict with its numbers, the neighbourhood metrics', and what it rests on),
+    ``comparison`` (condition vs batch, or None),
     ``silhouette`` (scIB batch ASW, 1 mixed .. 0 separated), ``silhouette_raw`` (mean batch
     silhouette), ``ilisi`` (median), ``ilisi_norm`` (scIB scaling, 0..1), ``kbet`` (acceptance rate),
     ``kbet_k``, ``classifier_accuracy`` (balanced, CV by image; None when impossible), ``chance``,
@@ -652,7 +744,9 @@ def batch_effect_report(
     ``silhouette``, ``classifier_accuracy``, ``chance``, ``skill``, ``significant``, ``classifier``;
     None values when there is one condition), ``n_cells``, ``n_features``, ``dims_measured``
     (features wider than REPORT_MAX_DIMS are measured on that many principal components),
-    ``n_images``, ``n_batches``, ``batch_sizes``, ``warnings``.
+    ``n_images``, ``n_batches``, ``batch_sizes``, ``mixed_locally`` (kBET >= 0.5 and normalised
+    iLISI >= 0.5), ``evidence`` (``features`` and, per part, its ``n_features``,
+    ``balanced_accuracy``, ``chance_upper``, ``p_value``, ``significant``, ``skill``), ``warnings``.
     """
     X = _check_features(X)
     n, n_features = X.shape
@@ -661,6 +755,10 @@ def batch_effect_report(
     i_codes, i_levels = class_codes(image, n, "image")
     if len(b_levels) < 2:
         raise ValueError(f"a batch effect needs at least 2 batches, all cells are in {b_levels[0]!r}")
+    columns = {name: [int(j) for j in cols] for name, cols in (parts or {}).items()}
+    if any(not cols or min(cols) < 0 or max(cols) >= n_features for cols in columns.values()):
+        raise ValueError(f"feature parts must name columns 0..{n_features - 1}, got {columns}")
+    raw = X
     X = _leading_components(X, REPORT_MAX_DIMS, seed)
     sizes = np.bincount(b_codes)
     warnings: list[str] = []
@@ -675,9 +773,14 @@ def batch_effect_report(
     has_condition = len(c_levels) >= 2
     sils = _silhouettes(X, [b_codes, c_codes] if has_condition else [b_codes], SILHOUETTE_MAX_CELLS, seed)
     batch_names = np.asarray(b_levels, dtype=object)[b_codes]
-    batch_clf = classifier_accuracy(X, batch_names, i_codes, seed=seed)
-
+    batch_clf = classifier_accuracy(X, batch_names, i_codes, seed=seed, noun="batch")
     verdict = _verdict(batch_clf)
+    part_results = {}
+    for name, cols in columns.items() if len(columns) > 1 else ():
+        r = classifier_accuracy(_leading_components(raw[:, cols], REPORT_MAX_DIMS, seed), batch_names, i_codes,
+                                seed=seed, noun="batch")
+        part_results[name] = {"n_features": len(cols), **{k: r[k] for k in (
+            "balanced_accuracy", "chance_upper", "p_value", "significant", "skill")}}
     condition_part: dict[str, Any] = {
         "silhouette": None,
         "classifier_accuracy": None,
@@ -689,7 +792,8 @@ def batch_effect_report(
     }
     comparison = None
     if has_condition:
-        cond_clf = classifier_accuracy(X, np.asarray(c_levels, dtype=object)[c_codes], i_codes, seed=seed)
+        cond_clf = classifier_accuracy(X, np.asarray(c_levels, dtype=object)[c_codes], i_codes, seed=seed,
+                                       noun="condition")
         condition_part.update(
             silhouette=float(np.mean(sils[1])),
             classifier_accuracy=cond_clf["balanced_accuracy"],
@@ -701,17 +805,23 @@ def batch_effect_report(
         comparison = _comparison(batch_clf, cond_clf)
         if cond_clf["reason"]:
             warnings.append(f"Condition cannot be scored on unseen images: {cond_clf['reason']}.")
+    elif c_levels == [""]:
+        warnings.append("No cell has a condition: there is no treatment difference to keep.")
     else:
         warnings.append(f"Only one condition ({c_levels[0]!r}): there is no treatment difference to keep.")
 
     if n < FEW_CELLS:
         warnings.append(f"The verdict rests on only {n} cells; below {FEW_CELLS} every metric is noisy.")
-    few = {name: c for name, c in batch_clf["images_per_class"].items() if c < FEW_IMAGES}
-    if few:
+    need = min_images_per_label(len(b_levels))
+    few = {name: c for name, c in batch_clf["images_per_class"].items() if c < need}
+    if few and verdict != "undetermined":  # undetermined: the reason says why already
         listed = ", ".join(f"{name!r}: {c}" for name, c in few.items())
+        split = ("" if batch_clf["partitions"] is None
+                 else f"; these images split into only {batch_clf['partitions']} groupings")
         warnings.append(
-            f"Few images per batch ({listed}): batch can only be told from field-to-field variation "
-            f"with at least {FEW_IMAGES} images per batch."
+            f"Few images per batch ({listed}): {plural(len(b_levels), 'batch')} need {need} images each for a "
+            f"permutation test to be sure of reaching p <= {SIGNIFICANCE}{split}, so a batch effect that varies "
+            "from field to field can hide."
         )
     if _confounded(b_codes, c_codes, len(c_levels)):
         warnings.append(
@@ -719,16 +829,10 @@ def batch_effect_report(
             "cannot be told from a treatment effect, and correcting batch would erase the treatment."
         )
     ilisi_norm = _normalise_lisi(ilisi_value, len(b_levels))
-    if verdict == "no" and (kbet_value < 0.5 or ilisi_norm < 0.5):
-        warnings.append(
-            f"Cells cluster by batch locally (kBET accepts {kbet_value:.0%}, iLISI {ilisi_value:.2f} of "
-            f"{len(b_levels)}) but the batches are not told apart on unseen images: the clusters follow "
-            "images (field-to-field variation), not batches -- or a difference no linear boundary draws."
-        )
-
+    evidence = _evidence(verdict, features, part_results)
     return {
         "verdict": verdict,
-        "reason": _reason(verdict, batch_clf, ilisi_value, len(b_levels), kbet_value),
+        "reason": _reason(verdict, batch_clf, ilisi_value, len(b_levels), kbet_value, evidence),
         "comparison": comparison,
         "silhouette": float(np.mean(1.0 - np.abs(sils[0]))),
         "silhouette_raw": float(np.mean(sils[0])),
@@ -747,6 +851,8 @@ def batch_effect_report(
         "n_images": int(len(i_levels)),
         "n_batches": int(len(b_levels)),
         "batch_sizes": {b_levels[i]: int(s) for i, s in enumerate(sizes)},
+        "mixed_locally": _mixed_locally(kbet_value, ilisi_norm),
+        "evidence": {"features": features, "parts": part_results},
         "warnings": warnings,
     }
 

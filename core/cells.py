@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.images import CellImage, ChannelInfo
-from core.measure import CROP_MODES, crop_cells, measure_cells
+from core.measure import CROP_MODES, SURROUNDING_PREFIXES, crop_cells, measure_cells, measure_surroundings
 
 # Where a cell is in its image: kept in the table, never used as a feature (position is not biology).
 POSITION_COLUMNS = ("y", "x", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
@@ -42,12 +42,16 @@ def cell_table(pairs: Pairs) -> pd.DataFrame:
 
     Columns: ``cell_id`` ("image:label"), ``image``, ``image_index`` (position in ``pairs``),
     ``batch``, ``condition``, ``label``, ``y``, ``x`` (centroid), ``bbox_*``, then
-    :func:`core.measure.measure_cells`' shape and per-channel intensity columns.
+    :func:`core.measure.measure_cells`' shape and per-channel intensity columns and
+    :func:`core.measure.measure_surroundings`' ring and image-background columns.
     """
     _check_pairs(pairs)
     frames = []
     for index, (img, labels) in enumerate(pairs):
-        df = measure_cells(labels.astype(np.int32, copy=False), img.pixels, img.channels)
+        labels = labels.astype(np.int32, copy=False)
+        df = measure_cells(labels, img.pixels, img.channels)
+        around = measure_surroundings(labels, img.pixels, img.channels)
+        df = pd.concat([df, around.drop(columns="label").set_axis(df.index)], axis=1)
         df = df.rename(columns={"centroid_y": "y", "centroid_x": "x"})
         df.insert(0, "condition", img.condition)
         df.insert(0, "batch", img.batch)
@@ -236,17 +240,43 @@ def masks_for(
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
-    """The table's shape and intensity columns, in table order; never position or identity."""
+    """The table's shape, intensity and surroundings columns, in table order; never position or identity."""
     return [c for c in table.columns
-            if c in SHAPE_FEATURES or c.startswith("mean_") or c.startswith("integrated_")]
+            if c in SHAPE_FEATURES or c.startswith(("mean_", "integrated_", *SURROUNDING_PREFIXES))]
+
+
+# What the morphology features see, in two parts: the batch-effect verdict says which part a
+# batch difference lies in (a plate's brighter background is in the second, not in the cells).
+CELL_PART = "the cells themselves"
+SURROUNDINGS_PART = "their surroundings"
+_PART_CONTENTS = {CELL_PART: "shape, intensity", SURROUNDINGS_PART: "a ring around each cell, the image background"}
+
+
+def feature_parts(names: Sequence[str]) -> dict[str, list[int]]:
+    """Column indices of morphology feature ``names`` by what they describe: the cell itself, or
+    what surrounds it; parts with no column are left out."""
+    around = [j for j, n in enumerate(names) if n.startswith(SURROUNDING_PREFIXES)]
+    own = [j for j in range(len(names)) if j not in set(around)]
+    return {part: cols for part, cols in ((CELL_PART, own), (SURROUNDINGS_PART, around)) if cols}
+
+
+def describe_morphology(names: Sequence[str]) -> str:
+    """The morphology features in words: "10 morphology features per cell: 6 of the cells
+    themselves (shape, intensity), 4 of their surroundings (a ring around each cell, the image
+    background)"."""
+    parts = feature_parts(names)
+    return (f"{len(names)} morphology features per cell: "
+            + ", ".join(f"{len(cols)} of {part} ({_PART_CONTENTS[part]})" for part, cols in parts.items()))
 
 
 def morphology_features(table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Shape and intensity features, z-scored per column: (N, F) float32 and the column names.
+    """Shape, intensity and surroundings features, z-scored per column: (N, F) float32 and the
+    column names (4 + 6 per channel: see :func:`feature_columns`).
 
     Area and integrated intensities are log-transformed first. A constant column (no spread
     across cells) becomes zeros rather than NaN, so the feature set stays the same for one
-    channel layout whatever the data.
+    channel layout whatever the data; a missing value (a degenerate object, a cell with no ring)
+    becomes the column's median.
     """
     names = feature_columns(table)
     X = table[names].to_numpy(np.float64, copy=True).reshape(len(table), len(names))
@@ -257,8 +287,11 @@ def morphology_features(table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         # regionprops gives NaN for a few degenerate (1-2 px) objects; the median is neutral.
         bad = ~np.isfinite(X)
         if bad.any():
-            med = np.nanmedian(np.where(bad, np.nan, X), axis=0)
-            X[bad] = np.take(np.nan_to_num(med), np.nonzero(bad)[1])
+            # A column with no value at all (no cell has a free pixel around it) becomes 0s below.
+            med = np.zeros(X.shape[1])
+            seen = ~bad.all(axis=0)
+            med[seen] = np.nanmedian(np.where(bad, np.nan, X)[:, seen], axis=0)
+            X[bad] = np.take(med, np.nonzero(bad)[1])
         mean = X.mean(axis=0)
         std = X.std(axis=0)
         flat = std <= 1e-9 * np.maximum(1.0, np.abs(mean))

@@ -464,6 +464,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     (out / "map.png").write_bytes(map_png(cell_map.coords, cells.table["batch"].to_numpy(), title=title,
                                           legend="batch"))
     print(f"batch effect: {metrics['verdict']} — {metrics.get('reason', '')}")
+    for note in metrics.get("warnings", []):
+        print(f"note: {note}")
     print(f"wrote cells.csv, cells.parquet, batch_effect.json, map.html, map.png and {PROVENANCE_FILE} to {out} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -107,6 +107,10 @@ def content_hash(*arrays: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+# The batch of an image nobody assigned one to: not a plate, so the batch metrics leave it out.
+UNASSIGNED = "unassigned"
+
+
 @dataclass(frozen=True)
 class CellImage:
     """One microscopy image: pixels (H, W, C) in their original dtype plus metadata.
@@ -118,7 +122,7 @@ class CellImage:
     name: str
     pixels: np.ndarray
     channels: tuple[ChannelInfo, ...]
-    batch: str = "unassigned"
+    batch: str = UNASSIGNED
     condition: str = ""
     gt: np.ndarray | None = None
     source: str = ""

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from core.batch_effect import CORRECTION_METHODS, batch_effect_report, compare_correction, correct
-from core.cells import CellSet, Embedding
+from core.cells import CellSet, Embedding, describe_morphology, feature_parts
 from core.embed import CLUSTER_METHODS, METHODS, cluster, composition, embed_map, tsne_min_cells
-from core.images import CellImage
+from core.images import UNASSIGNED, CellImage
+from core.text import plural
 from models.registry import get_model_info, list_models, load_model
 
 Progress = Callable[[float, str], None]
@@ -118,12 +119,39 @@ def features_of(cells: CellSet, name: str, settings: dict[str, Any], *, device: 
     return model.embed(cells, progress=progress, **settings)
 
 
-def _report(X: np.ndarray, cells: CellSet, seed: int) -> dict[str, Any] | None:
-    table = cells.table
-    if table["batch"].nunique() < 2:
+def _assigned(cells: CellSet) -> np.ndarray:
+    """Which cells have a batch: images nobody assigned one to are no plate, so the batch metrics
+    leave them out rather than count them as a batch called "unassigned"."""
+    return (cells.table["batch"] != UNASSIGNED).to_numpy()
+
+
+def _measurable(cells: CellSet) -> bool:
+    return cells.table["batch"][_assigned(cells)].nunique() >= 2
+
+
+def _evidence(cells: CellSet, embedding: Embedding) -> tuple[str, dict[str, list[int]] | None]:
+    """What the features are, in words, and their parts (morphology: the cell vs its surroundings)."""
+    n = embedding.features.shape[1]
+    if uses_no_crops(embedding.model):
+        return describe_morphology(embedding.names), feature_parts(embedding.names)
+    seen = "with the background masked out" if cells.mask_background else "the cell and some of its surroundings"
+    return f"{n} {embedding.model} features of each cell's {cells.size} px crop ({seen})", None
+
+
+def _report(X: np.ndarray, cells: CellSet, seed: int, *, features: str = "",
+            parts: dict[str, list[int]] | None = None) -> dict[str, Any] | None:
+    if not _measurable(cells):
         return None
-    return batch_effect_report(X, table["batch"].to_numpy(), table["condition"].to_numpy(),
-                               table["image"].to_numpy(), seed=seed)
+    keep = _assigned(cells)
+    table = cells.table[keep]
+    report = batch_effect_report(X[keep], table["batch"].to_numpy(), table["condition"].to_numpy(),
+                                 table["image"].to_numpy(), seed=seed, features=features, parts=parts)
+    if not keep.all():
+        images = cells.table.loc[~keep, "image"].nunique()
+        report["warnings"].insert(0, f"{plural(images, 'image')} without a batch ({plural(int((~keep).sum()), 'cell')}) "
+                                     f"{'is' if images == 1 else 'are'} left out of the batch metrics: give "
+                                     f"{'it' if images == 1 else 'them'} a batch to count them.")
+    return report
 
 
 def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
@@ -132,8 +160,11 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
     report = progress or (lambda f, m: None)
     table, X = cells.table, embedding.features
     notes: list[str] = []
-    if table["batch"].nunique() < 2:
-        notes.append("All cells are in one batch: batch effects cannot be measured. Assign batches on the Data page.")
+    if not _measurable(cells):
+        notes.append("All cells are in one batch: batch effects cannot be measured. Assign batches on the Data page."
+                     if table["batch"].nunique() < 2 else
+                     "Besides the images without a batch, all cells are in one batch: batch effects cannot be "
+                     "measured. Assign batches on the Data page.")
     method, params = settings.method, settings.map_params()
     if ((method == "tsne" and len(X) < tsne_min_cells(settings.perplexity))
             or (method == "umap" and len(X) <= settings.n_neighbors)):  # still a map and metrics: PCA has no minimum
@@ -142,6 +173,7 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
                      "images, or lower the perplexity / neighbours.")
         method, params = "pca", {"seed": settings.seed}
     corrected, before, coords_before = X, None, None
+    features, parts = _evidence(cells, embedding)
     if settings.correction != "none":
         if table["batch"].nunique() < 2:
             raise ValueError("a batch correction needs at least 2 batches; assign batches on the Data page")
@@ -149,7 +181,7 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
         if settings.correction == "standardize" and settings.control:
             control = (table["condition"] == settings.control).to_numpy()
         report(0.02, "measuring the batch effect before correction")
-        before = _report(X, cells, settings.seed)
+        before = _report(X, cells, settings.seed, features=features, parts=parts)
         report(0.1, f"correcting ({settings.correction})")
         corrected = correct(X, table["batch"].to_numpy(), settings.correction, control_mask=control, seed=settings.seed)
         report(0.15, "mapping the uncorrected features")
@@ -168,8 +200,10 @@ def make_map(cells: CellSet, embedding: Embedding, settings: MapSettings, *,
             notes.append(f"HDBSCAN found no cluster of at least {settings.min_cluster_size} cells in the features: every "
                          "cell is 'no cluster' (-1). Lower the smallest cluster (Map settings), or use k-means.")
     report(0.86, "measuring the batch effect")
-    after = _report(corrected, cells, settings.seed)
-    on_map = _report(coords, cells, settings.seed)
+    after_correction = f", after {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""
+    after = _report(corrected, cells, settings.seed, features=features + after_correction, parts=parts)
+    on_map = _report(coords, cells, settings.seed,
+                     features=f"the 2-D {METHOD_NAMES[method]} map of {features}{after_correction}")
     comparison = compare_correction(before, after) if before is not None and after is not None else None
     report(1.0, "done")
     return CellMap(coords.astype(np.float32), np.asarray(labels), after, on_map, settings, coords_before, before,

@@ -1,6 +1,7 @@
 """Morphology and intensity features as an embedding: the Preprocess page's measurements of each
-cell (area, perimeter, eccentricity, solidity, mean and integrated intensity per channel),
-log-transformed where skewed and standardised. No crops, no weights, fast."""
+cell (area, perimeter, eccentricity, solidity, mean and integrated intensity per channel) and of
+its surroundings (a ring around it, the background near it, per channel), log-transformed where
+skewed and standardised. No crops, no weights, fast."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class MorphologyEmbedder:
 
 register_model(ModelInfo(
     "morphology", "morphology",
-    "Shape and intensity measurements of each cell (the Preprocess page's table), standardised. Fast, readable, "
-    "no training.",
+    "Shape and intensity measurements of each cell (the Preprocess page's table) and of its surroundings (a ring "
+    "around it, the nearby background), standardised. Fast, readable, no training.",
     None, False, MorphologyEmbedder, task="embed",
 ))

@@ -195,7 +195,10 @@ def batch_view(cells: CellSet, cell_map: CellMap) -> None:
     report = cell_map.report
     if report is None:
         return
-    VERDICT_STYLE[report["verdict"]](report["reason"])  # it starts with the verdict: "Strong batch effect: …"
+    # The reason starts with the verdict ("Strong batch effect: …") and holds the neighbourhood
+    # metrics too: a "no" whose neighbourhoods are not mixed is not shown as a green all-clear.
+    unmixed_no = report["verdict"] == "no" and not report.get("mixed_locally", True)
+    (st.info if unmixed_no else VERDICT_STYLE[report["verdict"]])(report["reason"])
     if report.get("comparison"):
         st.markdown(report["comparison"])
     for warning in report.get("warnings", []):
@@ -207,10 +210,14 @@ def batch_view(cells: CellSet, cell_map: CellMap) -> None:
     st.caption("scIB metrics (Luecken et al. 2022). Batch ASW: 1 = batches mixed, 0 = separated. iLISI: how many "
                "batches a cell's neighbourhood holds (1 = one, up to the number of batches). kBET: share of "
                "neighbourhoods whose batch mix matches the whole. Classifier: balanced accuracy predicting the batch "
-               "(or condition) of cells of images it never saw (cross-validated by image), next to chance. The verdict "
-               "rests on the classifier: the neighbourhood metrics can read a shift shared by all cells of a plate as "
-               "mixed (a high ASW beside a strong effect) and field-to-field differences as a batch effect. On the "
-               "2-D map a linear classifier can miss curved patterns, so its column is for reading the picture.")
+               "(or condition) of cells of images it never saw (cross-validated by image), next to chance; for "
+               "morphology also on the cells' own measurements alone and on their surroundings alone. The verdict "
+               "rests on the classifier on all features: the neighbourhood metrics can read a shift shared by all "
+               "cells of a plate as mixed (a high ASW beside a strong effect) and field-to-field differences as a "
+               "batch effect. The 2-D map is made from the features"
+               + (" after the correction" if cell_map.report_before is not None else "")
+               + "; on it a linear classifier can miss curved patterns, so its column is for reading the picture "
+               "and gives no verdict.")
     frame = cells_frame(cells, None, cell_map, with_features=False)
     if cell_map.coords_before is not None:
         for by in ("batch", "condition"):
@@ -229,21 +236,33 @@ def batch_view(cells: CellSet, cell_map: CellMap) -> None:
 
 
 def metrics_table(cell_map: CellMap) -> pd.DataFrame:
+    """Every metric of the features (before and after a correction) and of the 2-D map, with the
+    verdict each column's numbers give and the batch classifier on each part of the features."""
+    parts = list(((cell_map.report or {}).get("evidence") or {}).get("parts") or {})
+
     def column(r: dict | None) -> list:
         if r is None:
-            return [None] * 7
+            return ["–"] * (8 + len(parts))
         cond = r.get("condition") or {}
-        return [r["silhouette"], r["ilisi"], r["kbet"], r["classifier_accuracy"], r["chance"],
-                cond.get("classifier_accuracy"), cond.get("chance")]
+        by_part = (r.get("evidence") or {}).get("parts") or {}
+        numbers = [r["silhouette"], r["ilisi"], r["kbet"], r["classifier_accuracy"],
+                   *[by_part.get(p, {}).get("balanced_accuracy") for p in parts],
+                   r["chance"], cond.get("classifier_accuracy"), cond.get("chance")]
+        return [r["verdict"]] + ["–" if v is None else f"{v:.3f}" for v in numbers]
 
-    rows = ["batch ASW (1 = mixed)", "iLISI (median)", "kBET acceptance", "batch classifier (balanced acc.)",
+    rows = ["verdict", "batch ASW (1 = mixed)", "iLISI (median)", "kBET acceptance", "batch classifier (balanced acc.)",
+            *[f"batch classifier, {p} only" for p in parts],
             "batch chance", "condition classifier (balanced acc.)", "condition chance"]
+    corrected = cell_map.report_before is not None
+    after = f", after {CORRECTION_NAMES[cell_map.settings.correction]}" if corrected else ""
     table = {"metric": rows}
-    if cell_map.report_before is not None:
+    if corrected:
         table["features, before correction"] = column(cell_map.report_before)
-    table["features" + (", after" if cell_map.report_before is not None else "")] = column(cell_map.report)
-    table["2-D map"] = column(cell_map.report_map)
-    return pd.DataFrame(table).round(3)
+    table[f"features{after}"] = column(cell_map.report)
+    map_column = column(cell_map.report_map)
+    map_column[0] = "–"  # a linear boundary on 2 coordinates is no test of the features
+    table[f"2-D map{after}"] = map_column
+    return pd.DataFrame(table)
 
 
 def clusters_view(cells: CellSet, cell_map: CellMap, key: str) -> None:

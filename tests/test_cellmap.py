@@ -132,6 +132,25 @@ def test_embed_command_finds_a_planted_batch_difference_and_none_where_batches_s
     assert metrics["verdict"] == "no", metrics["reason"]
 
 
+def test_embed_command_on_three_plates_of_two_images_cannot_tell(tmp_path):
+    """The issue's run: plates A, B, C of two example images each read "no" ("no more than shuffled
+    batch labels reach", kBET 11%); the permutation test cannot reach significance there."""
+    images = make_example_dataset(size=256, fields_per_plate=2)
+    for plate in ("plateA", "plateB", "plateC"):
+        write_dataset([img.with_(batch="unassigned") for img in images if img.batch == plate],
+                      tmp_path / "plates" / plate[-1])
+    r = _run_embed(str(tmp_path / "plates"), "--out", str(tmp_path / "out"), "--batch-from", "folder", "--model", "gt",
+                   "--map", "pca")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("batch effect: "))
+    assert line.startswith("batch effect: undetermined — Cannot tell whether the batches differ: too few images to "
+                           "test: 3 batches of 2 images each can be split into only 15 distinct groupings")
+    assert "3 batches need at least 3 images each" in line and "No batch effect" not in line
+    metrics = json.loads((tmp_path / "out" / "batch_effect.json").read_text())
+    assert metrics["verdict"] == "undetermined" and metrics["n_batches"] == 3
+    assert metrics["evidence"]["parts"]["their surroundings"]["n_features"] == 12
+
+
 def test_embed_command_fails_in_one_line(tmp_path):
     r = _run_embed(str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -152,10 +171,21 @@ def test_cell_map_page_shows_the_map_views_and_a_correction():
     assert any("batch effect" in e.value.lower() for e in at.error) and not at.exception  # strong on the example
     metrics = next(d.value for d in at.dataframe if "metric" in d.value.columns)
     assert list(metrics.columns) == ["metric", "features", "2-D map"]
+    assert metrics["features"][0] == "strong" and metrics["2-D map"][0] == "–"  # the verdict row, as the reason says
+    assert "batch classifier, their surroundings only" in set(metrics["metric"])
     at.selectbox(key="cm.correction").set_value("harmony").run()
     metrics = next(d.value for d in at.dataframe if "metric" in d.value.columns)
-    assert "features, before correction" in metrics.columns and not at.exception
+    # Every column says whether it is before or after the correction, the 2-D map's too.
+    assert list(metrics.columns) == ["metric", "features, before correction", "features, after Harmony",
+                                     "2-D map, after Harmony"] and not at.exception
     assert len(at.get("plotly_chart")) == 4  # before / after, by batch and by condition
+    # After Harmony: one message says the verdict and the neighbourhoods together; no green "No batch
+    # effect" beside a yellow note that cells cluster by batch.
+    verdict = metrics["features, after Harmony"][0]
+    assert verdict == "no" and not at.success
+    assert any(i.value.startswith("No batch effect: ") and "Locally the batches are not well mixed" in i.value
+               for i in at.info)
+    assert not any("kBET" in w.value for w in at.warning)
     at.session_state["cm.view"] = "Export"
     at.run()
     assert {b.label for b in at.get("download_button")} == {"Cells (CSV)", "Cells (Parquet)", "Map (HTML)",
@@ -326,3 +356,82 @@ def test_hdbscan_finding_nothing_says_so(small):
     cell_map = make_map(cells, emb, MapSettings(method="pca", clusters="hdbscan", min_cluster_size=len(cells)))
     assert (cell_map.clusters == -1).all()
     assert any("HDBSCAN found no cluster" in n for n in cell_map.notes)
+
+
+def test_cell_map_page_with_three_plates_of_two_images_and_the_rest_unassigned():
+    """The issue's walk: plates A, B, C of two example images each, the other six without a batch, no
+    conditions. Defects: a green "No batch effect" beside a "Few images per batch" note, the images
+    without a batch counted as a batch "unassigned", and "Only one condition ('')"."""
+    at = open_page("pages/cellmap.py")
+    ds = at.session_state["dataset"]
+    for img in list(ds):
+        plate, field = img.name.split("_field")
+        batch = plate[-1] if int(field) <= 2 else "unassigned"
+        ds.put(img.with_(batch=batch, condition=""))
+    at.session_state["cm.view"] = "Batch effects"
+    at.run()
+    assert not at.exception and not at.success
+    reason = next(i.value for i in at.info if i.value.startswith("Cannot tell whether the batches differ"))
+    assert "3 batches of 2 images each can be split into only 15 distinct groupings" in reason
+    warnings = [w.value for w in at.warning]
+    assert warnings[0].startswith("6 images without a batch (") and "left out of the batch metrics" in warnings[0]
+    assert "No cell has a condition: there is no treatment difference to keep." in warnings
+    assert not any("Only one condition" in w or "Few images per batch" in w for w in warnings)
+    metrics = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    assert metrics["features"][0] == "undetermined"
+
+
+def dsb_fields(*, background: tuple[str, ...] = (), batches: str = "AB", layout: tuple[int, int] = (4, 2),
+               offset: float = 15.0, noise: float = 8.0) -> list:
+    """Real nuclei (tests/data/dsb2018_nuclei.tif, 183 annotated) cut into fields, dealt to
+    ``batches`` in turn; the fields of the batches in ``background`` get a brighter, noisier
+    background (``offset`` + normal noise of SD ``noise``) outside the annotated nuclei, whose pixels
+    stay as they were: a batch effect in the background alone, as a dirtier plate or a lamp makes."""
+    import tifffile
+
+    from core.images import CellImage, default_channels
+
+    pixels = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei.tif").astype(np.float64)
+    mask = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_mask.tif").astype(np.int32)
+    rows, cols = layout
+    h, w = pixels.shape[0] // rows, pixels.shape[1] // cols
+    rng = np.random.default_rng(0)
+    fields = []
+    for k in range(rows * cols):
+        window = np.s_[(k // cols) * h:(k // cols + 1) * h, (k % cols) * w:(k % cols + 1) * w]
+        px, labels = pixels[window].copy(), mask[window]
+        batch = batches[k % len(batches)]
+        if batch in background:
+            px += np.where(labels == 0, offset + rng.normal(0.0, noise, px.shape), 0.0)
+        px = np.clip(np.round(px), 0, 65535).astype(np.uint16)[:, :, None]
+        fields.append(CellImage(f"field{k + 1}", px, default_channels(1), batch=batch, gt=labels))
+    return fields
+
+
+def _dsb_report(fields):
+    cells = cell_set(fields, {img.name: img.gt for img in fields})
+    return make_map(cells, features_of(cells, "morphology", {}), MapSettings(method="pca")).report
+
+
+def test_a_background_only_batch_effect_on_real_nuclei_is_found_and_placed_in_the_surroundings():
+    """Defect: the default (morphology) features measured only the cells, so a plate whose background
+    alone is brighter and noisier read "no batch effect" while a crop classifier found it at 0.89."""
+    report = _dsb_report(dsb_fields(background=("B",)))
+    assert report["verdict"] == "strong" and report["classifier_accuracy"] > 0.9
+    parts = report["evidence"]["parts"]
+    # The cells' own measurements -- the features before this fix -- see nothing; the surroundings all.
+    assert parts["the cells themselves"]["significant"] is False
+    assert parts["the cells themselves"]["balanced_accuracy"] < 0.65
+    assert parts["their surroundings"]["significant"] and parts["their surroundings"]["balanced_accuracy"] > 0.9
+    assert ("It rests on 10 morphology features per cell: 6 of the cells themselves (shape, intensity), 4 of their "
+            "surroundings (a ring around each cell, the image background).") in report["reason"]
+    assert report["reason"].endswith("the difference lies in their surroundings, not in the cells themselves.")
+
+
+def test_real_nuclei_with_no_batch_difference_read_no_and_two_fields_per_batch_undetermined():
+    same = _dsb_report(dsb_fields())
+    assert same["verdict"] == "no", same["reason"]
+    assert same["reason"].startswith("No batch effect: ")
+    few = _dsb_report(dsb_fields(background=("B",), batches="ABC", layout=(3, 2)))
+    assert few["verdict"] == "undetermined" and few["classifier"]["partitions"] == 15
+    assert "3 batches need at least 3 images each" in few["reason"]

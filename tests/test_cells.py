@@ -9,11 +9,13 @@ from core.cells import (
     crop_chunks,
     crops_for,
     dataset_scaling,
+    describe_morphology,
+    feature_parts,
     morphology_features,
 )
 from core.example import make_example_dataset
 from core.images import CellImage, default_channels
-from core.measure import measure_cells
+from core.measure import measure_cells, measure_surroundings
 
 # Raw 0..1000 -> 0..1, so crop values read as raw / 1000.
 UNIT = IntensityScaling(("ch0",), (0.0,), (1000.0,))
@@ -48,6 +50,11 @@ def test_table_has_one_row_per_cell_with_ids_and_metadata(example_pairs, example
     ref = measure_cells(gt, first.pixels, first.channels)  # the one measurement path
     assert np.allclose(rows["y"], ref["centroid_y"]) and np.allclose(rows["area"], ref["area"])
     assert np.allclose(rows["mean_protein"], ref["mean_protein"])
+    around = measure_surroundings(gt, first.pixels, first.channels)
+    assert np.allclose(rows["ring_mean_protein"], around["ring_mean_protein"], equal_nan=True)
+    # The example's plates differ in background (A darkest, C brightest): so do the cells' surroundings.
+    levels = t.groupby("batch")["background_nucleus"].median()
+    assert levels["plateA"] < 0.8 * levels["plateB"] and levels["plateB"] < levels["plateC"]
 
 
 def test_table_refuses_ambiguous_or_mismatched_inputs(example_pairs):
@@ -181,11 +188,17 @@ def test_dataset_scaling_matches_percentiles_of_all_pixels(example_pairs):
     assert IntensityScaling.from_dict(scaling.to_dict()) == scaling
 
 
-def test_morphology_features_are_z_scored_shape_and_intensity_only(example_table):
+def test_morphology_features_are_z_scored_shape_intensity_and_surroundings(example_table):
     X, names = morphology_features(example_table)
-    assert names == ["area", "perimeter", "eccentricity", "solidity", "mean_nucleus", "integrated_nucleus",
-                     "mean_cytoplasm", "integrated_cytoplasm", "mean_protein", "integrated_protein"]
-    assert X.shape == (len(example_table), 10) and X.dtype == np.float32
+    channels = ("nucleus", "cytoplasm", "protein")
+    assert names == (["area", "perimeter", "eccentricity", "solidity", "mean_nucleus", "integrated_nucleus",
+                      "mean_cytoplasm", "integrated_cytoplasm", "mean_protein", "integrated_protein"]
+                     + [f"{p}{c}" for p in ("ring_mean_", "ring_sd_", "background_", "background_sd_") for c in channels])
+    assert X.shape == (len(example_table), 4 + 6 * 3) and X.dtype == np.float32
+    assert feature_parts(names) == {"the cells themselves": list(range(10)), "their surroundings": list(range(10, 22))}
+    assert describe_morphology(names) == ("22 morphology features per cell: 10 of the cells themselves (shape, "
+                                          "intensity), 12 of their surroundings (a ring around each cell, the image "
+                                          "background)")
     assert np.allclose(X.mean(axis=0), 0, atol=1e-5) and np.allclose(X.std(axis=0), 1, atol=1e-4)
     log_area = np.log1p(example_table["area"].to_numpy())
     assert np.allclose(X[:, 0], (log_area - log_area.mean()) / log_area.std(), atol=1e-5)
@@ -199,6 +212,17 @@ def test_a_constant_column_becomes_zeros_not_nan(example_table):
     assert np.isfinite(X).all()
     assert (X[:, names.index("solidity")] == 0).all()
     assert np.allclose(X[:, names.index("area")].std(), 1, atol=1e-4)
+
+
+def test_surroundings_missing_for_every_cell_become_zeros_without_a_warning(example_table):
+    import warnings
+
+    table = example_table.copy()
+    table["ring_mean_nucleus"] = np.nan  # packed cells: no free pixel around any of them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X, names = morphology_features(table)
+    assert (X[:, names.index("ring_mean_nucleus")] == 0).all() and np.isfinite(X).all()
 
 
 def test_a_flat_channel_gets_a_usable_range_and_mixed_channels_are_refused():

@@ -71,3 +71,83 @@ def test_crops_of_images_with_more_than_four_channels():
     crops = crop_cells(img, labels, size=16)
     assert crops.images.shape == (1, 16, 16, 6)
     assert list(crops.images[0, 8, 8]) == [10, 20, 30, 40, 50, 60]
+
+
+def test_rings_and_backgrounds_are_expand_labels_territories():
+    """Each cell's ring = the pixels scikit-image's expand_labels gives it (nearest cell) within the
+    ring's width, minus the cells; its background = those it gives it beyond the ring, out to
+    BACKGROUND_REACH ring widths; robust level and noise there match numpy's percentiles."""
+    from skimage.segmentation import expand_labels
+
+    from core.measure import BACKGROUND_REACH, RING_MIN_WIDTH, measure_surroundings
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((70, 70), np.int32)
+    labels[10:18, 10:18] = 1  # 64 px: radius 4.5, ring at the minimum width, 3 px
+    labels[10:18, 21:29] = 2  # 3 px from cell 1: the gap is shared by nearness
+    labels[45:55, 45:55] = 3
+    pixels = rng.normal(100, 10, (70, 70, 2))
+    df = measure_surroundings(labels, pixels, default_channels(2))
+    assert list(df.columns) == ["label", "ring_mean_ch0", "ring_mean_ch1", "ring_sd_ch0", "ring_sd_ch1",
+                                "background_ch0", "background_ch1", "background_sd_ch0", "background_sd_ch1"]
+    near = expand_labels(labels, distance=RING_MIN_WIDTH)
+    far = expand_labels(labels, distance=BACKGROUND_REACH * RING_MIN_WIDTH)
+    for k, lab in enumerate([1, 2, 3]):
+        ring = pixels[(labels == 0) & (near == lab)]
+        assert len(ring) > 20
+        np.testing.assert_allclose(df.loc[k, ["ring_mean_ch0", "ring_mean_ch1"]].to_numpy(float), ring.mean(axis=0))
+        np.testing.assert_allclose(df.loc[k, ["ring_sd_ch0", "ring_sd_ch1"]].to_numpy(float), ring.std(axis=0))
+        around = pixels[(near == 0) & (far == lab)]
+        assert len(around) > 100
+        lo, mid, hi = np.percentile(around, (15.87, 50, 84.13), axis=0)
+        np.testing.assert_allclose(df.loc[k, ["background_ch0", "background_ch1"]].to_numpy(float), mid)
+        np.testing.assert_allclose(df.loc[k, ["background_sd_ch0", "background_sd_ch1"]].to_numpy(float), (hi - lo) / 2)
+
+
+def test_a_big_cells_ring_is_half_its_radius_and_a_packed_cell_has_none():
+    from skimage.segmentation import expand_labels
+
+    from core.measure import measure_surroundings
+
+    labels = np.zeros((80, 80), np.int32)
+    labels[20:60, 20:60] = 1  # 1600 px: radius 22.6, ring 11.3 px
+    labels[0:5, 0:80] = 2  # a strip...
+    labels[5:8, 0:80] = 3  # ...and one packed against it and the edge: cell 2 keeps no free pixel
+    labels[8:80, 0:3] = 3
+    pixels = np.arange(80 * 80, dtype=np.float64).reshape(80, 80, 1)
+    df = measure_surroundings(labels, pixels, default_channels(1)).set_index("label")
+    big = np.where(labels == 0, expand_labels(labels, distance=0.5 * np.sqrt(1600 / np.pi)), 0) == 1
+    assert df.loc[1, "ring_mean_ch0"] == pytest.approx(pixels[big, 0].mean())
+    assert df.loc[2, ["ring_mean_ch0", "ring_sd_ch0", "background_ch0", "background_sd_ch0"]].isna().all()
+
+
+def test_a_brighter_noisier_background_moves_the_surroundings_not_the_cell():
+    from core.measure import measure_surroundings
+
+    rng = np.random.default_rng(1)
+    labels = np.zeros((64, 64), np.int32)
+    labels[20:30, 20:30] = 1
+    clean = np.where(labels > 0, 500.0, 50.0)[:, :, None]
+    noisy = np.where(labels > 0, 500.0, 80.0 + rng.normal(0, 15, labels.shape))[:, :, None]
+    a, b = (measure_surroundings(labels, p, default_channels(1)).iloc[0] for p in (clean, noisy))
+    cells = [measure_cells(labels, p, default_channels(1)).iloc[0]["mean_ch0"] for p in (clean, noisy)]
+    assert cells[0] == cells[1] == 500.0
+    assert (a["ring_mean_ch0"], a["ring_sd_ch0"], a["background_ch0"], a["background_sd_ch0"]) == (50, 0, 50, 0)
+    assert b["ring_mean_ch0"] == pytest.approx(80, abs=5) and b["ring_sd_ch0"] == pytest.approx(15, abs=3)
+    assert b["background_ch0"] == pytest.approx(80, abs=2) and b["background_sd_ch0"] == pytest.approx(15, abs=2)
+
+
+def test_cells_filling_the_image_leave_no_background_and_get_nan_not_an_error():
+    from core.measure import measure_surroundings
+
+    labels = np.zeros((20, 20), np.int32)
+    labels[:, :10], labels[:, 10:19] = 1, 2  # one free column, all of it cell 2's ring; cell 1 has none
+    df = measure_surroundings(labels, np.ones((20, 20, 1)), default_channels(1))
+    assert np.isnan(df["ring_mean_ch0"][0]) and df["ring_mean_ch0"][1] == 1.0 and df["background_ch0"].isna().all()
+
+
+def test_no_cells_gives_an_empty_surroundings_table():
+    from core.measure import measure_surroundings
+
+    df = measure_surroundings(np.zeros((5, 5), np.int32), np.zeros((5, 5, 1), np.uint8), default_channels(1))
+    assert len(df) == 0 and "ring_mean_ch0" in df.columns
