@@ -65,7 +65,7 @@ def cell_controls(ds, where, more) -> tuple[str, dict, dict, str, dict]:
                                   "model of the Compare page (its results are reused), or the ground truth.")
     features = c2.selectbox("Features", embedders(), key="cm.features",
                             format_func=lambda n: f"{n} · {get_model_info(n).family}" if n != get_model_info(n).family else n,
-                            help="morphology: the measured shape and intensity of each cell (fast). autoencoder: a "
+                            help="morphology: the measured shape and intensity of each cell, and of a ring and the background around it (fast). autoencoder: a "
                                  "convolutional autoencoder trained here on your crops; its bottleneck is the embedding. "
                                  "resnet: an ImageNet-trained CNN's features (weights downloaded on first use).")
     with more:
