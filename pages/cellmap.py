@@ -139,11 +139,13 @@ def color_control(frame: pd.DataFrame, where=st) -> str:
 def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side, key: str) -> None:
     frame = cells_frame(cells, embedding, cell_map, with_features=False)
     s1, s2 = side.columns([1.1, 1], vertical_alignment="bottom")
-    drag = s1.segmented_control("Drag to", ("lasso", "select", "zoom"), default="lasso", required=True, key="cm.drag",
+    # Zoom by default: in Lasso and Box mode Streamlit's chart ignores a click, and a click on one
+    # cell (to see it in its image) is the first thing people try.
+    drag = s1.segmented_control("Drag to", ("zoom", "lasso", "select"), default="zoom", required=True, key="cm.drag",
                                 label_visibility="collapsed",
-                                format_func={"lasso": "Lasso", "select": "Box", "zoom": "Zoom"}.get,
-                                help="What dragging over the map does: select cells with a lasso or a box (then see "
-                                     "them below), or zoom in (double-click zooms out).")
+                                format_func={"zoom": "Click", "lasso": "Lasso", "select": "Box"}.get,
+                                help="Click: a click shows one cell in its image, a drag zooms in (double-click zooms "
+                                     "out). Lasso or Box: drag around cells to select many and see their crops.")
     color_by = color_control(frame, s2)
     figure = map_figure(frame, color_by)
     figure.update_layout(dragmode=drag)
@@ -152,8 +154,9 @@ def map_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side, key:
                             config={"displaylogo": False, "scrollZoom": True})
     rows = sorted({int(p["customdata"]) for p in (event.selection.points if event else []) if "customdata" in p})
     if not rows:
-        st.caption(f"{plural(len(frame), 'cell')}. Drag a lasso or a box around cells to see them; click one to see "
-                   "it in its image.")
+        st.caption(f"{plural(len(frame), 'cell')}. " + ("Click a cell to see it in its image; choose **Lasso** or "
+                   "**Box** (above the map) to select many." if drag == "zoom" else "Drag a lasso or a box around cells "
+                   "to see them; choose **Click** to see one cell in its image."))
         return
     picked = frame.iloc[rows]
     head, button = st.columns([3, 1], vertical_alignment="center")

@@ -162,10 +162,11 @@ def test_cell_map_page_shows_the_map_views_and_a_correction():
     charts = at.get("plotly_chart")
     assert charts and not at.exception
     assert any("918 cells from 12 images · morphology features" in c.value for c in at.caption)
-    # dragging selects cells by default (no hunting for the lasso in Plotly's toolbar); the switch sets it
-    assert json.loads(charts[0].proto.spec)["layout"]["dragmode"] == "lasso"
-    at.button_group(key="cm.drag").set_value("zoom").run()
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["dragmode"] == "zoom"
+    # selecting many cells is a visible switch beside the map (not a tool in Plotly's hover toolbar)
+    assert json.loads(charts[0].proto.spec)["layout"]["dragmode"] == "zoom"  # a click selects one cell
+    at.button_group(key="cm.drag").set_value("lasso").run()
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["dragmode"] == "lasso"
+    assert any("Drag a lasso or a box around cells" in c.value for c in at.caption)
     at.session_state["cm.view"] = "Batch effects"
     at.run()
     assert any("batch effect" in e.value.lower() for e in at.error) and not at.exception  # strong on the example

@@ -340,7 +340,7 @@ def test_cell_map_shows_the_map_and_a_box_selection_shows_crops(server, browser)
     settle(page)
     chart = main.locator("[data-testid='stPlotlyChart']").first
     expect(chart).to_contain_text("plateA")  # the legend: coloured by batch
-    # A click on one cell (the chart's drag mode is zoom, so a click selects): it is shown in its image.
+    # A click on one cell (the default drag mode is zoom, so a click selects): it is shown in its image.
     point = page.evaluate("""() => {
       const gd = document.querySelector("[data-testid='stPlotlyChart'] .js-plotly-plot");
       const box = gd.querySelector('.nsewdrag').getBoundingClientRect(), t = gd._fullData[0];
@@ -352,8 +352,8 @@ def test_cell_map_shows_the_map_and_a_box_selection_shows_crops(server, browser)
     expect(main).to_contain_text("1 cell selected", timeout=60_000)
     expect(main).to_contain_text(" in plate", timeout=60_000)  # the caption of the cell shown in its image
     settle(page)
-    chart.hover()
-    chart.locator(".modebar-btn[data-title='Box Select']").click()
+    page.locator(".st-key-cm-drag").get_by_role("radio", name="Box").click()  # the switch beside the map
+    settle(page)
     area = chart.locator(".nsewdrag").first.bounding_box()
     page.mouse.move(area["x"] + area["width"] * 0.35, area["y"] + area["height"] * 0.35)
     page.mouse.down()
