@@ -36,7 +36,7 @@ STATE_KEYS = (RESULTS_KEY, "dataset", "dataset_origin", "dataset_version", "reci
 # seen is kept and given back before the widget is drawn again.
 # Only widgets whose value may be set through Session State: never buttons, uploaders or charts.
 WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",
-               "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.sam_model",
+               "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.include_seen", "cmp.sam_model",
                "cm.segmenter", "cm.features", "cm.crop_size", "cm.crop_mode", "cm.mask", "cm.method", "cm.correction",
                "cm.control", "cm.drag", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist", "cm.k",
                "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster", "ex.view", "ex.target",
