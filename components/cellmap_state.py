@@ -127,6 +127,7 @@ def current_map(choice: dict) -> CellMap | None:
 def send_to_explain(cells_key_: str, rows: list[int], what: str) -> None:
     """Hand cells selected on the map to the Explain page and open it."""
     st.session_state[EXPLAIN_ROWS] = {"cells": cells_key_, "rows": [int(r) for r in rows], "what": what}
+    st.session_state["ex.view"] = "Cells"  # the page's view is kept: it may have been left on Detectors
     st.switch_page("pages/explain.py")
 
 

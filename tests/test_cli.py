@@ -189,9 +189,23 @@ def _refuse(monkeypatch, targets: tuple[str, ...]) -> list[str]:
             raise AssertionError(f"{what} ran before every argument was checked")
         return fail
 
+    import pkgutil
+    import sys
+
+    import core
+    import models
+
+    # Every module of ours first: one imported during the test would bind the refusing function by
+    # name (``from models.registry import load_model``) and keep it after the test, failing others.
+    for package in (core, models):
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name != "__main__":
+                importlib.import_module(f"{package.__name__}.{info.name}")
     for target in targets:
         module, name = target.rsplit(".", 1)
-        monkeypatch.setattr(importlib.import_module(module), name, refuse(name))
+        real = getattr(importlib.import_module(module), name)
+        for loaded in [m for m in list(sys.modules.values()) if getattr(m, name, None) is real]:
+            monkeypatch.setattr(loaded, name, refuse(name))  # also where it was imported by name
     return calls
 
 
