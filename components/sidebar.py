@@ -20,7 +20,10 @@ def render_sidebar() -> None:
             s = ds.summary()
             label = " (example)" if is_untouched_example() else ""
             st.markdown(
-                f"**{plural(s['images'], 'image')}**{label} · **{plural(s['batches'], 'batch')}**  \n"
+                f"**{plural(s['images'], 'image')}**{label} · "
+                + ((f"**{plural(s['batches'], 'batch')}**" + (f" ({s['without_batch']} without)" if s["without_batch"]
+                                                              else "")) if s["batches"] else "no batch assigned")
+                + "  \n"
                 f"**{s['with_gt']}** with ground truth · channels: {', '.join(map(str, s['channels']))}"
             )
         workspace_notes()

@@ -701,6 +701,10 @@ def _comparison(batch_clf: dict[str, Any], cond_clf: dict[str, Any]) -> str | No
         f"on unseen images condition is told apart at {c['balanced_accuracy']:.2f} balanced accuracy "
         f"(chance {c['chance']:.2f}), batch at {b['balanced_accuracy']:.2f} (chance {b['chance']:.2f})"
     )
+    untested = [name for name, clf in (("condition", c), ("batch", b)) if clf["significant"] is None]
+    if untested:  # an accuracy its permutation test could not judge must not win or lose a comparison
+        return (f"Undetermined whether condition or batch separates cells more: {' and '.join(untested)} cannot be "
+                f"tested on so few images ({numbers}, which image-to-image variation alone could give).")
     if b["significant"] is False and c["significant"] is False:
         return f"Neither condition nor batch separates cells beyond image-to-image variation: {numbers}."
     condition_wins = c["significant"] is not False and (b["significant"] is False or c["skill"] > b["skill"])

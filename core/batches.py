@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from core.images import CellImage
+from core.images import UNASSIGNED, CellImage
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def parse_batch_table(data: bytes, sep: str = ",") -> BatchTable:
         if not str(r[name_col]).strip():
             continue
         rows[_table_key(str(r[name_col]))] = (
-            str(r[columns["batch"]]).strip() or "unassigned",
+            str(r[columns["batch"]]).strip() or UNASSIGNED,
             str(r[cond_col]).strip() if cond_col else "",
         )
     if not rows:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from core.images import CellImage
+from core.images import UNASSIGNED, CellImage
 
 
 @dataclass
@@ -66,7 +66,8 @@ class Dataset:
     def summary(self) -> dict[str, object]:
         return {
             "images": len(self),
-            "batches": len(self.batches()),
+            "batches": len(set(self.batches()) - {UNASSIGNED}),  # images without a batch are no batch
+            "without_batch": self.batches().get(UNASSIGNED, 0),
             "with_gt": sum(img.gt is not None for img in self),
             "channels": sorted({img.shape[2] for img in self}),
         }

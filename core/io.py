@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 
 from core.batches import BatchTable, parse_batch_table
-from core.images import HPA_CHANNELS, CellImage, ChannelInfo, channels_from_names, default_channels
+from core.images import HPA_CHANNELS, UNASSIGNED, CellImage, ChannelInfo, channels_from_names, default_channels
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TABLE_EXTENSIONS = (".csv", ".tsv")
@@ -725,7 +725,7 @@ def _load_entries(
                 name=key,
                 pixels=pixels,
                 channels=channels_of.get(key, default_channels(pixels.shape[2])),
-                batch=batch or "unassigned",
+                batch=batch or UNASSIGNED,
                 gt=gts.get(key),
                 source=source,
                 notes=tuple(notes + gt_notes.get(key, [])),

@@ -23,6 +23,8 @@ import pandas as pd
 from core.cam_stats import cam_mask_stats, class_summary
 from core.cells import CellSet
 from core.display import cam_overlays, crops_rgb, encode_image
+from core.images import UNASSIGNED
+from core.text import plural
 from models.classifier import TrainedClassifier
 from models.explain import CamResult, DeletionInsertion, compute_cams, deletion_insertion
 from models.registry import get_model_info, load_model
@@ -46,6 +48,11 @@ def target_labels(cells: CellSet, target: str, clusters: np.ndarray | None = Non
     if target == "condition" and (values == "").any():
         raise ValueError(f"{int((values == '').sum())} cells have no condition: assign conditions on the Data page "
                          "(a batches table with a condition column)")
+    if target == "batch" and (values == UNASSIGNED).any() and len(set(values)) > 1:
+        images = sorted(set(cells.table.loc[values == UNASSIGNED, "image"]))
+        raise ValueError(f"{plural(len(images), 'image')} ({', '.join(images[:4])}{', …' if len(images) > 4 else ''}; "
+                         f"{plural(int((values == UNASSIGNED).sum()), 'cell')}) have no batch: assign their batch on the "
+                         "Data page, or remove them; the classifier would learn 'unassigned' as one more plate")
     return values
 
 

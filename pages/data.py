@@ -13,7 +13,7 @@ from components.state import dataset, is_untouched_example, mark_edited, reset_t
 from core.batches import apply_batch_table, batches_from_pattern
 from core.dataset import Dataset
 from core.export import dataset_zip
-from core.images import COLORS, ROLES, CellImage, ChannelInfo, apply_channel_edit, same_layout
+from core.images import COLORS, ROLES, UNASSIGNED, CellImage, ChannelInfo, apply_channel_edit, same_layout
 from core.io import ImageReadError, load_files, read_labels
 from core.measure import channel_stats
 from core.text import plural
@@ -128,7 +128,7 @@ def batch_section(ds: Dataset) -> None:
     if edited is not None:
         for row in edited.itertuples():
             img = ds[row.name]
-            batch, condition = str(row.batch or "").strip() or "unassigned", str(row.condition or "").strip()
+            batch, condition = str(row.batch or "").strip() or UNASSIGNED, str(row.condition or "").strip()
             if (batch, condition) != (img.batch, img.condition):
                 ds.put(img.with_(batch=batch, condition=condition))
                 mark_edited()

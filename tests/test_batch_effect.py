@@ -526,3 +526,18 @@ def test_correction_that_erases_the_condition_says_so():
     assert change["condition_erased"]
     assert change["condition_accuracy_before"] > 0.85 and change["condition_accuracy_after"] < 0.5
     assert "Correction also erased the condition difference: condition told apart at" in change["message"]
+
+
+def test_a_comparison_with_an_untestable_accuracy_is_undetermined():
+    """3 plates x 2 images: condition 0.92 could not be tested; it must not 'separate more'."""
+    from core.batch_effect import _comparison
+
+    batch = {"skill": 0.1, "balanced_accuracy": 0.4, "chance": 1 / 3, "significant": None}
+    condition = {"skill": 0.84, "balanced_accuracy": 0.92, "chance": 0.5, "significant": None}
+    text = _comparison(batch, condition)
+    assert text.startswith("Undetermined whether condition or batch separates cells more: condition and batch "
+                           "cannot be tested on so few images")
+    assert _comparison(batch | {"significant": False}, condition).startswith(
+        "Undetermined whether condition or batch separates cells more: condition cannot be tested")
+    assert _comparison(batch | {"significant": False}, condition | {"significant": True}).startswith(
+        "Condition separates cells more than batch does")

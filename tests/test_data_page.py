@@ -43,7 +43,7 @@ def test_upload_replaces_example_and_shows_success(app):
     assert ds["cells"].pixels.dtype == np.uint16
     assert (ds["cells"].batch, ds["cells"].condition) == ("unassigned", "")
     assert any("Loaded 1 image" in s.value for s in at.success)
-    assert any("**1 image** · **1 batch**" in m.value for m in at.sidebar.markdown)
+    assert any("**1 image** · no batch assigned" in m.value for m in at.sidebar.markdown)
 
 
 def test_the_loaded_message_goes_once_an_image_it_names_is_removed(app):

@@ -85,3 +85,19 @@ def test_a_cluster_sent_from_the_cell_map_is_explained():
     assert any(c.startswith("correctly classified") for c in captions)
     # only cluster 2's cells are explained: the grids show true cluster 2 alone
     assert [m.value for m in at.markdown if m.value.startswith("**True ")] == ["**True cluster 2**"]
+
+
+def test_images_without_a_batch_are_no_plate_to_learn():
+    """Two images without a batch: the sidebar counts 3 batches, not 4, and Explain asks for their
+    batch instead of teaching a classifier a plate called 'unassigned'."""
+    from core.images import UNASSIGNED
+
+    at = open_page("pages/explain.py")
+    ds = at.session_state["dataset"]
+    for name in ("plateA_field4", "plateC_field4"):
+        ds.put(ds[name].with_(batch=UNASSIGNED))
+    at.run()
+    assert not at.exception, at.exception
+    assert any("· **3 batches** (2 without)" in m.value for m in at.sidebar.markdown)
+    error = next(e.value for e in at.error if "have no batch" in e.value)
+    assert error.startswith("2 images (plateA_field4, plateC_field4; ") and "assign their batch on the Data page" in error
