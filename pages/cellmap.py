@@ -365,12 +365,13 @@ def cellmap_page() -> None:
         return
     device = current_device()
     key = cells_key(ds, segmenter, seg_settings, device, crop)
-    asked = run.button("Compute the map", type="secondary" if features in RUN_AT_ONCE else "primary", key="cm.run",
+    ready = (key, features, json.dumps(feat_settings, default=str))
+    done = features in RUN_AT_ONCE or st.session_state.get("cm.ready") == ready  # highlighted only while it is needed
+    asked = run.button("Compute the map", type="secondary" if done else "primary", key="cm.run",
                        width="stretch",
                       help="Morphology maps appear at once; the autoencoder and the CNN wait for this button (tens "
                            "of seconds or more on a CPU). Every step is kept, so coming back is instant.")
-    ready = (key, features, json.dumps(feat_settings, default=str))
-    if not (asked or features in RUN_AT_ONCE or st.session_state.get("cm.ready") == ready):
+    if not (asked or done):
         st.info(f"Press **Compute the map** to train or run **{features}** on the cells.")
         return
     try:

@@ -51,7 +51,7 @@ FOCUS_STYLE = {"background": st.error, "cells": st.success, "both": st.info, "un
 GRID = 8  # cells shown per class and per correct / wrong
 
 
-def classifier_controls(has_clusters: bool) -> tuple[str, dict, bool]:
+def classifier_controls(has_clusters: bool) -> tuple[str, dict, object]:
     c1, c2, c3 = st.columns([1.2, 1, 1], vertical_alignment="bottom")
     targets = [t for t in TARGETS if t != "cluster" or has_clusters]
     target = c1.selectbox("Predict", targets, key="ex.target", format_func=lambda t: f"the cell's {t}",
@@ -63,10 +63,15 @@ def classifier_controls(has_clusters: bool) -> tuple[str, dict, bool]:
         cols = st.columns(2)
         settings = {s.name: setting_widget(s, key=f"ex.set.{s.name}", where=cols[i % 2])
                     for i, s in enumerate(classifier_settings())}
-    train = c3.button("Train the classifier", type="primary", key="ex.train", width="stretch",
-                      help="A small CNN on the Cell map's crops, cross-validated by image (cells of one image are "
-                           "never in both training and test). Tens of seconds on a CPU for a thousand cells.")
-    return target, settings, train
+    return target, settings, c3
+
+
+def train_button(where, done: bool) -> bool:
+    """Highlighted while there is a classifier to train for these choices; plain once it is shown."""
+    return where.button("Train the classifier", type="secondary" if done else "primary", key="ex.train",
+                        width="stretch",
+                        help="A small CNN on the Cell map's crops, cross-validated by image (cells of one image "
+                             "are never in both training and test). Tens of seconds on a CPU for a thousand cells.")
 
 
 def classifier_view(trained: TrainedClassifier, target: str, settings: dict) -> None:
@@ -210,7 +215,7 @@ def cells_view(ds, device: str) -> None:
         if c2.button("Use all cells", key="ex.all", width="stretch", help="Explain a sample of every class instead."):
             st.session_state.pop(EXPLAIN_ROWS, None)
             st.rerun()
-    target, settings, train = classifier_controls(cell_map is not None)
+    target, settings, button_place = classifier_controls(cell_map is not None)
     if cell_map is None:
         st.caption("To predict the Cell map's clusters, make the map on the Cell map page first.")
     try:
@@ -226,6 +231,7 @@ def cells_view(ds, device: str) -> None:
         return
     ckey = classifier_key(key, target, labels, settings, device)
     trained = cached_classifier(ckey)
+    train = train_button(button_place, done=trained is not None)
     if trained is None and not train:
         st.info(f"Press **Train the classifier** to teach a small CNN the cells' {target} "
                 f"({len(set(labels))} classes: {', '.join(sorted(set(labels))[:6])}), then see what it looks at.")

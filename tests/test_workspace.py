@@ -184,15 +184,21 @@ def test_computed_results_are_kept_with_the_workspace_not_only_in_the_server_cac
     at.selectbox(key="cm.features").set_value("autoencoder").run()
     at.number_input(key="cm.feat.epochs").set_value(2).run()
     assert any("Press **Compute the map**" in i.value for i in at.info)
+    assert at.button(key="cm.run").proto.type == "primary"
     at.button(key="cm.run").click().run()
     assert not at.exception, at.exception
+    at.run()
+    assert at.button(key="cm.run").proto.type == "secondary"  # the map is shown: nothing to press for
     made = at.session_state["cm.current"]["map_key"]
     at.switch_page("pages/explain.py")
     at.run()
     at.number_input(key="ex.set.epochs").set_value(1).run()
     at.number_input(key="ex.set.folds").set_value(2).run()
+    assert at.button(key="ex.train").proto.type == "primary"
     at.button(key="ex.train").click().run()
     assert not at.exception, at.exception
+    at.run()
+    assert at.button(key="ex.train").proto.type == "secondary"
     accuracy = next(m.value for m in at.metric if m.label == "Balanced accuracy")
 
     cellmap_state.cellmap_store.clear()  # the server-wide caches forget everything
