@@ -154,6 +154,9 @@ def seen_f1(table: pd.DataFrame) -> None:
     st.markdown("**Means over images**" + ("" if include or not seen.any() else
                                             ", leaving out the images each model has seen"))
     st.dataframe(means, width="stretch")
+    if blind := [m for m in means.index if means.loc[m, "images"] == 0]:
+        st.caption(f"{', '.join(blind)}: trained or validated on every image here, so no image is left to score "
+                   "it on (an empty row). Add images it has not seen, or tick the box above to see its fit.")
     if unknown:
         st.caption(f"In italics, *(?)*: {', '.join(unknown)}: which images {'it was' if len(unknown) == 1 else 'they were'} "
                    "trained on is unknown (a checkpoint written before CellScope recorded them, or a file placed by "

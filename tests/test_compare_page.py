@@ -288,3 +288,9 @@ def test_images_a_model_was_trained_on_are_marked_and_left_out_of_its_means(weig
     at.checkbox(key="cmp.include_seen").check().run()
     means = next(d.value for d in at.dataframe if "left out" in d.value.columns)
     assert means.loc["unet:tiny", "images"] == 12 and not at.exception
+    # only images it has seen: an empty row, and a word why
+    at.session_state["dataset"].remove([img.name for img in images[10:]])
+    at.checkbox(key="cmp.include_seen").uncheck().run()
+    at.button(key="cmp.run_all").click().run()
+    assert any(c.value.startswith("unet:tiny: trained or validated on every image here, so no image is left")
+               for c in at.caption) and not at.exception
