@@ -30,7 +30,7 @@ _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of p
 
 # Values kept exactly as they are at the end of a run (absent ones stay absent).
 RESULTS_KEY = "workspace_results"  # the last result of each pipeline step: see kept_result
-STATE_KEYS = (RESULTS_KEY, "dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "batch_result", "batch_recipe",
+STATE_KEYS = (RESULTS_KEY, "dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "tune_made_on", "batch_result", "batch_recipe",
               "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility", "cm.current", "cm.ready", "ex.rows", "tr.edit")
 # Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
 # seen is kept and given back before the widget is drawn again.

@@ -53,9 +53,7 @@ class Dataset:
     def signature(self) -> tuple:
         """What results made from these images depend on: names, pixels, channels, batches,
         conditions and ground truth. Equal signatures: the results still fit."""
-        return tuple((img.name, img.hash, img.channels, img.batch, img.condition,
-                      None if img.gt is None else (img.gt.shape, int(img.gt.max()), int((img.gt > 0).sum())))
-                     for img in self)
+        return tuple((img.name, img.hash, img.channels, img.batch, img.condition, img.gt_hash) for img in self)
 
     def batches(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -144,6 +144,11 @@ class CellImage:
     def shape(self) -> tuple[int, int, int]:
         return self.pixels.shape  # type: ignore[return-value]
 
+    @cached_property  # once per image: datasets' signatures ask on every rerun
+    def gt_hash(self) -> str | None:
+        """The ground truth's content hash (None without one): any edit of it changes this."""
+        return None if self.gt is None else content_hash(self.gt)
+
     @cached_property  # a full pass over the mask: the dataset table asks on every rerun
     def n_cells_gt(self) -> int:
         return 0 if self.gt is None else int(len(np.unique(self.gt)) - (1 if (self.gt == 0).any() else 0))

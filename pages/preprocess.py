@@ -278,18 +278,21 @@ def batch_and_tune(recipe: Recipe) -> None:
         except ValueError as exc:
             st.error(str(exc))
         else:
-            st.session_state.tune_result = result
+            st.session_state.tune_result, st.session_state.tune_made_on = result, ds.signature()
         bar.empty()
     if tuned := st.session_state.get("tune_result"):
-        tune_report(tuned, recipe)
+        tune_report(tuned, recipe, images_changed=st.session_state.get("tune_made_on") != ds.signature())
 
 
-def tune_report(tuned: TuneResult, recipe: Recipe) -> None:
+def tune_report(tuned: TuneResult, recipe: Recipe, *, images_changed: bool = False) -> None:
     """What the search found, on which images, and the tuned recipe to use only when it is better."""
     scope = tuned.scope()
     if recipe != tuned.start:
         st.warning("The recipe changed after this search; it compares the settings it started from, not the current "
                    "ones. Press **Auto-tune** again to search from the current recipe.", icon=":material/history:")
+    if images_changed:
+        st.warning("The images or their ground truth changed after this search: its scores are of the images as they "
+                   "were. Press **Auto-tune** again to search on them as they are.", icon=":material/history:")
     if not tuned.improved:
         st.info(f"No setting in the search beat the recipe it started from: F1 @ IoU 0.5 {tuned.start_f1:.3f} "
                 f"({scope}), {len(tuned.trials)} trials. Nothing to change.")

@@ -246,3 +246,8 @@ def test_auto_tune_that_finds_nothing_better_offers_nothing_and_says_what_it_sco
     at.session_state["recipe"] = DEFAULT_RECIPE.with_step("threshold", method="otsu")
     at = at.run()
     assert any("The recipe changed after this search" in w.value for w in at.warning)
+    assert not any("The images or their ground truth changed" in w.value for w in at.warning)
+    ds = at.session_state["dataset"]
+    ds.put(ds["plateA_field1"].with_(gt=ds["plateA_field1"].gt[::-1].copy()))  # curated on the Train page, say
+    at = at.run()
+    assert any("The images or their ground truth changed after this search" in w.value for w in at.warning)
