@@ -168,7 +168,7 @@ def result_views(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
         Toggle("gt", "Ground truth", "Outline the ground-truth cells in magenta." if gt else "This image has no ground truth.",
                on=False, disabled=gt is None),
     ]
-    lines = [f"{result.mask.mean():.1%} of the image is foreground · "
+    lines = [f"{result.mask.mean():.1%} of the {'rotate step’s canvas' if geometry else 'image'} is foreground · "
              + ("adaptive threshold (it varies across the image)" if result.threshold is None else f"threshold {result.threshold:.3f}")]
     if gt is not None:
         scores = gt_scores(image, image.hash, image.channels, recipe)
@@ -196,7 +196,9 @@ def histogram(image: CellImage, recipe: Recipe, result: PipelineResult) -> None:
 
 
 def threshold_grid(result: PipelineResult) -> None:
-    st.caption("As in the OpenCV tutorial: the same image thresholded three ways (on the normalised, not yet denoised image).")
+    turned = "" if result.geometry is None else f", {result.geometry.what} as the steps see it"
+    st.caption("As in the OpenCV tutorial: the same image thresholded three ways (on the normalised, not yet denoised "
+               f"image{turned}).")
     for name, source, value, mask in compare_thresholds(result.normalized):
         c1, c2, c3 = st.columns([1, 1.4, 1])
         picture(preview(gray_rgb(source), 320), caption=name, fmt="png", where=c1)

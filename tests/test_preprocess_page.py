@@ -219,6 +219,12 @@ def test_a_rotated_recipe_is_labelled_and_loses_no_cell(page):
     assert any(n.startswith("geometry: the image was rotated 30° for processing on a 699 x 699 canvas that holds the "
                             "whole image") for n in view["summary"]["notes"])
     assert abs(_cells_found(at) - plain) <= 1 and _f1(at) >= 0.9
+    assert any(line.endswith("of the rotate step’s canvas is foreground · adaptive threshold (it varies across the "
+                             "image)") for line in view["summary"]["lines"])
+    at.session_state["pre_tab"] = "Thresholds"
+    at = at.run()
+    assert any(c.value.endswith("(on the normalised, not yet denoised image, rotated 30° as the steps see it).")
+               for c in at.caption)
     at.session_state["pre_tab"] = "Recipe & all images"
     at = at.run()
     next(b for b in at.button if b.label == "Run on all images").click()
