@@ -29,10 +29,12 @@ from components.model_panel import (
     model_settings,
     setting_widget,
 )
+from components.recipe_panel import current_recipe
 from components.routing import page_with_images
 from core.cells import CellSet, Embedding
 from core.display import crops_rgb, draw_outlines, montage
 from core.map_figures import composition_figure, drawn_as_groups, loss_figure, map_figure, map_html, map_png
+from core.preprocess import image_geometry
 from core.text import plural
 from models.cellmap import (
     CORRECTION_NAMES,
@@ -393,6 +395,9 @@ def cellmap_page() -> None:
                  + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))
     for message in cell_map.notes:
         st.info(message)
+    if segmenter == "classical" and (turned := image_geometry(ds[ds.names[0]].shape, current_recipe().rotate)):
+        st.caption(f"The classical recipe works on each image {turned.what}; its cells are mapped back to the image "
+                   "as it is, so crops and measurements are of the image as it is.")
     left, side = st.columns([1.05, 1], vertical_alignment="bottom")
     view = left.segmented_control("View", VIEWS, default="Map", required=True, key="cm.view",
                                   label_visibility="collapsed", help="What to look at.")

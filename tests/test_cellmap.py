@@ -436,3 +436,16 @@ def test_real_nuclei_with_no_batch_difference_read_no_and_two_fields_per_batch_u
     few = _dsb_report(dsb_fields(background=("B",), batches="ABC", layout=(3, 2)))
     assert few["verdict"] == "undetermined" and few["classifier"]["partitions"] == 15
     assert "3 batches need at least 3 images each" in few["reason"]
+
+
+def test_a_rotating_recipe_is_said_on_the_cell_map():
+    from core.recipe import DEFAULT_RECIPE
+
+    at = open_page("pages/cellmap.py")
+    ds = at.session_state["dataset"]
+    ds.remove([n for n in ds.names if n not in ("plateA_field1", "plateA_field3", "plateB_field1", "plateB_field3")])
+    at.session_state["recipe"] = DEFAULT_RECIPE.with_step("rotate", enabled=True, angle=30)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("The classical recipe works on each image rotated 30°; its cells are mapped back")
+               for c in at.caption)
