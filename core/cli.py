@@ -424,7 +424,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
-    from models.cellmap import MapSettings, cells_frame, embedders, features_of, make_map, map_title, metrics_json
+    from models.cellmap import (
+        MapSettings,
+        cells_frame,
+        embedders,
+        features_of,
+        make_map,
+        map_title,
+        metrics_json,
+        verdict_line,
+    )
     from models.registry import get_model_info
 
     t0 = time.perf_counter()
@@ -458,11 +467,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     (out / PROVENANCE_FILE).write_text(provenance_json(prov))
     from core.map_figures import map_html, map_png
 
-    title = map_title(cells, embedding, cell_map)
+    title, subtitle = map_title(cells, embedding, cell_map), verdict_line(cell_map)
     (out / "map.html").write_text(map_html(cells_frame(cells, None, cell_map, with_features=False), "batch",
-                                           title=title), encoding="utf-8")
+                                           title=title, subtitle=subtitle), encoding="utf-8")
     (out / "map.png").write_bytes(map_png(cell_map.coords, cells.table["batch"].to_numpy(), title=title,
-                                          legend="batch"))
+                                          subtitle=subtitle, legend="batch"))
     print(f"batch effect: {metrics['verdict']} — {metrics.get('reason', '')}")
     for note in metrics.get("warnings", []):
         print(f"note: {note}")

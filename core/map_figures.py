@@ -85,10 +85,10 @@ def composition_figure(shares: pd.DataFrame, by: str, height: int = 320) -> go.F
     return fig
 
 
-def map_html(frame: pd.DataFrame, color_by: str, *, title: str = "") -> str:
+def map_html(frame: pd.DataFrame, color_by: str, *, title: str = "", subtitle: str = "") -> str:
     """The interactive map as one self-contained HTML file: plotly.js is inlined (about 4.5 MB), so
     it opens offline, by e-mail or on a lab share, not only next to a CDN."""
-    fig = map_figure(frame, color_by, title=title, height=720)
+    fig = map_figure(frame, color_by, title=title + (f"<br><sup>{subtitle}</sup>" if subtitle else ""), height=720)
     fig.update_layout(dragmode="lasso")
     return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False, "scrollZoom": True})
 
@@ -103,7 +103,8 @@ def loss_figure(curve: Sequence[float], *, height: int = 240) -> go.Figure:
     return fig
 
 
-def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", legend: str = "", size: float = 6.0) -> bytes:
+def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", subtitle: str = "", legend: str = "",
+            size: float = 6.0) -> bytes:
     """A static picture of the map coloured by ``groups`` (matplotlib, no browser needed), the
     legend (titled ``legend``) outside the points so it never hides any."""
     import matplotlib
@@ -120,7 +121,9 @@ def map_png(coords: np.ndarray, groups: Sequence, *, title: str = "", legend: st
     ax.set_axis_off()  # map axes have no units: no ticks, no frame
     ax.set_aspect("equal", adjustable="datalim")
     if title:
-        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_title(title, fontsize=10, loc="left", pad=18 if subtitle else 6)
+    if subtitle:
+        ax.text(0.0, 1.01, subtitle, transform=ax.transAxes, fontsize=8, color="#555555", va="bottom")
     ax.legend(markerscale=max(1.0, 6 / point), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               frameon=False, title=legend or None, title_fontsize=9)
     buf = io.BytesIO()

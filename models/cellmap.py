@@ -218,6 +218,18 @@ def map_title(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> str:
             + (f" · after {CORRECTION_NAMES[correction]}" if correction != "none" else ""))
 
 
+def verdict_line(cell_map: CellMap) -> str:
+    """The batch verdict in a line a saved figure carries beside its title ("" with one batch)."""
+    r = cell_map.report
+    if r is None:
+        return ""
+    accuracy = r.get("classifier_accuracy")
+    told = (f": batches told apart at {accuracy:.2f} balanced accuracy on unseen images, chance {r['chance']:.2f}"
+            if accuracy is not None and r.get("chance") is not None else "")
+    where = "after correction" if cell_map.settings.correction != "none" else "in these features"
+    return f"Batch effect {where}: {r['verdict']}{told}"
+
+
 def cells_frame(cells: CellSet, embedding: Embedding | None, cell_map: CellMap, *, with_features: bool = True) -> pd.DataFrame:
     """The per-cell table to export: ids, batch, condition, position, measurements, map
     coordinates ``x``, ``y`` (the cell's centroid becomes ``centroid_x``, ``centroid_y``), cluster,

@@ -47,6 +47,7 @@ from models.cellmap import (
     embedders,
     map_title,
     metrics_json,
+    verdict_line,
 )
 from models.registry import get_model_info, list_models
 from models.weights import WeightsUnavailable
@@ -315,12 +316,12 @@ def export_view(cells: CellSet, embedding: Embedding, cell_map: CellMap, side) -
                        help="One row per cell: ids, batch, condition, measurements, map x/y, cluster, features.")
     download_button(c2, "Cells (Parquet)", lambda: _parquet(frame), file_name="cells.parquet",
                        mime="application/octet-stream", help="The same table, typed and compact (pandas, R arrow).")
-    title = map_title(cells, embedding, cell_map)
-    download_button(c3, "Map (HTML)", lambda: map_html(frame, color_by, title=title), file_name="cell_map.html",
+    title, subtitle = map_title(cells, embedding, cell_map), verdict_line(cell_map)
+    download_button(c3, "Map (HTML)", lambda: map_html(frame, color_by, title=title, subtitle=subtitle), file_name="cell_map.html",
                        mime="text/html", help=f"The interactive figure coloured by {color_by} (as on the Map view), "
                                               "self-contained: it opens in any browser, offline too.")
     groups = frame[color_by] if drawn_as_groups(frame[color_by]) else frame["batch"]
-    download_button(c4, "Map (PNG)", lambda: map_png(cell_map.coords, groups.to_numpy(), title=title,
+    download_button(c4, "Map (PNG)", lambda: map_png(cell_map.coords, groups.to_numpy(), title=title, subtitle=subtitle,
                                                     legend=groups.name),
                        file_name="cell_map.png", mime="image/png",
                        help="A static picture for a slide or a report, coloured by the Map view's groups (by batch "

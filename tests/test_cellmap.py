@@ -24,6 +24,7 @@ from models.cellmap import (
     make_map,
     map_title,
     metrics_json,
+    verdict_line,
 )
 
 
@@ -233,6 +234,13 @@ def test_saved_figures_name_each_cell_open_offline_and_say_what_they_show(small)
     assert "cdn.plot.ly/plotly-" not in html and len(html) > 3_000_000 and json.dumps(title) in html  # plotly.js inlined: works offline
     png = map_png(cell_map.coords, frame["batch"].to_numpy(), title=title, legend="batch")
     assert png[:4] == b"\x89PNG"
+    # the verdict travels with the picture, for a slide or a report
+    line = verdict_line(cell_map)
+    r = cell_map.report
+    assert line == (f"Batch effect after correction: {r['verdict']}: batches told apart at "
+                    f"{r['classifier_accuracy']:.2f} balanced accuracy on unseen images, chance {r['chance']:.2f}")
+    assert line in map_html(frame, "batch", title=title, subtitle=line)
+    assert map_png(cell_map.coords, frame["batch"].to_numpy(), title=title, subtitle=line) != png
 
 
 def test_flat_reconstructions_are_called_undertrained_and_good_ones_are_not():

@@ -74,7 +74,10 @@ def test_every_epoch_is_scored_and_reported(trained):
     assert [r.epoch for r in result.history] == [1, 2] and epochs == result.history
     assert len(result.step_losses) == TINY.epochs * TINY.steps_per_epoch
     assert all(np.isfinite(result.step_losses))
-    assert all(0.0 <= r.f1 <= 1.0 and np.isfinite(r.val_loss) for r in result.history)
+    assert all(np.isfinite(r.val_loss) for r in result.history)
+    for r in result.history:  # F1 is the harmonic mean of the precision and recall reported beside it
+        assert r.f1 == pytest.approx(2 * r.precision * r.recall / (r.precision + r.recall) if r.precision + r.recall
+                                     else 0.0)
     assert result.stopped == "completed"
     assert messages[-1][0] == 1.0 and "validation F1" in messages[-1][1]
     assert any("left" in m for _, m in messages[:-1])  # an estimate of the time left while it runs
