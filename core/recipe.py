@@ -96,7 +96,7 @@ class BackgroundStep:
 @dataclass(frozen=True)
 class ThresholdStep:
     # Local (adaptive) thresholds keep dim cells next to bright ones; the floor keeps noise in
-    # empty regions out. Chosen over Otsu/triangle by F1 across cell sizes (README, Preprocess).
+    # empty regions out. Chosen over Otsu/triangle by F1 across cell sizes (docs/pages.md, Preprocess).
     method: str = "adaptive_gaussian"
     value: float = 0.5  # manual threshold, normalised intensity
     block_size: int = 0  # adaptive: odd neighbourhood size in pixels; 0 = from the typical cell size

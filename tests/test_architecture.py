@@ -57,7 +57,7 @@ def test_config_hides_tracebacks_and_protects_uploads():
 
 def test_config_skips_the_full_garbage_collection_after_every_run():
     """Streamlit's default gc.collect(2) after each run held the GIL while a slider's result was
-    being sent: 130-200 ms of every slider move on the Preprocess page (README, Speed)."""
+    being sent: 130-200 ms of every slider move on the Preprocess page (docs/speed.md)."""
     import tomllib
 
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
@@ -66,7 +66,7 @@ def test_config_skips_the_full_garbage_collection_after_every_run():
 
 def test_config_turns_the_file_watcher_off():
     """With a watcher, the server used a whole core for as long as a page was open (watchdog over
-    the whole tree, .venv included), which doubled slider response times (README, Speed)."""
+    the whole tree, .venv included), which doubled slider response times (docs/speed.md)."""
     import tomllib
 
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())

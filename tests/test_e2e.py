@@ -139,7 +139,7 @@ def test_preprocess_slider_updates_the_result(server, browser):
         page.wait_for_function(RESULT_UPDATED_JS, arg=before, polling="raf", timeout=30_000)
         latencies.append(result_latency(page))
         page.wait_for_timeout(500)
-    # ~0.1 s here (README, Speed); 0.4 s would mean something like the file watcher's ~1 s of CPU
+    # ~0.1 s here (docs/speed.md); 0.4 s would mean something like the file watcher's ~1 s of CPU
     # per move is back, while leaving room for a loaded CI machine.
     assert sorted(latencies)[1] < 0.4, latencies
     before = image_src(page, RESULT_OUTLINES)
