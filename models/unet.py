@@ -285,7 +285,7 @@ def segment_planes(model: torch.nn.Module, planes: np.ndarray, *, foreground_thr
 class UNetTraining(TrainingSettings):
     """How to train: one validated value the Train page, the CLI and the checkpoint's metadata share.
 
-    Measured with these defaults: see docs/models.md (U-Net, "Measured on this 2-core CPU"). 30
+    Measured with these defaults: see docs/models.md ("Models trained here"). 30
     epochs keep the command-line run on the example under 10 minutes on 2 cores; 40 scored the
     same on the real DSB image (0.823 against 0.818 before seed cutting, two seeds).
     """
