@@ -6,6 +6,8 @@ in CI (CI=true), where it must run.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from browser import BROWSER_ARGS, CHROMIUM, SHOTS, require_chromium, settle, streamlit_server
@@ -184,6 +186,14 @@ def test_compare_page_runs_models_and_all_images(server, browser):
         page.get_by_role("button", name="on all 12 images").click()
         expect(main).to_contain_text("Means over images", timeout=180_000)
         settle(page)
+        import tempfile
+        import zipfile
+
+        from browser import download
+
+        with tempfile.TemporaryDirectory() as folder:
+            names = zipfile.ZipFile(download(page, "All results (zip)", Path(folder))).namelist()
+        assert sum(n.startswith("labels/classical/") for n in names) == 12 and "metrics.csv" in names
     finally:
         page.screenshot(path=str(SHOTS / "compare_all_images.png"), full_page=True)
     _assert_no_error_shown(page, "/compare")
@@ -387,6 +397,19 @@ def test_explain_trains_a_classifier_shows_overlays_and_takes_cells_from_the_map
     assert overlays.count() >= 3
     assert overlays.first.evaluate("img => img.complete && img.naturalWidth > 0")
     page.screenshot(path=str(SHOTS / "explain_cells.png"), full_page=True)
+    import json
+    import tempfile
+    import zipfile
+
+    import pandas as pd
+    from browser import download
+
+    with tempfile.TemporaryDirectory() as folder:
+        table = pd.read_csv(download(page, "CAM table (CSV)", Path(folder)))
+        assert len(table) > 0 and {"true", "predicted"} <= set(table.columns)
+        report = json.loads(download(page, "Classifier (JSON)", Path(folder)).read_text())
+        assert 0 <= report["balanced_accuracy"] <= 1 and report["chance"] == pytest.approx(1 / 3)
+        assert any(n.endswith(".png") for n in zipfile.ZipFile(download(page, "Overlays (zip)", Path(folder))).namelist())
     page.locator(".st-key-ex-view").get_by_role("radio", name="Detectors").click()
     expect(main).to_contain_text("Eigen-CAM of yolo11n-nuclei", timeout=120_000)
     settle(page)
