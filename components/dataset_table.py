@@ -18,7 +18,7 @@ def dataset_table(ds: Dataset, table: pd.DataFrame, *, key: str) -> pd.DataFrame
         return None
     table = table.copy()
     table.insert(0, "preview", [cached_thumbnail_uri(img, img.hash, img.channels) for img in ds])
-    return st.data_editor(
+    return edited_text(st.data_editor(
         table,
         key=key,
         hide_index=True,
@@ -43,4 +43,13 @@ def dataset_table(ds: Dataset, table: pd.DataFrame, *, key: str) -> pd.DataFrame
                                                   help="Where the ground truth comes from: a file, or curated in the "
                                                        "browser on the Train page"),
         },
-    )
+    ))
+
+
+def edited_text(table: pd.DataFrame, columns: tuple[str, ...] = ("batch", "condition")) -> pd.DataFrame:
+    """The editable columns as plain text: a cell the user emptied comes back as None or NaN, which
+    is no text (``str(nan)`` made a batch called "nan")."""
+    table = table.copy()
+    for column in columns:
+        table[column] = [("" if v is None or pd.isna(v) else str(v).strip()) for v in table[column]]
+    return table

@@ -211,5 +211,5 @@ def workspace_notes() -> None:
         st.warning(f"This work ({size / 2**30:.1f} GB) is larger than the server keeps for a reload; download the "
                    "dataset from the Data page to keep it.")
     else:
-        st.caption(f"Your work is kept on this server for {hours:.0f} h after your last change: reload, or bookmark "
+        st.caption(f"Your work is kept on this server for {hours:.0f} h after your last visit: reload, or bookmark "
                    "this page's address, to come back to it. Anyone you give the address to sees the same work.")

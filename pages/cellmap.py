@@ -391,6 +391,8 @@ def cellmap_page() -> None:
         return
     st.session_state["cm.ready"] = ready
     remember_cells(segmenter, seg_settings, crop, map_key(made_from, settings), features)
+    if not done:  # the button above was drawn highlighted before the work: draw the page again, now kept
+        st.rerun()
     note.caption(f"{plural(len(cells), 'cell')} from {plural(len(cells.pairs), 'image')} · {embedding.model} "
                  f"features ({embedding.features.shape[1]} per cell) · {METHOD_NAMES[cell_map.method or settings.method]} map"
                  + (f" · {CORRECTION_NAMES[settings.correction]}" if settings.correction != "none" else ""))

@@ -128,7 +128,7 @@ def batch_section(ds: Dataset) -> None:
     if edited is not None:
         for row in edited.itertuples():
             img = ds[row.name]
-            batch, condition = str(row.batch or "").strip() or UNASSIGNED, str(row.condition or "").strip()
+            batch, condition = row.batch or UNASSIGNED, row.condition
             if (batch, condition) != (img.batch, img.condition):
                 ds.put(img.with_(batch=batch, condition=condition))
                 mark_edited()

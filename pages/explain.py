@@ -237,10 +237,13 @@ def cells_view(ds, device: str) -> None:
                 f"({len(set(labels))} classes: {', '.join(sorted(set(labels))[:6])}), then see what it looks at.")
         return
     try:
-        trained = classifier_for(cells, ckey, labels, settings, device)
+        trained_now = classifier_for(cells, ckey, labels, settings, device)
     except (ValueError, RuntimeError, MemoryError) as exc:
         st.error(f"The classifier could not be trained: {exc}")
         return
+    if trained is None:  # the button above was drawn highlighted before training: draw the page again
+        st.rerun()
+    trained = trained_now
     classifier_view(trained, target, settings)
     st.subheader("What it looks at")
     method, layer, which, opacity, per_class = cam_controls(trained, sent)

@@ -213,6 +213,9 @@ def measurements(image: CellImage, recipe: Recipe, result: PipelineResult) -> No
         st.info("No cells found, so nothing to measure. Adjust the threshold on the left.")
         return
     table = cell_table(image, image.hash, image.channels, recipe)
+    if result.geometry is not None:
+        st.caption(f"Measured on the image as it is: the cells were found with the image {result.geometry.what} and "
+                   "mapped back, so positions, areas and intensities are the image's own.")
     st.dataframe(table, hide_index=True, width="stretch", height=320)
     download_button(st, "Download measurements (CSV)", table.to_csv(index=False), file_name=f"{image.name}_cells.csv",
                        mime="text/csv", help="One row per cell: shape, position, mean and integrated intensity per channel.")

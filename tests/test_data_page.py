@@ -189,3 +189,16 @@ def test_the_table_counts_ground_truth_cells_as_integers_blank_without_ground_tr
     table = at.session_state["dataset"].table()
     assert str(table.gt_cells.dtype) == "Int64" and table.set_index("name").gt_cells.isna()["nogt"]
     assert "88,plateA" not in table.to_csv() and ",88," in table.to_csv(index=False).replace("\n", ",")
+
+
+def test_a_batch_cell_emptied_in_the_table_is_no_batch_called_nan():
+    import numpy as np
+    import pandas as pd
+
+    from components.dataset_table import edited_text
+
+    edited = pd.DataFrame({"name": ["a", "b", "c"], "batch": [None, np.nan, " plate2 "],
+                           "condition": [np.nan, "treated", None]})
+    clean = edited_text(edited)
+    assert list(clean["batch"]) == ["", "", "plate2"] and list(clean["condition"]) == ["", "treated", ""]
+    assert list(edited["batch"][2:]) == [" plate2 "]  # the editor's own frame is left as it was

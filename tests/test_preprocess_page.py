@@ -225,6 +225,10 @@ def test_a_rotated_recipe_is_labelled_and_loses_no_cell(page):
     at = at.run()
     assert any(c.value.endswith("(on the normalised, not yet denoised image, rotated 30° as the steps see it).")
                for c in at.caption)
+    at.session_state["pre_tab"] = "Cells & crops"
+    at = at.run()
+    assert any(c.value.startswith("Measured on the image as it is: the cells were found with the image rotated 30°")
+               for c in at.caption)
     at.session_state["pre_tab"] = "Recipe & all images"
     at = at.run()
     next(b for b in at.button if b.label == "Run on all images").click()

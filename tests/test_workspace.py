@@ -187,7 +187,6 @@ def test_computed_results_are_kept_with_the_workspace_not_only_in_the_server_cac
     assert at.button(key="cm.run").proto.type == "primary"
     at.button(key="cm.run").click().run()
     assert not at.exception, at.exception
-    at.run()
     assert at.button(key="cm.run").proto.type == "secondary"  # the map is shown: nothing to press for
     made = at.session_state["cm.current"]["map_key"]
     at.switch_page("pages/explain.py")
@@ -197,7 +196,6 @@ def test_computed_results_are_kept_with_the_workspace_not_only_in_the_server_cac
     assert at.button(key="ex.train").proto.type == "primary"
     at.button(key="ex.train").click().run()
     assert not at.exception, at.exception
-    at.run()
     assert at.button(key="ex.train").proto.type == "secondary"
     accuracy = next(m.value for m in at.metric if m.label == "Balanced accuracy")
 
