@@ -506,13 +506,13 @@ def _check_target_images(images: list, target: str) -> None:
     """Before segmenting: every image has a ``target`` value (batch, condition), and the values can
     be cross-validated by image (at least two, each in two images), as the classifier will ask."""
     from models.classifier import check_target
+    from models.explain_cells import unlabelled_images
 
     if target == "cluster":
         return
     values = [getattr(img, target) for img in images]
-    if target == "condition" and "" in values:
-        missing = [img.name for img in images if not img.condition]
-        raise ValueError(f"--target condition: {len(missing)} of {len(images)} images have no condition (e.g. "
+    if missing := unlabelled_images(target, {img.name: value for img, value in zip(images, values, strict=True)}):
+        raise ValueError(f"--target {target}: {len(missing)} of {len(images)} images have no {target} (e.g. "
                          f"{missing[0]}); give them one with --batch-from csv:FILE (filename,batch,condition)")
     try:
         check_target(values, [img.name for img in images])

@@ -45,15 +45,25 @@ def target_labels(cells: CellSet, target: str, clusters: np.ndarray | None = Non
     if target not in cells.table:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     values = cells.table[target].astype(str).to_numpy(dtype=object)
-    if target == "condition" and (values == "").any():
+    images = unlabelled_images(target, dict(zip(cells.table["image"], values, strict=True)))
+    if images and target == "condition":
         raise ValueError(f"{int((values == '').sum())} cells have no condition: assign conditions on the Data page "
                          "(a batches table with a condition column)")
-    if target == "batch" and (values == UNASSIGNED).any() and len(set(values)) > 1:
-        images = sorted(set(cells.table.loc[values == UNASSIGNED, "image"]))
+    if images:
         raise ValueError(f"{plural(len(images), 'image')} ({', '.join(images[:4])}{', …' if len(images) > 4 else ''}; "
                          f"{plural(int((values == UNASSIGNED).sum()), 'cell')}) have no batch: assign their batch on the "
                          "Data page, or remove them; the classifier would learn 'unassigned' as one more plate")
     return values
+
+
+def unlabelled_images(target: str, value_of: dict[str, str]) -> list[str]:
+    """The images (name -> their ``target`` value) a classifier of ``target`` cannot use: without a
+    condition, or without a batch while others have one (it would learn 'unassigned' as a plate)."""
+    if target == "condition":
+        return sorted(name for name, value in value_of.items() if value == "")
+    if target == "batch" and len(set(value_of.values()) - {UNASSIGNED}) >= 1 and UNASSIGNED in value_of.values():
+        return sorted(name for name, value in value_of.items() if value == UNASSIGNED)
+    return []
 
 
 def map_clusters(cells: CellSet, k: int, *, seed: int = 0) -> np.ndarray:

@@ -395,3 +395,12 @@ def test_the_deletion_verdict_weighs_the_gain_against_cell_to_cell_noise():
     mean, low, high = noisy.deletion_gain
     assert mean == pytest.approx(0.0, abs=1e-6) and low < 0 < high
     assert not noisy.beats_random and "do not trust it" in noisy.reading()
+
+
+def test_images_a_classifier_cannot_use_are_named_the_same_for_the_page_and_the_cli():
+    from models.explain_cells import unlabelled_images
+
+    assert unlabelled_images("batch", {"a": "plateA", "b": "unassigned", "c": "plateB"}) == ["b"]
+    assert unlabelled_images("batch", {"a": "unassigned", "b": "unassigned"}) == []  # one 'batch': said elsewhere
+    assert unlabelled_images("condition", {"a": "treated", "b": "", "c": ""}) == ["b", "c"]
+    assert unlabelled_images("cluster", {"a": ""}) == []
