@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.images import CellImage
 from core.instances import Instances
+from core.schema import Field as Setting  # a model setting is a settings field like any other
 from models.weights import WeightsSpec, local_path, offline_advice, resolve_weights, weights_dir
 
 if TYPE_CHECKING:
@@ -31,36 +32,6 @@ class SegmentationModel(Protocol):
     device: str
 
     def predict(self, image: CellImage, **params: Any) -> Instances: ...
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One keyword of a model's ``predict``, described as data. The page draws its widget from it,
-    :meth:`ModelInfo.resolve` fills its default: the one place a default is written."""
-
-    name: str
-    label: str
-    default: Any
-    help: str
-    kind: str = "float"  # float | int | choice | recipe (the Preprocess page's recipe: no widget)
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    options: tuple = ()
-
-    def check(self, value: Any) -> Any:
-        """``value`` if it fits this setting, else ValueError naming the setting and what fits."""
-        if self.kind == "recipe":
-            return value
-        if self.kind == "choice":
-            if value not in self.options:
-                raise ValueError(f"{self.name} must be one of {', '.join(map(str, self.options))}; got {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{self.name} must be a number; got {value!r}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise ValueError(f"{self.name} must be between {self.low} and {self.high}; got {value}")
-        return int(value) if self.kind == "int" else float(value)
 
 
 @dataclass(frozen=True)

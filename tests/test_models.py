@@ -257,7 +257,7 @@ def test_settings_are_data_defaults_come_from_the_registry_and_a_misspelt_one_is
     assert info.resolve({"conf": 0.3}) == {"conf": 0.3, "iou": 0.5}
     with pytest.raises(ValueError, match="has no setting 'confidence'; its settings: conf, iou"):
         info.resolve({"confidence": 0.3})
-    with pytest.raises(ValueError, match="conf must be between 0.0 and 1.0"):
+    with pytest.raises(ValueError, match="conf must be between 0 and 1; got"):
         info.resolve({"conf": 2})
     sam = get_model_info("sam-vitb")
     assert sam.resolve({"points": [(1, 2)]})["points"] == [(1, 2)] and sam.resolve({})["points_per_side"] == 32
