@@ -216,8 +216,8 @@ def _load_images(inputs: Sequence[str], batch_from: str | None, plane: int | Non
     them. Files that cannot be read are added to ``problems``, or said on stderr without it."""
     from pathlib import Path, PurePosixPath
 
-    from core.batches import apply_batch_table, batches_from_pattern, parse_batch_table
     from core.io import load_images_and_masks, load_paths
+    from core.plates import apply_batch_table, batches_from_pattern, parse_batch_table
 
     _check_batch_from(batch_from)
     images, found = [], []
@@ -261,7 +261,7 @@ def _check_batch_from(batch_from: str | None) -> None:
     readable table); checked by the functions that later apply it, before any image is read."""
     from pathlib import Path
 
-    from core.batches import batches_from_pattern, parse_batch_table
+    from core.plates import batches_from_pattern, parse_batch_table
 
     if batch_from in (None, "folder"):
         return

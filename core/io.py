@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from core.batches import BatchTable, parse_batch_table
 from core.images import HPA_CHANNELS, UNASSIGNED, CellImage, ChannelInfo, channels_from_names, default_channels
+from core.plates import BatchTable, parse_batch_table
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TABLE_EXTENSIONS = (".csv", ".tsv")
@@ -732,6 +732,6 @@ def _load_entries(
             )
         )
     if report.batch_table is not None:
-        from core.batches import apply_batch_table
+        from core.plates import apply_batch_table
 
         report.images, _ = apply_batch_table(report.images, report.batch_table)

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.batch_effect import CORRECTION_METHODS, batch_effect_report, compare_correction, correct
 from core.cells import CellSet, Embedding, describe_morphology, feature_parts
 from core.embed import CLUSTER_METHODS, METHODS, cluster, composition, embed_map, tsne_min_cells
 from core.images import UNASSIGNED, CellImage
+from core.plate_correction import CORRECTION_METHODS, compare_correction, correct
+from core.plate_verdict import batch_effect_report
 from core.text import plural
 from models.registry import get_model_info, list_models, load_model
 

@@ -2,7 +2,7 @@
 cluster...), scored on images it never saw, and kept for the Explain page's CAMs.
 
 How well the label can be read from the crops is measured by cross-validation **by image**
-(StratifiedGroupKFold on the image column, as :func:`core.batch_effect.classifier_accuracy`
+(StratifiedGroupKFold on the image column, as :func:`core.plate_classifier.classifier_accuracy`
 does for features): cells of one field share illumination, focus and density, so a network
 tested on cells of images it trained on would score "which image" as "which label". Every cell
 gets an out-of-fold prediction from the one fold model that never saw its image: those say
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.batch_effect import class_codes
+from core.plate_metrics import class_codes
 from models.autoencoder import (
     AUTOENCODER_SETTINGS,
     ProgressFn,
