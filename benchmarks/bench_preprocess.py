@@ -12,7 +12,7 @@ from timing import median_seconds  # noqa: E402
 
 from core.cache import BoundedCache  # noqa: E402
 from core.example import make_example_dataset  # noqa: E402
-from core.metrics import match_instances  # noqa: E402
+from core.instance_matching import match_instances  # noqa: E402
 from core.preprocess import run_pipeline  # noqa: E402
 from core.recipe import DEFAULT_RECIPE  # noqa: E402
 

@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 
 from core.example import make_example_dataset  # noqa: E402
 from core.export import write_dataset  # noqa: E402
+from core.instance_matching import match_instances  # noqa: E402
 from core.io import load_paths  # noqa: E402
-from core.metrics import match_instances  # noqa: E402
 from models.registry import get_model_info, load_model  # noqa: E402
 from models.runner import run_model  # noqa: E402
 

@@ -13,7 +13,7 @@ from core.cache import BoundedCache
 from core.images import CellImage
 from core.instances import Instances
 from core.recipe import Recipe
-from core.scoring import agreement_matrix, summary_table
+from core.score_tables import agreement_matrix, summary_table
 from models.device import resolve_device
 from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
 from models.runner import run_model

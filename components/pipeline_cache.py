@@ -8,9 +8,9 @@ import streamlit as st
 
 from core.cache import BoundedCache
 from core.images import CellImage
+from core.instance_matching import Matching, match_instances
 from core.instances import Instances, instances_from_labels
 from core.measure import measure_cells
-from core.metrics import Matching, match_instances
 from core.preprocess import PipelineResult, run_pipeline
 from core.recipe import Recipe
 

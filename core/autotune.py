@@ -9,7 +9,7 @@ import numpy as np
 
 from core.cache import BoundedCache
 from core.images import CellImage
-from core.metrics import match_instances
+from core.instance_matching import match_instances
 from core.preprocess import run_pipeline
 from core.recipe import Recipe
 

@@ -147,7 +147,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from core.export import label_tiff_bytes
     from core.io import read_labels
     from core.provenance import PROVENANCE_FILE, provenance, provenance_json
-    from core.scoring import metrics_entry, seen_label, seen_warning
+    from core.score_tables import metrics_entry, seen_label, seen_warning
     from models.device import resolve_device
     from models.registry import get_model_info, images_seen, load_model
     from models.runner import run_model

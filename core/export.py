@@ -109,7 +109,7 @@ def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], I
     def stamped(df: pd.DataFrame) -> pd.DataFrame:
         return df if provenance is None else with_provenance(df, provenance)
 
-    from core.scoring import objects_table
+    from core.score_tables import objects_table
 
     by_name = {img.name: img for img in images}
     buf = io.BytesIO()

@@ -6,7 +6,7 @@ the weights folder (:data:`models.rcnn.COCO_WEIGHTS`; never downloaded here), ot
 scratch, and the checkpoint's metadata says which. Training reads random augmented tiles of the
 :class:`core.training_data.TrainingPair` lists (the same sampler as the U-Net); after each epoch
 the validation images are segmented exactly as the adapter does and scored with
-:func:`core.metrics.match_instances` at IoU 0.5, and the best epoch is kept.
+:func:`core.instance_matching.match_instances` at IoU 0.5, and the best epoch is kept.
 
 Two choices differ from torchvision's COCO recipe, both for nuclei on a CPU:
 
@@ -238,8 +238,8 @@ def segment_plane(model: torch.nn.Module, config: RcnnConfig, plane: np.ndarray,
 
 def validation_scores(model: torch.nn.Module, config: RcnnConfig, pairs: Sequence[TrainingPair]) -> dict[str, float]:
     """F1, precision and recall at IoU 0.5 over ``pairs`` pooled (TP, FP, FN summed over images),
-    with the registry's default thresholds, matched by :func:`core.metrics.match_instances`."""
-    from core.metrics import match_instances
+    with the registry's default thresholds, matched by :func:`core.instance_matching.match_instances`."""
+    from core.instance_matching import match_instances
 
     tp = fp = fn = 0
     for pair in pairs:

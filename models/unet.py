@@ -332,8 +332,8 @@ class TrainedUNet:
 
 def validation_scores(model: torch.nn.Module, pairs: Sequence[TrainingPair]) -> dict[str, float]:
     """F1, precision and recall at IoU 0.5 over ``pairs`` pooled (TP, FP, FN summed over images),
-    with the default settings, matched by :func:`core.metrics.match_instances`."""
-    from core.metrics import match_instances
+    with the default settings, matched by :func:`core.instance_matching.match_instances`."""
+    from core.instance_matching import match_instances
 
     tp = fp = fn = 0
     for pair in pairs:

@@ -4,7 +4,7 @@ The pairs are exported by :mod:`core.yolo_dataset` (tiles of ``imgsz`` px with p
 ultralytics trains from a model YAML shipped inside its package (``yolo11n-seg.yaml``: random
 initial weights, nothing to fetch) or from a local ``.pt``, and after every epoch the epoch's
 checkpoint is loaded by :class:`models.yolo.YoloModel` and scored on the validation images with
-:func:`core.metrics.match_instances` at IoU 0.5, exactly as the Compare page would. The best epoch
+:func:`core.instance_matching.match_instances` at IoU 0.5, exactly as the Compare page would. The best epoch
 is saved as plain data (:func:`models.yolo.checkpoint_data`: the model's YAML dict, names, a state
 dict of tensors and the metadata; no optimizer state, no pickled code) to
 ``<weights folder>/yolo/<name>.pt`` (with ``<name>.json`` of metadata beside it), where
@@ -172,9 +172,9 @@ def _is_integration(function: Callable) -> bool:
 def validation_scores(model: YoloModel, pairs: Sequence[TrainingPair]) -> dict[str, float]:
     """F1, precision and recall at IoU 0.5 over ``pairs`` pooled, each image segmented by
     ``model.predict`` with the registry's default settings and matched by
-    :func:`core.metrics.match_instances`. A pair's plane is already normalised; normalising it
+    :func:`core.instance_matching.match_instances`. A pair's plane is already normalised; normalising it
     again (as ``predict`` does) maps its percentiles onto themselves, so the input is unchanged."""
-    from core.metrics import match_instances
+    from core.instance_matching import match_instances
 
     tp = fp = fn = 0
     for pair in pairs:

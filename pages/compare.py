@@ -32,7 +32,7 @@ from core.export import results_zip
 from core.images import CellImage, content_hash
 from core.instances import Instances
 from core.provenance import provenance, with_provenance
-from core.scoring import METRIC_KEYS, SEEN, mean_scores, seen_label, seen_warning, summary_row
+from core.score_tables import METRIC_KEYS, SEEN, mean_scores, seen_label, seen_warning, summary_row
 from core.text import plural
 from core.training_data import SEEN_ROLES, SeenImages
 from models.registry import get_model_info, images_seen

@@ -111,7 +111,7 @@ def test_compare_writes_labels_and_metrics_anyone_can_recompute(tmp_path, exampl
     import tifffile
 
     from core.export import write_dataset
-    from core.metrics import match_over_thresholds
+    from core.instance_matching import match_over_thresholds
 
     write_dataset(example_images[:1], tmp_path)
     image, gt = tmp_path / "images" / "plateA_field1.tif", tmp_path / "masks" / "plateA_field1.tif"

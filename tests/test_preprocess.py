@@ -8,7 +8,7 @@ import pytest
 
 from core.cache import BoundedCache
 from core.images import default_channels
-from core.metrics import match_instances
+from core.instance_matching import match_instances
 from core.preprocess import (
     canny_edges,
     denoise,

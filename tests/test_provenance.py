@@ -29,7 +29,7 @@ from core.provenance import (
     with_provenance,
 )
 from core.recipe import DEFAULT_RECIPE
-from core.scoring import summary_table
+from core.score_tables import summary_table
 from models.registry import get_model_info
 
 RECIPE = DEFAULT_RECIPE.with_step("denoise", sigma=2.5)

@@ -124,7 +124,7 @@ def test_segment_with_the_checkpoint_writes_what_the_model_predicts(trained, dat
 
 
 def test_compare_with_the_checkpoint_writes_metrics_recomputable_from_its_labels(trained, dataset, tmp_path, cli):
-    from core.metrics import match_over_thresholds
+    from core.instance_matching import match_over_thresholds
 
     out, _ = trained
     image, gt = dataset / "images" / "plateC_field2.tif", dataset / "masks" / "plateC_field2.tif"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from core.example import make_example_dataset
+from core.instance_matching import match_instances
 from core.instances import Instances, boxes_from_labels
-from core.metrics import match_instances
 from core.training_data import split_by_batch, training_pairs
 from models import unet as U
 from models.checkpoint_file import metadata_path

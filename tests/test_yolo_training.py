@@ -75,7 +75,7 @@ def trained(data, weights_home, offline):
 
 
 def test_polygons_rasterise_back_to_the_masks(data):
-    from core.metrics import iou_matrix
+    from core.instance_matching import iou_matrix
 
     train, _, _ = data
     for pair in train:

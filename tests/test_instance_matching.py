@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.metrics import iou_matrix, match_instances, match_over_thresholds, segmentation_scores
+from core.instance_matching import iou_matrix, match_instances, match_over_thresholds, segmentation_scores
 
 
 def squares(*boxes, shape=(40, 40)):
@@ -93,7 +93,7 @@ def test_sparse_and_dense_label_values_give_the_same_scores():
 
 
 def test_box_iou_and_box_matching():
-    from core.metrics import box_iou_matrix
+    from core.instance_matching import box_iou_matrix
 
     iou = box_iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 5], [20, 20, 30, 30]]))
     np.testing.assert_allclose(iou, [[0.5, 0.0]])

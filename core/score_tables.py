@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from core.images import CellImage
+from core.instance_matching import match_boxes, match_instances, scores_over_thresholds, summarize
 from core.instances import Instances
-from core.metrics import match_boxes, match_instances, scores_over_thresholds, summarize
 from core.training_data import SEEN_ROLES, SeenImages
 
 METRIC_KEYS = ("precision", "recall", "f1", "ap", "mean_iou", "pq")
