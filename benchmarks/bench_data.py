@@ -15,7 +15,8 @@ from timing import median_seconds  # noqa: E402
 from core.display import composite  # noqa: E402
 from core.example import make_example_dataset  # noqa: E402
 from core.export import write_dataset  # noqa: E402
-from core.io import load_paths, read_image  # noqa: E402
+from core.image_decode import read_image  # noqa: E402
+from core.io import load_paths  # noqa: E402
 
 
 def main() -> list[tuple[str, float]]:

@@ -145,7 +145,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.export import label_tiff_bytes
-    from core.io import read_labels
+    from core.image_decode import read_labels
     from core.provenance import PROVENANCE_FILE, provenance, provenance_json
     from core.score_tables import metrics_entry, seen_label, seen_warning
     from models.device import resolve_device

@@ -12,10 +12,12 @@ from components.routing import require_router
 from components.state import dataset, is_untouched_example, mark_edited, reset_to_example
 from core.dataset import Dataset
 from core.export import dataset_zip
+from core.image_decode import read_labels
 from core.images import COLORS, ROLES, UNASSIGNED, CellImage, ChannelInfo, apply_channel_edit, same_layout
-from core.io import ImageReadError, load_files, read_labels
+from core.io import load_files
 from core.measure import channel_stats
 from core.plates import apply_batch_table, batches_from_pattern
+from core.read_guards import ImageReadError
 from core.text import plural
 
 UPLOAD_HELP = (

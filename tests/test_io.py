@@ -16,8 +16,11 @@ import pytest
 from conftest import blobs, jpeg_bytes, png_bomb_bytes, png_bytes, tiff_bomb_bytes, tiff_bytes
 
 from core import io as cio
+from core import read_guards
 from core.export import dataset_zip, write_dataset
-from core.io import ImageReadError, load_files, read_image, read_labels
+from core.image_decode import read_image, read_labels
+from core.io import load_files
+from core.read_guards import ImageReadError
 
 
 def test_16bit_tiff_keeps_values_and_dtype():
@@ -142,7 +145,7 @@ def test_corrupt_zip_is_reported():
 
 
 def test_zip_bomb_limit(monkeypatch):
-    monkeypatch.setattr(cio, "MAX_ZIP_BYTES", 1000)
+    monkeypatch.setattr(read_guards, "MAX_ZIP_BYTES", 1000)
     report = load_files([("big.zip", _zip({"a.tif": tiff_bytes(blobs())}))])
     assert not report.images and "unpacks to" in report.problems[0].message
 
@@ -184,7 +187,7 @@ def test_wrong_extension_is_read_by_content_with_a_note():
 
 
 def test_stack_value_limit(monkeypatch):
-    monkeypatch.setattr(cio, "MAX_VALUES", 1000)
+    monkeypatch.setattr(read_guards, "MAX_VALUES", 1000)
     with pytest.raises(ImageReadError, match="million values"):
         read_image(GOOD, "x.tif")
 
@@ -375,12 +378,12 @@ def test_a_member_that_starts_as_a_tiff_but_packs_like_a_bomb_is_refused():
 @pytest.mark.parametrize(
     ("max_values", "expected"),
     [
-        (cio.MAX_VALUES, "unpacks to 3072 MiB from 8 KiB (381300:1), far more than images pack: refused as a likely zip bomb"),
+        (read_guards.MAX_VALUES, "unpacks to 3072 MiB from 8 KiB (381300:1), far more than images pack: refused as a likely zip bomb"),
         (2**24, "unpacks to 3.0 GiB, more than any image within the limits takes (0.2 GiB: 17 million 8-byte values)"),
     ],
 )
 def test_a_member_claiming_a_huge_size_is_refused_before_it_is_unpacked(monkeypatch, max_values, expected):
-    monkeypatch.setattr(cio, "MAX_VALUES", max_values)
+    monkeypatch.setattr(read_guards, "MAX_VALUES", max_values)
     claims = _patch_member(_zip({"a.tif": GOOD}), file_size=3 * 2**30)  # 3 GiB from 8 KiB
     with _Unpacking() as unpacking:
         report = load_files([("e.zip", claims)])
