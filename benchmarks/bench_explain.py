@@ -27,7 +27,8 @@ from timing import median_seconds  # noqa: E402
 
 from core.cam_stats import cam_mask_stats  # noqa: E402
 from core.cells import CellSet  # noqa: E402
-from models.classifier import CPU_THREADS, training_rows  # noqa: E402
+from models.classifier import training_rows  # noqa: E402
+from models.device import CPU_THREADS  # noqa: E402
 from models.explain import CAM_BATCH, CAM_METHOD_NAMES, SCORECAM_BATCH, compute_cams  # noqa: E402
 from models.explain_cells import classifier_settings, train_cell_classifier  # noqa: E402
 
@@ -77,7 +78,7 @@ def run(size: int) -> None:
 
 def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [32, 64]
-    print(f"{os.cpu_count()} CPUs, torch on {CPU_THREADS} thread(s) (models.classifier.CPU_THREADS); "
+    print(f"{os.cpu_count()} CPUs, torch on {CPU_THREADS} thread(s) (models.device.CPU_THREADS); "
           f"load avg {os.getloadavg()[0]:.1f}")
     warm = cells_of(32)  # imports (torch's optimiser pulls in torch._dynamo: seconds) and first calls, not timed
     train_cell_classifier(warm, warm.table["batch"].to_numpy(dtype=object),

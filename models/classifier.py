@@ -19,8 +19,7 @@ import math
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from models.autoencoder import (
     to_uint8,
 )
 from models.checkpoint_file import cpu_state, load_weights, read_plain, write_checkpoint
+from models.device import cpu_threads
 from models.registry import ModelInfo, Setting, register_model
 
 if TYPE_CHECKING:
@@ -58,9 +58,6 @@ _DEFAULT = {s.name: s.default for s in CLASSIFIER_SETTINGS}
 # Channels of the three conv blocks. (16, 32, 64) trained an epoch of 1,000 crops of 32x32x3 in
 # 0.30 s against 0.80 s for (32, 64, 128) (one thread, channels-last, busy 2-core dev machine).
 WIDTHS = (16, 32, 64)
-# Two torch threads made the same epoch 1.9 s instead of 0.30 s on that machine: at these sizes each
-# op is too small to split, and with other work on the second core the threads wait on each other.
-CPU_THREADS = 1
 MIN_IMAGES_PER_CLASS = 2  # one image held out while at least one other trains
 MAX_CLASSES = 50  # more distinct values than this is a measurement column, not a label
 _FORMAT = "cellscope_classifier"
@@ -116,24 +113,6 @@ def build_classifier(config: ClassifierConfig) -> torch.nn.Sequential:
     model = nn.Sequential(layers)
     model.config = config  # type: ignore[assignment]  # the architecture travels with the module
     return model
-
-
-@contextmanager
-def cpu_threads(device: str | torch.device, threads: int = CPU_THREADS) -> Iterator[None]:
-    """torch's CPU threads set to ``threads`` for the block, then put back (see :data:`CPU_THREADS`).
-    torch's setting is process-wide: another session's torch work in that time also runs on
-    ``threads``, which costs it speed, never correctness."""
-    import torch
-
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

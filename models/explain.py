@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.autoencoder import ProgressFn, ProgressReporter, check_crops
-from models.classifier import cpu_threads
+from models.device import cpu_threads
 
 if TYPE_CHECKING:
     import torch

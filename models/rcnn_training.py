@@ -55,7 +55,7 @@ from models.checkpoint_file import (
     trained_here_spec,
     write_checkpoint,
 )
-from models.classifier import cpu_threads
+from models.device import cpu_threads
 from models.rcnn import COCO_WEIGHTS, RCNN_SETTINGS
 from models.registry import ModelInfo, register_file_family, register_provider
 from models.weights import local_path, weights_dir

@@ -53,7 +53,7 @@ from models.checkpoint_file import (
     trained_here_spec,
     write_checkpoint,
 )
-from models.classifier import CPU_THREADS, cpu_threads
+from models.device import CPU_THREADS, cpu_threads
 from models.registry import ModelInfo, Setting, register_file_family, register_provider
 
 if TYPE_CHECKING:
@@ -412,7 +412,7 @@ def train_unet(
     hears about training (with an estimate of the time left) about four times a second and at
     every epoch's end; ``on_epoch`` gets each epoch's record (a live curve).
 
-    On a CPU torch runs on ``threads`` threads (:func:`models.classifier.cpu_threads`). One is the
+    On a CPU torch runs on ``threads`` threads (:func:`models.device.cpu_threads`). One is the
     default, for training in the background of a server that must stay responsive: with the other
     core busy, a step of 8 tiles of 128 px took 0.52 s on one thread and 2.1 s on two on the 2-core
     dev machine. On an otherwise idle 2-core machine two threads took 0.51 s a step against 0.85 s

@@ -38,7 +38,7 @@ from core.training_data import Split, TrainingPair, pairs_hash, seen_record
 from core.yolo_dataset import export_yolo_dataset
 from models.best_epoch import EpochRecord, TrainingSettings
 from models.checkpoint_file import metadata_path, named_checkpoint, write_checkpoint, write_json
-from models.classifier import cpu_threads
+from models.device import cpu_threads
 from models.yolo import CHECKPOINT_FORMAT, YOLO_SETTINGS, YoloModel, checkpoint_data
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
