@@ -50,7 +50,7 @@ def _resized(image, factor: float):
 def _f1_as_is(model_name: str, image) -> float:
     """F1 with the image left at its own scale (no resizing, whatever its nuclei's size)."""
     from core.training_data import input_planes
-    from models.unet import segment_planes
+    from models.unet_instances import segment_planes
 
     segmenter = load_model(model_name).model
     settings = {k: v for k, v in get_model_info(model_name).resolve({}).items() if k != "diameter"}

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from core.images import CellImage
+from core.instance_matching import validation_scores
 from core.instances import Instances, labels_from_masks
 from core.training_data import (
     Augmentation,
@@ -58,6 +59,7 @@ from models.checkpoint_file import (
 from models.device import cpu_threads
 from models.rcnn import COCO_WEIGHTS, RCNN_SETTINGS
 from models.registry import ModelInfo, register_file_family, register_provider
+from models.training_loop import run_epochs
 from models.weights import local_path, weights_dir
 
 if TYPE_CHECKING:
@@ -236,18 +238,10 @@ def segment_plane(model: torch.nn.Module, config: RcnnConfig, plane: np.ndarray,
     return labels_from_masks(masks, scores)
 
 
-def validation_scores(model: torch.nn.Module, config: RcnnConfig, pairs: Sequence[TrainingPair]) -> dict[str, float]:
-    """F1, precision and recall at IoU 0.5 over ``pairs`` pooled (TP, FP, FN summed over images),
-    with the registry's default thresholds, matched by :func:`core.instance_matching.match_instances`."""
-    from core.instance_matching import match_instances
-
-    tp = fp = fn = 0
-    for pair in pairs:
-        labels, _, _ = segment_plane(model, config, pair.image[:, :, 0], **_PREDICT_DEFAULTS)
-        m = match_instances(pair.labels, labels, 0.5)
-        tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
-    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "precision": tp / max(tp + fp, 1),
-            "recall": tp / max(tp + fn, 1), "tp": tp, "fp": fp, "fn": fn}
+def predicted_labels(model: torch.nn.Module, config: RcnnConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """What validation scores (:func:`core.instance_matching.validation_scores`): a pair's image to
+    labels, segmented with the registry's default thresholds exactly as the adapter does."""
+    return lambda image: segment_plane(model, config, image[:, :, 0], **_PREDICT_DEFAULTS)[0]
 
 
 def _val_loss(model: torch.nn.Module, config: RcnnConfig, pairs: Sequence[TrainingPair]) -> float:
@@ -346,51 +340,28 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
                 "parameters": parameters, "images": {"train": len(train), "val": len(val),
                                                      "objects": int(sum(p.n_objects for p in (*train, *val)))}}
         step_losses: list[float] = []
-        stopped = "completed"
         path = Path(out) if out is not None else None
         best = BestEpoch(base, t.patience, None if path is None else
                          lambda state, metadata: save_checkpoint(path, state, config, metadata), t0=t0)
-        report = ProgressReporter(progress)
 
-        for epoch in range(1, t.epochs + 1):
-            losses: list[float] = []
-            interrupted = False
-            for step in range(t.steps_per_epoch):
-                if stop is not None and stop():
-                    interrupted = True
-                    break
-                model.train()
-                _set_input_size(model, config, t.tile, t.tile)
-                images, labels = sampler.batch(t.batch_size)
-                x, y = _tensors(images, labels, device)
-                loss = sum(model(x, y).values())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 10.0)  # an early bad batch must not blow a from-scratch net up
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                step_losses.append(losses[-1])
-                report(((epoch - 1) * t.steps_per_epoch + step + 1) / total_steps,
-                       f"epoch {epoch}/{t.epochs}, step {step + 1}/{t.steps_per_epoch}: loss {losses[-1]:.4f}")
-            if not losses and best.state is not None:  # stopped between epochs: the best is already kept
-                stopped = f"stopped after epoch {epoch - 1}"
-                break
-            scores = validation_scores(model, config, val)
-            record = EpochRecord(epoch, float(np.mean(losses)) if losses else float("nan"),
-                                 _val_loss(model, config, val), scores["f1"], scores["precision"], scores["recall"],
-                                 time.perf_counter() - t0)
-            if on_epoch is not None:
-                on_epoch(record)
-            best.update(model, record, scores)
-            report(epoch * t.steps_per_epoch / total_steps, f"epoch {epoch}/{t.epochs}: loss {record.loss:.4f}, "
-                   f"validation F1 {record.f1:.3f} (best {best.f1:.3f} at epoch {best.epoch})", force=True)
-            if interrupted:
-                stopped = f"stopped during epoch {epoch}"
-                break
-            if (why := best.early_stop(epoch)) is not None:
-                stopped = why
-                break
+        def step() -> float:
+            model.train()
+            _set_input_size(model, config, t.tile, t.tile)
+            images, labels = sampler.batch(t.batch_size)
+            x, y = _tensors(images, labels, device)
+            loss = sum(model(x, y).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)  # an early bad batch must not blow a from-scratch net up
+            optimizer.step()
+            scheduler.step()
+            step_losses.append(float(loss.detach()))
+            return step_losses[-1]
+
+        stopped = run_epochs(model, best, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch, step=step,
+                             validation_scores=lambda: validation_scores(predicted_labels(model, config), val),
+                             validation_loss=lambda: _val_loss(model, config, val),
+                             report=ProgressReporter(progress), stop=stop, on_epoch=on_epoch)
     metadata = best.finish(model, stopped)  # the first epoch is always validated
     return TrainedRcnn(model, config, best.history, best.epoch, metadata, path, stopped, step_losses)
 

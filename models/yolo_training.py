@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from core.images import CellImage, ChannelInfo
+from core.instance_matching import validation_scores
 from core.training_data import Split, TrainingPair, pairs_hash, seen_record
 from core.yolo_dataset import export_yolo_dataset
 from models.best_epoch import EpochRecord, TrainingSettings
@@ -169,20 +170,12 @@ def _is_integration(function: Callable) -> bool:
         not module.endswith(".base")
 
 
-def validation_scores(model: YoloModel, pairs: Sequence[TrainingPair]) -> dict[str, float]:
-    """F1, precision and recall at IoU 0.5 over ``pairs`` pooled, each image segmented by
-    ``model.predict`` with the registry's default settings and matched by
-    :func:`core.instance_matching.match_instances`. A pair's plane is already normalised; normalising it
-    again (as ``predict`` does) maps its percentiles onto themselves, so the input is unchanged."""
-    from core.instance_matching import match_instances
-
-    tp = fp = fn = 0
-    for pair in pairs:
-        found = model.predict(CellImage(pair.name, pair.image[:, :, :1], _NUCLEUS), **_PREDICT_DEFAULTS)
-        m = match_instances(pair.labels, found.labels, 0.5)
-        tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
-    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "precision": tp / max(tp + fp, 1),
-            "recall": tp / max(tp + fn, 1), "tp": tp, "fp": fp, "fn": fn}
+def predicted_labels(model: YoloModel) -> Callable[[np.ndarray], np.ndarray]:
+    """What validation scores (:func:`core.instance_matching.validation_scores`): a pair's image to
+    the labels ``model.predict`` gives with the registry's default settings. A pair's plane is already
+    normalised; normalising it again (as ``predict`` does) maps its percentiles onto themselves, so
+    the input is unchanged."""
+    return lambda image: model.predict(CellImage("validation", image[:, :, :1], _NUCLEUS), **_PREDICT_DEFAULTS).labels
 
 
 class _Run:
@@ -219,7 +212,8 @@ class _Run:
     def epoch_end(self, trainer: Any) -> None:
         """After ultralytics wrote ``last.pt``: score it as the adapter would, keep it if best."""
         epoch = trainer.epoch + 1
-        scores = validation_scores(YoloModel("validation", str(trainer.last), self.device), self.val)
+        scores = validation_scores(predicted_labels(YoloModel("validation", str(trainer.last), self.device)),
+                                    self.val)
         val_loss = [v for k, v in trainer.metrics.items() if k.startswith("val/")]
         record = EpochRecord(epoch, float(sum(trainer.label_loss_items(trainer.tloss, prefix="train").values())),
                              float(sum(val_loss)) if val_loss else float("nan"), scores["f1"], scores["precision"],

@@ -101,3 +101,30 @@ def test_box_iou_and_box_matching():
     pred_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 26]], np.float32)  # IoU 1.0 and 0.6
     scores = segmentation_scores(gt, gt, pred_boxes=pred_boxes)
     assert scores["f1"] == 1.0 and scores["mean_iou"] == pytest.approx(0.8)
+
+
+def test_validation_scores_pool_counts_over_images_from_any_predictor():
+    from types import SimpleNamespace
+
+    from core.instance_matching import validation_scores
+
+    a = np.zeros((8, 8), np.int32)
+    a[0:3, 0:3], a[5:8, 5:8] = 1, 2  # two nuclei
+    b = np.zeros((8, 8), np.int32)
+    b[0:4, 4:8] = 1  # one nucleus
+    pairs = [SimpleNamespace(image=np.full((8, 8, 1), i, np.float32), labels=lab) for i, lab in enumerate((a, b))]
+    # Image 0: one nucleus found and one missed; image 1: its nucleus and a false one found.
+    found = {0: np.where(a == 1, 1, 0), 1: np.where(b > 0, 1, 0) + np.pad(np.ones((2, 2), np.int32) * 2, ((6, 0), (0, 6)))}
+    scores = validation_scores(lambda image: found[int(image[0, 0, 0])], pairs)
+    assert (scores["tp"], scores["fp"], scores["fn"]) == (2, 1, 1)
+    assert scores["f1"] == 4 / 6 and scores["precision"] == 2 / 3 and scores["recall"] == 2 / 3
+
+
+def test_every_trainer_scores_validation_with_the_one_implementation():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    defined = [p.name for p in sorted(root.glob("*/*.py")) if "def validation_scores(" in p.read_text()]
+    assert defined == ["instance_matching.py"]
+    for trainer in ("unet_training.py", "rcnn_training.py", "yolo_training.py"):
+        assert "from core.instance_matching import validation_scores" in (root / "models" / trainer).read_text()

@@ -66,7 +66,7 @@ def trained(dataset, tmp_path_factory):
 
 
 def test_training_writes_the_best_checkpoint_and_its_metadata(trained):
-    from models.unet import load_checkpoint
+    from models.unet_checkpoint import load_checkpoint
 
     out, r = trained
     meta = json.loads(out.with_name("tiny.unet.json").read_text())

@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 
 from core.example import make_example_dataset
-from core.instance_matching import match_instances
+from core.instance_matching import match_instances, validation_scores
 from core.instances import Instances, boxes_from_labels
 from core.training_data import split_by_batch, training_pairs
 from models import unet as U
+from models import unet_checkpoint as checkpoint
+from models import unet_instances
+from models import unet_network as network
 from models.checkpoint_file import metadata_path
 from models.registry import get_model_info, list_models, load_model
+from models.unet_training import UNetBatches, predicted_labels
+from models.weight_averaging import average_weights
 
 TINY = U.UNetTraining(epochs=2, steps_per_epoch=4, batch_size=4, tile=64, lr=3e-3, seed=1)
 
@@ -54,7 +59,7 @@ def _touching_squares() -> np.ndarray:
 
 
 def test_targets_part_touching_objects_with_a_boundary_seam():
-    targets = U.unet_targets(_touching_squares(), boundary_width=2)
+    targets = unet_instances.unet_targets(_touching_squares(), boundary_width=2)
     assert set(np.unique(targets)) == {0, 1, 2}
     np.testing.assert_array_equal(targets[14, 14:22], [1, 1, 2, 2, 2, 2, 1, 1])  # 2 px of each side
     assert (targets[8:20, 6:18] == 1).sum() == 8 * 8  # a 12 px square keeps its inner 8 x 8
@@ -68,12 +73,12 @@ def test_targets_part_touching_objects_with_a_boundary_seam():
 def test_perfect_probabilities_give_back_the_labels():
     """The post-processing, fed the targets as one-hot probabilities, recovers every object exactly."""
     labels = _touching_squares()
-    probs = np.eye(3, dtype=np.float32)[U.unet_targets(labels)].transpose(2, 0, 1)
-    found, scores = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=0)
+    probs = np.eye(3, dtype=np.float32)[unet_instances.unet_targets(labels)].transpose(2, 0, 1)
+    found, scores = unet_instances.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=0)
     m = match_instances(labels, found, 0.5)
     assert m.tp == 3 and m.fp == 0 and m.mean_iou == 1.0
     np.testing.assert_allclose(scores, 1.0)
-    dropped, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=20)
+    dropped, _ = unet_instances.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=20)
     assert dropped.max() == 2 and not dropped[24:28, 34:38].any()  # the 16 px object is under min_area
 
 
@@ -82,18 +87,18 @@ def test_touching_nuclei_whose_interiors_neck_are_two_objects():
     Cutting that seed at its waist makes two objects; with the cut off they are one."""
     yy, xx = np.mgrid[0:48, 0:64]
     union = ((yy - 24) ** 2 + (xx - 20) ** 2 < 12**2) | ((yy - 24) ** 2 + (xx - 42) ** 2 < 12**2)
-    targets = U.unet_targets(union.astype(np.int32))  # one object: a boundary rim only on the outside
+    targets = unet_instances.unet_targets(union.astype(np.int32))  # one object: a boundary rim only on the outside
     probs = np.eye(3, dtype=np.float32)[targets].transpose(2, 0, 1)
-    one, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
+    one, _ = unet_instances.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
                                             min_solidity=0.0)
     assert one.max() == 1
-    two, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
+    two, _ = unet_instances.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
                                             min_solidity=0.9)
     assert two.max() == 2
     assert two[24, 20] != two[24, 42] and (two > 0).sum() == union.sum()  # the whole union, parted between them
     single = ((yy - 24) / 10) ** 2 + ((xx - 32) / 20) ** 2 < 1  # one elongated nucleus: its interior has no neck
-    probs = np.eye(3, dtype=np.float32)[U.unet_targets(single.astype(np.int32))].transpose(2, 0, 1)
-    kept, _ = U.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
+    probs = np.eye(3, dtype=np.float32)[unet_instances.unet_targets(single.astype(np.int32))].transpose(2, 0, 1)
+    kept, _ = unet_instances.instances_from_probabilities(probs, foreground_threshold=0.5, seed_threshold=0.5, min_area=15,
                                              min_solidity=0.9)
     assert kept.max() == 1
 
@@ -101,20 +106,20 @@ def test_touching_nuclei_whose_interiors_neck_are_two_objects():
 def test_architecture_is_compact_and_keeps_the_image_size():
     import torch
 
-    model = U.build_unet(U.UNetConfig())
-    assert 0.3e6 < U.n_parameters(model) < 2e6
+    model = network.build_unet(network.UNetConfig())
+    assert 0.3e6 < network.n_parameters(model) < 2e6
     model.eval()
     with torch.inference_mode():
         assert model(torch.zeros(1, 1, 64, 48)).shape == (1, 3, 64, 48)
-    probs = U.predict_probabilities(model, np.zeros((50, 37, 1), np.float32))  # padded inside, cut back
+    probs = unet_instances.predict_probabilities(model, np.zeros((50, 37, 1), np.float32))  # padded inside, cut back
     assert probs.shape == (3, 50, 37)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
 
 
 def test_tiled_inference_matches_the_whole_image(trained, example):
     planes = training_pairs(example[:1])[0].image
-    whole = U.predict_probabilities(trained.model, planes)
-    tiled = U.predict_probabilities(trained.model, planes, tile=64, margin=16)
+    whole = unet_instances.predict_probabilities(trained.model, planes)
+    tiled = unet_instances.predict_probabilities(trained.model, planes, tile=64, margin=16)
     assert tiled.shape == whole.shape
     # Windows see 16 px of context: the class decisions agree almost everywhere.
     assert (tiled.argmax(0) == whole.argmax(0)).mean() > 0.97
@@ -142,7 +147,7 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, data, monkeyp
     calls = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real_load(*a, **k))
-    model, meta = U.load_checkpoint(trained.path)
+    model, meta = checkpoint.load_checkpoint(trained.path)
     assert calls and all(k.get("weights_only") is True for k in calls)
     for (k, va), vb in zip(trained.model.state_dict().items(), model.state_dict().values(), strict=True):
         assert np.array_equal(va.numpy(), vb.numpy()), k
@@ -150,18 +155,18 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, data, monkeyp
     assert meta["family"] == "unet" and len(meta["data_hash"]) == 32
     assert meta["split"]["method"] == "batch" and meta["split"]["val_batches"] == ["plateC"]
     assert U.UNetTraining.from_dict({k: meta["parameters"][k] for k in TINY.to_dict()}) == TINY
-    assert meta["parameters"]["epochs"] == 2 and meta["parameters"]["n_parameters"] == U.n_parameters(model)
+    assert meta["parameters"]["epochs"] == 2 and meta["parameters"]["n_parameters"] == network.n_parameters(model)
     assert len(meta["validation"]["history"]) == 2
     # The saved weights are the best epoch's, or the last epochs' averaged when validation scores that as
     # well within 0.01; either way the metadata's F1 is what the saved model scores.
     averaged = meta["validation"].get("averaged_epochs")
     assert averaged in (None, [1, 2])
     assert meta["validation"]["f1"] == (trained.best.f1 if averaged is None else
-                                        pytest.approx(U.validation_scores(model, data[1])["f1"]))
+                                        pytest.approx(validation_scores(predicted_labels(model, U._PREDICT_DEFAULTS), data[1])["f1"]))
     assert meta["validation"]["f1"] >= trained.best.f1 - 0.01
     assert meta["stopped"] == "completed" and meta["date"][:2] == "20"
     sidecar = json.loads(metadata_path(trained.path).read_text())
-    assert sidecar["validation"]["f1"] == meta["validation"]["f1"] and sidecar["config"] == U.UNetConfig().to_dict()
+    assert sidecar["validation"]["f1"] == meta["validation"]["f1"] and sidecar["config"] == network.UNetConfig().to_dict()
 
 
 def test_averaged_weights_are_the_mean_with_batch_norm_measured_anew(data):
@@ -171,10 +176,11 @@ def test_averaged_weights_are_the_mean_with_batch_norm_measured_anew(data):
 
     train, _, _ = data
     torch.manual_seed(0)
-    a, b = U.build_unet(U.UNetConfig()), U.build_unet(U.UNetConfig())
+    a, b = network.build_unet(network.UNetConfig()), network.build_unet(network.UNetConfig())
     states = [a.state_dict(), b.state_dict()]
-    batches = U._Batches(TileSampler(train, 64, 0), 2, "cpu")
-    model = U.average_weights(U.build_unet(U.UNetConfig()), states, batches, 2, calibration_steps=3)
+    batches = UNetBatches(TileSampler(train, 64, 0), 2, "cpu")
+    model = average_weights(network.build_unet(network.UNetConfig()), states, lambda: batches.next(2)[0],
+                            calibration_steps=3)
     conv = "down.0.0.weight"
     assert torch.allclose(model.state_dict()[conv], (states[0][conv] + states[1][conv]) / 2)
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -190,16 +196,16 @@ def test_files_that_are_not_our_checkpoints_are_refused(tmp_path):
     other = tmp_path / "other.unet.pt"
     torch.save({"state_dict": {}}, other)
     with pytest.raises(ValueError, match="other.unet.pt is not a CellScope U-Net checkpoint \\(expected format"):
-        U.load_checkpoint(other)
+        checkpoint.load_checkpoint(other)
     pickled = tmp_path / "pickled.unet.pt"
-    torch.save({"format": U.FORMAT, "model": torch.nn.Conv2d(1, 3, 3)}, pickled)  # a pickled module: code
+    torch.save({"format": checkpoint.FORMAT, "model": torch.nn.Conv2d(1, 3, 3)}, pickled)  # a pickled module: code
     with pytest.raises(ValueError, match="pickled.unet.pt is not a CellScope U-Net checkpoint: it cannot be read as "
                                          "plain weights"):
-        U.load_checkpoint(pickled)
+        checkpoint.load_checkpoint(pickled)
     garbage = tmp_path / "garbage.unet.pt"
     garbage.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="garbage.unet.pt is not a CellScope U-Net checkpoint"):
-        U.load_checkpoint(garbage)
+        checkpoint.load_checkpoint(garbage)
 
 
 def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, example, tmp_path):
@@ -213,9 +219,9 @@ def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, example, tmp_p
     path = tmp_path / "stopped.unet.pt"
     result = U.train_unet(train, val, training=replace(TINY, epochs=5), out=path, split=split, stop=stop)
     assert result.stopped == "stopped during epoch 2" and len(result.history) == 2
-    model, meta = U.load_checkpoint(path)
+    model, meta = checkpoint.load_checkpoint(path)
     assert meta["stopped"] == "stopped during epoch 2" and meta["validation"]["best_epoch"] == result.best_epoch
-    labels, _ = U.segment_planes(model, val[0].image, foreground_threshold=0.5, seed_threshold=0.5, min_area=15)
+    labels, _ = unet_instances.segment_planes(model, val[0].image, foreground_threshold=0.5, seed_threshold=0.5, min_area=15)
     assert labels.shape == val[0].labels.shape
 
 
@@ -233,10 +239,10 @@ def test_a_killed_training_leaves_the_best_checkpoint_so_far(data, tmp_path):
     path = tmp_path / "killed.unet.pt"
     with pytest.raises(KeyboardInterrupt):
         U.train_unet(train, val, training=TINY, out=path, split=split, stop=crash)
-    model, meta = U.load_checkpoint(path)
+    model, meta = checkpoint.load_checkpoint(path)
     assert meta["validation"]["best_epoch"] == 1 and meta["stopped"] == "in progress"
     assert not list(tmp_path.glob(".*.part"))  # no half-written file left behind
-    assert U.predict_probabilities(model, val[0].image).shape == (3, *val[0].labels.shape)
+    assert unet_instances.predict_probabilities(model, val[0].image).shape == (3, *val[0].labels.shape)
 
 
 def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, weights_home):
@@ -263,12 +269,12 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     assert 10 < scale["diameter"] < 30 and scale["estimated"] > 0
     segmenter = load_model("unet:cells").model
     seen = []
-    original = U.predict_probabilities
+    original = unet_instances.predict_probabilities
     try:
-        U.predict_probabilities = lambda model, planes, **kw: seen.append(planes.shape) or original(model, planes, **kw)
+        unet_instances.predict_probabilities = lambda model, planes, **kw: seen.append(planes.shape) or original(model, planes, **kw)
         resized = segmenter.predict(example[4], **(info.resolve({}) | {"diameter": round(scale["diameter"] * 2)}))
     finally:
-        U.predict_probabilities = original
+        unet_instances.predict_probabilities = original
     assert seen == [(48, 48, 1)] and resized.labels.shape == (96, 96)
     assert any("resized 0.50x" in note for note in resized.notes)  # the page shows it under the pictures
     assert not result.notes  # the example's own nuclei: left as they are, nothing to say

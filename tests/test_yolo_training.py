@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from core.example import make_example_dataset
+from core.instance_matching import validation_scores
 from core.instances import Instances
 from core.training_data import split_by_batch, training_pairs
 from core.yolo_dataset import export_yolo_dataset, object_polygons, polygon_mask, tile_origins
@@ -221,7 +222,7 @@ def test_reloaded_model_scores_what_training_scored(trained, data):
 
     result, _, _, _ = trained
     _, val, _ = data
-    scores = Y.validation_scores(YoloModel("reloaded", str(result.path), "cpu"), val)
+    scores = validation_scores(Y.predicted_labels(YoloModel("reloaded", str(result.path), "cpu")), val)
     assert scores["f1"] == pytest.approx(result.best.f1) and scores["precision"] == pytest.approx(result.best.precision)
 
 
