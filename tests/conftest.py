@@ -1,4 +1,5 @@
-"""Shared fixtures: small images encoded in memory, exactly as uploads arrive."""
+"""Shared fixtures: small images encoded in memory, exactly as uploads arrive; the small dataset every
+trainer's tests train on."""
 
 from __future__ import annotations
 
@@ -89,6 +90,36 @@ def example_images():
 
     return make_example_dataset()
 
+
+# ------------------------------------------------------------------------- training a segmenter
+
+
+@pytest.fixture(scope="session")
+def training_example():
+    """Six small fields (96 px, 2 per plate A-C) with ground truth: what every trainer's tests train on."""
+    from core.example import make_example_dataset
+
+    return make_example_dataset(size=96, fields_per_plate=2)
+
+
+@pytest.fixture(scope="session")
+def training_data(training_example):
+    """(train, val, split) of :func:`training_example`'s pairs, plate C held out for validation."""
+    from core.training_data import split_by_batch, training_pairs
+
+    pairs = training_pairs(training_example)
+    split = split_by_batch(pairs, ["plateC"])
+    train, val = split.apply(pairs)
+    return train, val, split
+
+
+@pytest.fixture(scope="module")
+def weights_home(tmp_path_factory):
+    """A fresh weights folder for the module's tests (models trained in a module fixture are saved there)."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("weights")
+        mp.setenv("CELLSCOPE_WEIGHTS_DIR", str(home))
+        yield home
 
 
 def open_page(page: str):

@@ -15,7 +15,7 @@ import pytest
 
 from core.example import make_example_dataset
 from core.instances import Instances
-from core.training_data import Augmentation, split_by_batch, training_pairs
+from core.training_data import Augmentation, training_pairs
 from models import rcnn_training as R
 from models.checkpoint_file import metadata_path
 from models.registry import get_model_info, list_models, load_model
@@ -26,24 +26,9 @@ CONFIG = R.RcnnConfig(detections_per_image=50)  # an untrained network's 500 det
 
 
 @pytest.fixture(scope="module")
-def example():
-    return make_example_dataset(size=96, fields_per_plate=2)
-
-
-@pytest.fixture(scope="module")
-def data(example):
-    pairs = training_pairs(example)
-    split = split_by_batch(pairs, ["plateC"])
-    train, val = split.apply(pairs)
-    return train, val[:1], split
-
-
-@pytest.fixture(scope="module")
-def weights_home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        home = tmp_path_factory.mktemp("weights")
-        mp.setenv("CELLSCOPE_WEIGHTS_DIR", str(home))
-        yield home
+def data(training_data):
+    train, val, split = training_data
+    return train, val[:1], split  # one validation image: Mask R-CNN segments slowly on a CPU
 
 
 @pytest.fixture(scope="module")
@@ -148,17 +133,17 @@ def test_the_checkpoint_also_loads_in_the_coco_adapter(trained):
     assert torch.equal(plain.network.state_dict()[key], result.model.state_dict()[key])
 
 
-def test_trained_model_is_listed_and_segments(trained, example, weights_home):
+def test_trained_model_is_listed_and_segments(trained, training_example, weights_home):
     result, _, _ = trained
     assert "maskrcnn:tiny" in [m.name for m in list_models("segment")]
     info = get_model_info("maskrcnn:tiny")
     assert info.family == "rcnn" and info.slow_on_cpu and "validation F1" in info.description
     loaded = load_model("maskrcnn:tiny", allow_download=False)
-    out = loaded.predict(example[0], score_threshold=0.0)
-    assert isinstance(out, Instances) and out.labels.shape == example[0].pixels.shape[:2]
+    out = loaded.predict(training_example[0], score_threshold=0.0)
+    assert isinstance(out, Instances) and out.labels.shape == training_example[0].pixels.shape[:2]
     assert out.model == "maskrcnn:tiny" and out.count == out.labels.max() == len(out.scores)
     with pytest.raises(ValueError, match="no setting"):
-        loaded.predict(example[0], score_treshold=0.3)
+        loaded.predict(training_example[0], score_treshold=0.3)
 
 
 def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, tmp_path):

@@ -8,10 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.example import make_example_dataset
 from core.instance_matching import match_instances, validation_scores
 from core.instances import Instances, boxes_from_labels
-from core.training_data import split_by_batch, training_pairs
+from core.training_data import training_pairs
 from models import unet as U
 from models import unet_checkpoint as checkpoint
 from models import unet_instances
@@ -25,21 +24,8 @@ TINY = U.UNetTraining(epochs=2, steps_per_epoch=4, batch_size=4, tile=64, lr=3e-
 
 
 @pytest.fixture(scope="module")
-def example():
-    return make_example_dataset(size=96, fields_per_plate=2)
-
-
-@pytest.fixture(scope="module")
-def data(example):
-    pairs = training_pairs(example)
-    split = split_by_batch(pairs, ["plateC"])
-    train, val = split.apply(pairs)
-    return train, val, split
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    train, val, split = data
+def trained(training_data, tmp_path_factory):
+    train, val, split = training_data
     path = tmp_path_factory.mktemp("ckpt") / "tiny.unet.pt"
     return U.train_unet(train, val, training=TINY, out=path, split=split)
 
@@ -116,8 +102,8 @@ def test_architecture_is_compact_and_keeps_the_image_size():
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
 
 
-def test_tiled_inference_matches_the_whole_image(trained, example):
-    planes = training_pairs(example[:1])[0].image
+def test_tiled_inference_matches_the_whole_image(trained, training_example):
+    planes = training_pairs(training_example[:1])[0].image
     whole = unet_instances.predict_probabilities(trained.model, planes)
     tiled = unet_instances.predict_probabilities(trained.model, planes, tile=64, margin=16)
     assert tiled.shape == whole.shape
@@ -132,8 +118,8 @@ def test_a_few_training_steps_lower_the_loss(trained):
     assert trained.best_epoch in (1, 2) and trained.path.is_file()
 
 
-def test_training_is_seeded(data):
-    train, val, _ = data
+def test_training_is_seeded(training_data):
+    train, val, _ = training_data
     short = replace(TINY, epochs=1, steps_per_epoch=2, seed=5)
     a, b = U.train_unet(train, val, training=short), U.train_unet(train, val, training=short)
     assert a.history[0].loss == b.history[0].loss
@@ -141,7 +127,7 @@ def test_training_is_seeded(data):
         assert np.array_equal(va.numpy(), vb.numpy()), k
 
 
-def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, data, monkeypatch):
+def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, training_data, monkeypatch):
     import torch
 
     calls = []
@@ -162,19 +148,19 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, data, monkeyp
     averaged = meta["validation"].get("averaged_epochs")
     assert averaged in (None, [1, 2])
     assert meta["validation"]["f1"] == (trained.best.f1 if averaged is None else
-                                        pytest.approx(validation_scores(predicted_labels(model, U._PREDICT_DEFAULTS), data[1])["f1"]))
+                                        pytest.approx(validation_scores(predicted_labels(model, U._PREDICT_DEFAULTS), training_data[1])["f1"]))
     assert meta["validation"]["f1"] >= trained.best.f1 - 0.01
     assert meta["stopped"] == "completed" and meta["date"][:2] == "20"
     sidecar = json.loads(metadata_path(trained.path).read_text())
     assert sidecar["validation"]["f1"] == meta["validation"]["f1"] and sidecar["config"] == network.UNetConfig().to_dict()
 
 
-def test_averaged_weights_are_the_mean_with_batch_norm_measured_anew(data):
+def test_averaged_weights_are_the_mean_with_batch_norm_measured_anew(training_data):
     import torch
 
     from core.training_data import TileSampler
 
-    train, _, _ = data
+    train, _, _ = training_data
     torch.manual_seed(0)
     a, b = network.build_unet(network.UNetConfig()), network.build_unet(network.UNetConfig())
     states = [a.state_dict(), b.state_dict()]
@@ -187,7 +173,7 @@ def test_averaged_weights_are_the_mean_with_batch_norm_measured_anew(data):
     assert not model.training and bn.momentum == 0.1 and int(bn.num_batches_tracked) == 3
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # measured, not the reset value
     one = U.UNetTraining(epochs=2, steps_per_epoch=1, batch_size=2, tile=64, average_epochs=1)
-    assert "averaged_epochs" not in U.train_unet(train[:2], data[1][:1], training=one).metadata["validation"]
+    assert "averaged_epochs" not in U.train_unet(train[:2], training_data[1][:1], training=one).metadata["validation"]
 
 
 def test_files_that_are_not_our_checkpoints_are_refused(tmp_path):
@@ -208,8 +194,8 @@ def test_files_that_are_not_our_checkpoints_are_refused(tmp_path):
         checkpoint.load_checkpoint(garbage)
 
 
-def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, example, tmp_path):
-    train, val, split = data
+def test_a_stopped_training_leaves_a_usable_best_checkpoint(training_data, training_example, tmp_path):
+    train, val, split = training_data
     asked = []
 
     def stop() -> bool:  # the UI's stop button, pressed during the second epoch
@@ -225,8 +211,8 @@ def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, example, tmp_p
     assert labels.shape == val[0].labels.shape
 
 
-def test_a_killed_training_leaves_the_best_checkpoint_so_far(data, tmp_path):
-    train, val, split = data
+def test_a_killed_training_leaves_the_best_checkpoint_so_far(training_data, tmp_path):
+    train, val, split = training_data
 
     steps = []
 
@@ -245,7 +231,7 @@ def test_a_killed_training_leaves_the_best_checkpoint_so_far(data, tmp_path):
     assert unet_instances.predict_probabilities(model, val[0].image).shape == (3, *val[0].labels.shape)
 
 
-def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, weights_home):
+def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, training_example, weights_home):
     import shutil
 
     assert "unet:cells" not in [m.name for m in list_models("segment")]
@@ -259,7 +245,7 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     assert f"validation F1 {trained.metadata['validation']['f1']:.3f}" in info.description  # of the weights kept
     assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_solidity": 0.9,
                                 "min_area": 15, "diameter": 0}
-    result = load_model("unet:cells").predict(example[4])
+    result = load_model("unet:cells").predict(training_example[4])
     assert isinstance(result, Instances) and result.model == "unet:cells" and result.labels.shape == (96, 96)
     assert result.labels.max() == result.count == len(result.scores)
     np.testing.assert_array_equal(result.boxes, boxes_from_labels(result.labels))
@@ -272,19 +258,19 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, example, wei
     original = unet_instances.predict_probabilities
     try:
         unet_instances.predict_probabilities = lambda model, planes, **kw: seen.append(planes.shape) or original(model, planes, **kw)
-        resized = segmenter.predict(example[4], **(info.resolve({}) | {"diameter": round(scale["diameter"] * 2)}))
+        resized = segmenter.predict(training_example[4], **(info.resolve({}) | {"diameter": round(scale["diameter"] * 2)}))
     finally:
         unet_instances.predict_probabilities = original
     assert seen == [(48, 48, 1)] and resized.labels.shape == (96, 96)
     assert any("resized 0.50x" in note for note in resized.notes)  # the page shows it under the pictures
     assert not result.notes  # the example's own nuclei: left as they are, nothing to say
     with pytest.raises(ValueError, match="has no setting 'threshold'"):
-        load_model("unet:cells").predict(example[4], threshold=0.5)
+        load_model("unet:cells").predict(training_example[4], threshold=0.5)
     with pytest.raises(ValueError, match="a plain file name"):
         U.unet_checkpoint_path("../escape")
 
 
-def test_a_checkpoint_without_a_recorded_size_runs_as_it_is(trained, example, tmp_path):
+def test_a_checkpoint_without_a_recorded_size_runs_as_it_is(trained, training_example, tmp_path):
     """Checkpoints written before sizes were recorded segment at the image's own scale; a typed
     diameter cannot be matched to them and says so."""
     import torch
@@ -296,9 +282,9 @@ def test_a_checkpoint_without_a_recorded_size_runs_as_it_is(trained, example, tm
     segmenter = U.UNetSegmenter("unet:old", old)
     assert segmenter.scale is None
     defaults = {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_area": 15, "min_solidity": 0.9}
-    assert segmenter.predict(example[4], **defaults).labels.shape == (96, 96)
+    assert segmenter.predict(training_example[4], **defaults).labels.shape == (96, 96)
     with pytest.raises(ValueError, match="set the diameter to 0"):
-        segmenter.predict(example[4], **defaults, diameter=30)
+        segmenter.predict(training_example[4], **defaults, diameter=30)
 
 
 def test_training_settings_are_checked():
@@ -315,27 +301,27 @@ def test_unet_settings_mean_what_any_registered_setting_of_that_name_means():
         assert registry._SETTINGS.get(setting.name, setting) == setting
 
 
-def test_the_checkpoint_records_the_images_it_saw_and_the_registry_reads_them(trained, example, weights_home):
+def test_the_checkpoint_records_the_images_it_saw_and_the_registry_reads_them(trained, training_example, weights_home):
     import shutil
 
     from models.registry import images_seen
 
     meta = trained.metadata["images_seen"]
     assert [e["name"] for e in meta["validation"]] == ["plateC_field1", "plateC_field2"] and len(meta["training"]) == 4
-    by_name = {img.name: img.hash for img in example}
+    by_name = {img.name: img.hash for img in training_example}
     assert all(e["hash"] == by_name[e["name"]] for side in meta.values() for e in side)  # CellImage.hash
     dest = U.unet_checkpoint_path("cells")
     dest.parent.mkdir(parents=True)
     shutil.copy(trained.path, dest)
     shutil.copy(metadata_path(trained.path), metadata_path(dest))
     seen = images_seen("unet:cells")
-    assert [seen.role(img.name, img.hash) for img in example] == ["training"] * 4 + ["validation"] * 2
+    assert [seen.role(img.name, img.hash) for img in training_example] == ["training"] * 4 + ["validation"] * 2
     assert images_seen("classical") is None  # not trained on the user's images: nothing to mark
     old = json.loads(metadata_path(dest).read_text())
     del old["images_seen"]  # a checkpoint written before the record existed
     metadata_path(dest).write_text(json.dumps(old))
     seen = images_seen("unet:cells")
-    assert not seen.known and seen.role(example[0].name, example[0].hash) == "unknown"
+    assert not seen.known and seen.role(training_example[0].name, training_example[0].hash) == "unknown"
     assert seen.describe() == ("unet:cells: which images it was trained on is unknown (it was trained before "
                                "CellScope recorded the images a model is trained on)")
     metadata_path(dest).unlink()

@@ -15,26 +15,12 @@ import torch
 from core.example import make_example_dataset
 from core.instance_matching import validation_scores
 from core.instances import Instances
-from core.training_data import split_by_batch, training_pairs
 from core.yolo_dataset import export_yolo_dataset, object_polygons, polygon_mask, tile_origins
 from models import yolo_training as Y
 from models.checkpoint_file import metadata_path
 from models.registry import get_model_info, list_models, load_model
 
 TINY = Y.YoloTraining(epochs=6, batch_size=2, imgsz=96, lr=0.002, warmup_epochs=0, seed=1)
-
-
-@pytest.fixture(scope="module")
-def example():
-    return make_example_dataset(size=96, fields_per_plate=2)
-
-
-@pytest.fixture(scope="module")
-def data(example):
-    pairs = training_pairs(example)
-    split = split_by_batch(pairs, ["plateC"])
-    train, val = split.apply(pairs)
-    return train, val, split
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +42,8 @@ def offline():
 
 
 @pytest.fixture(scope="module")
-def weights_home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        home = tmp_path_factory.mktemp("weights")
-        mp.setenv("CELLSCOPE_WEIGHTS_DIR", str(home))
-        yield home
-
-
-@pytest.fixture(scope="module")
-def trained(data, weights_home, offline):
-    train, val, split = data
+def trained(training_data, weights_home, offline):
+    train, val, split = training_data
     epochs, messages = [], []
     result = Y.train_yolo_seg(train, val, out=Y.yolo_checkpoint_path("tiny-seg"), training=TINY, split=split,
                               on_epoch=epochs.append, progress=lambda f, m: messages.append((f, m)))
@@ -75,10 +53,10 @@ def trained(data, weights_home, offline):
 # ------------------------------------------------------------------------------------ the export
 
 
-def test_polygons_rasterise_back_to_the_masks(data):
+def test_polygons_rasterise_back_to_the_masks(training_data):
     from core.instance_matching import iou_matrix
 
-    train, _, _ = data
+    train, _, _ = training_data
     for pair in train:
         polygons, dropped = object_polygons(pair.labels)
         ids = np.unique(pair.labels[pair.labels > 0])
@@ -99,8 +77,8 @@ def test_polygon_of_a_square_is_its_outline_and_draws_it_exactly():
     np.testing.assert_array_equal(polygon_mask(poly, labels.shape), labels == 3)
 
 
-def test_export_writes_tiles_labels_and_a_data_yaml_ultralytics_accepts(data, tmp_path, offline):
-    train, val, _ = data
+def test_export_writes_tiles_labels_and_a_data_yaml_ultralytics_accepts(training_data, tmp_path, offline):
+    train, val, _ = training_data
     ds = export_yolo_dataset(train, val, tmp_path / "yolo", tile=64)
     assert tile_origins(96, 64) == [0, 32] and tile_origins(50, 64) == [0]
     assert ds.images == {"train": 4 * 4, "val": 2 * 4}  # 96 px images in 2 x 2 tiles of 64
@@ -158,18 +136,18 @@ def test_checkpoint_and_metadata_lie_where_the_registry_looks(trained, weights_h
     assert result.path.stat().st_size < 8_000_000  # optimizer state stripped (nano: about 6 MB)
 
 
-def test_trained_model_is_listed_and_segments(trained, example, weights_home):
+def test_trained_model_is_listed_and_segments(trained, training_example, weights_home):
     result, _, _, _ = trained
     assert "user:tiny-seg" in [m.name for m in list_models("segment")]
     assert get_model_info("user:tiny-seg").family == "yolo"
     loaded = load_model("user:tiny-seg", allow_download=False)
     assert loaded.model.segments  # a segmentation checkpoint: masks, not boxes
-    out = loaded.predict(example[0], conf=0.0)
-    assert isinstance(out, Instances) and out.labels.shape == example[0].pixels.shape[:2] and not out.box_only
+    out = loaded.predict(training_example[0], conf=0.0)
+    assert isinstance(out, Instances) and out.labels.shape == training_example[0].pixels.shape[:2] and not out.box_only
 
 
-def test_a_stopped_training_leaves_a_usable_best_checkpoint(data, tmp_path, offline):
-    train, val, _ = data
+def test_a_stopped_training_leaves_a_usable_best_checkpoint(training_data, tmp_path, offline):
+    train, val, _ = training_data
     calls = []
 
     def stop() -> bool:
@@ -217,11 +195,11 @@ def test_our_checkpoint_is_plain_data_read_with_weights_only(trained):
     assert ckpt["yaml"]["nc"] == 1 and "head" in ckpt["yaml"]
 
 
-def test_reloaded_model_scores_what_training_scored(trained, data):
+def test_reloaded_model_scores_what_training_scored(trained, training_data):
     from models.yolo import YoloModel
 
     result, _, _, _ = trained
-    _, val, _ = data
+    _, val, _ = training_data
     scores = validation_scores(Y.predicted_labels(YoloModel("reloaded", str(result.path), "cpu")), val)
     assert scores["f1"] == pytest.approx(result.best.f1) and scores["precision"] == pytest.approx(result.best.precision)
 
@@ -253,8 +231,8 @@ def test_user_placed_ultralytics_weights_still_load_and_junk_is_refused(trained,
         YoloModel("newer", str(tmp_path / "newer.pt"), "cpu")
 
 
-def test_bad_settings_are_refused(data, tmp_path):
-    train, val, _ = data
+def test_bad_settings_are_refused(training_data, tmp_path):
+    train, val, _ = training_data
     with pytest.raises(ValueError, match="never downloads"):
         Y.train_yolo_seg(train, val, out=tmp_path / "a.pt", training=Y.YoloTraining(model=str(tmp_path / "none.pt")))
     with pytest.raises(ValueError, match="neither a file nor a model YAML"):
