@@ -566,3 +566,12 @@ def test_a_wrapping_folder_is_not_the_batch_of_images_the_table_leaves_out():
     table = b"filename,batch\na.tif,day1\n"
     report = load_files([("e.zip", _zip({"exp/a.tif": GOOD, "exp/b.tif": GOOD, "exp/batches.csv": table}))])
     assert [(i.name, i.batch) for i in report.images] == [("a", "day1"), ("b", "unassigned")]
+
+
+def test_an_oversized_batch_table_is_refused_before_it_is_read(monkeypatch):
+    monkeypatch.setattr(read_guards, "MAX_TABLE_BYTES", 2**20)
+    table = b"filename,batch\n" + b"a.png,plate1\n" * 100_000  # 1.2 MiB
+    report = load_files([("batches.csv", table), ("a.png", png_bytes(blobs(dtype=np.uint8)))])
+    assert [img.name for img in report.images] == ["a"] and report.batch_table is None
+    assert [str(p) for p in report.problems] == [
+        "batches.csv: batch table is 1 MiB, above the 1 MiB a table of file names needs; is it the right file?"]
