@@ -54,6 +54,8 @@ def build_rcnn(kind: str, num_classes: int, *, min_size: int = 800, max_size: in
 class RcnnModel:
     """Runs a torchvision R-CNN on the nucleus channel; every detected class counts as a cell."""
 
+    family = "rcnn"
+
     def __init__(self, name: str, kind: str, checkpoint: Path, device: str, **build: Any) -> None:
         import torch
 

@@ -475,8 +475,8 @@ def test_train_curates_a_label_trains_and_the_model_reaches_compare(browser, tmp
         page.screenshot(path=str(SHOTS / "train_done.png"), full_page=True)
         page.get_by_role("button", name="Compare it with the other models").click()
         expect(main).to_contain_text("classical:", timeout=120_000)
-        expect(page.locator(".st-key-cmp-models")).to_contain_text("unet:cells")  # chosen, beside the defaults
-        expect(main).to_contain_text("unet:cells", timeout=120_000)
+        expect(page.locator(".st-key-cmp-models")).to_contain_text("trained:unet:cells")  # chosen, beside the defaults
+        expect(main).to_contain_text("trained:unet:cells", timeout=120_000)
         page.locator("[data-testid='stSidebarNav']").get_by_text("Data").click()
         expect(main).to_contain_text("curated (1 edit", timeout=60_000)
         _assert_no_error_shown(page, "/train walk")
