@@ -71,3 +71,17 @@ def test_curated_labels_become_ground_truth_and_the_data_table_says_so():
     table = next(d.value for d in at.dataframe if "labels" in d.value.columns)
     assert table.set_index("name").loc["plateA_field1", "labels"] == "curated (0 edits from classical)"
     assert table.set_index("name").loc["plateB_field1", "labels"] == "file"
+
+
+def test_the_train_page_imports_no_ultralytics_until_yolo_is_used():
+    """Every family's trainer is a real function reference, yet listing them imports no ultralytics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys\nsys.path.insert(0, 'tests')\nfrom conftest import open_page\n"
+            "at = open_page('pages/train.py')\nassert not at.exception, at.exception\n"
+            "print('ultralytics' in sys.modules, 'YOLO-seg' in at.selectbox(key='tr.family').options)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[-2:] == ["False", "True"], out.stderr[-2000:]
