@@ -94,6 +94,7 @@ class RcnnModel:
                          self.device, time.perf_counter() - t0, box_only=self.kind != "maskrcnn")
 
 
+# The family "rcnn" itself (label, trainer, CAM) is registered by models/rcnn_training.py, which imports this.
 for _kind, _title in (("maskrcnn", "Mask R-CNN"), ("fasterrcnn", "Faster R-CNN")):
     register_model(ModelInfo(
         f"{_kind}-coco", "rcnn",

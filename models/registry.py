@@ -167,7 +167,9 @@ _PROVIDERS: list[Callable[[], list[ModelInfo]]] = []
 
 
 def register_family(family: Family) -> Family:
-    """Add a family (before its models). Its module calls this once, at import."""
+    """Add a family. Its module calls this once, at import (its models may be registered before it:
+    the YOLO and R-CNN adapters' modules register the published models, their training modules
+    the family)."""
     if family.name in _FAMILIES:
         raise ValueError(f"family {family.name!r} is registered twice")
     _FAMILIES[family.name] = family

@@ -153,6 +153,7 @@ def _builder(name: str):
     return lambda path, device: YoloModel(name, str(path), device)
 
 
+# The family "yolo" itself (label, trainer, CAM) is registered by models/yolo_training.py, which imports this.
 _NUCLEPHASER = "napari-nuclephaser 0.5.0 on PyPI (MIT licence), file napari_nuclephaser/models/"
 for _size, _bytes, _sha in (
     ("n", 5_468_755, "c78d0d08af8433a225dbd48ff8a8665ceddc5a8a9c2efc628709a26f05143199"),
