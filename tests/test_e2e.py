@@ -464,7 +464,7 @@ def test_train_curates_a_label_trains_and_the_model_reaches_compare(browser, tmp
 
         saved = tifffile.imread(download(page, "Download labels (TIFF)", tmp_path))
         assert saved.shape == labels.shape and len(np.unique(saved)) - 1 == first.n_cells_gt - 1
-        epochs = page.locator(".st-key-tr-unet-epochs input")
+        epochs = page.locator(".st-key-tr-fam-unet-epochs input")
         epochs.fill("1")
         epochs.press("Enter")
         settle(page)
