@@ -15,13 +15,22 @@ from core.instances import Instances
 from core.recipe import Recipe
 from core.score_tables import agreement_matrix, summary_table
 from models.device import resolve_device
-from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
+from models.registry import (
+    LoadedModel,
+    ModelInfo,
+    Setting,
+    availability,
+    display_order,
+    get_model_info,
+    list_models,
+    load_model,
+    setting_key,
+)
 from models.runner import run_model
 from models.tiling import TILING_SETTINGS
 from models.weights import WEIGHTS_DIR_ENV, WeightsUnavailable, offline_advice, resolve_weights, weights_dir
 from models.yolo import user_weights_folder
 
-FAMILY_ORDER = {"classical": 0, "yolo": 1, "rcnn": 2, "sam": 3}
 DEFAULT_MODELS = ("classical", "yolo11s-nuclei")
 UPLOAD_ENV = "CELLSCOPE_ALLOW_WEIGHTS_UPLOAD"
 
@@ -35,7 +44,7 @@ def current_device() -> str:
 
 
 def _models() -> list[ModelInfo]:
-    return sorted(list_models("segment"), key=lambda m: (FAMILY_ORDER.get(m.family, 9), m.name))
+    return sorted(list_models("segment"), key=display_order)  # each family's order, from its registry entry
 
 
 def model_picker(key: str) -> list[str]:
@@ -143,13 +152,15 @@ def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
     return [n for n in names if n in ready]
 
 
-def settings_of(names: list[str]) -> list[Setting]:
-    """The settings the chosen models use, each once, in the order the models list them."""
+def settings_of(names: list[str]) -> dict[str, Setting]:
+    """The settings the chosen models use, each once, in the order the models list them, by their
+    key (the name, or ``<family>.<name>`` where families mean different things by one name)."""
     found: dict[str, Setting] = {}
     for name in names:
-        for setting in get_model_info(name).settings:
-            found.setdefault(setting.name, setting)
-    return list(found.values())
+        info = get_model_info(name)
+        for setting in info.settings:
+            found.setdefault(setting_key(info, setting), setting)
+    return found
 
 
 def setting_widget(setting: Setting, *, key: str, where=None) -> Any:
@@ -170,10 +181,10 @@ def model_settings(key: str, names: list[str], label: str = "Model settings") ->
     params: dict[str, Any] = {}
     with st.expander(label):
         cols = st.columns(2)
-        shown = [s for s in chosen if s.kind != "recipe"] + list(TILING_SETTINGS)
-        for i, setting in enumerate(shown):
-            params[setting.name] = setting_widget(setting, key=f"{key}.{setting.name}", where=cols[i % 2])
-        if any(s.kind == "recipe" for s in chosen):
+        shown = [(k, s) for k, s in chosen.items() if s.kind != "recipe"] + [(s.name, s) for s in TILING_SETTINGS]
+        for i, (name, setting) in enumerate(shown):
+            params[name] = setting_widget(setting, key=f"{key}.{name}", where=cols[i % 2])
+        if any(s.kind == "recipe" for s in chosen.values()):
             st.caption("The classical model uses the recipe from the **Preprocess** page, rotate step included: its "
                        "cells are mapped back to the image as it is, the frame every model and the ground truth use.")
     return params
@@ -183,7 +194,8 @@ def params_for(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Every setting this model's predict() takes (the registry's default where the page has no
     widget value): its cache key, and what exports record."""
     info = get_model_info(name)
-    given = {k: settings[k] for k in info.params if k in settings}
+    keys = {s.name: setting_key(info, s) for s in info.settings}
+    given = {k: settings[keys[k]] for k in info.params if keys[k] in settings}
     if "recipe" in info.params:
         given["recipe"] = current_recipe()
     return info.resolve(given)

@@ -11,7 +11,7 @@ import streamlit as st
 from components.workspace import ID_KEY
 from core.images import CellImage
 from core.training_jobs import JobContext, JobQueue, TrainingJob
-from models.trainers import train_segmenter
+from workflows.training import train_segmenter
 
 
 @st.cache_resource(show_spinner=False)

@@ -43,7 +43,7 @@ WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply
                "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image", "ex.det_model",
                "ex.det_method", "ex.det_opacity", "ex.det_which", "tr.family", "tr.split", "tr.name", "tr.val_batches",
                "tr.val_fraction", "tr.cur_image", "tr.cur_start", "tr.tool", "tr.radius")
-WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.", "ex.set.", "ex.det.", "tr.unet.", "tr.maskrcnn.", "tr.yolo-seg.")
+WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.", "ex.set.", "ex.det.", "tr.fam.")
 IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image", "tr.cur_image")  # widgets whose value names an image
 
 

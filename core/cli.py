@@ -613,39 +613,30 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 TRAINING_FLAGS = ("epochs", "steps_per_epoch", "batch_size", "lr", "tile", "patience", "seed")
 
 
-def _checkpoint_out(out: str, checkpoint_path: Callable):
-    """``--out``: a checkpoint path, or a plain name (no folder, no suffix) for the weights folder."""
-    from pathlib import Path
-
-    path = Path(out).expanduser()
-    if "/" not in out and "\\" not in out and not path.suffix:
-        return checkpoint_path(out)
-    if path.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the checkpoint's file name, e.g. {path / 'cells.unet.pt'}")
-    return path
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    """Images + masks -> a split -> a trained model's best checkpoint and its metadata JSON."""
+    """Images + masks -> a split -> a trained model's best checkpoint and its metadata JSON: the
+    Train page's pipeline (workflows.training), with progress printed."""
     from pathlib import Path
 
-    from core.training_data import check_val_fraction, split_by_batch, split_by_image, training_pairs
-    from models.trainers import trainer
+    from core.training_data import check_val_fraction
+    from models.checkpoint_file import metadata_path
+    from models.registry import trainer_of
+    from workflows.training import checkpoint_target, estimate_seconds, plan_training, run_training
 
     # Every argument is checked before any work (the device last: it imports torch).
-    info = trainer(args.model)  # the Train page's table of families
-    label, train_model, checkpoint_path = info.label, info.load("train"), info.load("checkpoint_path")
-    from models.device import resolve_device
-
+    family, trainer = trainer_of(args.model)  # the registry's families that train here
     # Unset flags take the family's defaults (UNetTraining's, ...): one definition, shared with the Train page.
-    training = info.settings({k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None})
-    out = _checkpoint_out(args.out, checkpoint_path)
+    given = {k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None}
+    trainer.settings(given)
+    out = checkpoint_target(family.name, args.out)
     for flag, folder in (("--images", args.images), ("--masks", args.masks)):
         if folder is not None and not Path(folder).is_dir():
             raise ValueError(f"{flag} {folder}: no such folder")
     if args.val_split is not None:
         check_val_fraction(args.val_split)
     _check_batch_from(args.batch_from)
+    from models.device import resolve_device
+
     device = resolve_device(args.device)
     problems: list = []
     images = _load_images([args.images], args.batch_from, args.plane, masks=args.masks, problems=problems)
@@ -662,25 +653,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          "x is x.tif or x_mask.tif (.png too) in the masks folder")
     for problem in problems[:10]:
         print(f"note: {problem}", file=sys.stderr)
-    pairs = training_pairs(with_gt)
-    if args.val_batches:
-        split = split_by_batch(pairs, [b.strip() for b in args.val_batches.split(",") if b.strip()])
-    else:  # split_by_image's own default fraction unless given
-        split = split_by_image(pairs, seed=training.seed,
-                               **({} if args.val_split is None else {"val_fraction": args.val_split}))
-    train, val = split.apply(pairs)
+    val_batches = [b.strip() for b in args.val_batches.split(",") if b.strip()] if args.val_batches else []
+    plan = plan_training(family.name, with_gt, settings=given, out=out, val_batches=val_batches,
+                         val_fraction=args.val_split)
+    pairs, split = plan.pairs, plan.split
     batches = sorted({p.batch for p in pairs})
-    settings = ", ".join(f"{k} {v}" for k, v in training.to_dict().items())
+    settings = ", ".join(f"{k} {v}" for k, v in plan.training.to_dict().items())
     print(f"{len(pairs)} images with ground truth ({sum(p.n_objects for p in pairs)} objects, batches "
-          f"{', '.join(batches)}); {len(train)} train, {len(val)} validate ({split.method} split"
-          f"{': ' + ', '.join(split.val_batches) if split.val_batches else ''}); training a {label} on {device}: "
-          f"{settings}", flush=True)
-    if args.model == "maskrcnn" and device == "cpu":  # say how long before a long CPU run starts
-        from models.rcnn_training import estimate_seconds
-
-        side = sorted(max(p.image.shape[:2]) for p in pairs)[len(pairs) // 2]
-        eta = estimate_seconds(len(pairs), device=device, training=training, image_side=side,
-                               val_fraction=len(val) / len(pairs))
+          f"{', '.join(batches)}); {len(plan.train)} train, {len(plan.val)} validate ({split.method} split"
+          f"{': ' + ', '.join(split.val_batches) if split.val_batches else ''}); training a {family.label} on "
+          f"{device}: {settings}", flush=True)
+    eta = estimate_seconds(plan, device) if device == "cpu" else None
+    if eta is not None:  # say how long before a long CPU run starts
         print(f"on this CPU that takes about {eta / 60:.0f} minutes at most (early stopping may end it sooner); "
               "a GPU is much faster", flush=True)
 
@@ -693,14 +677,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         printer(fraction, what)
 
     try:
-        # The U-Net trains on one thread in the app (the server stays responsive); here, on every core.
-        threads = {"threads": args.threads or os.cpu_count() or 1} if args.model == "unet" else {}
-        trained = train_model(train, val, training=training, out=out, device=device, split=split, progress=progress,
-                              on_epoch=lambda record: last_f1.append(record.f1), **threads)
+        # A family that takes threads (the U-Net) trains on one in the app (the server stays responsive); here, all.
+        trained = run_training(plan, device=device, progress=progress, on_epoch=lambda record: last_f1.append(record.f1),
+                               threads=args.threads or os.cpu_count() or 1)
     except KeyboardInterrupt:  # the trainers write each better epoch's checkpoint at once: say where
         printer.finish(keep=True)
         if out.is_file():
-            print(f"interrupted: the best checkpoint so far is {out} (metadata {info.metadata_path(out)})",
+            print(f"interrupted: the best checkpoint so far is {out} (metadata {metadata_path(out)})",
                   file=sys.stderr)
         raise
     printer.finish(keep=True)  # keep the last progress line
@@ -709,16 +692,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {len(history)} epochs in {seconds:.0f} s ({seconds / len(history):.1f} s per epoch, "
           f"validation included); {trained.stopped}")
     print(f"best epoch {best.epoch}: validation F1 {best.f1:.3f}, precision {best.precision:.3f}, recall "
-          f"{best.recall:.3f} at IoU 0.5 on {len(val)} images")
+          f"{best.recall:.3f} at IoU 0.5 on {len(plan.val)} images")
     kept = trained.metadata["validation"]
     if kept.get("averaged_epochs"):
         first, *_, last = kept["averaged_epochs"]
         print(f"kept the weights of epochs {first}-{last} averaged: validation F1 {kept['f1']:.3f}, precision "
               f"{kept['precision']:.3f}, recall {kept['recall']:.3f} (as good as the best epoch's within 0.01, and "
               "likelier to carry over to new images)")
-    name = info.model_name(out)
-    print(f"checkpoint: {out}\nmetadata: {info.metadata_path(out)}\n" + (
-        f"use it as --model {name}" if name else f"copy it into {checkpoint_path('x').parent} to use it as a model"))
+    name = plan.model_name
+    print(f"checkpoint: {out}\nmetadata: {metadata_path(out)}\n" + (
+        f"use it as --model {name}" if name else
+        f"copy it into {trainer.checkpoint_path('x').parent} to use it as a model"))
     return 0
 
 
@@ -782,14 +766,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a segmenter on images and their masks; writes the best checkpoint "
                         "and its metadata JSON")
-    tr.add_argument("--model", required=True, help="family to train: unet, maskrcnn or yolo-seg")
+    tr.add_argument("--model", required=True, help="family to train: unet, rcnn (Mask R-CNN) or yolo (YOLO-seg); "
+                    "`models` lists the families")
     tr.add_argument("--images", required=True, help="folder of images (read recursively), or a folder with images/ "
                     "and masks/ inside when --masks is not given")
     tr.add_argument("--masks", default=None, help="folder of label masks (0 = background, 1..N = cells), matched to "
                     "the images by name as the Data page matches them: x.tif or x_mask.tif for image x")
     tr.add_argument("--out", required=True, help="checkpoint file to write (e.g. cells.unet.pt; its metadata goes "
                     "beside it as cells.unet.json); a plain name (no folder, no suffix) saves it in the weights "
-                    "folder as the model unet:NAME (maskrcnn:NAME)")
+                    "folder as the model trained:FAMILY:NAME")
     split = tr.add_mutually_exclusive_group()
     split.add_argument("--val-split", type=float, default=None, help="fraction of the images that validate, drawn at "
                        "random with --seed (default: split_by_image's)")

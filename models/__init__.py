@@ -1,6 +1,7 @@
-"""Model side of CellScope: devices, weights, the registry and one adapter module per family.
+"""Model side of CellScope: devices, weights, the registry and one module per family.
 
-Importing the package registers every family's models.
+Importing the package registers every family and its models: a new family is one module that
+calls ``register_family`` (and ``register_model``) plus one line here.
 """
 
 from models import (  # noqa: F401  (each module registers its models)
@@ -14,4 +15,5 @@ from models import (  # noqa: F401  (each module registers its models)
     sam,
     unet,
     yolo,
+    yolo_training,
 )

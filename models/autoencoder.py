@@ -22,7 +22,7 @@ import numpy as np
 
 from core.text import duration
 from models.checkpoint_file import cpu_state, load_weights, read_plain, write_checkpoint
-from models.registry import ModelInfo, Setting, register_model
+from models.registry import Family, ModelInfo, Setting, register_family, register_model
 
 if TYPE_CHECKING:
     import torch
@@ -449,6 +449,9 @@ def load_autoencoder(path: str | Path, device: str = "cpu") -> TrainedAutoencode
                               float(t.get("lr", 0.0)), int(t.get("seed", 0)), str(device))
 
 
+register_family(Family("autoencoder", "Autoencoder", "A convolutional autoencoder trained here on the crops.",
+                       ("embed",), order=20, settings=AUTOENCODER_SETTINGS,
+                       no_cam_reason="an embedder, not a detector: explain it with the cell classifier's CAMs"))
 register_model(ModelInfo(
     "autoencoder", "autoencoder",
     "A convolutional autoencoder trained here on your own crops (the course's method): each cell becomes the "

@@ -19,7 +19,7 @@ from core.images import UNASSIGNED, CellImage
 from core.plate_correction import CORRECTION_METHODS, compare_correction, correct
 from core.plate_verdict import batch_effect_report
 from core.text import plural
-from models.registry import get_model_info, list_models, load_model
+from models.registry import display_order, family_of, get_model_info, list_models, load_model
 
 Progress = Callable[[float, str], None]
 CROP_SIZES = (32, 48, 64, 96)
@@ -89,15 +89,15 @@ class CellMap:
 
 
 def embedders() -> list[str]:
-    """The feature extractors in the registry (task "embed"): the fast one first."""
-    order = {"morphology": 0, "autoencoder": 1}
-    return [m.name for m in sorted(list_models("embed"), key=lambda m: (order.get(m.name, 9), m.name))]
+    """The feature extractors in the registry (task "embed") in their families' order: the fast one first."""
+    return [m.name for m in sorted(list_models("embed"), key=display_order)]
 
 
 def uses_no_crops(features: str) -> bool:
     """Features measured on the whole cell (its mask and pixels), not on its crop: the crop size,
     mode and masking do not change them."""
-    return get_model_info(features).family == "morphology"
+    family = family_of(get_model_info(features))
+    return family is not None and not family.uses_crops
 
 
 def cell_set(images: list[CellImage], labels: dict[str, np.ndarray], *, size: int = 32, mode: str = "scale",

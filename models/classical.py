@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from core.images import CellImage
 from core.instances import Instances, instances_from_labels
-from models.registry import ModelInfo, Setting, register_model
+from models.registry import Family, ModelInfo, Setting, register_family, register_model
 
 if TYPE_CHECKING:
     from core.recipe import Recipe
@@ -32,6 +32,10 @@ class ClassicalModel:
                                      runtime_s=time.perf_counter() - t0, notes=tuple(result.notes))
 
 
+register_family(Family(
+    "classical", "Classical", "The Preprocess page's recipe: thresholds, morphology and watershed.", order=10,
+    settings=(RECIPE_SETTING,),
+    no_cam_reason="the classical pipeline is thresholds and watershed, with no network to explain"))
 register_model(ModelInfo(
     "classical", "classical",
     "The Preprocess page's recipe: OpenCV thresholding, morphology and watershed. No weights, CPU.",

@@ -37,7 +37,7 @@ from models.autoencoder import (
 )
 from models.checkpoint_file import cpu_state, load_weights, read_plain, write_checkpoint
 from models.device import cpu_threads
-from models.registry import ModelInfo, Setting, register_model
+from models.registry import Family, ModelInfo, Setting, register_family, register_model
 
 if TYPE_CHECKING:
     import torch
@@ -514,6 +514,9 @@ def load_classifier(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Seq
     return model, tuple(data["classes"]), dict(data.get("summary", {}))
 
 
+register_family(Family("classifier", "Cell classifier", "A small CNN trained here to predict a label per cell.",
+                       ("classify",), order=10, settings=CLASSIFIER_SETTINGS,
+                       no_cam_reason="a cell classifier: its CAMs are the Explain page's cell CAMs"))
 register_model(ModelInfo(
     "cell-classifier", "classifier",
     "A small CNN trained here on your crops to predict a label (batch, condition, cluster), scored on images it "

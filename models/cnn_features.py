@@ -22,7 +22,7 @@ import numpy as np
 
 from core.images import ChannelInfo, color_matrix  # noqa: F401  (color_matrix: the CNN's input colours)
 from models.autoencoder import CropChunks, ProgressFn, ProgressReporter, check_crops, crop_batches
-from models.registry import ModelInfo, Setting, register_model
+from models.registry import Family, ModelInfo, Setting, register_family, register_model
 from models.weights import WeightsSpec
 
 if TYPE_CHECKING:
@@ -137,6 +137,9 @@ class CnnEmbedder:
         return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
 
 
+register_family(Family("cnn", "ImageNet CNN", "An ImageNet-trained CNN's pooled features.", ("embed",),
+                       settings=CNN_SETTINGS,
+                       no_cam_reason="an embedder, not a detector: explain it with the cell classifier's CAMs"))
 for _arch, _title in (("resnet18", "ResNet-18"), ("resnet50", "ResNet-50")):
     register_model(ModelInfo(
         f"{_arch}-imagenet", "cnn",

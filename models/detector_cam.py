@@ -26,33 +26,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from core.images import CellImage, nucleus_plane
 from core.instances import Instances
-from models.rcnn import RCNN_SETTINGS, RcnnModel
-from models.registry import LoadedModel, ModelInfo, get_model_info
-from models.yolo import YOLO_SETTINGS, YoloModel
+from models.registry import DetectorCamSupport, LoadedModel, ModelInfo, families, family_of, get_model_info
 
-# Which family supports which method: the page offers these, everything else is refused.
-# YOLO has no Grad-CAM here: its fused, NMS-decoded head gives no per-box score to differentiate
-# without re-implementing its decoding.
-CAM_METHODS: dict[str, tuple[str, ...]] = {"yolo": ("eigencam",), "rcnn": ("eigencam", "gradcam")}
-# Why the other families have none (said in the error a user sees).
-NO_CAM_REASONS: dict[str, str] = {
-    "sam": "Segment Anything scores masks from prompts, not detections: it has no detector CAM",
-    "classical": "the classical pipeline is thresholds and watershed, with no network to explain",
-    "autoencoder": "an embedder, not a detector: explain it with the cell classifier's CAMs",
-    "cnn": "an embedder, not a detector: explain it with the cell classifier's CAMs",
-}
+if TYPE_CHECKING:
+    from models.rcnn import RcnnModel
+    from models.yolo import YoloModel
+
+# Which family supports which method is its registry entry's ``cam`` (YOLO_CAM, RCNN_CAM below,
+# given to the families by their modules); the page offers those, everything else is refused.
 METHOD_TITLES = {"eigencam": "Eigen-CAM", "gradcam": "Grad-CAM"}
-_ADAPTER_FAMILIES: tuple[tuple[type, str, tuple], ...] = (
-    (YoloModel, "yolo", YOLO_SETTINGS),
-    (RcnnModel, "rcnn", RCNN_SETTINGS),
-)
 RCNN_EIGEN_LAYER = "backbone"  # every FPN level, merged by fasterrcnn_reshape_transform (the library's recipe)
 _FPN_LEVEL = "backbone.fpn.layer_blocks.{}"  # P2..P5 outputs: one tensor each, so Grad-CAM gets their gradients
 
@@ -79,25 +68,39 @@ class DetectorCam:
 
 def cam_methods(model: LoadedModel | Any) -> tuple[str, ...]:
     """The CAM methods ``model`` (a LoadedModel or an adapter) supports; () when none."""
-    return CAM_METHODS.get(_family(model), ())
+    support = _support(_family(model))
+    return support.methods if support else ()
+
+
+def cam_methods_of(info: ModelInfo) -> tuple[str, ...]:
+    """The CAM methods of the model ``info`` describes (its family's); () when none."""
+    family = family_of(info)
+    return family.cam_methods if family else ()
 
 
 def cam_layers(model: LoadedModel | Any, method: str = "eigencam") -> dict[str, str]:
     """Layers worth choosing for ``method``, name -> what it is; the default first.
 
     Any other module path of the network (``named_modules``) is accepted too."""
-    family = _check_method(model, method)
-    adapter = _adapter(model)
-    if family == "yolo":
-        net = adapter.ultralytics.model
-        head = net.model[-1]
-        strides = [int(s) for s in net.stride]
-        found = {f"model.{i}": f"P{int(np.log2(s))} (stride {s}), an input of the {type(head).__name__} head"
-                 for i, s in zip(head.f, strides, strict=False)}
-        default = _yolo_default_layer(net)
-        last = found.pop(default, "the last layer before the head")
-        return {default: last + " (default: the last layer before the head; finer levels cost seconds in the SVD)"} \
-            | found
+    support = _check_method(model, method)
+    return support.layers(_adapter(model), method)
+
+
+def yolo_cam_layers(adapter: YoloModel, method: str = "eigencam") -> dict[str, str]:
+    """YOLO's layers for Eigen-CAM: the head's inputs, the last one before the head first."""
+    net = adapter.ultralytics.model
+    head = net.model[-1]
+    strides = [int(s) for s in net.stride]
+    found = {f"model.{i}": f"P{int(np.log2(s))} (stride {s}), an input of the {type(head).__name__} head"
+             for i, s in zip(head.f, strides, strict=False)}
+    default = _yolo_default_layer(net)
+    last = found.pop(default, "the last layer before the head")
+    return {default: last + " (default: the last layer before the head; finer levels cost seconds in the SVD)"} \
+        | found
+
+
+def rcnn_cam_layers(adapter: RcnnModel, method: str = "eigencam") -> dict[str, str]:
+    """Faster/Mask R-CNN's layers: the FPN levels (merged, for Eigen-CAM), and ResNet C5 for Grad-CAM."""
     levels = {_FPN_LEVEL.format(k): f"FPN P{k + 2} (stride {2 ** (k + 2)})" for k in range(4)}
     if method == "gradcam":
         return {"auto": "the FPN level torchvision's RoI pooler reads the target box(es) from (default)"} | levels | {
@@ -115,15 +118,13 @@ def detector_cam(model: LoadedModel | Any, image: CellImage, *, method: str = "e
     No detections: Eigen-CAM is still computed (it needs no target); Grad-CAM returns an all-zero
     map with a note saying why. A ``detection`` out of range is a ValueError.
     """
-    family = _check_method(model, method)
+    support = _check_method(model, method)
     adapter = _adapter(model)
-    resolved = _resolve(model, family, settings)
+    resolved = _resolve(model, settings)
     # Per-adapter lock first, then the LoadedModel's prediction lock (held across predict and the hooked passes).
     prediction_lock = model.exclusive() if isinstance(model, LoadedModel) else nullcontext()
     with _adapter_lock(adapter), prediction_lock:
-        if family == "yolo":
-            return _yolo_cam(adapter, image, resolved, detection, layer)
-        return _rcnn_cam(adapter, image, resolved, method, detection, layer)
+        return support.compute(adapter, image, resolved, method, detection, layer)
 
 
 def draw_detector_cam(image: CellImage, result: DetectorCam, *, opacity: float = 0.5) -> np.ndarray:
@@ -158,29 +159,35 @@ def _adapter(model: LoadedModel | Any) -> Any:
 def _family(model: LoadedModel | Any) -> str:
     if isinstance(model, LoadedModel):
         return model.info.family
-    for cls, family, _ in _ADAPTER_FAMILIES:
-        if isinstance(model, cls):
-            return family
+    if isinstance(getattr(type(model), "family", None), str):  # an adapter says its family (YoloModel, RcnnModel)
+        return type(model).family
     try:
         return get_model_info(model.name).family
     except (AttributeError, ValueError):
         return type(model).__name__
 
 
-def _check_method(model: LoadedModel | Any, method: str) -> str:
-    """The model's family, or a ValueError saying which families and methods have CAMs."""
+def _support(family: str) -> DetectorCamSupport | None:
+    found = [f for f in families() if f.name == family]
+    return found[0].cam if found else None
+
+
+def _check_method(model: LoadedModel | Any, method: str) -> DetectorCamSupport:
+    """The model's family's CAM support, or a ValueError saying which families and methods have CAMs."""
     family = _family(model)
     name = getattr(model, "name", type(model).__name__)
-    if family not in CAM_METHODS:
-        supported = "; ".join(f"{fam} ({', '.join(ms)})" for fam, ms in CAM_METHODS.items())
-        reason = NO_CAM_REASONS.get(family, f"{family} models have no detector CAM")
+    support = _support(family)
+    if support is None:
+        supported = "; ".join(f"{f.name} ({', '.join(f.cam_methods)})" for f in families() if f.cam)
+        entry = [f for f in families() if f.name == family]
+        reason = (entry[0].no_cam_reason if entry else "") or f"{family} models have no detector CAM"
         raise ValueError(f"{name}: {reason}. Detector CAMs exist for {supported}.")
-    if method not in CAM_METHODS[family]:
-        raise ValueError(f"{name} ({family}) supports {', '.join(CAM_METHODS[family])}; got {method!r}")
-    return family
+    if method not in support.methods:
+        raise ValueError(f"{name} ({family}) supports {', '.join(support.methods)}; got {method!r}")
+    return support
 
 
-def _resolve(model: LoadedModel | Any, family: str, settings: dict[str, Any]) -> dict[str, Any]:
+def _resolve(model: LoadedModel | Any, settings: dict[str, Any]) -> dict[str, Any]:
     """Complete, checked predict settings, from the registry entry (or the family's settings for an
     adapter built outside the registry)."""
     if isinstance(model, LoadedModel):
@@ -188,7 +195,8 @@ def _resolve(model: LoadedModel | Any, family: str, settings: dict[str, Any]) ->
     try:
         info = get_model_info(model.name)
     except ValueError:
-        family_settings = next(s for _, fam, s in _ADAPTER_FAMILIES if fam == family)
+        family = _family(model)
+        family_settings = next((f.settings for f in families() if f.name == family), ())
         info = ModelInfo(model.name, family, "", None, False, lambda path, device: model, family_settings)
     return info.resolve(settings)
 
@@ -302,7 +310,7 @@ def _yolo_default_layer(net: Any) -> str:
     return f"model.{len(net.model) - 2}"  # the last layer before Detect/Segment: P5, the widest context
 
 
-def _yolo_cam(adapter: YoloModel, image: CellImage, settings: dict[str, Any], detection: int | None,
+def _yolo_cam(adapter: YoloModel, image: CellImage, settings: dict[str, Any], method: str, detection: int | None,
               layer: str | None) -> DetectorCam:
     import torch
     from ultralytics.utils import ops
@@ -319,7 +327,7 @@ def _yolo_cam(adapter: YoloModel, image: CellImage, settings: dict[str, Any], de
         instances = adapter.predict(image, **settings)
     _check_detection(detection, instances.count)
     name = layer or _yolo_default_layer(net)
-    target = _layer(net, name, cam_layers(adapter))
+    target = _layer(net, name, yolo_cam_layers(adapter))
     t0 = time.perf_counter()
     x = seen[-1].clone()  # clone outside inference mode: a normal tensor
     # Eigen-CAM needs no gradients
@@ -373,8 +381,8 @@ def _rcnn_cam(adapter: RcnnModel, image: CellImage, settings: dict[str, Any], me
         reshape = None
         if name in ("backbone", "backbone.fpn", "backbone.body"):
             raise ValueError(f"Grad-CAM needs a layer with one tensor out; {name!r} returns a dict of levels. "
-                             f"Choose one of {', '.join(cam_layers(adapter, method))}")
-    target_layer = _layer(net, name, cam_layers(adapter, method))
+                             f"Choose one of {', '.join(rcnn_cam_layers(adapter, method))}")
+    target_layer = _layer(net, name, rcnn_cam_layers(adapter, method))
     x = fed[-1][0].clone()[None]  # the (3, H, W) tensor predict fed the network, batched
     target = _CellBoxScoreTarget(chosen)
     # Eigen-CAM needs no output: on a backbone layer, skip the RPN and box head (half the CAM's time)
@@ -463,3 +471,10 @@ def highlighted(result: DetectorCam, detection: int) -> DetectorCam:
         raise ValueError(f"a {result.method} map depends on its detection: compute it for detection {detection}")
     _check_detection(detection, result.instances.count)
     return replace(result, detection=detection, notes=(_EIGEN_NOTE,))
+
+
+# What the YOLO and R-CNN families declare (models/yolo_training.py, models/rcnn_training.py).
+# YOLO has no Grad-CAM here: its fused, NMS-decoded head gives no per-box score to differentiate
+# without re-implementing its decoding.
+YOLO_CAM = DetectorCamSupport(("eigencam",), yolo_cam_layers, _yolo_cam)
+RCNN_CAM = DetectorCamSupport(("eigencam", "gradcam"), rcnn_cam_layers, _rcnn_cam)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.cells import CellSet, Embedding, morphology_features
-from models.registry import ModelInfo, register_model
+from models.registry import Family, ModelInfo, register_family, register_model
 
 
 class MorphologyEmbedder:
@@ -27,6 +27,8 @@ class MorphologyEmbedder:
         return Embedding(features, tuple(names), self.name, time.perf_counter() - t0, {})
 
 
+register_family(Family("morphology", "Morphology", "Measured shape and intensity features.", ("embed",), order=10, uses_crops=False,
+                       no_cam_reason="an embedder, not a detector: explain it with the cell classifier's CAMs"))
 register_model(ModelInfo(
     "morphology", "morphology",
     "Shape and intensity measurements of each cell (the Preprocess page's table) and of its surroundings (a ring "

@@ -54,6 +54,8 @@ def build_rcnn(kind: str, num_classes: int, *, min_size: int = 800, max_size: in
 class RcnnModel:
     """Runs a torchvision R-CNN on the nucleus channel; every detected class counts as a cell."""
 
+    family = "rcnn"
+
     def __init__(self, name: str, kind: str, checkpoint: Path, device: str, **build: Any) -> None:
         import torch
 
@@ -92,6 +94,7 @@ class RcnnModel:
                          self.device, time.perf_counter() - t0, box_only=self.kind != "maskrcnn")
 
 
+# The family "rcnn" itself (label, trainer, CAM) is registered by models/rcnn_training.py, which imports this.
 for _kind, _title in (("maskrcnn", "Mask R-CNN"), ("fasterrcnn", "Faster R-CNN")):
     register_model(ModelInfo(
         f"{_kind}-coco", "rcnn",

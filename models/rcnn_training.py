@@ -19,7 +19,7 @@ Two choices differ from torchvision's COCO recipe, both for nuclei on a CPU:
 Checkpoints are plain data ``{"model": state_dict, "format", "version", "config", "metadata"}``
 read back with ``torch.load(weights_only=True)``, so :class:`models.rcnn.RcnnModel` loads them too;
 named ``<name>.maskrcnn.pt`` in the weights folder with a ``<name>.maskrcnn.json`` beside it, each
-becomes the segmenter ``maskrcnn:<name>`` at once (:func:`user_rcnn_models`).
+becomes the segmenter ``trained:rcnn:<name>`` at once (:func:`user_rcnn_models`).
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ from models.checkpoint_file import (
     trained_here_spec,
     write_checkpoint,
 )
+from models.detector_cam import RCNN_CAM
 from models.device import cpu_threads
 from models.rcnn import COCO_WEIGHTS, RCNN_SETTINGS
-from models.registry import ModelInfo, register_file_family, register_provider
+from models.registry import Family, ModelInfo, Trainer, register_family, register_provider, trained_name
 from models.training_loop import run_epochs
 from models.weights import local_path, weights_dir
 
@@ -332,7 +333,7 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], training:
         sampler = TileSampler(train, t.tile, t.seed, augmentation)
         parameters = t.to_dict() | {"augmentation": augmentation.to_dict(), "device": str(device),
                                     "n_parameters": int(sum(p.numel() for p in model.parameters()))}
-        base = {"family": "maskrcnn", "init": "coco" if coco is not None else "scratch", "note": init_note,
+        base = {"family": "rcnn", "init": "coco" if coco is not None else "scratch", "note": init_note,
                 "config": config.to_dict(), "data_hash": pairs_hash([*train, *val]),
                 "images_seen": seen_record(train, val),
                 "split": split.to_dict() if split else {"train": [p.name for p in train], "val": [p.name for p in val],
@@ -443,7 +444,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Mod
     """The model (eval mode, on ``device``), its config and metadata, read with
     ``torch.load(weights_only=True)``; ValueError naming the file for anything else."""
     data = read_checkpoint(path, fmt=FORMAT, version=FORMAT_VERSION, what="CellScope Mask R-CNN checkpoint",
-                           hint="train one on the Train page or with `python -m core train --model maskrcnn`")
+                           hint="train one on the Train page or with `python -m core train --model rcnn`")
     config = RcnnConfig.from_dict(data.get("config") or {})
     model = load_weights(build_mask_rcnn(config), data.get("model"), path, device, "a two-class Mask R-CNN v2")
     return model, config, dict(data.get("metadata") or {})
@@ -484,21 +485,38 @@ def _describe(path: Path) -> str:
 def rcnn_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
     """A registry entry for the checkpoint at ``path`` (in the weights folder or anywhere else)."""
     path = Path(path).expanduser().resolve()
-    name = name or f"maskrcnn:{path.name.removesuffix(SUFFIX).removesuffix('.pt')}"
+    name = name or trained_name("rcnn", path.name.removesuffix(SUFFIX).removesuffix('.pt'))
     return ModelInfo(name, "rcnn", _describe(path), trained_here_spec(name, path), False,
                      lambda weights, device: MaskRcnnSegmenter(name, Path(weights), device), RCNN_SETTINGS,
                      slow_on_cpu=True, own_checkpoint=path)
 
 
 def rcnn_checkpoint_path(stem: str) -> Path:
-    """Where a Mask R-CNN named ``stem`` is saved so that it becomes the model ``maskrcnn:<stem>``."""
+    """Where a Mask R-CNN named ``stem`` is saved so that it becomes the model ``trained:rcnn:<stem>``."""
     return named_checkpoint(stem, f"{stem}{SUFFIX}")
 
 
 def user_rcnn_models() -> list[ModelInfo]:
-    """Every ``*.maskrcnn.pt`` in the weights folder, as the segmenter ``maskrcnn:<name>``."""
+    """Every ``*.maskrcnn.pt`` in the weights folder, as the segmenter ``trained:rcnn:<name>``."""
     return [rcnn_model_info(path) for path in saved_checkpoints(SUFFIX)]
 
 
+def coco_start_note() -> str:
+    """What a training starts from, said beside the CPU estimate."""
+    if local_path(COCO_WEIGHTS["maskrcnn"]) is not None:
+        return "It starts from the COCO weights in the weights folder."
+    return ("The COCO weights are not in the weights folder, so it starts from scratch and needs many more epochs: "
+            "download them first (select maskrcnn-coco on the Compare page).")
+
+
+# The R-CNN family: torchvision's published Faster/Mask R-CNN (models/rcnn.py) and the Mask R-CNN trained here.
+register_family(Family(
+    "rcnn", "Mask R-CNN",
+    "torchvision's Mask R-CNN (ResNet-50 FPN), the recommended instance segmenter once trained on your cells; from "
+    "COCO weights when that file is in the weights folder, else from scratch. Slow on a CPU: use a GPU.",
+    order=30, settings=RCNN_SETTINGS, cam=RCNN_CAM, old_prefixes=("maskrcnn",), cli_aliases=("maskrcnn",),
+    trainer=Trainer(RcnnTraining, train_mask_rcnn, rcnn_checkpoint_path, rcnn_model_info,
+                    file_prefix="maskrcnn", order=20,  # maskrcnn:PATH, a checkpoint anywhere
+                    estimate_seconds=estimate_seconds, start_note=coco_start_note),
+))
 register_provider(user_rcnn_models)
-register_file_family("maskrcnn", rcnn_model_info)  # maskrcnn:PATH, a checkpoint anywhere

@@ -21,7 +21,7 @@ import models.yolo  # noqa: F401
 from core.cache import BoundedCache
 from core.images import CellImage
 from core.instances import Instances, labels_from_masks
-from models.registry import ModelInfo, Setting, get_model_info, register_model
+from models.registry import Family, ModelInfo, Setting, get_model_info, register_family, register_model
 from models.weights import WeightsSpec
 
 SAM_SETTINGS = (
@@ -150,6 +150,10 @@ class SamModel:
         return np.concatenate(masks), np.concatenate(scores)
 
 
+register_family(Family(
+    "sam", "Segment Anything", "Meta's Segment Anything: automatic masks, or outlines of prompts.", order=40,
+    settings=SAM_SETTINGS,
+    no_cam_reason="Segment Anything scores masks from prompts, not detections: it has no detector CAM"))
 for _variant, _title in (("vit_b", "ViT-B"), ("vit_l", "ViT-L"), ("vit_h", "ViT-H")):
     register_model(ModelInfo(
         f"sam-{_variant.replace('_', '')}", "sam",

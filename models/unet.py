@@ -9,7 +9,7 @@ chosen over a distance map because it needs no guess of the nucleus size: distan
 told a minimum distance (too small over-splits elongated nuclei, too large merges small touching
 ones), whereas the boundary class is learnt from the labels as drawn, at any size. Training is
 :mod:`models.unet_training`; checkpoints (:mod:`models.unet_checkpoint`) are named
-``<name>.unet.pt`` in the weights folder, and each becomes the segmenter ``unet:<name>`` at once
+``<name>.unet.pt`` in the weights folder, and each becomes the segmenter ``trained:unet:<name>`` at once
 (:func:`user_unet_models`).
 
 torch is imported inside the functions, so importing :mod:`models` stays fast.
@@ -30,7 +30,7 @@ from core.training_data import Augmentation, Split, TrainingPair, input_planes
 from models.best_epoch import EpochRecord, TrainingSettings
 from models.checkpoint_file import named_checkpoint, read_metadata, saved_checkpoints, trained_here_spec
 from models.device import CPU_THREADS, cpu_threads
-from models.registry import ModelInfo, Setting, register_file_family, register_provider
+from models.registry import Family, ModelInfo, Setting, Trainer, register_family, register_provider
 from models.unet_checkpoint import SUFFIX, load_checkpoint
 from models.unet_instances import segment_planes
 from models.unet_network import UNetConfig
@@ -188,21 +188,29 @@ def _describe(path: Path) -> str:
 def unet_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
     """A registry entry for the checkpoint at ``path`` (in the weights folder or anywhere else)."""
     path = Path(path).expanduser().resolve()
-    name = name or f"unet:{path.name.removesuffix(SUFFIX).removesuffix('.pt')}"
+    name = name or UNET.trained_name(path.name.removesuffix(SUFFIX).removesuffix('.pt'))
     return ModelInfo(name, "unet", _describe(path), trained_here_spec(name, path), False,
                      lambda weights, device: UNetSegmenter(name, Path(weights), device), UNET_SETTINGS,
                      own_checkpoint=path)
 
 
 def unet_checkpoint_path(stem: str) -> Path:
-    """Where a U-Net named ``stem`` is saved so that it becomes the model ``unet:<stem>``."""
+    """Where a U-Net named ``stem`` is saved so that it becomes the model ``trained:unet:<stem>``."""
     return named_checkpoint(stem, f"{stem}{SUFFIX}")
 
 
 def user_unet_models() -> list[ModelInfo]:
-    """Every ``*.unet.pt`` in the weights folder, as the segmenter ``unet:<name>``."""
+    """Every ``*.unet.pt`` in the weights folder, as the segmenter ``trained:unet:<name>``."""
     return [unet_model_info(path) for path in saved_checkpoints(SUFFIX)]
 
 
+UNET = register_family(Family(
+    "unet", "U-Net",
+    "A compact U-Net (0.5 M parameters) predicting cell interiors and boundaries, split into cells by watershed. "
+    "Trains from scratch in minutes on a CPU.",
+    order=90, settings=UNET_SETTINGS, old_prefixes=("unet",),
+    no_cam_reason="a U-Net labels pixels, it has no detections to explain",
+    trainer=Trainer(UNetTraining, train_unet, unet_checkpoint_path, unet_model_info,
+                    file_prefix="unet", order=10, threads=True),  # unet:PATH, a checkpoint anywhere
+))
 register_provider(user_unet_models)
-register_file_family("unet", unet_model_info)  # unet:PATH, a checkpoint anywhere

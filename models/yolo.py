@@ -22,8 +22,8 @@ import numpy as np
 
 from core.images import CellImage, nucleus_plane
 from core.instances import Instances, labels_from_boxes, labels_from_masks
-from models.checkpoint_file import check_format
-from models.registry import ModelInfo, Setting, register_model, register_provider
+from models.checkpoint_file import check_format, metadata_path
+from models.registry import ModelInfo, Setting, register_model, register_provider, trained_name
 from models.weights import WeightsSpec, weights_dir
 
 YOLO_SETTINGS = (
@@ -80,7 +80,7 @@ def load_yolo(weights: str | Path) -> Any:
                              f"({type(e).__name__}: {e})") from e
     check_format(ckpt, path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="CellScope YOLO-seg checkpoint",
                  hint="nor is it ultralytics YOLO weights; train one on the Train page or "
-                      "with `python -m core train --model yolo-seg`")
+                      "with `python -m core train --model yolo`")
     return _rebuild(ckpt, path)
 
 
@@ -110,6 +110,8 @@ def _rebuild(ckpt: dict[str, Any], path: Path) -> Any:
 
 class YoloModel:
     """An ultralytics YOLO detect or segment model on the nucleus channel (grey, replicated to RGB)."""
+
+    family = "yolo"
 
     def __init__(self, name: str, weights: str, device: str) -> None:
         # A server must not pip-install packages at run time; ultralytics would (e.g. pi-heif when
@@ -151,6 +153,7 @@ def _builder(name: str):
     return lambda path, device: YoloModel(name, str(path), device)
 
 
+# The family "yolo" itself (label, trainer, CAM) is registered by models/yolo_training.py, which imports this.
 _NUCLEPHASER = "napari-nuclephaser 0.5.0 on PyPI (MIT licence), file napari_nuclephaser/models/"
 for _size, _bytes, _sha in (
     ("n", 5_468_755, "c78d0d08af8433a225dbd48ff8a8665ceddc5a8a9c2efc628709a26f05143199"),
@@ -187,8 +190,9 @@ for _file, _task, _bytes in (("yolo11n.pt", "detect", 5_600_000), ("yolo11n-seg.
 def user_yolo_models() -> list[ModelInfo]:
     """``*.pt`` files a user placed in ``<weights folder>/yolo/``: each one becomes a model.
 
-    Models trained here are plain data (:func:`load_yolo` reads them with ``weights_only=True``);
-    any other file is trusted like any code the user installs (ultralytics checkpoints are pickles).
+    Models trained here (a CellScope record beside them) are plain data, named ``trained:yolo:<name>``
+    (:func:`load_yolo` reads them with ``weights_only=True``); any other file is ``user:<name>``,
+    trusted like any code the user installs (ultralytics checkpoints are pickles).
     Whether it detects or segments is read from the checkpoint when it loads.
     """
     folder = weights_dir() / "yolo"
@@ -196,11 +200,13 @@ def user_yolo_models() -> list[ModelInfo]:
         return []
     found = []
     for path in sorted(folder.glob("*.pt")):
-        name = f"user:{path.stem}"
+        trained = metadata_path(path).is_file()
+        name = trained_name("yolo", path.stem) if trained else f"user:{path.stem}"
         spec = WeightsSpec(name=name, filename=f"yolo/{path.name}", url=None, sha256=None,
                            size_bytes=path.stat().st_size, license="as provided by the user",
                            trained_on="unknown (user file)", source=str(path))
-        found.append(ModelInfo(name, "yolo", f"YOLO weights placed by the user: {path}", spec, False,
+        what = "YOLO-seg trained here" if trained else "YOLO weights placed by the user"
+        found.append(ModelInfo(name, "yolo", f"{what}: {path}", spec, False,
                                _builder(name), YOLO_SETTINGS, own_checkpoint=path))
     return found
 

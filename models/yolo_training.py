@@ -8,7 +8,7 @@ checkpoint is loaded by :class:`models.yolo.YoloModel` and scored on the validat
 is saved as plain data (:func:`models.yolo.checkpoint_data`: the model's YAML dict, names, a state
 dict of tensors and the metadata; no optimizer state, no pickled code) to
 ``<weights folder>/yolo/<name>.pt`` (with ``<name>.json`` of metadata beside it), where
-:func:`models.yolo.user_yolo_models` lists it as the segmenter ``user:<name>`` and
+:func:`models.yolo.user_yolo_models` lists it as the segmenter ``trained:yolo:<name>`` and
 :func:`models.yolo.load_yolo` reads it back with ``torch.load(weights_only=True)``. Ultralytics'
 own per-epoch checkpoints (pickles of its modules) stay inside the run folder.
 
@@ -39,7 +39,9 @@ from core.training_data import Split, TrainingPair, pairs_hash, seen_record
 from core.yolo_dataset import export_yolo_dataset
 from models.best_epoch import EpochRecord, TrainingSettings
 from models.checkpoint_file import metadata_path, named_checkpoint, write_checkpoint, write_json
+from models.detector_cam import YOLO_CAM
 from models.device import cpu_threads
+from models.registry import Family, Trainer, register_family, trained_name
 from models.yolo import CHECKPOINT_FORMAT, YOLO_SETTINGS, YoloModel, checkpoint_data
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
@@ -89,11 +91,11 @@ class TrainedYolo:
     @property
     def model_name(self) -> str:
         """The registry name it has when it lies in ``<weights folder>/yolo/``."""
-        return f"user:{self.path.stem}"
+        return trained_name("yolo", self.path.stem)
 
 
 def yolo_checkpoint_path(stem: str) -> Path:
-    """Where a YOLO-seg model named ``stem`` is saved so that it becomes the model ``user:<stem>``."""
+    """Where a YOLO-seg model named ``stem`` is saved so that it becomes the model ``trained:yolo:<stem>``."""
     return named_checkpoint(stem, f"yolo/{stem}.pt")
 
 
@@ -307,7 +309,7 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], t: YoloTr
     yolo = YOLO(source, task="segment")
     if yolo.task != "segment":
         raise ValueError(f"{t.model} is a {yolo.task} model; YOLO-seg training needs a segmentation model (*-seg)")
-    base = {"family": "yolo-seg", "init": "weights" if source.endswith(".pt") else "scratch",
+    base = {"family": "yolo", "init": "weights" if source.endswith(".pt") else "scratch",
             "note": (f"initialised from {Path(source).name}" if source.endswith(".pt") else
                      f"trained from scratch (random weights from {t.model})"),
             "data_hash": pairs_hash([*train, *val]),
@@ -339,3 +341,14 @@ def _train(train: Sequence[TrainingPair], val: Sequence[TrainingPair], t: YoloTr
     metadata = run.write_metadata(scores, run.stopped)  # the final record: why it ended, the whole curve
     run.write_checkpoint(metadata)
     return TrainedYolo(out, run.history, run.best_epoch, metadata, run.stopped)
+
+
+# The YOLO family: the published detectors (models/yolo.py), weights a user placed (``user:<name>``) and the
+# YOLO-seg trained here (``trained:yolo:<name>``). Importing this module imports no ultralytics.
+register_family(Family(
+    "yolo", "YOLO-seg",
+    "Ultralytics YOLO11n-seg from its model file (random start, offline). Fast per epoch; needs many epochs from "
+    "scratch.",
+    order=20, settings=YOLO_SETTINGS, cam=YOLO_CAM, old_prefixes=("user",), cli_aliases=("yolo-seg",),
+    trainer=Trainer(YoloTraining, train_yolo_seg, yolo_checkpoint_path, aliases=(("tile", "imgsz"),), order=30),
+))

@@ -27,7 +27,7 @@ from core.display import montage
 from core.explain_figures import confusion_figure, curves_figure, deletion_figure, inside_figure
 from core.text import plural
 from models.classifier import TrainedClassifier
-from models.detector_cam import CAM_METHODS, METHOD_TITLES, draw_detector_cam, highlighted
+from models.detector_cam import METHOD_TITLES, cam_methods_of, draw_detector_cam, highlighted
 from models.explain import CAM_METHOD_NAMES, cam_layers
 from models.explain_cells import (
     TARGETS,
@@ -267,15 +267,14 @@ def cells_view(ds, device: str) -> None:
 
 
 def detector_view(ds, device: str) -> None:
-    models = sorted((m.name for m in list_models("segment") if m.family in CAM_METHODS),
+    models = sorted((m.name for m in list_models("segment") if cam_methods_of(m)),
                     key=lambda n: not availability(n)[0])  # those ready to run first
     c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1], vertical_alignment="bottom")
     image_name = c1.selectbox("Image", ds.names, key="ex.det_image", help="The image to explain the detector on.")
     name = c2.selectbox("Detector", models, key="ex.det_model",
                         help="YOLO: Eigen-CAM (the main component of a layer's activations). Faster / Mask R-CNN: "
                              "Eigen-CAM, or Grad-CAM of the boxes' scores.")
-    family = next(m.family for m in list_models("segment") if m.name == name)
-    method = c3.selectbox("Method", CAM_METHODS[family], key="ex.det_method", format_func=METHOD_TITLES.get,
+    method = c3.selectbox("Method", cam_methods_of(get_model_info(name)), key="ex.det_method", format_func=METHOD_TITLES.get,
                           help="Eigen-CAM needs no class and is the same for every detection; Grad-CAM follows the "
                                "chosen detection's score.")
     opacity = c4.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ex.det_opacity", help="0: the image; 1: the map.")

@@ -1,5 +1,6 @@
-"""Train: curate ground truth in the browser, then train a U-Net, Mask R-CNN or YOLO-seg on the
-user's cells in the background, watch its curves, and find it on the Compare page."""
+"""Train: curate ground truth in the browser, then train a segmenter (a registry family with a
+trainer: U-Net, Mask R-CNN, YOLO-seg, ...) on the user's cells in the background, watch its
+curves, and find it on the Compare page."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from core.label_edit import LabelEditError
 from core.text import duration, plural
 from core.training_figures import training_figure
 from core.training_jobs import TrainingJob
-from models.registry import availability, list_models
-from models.trainers import MAIN_SETTINGS, TRAINERS, default_settings, trainer
+from models.registry import families, get_family, list_models, trainer_of
+
+# The settings the page offers per family (the others keep their defaults), in order.
+MAIN_SETTINGS = ("epochs", "batch_size", "lr", "patience", "seed")
 
 SETTING_HELP = {
     "epochs": "Most passes; training stops earlier when validation F1 stops improving (patience).",
@@ -138,12 +141,13 @@ def fresh_name() -> str:
 def name_taken(family: str, name: str) -> str:
     """Why ``name`` cannot be used for a new ``family`` model ("" if it can): a saved model or a
     training not finished has it (a new one would overwrite it)."""
+    fam, trainer = trainer_of(family)
     try:
-        exists = trainer(family).load("checkpoint_path")(name).exists()
+        exists = trainer.checkpoint_path(name).exists()
     except (OSError, ValueError) as exc:
         return f"'{name[:40]}…' cannot be a file name here ({exc.__class__.__name__}): choose a shorter, plainer name."
     if exists:
-        return f"A {trainer(family).label} named '{name}' exists already: choose another name."
+        return f"A {fam.label} named '{name}' exists already: choose another name."
     if any(j.name == name and j.family == family and not j.is_finished for j in training_queue().jobs()):
         return f"A training named '{name}' is queued or running: choose another name."
     return ""
@@ -158,8 +162,10 @@ def train_controls(ds) -> None:
         st.warning("Training needs at least 2 images with ground truth: one to learn from and one to validate on.")
         return
     c1, c2, c3 = st.columns([1, 1.4, 1.2], vertical_alignment="bottom")
-    family = c1.selectbox("Model", list(TRAINERS), key="tr.family", format_func=lambda f: TRAINERS[f].label,
-                          help="\n\n".join(f"**{t.label}**: {t.description}" for t in TRAINERS.values()))
+    trainable = {f.name: f for f in families(trainable=True)}
+    family = c1.selectbox("Model", list(trainable), key="tr.family", format_func=lambda f: trainable[f].label,
+                          help="\n\n".join(f"**{f.label}**: {f.description}" for f in trainable.values()))
+    trainer = trainable[family].trainer
     split = c2.segmented_control("Validate on", ("images", "plates"), default="images", required=True,
                                  key="tr.split", format_func={"images": "a share of the images",
                                                               "plates": "held-out plates"}.get,
@@ -168,12 +174,12 @@ def train_controls(ds) -> None:
     st.session_state.setdefault("tr.name", fresh_name())
     name = c3.text_input("Model name", key="tr.name",
                          help="The trained model appears under this name on the Compare page.")
-    defaults = default_settings(family)
+    defaults = trainer.default_settings()
     cols = st.columns(len(MAIN_SETTINGS))
     settings = {}
     for col, key in zip(cols, MAIN_SETTINGS, strict=False):
         value = defaults[key]
-        widget_key = f"tr.{family}.{key}"
+        widget_key = f"tr.fam.{family}.{key}"
         if isinstance(value, float):
             settings[key] = col.number_input(LABELS[key], value=value, format="%.4g", min_value=1e-6,
                                              max_value=1.0, step=value / 3, key=widget_key, help=SETTING_HELP[key])
@@ -191,17 +197,12 @@ def train_controls(ds) -> None:
         val_fraction = where.slider("Validation share", 0.1, 0.5, 0.2, 0.05, key="tr.val_fraction",
                                        help="The share of images that only validate.")
     device = current_device()
-    if family == "maskrcnn" and device == "cpu":
-        from models.rcnn_training import RcnnTraining, estimate_seconds
-
-        seconds = estimate_seconds(len(annotated), device=device, training=RcnnTraining.from_dict(
+    if trainer.estimate_seconds is not None and device == "cpu":  # the family's CPU-time estimate
+        seconds = trainer.estimate_seconds(len(annotated), device=device, training=trainer.settings(
             {**defaults, **settings}), image_side=max(annotated[0].shape[:2]))
-        coco = availability("maskrcnn-coco")[0]
-        st.warning(f"On this CPU a Mask R-CNN takes about {duration(seconds)} at most for these settings (early "
-                   "stopping may end it sooner). A GPU is much faster. "
-                   + ("It starts from the COCO weights in the weights folder." if coco else
-                      "The COCO weights are not in the weights folder, so it starts from scratch and needs many more "
-                      "epochs: download them first (select maskrcnn-coco on the Compare page)."))
+        st.warning(f"On this CPU a {trainable[family].label} takes about {duration(seconds)} at most for these settings "
+                   "(early stopping may end it sooner). A GPU is much faster. "
+                   + (trainer.start_note() if trainer.start_note else ""))
     problem = ("" if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") else
                "A model name uses letters, digits, '.', '_' and '-' only.")
     if not problem and len(name) > MAX_NAME:
@@ -218,7 +219,7 @@ def train_controls(ds) -> None:
     def start() -> None:
         submit_training(family, annotated, name=name, settings=settings, val_batches=val_batches,
                         val_fraction=val_fraction, device=device)
-        st.toast(f"{trainer(family).label} '{name}' queued.")
+        st.toast(f"{trainable[family].label} '{name}' queued.")
         st.session_state["tr.name"] = fresh_name()  # the next training gets its own name
 
     st.button("Start training", type="primary", key="tr.start", disabled=bool(problem), on_click=start,
@@ -228,7 +229,10 @@ def train_controls(ds) -> None:
 
 def job_view(job: TrainingJob) -> None:
     head, stop = st.columns([4, 1], vertical_alignment="center")
-    label = TRAINERS[job.family].label if job.family in TRAINERS else job.family
+    try:
+        label = get_family(job.family).label
+    except ValueError:  # a family no longer registered
+        label = job.family
     head.markdown(f"{STATE_STYLE.get(job.state, '')} **{label} '{job.name}'** · {job.state}"
                   + (f" · {job.position} ahead of it" if job.state == "queued" and job.position else ""))
     if not job.is_finished and stop.button("Stop", key=f"tr.stop.{job.id}", width="stretch",

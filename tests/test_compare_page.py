@@ -254,43 +254,43 @@ def test_images_a_model_was_trained_on_are_marked_and_left_out_of_its_means(weig
     all 12 with no mark. Trained here by the Train page's own entry point (tiny settings)."""
     from core.example import make_example_dataset
     from models.registry import images_seen
-    from models.trainers import train_segmenter
+    from workflows.training import train_segmenter
 
     images = make_example_dataset()
     train_segmenter("unet", images[:10], name="tiny", settings={"epochs": 1, "steps_per_epoch": 2, "tile": 64,
                                                                  "batch_size": 2, "seed": 1})
-    roles = [images_seen("unet:tiny").role(img.name, img.hash) for img in images]
+    roles = [images_seen("trained:unet:tiny").role(img.name, img.hash) for img in images]
     assert roles.count("training") == 8 and roles.count("validation") == 2 and roles[10:] == ["", ""]
     at = _open()
-    at.multiselect(key="cmp.models").set_value(["classical", "unet:tiny"]).run()
+    at.multiselect(key="cmp.models").set_value(["classical", "trained:unet:tiny"]).run()
     assert not at.exception
     first = roles[0]  # the page opens on plateA_field1
     word = "trained" if first == "training" else "validated"
-    assert any(c.startswith("unet:tiny:") and c.endswith(f" · {word} on this image") for c in _captions(at))
+    assert any(c.startswith("trained:unet:tiny:") and c.endswith(f" · {word} on this image") for c in _captions(at))
     assert not any(c.startswith("classical:") and "on this image" in c for c in _captions(at))
     assert list(_metrics(at)["seen in training"]) == ["", first]  # the table the metrics CSV is written from
-    assert any(w.value.startswith(f"unet:tiny was {word}") and "not how it does on new images" in w.value
+    assert any(w.value.startswith(f"trained:unet:tiny was {word}") and "not how it does on new images" in w.value
                for w in at.warning)
     at.session_state["cmp.tab"] = "All images"
     at.run()
     at.button(key="cmp.run_all").click().run()
     table = at.session_state["cmp.all"][0]
-    unet = table[table.model == "unet:tiny"].set_index("image")["seen in training"]
+    unet = table[table.model == "trained:unet:tiny"].set_index("image")["seen in training"]
     assert list(unet) == roles and set(table[table.model == "classical"]["seen in training"]) == {""}
     means = next(d.value for d in at.dataframe if "left out" in d.value.columns)
-    assert means.loc["unet:tiny", "images"] == 2 and means.loc["unet:tiny", "left out"] == 10
+    assert means.loc["trained:unet:tiny", "images"] == 2 and means.loc["trained:unet:tiny", "left out"] == 10
     assert means.loc["classical", "images"] == 12 and means.loc["classical", "left out"] == 0
-    unseen = table[(table.model == "unet:tiny") & (table["seen in training"] == "")]["f1"].mean()
-    assert means.loc["unet:tiny", "f1"] == round(unseen, 3)
+    unseen = table[(table.model == "trained:unet:tiny") & (table["seen in training"] == "")]["f1"].mean()
+    assert means.loc["trained:unet:tiny", "f1"] == round(unseen, 3)
     assert any(m.value == "**Means over images**, leaving out the images each model has seen" for m in at.markdown)
     assert any(c.value.startswith("Shaded, *(trained on)* or *(validated on)*: an image the model has seen (10 scores)")
                for c in at.caption)
     at.checkbox(key="cmp.include_seen").check().run()
     means = next(d.value for d in at.dataframe if "left out" in d.value.columns)
-    assert means.loc["unet:tiny", "images"] == 12 and not at.exception
+    assert means.loc["trained:unet:tiny", "images"] == 12 and not at.exception
     # only images it has seen: an empty row, and a word why
     at.session_state["dataset"].remove([img.name for img in images[10:]])
     at.checkbox(key="cmp.include_seen").uncheck().run()
     at.button(key="cmp.run_all").click().run()
-    assert any(c.value.startswith("unet:tiny: trained or validated on every image here, so no image is left")
+    assert any(c.value.startswith("trained:unet:tiny: trained or validated on every image here, so no image is left")
                for c in at.caption) and not at.exception

@@ -464,7 +464,7 @@ def test_train_curates_a_label_trains_and_the_model_reaches_compare(browser, tmp
 
         saved = tifffile.imread(download(page, "Download labels (TIFF)", tmp_path))
         assert saved.shape == labels.shape and len(np.unique(saved)) - 1 == first.n_cells_gt - 1
-        epochs = page.locator(".st-key-tr-unet-epochs input")
+        epochs = page.locator(".st-key-tr-fam-unet-epochs input")
         epochs.fill("1")
         epochs.press("Enter")
         settle(page)
@@ -475,8 +475,8 @@ def test_train_curates_a_label_trains_and_the_model_reaches_compare(browser, tmp
         page.screenshot(path=str(SHOTS / "train_done.png"), full_page=True)
         page.get_by_role("button", name="Compare it with the other models").click()
         expect(main).to_contain_text("classical:", timeout=120_000)
-        expect(page.locator(".st-key-cmp-models")).to_contain_text("unet:cells")  # chosen, beside the defaults
-        expect(main).to_contain_text("unet:cells", timeout=120_000)
+        expect(page.locator(".st-key-cmp-models")).to_contain_text("trained:unet:cells")  # chosen, beside the defaults
+        expect(main).to_contain_text("trained:unet:cells", timeout=120_000)
         page.locator("[data-testid='stSidebarNav']").get_by_text("Data").click()
         expect(main).to_contain_text("curated (1 edit", timeout=60_000)
         _assert_no_error_shown(page, "/train walk")

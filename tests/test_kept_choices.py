@@ -18,7 +18,7 @@ PAGES = ("pages/data.py", "pages/preprocess.py", "pages/compare.py", "pages/cell
 KEPT_IMAGES = ("plateA_field1", "plateA_field3", "plateB_field1", "plateB_field3")  # a small but two-plate dataset
 # Values chosen for a few controls, to keep the test quick (no model downloads, no UMAP compilation)
 # and to replay the issue's cases; every other kept control gets a neighbouring value.
-CHOSEN = {"cm.segmenter": "ground truth", "cm.crop_mode": "pad", "cm.clusters": "hdbscan", "ex.target": "condition", "tr.family": "maskrcnn", "tr.split": "plates", "cm.drag": "lasso", "cm.method": "pca", "cm.correction": "harmony", "cm.color": "image",
+CHOSEN = {"cm.segmenter": "ground truth", "cm.crop_mode": "pad", "cm.clusters": "hdbscan", "ex.target": "condition", "tr.family": "rcnn", "tr.split": "plates", "cm.drag": "lasso", "cm.method": "pca", "cm.correction": "harmony", "cm.color": "image",
           "cmp.models": ["classical", "yolo11n-nuclei"], "ex.view": "Cells", "device_choice": "cpu"}
 LAST = {"cm.features": "autoencoder"}  # set after the controls drawn only once a map exists
 

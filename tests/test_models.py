@@ -277,16 +277,38 @@ def test_adapters_refuse_unknown_settings_and_need_their_settings(example_images
         raw.predict(img)  # the default lives in the registry, not in the adapter
 
 
-def test_models_are_listed_by_task_and_a_setting_name_has_one_meaning(monkeypatch):
+def test_models_are_listed_by_task_and_a_setting_name_has_one_meaning_per_family(monkeypatch):
     from models import registry
-    from models.registry import ModelInfo, Setting, register_model
+    from models.registry import ModelInfo, Setting, register_model, setting_key
 
     assert {m.task for m in list_models("segment")} == {"segment"}
     assert "classical" in [m.name for m in list_models("segment")]
-    clash = ModelInfo("clash", "yolo", "test", None, False, lambda p, d: None,
-                      (Setting("conf", "Other confidence", 0.9, "means something else", low=0, high=1, step=0.1),))
+    other = Setting("conf", "Other confidence", 0.9, "means something else", low=0, high=1, step=0.1)
+    clash = ModelInfo("clash", "yolo", "test", None, False, lambda p, d: None, (other,))
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    with pytest.raises(ValueError, match="setting 'conf' differs"):
+    with pytest.raises(ValueError, match="setting 'conf' differs from .* in family yolo"):
         register_model(clash)
+    # In another family the name may mean something else: both families' widgets are then keyed by family.
+    elsewhere = register_model(ModelInfo("elsewhere", "unet", "test", None, False, lambda p, d: None, (other,)))
+    yolo = get_model_info("yolo11n-nuclei")
+    assert setting_key(elsewhere, other) == "unet.conf" and setting_key(yolo, yolo.settings[0]) == "yolo.conf"
+    assert setting_key(yolo, yolo.settings[1]) == "iou"  # a name only one meaning uses keeps its plain key
     with pytest.raises(ValueError, match="task must be one of"):
         ModelInfo("bad", "x", "test", None, False, lambda p, d: None, task="draw")
+
+
+def test_every_model_has_a_registered_family_and_no_table_outside_it_names_families():
+    import re
+    from pathlib import Path
+
+    from models.registry import families, family_of
+
+    assert [f.name for f in families() if "segment" in f.tasks] == ["classical", "yolo", "rcnn", "sam", "unet"]
+    assert all(family_of(m) is not None for m in list_models()), [m.name for m in list_models() if not family_of(m)]
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("components/*.py"), *root.glob("pages/*.py"), *root.glob("models/*.py"),
+                 root / "core/cli.py", *root.glob("workflows/*.py")]:
+        text = path.read_text()
+        assert not re.search(r"family\s*(==|!=|in|not in)\s*[\"'{(\[]", text), path  # family == "yolo", family in {...}
+        assert not re.search(r"\b[A-Z_]+\s*(:[^=\n]+)?=\s*\{\s*\"(yolo|rcnn|unet|sam|classical)\"\s*:", text), path
+        assert "import_module" not in text, path  # functions are referenced, not named as strings

@@ -112,7 +112,7 @@ def test_checkpoint_round_trip_and_metadata(trained):
     sidecar = json.loads(metadata_path(result.path).read_text())
     assert result.path.name == "tiny.maskrcnn.pt" and metadata_path(result.path).name == "tiny.maskrcnn.json"
     for m in (meta, sidecar):
-        assert m["family"] == "maskrcnn" and m["stopped"] == "completed"
+        assert m["family"] == "rcnn" and m["stopped"] == "completed"
         assert m["init"] == "scratch" and "from scratch" in m["note"]  # no COCO file in this weights folder
         assert m["validation"]["best_epoch"] == result.best_epoch and len(m["validation"]["history"]) == 2
         assert m["split"]["method"] == "batch" and m["images"] == {"train": 4, "val": 1, "objects": meta["images"]["objects"]}
@@ -135,13 +135,13 @@ def test_the_checkpoint_also_loads_in_the_coco_adapter(trained):
 
 def test_trained_model_is_listed_and_segments(trained, training_example, weights_home):
     result, _, _ = trained
-    assert "maskrcnn:tiny" in [m.name for m in list_models("segment")]
-    info = get_model_info("maskrcnn:tiny")
+    assert "trained:rcnn:tiny" in [m.name for m in list_models("segment")]
+    info = get_model_info("trained:rcnn:tiny")
     assert info.family == "rcnn" and info.slow_on_cpu and "validation F1" in info.description
-    loaded = load_model("maskrcnn:tiny", allow_download=False)
+    loaded = load_model("trained:rcnn:tiny", allow_download=False)
     out = loaded.predict(training_example[0], score_threshold=0.0)
     assert isinstance(out, Instances) and out.labels.shape == training_example[0].pixels.shape[:2]
-    assert out.model == "maskrcnn:tiny" and out.count == out.labels.max() == len(out.scores)
+    assert out.model == "trained:rcnn:tiny" and out.count == out.labels.max() == len(out.scores)
     with pytest.raises(ValueError, match="no setting"):
         loaded.predict(training_example[0], score_treshold=0.3)
 

@@ -155,11 +155,11 @@ def test_train_reads_masks_beside_the_images_and_saves_a_plain_name_in_the_weigh
     assert code == 0, stderr
     assert "6 images with ground truth" in stdout and "3 train, 3 validate (image split)" in stdout
     assert (tmp_path / "weights" / "mine.unet.pt").is_file() and (tmp_path / "weights" / "mine.unet.json").is_file()
-    assert "use it as --model unet:mine" in stdout
+    assert "use it as --model trained:unet:mine" in stdout
     meta = json.loads((tmp_path / "weights" / "mine.unet.json").read_text())
     assert meta["split"]["method"] == "image" and meta["split"]["val_fraction"] == 0.5
     code, stdout, _ = cli("models")
-    assert any(line.startswith("unet:mine\tunet\tmasks\tavailable") for line in stdout.splitlines())
+    assert any(line.startswith("trained:unet:mine\tunet\tmasks\tavailable") for line in stdout.splitlines())
 
 
 def test_masks_are_matched_by_name_as_the_data_page_matches_them(tmp_path):
@@ -205,7 +205,7 @@ def test_bad_training_inputs_fail_in_one_line(case, dataset, tmp_path, cli):
     expected = {
         "no masks matched": f"no mask in {other} matched any of the 6 images by name",
         "no masks matched (maskrcnn)": f"no mask in {other} matched any of the 6 images by name",
-        "unknown family": "unknown family 'resnet' to train; choose one of unet, maskrcnn, yolo-seg",
+        "unknown family": "unknown family 'resnet' to train; choose one of unet, rcnn, yolo",
         "yolo-seg steps": "unknown YOLO training setting(s) 'steps_per_epoch'",
         "missing masks folder": f"--masks {tmp_path / 'nope'}: no such folder",
     }[case]
@@ -230,12 +230,12 @@ def test_a_missing_checkpoint_fails_in_one_line(dataset, tmp_path, cli):
 
 def test_maskrcnn_trains_through_the_same_command_and_segments_as_maskrcnn_path(dataset, tmp_path, cli):
     out = tmp_path / "r.maskrcnn.pt"
-    code, stdout, stderr = cli("train", "--model", "maskrcnn", "--images", str(dataset), "--val-batches", "plateC",
+    code, stdout, stderr = cli("train", "--model", "rcnn", "--images", str(dataset), "--val-batches", "plateC",
                                "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1", "--tile", "64",
                                "--device", "cpu", "--out", str(out))
     assert code == 0, stderr
     meta = json.loads(out.with_name("r.maskrcnn.json").read_text())
-    assert meta["family"] == "maskrcnn" and meta["split"]["val_batches"] == ["plateC"]
+    assert meta["family"] == "rcnn" and meta["split"]["val_batches"] == ["plateC"]
     assert [e["name"] for e in meta["images_seen"]["validation"]] == ["plateC_field1", "plateC_field2"]
     assert len(meta["images_seen"]["training"]) == 4 and all(len(e["hash"]) == 32 for e in meta["images_seen"]["training"])
     assert f"best epoch 1: validation F1 {meta['validation']['f1']:.3f}" in stdout
@@ -248,11 +248,11 @@ def test_maskrcnn_trains_through_the_same_command_and_segments_as_maskrcnn_path(
 
 def test_yolo_seg_trains_through_the_same_command_offline(dataset, tmp_path, cli, monkeypatch):
     monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
-    code, stdout, stderr = cli("train", "--model", "yolo-seg", "--images", str(dataset), "--val-batches", "plateC",
+    code, stdout, stderr = cli("train", "--model", "yolo", "--images", str(dataset), "--val-batches", "plateC",
                                "--epochs", "1", "--batch-size", "2", "--tile", "64", "--device", "cpu",
                                "--out", "tinyyolo")
     assert code == 0, stderr
     assert (tmp_path / "weights" / "yolo" / "tinyyolo.pt").is_file()
     meta = json.loads((tmp_path / "weights" / "yolo" / "tinyyolo.json").read_text())
     assert [e["name"] for e in meta["images_seen"]["validation"]] == ["plateC_field1", "plateC_field2"]
-    assert "use it as --model user:tinyyolo" in stdout
+    assert "use it as --model trained:yolo:tinyyolo" in stdout

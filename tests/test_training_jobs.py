@@ -79,7 +79,7 @@ def test_a_second_submit_while_one_runs_is_queued_at_position_1(queue):
     gate = Gate()
     a = queue.submit("unet", "a", {}, gate)
     assert gate.started.wait(TIMEOUT)
-    b = queue.submit("maskrcnn", "b", {}, Gate())
+    b = queue.submit("rcnn", "b", {}, Gate())
     running, waiting = queue.snapshot(a), queue.snapshot(b)
     assert (running.state, running.position) == ("running", None)
     assert (waiting.state, waiting.position, waiting.started) == ("queued", 1, None)
@@ -194,11 +194,11 @@ def test_any_error_in_a_training_leaves_the_worker_alive(queue, raised):
     def broken(ctx):
         raise raised
 
-    failed = queue.wait(queue.submit("yolo-seg", "a", {}, broken), TIMEOUT)
+    failed = queue.wait(queue.submit("yolo", "a", {}, broken), TIMEOUT)
     assert failed.state == "failed"
     assert failed.error == error_line(raised)
     assert "\n" not in failed.error
-    assert queue.wait(queue.submit("yolo-seg", "b", {}, lambda ctx: None), TIMEOUT).state == "done"
+    assert queue.wait(queue.submit("yolo", "b", {}, lambda ctx: None), TIMEOUT).state == "done"
 
 
 def test_error_line_is_short_and_names_unexpected_errors():

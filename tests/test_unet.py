@@ -234,26 +234,27 @@ def test_a_killed_training_leaves_the_best_checkpoint_so_far(training_data, tmp_
 def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, training_example, weights_home):
     import shutil
 
-    assert "unet:cells" not in [m.name for m in list_models("segment")]
+    assert "trained:unet:cells" not in [m.name for m in list_models("segment")]
     dest = U.unet_checkpoint_path("cells")
     dest.parent.mkdir(parents=True)
     shutil.copy(trained.path, dest)
     shutil.copy(metadata_path(trained.path), metadata_path(dest))
-    info = get_model_info("unet:cells")
+    info = get_model_info("trained:unet:cells")
     assert info.family == "unet" and info.task == "segment" and not info.box_only
-    assert "unet:cells" in [m.name for m in list_models("segment")]
+    assert "trained:unet:cells" in [m.name for m in list_models("segment")]
+    assert get_model_info("unet:cells").name == "trained:unet:cells"  # the name earlier versions gave finds it
     assert f"validation F1 {trained.metadata['validation']['f1']:.3f}" in info.description  # of the weights kept
     assert info.resolve({}) == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_solidity": 0.9,
                                 "min_area": 15, "diameter": 0}
-    result = load_model("unet:cells").predict(training_example[4])
-    assert isinstance(result, Instances) and result.model == "unet:cells" and result.labels.shape == (96, 96)
+    result = load_model("trained:unet:cells").predict(training_example[4])
+    assert isinstance(result, Instances) and result.model == "trained:unet:cells" and result.labels.shape == (96, 96)
     assert result.labels.max() == result.count == len(result.scores)
     np.testing.assert_array_equal(result.boxes, boxes_from_labels(result.labels))
     # The training nuclei's size is kept; a known diameter resizes the image for the network and
     # the labels come back in the image's own pixels.
     scale = trained.metadata["object_scale"]
     assert 10 < scale["diameter"] < 30 and scale["estimated"] > 0
-    segmenter = load_model("unet:cells").model
+    segmenter = load_model("trained:unet:cells").model
     seen = []
     original = unet_instances.predict_probabilities
     try:
@@ -265,7 +266,7 @@ def test_a_saved_checkpoint_is_a_segmenter_in_the_registry(trained, training_exa
     assert any("resized 0.50x" in note for note in resized.notes)  # the page shows it under the pictures
     assert not result.notes  # the example's own nuclei: left as they are, nothing to say
     with pytest.raises(ValueError, match="has no setting 'threshold'"):
-        load_model("unet:cells").predict(training_example[4], threshold=0.5)
+        load_model("trained:unet:cells").predict(training_example[4], threshold=0.5)
     with pytest.raises(ValueError, match="a plain file name"):
         U.unet_checkpoint_path("../escape")
 
@@ -294,11 +295,12 @@ def test_training_settings_are_checked():
         U.UNetTraining.from_dict({"epoch": 3})
 
 
-def test_unet_settings_mean_what_any_registered_setting_of_that_name_means():
-    from models import registry
+def test_unet_settings_are_its_familys_and_its_widgets_keep_their_plain_names():
+    from models.registry import get_family, setting_key
 
-    for setting in U.UNET_SETTINGS:
-        assert registry._SETTINGS.get(setting.name, setting) == setting
+    assert get_family("unet").settings == U.UNET_SETTINGS
+    info = U.unet_model_info(U.unet_checkpoint_path("x"))  # no file needed to describe it
+    assert [setting_key(info, s) for s in U.UNET_SETTINGS] == [s.name for s in U.UNET_SETTINGS]
 
 
 def test_the_checkpoint_records_the_images_it_saw_and_the_registry_reads_them(trained, training_example, weights_home):
@@ -314,15 +316,15 @@ def test_the_checkpoint_records_the_images_it_saw_and_the_registry_reads_them(tr
     dest.parent.mkdir(parents=True)
     shutil.copy(trained.path, dest)
     shutil.copy(metadata_path(trained.path), metadata_path(dest))
-    seen = images_seen("unet:cells")
+    seen = images_seen("trained:unet:cells")
     assert [seen.role(img.name, img.hash) for img in training_example] == ["training"] * 4 + ["validation"] * 2
     assert images_seen("classical") is None  # not trained on the user's images: nothing to mark
     old = json.loads(metadata_path(dest).read_text())
     del old["images_seen"]  # a checkpoint written before the record existed
     metadata_path(dest).write_text(json.dumps(old))
-    seen = images_seen("unet:cells")
+    seen = images_seen("trained:unet:cells")
     assert not seen.known and seen.role(training_example[0].name, training_example[0].hash) == "unknown"
-    assert seen.describe() == ("unet:cells: which images it was trained on is unknown (it was trained before "
+    assert seen.describe() == ("trained:unet:cells: which images it was trained on is unknown (it was trained before "
                                "CellScope recorded the images a model is trained on)")
     metadata_path(dest).unlink()
-    assert "no CellScope training record beside cells.unet.pt" in images_seen("unet:cells").why
+    assert "no CellScope training record beside cells.unet.pt" in images_seen("trained:unet:cells").why

@@ -138,8 +138,8 @@ def test_the_train_form_and_the_image_being_curated_survive_a_visit_to_another_p
     at = _app().run()
     at.switch_page("pages/train.py")
     at.run()
-    at.selectbox(key="tr.family").set_value("maskrcnn").run()
-    at.number_input(key="tr.maskrcnn.epochs").set_value(3).run()
+    at.selectbox(key="tr.family").set_value("rcnn").run()
+    at.number_input(key="tr.fam.rcnn.epochs").set_value(3).run()
     at.selectbox(key="tr.cur_image").set_value("plateB_field2").run()
     at.text_input(key="tr.name").set_value("kept-name").run()
     at.switch_page("pages/data.py")
@@ -147,8 +147,8 @@ def test_the_train_form_and_the_image_being_curated_survive_a_visit_to_another_p
     at.switch_page("pages/train.py")
     at.run()
     assert not at.exception, at.exception
-    assert at.selectbox(key="tr.family").value == "maskrcnn"
-    assert at.number_input(key="tr.maskrcnn.epochs").value == 3
+    assert at.selectbox(key="tr.family").value == "rcnn"
+    assert at.number_input(key="tr.fam.rcnn.epochs").value == 3
     assert at.selectbox(key="tr.cur_image").value == "plateB_field2"
     assert at.text_input(key="tr.name").value == "kept-name"
 

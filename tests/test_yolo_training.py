@@ -126,10 +126,10 @@ def test_a_few_epochs_lower_the_loss_and_every_epoch_is_scored(trained):
 
 def test_checkpoint_and_metadata_lie_where_the_registry_looks(trained, weights_home):
     result, _, _, _ = trained
-    assert result.path == weights_home / "yolo" / "tiny-seg.pt" and result.model_name == "user:tiny-seg"
+    assert result.path == weights_home / "yolo" / "tiny-seg.pt" and result.model_name == "trained:yolo:tiny-seg"
     meta = json.loads(metadata_path(result.path).read_text())
     assert meta == {"format": Y.FORMAT, **result.metadata}
-    assert meta["family"] == "yolo-seg" and meta["init"] == "scratch" and meta["stopped"] == "completed"
+    assert meta["family"] == "yolo" and meta["init"] == "scratch" and meta["stopped"] == "completed"
     assert meta["validation"]["best_epoch"] == result.best_epoch and len(meta["validation"]["history"]) == TINY.epochs
     assert meta["split"]["method"] == "batch" and meta["parameters"]["imgsz"] == 96
     assert meta["validation"]["f1"] == pytest.approx(result.best.f1)
@@ -138,9 +138,9 @@ def test_checkpoint_and_metadata_lie_where_the_registry_looks(trained, weights_h
 
 def test_trained_model_is_listed_and_segments(trained, training_example, weights_home):
     result, _, _, _ = trained
-    assert "user:tiny-seg" in [m.name for m in list_models("segment")]
-    assert get_model_info("user:tiny-seg").family == "yolo"
-    loaded = load_model("user:tiny-seg", allow_download=False)
+    assert "trained:yolo:tiny-seg" in [m.name for m in list_models("segment")]
+    assert get_model_info("trained:yolo:tiny-seg").family == "yolo"
+    loaded = load_model("trained:yolo:tiny-seg", allow_download=False)
     assert loaded.model.segments  # a segmentation checkpoint: masks, not boxes
     out = loaded.predict(training_example[0], conf=0.0)
     assert isinstance(out, Instances) and out.labels.shape == training_example[0].pixels.shape[:2] and not out.box_only
