@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from components.recipe_panel import current_recipe
+from components.settings_widgets import field_widget
 from core.cache import BoundedCache
 from core.images import CellImage
 from core.instances import Instances
@@ -153,15 +154,10 @@ def settings_of(names: list[str]) -> list[Setting]:
 
 
 def setting_widget(setting: Setting, *, key: str, where=None) -> Any:
-    """The widget a setting's kind calls for, with its range, default and help from the registry."""
-    where = where or st
-    if setting.kind == "choice":
-        return where.select_slider(setting.label, list(setting.options), setting.default, key=key, help=setting.help)
-    if setting.kind == "int":
-        return where.number_input(setting.label, int(setting.low), int(setting.high), int(setting.default),
-                                  int(setting.step or 1), key=key, help=setting.help)
-    return where.slider(setting.label, float(setting.low), float(setting.high), float(setting.default),
-                        float(setting.step), key=key, help=setting.help)
+    """A model setting's widget from its declaration: a choice on a select slider, a whole number in a
+    number box, a fraction on a slider."""
+    widget = {"choice": "select_slider", "int": "number_input"}.get(setting.kind)
+    return field_widget(where, setting, key, setting.default, widget=widget)
 
 
 def model_settings(key: str, names: list[str], label: str = "Model settings") -> dict[str, Any]:

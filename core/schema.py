@@ -62,6 +62,11 @@ class Field:
             text = "a number"
         return text + (f" (or {', '.join(map(_num, self.special))})" if self.special else "")
 
+    def bounds(self) -> tuple[Any, Any]:
+        """The smallest and largest value a widget must offer: the range and the special values."""
+        numbers = [v for v in (self.low, self.high, *self.special) if v is not None]
+        return (min(numbers) if self.low is not None else None, max(numbers) if self.high is not None else None)
+
     def check(self, value: Any) -> Any:
         """``value`` as this setting's type if it fits, else ValueError naming the setting and what fits."""
         if self.kind in ("recipe", "text"):
