@@ -18,7 +18,7 @@ from core.scoring import agreement_matrix, summary_table
 from models.device import resolve_device
 from models.registry import LoadedModel, ModelInfo, Setting, availability, get_model_info, list_models, load_model
 from models.runner import run_model
-from models.tiling import TILING_SETTINGS
+from models.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TILING_SETTINGS
 from models.weights import WEIGHTS_DIR_ENV, WeightsUnavailable, offline_advice, resolve_weights, weights_dir
 from models.yolo import user_weights_folder
 
@@ -216,7 +216,7 @@ def settings_used(name: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tiling(settings: dict[str, Any]) -> tuple[int, int]:
-    return settings.get("tile", 1024), settings.get("overlap", 128)
+    return settings.get("tile", DEFAULT_TILE), settings.get("overlap", DEFAULT_OVERLAP)
 
 
 def cached_result(image: CellImage, name: str, settings: dict[str, Any], device: str) -> Instances | None:

@@ -371,6 +371,7 @@ def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dic
     from core.cells import check_crop_settings
     from models.device import resolve_device
     from models.registry import get_model_info
+    from models.tiling import DEFAULT_TILE
 
     settings = None
     if args.model != "gt":
@@ -378,7 +379,7 @@ def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dic
         if task != "segment":
             raise ValueError(f"--model {args.model} does not segment (its task: {task}); choose a segmenter from "
                              "`models`, or gt")
-        settings = _model_settings(args.model, recipe, 1024)
+        settings = _model_settings(args.model, recipe, DEFAULT_TILE)
     check_crop_settings(args.crop_size, args.crop_mode)
     _check_batch_from(args.batch_from)
     _check_output_folder(args.out)

@@ -3,7 +3,7 @@
 A settings class (the recipe's steps, the map settings, a family's training or model settings)
 is a frozen dataclass whose attributes are declared with :func:`setting`. From that one
 declaration come the validator (:func:`check_fields`, called in ``__post_init__``), the page's
-widget (``components.settings_widgets``) and the command-line option (``workflows.cli``), so a
+widget (``components.settings_widgets``) and the command-line option (``workflows.cli_options``), so a
 limit holds on every path: a value the page's slider cannot reach is refused by the CLI with the
 same message.
 """
