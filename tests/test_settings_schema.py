@@ -228,9 +228,12 @@ def test_the_train_page_draws_each_familys_settings_with_their_limits():
 
 
 def _model_fields() -> list[Field]:
+    """Every registered model's settings, the U-Net's (registered once a checkpoint exists) and the tiling."""
     from components.model_panel import settings_of
+    from models.unet import UNET_SETTINGS
 
-    return [s for s in settings_of([m.name for m in list_models()]) if s.kind != "recipe"] + list(TILING_SETTINGS)
+    found = {s.name: s for s in settings_of([m.name for m in list_models()]) if s.kind != "recipe"}
+    return list(found.values()) + [s for s in UNET_SETTINGS if s.name not in found] + list(TILING_SETTINGS)
 
 
 def test_every_model_setting_and_the_tiling_are_drawn_with_their_declared_range(monkeypatch):
@@ -240,11 +243,15 @@ def test_every_model_setting_and_the_tiling_are_drawn_with_their_declared_range(
     fake = Recorder()
     monkeypatch.setattr(panel, "st", fake)
     monkeypatch.setattr(widgets, "st", fake)
-    panel.model_settings("t", [m.name for m in list_models()])
+    panel.model_settings("t", [m.name for m in list_models()])  # the Compare page's panel
+    for field in _model_fields():
+        panel.setting_widget(field, key=f"one.{field.name}", where=fake)  # Cell map's and Explain's
     shown = _model_fields()
-    assert len(shown) >= 8
+    assert len(shown) >= 20 and len([k for k in fake.drawn if k.startswith("t.")]) >= 15
     for field in shown:
-        _assert_drawn_as_declared(fake.drawn[f"t.{field.name}"], field)
+        _assert_drawn_as_declared(fake.drawn[f"one.{field.name}"], field)
+        if f"t.{field.name}" in fake.drawn:
+            _assert_drawn_as_declared(fake.drawn[f"t.{field.name}"], field)
 
 
 def _model_cases():
