@@ -20,9 +20,11 @@ import numpy as np
 import streamlit as st
 
 from components.recipe_panel import RECIPE_KEY, current_recipe
+from components.settings_widgets import widget_args
 from core.display import data_uri, to_uint8
 from core.preprocess import adaptive_block_size, adaptive_local_mean, threshold_floor
 from core.recipe import ThresholdStep
+from core.schema import field_of
 
 _HTML = """
 <div class="lt">
@@ -174,7 +176,8 @@ def live_threshold(base_rgb: np.ndarray, processed: np.ndarray, step: ThresholdS
     param = "value" if manual else "offset"
     shape_step = replace(step, value=0.5, offset=0.0)  # the images do not depend on the slider itself
     data = dict(_payload(base_rgb, processed, (image_key, base_rgb.shape), shape_step, cell_diameter))
-    lo, hi, stp = (0.0, 1.0, 0.01) if manual else (-0.2, 0.2, 0.005)
+    span = widget_args(field_of(ThresholdStep, param))  # the recipe panel's slider's range
+    lo, hi, stp = span["min_value"], span["max_value"], span["step"]
     value = getattr(step, param)
     data.update(mode="manual" if manual else "adaptive", label="Threshold (live)" if manual else "Threshold offset (live)",
                 value=value, min=lo, max=hi, step=stp, token=f"{image_key}:{value}:{step}")

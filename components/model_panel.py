@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from components.recipe_panel import current_recipe
+from components.settings_widgets import field_widget
 from core.cache import BoundedCache
 from core.images import CellImage
 from core.instances import Instances
@@ -27,7 +28,7 @@ from models.registry import (
     setting_key,
 )
 from models.runner import run_model
-from models.tiling import TILING_SETTINGS
+from models.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TILING_SETTINGS
 from models.weights import WEIGHTS_DIR_ENV, WeightsUnavailable, offline_advice, resolve_weights, weights_dir
 from models.yolo import user_weights_folder
 
@@ -164,15 +165,10 @@ def settings_of(names: list[str]) -> dict[str, Setting]:
 
 
 def setting_widget(setting: Setting, *, key: str, where=None) -> Any:
-    """The widget a setting's kind calls for, with its range, default and help from the registry."""
-    where = where or st
-    if setting.kind == "choice":
-        return where.select_slider(setting.label, list(setting.options), setting.default, key=key, help=setting.help)
-    if setting.kind == "int":
-        return where.number_input(setting.label, int(setting.low), int(setting.high), int(setting.default),
-                                  int(setting.step or 1), key=key, help=setting.help)
-    return where.slider(setting.label, float(setting.low), float(setting.high), float(setting.default),
-                        float(setting.step), key=key, help=setting.help)
+    """A model setting's widget from its declaration: a choice on a select slider, a whole number in a
+    number box, a fraction on a slider."""
+    widget = {"choice": "select_slider", "int": "number_input"}.get(setting.kind)
+    return field_widget(where, setting, key, setting.default, widget=widget)
 
 
 def model_settings(key: str, names: list[str], label: str = "Model settings") -> dict[str, Any]:
@@ -232,7 +228,7 @@ def settings_used(name: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tiling(settings: dict[str, Any]) -> tuple[int, int]:
-    return settings.get("tile", 1024), settings.get("overlap", 128)
+    return settings.get("tile", DEFAULT_TILE), settings.get("overlap", DEFAULT_OVERLAP)
 
 
 def cached_result(image: CellImage, name: str, settings: dict[str, Any], device: str) -> Instances | None:

@@ -13,17 +13,10 @@ from typing import Any
 
 import streamlit as st
 
+from components.settings_widgets import field_widget, range_widget
 from core.images import ChannelInfo
-from core.recipe import (
-    BACKGROUND_METHODS,
-    DENOISE_METHODS,
-    KERNEL_SHAPES,
-    MORPH_OPS,
-    STEP_ORDER,
-    STEP_TYPES,
-    THRESHOLD_METHODS,
-    Recipe,
-)
+from core.recipe import STEP_ORDER, STEP_TYPES, Recipe
+from core.schema import field_of
 
 RECIPE_KEY = "recipe"  # the current recipe: the classical model of every page
 STEP_TITLES = {
@@ -159,129 +152,105 @@ def recipe_panel(channels: Sequence[ChannelInfo], *, views: Mapping[str, Sequenc
                 st.warning(warnings[step])
 
 
+def _field(step: str, param: str):
+    return field_of(STEP_TYPES[step], param)
+
+
+def _w(where, k, step: str, param: str, *, redraw: bool = False, **kwargs) -> Any:
+    """``step.param``'s widget, drawn from its declaration in core.recipe."""
+    return field_widget(where, _field(step, param), **k(step, param, redraw=redraw), **kwargs)
+
+
 def _draw_channel(k, options: dict[str, str]) -> None:
-    st.selectbox("Segment on", list(options), format_func=options.get, **k("channel", "source", redraw=True),
-                 help="The channel (or merge of channels) the pipeline works on; nuclei are usually the nucleus channel.")
+    field = _field("channel", "source")
+    st.selectbox(field.label, list(options), format_func=options.get, **k("channel", "source", redraw=True),
+                 help=field.help)  # the options are the image's channels
 
 
 def _draw_rotate(k) -> None:
-    on = st.toggle("Rotate / flip", **k("rotate", "enabled", redraw=True), help="cv.getRotationMatrix2D + warpAffine, on a canvas large enough to keep the corners. The steps "
-                   "below work on the turned image; the cells found are mapped back to the image as it is, so counts, "
-                   "measurements and ground-truth scores stay comparable (and the Compare and Cell map pages use "
-                   "the same cells).")
-    st.slider("Angle (degrees, counter-clockwise)", -180.0, 180.0, step=1.0, **k("rotate", "angle"), disabled=not on,
-              help="Rotation angle, OpenCV convention: positive turns counter-clockwise.")
-    st.slider("Scale", 0.25, 4.0, step=0.05, **k("rotate", "scale"), disabled=not on, help="Zoom factor applied with the rotation.")
+    on = _w(st, k, "rotate", "enabled", redraw=True, widget="toggle")
+    _w(st, k, "rotate", "angle", disabled=not on)
+    _w(st, k, "rotate", "scale", disabled=not on)
     c1, c2 = st.columns(2)
-    c1.slider("Centre x", 0.0, 1.0, step=0.05, **k("rotate", "center_x"), disabled=not on, help="Rotation centre, fraction of the width. It matters only for a zoom too large for a "
-              "canvas holding the whole image (then the image is cropped about it).")
-    c2.slider("Centre y", 0.0, 1.0, step=0.05, **k("rotate", "center_y"), disabled=not on, help="Rotation centre, fraction of the height (see Centre x).")
+    _w(c1, k, "rotate", "center_x", disabled=not on)
+    _w(c2, k, "rotate", "center_y", disabled=not on)
     # Not in the half-width columns above: at 1280 px those cut the labels to "Flip ..."; a wrapping
     # row gives each checkbox its label's width and moves the second below when both do not fit.
     flips = st.container(horizontal=True, wrap=True)
-    flips.checkbox("Flip horizontally", **k("rotate", "flip_horizontal"), disabled=not on, help="Mirror left-right.")
-    flips.checkbox("Flip vertically", **k("rotate", "flip_vertical"), disabled=not on, help="Mirror top-bottom.")
+    _w(flips, k, "rotate", "flip_horizontal", disabled=not on)
+    _w(flips, k, "rotate", "flip_vertical", disabled=not on)
 
 
 def _draw_normalize(k) -> None:
-    on = st.toggle("Percentile clip", **k("normalize", "enabled", redraw=True), help="Map the chosen percentiles to 0 and 1; off: min and max.")
-    st.slider("Percentiles", 0.0, 100.0, step=0.1, **k("normalize", "clip"), disabled=not on,
-              help="Intensities below the low / above the high percentile are clipped.")
-    clahe = st.checkbox("CLAHE", **k("normalize", "clahe", redraw=True), disabled=not on,
-                        help="Contrast-limited adaptive histogram equalisation: evens out contrast across the field.")
+    on = _w(st, k, "normalize", "enabled", redraw=True, widget="toggle")
+    range_widget(st, _field("normalize", "clip_low"), _field("normalize", "clip_high"), **k("normalize", "clip"),
+                 disabled=not on)
+    clahe = _w(st, k, "normalize", "clahe", redraw=True, disabled=not on)
     c1, c2 = st.columns(2)
-    c1.slider("Clip limit", 0.5, 10.0, step=0.5, **k("normalize", "clahe_clip_limit"), disabled=not (on and clahe),
-              help="Higher: stronger local contrast, more noise.")
-    c2.slider("Tiles", 1, 32, **k("normalize", "clahe_tiles"), disabled=not (on and clahe), help="Grid of tiles per side.")
+    _w(c1, k, "normalize", "clahe_clip_limit", disabled=not (on and clahe))
+    _w(c2, k, "normalize", "clahe_tiles", disabled=not (on and clahe))
 
 
 def _draw_denoise(k) -> None:
-    on = st.toggle("Denoise", **k("denoise", "enabled", redraw=True), help="Smooth noise before thresholding.")
-    method = st.selectbox("Method", DENOISE_METHODS, **k("denoise", "method", redraw=True), disabled=not on,
-                          help="Gaussian: fast, blurs edges. Median: removes speckle. Bilateral and non-local means: keep edges, slower.")
+    on = _w(st, k, "denoise", "enabled", redraw=True, widget="toggle")
+    method = _w(st, k, "denoise", "method", redraw=True, disabled=not on)
     if method == "gaussian":
-        st.slider("Sigma (px)", 0.1, 10.0, step=0.1, **k("denoise", "sigma"), disabled=not on, help="Width of the Gaussian kernel.")
+        _w(st, k, "denoise", "sigma", disabled=not on)
     elif method == "median":
-        st.select_slider("Kernel size", [3, 5, 7, 9, 11, 15, 21], **k("denoise", "ksize"), disabled=not on,
-                         help="Odd window size in pixels.")
+        _w(st, k, "denoise", "ksize", disabled=not on)
     elif method == "bilateral":
-        st.slider("Diameter (px)", 1, 25, **k("denoise", "bilateral_d"), disabled=not on, help="Neighbourhood diameter.")
-        st.slider("Colour sigma", 0.01, 1.0, step=0.01, **k("denoise", "bilateral_sigma_color"), disabled=not on,
-                  help="Intensity differences above this are treated as edges and kept.")
+        _w(st, k, "denoise", "bilateral_d", disabled=not on)
+        _w(st, k, "denoise", "bilateral_sigma_color", disabled=not on)
     else:
-        st.slider("Strength h", 0.01, 0.5, step=0.01, **k("denoise", "nlmeans_h"), disabled=not on,
-                  help="Non-local means filter strength (normalised intensity units).")
+        _w(st, k, "denoise", "nlmeans_h", disabled=not on)
 
 
 def _draw_background(k) -> None:
-    on = st.toggle("Subtract background", **k("background", "enabled", redraw=True),
-                   help="Removes uneven illumination and haze before thresholding.")
-    st.selectbox("Method", BACKGROUND_METHODS, **k("background", "method"), disabled=not on,
-                 help="tophat: image minus its morphological opening (keeps objects smaller than the radius). "
-                      "gaussian: image minus a large blur.")
-    st.slider("Radius (px, 0 = auto)", 0, 200, **k("background", "radius"), disabled=not on,
-              help="Larger than the biggest cell. 0 = 1.5 x the typical cell diameter.")
+    on = _w(st, k, "background", "enabled", redraw=True, widget="toggle")
+    _w(st, k, "background", "method", disabled=not on)
+    _w(st, k, "background", "radius", disabled=not on)
 
 
 def _draw_threshold(k) -> None:
-    method = st.selectbox("Method", THRESHOLD_METHODS, **k("threshold", "method", redraw=True),
-                          help="otsu: minimises within-class variance. otsu_gaussian: Otsu after a Gaussian blur. "
-                               "triangle: good for few bright objects. manual: your value. adaptive: a local threshold per "
-                               "neighbourhood, robust to dim cells and uneven light (the default).")
+    method = _w(st, k, "threshold", "method", redraw=True)
     if method == "manual":
-        st.slider("Threshold", 0.0, 1.0, step=0.01, **k("threshold", "value"),
-                  help="Normalised intensity. For instant feedback while dragging, turn on *Live threshold preview* in the Result view.")
+        _w(st, k, "threshold", "value")
     if method == "otsu_gaussian":
-        st.slider("Blur sigma (px)", 0.5, 10.0, step=0.5, **k("threshold", "blur_sigma"), help="Gaussian blur before Otsu.")
+        _w(st, k, "threshold", "blur_sigma")
     if method.startswith("adaptive"):
-        st.slider("Block size (px, 0 = auto)", 0, 301, step=2, **k("threshold", "block_size"),
-                  help="Odd neighbourhood size; 0 = about 4 typical cell diameters.")
-        st.slider("Offset", -0.2, 0.2, step=0.005, **k("threshold", "offset"),
-                  help="Subtracted from the local mean: negative values demand pixels brighter than their surroundings."
-                       " For instant feedback while dragging, turn on *Live threshold preview* in the Result view.")
-        st.slider("Floor (x Otsu)", 0.0, 1.0, step=0.05, **k("threshold", "floor"),
-                  help="Pixels must also exceed this fraction of the global Otsu threshold; keeps empty areas empty.")
-    st.checkbox("Invert (dark objects)", **k("threshold", "invert"), help="For dark cells on a bright background.")
+        _w(st, k, "threshold", "block_size")  # steps by 2 from 0; _read keeps it odd
+        _w(st, k, "threshold", "offset")
+        _w(st, k, "threshold", "floor")
+    _w(st, k, "threshold", "invert")
 
 
 def _draw_canny(k) -> None:
-    on = st.toggle("Canny edges", **k("canny", "enabled", redraw=True), help="cv.Canny on the denoised image; shown as a view.")
-    st.slider("Hysteresis thresholds", 0.0, 1.0, step=0.01, **k("canny", "range"), disabled=not on,
-              help="Edges above the high value start a contour; connected ones above the low value extend it.")
-    st.select_slider("Aperture", [3, 5, 7], **k("canny", "aperture"), disabled=not on, help="Sobel kernel size.")
-    st.checkbox("L2 gradient", **k("canny", "l2_gradient"), disabled=not on,  # a half column cut it to "L2 g..."
-                help="Exact gradient magnitude (slower).")
-    st.checkbox("Cut the mask along edges", **k("canny", "cut_mask"), disabled=not on,
-                help="Removes edge pixels from the foreground: can separate touching cells.")
+    on = _w(st, k, "canny", "enabled", redraw=True, widget="toggle")
+    range_widget(st, _field("canny", "low"), _field("canny", "high"), **k("canny", "range"), disabled=not on)
+    _w(st, k, "canny", "aperture", widget="select_slider", disabled=not on)
+    _w(st, k, "canny", "l2_gradient", disabled=not on)  # a half column cut it to "L2 g..."
+    _w(st, k, "canny", "cut_mask", disabled=not on)
 
 
 def _draw_morphology(k) -> None:
-    op = st.selectbox("Operation", MORPH_OPS, **k("morphology", "operation", redraw=True),
-                      help="open: removes specks and thin bridges. close: fills small gaps. erode/dilate: shrink/grow.")
+    op = _w(st, k, "morphology", "operation", redraw=True)
     c1, c2 = st.columns(2)
-    c1.slider("Kernel size", 1, 21, step=2, **k("morphology", "ksize"), disabled=op == "none", help="Odd size in pixels.")
-    c2.selectbox("Kernel shape", list(KERNEL_SHAPES), **k("morphology", "shape"), disabled=op == "none",
-                 help="Structuring element shape.")
-    st.slider("Iterations", 1, 5, **k("morphology", "iterations"), disabled=op == "none", help="Repeat the operation.")
-    st.checkbox("Fill holes", **k("morphology", "fill_holes"), help="Fill background enclosed by a cell.")
+    _w(c1, k, "morphology", "ksize", disabled=op == "none")
+    _w(c2, k, "morphology", "shape", disabled=op == "none")
+    _w(st, k, "morphology", "iterations", disabled=op == "none")
+    _w(st, k, "morphology", "fill_holes")
 
 
 def _draw_watershed(k) -> None:
-    on = st.toggle("Watershed", **k("watershed", "enabled", redraw=True),
-                   help="Distance transform + watershed: one seed per distance peak splits touching cells.")
-    st.slider("Seed distance (px, 0 = auto)", 0, 50, **k("watershed", "seed_distance"), disabled=not on,
-              help="Minimum distance between seeds: larger merges, smaller splits. 0 = half the typical cell radius.")
-    st.slider("Smoothing", 0.0, 5.0, step=0.5, **k("watershed", "smoothing"), disabled=not on,
-              help="Blur of the distance map; removes spurious seeds on irregular cells.")
+    on = _w(st, k, "watershed", "enabled", redraw=True, widget="toggle")
+    _w(st, k, "watershed", "seed_distance", disabled=not on)
+    _w(st, k, "watershed", "smoothing", disabled=not on)
 
 
 def _draw_filters(k) -> None:
-    st.number_input("Minimum area (px, -1 = auto)", min_value=-1, max_value=100_000, step=5, **k("filters", "min_area"),
-                    help="Smaller objects are dropped. -1 = a fifth of the typical cell area.")
-    st.number_input("Maximum area (px, 0 = off)", min_value=0, max_value=10_000_000, step=100, **k("filters", "max_area"),
-                    help="Larger objects (clumps, debris) are dropped.")
-    st.checkbox("Remove cells touching the border", **k("filters", "remove_border"),
-                help="Cut-off cells bias size and intensity measurements.")
+    _w(st, k, "filters", "min_area", widget="number_input")
+    _w(st, k, "filters", "max_area", widget="number_input")
+    _w(st, k, "filters", "remove_border")
 
 
 DRAW = {

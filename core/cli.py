@@ -371,6 +371,7 @@ def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dic
     from core.cells import check_crop_settings
     from models.device import resolve_device
     from models.registry import get_model_info
+    from models.tiling import DEFAULT_TILE
 
     settings = None
     if args.model != "gt":
@@ -378,7 +379,7 @@ def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dic
         if task != "segment":
             raise ValueError(f"--model {args.model} does not segment (its task: {task}); choose a segmenter from "
                              "`models`, or gt")
-        settings = _model_settings(args.model, recipe, 1024)
+        settings = _model_settings(args.model, recipe, DEFAULT_TILE)
     check_crop_settings(args.crop_size, args.crop_mode)
     _check_batch_from(args.batch_from)
     _check_output_folder(args.out)
@@ -435,6 +436,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         verdict_line,
     )
     from models.registry import get_model_info
+    from workflows.cli_options import settings_from_args
 
     t0 = time.perf_counter()
     # Every argument is checked before any work: `--k 0` used to segment every image first.
@@ -442,9 +444,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     name = FEATURE_ALIASES.get(args.features, args.features)
     if get_model_info(name).task != "embed":
         raise ValueError(f"--features {args.features} does not give features; choose one of {', '.join(embedders())}")
-    map_settings = MapSettings(method=args.map, perplexity=args.perplexity, iterations=args.iterations,
-                               seed=args.seed, clusters=args.clusters, k=args.k, correction=args.correct,
-                               control=args.control or "")
+    map_settings = settings_from_args(MapSettings, args)  # refused with the page's message when out of range
     settings, device = _check_cell_arguments(args, recipe)
     cells = _cells_from_inputs(args, settings, device, log=sys.stdout)
     progress = ProgressPrinter(name)
@@ -717,6 +717,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.cellmap import MapSettings
+    from models.tiling import TILING_SETTINGS
+    from models.registry import families
+    from workflows.cli_options import add_family_options, add_setting_options
+
     parser = argparse.ArgumentParser(prog="python -m core", description="CellScope command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -750,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
     seg.add_argument("--recipe", help="recipe JSON for the classical model (default: the built-in nuclei recipe)")
     seg.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
-    seg.add_argument("--tile", type=int, default=1024, help="images larger than this (px) run in overlapping tiles")
+    add_setting_options(seg, TILING_SETTINGS, only=("tile",))
     seg.set_defaults(func=_cmd_segment)
 
     cmp = sub.add_parser("compare", help="run several models on one image: DIR/<model>.tif, DIR/metrics.json, DIR/provenance.json")
@@ -761,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--recipe", help="recipe JSON for the classical model")
     cmp.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     cmp.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
-    cmp.add_argument("--tile", type=int, default=1024, help="images larger than this (px) run in overlapping tiles")
+    add_setting_options(cmp, TILING_SETTINGS, only=("tile",))
     cmp.set_defaults(func=_cmd_compare)
 
     tr = sub.add_parser("train", help="train a segmenter on images and their masks; writes the best checkpoint "
@@ -782,17 +787,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "carrying over to plates the model never saw")
     tr.add_argument("--batch-from", default=None, help="folder, regex:PATTERN or csv:FILE (filename,batch), as for "
                     "embed; default: folders and a batches.csv among the images")
-    # Unset training settings are UNetTraining's defaults (the Train page's), printed when training starts and
-    # recorded in the metadata; importing models/ to name them here would slow every command.
-    tr.add_argument("--epochs", type=int, default=None, help="most epochs")
-    tr.add_argument("--steps-per-epoch", type=int, default=None, help="optimisation steps per epoch")
-    tr.add_argument("--batch-size", type=int, default=None, help="tiles per step")
-    tr.add_argument("--lr", type=float, default=None, help="Adam's learning rate")
-    tr.add_argument("--tile", type=int, default=None, help="training tiles' side in pixels, a multiple of 8 (YOLO-seg's "
-                    "image size)")
-    tr.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better "
-                    "validation F1")
-    tr.add_argument("--seed", type=int, default=None, help="random seed for the split, weights and tiles")
+    # Unset training settings take the family's defaults (UNetTraining's, ...: the Train page's), printed when
+    # training starts and recorded in the metadata; each family's class checks the values, as on the page.
+    add_family_options(tr, {f.label: (f.trainer.settings_class, dict(f.trainer.aliases)) for f in families(trainable=True)},
+                       TRAINING_FLAGS)
     tr.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
     tr.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
     tr.add_argument("--threads", type=int, default=None, help="CPU threads for the U-Net (default: every core; the "
@@ -808,16 +806,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cell_arguments(emb)
     emb.add_argument("--features", default="morphology", help="morphology, autoencoder, cnn (= resnet18-imagenet) "
                      "or another feature model from `models` (default: morphology)")
-    emb.add_argument("--correct", default="none", choices=("none", "standardize", "harmony"),
-                     help="batch correction before the map (default: none)")
-    emb.add_argument("--control", default=None, help="with --correct standardize: scale each batch by its cells of "
-                     "this condition (e.g. control)")
-    emb.add_argument("--map", default="tsne", choices=("tsne", "umap", "pca"), help="map method (default: tsne)")
-    emb.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
-    emb.add_argument("--iterations", type=int, default=500, help="t-SNE iterations after early exaggeration (default 500)")
-    emb.add_argument("--clusters", default="kmeans", choices=("kmeans", "hdbscan"), help="clustering (default kmeans)")
-    emb.add_argument("--k", type=int, default=6, help="k-means clusters (default 6)")
-    emb.add_argument("--seed", type=int, default=0, help="random seed for the map, clusters and metrics (default 0)")
+    # The map settings' defaults, ranges and help are MapSettings' (the Cell map page's).
+    add_setting_options(emb, MapSettings, only=("correction", "control", "method", "perplexity", "iterations",
+                                                "clusters", "k", "seed"),
+                        flags={"correction": "--correct", "method": "--map"}, default_text={"control": "all cells"})
     emb.set_defaults(func=_cmd_embed)
 
     exp = sub.add_parser("explain", help="train a classifier of the cells' batch, condition or cluster and show what "

@@ -3,7 +3,7 @@
 A settings class (the recipe's steps, the map settings, a family's training or model settings)
 is a frozen dataclass whose attributes are declared with :func:`setting`. From that one
 declaration come the validator (:func:`check_fields`, called in ``__post_init__``), the page's
-widget (``components.settings_widgets``) and the command-line option (``workflows.cli``), so a
+widget (``components.settings_widgets``) and the command-line option (``workflows.cli_options``), so a
 limit holds on every path: a value the page's slider cannot reach is refused by the CLI with the
 same message.
 """
@@ -61,6 +61,11 @@ class Field:
         else:
             text = "a number"
         return text + (f" (or {', '.join(map(_num, self.special))})" if self.special else "")
+
+    def bounds(self) -> tuple[Any, Any]:
+        """The smallest and largest value a widget must offer: the range and the special values."""
+        numbers = [v for v in (self.low, self.high, *self.special) if v is not None]
+        return (min(numbers) if self.low is not None else None, max(numbers) if self.high is not None else None)
 
     def check(self, value: Any) -> Any:
         """``value`` as this setting's type if it fits, else ValueError naming the setting and what fits."""

@@ -11,15 +11,28 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.schema import check_fields, setting
+
 if TYPE_CHECKING:
     import torch
 
 
 class TrainingSettings:
     """Plain-data round trip for a family's (frozen dataclass) training settings: what checkpoints'
-    metadata, the CLI and the Train page exchange; an unknown name is an error listing the known."""
+    metadata, the CLI and the Train page exchange; an unknown name is an error listing the known.
+
+    Each family declares its fields with the helpers below (its own defaults, the shared limits):
+    the Train page's widgets, ``train``'s options and this validator read that one declaration, so
+    ``train --epochs 100000`` is refused as the page refuses it."""
 
     family_label: ClassVar[str] = "training"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules between fields, beyond each field's own range (none by default)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
@@ -32,6 +45,41 @@ class TrainingSettings:
             raise ValueError(f"unknown {cls.family_label} training setting(s) {', '.join(map(repr, unknown))}; known: "
                              f"{', '.join(known)}")
         return cls(**data)
+
+
+# The settings every family shares, with the limits that keep one training from taking the shared
+# server's memory or a year of its time (the Train page had them alone; the CLI and API now too).
+def epochs_setting(default: int) -> Any:
+    return setting(default, label="Epochs", low=1, high=1000, step=1,
+                   help="Most passes; training stops earlier when validation F1 stops improving (patience).")
+
+
+def steps_setting(default: int) -> Any:
+    return setting(default, label="Steps per epoch", low=1, high=1000, step=1, help="Optimisation steps per epoch.")
+
+
+def batch_size_setting(default: int) -> Any:
+    return setting(default, label="Batch size", low=1, high=64, step=1, help="Training tiles per step.")
+
+
+def lr_setting(default: float) -> Any:
+    return setting(default, label="Learning rate", low=1e-6, high=1.0, step=default / 3,
+                   help="Learning rate: how big each step is.")
+
+
+def patience_setting(default: int) -> Any:
+    return setting(default, label="Patience", low=1, high=1000, step=1,
+                   help="Stop after this many epochs without a better validation F1; the best epoch is kept.")
+
+
+def seed_setting(default: int = 0) -> Any:
+    return setting(default, label="Seed", low=0, high=2**31 - 1, step=1,
+                   help="The same seed and data give the same split, tiles and model.")
+
+
+def tile_setting(default: int, low: int, step: int) -> Any:
+    return setting(default, label="Tile (px)", low=low, high=2048, step=step,
+                   help="Training windows' side in pixels.")
 
 
 @dataclass(frozen=True)

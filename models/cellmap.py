@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from core.cells import CellSet, Embedding, describe_morphology, feature_parts
-from core.embed import CLUSTER_METHODS, METHODS, cluster, composition, embed_map, tsne_min_cells
+from core.embed import CLUSTER_METHODS, cluster, composition, embed_map, tsne_min_cells
 from core.images import UNASSIGNED, CellImage
 from core.plate_correction import CORRECTION_METHODS, compare_correction, correct
 from core.plate_verdict import batch_effect_report
+from core.schema import check_fields, setting
 from core.text import plural
 from models.registry import display_order, family_of, get_model_info, list_models, load_model
 
@@ -31,27 +32,38 @@ CORRECTION_NAMES = {"none": "none", "standardize": "per-batch standardisation", 
 class MapSettings:
     """How features become the map, and what is corrected first; a validated value, like a Recipe."""
 
-    method: str = "tsne"  # pca | tsne | umap
-    perplexity: float = 30.0
-    iterations: int = 500
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    seed: int = 0
-    clusters: str = "kmeans"  # kmeans | hdbscan
-    k: int = 6
-    min_cluster_size: int = 25
-    correction: str = "none"  # none | standardize | harmony
-    control: str = ""  # "standardize": the condition whose cells set each batch's scale ("": all cells)
+    # One declaration per setting (core.schema): the Cell map page's widgets, ``embed``'s options and
+    # this validator read it. Where the page's sliders and the old validator disagreed, the wider
+    # range was kept (k up to 50, perplexity 2-200, neighbours 2-200: runs that worked keep working),
+    # except the t-SNE iterations (250-5000 in steps of 250: the slider's grid).
+    method: str = setting("tsne", label="Map", options=("tsne", "umap", "pca"),
+                          help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
+                               "linear and instant.")
+    perplexity: float = setting(30.0, label="t-SNE perplexity", low=2.0, high=200.0, step=1.0,
+                                help="About how many neighbours each cell keeps close.")
+    iterations: int = setting(500, label="t-SNE iterations", low=250, high=5000, step=250,
+                              help="After 250 of early exaggeration.")
+    n_neighbors: int = setting(15, label="UMAP neighbours", low=2, high=200, step=1, help="Local (small) vs global.")
+    min_dist: float = setting(0.1, label="UMAP min distance", low=0.0, high=1.0, step=0.01,
+                              help="How tightly points pack.")
+    seed: int = setting(0, label="Seed", low=0, high=2**31 - 1, step=1,
+                        help="The same seed and data give the same map.")
+    clusters: str = setting("kmeans", label="Clusters", options=CLUSTER_METHODS,
+                            help="k-means with k clusters, or HDBSCAN (finds its own number; grey = no cluster).")
+    k: int = setting(6, label="k-means clusters", low=2, high=50, step=1, help="Number of clusters for k-means.")
+    min_cluster_size: int = setting(25, label="HDBSCAN smallest cluster", low=5, high=1000, step=5,
+                                    help="Fewer cells than this make no cluster.")
+    correction: str = setting("none", label="Batch correction", options=CORRECTION_METHODS,
+                              help="Standardise each batch's features (optionally to its control cells, as "
+                                   "image-based profiling does), or Harmony. Metrics and maps are then shown before "
+                                   "and after.")
+    # "standardize": the condition whose cells set each batch's scale ("": all cells)
+    control: str = setting("", label="Scale by the cells of", kind="text",
+                           help="With per-batch standardisation: each batch is centred and scaled by these cells "
+                                "(e.g. the controls, as image-based profiling does).")
 
     def __post_init__(self) -> None:
-        for name, value, options in (("method", self.method, METHODS), ("clusters", self.clusters, CLUSTER_METHODS),
-                                     ("correction", self.correction, CORRECTION_METHODS)):
-            if value not in options:
-                raise ValueError(f"{name} must be one of {', '.join(options)}; got {value!r}")
-        if not (2 <= self.perplexity <= 200 and 100 <= self.iterations <= 5000 and 2 <= self.n_neighbors <= 200
-                and 0 <= self.min_dist <= 1 and 2 <= self.k <= 50 and 2 <= self.min_cluster_size):
-            raise ValueError("map settings out of range: perplexity 2-200, iterations 100-5000, n_neighbors 2-200, "
-                             "min_dist 0-1, k 2-50, min_cluster_size at least 2")
+        check_fields(self)
 
     def map_params(self) -> dict[str, Any]:
         if self.method == "tsne":

@@ -36,6 +36,7 @@ import numpy as np
 from core.images import CellImage
 from core.instance_matching import validation_scores
 from core.instances import Instances, labels_from_masks
+from core.schema import setting
 from core.training_data import (
     Augmentation,
     Split,
@@ -45,7 +46,18 @@ from core.training_data import (
     pairs_hash,
     seen_record,
 )
-from models.best_epoch import BestEpoch, EpochRecord, TrainingSettings
+from models.best_epoch import (
+    BestEpoch,
+    EpochRecord,
+    TrainingSettings,
+    batch_size_setting,
+    epochs_setting,
+    lr_setting,
+    patience_setting,
+    seed_setting,
+    steps_setting,
+    tile_setting,
+)
 from models.checkpoint_file import (
     cpu_state,
     load_weights,
@@ -119,23 +131,19 @@ class RcnnTraining(TrainingSettings):
 
     family_label: ClassVar[str] = "Mask R-CNN"
 
-    epochs: int = 20
-    steps_per_epoch: int = 25
-    batch_size: int = 2
-    tile: int = 256  # training windows' side, px
-    lr: float = 0.01  # SGD with momentum 0.9, linear warm-up, then cosine decay
-    patience: int = 6  # epochs without a better validation F1 before stopping early
-    seed: int = 0
-    rois_per_image: int = 128  # RoIs sampled per image for the box head (torchvision: 512)
-    proposals: int = 500  # RPN proposals kept per image in training (torchvision: 2000)
-    coco_init: bool = True  # start from the COCO weights when the file is in the weights folder
-
-    def __post_init__(self) -> None:
-        ints = ("epochs", "steps_per_epoch", "batch_size", "patience", "rois_per_image", "proposals")
-        small = [k for k in ints if getattr(self, k) < 1]
-        if small or not self.lr > 0 or self.tile < 32:
-            raise ValueError(f"{', '.join(small) or 'settings'} must be at least 1, tile at least 32 and lr positive; "
-                             f"got {self}")
+    epochs: int = epochs_setting(20)
+    steps_per_epoch: int = steps_setting(25)
+    batch_size: int = batch_size_setting(2)
+    tile: int = tile_setting(256, 32, 8)  # training windows' side, px
+    lr: float = lr_setting(0.01)  # SGD with momentum 0.9, linear warm-up, then cosine decay
+    patience: int = patience_setting(6)  # epochs without a better validation F1 before stopping early
+    seed: int = seed_setting()
+    rois_per_image: int = setting(128, label="RoIs per image", low=1, high=2048, step=1,
+                                  help="RoIs sampled per image for the box head (torchvision: 512).")
+    proposals: int = setting(500, label="Proposals", low=1, high=10_000, step=1,
+                             help="RPN proposals kept per image in training (torchvision: 2000).")
+    coco_init: bool = setting(True, label="Start from COCO",
+                              help="Start from the COCO weights when the file is in the weights folder.")
 
 
 @dataclass(frozen=True)

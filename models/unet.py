@@ -19,15 +19,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from core.images import CellImage
 from core.instances import Instances, boxes_from_labels
 from core.object_scale import ObjectScale, resize_factor
+from core.schema import setting
 from core.training_data import Augmentation, Split, TrainingPair, input_planes
-from models.best_epoch import EpochRecord, TrainingSettings
+from models.best_epoch import (
+    EpochRecord,
+    TrainingSettings,
+    batch_size_setting,
+    epochs_setting,
+    lr_setting,
+    patience_setting,
+    seed_setting,
+    steps_setting,
+    tile_setting,
+)
 from models.checkpoint_file import named_checkpoint, read_metadata, saved_checkpoints, trained_here_spec
 from models.device import CPU_THREADS, cpu_threads
 from models.registry import Family, ModelInfo, Setting, Trainer, register_family, register_provider
@@ -72,25 +83,21 @@ class UNetTraining(TrainingSettings):
 
     family_label: ClassVar[str] = "U-Net"
 
-    epochs: int = 30
-    steps_per_epoch: int = 25
-    batch_size: int = 8
-    tile: int = 128  # training windows' side; a multiple of the U-Net's 2**depth
-    lr: float = 3e-3
-    patience: int = 8  # epochs without a better validation F1 before stopping early
-    seed: int = 0
+    epochs: int = epochs_setting(30)
+    steps_per_epoch: int = steps_setting(25)
+    batch_size: int = batch_size_setting(8)
+    tile: int = tile_setting(128, 16, 8)  # training windows' side; a multiple of the U-Net's 2**depth
+    lr: float = lr_setting(3e-3)
+    patience: int = patience_setting(8)  # epochs without a better validation F1 before stopping early
+    seed: int = seed_setting()
     # The last this-many epochs' weights are averaged (stochastic weight averaging, Izmailov et al.
     # 2018) and kept instead of the best epoch's when validation scores the average as well within
     # 0.01 (BestEpoch.adopt_average); 1 keeps the best epoch. Measured: the same run scored 0.674 on
     # the real DSB image with its best epoch and 0.763 with the last 4 (or 8) averaged, the example
     # plates alike (0.997).
-    average_epochs: int = 4
-
-    def __post_init__(self) -> None:
-        small = {k: v for k, v in asdict(self).items() if k not in ("lr", "seed") and not (isinstance(v, int) and v >= 1)}
-        if small or not self.lr > 0 or self.tile < 16:
-            raise ValueError(f"epochs, steps_per_epoch, batch_size and patience must be at least 1, tile at least 16 and "
-                             f"lr positive; got {self}")
+    average_epochs: int = setting(4, label="Epochs averaged", low=1, high=100, step=1,
+                                  help="The last this-many epochs' weights are averaged and kept when validation "
+                                       "scores them as well as the best epoch; 1 keeps the best epoch.")
 
 
 def train_unet(

@@ -35,9 +35,19 @@ import numpy as np
 
 from core.images import CellImage, ChannelInfo
 from core.instance_matching import validation_scores
+from core.schema import setting
 from core.training_data import Split, TrainingPair, pairs_hash, seen_record
 from core.yolo_dataset import export_yolo_dataset
-from models.best_epoch import EpochRecord, TrainingSettings
+from models.best_epoch import (
+    EpochRecord,
+    TrainingSettings,
+    batch_size_setting,
+    epochs_setting,
+    lr_setting,
+    patience_setting,
+    seed_setting,
+    tile_setting,
+)
 from models.checkpoint_file import metadata_path, named_checkpoint, write_checkpoint, write_json
 from models.detector_cam import YOLO_CAM
 from models.device import cpu_threads
@@ -56,20 +66,20 @@ class YoloTraining(TrainingSettings):
 
     family_label: ClassVar[str] = "YOLO"
 
-    epochs: int = 50
-    batch_size: int = 8
-    imgsz: int = 256  # tile side: training images are cut to it, so nuclei keep their size
-    lr: float = 0.002  # AdamW (ultralytics' own choice for small data sets)
-    patience: int = 10  # epochs without a better validation F1 before stopping early
-    seed: int = 0
-    warmup_epochs: float = 3.0  # ultralytics' linear learning-rate warm-up (at least 100 batches when on)
-    model: str = "yolo11n-seg.yaml"  # a YAML inside ultralytics (random init) or a local .pt file
+    epochs: int = epochs_setting(50)
+    batch_size: int = batch_size_setting(8)
+    imgsz: int = tile_setting(256, 32, 32)  # tile side: training images are cut to it, so nuclei keep their size
+    lr: float = lr_setting(0.002)  # AdamW (ultralytics' own choice for small data sets)
+    patience: int = patience_setting(10)  # epochs without a better validation F1 before stopping early
+    seed: int = seed_setting()
+    warmup_epochs: float = setting(3.0, label="Warm-up epochs", low=0.0, high=100.0, step=0.5,
+                                   help="Ultralytics' linear learning-rate warm-up (at least 100 batches when on).")
+    model: str = setting("yolo11n-seg.yaml", label="Model file", kind="text",
+                         help="A YAML inside ultralytics (random init) or a local .pt file.")
 
-    def __post_init__(self) -> None:
-        small = [k for k in ("epochs", "batch_size", "patience") if getattr(self, k) < 1]
-        if small or not self.lr > 0 or self.imgsz < 32 or self.imgsz % 32 or self.warmup_epochs < 0:
-            raise ValueError(f"{', '.join(small) or 'settings'}: epochs, batch_size and patience must be at least 1, "
-                             f"imgsz a multiple of 32, lr positive and warmup_epochs not negative; got {self}")
+    def validate(self) -> None:
+        if self.imgsz % 32:
+            raise ValueError(f"imgsz must be a multiple of 32; got {self.imgsz}")
         if not self.model.endswith((".yaml", ".pt")):
             raise ValueError(f"model must be an ultralytics model YAML or a local .pt file; got {self.model!r}")
 

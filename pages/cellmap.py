@@ -31,10 +31,12 @@ from components.model_panel import (
 )
 from components.recipe_panel import current_recipe
 from components.routing import page_with_images
+from components.settings_widgets import field_widget
 from core.cells import CellSet, Embedding
 from core.display import crops_rgb, draw_outlines, montage
 from core.map_figures import composition_figure, drawn_as_groups, loss_figure, map_figure, map_html, map_png
 from core.preprocess import image_geometry
+from core.schema import fields_of
 from core.text import plural
 from models.cellmap import (
     CORRECTION_NAMES,
@@ -94,36 +96,22 @@ def cell_controls(ds, where, more) -> tuple[str, dict, dict, str, dict]:
 
 def map_controls(conditions: list[str], where, more, one_batch: bool = False) -> MapSettings:
     c1, c2, c4 = where
-    method = c1.segmented_control("Map", ("tsne", "umap", "pca"), default="tsne", required=True, key="cm.method",
-                                  format_func=METHOD_NAMES.get,
-                                  help="t-SNE (openTSNE) keeps neighbourhoods; UMAP also some global layout; PCA is "
-                                       "linear and instant.")
-    correction = c2.selectbox("Batch correction", ("none", "standardize", "harmony"), key="cm.correction",
-                              disabled=one_batch,
-                              format_func=CORRECTION_NAMES.get,
-                              help="Standardise each batch's features (optionally to its control cells, as "
-                                   "image-based profiling does), or Harmony. Metrics and maps are then shown before "
-                                   "and after.")
-    clusters = c4.selectbox("Clusters", ("kmeans", "hdbscan"), key="cm.clusters",
-                            format_func={"kmeans": "k-means", "hdbscan": "HDBSCAN"}.get,
-                            help="k-means with k clusters, or HDBSCAN (finds its own number; grey = no cluster).")
+    f = {spec.name: spec for spec in fields_of(MapSettings)}  # ranges, defaults, labels: MapSettings' own
+    method = field_widget(c1, f["method"], "cm.method", widget="segmented_control", format_func=METHOD_NAMES.get)
+    correction = field_widget(c2, f["correction"], "cm.correction", disabled=one_batch,
+                                format_func=CORRECTION_NAMES.get)
+    clusters = field_widget(c4, f["clusters"], "cm.clusters", format_func={"kmeans": "k-means", "hdbscan": "HDBSCAN"}.get)
     with more:
-        control = st.selectbox("Scale by the cells of", ["all cells", *conditions], key="cm.control",
-                               disabled=correction != "standardize",
-                               help="With per-batch standardisation: each batch is centred and scaled by these cells "
-                                    "(e.g. the controls, as image-based profiling does).")
+        control = st.selectbox(f["control"].label, ["all cells", *conditions], key="cm.control",
+                               disabled=correction != "standardize", help=f["control"].help)
         d1, d2 = st.columns(2)
-        perplexity = d1.slider("t-SNE perplexity", 5, 100, 30, key="cm.perplexity",
-                               help="About how many neighbours each cell keeps close.")
-        iterations = d2.slider("t-SNE iterations", 250, 2000, 500, 250, key="cm.iterations",
-                               help="After 250 of early exaggeration.")
-        neighbours = d1.slider("UMAP neighbours", 5, 100, 15, key="cm.neighbors", help="Local (small) vs global.")
-        min_dist = d2.slider("UMAP min distance", 0.0, 0.99, 0.1, 0.01, key="cm.min_dist", help="How tightly "
-                             "points pack.")
-        k = d1.slider("k-means clusters", 2, 20, 6, key="cm.k", help="Number of clusters for k-means.")
-        min_size = d2.slider("HDBSCAN smallest cluster", 5, 200, 25, 5, key="cm.min_size",
-                             help="Fewer cells than this make no cluster.")
-        seed = d1.number_input("Seed", 0, 2**31 - 1, 0, key="cm.seed", help="The same seed and data give the same map.")
+        perplexity = field_widget(d1, f["perplexity"], "cm.perplexity", f["perplexity"].default, integer=True)
+        iterations = field_widget(d2, f["iterations"], "cm.iterations", f["iterations"].default)
+        neighbours = field_widget(d1, f["n_neighbors"], "cm.neighbors", f["n_neighbors"].default)
+        min_dist = field_widget(d2, f["min_dist"], "cm.min_dist", f["min_dist"].default)
+        k = field_widget(d1, f["k"], "cm.k", f["k"].default)
+        min_size = field_widget(d2, f["min_cluster_size"], "cm.min_size", f["min_cluster_size"].default)
+        seed = field_widget(d1, f["seed"], "cm.seed", f["seed"].default, widget="number_input")
     if one_batch:
         correction = "none"  # nothing to correct; the box is greyed out
     return MapSettings(method=method, perplexity=float(perplexity), iterations=iterations, n_neighbors=neighbours,

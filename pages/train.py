@@ -22,9 +22,11 @@ from components.image_viewer import cached_composite
 from components.label_editor import TOOLS, apply_event, label_editor
 from components.model_panel import add_to_comparison, current_device, fetch_missing_weights, model_settings
 from components.routing import page_with_images
+from components.settings_widgets import field_widget
 from components.training_state import my_jobs, submit_training, training_queue
 from core.export import label_tiff_bytes
 from core.label_edit import LabelEditError
+from core.schema import fields_of
 from core.text import duration, plural
 from core.training_figures import training_figure
 from core.training_jobs import TrainingJob
@@ -33,19 +35,9 @@ from models.registry import families, get_family, list_models, trainer_of
 # The settings the page offers per family (the others keep their defaults), in order.
 MAIN_SETTINGS = ("epochs", "batch_size", "lr", "patience", "seed")
 
-SETTING_HELP = {
-    "epochs": "Most passes; training stops earlier when validation F1 stops improving (patience).",
-    "batch_size": "Training tiles per step.",
-    "lr": "Learning rate: how big each step is.",
-    "patience": "Stop after this many epochs without a better validation F1; the best epoch is kept.",
-    "seed": "The same seed and data give the same split, tiles and model.",
-}
 STATE_STYLE = {"queued": ":material/schedule:", "running": ":material/play_circle:", "stopping": ":material/stop_circle:",
                "done": ":material/check_circle:", "stopped": ":material/stop_circle:", "failed": ":material/error:"}
-# Bounds that keep one training from taking the shared server's memory or a year of its time.
-MAX_SETTING = {"epochs": 1000, "batch_size": 64, "patience": 1000, "seed": 2**31 - 1}
 MAX_NAME = 64
-LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "patience": "Patience", "seed": "Seed"}
 
 
 TOOL_LABELS = {"delete": "Delete", "polygon": "Polygon", "brush": "Brush", "erase": "Erase", "merge": "Merge",
@@ -175,18 +167,13 @@ def train_controls(ds) -> None:
     name = c3.text_input("Model name", key="tr.name",
                          help="The trained model appears under this name on the Compare page.")
     defaults = trainer.default_settings()
+    declared = {f.name: f for f in fields_of(trainer.settings_class)}  # limits, labels, help
     cols = st.columns(len(MAIN_SETTINGS))
     settings = {}
     for col, key in zip(cols, MAIN_SETTINGS, strict=False):
-        value = defaults[key]
-        widget_key = f"tr.fam.{family}.{key}"
-        if isinstance(value, float):
-            settings[key] = col.number_input(LABELS[key], value=value, format="%.4g", min_value=1e-6,
-                                             max_value=1.0, step=value / 3, key=widget_key, help=SETTING_HELP[key])
-        else:
-            settings[key] = int(col.number_input(LABELS[key], value=int(value), min_value=0
-                                                 if key == "seed" else 1, max_value=MAX_SETTING.get(key), step=1,
-                                                 key=widget_key, help=SETTING_HELP[key]))
+        field = declared[key]
+        settings[key] = field_widget(col, field, f"tr.fam.{family}.{key}", defaults[key], widget="number_input",
+                                     **({"format": "%.4g"} if field.kind == "float" else {}))
     val_batches: list[str] = []
     val_fraction = 0.2
     where, _ = st.columns([1.4, 1])

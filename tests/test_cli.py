@@ -247,7 +247,7 @@ def test_embed_k_0_is_refused_in_one_line_before_any_image_is_segmented(on_disk,
     """Defect: `embed --k 0` segmented every image, then refused."""
     data, out = str(on_disk / "data"), str(on_disk / "out")
     code, stdout, stderr = _main("embed", data, "--out", out, "--k", "0", capsys=capsys)
-    assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("error: map settings out of range"), stderr
+    assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("error: k must be between 2 and 50; got 0"), stderr
     assert no_work == [] and stdout == "" and not (on_disk / "out").exists()
     # the spies do catch the work: the same command with a valid k reaches the segmenter
     with pytest.raises(AssertionError, match="ran before every argument was checked"):
@@ -256,9 +256,9 @@ def test_embed_k_0_is_refused_in_one_line_before_any_image_is_segmented(on_disk,
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("embed", "{data}", "--k", "0"), "map settings out of range"),
-    (("embed", "{data}", "--perplexity", "1"), "map settings out of range"),
-    (("embed", "{data}", "--iterations", "10"), "map settings out of range"),
+    (("embed", "{data}", "--k", "0"), "k must be between 2 and 50; got 0"),
+    (("embed", "{data}", "--perplexity", "1"), "perplexity must be between 2 and 200; got 1"),
+    (("embed", "{data}", "--iterations", "10"), "iterations must be between 250 and 5000; got 10"),
     (("embed", "{data}", "--features", "classical"), "--features classical does not give features; choose one of "
                                                       "morphology, autoencoder"),
     (("embed", "{data}", "--features", "nope"), "unknown model 'nope'"),
@@ -274,7 +274,7 @@ def test_embed_k_0_is_refused_in_one_line_before_any_image_is_segmented(on_disk,
     (("explain", "{data}", "--target", "batch", "--layer", "block9"), "--layer block9: the classifier has no such "
                                                                        "layer; CAM layers: block1, block2, block3"),
     (("explain", "{data}", "--target", "batch", "--crop-size", "30"), "crop size must be a multiple of 4"),
-    (("explain", "{data}", "--target", "cluster", "--k", "1"), "map settings out of range"),
+    (("explain", "{data}", "--target", "cluster", "--k", "1"), "k must be between 2 and 50; got 1"),
     (("explain", "{data}", "--target", "batch", "--epochs", "0"), "epochs must be between"),
     (("explain", "{data}", "--target", "batch", "--model", "gt", "--batch-from", "csv:{tmp}/a_file"),
      "--batch-from csv:{tmp}/a_file: "),

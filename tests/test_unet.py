@@ -289,7 +289,7 @@ def test_a_checkpoint_without_a_recorded_size_runs_as_it_is(trained, training_ex
 
 
 def test_training_settings_are_checked():
-    with pytest.raises(ValueError, match="must be at least 1"):
+    with pytest.raises(ValueError, match="^epochs must be between 1 and 1000; got 0$"):
         U.UNetTraining(epochs=0)
     with pytest.raises(ValueError, match="unknown U-Net training setting\\(s\\) 'epoch'"):
         U.UNetTraining.from_dict({"epoch": 3})

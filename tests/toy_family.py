@@ -21,8 +21,8 @@ import numpy as np
 from scipy import ndimage
 
 from core.images import CellImage, nucleus_plane
+from core.instance_matching import match_instances
 from core.instances import Instances, instances_from_labels
-from core.metrics import match_instances
 from core.training_data import Split, TrainingPair, seen_record
 from models.best_epoch import EpochRecord, TrainingSettings
 from models.checkpoint_file import metadata_path, named_checkpoint, saved_checkpoints, trained_here_spec, write_json
