@@ -718,8 +718,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from models.cellmap import MapSettings
-    from models.tiling import TILING_SETTINGS
     from models.registry import families
+    from models.tiling import TILING_SETTINGS
     from workflows.cli_options import add_family_options, add_setting_options
 
     parser = argparse.ArgumentParser(prog="python -m core", description="CellScope command line.")
