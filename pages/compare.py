@@ -26,16 +26,17 @@ from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from components.routing import page_with_images
 from components.sam_prompt import sam_prompt_view
 from components.state import dataset
-from core.batch import run_on_images
+from core.analysis import with_provenance
 from core.display import display_outlines, fill_png, overlay_png, preview
 from core.export import results_zip
 from core.images import CellImage, content_hash
 from core.instances import Instances
-from core.provenance import provenance, with_provenance
 from core.scoring import METRIC_KEYS, SEEN, mean_scores, seen_label, seen_warning, summary_row
 from core.text import plural
 from core.training_data import SEEN_ROLES, SeenImages
 from models.registry import get_model_info, images_seen
+from workflows.image_loop import run_on_images
+from workflows.provenance import provenance
 
 PREVIEW_SIDE = 640
 OUTLINE_COLOR, GT_COLOR = (255, 255, 0), (255, 0, 255)  # as on the Preprocess page

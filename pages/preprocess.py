@@ -18,8 +18,8 @@ from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from components.routing import page_with_images
 from components.state import dataset
 from components.workspace import fragment
+from core.analysis import with_provenance
 from core.autotune import MAX_TUNING_IMAGES, TuneResult, autotune, recipe_changes
-from core.batch import run_on_images
 from core.display import (
     display_mask,
     display_outlines,
@@ -39,9 +39,10 @@ from core.preprocess import (
     image_geometry,
     transform_geometry,
 )
-from core.provenance import provenance, with_provenance
 from core.recipe import DEFAULT_RECIPE, STEP_ORDER, Recipe
 from core.text import plural
+from workflows.image_loop import run_on_images
+from workflows.provenance import provenance
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
 TINT_COLOR, OUTLINE_COLOR, GT_COLOR = (0, 200, 255), (255, 255, 0), (255, 0, 255)

@@ -144,13 +144,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from core.analysis import PROVENANCE_FILE, provenance_json
     from core.export import label_tiff_bytes
     from core.io import read_labels
-    from core.provenance import PROVENANCE_FILE, provenance, provenance_json
     from core.scoring import metrics_entry, seen_label, seen_warning
     from models.device import resolve_device
     from models.registry import get_model_info, images_seen, load_model
     from models.runner import run_model
+    from workflows.provenance import provenance
 
     # Every argument is checked before any work: unknown names and missing checkpoint files too.
     recipe = _recipe(args.recipe)
@@ -423,7 +424,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+    from core.analysis import PROVENANCE_FILE, provenance_json, with_provenance
     from models.cellmap import (
         MapSettings,
         cells_frame,
@@ -435,6 +436,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         verdict_line,
     )
     from models.registry import get_model_info
+    from workflows.provenance import provenance
 
     t0 = time.perf_counter()
     # Every argument is checked before any work: `--k 0` used to segment every image first.
@@ -525,7 +527,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     cam_cells.csv, classifier.json, overlays/ and provenance.json into --out."""
     from pathlib import Path
 
-    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+    from core.analysis import PROVENANCE_FILE, provenance_json, with_provenance
     from models.cellmap import MapSettings
     from models.explain import CAM_METHOD_NAMES
     from models.explain_cells import (
@@ -542,6 +544,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         target_labels,
         train_cell_classifier,
     )
+    from workflows.provenance import provenance
 
     t0 = time.perf_counter()
     recipe = _recipe(args.recipe)

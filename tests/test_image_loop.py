@@ -1,12 +1,12 @@
-"""core/batch.py: the one "every image" loop of the Preprocess, Compare and Cell map pages."""
+"""workflows/image_loop.py: the one "every image" loop of the Preprocess, Compare and Cell map pages and the CLI."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from core.batch import run_on_images
 from core.images import CellImage, default_channels
 from core.instances import instances_from_labels
+from workflows.image_loop import run_on_images
 
 
 def _image(name: str, n: int, batch: str) -> CellImage:
