@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,6 +25,7 @@ from core.instances import Instances
 from core.map_figures import drawn_as_groups, map_html, map_png
 from core.recipe import Recipe
 from models.cellmap import (
+    CORRECTION_NAMES,
     CellMap,
     MapSettings,
     cell_set,
@@ -92,12 +94,18 @@ def _run(step: str, compute: Callable[[Progress | None], T]) -> T:
 
 @dataclass(frozen=True)
 class CellMapRun:
-    """A made map: its cells, their features, the map, and the run's record."""
+    """A made map: its cells, their features, the map, and (made when first asked for) the run's record."""
 
+    images: tuple[CellImage, ...]
+    request: CellMapRequest
     cells: CellSet
     embedding: Embedding
     cell_map: CellMap
-    analysis: Analysis
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def analysis(self) -> Analysis:
+        return cellmap_analysis(self.images, self.cells, self.embedding, self.cell_map, self.request, extra=self.extra)
 
 
 def run_cellmap(images: Sequence[CellImage], request: CellMapRequest, *, segment: Segment,
@@ -110,8 +118,7 @@ def run_cellmap(images: Sequence[CellImage], request: CellMapRequest, *, segment
                                                               device=request.device, progress=progress,
                                                               allow_download=allow_download))
     cell_map = keep("map", lambda progress: make_map(cells, embedding, request.map_settings, progress=progress))
-    return CellMapRun(cells, embedding, cell_map, cellmap_analysis(images, cells, embedding, cell_map, request,
-                                                                   extra=extra))
+    return CellMapRun(tuple(images), request, cells, embedding, cell_map, extra or {})
 
 
 def cellmap_analysis(images: Sequence[CellImage], cells: CellSet, embedding: Embedding, cell_map: CellMap,
@@ -158,3 +165,33 @@ def map_figure_files(cells: CellSet, embedding: Embedding, cell_map: CellMap, fr
     return {"html": lambda: map_html(frame, color_by, title=title, subtitle=subtitle),
             "png": lambda: map_png(cell_map.coords, groups.to_numpy(), title=title, subtitle=subtitle,
                                    legend=groups.name)}
+
+
+def metrics_table(cell_map: CellMap) -> pd.DataFrame:
+    """Every metric of the features (before and after a correction) and of the 2-D map, with the
+    verdict each column's numbers give and the batch classifier on each part of the features."""
+    parts = list(((cell_map.report or {}).get("evidence") or {}).get("parts") or {})
+
+    def column(r: dict | None) -> list:
+        if r is None:
+            return ["–"] * (8 + len(parts))
+        cond = r.get("condition") or {}
+        by_part = (r.get("evidence") or {}).get("parts") or {}
+        numbers = [r["silhouette"], r["ilisi"], r["kbet"], r["classifier_accuracy"],
+                   *[by_part.get(p, {}).get("balanced_accuracy") for p in parts],
+                   r["chance"], cond.get("classifier_accuracy"), cond.get("chance")]
+        return [r["verdict"]] + ["–" if v is None else f"{v:.3f}" for v in numbers]
+
+    rows = ["verdict", "batch ASW (1 = mixed)", "iLISI (median)", "kBET acceptance", "batch classifier (balanced acc.)",
+            *[f"batch classifier, {p} only" for p in parts],
+            "batch chance", "condition classifier (balanced acc.)", "condition chance"]
+    corrected = cell_map.report_before is not None
+    after = f", after {CORRECTION_NAMES[cell_map.settings.correction]}" if corrected else ""
+    table = {"metric": rows}
+    if corrected:
+        table["features, before correction"] = column(cell_map.report_before)
+    table[f"features{after}"] = column(cell_map.report)
+    map_column = column(cell_map.report_map)
+    map_column[0] = "–"  # a linear boundary on 2 coordinates is no test of the features
+    table[f"2-D map{after}"] = map_column
+    return pd.DataFrame(table)
