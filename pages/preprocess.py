@@ -30,7 +30,6 @@ from core.display import (
     preview,
     to_uint8,
 )
-from core.export import labels_zip
 from core.images import CellImage
 from core.measure import crop_cells
 from core.preprocess import (
@@ -41,8 +40,7 @@ from core.preprocess import (
 )
 from core.recipe import DEFAULT_RECIPE, STEP_ORDER, Recipe
 from core.text import plural
-from workflows.image_loop import run_on_images
-from workflows.provenance import provenance
+from workflows.segmentation import run_segmentation
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
 TINT_COLOR, OUTLINE_COLOR, GT_COLOR = (0, 200, 255), (255, 255, 0), (255, 0, 255)
@@ -239,18 +237,16 @@ def batch_and_tune(recipe: Recipe) -> None:
     st.markdown("**Apply the recipe to every image**")
     if st.button("Run on all images", help="Segment and measure every image in the dataset with this recipe."):
         bar = st.progress(0.0)
-        run = run_on_images(list(ds), ["classical"], lambda img, _: pipeline_instances(img, recipe),
-                            lambda img, r: recipe_row(img, recipe, r),
-                            progress=lambda f, what: bar.progress(f, text=f"Segmenting: {what}…"))
+        run = run_segmentation(list(ds), recipe, segment=lambda img: pipeline_instances(img, recipe),
+                               measure=lambda img, _: cell_table(img, img.hash, img.channels, recipe),
+                               row=lambda img, r: recipe_row(img, recipe, r),
+                               progress=lambda f, what: bar.progress(f, text=f"Segmenting: {what}…"))
         bar.empty()
         for problem in run.problems:
             st.error(problem)
-        done = [img for img in ds if (img.name, "classical") in run.results]
-        cells = pd.concat([cell_table(img, img.hash, img.channels, recipe).assign(
-            image=img.name, batch=img.batch, condition=img.condition) for img in done], ignore_index=True)
-        prov = provenance(recipe=recipe, device="cpu")  # the classical pipeline is OpenCV on the CPU
-        labels = {img.name: run.results[(img.name, "classical")].labels for img in done}
-        st.session_state.batch_result = (run.table.drop(columns="model"), cells, labels_zip(labels, prov), prov)
+        record = run.analysis
+        st.session_state.batch_result = (record.tables["summary"], record.tables["cells"], record.files["labels.zip"],
+                                          record.provenance)
         st.session_state.batch_recipe = (recipe, ds.signature())
     if "batch_result" in st.session_state:
         summary, cells, zipped_labels, prov = st.session_state.batch_result
