@@ -92,7 +92,6 @@ def cells_view(ds, device: str) -> None:
     export_view(cells, trained, explanation, record, target, opacity)
 
 
-
 def explain_page() -> None:
     if (ds := page_with_images("Explain")) is None:
         return

@@ -128,13 +128,13 @@ def explain_analysis(images: Sequence[CellImage], cells: CellSet, trained: Train
                              else str(request.which),
                              "cells_per_class": request.per_class})
     table = cam_table(cells, trained, explanation)
-    report = classifier_json(trained, request.target, cells, explanation=explanation, deletion=deletion)
     settings = {"target": request.target, "classifier": request.settings, "method": request.method,
                 "layer": explanation.result.layer, "explained class": request.which, "cells_per_class": request.per_class,
                 "k": request.k, "deletion test": request.deletion, "device": request.device}
     pngs = dict(overlay_pngs(cells, trained, explanation)) if overlays else {}
     files = LazyFiles({"cam_cells.csv": lambda: with_provenance(table, prov).to_csv(index=False),
-                       "classifier.json": lambda: dumps(report),
+                       "classifier.json": lambda: dumps(classifier_json(trained, request.target, cells,
+                                                                        explanation=explanation, deletion=deletion)),
                        **{path: (lambda png=png: png) for path, png in pngs.items()},
                        PROVENANCE_FILE: lambda: provenance_json(prov)})
     return Analysis("explain", inputs_of(images), settings, prov, tables={"cam_cells": table}, files=files)
