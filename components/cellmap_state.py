@@ -1,10 +1,12 @@
-"""The Cell map's steps with progress bars, each kept in a server-wide bounded cache keyed by what
-it depends on: segmentations (the Compare page's cache), the cells, the features, the map. Going
-back to a setting already computed costs nothing; another session with the same data shares it."""
+"""The Cell map's pipeline (workflows/cellmap.py) with progress bars, each step kept in a server-wide
+bounded cache keyed by what it depends on: segmentations (the Compare page's cache), the cells, the
+features, the map. Going back to a setting already computed costs nothing; another session with
+the same data shares it. Also which cells the Cell map shows, for the Explain page."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -14,12 +16,13 @@ import streamlit as st
 from components.model_panel import compute_result, params_for, params_text
 from components.workspace import kept_result
 from core.cache import BoundedCache
-from core.cells import CellSet, Embedding
+from core.cells import CellSet
 from core.dataset import Dataset
 from core.display import crops_rgb
-from models.cellmap import CellMap, MapSettings, cell_set, features_of, make_map, uses_no_crops
-
-GROUND_TRUTH = "ground truth"  # a "segmenter" for datasets annotated throughout: the annotation's cells
+from core.images import CellImage
+from core.recipe import Recipe
+from models.cellmap import CellMap, MapSettings, uses_no_crops
+from workflows.cellmap import GROUND_TRUTH, CellMapRequest, CellMapRun, Progress, find_cells, ground_truth, run_cellmap
 
 
 @st.cache_resource(show_spinner=False)
@@ -46,52 +49,68 @@ def features_key(ds: Dataset, segmenter: str, settings: dict, device: str, crop:
     return cells_key(ds, segmenter, settings, device, None if uses_no_crops(features) else crop)
 
 
-def cells_for(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict) -> CellSet:
-    """Every cell of the dataset by ``segmenter``, with a progress bar while images are segmented."""
-    def compute() -> CellSet:
-        bar = st.progress(0.0, text="Segmenting…")
-        labels = {}
-        try:
-            for i, img in enumerate(ds):
-                bar.progress(i / len(ds), text=f"Finding cells: {segmenter} on {img.name} ({i + 1} of {len(ds)})")
-                if segmenter == GROUND_TRUTH:
-                    if img.gt is not None:
-                        labels[img.name] = img.gt
-                else:
-                    labels[img.name] = compute_result(img, segmenter, settings, device).labels
-            bar.progress(1.0, text="Measuring cells…")
-            return cell_set(list(ds), labels)
-        finally:
-            bar.empty()
+def _with_bar(start: str, text: Callable[[float, str], str], compute: Callable[[Progress], Any]) -> Any:
+    """``compute(progress)`` with a progress bar showing ``text(fraction, what)``, gone once done."""
+    bar = st.progress(0.0, text=start)
+    try:
+        return compute(lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=text(f, what)))
+    finally:
+        bar.empty()
 
+
+def _segment(segmenter: str, settings: dict, device: str) -> Callable[[CellImage], Any]:
+    """The segment step of the image loop: the Compare page's cached result, or the ground truth."""
+    if segmenter == GROUND_TRUTH:
+        return ground_truth
+    return lambda img: compute_result(img, segmenter, settings, device)
+
+
+def _cells_bar(ds: Dataset, segmenter: str, compute: Callable[[Progress], CellSet]) -> CellSet:
+    """The cells step's progress bar: which image is being segmented, then the measuring."""
+    n = len(ds)
+    return _with_bar("Segmenting…", lambda f, what: "Measuring cells…" if what == "done" else
+                     f"Finding cells: {segmenter} on {what} ({round(f * n) + 1} of {n})", compute)
+
+
+def cells_for(ds: Dataset, segmenter: str, settings: dict, device: str, crop: dict) -> CellSet:
+    """Every cell of the dataset by ``segmenter``, with ``crop``'s geometry."""
     # Measuring is the slow part and does not depend on the crops: one CellSet, new crop geometry.
-    base = kept_result("cm.cells", cells_key(ds, segmenter, settings, device, None), cellmap_store(), compute)
+    def compute(progress: Progress) -> CellSet:
+        return find_cells(list(ds), _segment(segmenter, settings, device), progress=progress)
+
+    base = kept_result("cm.cells", cells_key(ds, segmenter, settings, device, None), cellmap_store(),
+                       lambda: _cells_bar(ds, segmenter, compute))
     return replace(base, **crop)
 
 
-def embedding_for(cells: CellSet, key: str, name: str, settings: dict, device: str) -> Embedding:
-    """``name``'s features of ``cells``, with a progress bar and the time left."""
-    def compute() -> Embedding:
-        bar = st.progress(0.0, text=f"{name}: starting…")
-        try:
-            return features_of(cells, name, settings, device=device,
-                               progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=f"{name}: {what}"))
-        finally:
-            bar.empty()
-
-    return kept_result("cm.features", _key("features", key, name, settings, device), cellmap_store(), compute)
+def map_request(segmenter: str, seg_settings: dict, crop: dict, features: str, feat_settings: dict,
+                settings: MapSettings, device: str, recipe: Recipe) -> CellMapRequest:
+    """The page's choices as the pipeline's request (the settings the segmenter's ``predict`` runs with)."""
+    used = None if segmenter == GROUND_TRUTH else params_for(segmenter, seg_settings)
+    return CellMapRequest(segmenter, used, crop, features, feat_settings, settings, device,
+                          recipe=recipe if segmenter == "classical" else None)
 
 
-def map_for(cells: CellSet, embedding: Embedding, key: str, settings: MapSettings) -> CellMap:
-    def compute() -> CellMap:
-        bar = st.progress(0.0, text="Mapping…")
-        try:
-            return make_map(cells, embedding, settings,
-                            progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
-        finally:
-            bar.empty()
+def map_for(ds: Dataset, request: CellMapRequest, seg_settings: dict) -> tuple[CellMapRun, str]:
+    """The Cell map pipeline (:func:`workflows.cellmap.run_cellmap`) with each step kept in the
+    server-wide cache and the workspace, a progress bar while it runs; also the map's key."""
+    segmenter, device, name = request.segmenter, request.device, request.features
+    made_from = features_key(ds, segmenter, seg_settings, device, request.crop, name)
+    features = _key("features", made_from, name, request.feat_settings, device)
+    made_from += name + json.dumps(request.feat_settings, default=str)
+    map_made = map_key(made_from, request.map_settings)
 
-    return kept_result("cm.map", map_key(key, settings), cellmap_store(), compute)
+    def keep(step: str, compute: Callable[[Progress], Any]) -> Any:
+        if step == "cells":
+            return kept_result("cm.cells", cells_key(ds, segmenter, seg_settings, device, None), cellmap_store(),
+                               lambda: _cells_bar(ds, segmenter, compute))
+        if step == "features":
+            return kept_result("cm.features", features, cellmap_store(),
+                               lambda: _with_bar(f"{name}: starting…", lambda f, what: f"{name}: {what}", compute))
+        return kept_result("cm.map", map_made, cellmap_store(), lambda: _with_bar("Mapping…", lambda f, what: what,
+                                                                                    compute))
+
+    return run_cellmap(list(ds), request, segment=_segment(segmenter, seg_settings, device), keep=keep), map_made
 
 
 def map_key(key: str, settings: MapSettings) -> str:

@@ -11,15 +11,16 @@ from components.image_viewer import cached_composite
 from components.model_panel import scores, settings_used
 from components.plots import agreement_heatmap, f1_curve_figure
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
+from core.analysis import with_provenance
 from core.display import display_outlines, fill_png, overlay_png, preview
 from core.export import results_zip
 from core.images import CellImage, content_hash
 from core.instances import Instances
-from core.provenance import provenance, with_provenance
 from core.score_tables import METRIC_KEYS, SEEN, seen_label, seen_warning
 from core.text import plural
 from core.training_data import SeenImages
 from models.registry import images_seen
+from workflows.provenance import provenance
 
 PREVIEW_SIDE = 640
 OUTLINE_COLOR, GT_COLOR = (255, 255, 0), (255, 0, 255)  # as on the Preprocess page

@@ -12,16 +12,21 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from components.cellmap_state import EXPLAIN_ROWS, GROUND_TRUTH
 from components.model_panel import params_for, params_text, shared_model
+from components.recipe_panel import current_recipe
 from components.workspace import kept_result
+from core.analysis import Analysis
 from core.cache import BoundedCache
 from core.cells import CellSet
+from core.dataset import Dataset
 from core.images import CellImage
 from models.classifier import TrainedClassifier
 from models.detector_cam import DetectorCam, detector_cam
-from models.explain_cells import CellExplanation, explain_cells, train_cell_classifier
+from models.explain_cells import CellExplanation
 from models.registry import availability
 from models.weights import WeightsUnavailable
+from workflows.explain import ExplainRequest, classifier_step, explain_analysis, explanation_step
 
 
 @st.cache_resource(show_spinner=False)
@@ -44,13 +49,13 @@ def cached_classifier(key: str) -> TrainedClassifier | None:
     return kept_result("ex.classifier", key, explain_store())
 
 
-def classifier_for(cells: CellSet, key: str, labels: np.ndarray, settings: dict, device: str) -> TrainedClassifier:
+def classifier_for(cells: CellSet, key: str, labels: np.ndarray, request: ExplainRequest) -> TrainedClassifier:
     """The classifier of ``key``, trained now (with a progress bar and the time left) if not kept."""
     def compute() -> TrainedClassifier:
         bar = st.progress(0.0, text="Training the classifier…")
         try:
-            return train_cell_classifier(cells, labels, settings, device=device,
-                                         progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
+            return classifier_step(cells, labels, request,
+                                   progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
         finally:
             bar.empty()
 
@@ -62,18 +67,45 @@ def deletion_test_for(key: str, compute: Callable[[], Any] | None = None) -> Any
     return kept_result("ex.deletion", key, explain_store(), compute)
 
 
-def explanation_for(cells: CellSet, trained: TrainedClassifier, key: str, rows: np.ndarray, *, method: str,
-                    layer: str, target: str | int) -> CellExplanation:
-    """CAMs of ``rows`` (kept per classifier, cells, method, layer and target)."""
+def explanation_for(cells: CellSet, trained: TrainedClassifier, key: str, rows: np.ndarray,
+                    request: ExplainRequest) -> CellExplanation:
+    """CAMs of ``rows`` (kept per classifier, cells, method, layer and explained class)."""
     def compute() -> CellExplanation:
-        bar = st.progress(0.0, text=f"{method}: starting…")
+        bar = st.progress(0.0, text=f"{request.method}: starting…")
         try:
-            return explain_cells(cells, trained, rows, method=method, layer=layer, target=target,
-                                 progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
+            return explanation_step(cells, trained, rows, request,
+                                    progress=lambda f, what: bar.progress(min(max(f, 0.0), 1.0), text=what))
         finally:
             bar.empty()
 
-    return kept_result("ex.cams", _key("cams", key, hashlib.sha1(np.asarray(rows, np.int64).tobytes()).hexdigest(), method, layer, target), explain_store(), compute)
+    digest = hashlib.sha1(np.asarray(rows, np.int64).tobytes()).hexdigest()
+    return kept_result("ex.cams", _key("cams", key, digest, request.method, request.layer, request.which),
+                       explain_store(), compute)
+
+
+def sent_cells(cells_key: str) -> dict | None:
+    """The cells sent from the Cell map (``{"rows", "what"}``) if they were chosen among these
+    cells; None otherwise (a caption says so when the Cell map's settings changed since)."""
+    sent = st.session_state.get(EXPLAIN_ROWS)
+    if sent and sent.get("cells") != cells_key:
+        st.caption(f"The {sent['what']} sent from the Cell map were chosen among other cells (its settings changed "
+                   "since): a sample of all cells is explained instead.")
+        return None
+    return sent or None
+
+
+def forget_sent_cells() -> None:
+    st.session_state.pop(EXPLAIN_ROWS, None)
+
+
+def explain_record(ds: Dataset, cells: CellSet, trained: TrainedClassifier, explanation: CellExplanation,
+                   request: ExplainRequest, choice: dict) -> Analysis:
+    """The explanation's record (:func:`workflows.explain.explain_analysis`), with the Cell map's
+    segmenter and its settings as what found the cells."""
+    segmenter = choice["segmenter"]
+    used = None if segmenter == GROUND_TRUTH else (segmenter, params_for(segmenter, choice["seg_settings"]))
+    recipe = current_recipe() if segmenter == "classical" else None
+    return explain_analysis(list(ds), cells, trained, explanation, request, segmenter=used, recipe=recipe)
 
 
 def _detector_key(image: CellImage, name: str, settings: dict, device: str, method: str, detection: int | None) -> str:

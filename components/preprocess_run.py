@@ -15,13 +15,12 @@ from components.pipeline_cache import cell_table, gt_scores, pipeline_instances
 from components.preprocess_fragments import use_recipe
 from components.recipe_panel import current_recipe
 from components.state import dataset
+from core.analysis import with_provenance
 from core.autotune import MAX_TUNING_IMAGES, TuneResult, autotune, recipe_changes
-from core.batch import run_on_images
-from core.export import labels_zip
 from core.images import CellImage
-from core.provenance import provenance, with_provenance
 from core.recipe import DEFAULT_RECIPE, Recipe
 from core.text import plural
+from workflows.segmentation import run_segmentation
 
 
 def recipe_files() -> None:
@@ -70,14 +69,12 @@ def run_recipe(images: list[CellImage], recipe: Recipe, progress: Callable[[floa
                ) -> tuple[list[str], tuple[pd.DataFrame, pd.DataFrame, bytes, dict]]:
     """``recipe`` on every image: the problems, and (per-image table, every cell's measurements, the
     label images zipped, provenance) of the images it ran on."""
-    run = run_on_images(images, ["classical"], lambda img, _: pipeline_instances(img, recipe),
-                        lambda img, r: recipe_row(img, recipe, r), progress=progress)
-    done = [img for img in images if (img.name, "classical") in run.results]
-    cells = pd.concat([cell_table(img, img.hash, img.channels, recipe).assign(
-        image=img.name, batch=img.batch, condition=img.condition) for img in done], ignore_index=True)
-    prov = provenance(recipe=recipe, device="cpu")  # the classical pipeline is OpenCV on the CPU
-    labels = {img.name: run.results[(img.name, "classical")].labels for img in done}
-    return run.problems, (run.table.drop(columns="model"), cells, labels_zip(labels, prov), prov)
+    run = run_segmentation(images, recipe, segment=lambda img: pipeline_instances(img, recipe),
+                           measure=lambda img, _: cell_table(img, img.hash, img.channels, recipe),
+                           row=lambda img, r: recipe_row(img, recipe, r), progress=progress)
+    record = run.analysis  # the analysis record: its tables and files are what the page shows and offers
+    return run.problems, (record.tables["summary"], record.tables["cells"], record.files["labels.zip"],
+                          record.provenance)
 
 
 def changed_since(inputs: Iterable[tuple[str, Any, Any]]) -> list[str]:

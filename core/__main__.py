@@ -1,5 +1,4 @@
-import sys
+"""``python -m core``: an alias of the command line, which lives in workflows/cli.py."""
+from workflows.cli import main
 
-from core.cli import main
-
-sys.exit(main())
+raise SystemExit(main())

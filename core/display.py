@@ -10,19 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.images import COLORS, CellImage, ChannelInfo
-
-
-def normalize_channel(plane: np.ndarray, clip_low: float = 0.5, clip_high: float = 99.8) -> np.ndarray:
-    """Map the [low, high] percentile range of one plane to [0, 1] float32."""
-    plane = plane.astype(np.float32, copy=False)
-    # Percentiles of a strided sample: identical to full-image percentiles for display, 10x faster.
-    step = max(1, int(np.sqrt(plane.size / 250_000)))
-    lo, hi = (float(v) for v in np.percentile(plane[::step, ::step], (clip_low, clip_high)))
-    if hi <= lo:
-        hi = lo + 1.0 if plane.max() <= lo else float(plane.max())
-    out = (plane - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return np.clip(out, 0.0, 1.0, out=out)
+from core.images import COLORS, CellImage, ChannelInfo, color_matrix, normalize_channel
 
 
 def composite(
@@ -181,8 +169,6 @@ def tint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 20
 
 def crops_rgb(crops: np.ndarray, channels) -> np.ndarray:
     """(n, S, S, C) crops in [0, 1] as (n, S, S, 3) uint8, each channel in its display colour."""
-    from core.images import color_matrix
-
     return (np.clip(crops @ color_matrix(channels), 0, 1) * 255).astype(np.uint8)
 
 

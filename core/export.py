@@ -87,7 +87,7 @@ def coco_instances(images: Sequence[LabelledImage], category: str = "cell") -> d
 
 def labels_zip(labels: Mapping[str, np.ndarray], provenance: Mapping[str, Any] | None = None) -> bytes:
     """One label TIFF per image (``<image>_labels.tif``), and ``provenance.json`` when given."""
-    from core.provenance import PROVENANCE_FILE, provenance_json
+    from core.analysis import PROVENANCE_FILE, provenance_json
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -102,9 +102,9 @@ def results_zip(images: Sequence[CellImage], results: Mapping[tuple[str, str], I
                 table: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None) -> bytes:
     """Everything from a comparison in one zip: ``labels/<model>/<image>.tif``, ``objects.csv``,
     ``coco/<model>.json`` and ``metrics.csv`` (``table``); ``results`` is keyed by (image, model).
-    With ``provenance`` (:func:`core.provenance.provenance`), also ``provenance.json``, and both
-    CSVs get its columns (:func:`core.provenance.with_provenance`)."""
-    from core.provenance import PROVENANCE_FILE, provenance_json, with_provenance
+    With ``provenance`` (:func:`workflows.provenance.provenance`), also ``provenance.json``, and both
+    CSVs get its columns (:func:`core.analysis.with_provenance`)."""
+    from core.analysis import PROVENANCE_FILE, provenance_json, with_provenance
 
     def stamped(df: pd.DataFrame) -> pd.DataFrame:
         return df if provenance is None else with_provenance(df, provenance)

@@ -166,7 +166,7 @@ def transform_geometry(image: np.ndarray, step: RotateStep, *, labels: bool = Fa
 
 def normalize(plane: np.ndarray, step: NormalizeStep) -> np.ndarray:
     """Percentile clip to [0, 1] (off: min to max), then optional CLAHE (computed on 16 bits)."""
-    from core.display import normalize_channel
+    from core.images import normalize_channel
 
     if step.enabled:
         out = normalize_channel(plane, step.clip_low, step.clip_high)

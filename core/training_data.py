@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.display import normalize_channel
-from core.images import CellImage, content_hash, nucleus_plane
+from core.images import CellImage, content_hash, normalize_channel, nucleus_plane
 
 PLANES = ("nucleus", "all")  # the nucleus channel (what every segmenter sees), or every channel
 

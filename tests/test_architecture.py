@@ -1,4 +1,6 @@
-"""Boundaries the project keeps: core/ and models/ are Streamlit-free; one OpenCV."""
+"""Boundaries the project keeps: the floors core < models < workflows < components < pages < app.py,
+each importing only the floors below it (imports inside functions count), no import cycles, core/,
+models/ and workflows/ Streamlit-free, one OpenCV."""
 
 from __future__ import annotations
 
@@ -6,13 +8,193 @@ import ast
 import subprocess
 import sys
 from importlib.metadata import distributions
+from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
-PLAIN_PACKAGES = ("core", "models")
+PLAIN_PACKAGES = ("core", "models", "workflows")
+FLOORS = ("core", "models", "workflows", "components", "pages", "app")  # bottom to top
+# Which of our floors each floor may import (besides itself; pages may not import other pages).
+ALLOWED = {
+    "core": {"core"},
+    "models": {"core", "models"},
+    "workflows": {"core", "models", "workflows"},
+    "components": {"core", "models", "workflows", "components"},
+    "pages": {"core", "models", "workflows", "components"},
+    "app": {"core", "models", "workflows", "components"},
+}
+# The one exception: ``python -m core`` runs the command line, which lives a floor above core/.
+# core/__main__.py is an entry point that nothing imports, so it does not make core depend on workflows.
+EXEMPT = {("core.__main__", "workflows.cli"): "`python -m core` stays an alias of the CLI (scripts and docs use it)"}
 
 
-def test_core_and_models_never_import_streamlit_in_source():
+def _modules(root: Path) -> dict[str, Path]:
+    """Every module of ours under ``root``: dotted name -> file (a package by its __init__.py)."""
+    found = {}
+    for floor in FLOORS:
+        if floor == "app":
+            if (root / "app.py").is_file():
+                found["app"] = root / "app.py"
+            continue
+        for path in sorted((root / floor).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imported(name: str, path: Path, tree: ast.AST, modules: dict[str, Path]) -> set[str]:
+    """Our modules that ``name`` imports anywhere in it: ``import x``, ``from x import y`` (y a
+    module or a name in x), relative imports, at the top or inside functions."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+
+    def ours(dotted: str) -> str | None:
+        while dotted and dotted not in modules:
+            dotted = dotted.rpartition(".")[0]
+        return dotted or None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                base = ".".join([*anchor, *([base] if base else [])])
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        out |= {m for t in targets if (m := ours(t)) is not None and m != name}
+    return out
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> our modules it imports, for every module of every floor under ``root``."""
+    modules = _modules(root)
+    return {name: _imported(name, path, ast.parse(path.read_text(), str(path)), modules)
+            for name, path in modules.items()}
+
+
+def _floor(module: str) -> str:
+    return module.split(".")[0]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that climbs a floor or crosses between pages, except :data:`EXEMPT`."""
+    bad = []
+    for module, imports in sorted(graph.items()):
+        floor = _floor(module)
+        for target in sorted(imports):
+            if (module, target) in EXEMPT:
+                continue
+            if floor == "pages" and _floor(target) == "pages":
+                bad.append(f"{module} imports {target} (a page imports another page)")
+            elif _floor(target) not in ALLOWED[floor]:
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (Tarjan's strongly
+    connected components of more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_every_floor_imports_only_the_floors_below_it():
+    assert layer_violations(import_graph(ROOT)) == []
+
+
+def test_no_module_imports_itself_round_a_loop():
+    assert import_cycles(import_graph(ROOT)) == []
+
+
+def test_the_only_exemption_is_the_python_m_core_alias():
+    graph = import_graph(ROOT)
+    assert graph["core.__main__"] == {"workflows.cli"}
+    assert not any("core.__main__" in imports for imports in graph.values())  # an entry point: nothing imports it
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for floor in ("core", "models", "workflows", "components", "pages"):
+        (tmp_path / floor).mkdir()
+        (tmp_path / floor / "__init__.py").write_text("")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"core/a.py": "def f():\n    from models import b\n", "models/b.py": ""}, "core.a imports models.b"),
+    ({"core/a.py": "import workflows.w\n", "workflows/w.py": ""}, "core.a imports workflows.w"),
+    ({"core/a.py": "from components.c import x\n", "components/c.py": "x = 1\n"}, "core.a imports components.c"),
+    ({"models/m.py": "from workflows import w\n", "workflows/w.py": ""}, "models.m imports workflows.w"),
+    ({"models/m.py": "def f():\n    import components.c\n", "components/c.py": ""},
+     "models.m imports components.c"),
+    ({"workflows/w.py": "from components.c import x\n", "components/c.py": "x = 1\n"},
+     "workflows.w imports components.c"),
+    ({"workflows/w.py": "class A:\n    def f(self):\n        from pages import p\n", "pages/p.py": ""},
+     "workflows.w imports pages.p"),
+    ({"components/c.py": "import pages.p\n", "pages/p.py": ""}, "components.c imports pages.p"),
+    ({"pages/p.py": "from . import q\n", "pages/q.py": ""}, "pages.p imports pages.q (a page imports another page)"),
+    ({"pages/p.py": "from pages.q import x\n", "pages/q.py": "x = 1\n"},
+     "pages.p imports pages.q (a page imports another page)"),
+])
+def test_each_rule_reports_a_forbidden_import_added_to_a_tree(tmp_path, files, expected):
+    assert layer_violations(import_graph(_tree(tmp_path, files))) == [expected]
+
+
+def test_allowed_imports_of_a_tree_are_not_reported(tmp_path):
+    tree = _tree(tmp_path, {"core/a.py": "import numpy\nfrom . import b\n", "core/b.py": "",
+                            "models/m.py": "from core.a import x\n", "workflows/w.py": "import models.m\n",
+                            "components/c.py": "from workflows import w\n", "pages/p.py": "import components.c\n"})
+    graph = import_graph(tree)
+    assert graph["core.a"] == {"core.b"} and graph["pages.p"] == {"components.c"}
+    assert layer_violations(graph) == [] and import_cycles(graph) == []
+
+
+def test_a_cycle_inside_one_floor_is_reported_even_through_a_function(tmp_path):
+    tree = _tree(tmp_path, {"core/a.py": "from core.b import x\n", "core/b.py": "def f():\n    from core import c\n",
+                            "core/c.py": "import core.a\n", "core/d.py": "import core.a\n"})
+    assert import_cycles(import_graph(tree)) == [["core.a", "core.b", "core.c"]]
+
+
+def test_plain_floors_never_import_streamlit_in_source():
     offenders = []
     for pkg in PLAIN_PACKAGES:
         for path in (ROOT / pkg).rglob("*.py"):
@@ -26,7 +208,7 @@ def test_core_and_models_never_import_streamlit_in_source():
     assert offenders == []
 
 
-def test_importing_every_core_and_models_module_loads_no_streamlit():
+def test_importing_every_plain_module_loads_no_streamlit():
     modules = [
         ".".join(p.relative_to(ROOT).with_suffix("").parts)
         for pkg in PLAIN_PACKAGES

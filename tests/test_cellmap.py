@@ -350,7 +350,7 @@ def test_changing_the_crop_keeps_morphology_features_and_their_map(monkeypatch):
     calls = {"features": 0, "map": 0}
     for name in ("features_of", "make_map"):
         real = getattr(cellmap, name)
-        monkeypatch.setattr(f"components.cellmap_state.{name}", lambda *a, _real=real, _n=name, **k: (
+        monkeypatch.setattr(f"workflows.cellmap.{name}", lambda *a, _real=real, _n=name, **k: (
             calls.__setitem__("features" if _n == "features_of" else "map", calls[
                 "features" if _n == "features_of" else "map"] + 1), _real(*a, **k))[1])
     at.selectbox(key="cm.crop_size").set_value(64).run()

@@ -235,7 +235,7 @@ def on_disk(tmp_path, example_images):
 
 
 def _main(*args: str, capsys) -> tuple[int, str, str]:
-    from core.cli import main
+    from workflows.cli import main
 
     capsys.readouterr()
     code = main(list(args))
@@ -344,7 +344,7 @@ def test_progress_to_a_log_is_whole_lines_at_most_every_few_seconds():
     """Defect: a training log was thousands of carriage-return updates on one line."""
     import io
 
-    from core.cli import LOG_INTERVAL_S, ProgressPrinter
+    from workflows.cli import LOG_INTERVAL_S, ProgressPrinter
 
     stream, clock = io.StringIO(), _Clock()
     printer = ProgressPrinter("training", stream=stream, clock=clock)
@@ -369,7 +369,7 @@ def test_progress_to_a_log_is_whole_lines_at_most_every_few_seconds():
 def test_progress_on_a_terminal_redraws_one_line_and_clears_it():
     import io
 
-    from core.cli import ProgressPrinter
+    from workflows.cli import ProgressPrinter
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -110,7 +110,7 @@ def test_every_page_in_the_app_has_a_section_in_the_page_manual():
 def test_every_command_line_subcommand_has_a_section_in_the_cli_reference():
     import argparse
 
-    from core.cli import build_parser
+    from workflows.cli import build_parser
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

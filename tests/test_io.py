@@ -352,7 +352,7 @@ def test_a_gigabyte_member_that_is_no_image_is_refused_from_its_first_bytes(zero
 
 
 def test_cli_info_on_the_zip_bomb_prints_one_line_and_fails(zeros_zip, tmp_path, capsys):
-    from core.cli import main
+    from workflows.cli import main
 
     path = tmp_path / "bomb.zip"
     path.write_bytes(zeros_zip)

@@ -125,7 +125,7 @@ def test_batch_exports_record_the_recipe_and_versions(page):
     import zipfile
 
     from core import __version__
-    from core.provenance import provenance_id
+    from core.analysis import provenance_id
 
     page.session_state["pre_tab"] = "Recipe & all images"
     at = page.run()

@@ -1,4 +1,4 @@
-"""core/provenance.py and the exports that carry it: what produced a result, in every zip and CSV."""
+"""workflows/provenance.py (core/analysis.py its text forms) and the exports that carry it: what produced a result, in every zip and CSV."""
 
 from __future__ import annotations
 
@@ -17,20 +17,15 @@ import pytest
 from conftest import ROOT
 
 import core
-from core import provenance as prov_mod
+from core.analysis import provenance_id, provenance_json, with_provenance
 from core.export import results_zip
 from core.images import CellImage, default_channels
 from core.instances import Instances, boxes_from_labels
-from core.provenance import (
-    PACKAGES,
-    provenance,
-    provenance_id,
-    provenance_json,
-    with_provenance,
-)
 from core.recipe import DEFAULT_RECIPE
 from core.score_tables import summary_table
 from models.registry import get_model_info
+from workflows import provenance as prov_mod
+from workflows.provenance import PACKAGES, provenance
 
 RECIPE = DEFAULT_RECIPE.with_step("denoise", sigma=2.5)
 SETTINGS = {
@@ -116,7 +111,7 @@ def test_provenance_id_is_stable_and_follows_every_setting():
 
 
 def test_importing_and_using_it_loads_neither_torch_nor_streamlit():
-    code = ("import sys\nfrom core.provenance import provenance, provenance_json\n"
+    code = ("import sys\nfrom workflows.provenance import provenance\nfrom core.analysis import provenance_json\n"
             "p = provenance(models={'classical': {}, 'yolo11s-nuclei': {'conf': 0.25}, 'sam-vitb': {}}, device='cpu')\n"
             "provenance_json(p)\nprint('torch' in sys.modules, 'streamlit' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

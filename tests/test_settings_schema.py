@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import open_page
 
-from core.cli import build_parser, main
+from workflows.cli import build_parser, main
 from core.recipe import DENOISE_METHODS, STEP_TYPES, Recipe
 from core.schema import Field, fields_of
 from models.cellmap import MapSettings
@@ -332,7 +332,7 @@ def _exit(run) -> int:
 
 
 def test_train_options_leave_each_familys_defaults_to_its_declaration():
-    from core.cli import TRAINING_FLAGS
+    from workflows.cli import TRAINING_FLAGS
 
     for flag in TRAINING_FLAGS:
         action = _option("train", "--" + flag.replace("_", "-"))
@@ -347,7 +347,7 @@ def test_train_options_leave_each_familys_defaults_to_its_declaration():
 
 
 def _training_cases():
-    from core.cli import TRAINING_FLAGS
+    from workflows.cli import TRAINING_FLAGS
 
     for family, cls in TRAINING.items():
         aliases = dict(TRAINERS[family].aliases)

@@ -23,8 +23,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def cli(capsys):
-    """``core.cli.main`` in this process (no second torch import per call): (exit code, stdout, stderr)."""
-    from core.cli import main
+    """``workflows.cli.main`` in this process (no second torch import per call): (exit code, stdout, stderr)."""
+    from workflows.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()

@@ -206,8 +206,8 @@ def test_computed_results_are_kept_with_the_workspace_not_only_in_the_server_cac
         raise AssertionError("computed again")
 
     for name in ("cell_set", "features_of", "make_map"):
-        monkeypatch.setattr(cellmap_state, name, never)
-    monkeypatch.setattr(explain_state, "train_cell_classifier", never)
+        monkeypatch.setattr(f"workflows.cellmap.{name}", never)
+    monkeypatch.setattr("workflows.explain.train_cell_classifier", never)
     back = _reload(at.query_params["ws"], "pages/cellmap.py")
     assert not any("Press **Compute the map**" in i.value for i in back.info)
     assert back.session_state["cm.current"]["map_key"] == made

@@ -1,6 +1,7 @@
 """What produced an export: the recipe, each model's settings and weights, the device, and the
 CellScope and package versions. One dict, written as ``provenance.json`` into every zip and
-summarised in columns of every CSV (:func:`with_provenance`).
+summarised in columns of every CSV (:func:`core.analysis.with_provenance`). It asks the model
+registry (models/), so it lives on the workflows floor; the dict's text forms are core's.
 
 Importing this module imports neither torch nor Streamlit: package versions come from installed
 metadata, and the model registry is asked only when models are named.
@@ -8,8 +9,6 @@ metadata, and the model registry is asked only when models are named.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import subprocess
 from collections.abc import Mapping
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import __version__
+from core.analysis import jsonable
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from core.recipe import Recipe
 
 # Distributions whose versions decide the numbers CellScope writes (as named on PyPI).
@@ -31,8 +29,6 @@ PACKAGES = (
     "numpy", "opencv-python-headless", "scikit-image", "scipy", "torch", "torchvision",
     "ultralytics-opencv-headless", "segment-anything", "tifffile",
 )
-PROVENANCE_FILE = "provenance.json"
-PROVENANCE_COLUMNS = ("cellscope", "device", "provenance_id")  # always added; "weights", "settings" when known
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,12 +52,6 @@ def git_commit() -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def cellscope_version(prov: Mapping[str, Any]) -> str:
-    """``0.4.0``, or ``0.4.0 (git 1a2b3c4-dirty)`` when ``prov`` was made in a clone."""
-    version, commit = prov["cellscope"]["version"], prov["cellscope"]["commit"]
-    return version if commit is None else f"{version} (git {commit})"
-
-
 @cache
 def package_versions() -> dict[str, str | None]:
     """Installed version of each of :data:`PACKAGES`, None for one that is not installed."""
@@ -74,23 +64,6 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _jsonable(value: Any) -> Any:
-    """Settings as JSON values: a Recipe as its dict, numpy scalars as numbers, tuples as lists."""
-    from core.recipe import Recipe
-
-    if isinstance(value, Recipe):
-        return value.to_dict()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise TypeError(f"setting {value!r} ({type(value).__name__}) has no JSON form")
-
-
 def _model_entry(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     from models.registry import get_model_info  # registers the model families; none imports torch
 
@@ -98,7 +71,7 @@ def _model_entry(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     spec = info.weights
     weights = None if spec is None else {"file": spec.filename, "sha256": spec.sha256, "source url": spec.url,
                                          "source": spec.source}
-    return {"family": info.family, "settings": _jsonable(settings), "weights": weights}
+    return {"family": info.family, "settings": jsonable(settings), "weights": weights}
 
 
 def _device_description(device: str | None) -> str | None:
@@ -130,50 +103,5 @@ def provenance(*, recipe: Recipe | None = None, models: Mapping[str, Mapping[str
         "device description": _device_description(device),
         "recipe": None if recipe is None else recipe.to_dict(),
         "models": {name: _model_entry(name, settings) for name, settings in (models or {}).items()},
-        "extra": None if extra is None else _jsonable(extra),
+        "extra": None if extra is None else jsonable(extra),
     }
-
-
-def provenance_json(prov: Mapping[str, Any]) -> str:
-    """The text of ``provenance.json``: indented, keys sorted."""
-    return json.dumps(prov, indent=2, sort_keys=True)
-
-
-def provenance_id(prov: Mapping[str, Any]) -> str:
-    """"p" and 11 hex characters naming everything in ``prov`` but its creation time: the same
-    settings, versions and device give the same id, so a CSV row can point at its ``provenance.json``.
-    The letter first keeps it text in spreadsheets and CSV readers: a bare digest such as
-    ``5306392e3405`` is read as a number (infinity), ``012345678901`` loses its zero."""
-    timeless = {k: v for k, v in prov.items() if k != "created"}
-    return "p" + hashlib.sha256(provenance_json(timeless).encode()).hexdigest()[:11]
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def with_provenance(df: pd.DataFrame, prov: Mapping[str, Any]) -> pd.DataFrame:
-    """``df`` with provenance columns appended: ``cellscope`` (version and commit), ``device`` (kept
-    as it is where the table has one: it is what each row actually ran on, e.g. the classical model
-    always on the CPU) and ``provenance_id``. A table with a ``model`` column also gets ``weights``
-    (the weights file, or "none") and ``settings`` (that model's settings as compact JSON); a table
-    without one gets ``settings`` = ``{"recipe": ...}`` when ``prov`` has a recipe.
-
-    Columns rather than ``#`` header lines: spreadsheets and ``pandas.read_csv`` read them without
-    options, and rows keep their provenance when tables are filtered or concatenated. The cost is
-    the same text on every row (zips compress it away).
-    """
-    extra: dict[str, Any] = {"cellscope": cellscope_version(prov)}
-    if "device" not in df.columns:
-        extra["device"] = prov["device"]
-    extra["provenance_id"] = provenance_id(prov)
-    if "model" in df.columns:
-        entries = prov["models"]
-        missing = sorted(set(df["model"]) - set(entries))
-        if missing:
-            raise ValueError(f"provenance has no settings for model(s) {', '.join(missing)}")
-        extra["weights"] = df["model"].map(lambda m: entries[m]["weights"]["file"] if entries[m]["weights"] else "none")
-        extra["settings"] = df["model"].map(lambda m: _compact(entries[m]["settings"]))
-    elif prov["recipe"] is not None:
-        extra["settings"] = _compact({"recipe": prov["recipe"]})
-    return df.assign(**extra)

@@ -1,8 +1,10 @@
-"""Command line: ``python -m core info|example ...``; every page computation is reachable here."""
+"""Command line: ``python -m core info|example ...`` (also ``workflows.cli:main`` for a ``cellscope`` console
+script); every page computation is reachable here, through the same workflows the pages call."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -10,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from core.cells import CellSet
     from core.recipe import Recipe
 
 
@@ -144,13 +145,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from core.analysis import PROVENANCE_FILE, provenance_json
     from core.export import label_tiff_bytes
     from core.image_decode import read_labels
-    from core.provenance import PROVENANCE_FILE, provenance, provenance_json
     from core.score_tables import metrics_entry, seen_label, seen_warning
     from models.device import resolve_device
     from models.registry import get_model_info, images_seen, load_model
     from models.runner import run_model
+    from workflows.provenance import provenance
 
     # Every argument is checked before any work: unknown names and missing checkpoint files too.
     recipe = _recipe(args.recipe)
@@ -387,55 +389,48 @@ def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dic
     return settings, resolve_device(args.device)
 
 
-def _cells_from_inputs(args: argparse.Namespace, settings: dict | None, device: str, *, log: TextIO,
-                       check_images: Callable[[list], None] | None = None) -> CellSet:
-    """Inputs -> images (batches as ``--batch-from`` says) -> labels (``--model``: a segmenter run
-    with ``settings``, or gt for each image's ground truth) -> the CellSet with ``--crop-size``/
-    ``--crop-mode``/``--mask-background``. ``check_images`` may refuse the images before any is
-    segmented. Says what it found on ``log``."""
-    from models.cellmap import cell_set
+def _segment_step(args: argparse.Namespace, settings: dict | None, device: str):
+    """``--model``'s segment step of the image loop: a segmenter run with ``settings`` (loaded
+    once), or gt for each image's ground truth."""
     from models.registry import load_model
     from models.runner import run_model
+    from workflows.cellmap import ground_truth
 
-    t0 = time.perf_counter()
+    if args.model == "gt":
+        return ground_truth
+    model = load_model(args.model, device)
+    return lambda image: run_model(model, image, **settings)
+
+
+def _images_from_inputs(args: argparse.Namespace, *, log: TextIO,
+                        check_images: Callable[[list], None] | None = None) -> list:
+    """Inputs -> images (batches as ``--batch-from`` says), said on ``log``; ``check_images`` may
+    refuse them before any is segmented, and gt needs ground truth for every image."""
     images = _load_images(args.inputs, args.batch_from, args.plane)
     batches = sorted({img.batch for img in images})
     print(f"{len(images)} images in {len(batches)} batches ({', '.join(batches[:8])})", file=log, flush=True)
     if check_images is not None:
         check_images(images)
-    labels = {}
     if args.model == "gt":
         missing = [img.name for img in images if img.gt is None]
         if missing:
             raise ValueError(f"--model gt needs ground truth for every image; none for {', '.join(missing[:5])}")
-        labels = {img.name: img.gt for img in images}
-    else:
-        model = load_model(args.model, device)
-        for img in images:
-            labels[img.name] = run_model(model, img, **settings).labels
-    cells = cell_set(images, labels, size=args.crop_size, mode=args.crop_mode, mask_background=args.mask_background)
-    print(f"{len(cells)} cells by {args.model} ({time.perf_counter() - t0:.1f} s)", file=log, flush=True)
-    return cells
+    return images
+
+
+def _crop(args: argparse.Namespace) -> dict[str, Any]:
+    return {"size": args.crop_size, "mode": args.crop_mode, "mask_background": args.mask_background}
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     """Cells -> features -> map and batch-effect metrics; writes cells.csv, cells.parquet,
     batch_effect.json, map.html, map.png and provenance.json into --out."""
-    import json
     from pathlib import Path
 
-    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
-    from models.cellmap import (
-        MapSettings,
-        cells_frame,
-        embedders,
-        features_of,
-        make_map,
-        map_title,
-        metrics_json,
-        verdict_line,
-    )
+    from core.analysis import PROVENANCE_FILE
+    from models.cellmap import MapSettings, embedders
     from models.registry import get_model_info
+    from workflows.cellmap import CellMapRequest, run_cellmap
     from workflows.cli_options import settings_from_args
 
     t0 = time.perf_counter()
@@ -446,32 +441,28 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         raise ValueError(f"--features {args.features} does not give features; choose one of {', '.join(embedders())}")
     map_settings = settings_from_args(MapSettings, args)  # refused with the page's message when out of range
     settings, device = _check_cell_arguments(args, recipe)
-    cells = _cells_from_inputs(args, settings, device, log=sys.stdout)
-    progress = ProgressPrinter(name)
-    embedding = features_of(cells, name, {}, device=device, progress=progress, allow_download=True)
-    progress.finish()
-    print(f"{name}: {embedding.features.shape[1]} features per cell in {embedding.seconds:.1f} s")
-    cell_map = make_map(cells, embedding, map_settings, progress=progress)
-    progress.finish()
+    images = _images_from_inputs(args, log=sys.stdout)
+    request = CellMapRequest(args.model, settings, _crop(args), name, {}, map_settings, device,
+                             recipe=recipe if args.model in ("classical",) else None)
+
+    def keep(step: str, compute: Callable) -> Any:
+        if step == "cells":
+            cells = compute(None)
+            print(f"{len(cells)} cells by {args.model} ({time.perf_counter() - t0:.1f} s)", flush=True)
+            return cells
+        progress = ProgressPrinter(name)
+        made = compute(progress)
+        progress.finish()
+        if step == "features":
+            print(f"{name}: {made.features.shape[1]} features per cell in {made.seconds:.1f} s")
+        return made
+
+    run = run_cellmap(images, request, segment=_segment_step(args, settings, device), keep=keep, allow_download=True,
+                      extra={"inputs": list(args.inputs), "batch_from": args.batch_from})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prov = provenance(recipe=recipe if args.model in ("classical",) else None,
-                      models={args.model: settings} if settings is not None else None, device=device,
-                      extra={"inputs": list(args.inputs), "batch_from": args.batch_from, "features": name,
-                             "map": json.loads(map_settings.to_json())})
-    table = with_provenance(cells_frame(cells, embedding, cell_map), prov)
-    table.to_csv(out / "cells.csv", index=False)
-    table.to_parquet(out / "cells.parquet", index=False)
-    metrics = metrics_json(cell_map, embedding, cells)
-    (out / "batch_effect.json").write_text(json.dumps(metrics, indent=2, default=float))
-    (out / PROVENANCE_FILE).write_text(provenance_json(prov))
-    from core.map_figures import map_html, map_png
-
-    title, subtitle = map_title(cells, embedding, cell_map), verdict_line(cell_map)
-    (out / "map.html").write_text(map_html(cells_frame(cells, None, cell_map, with_features=False), "batch",
-                                           title=title, subtitle=subtitle), encoding="utf-8")
-    (out / "map.png").write_bytes(map_png(cell_map.coords, cells.table["batch"].to_numpy(), title=title,
-                                          subtitle=subtitle, legend="batch"))
+    run.analysis.write_files(out)
+    metrics = json.loads(run.analysis.files["batch_effect.json"])
     print(f"batch effect: {metrics['verdict']} — {metrics.get('reason', '')}")
     for note in metrics.get("warnings", []):
         print(f"note: {note}")
@@ -525,23 +516,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     cam_cells.csv, classifier.json, overlays/ and provenance.json into --out."""
     from pathlib import Path
 
-    from core.provenance import PROVENANCE_FILE, provenance, provenance_json, with_provenance
+    from core.analysis import PROVENANCE_FILE
     from models.cellmap import MapSettings
     from models.explain import CAM_METHOD_NAMES
-    from models.explain_cells import (
-        CLASSIFIER,
-        DEFAULT_CELLS_PER_CLASS,
-        cam_table,
-        classifier_json,
-        deletion_test,
-        dumps,
-        explain_cells,
-        map_clusters,
-        overlay_pngs,
-        sample_rows,
-        target_labels,
-        train_cell_classifier,
-    )
+    from models.explain_cells import DEFAULT_CELLS_PER_CLASS
+    from workflows.cellmap import find_cells
+    from workflows.explain import ExplainRequest, run_explain
 
     t0 = time.perf_counter()
     recipe = _recipe(args.recipe)
@@ -555,47 +535,38 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     k = MapSettings(k=MapSettings().k if args.k is None else args.k).k
     segmenter, device = _check_cell_arguments(args, recipe)
     _check_classifier_crops(args.crop_size, args.layer)
-    cells = _cells_from_inputs(args, segmenter, device, log=sys.stderr,
-                               check_images=lambda images: _check_target_images(images, args.target))
-    clusters = None
+    images = _images_from_inputs(args, log=sys.stderr,
+                                 check_images=lambda images: _check_target_images(images, args.target))
+    cells = find_cells(images, _segment_step(args, segmenter, device), crop=_crop(args))
+    print(f"{len(cells)} cells by {args.model} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
     if args.target == "cluster":
-        clusters = map_clusters(cells, k, seed=settings["seed"])
         print(f"{k} k-means clusters of the cells' morphology features", file=sys.stderr)
-    labels = target_labels(cells, args.target, clusters)
-    progress = ProgressPrinter("training")
-    trained = train_cell_classifier(cells, labels, settings, device=device, progress=progress)
-    progress.finish()
-    print(f"classifier trained in {trained.seconds:.1f} s", file=sys.stderr)
-    rows = sample_rows(trained, per_class, seed=settings["seed"])
-    progress = ProgressPrinter(args.method)
-    explanation = explain_cells(cells, trained, rows, method=args.method, layer=args.layer, progress=progress)
-    progress.finish()
-    deletion = None
-    if args.deletion_test:
-        print("deletion/insertion test…", file=sys.stderr)
-        deletion = deletion_test(cells, trained, explanation)
+    request = ExplainRequest(args.target, settings, method=args.method, layer=args.layer, per_class=per_class, k=k,
+                             deletion=args.deletion_test, device=device,
+                             extra={"inputs": list(args.inputs), "batch_from": args.batch_from})
+
+    def keep(step: str, compute: Callable) -> Any:
+        if step == "deletion":
+            print("deletion/insertion test…", file=sys.stderr)
+            return compute(None)
+        progress = ProgressPrinter("training" if step == "classifier" else args.method)
+        made = compute(progress)
+        progress.finish()
+        if step == "classifier":
+            print(f"classifier trained in {made.seconds:.1f} s", file=sys.stderr)
+        return made
+
+    run = run_explain(images, cells, request, keep=keep,
+                      segmenter=(args.model, segmenter) if segmenter is not None else None,
+                      recipe=recipe if args.model == "classical" else None)
+    trained, record = run.trained, run.analysis
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prov = provenance(recipe=recipe if args.model == "classical" else None,
-                      models={**({args.model: segmenter} if segmenter is not None else {}), CLASSIFIER: settings},
-                      device=device,
-                      extra={"inputs": list(args.inputs), "batch_from": args.batch_from, "target": args.target,
-                             "k": k if args.target == "cluster" else None, "method": explanation.result.method,
-                             "layer": explanation.result.layer, "explained class": "predicted (out of fold)",
-                             "cells_per_class": per_class})
-    table = with_provenance(cam_table(cells, trained, explanation), prov)
-    table.to_csv(out / "cam_cells.csv", index=False)
-    report = classifier_json(trained, args.target, cells, explanation=explanation, deletion=deletion)
-    (out / "classifier.json").write_text(dumps(report))
     for old in (out / "overlays").rglob("*.png"):  # a previous run's cells must not mix with these
         old.unlink()
-    n_png = 0
-    for path, png in overlay_pngs(cells, trained, explanation):
-        (out / path).parent.mkdir(parents=True, exist_ok=True)
-        (out / path).write_bytes(png)
-        n_png += 1
-    (out / PROVENANCE_FILE).write_text(provenance_json(prov))
-
+    record.write_files(out)
+    n_png = sum(name.startswith("overlays/") for name in record.files)
+    report = json.loads(record.files["classifier.json"])
     print(f"{args.target}: balanced accuracy {trained.balanced_accuracy:.2f} on unseen images (chance "
           f"{trained.chance:.2f}), {len(trained.y):,} cells, {trained.n_images} images, {trained.folds} folds")
     if trained.balanced_accuracy < trained.chance + 0.1:
@@ -603,10 +574,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
               "mostly guesses")
     for name, reading in report["cams"]["classes"].items():
         print(f"{name}: {reading['focus']} — {reading['reading']}")
-    if deletion is not None:
-        print(f"deletion test: {deletion.reading()}")
-    print(f"wrote cam_cells.csv ({len(table)} cells, {args.method}), classifier.json, {n_png} overlays in overlays/ "
-          f"and {PROVENANCE_FILE} to {out} in {time.perf_counter() - t0:.1f} s")
+    if run.deletion is not None:
+        print(f"deletion test: {run.deletion.reading()}")
+    print(f"wrote cam_cells.csv ({len(record.tables['cam_cells'])} cells, {args.method}), classifier.json, {n_png} "
+          f"overlays in overlays/ and {PROVENANCE_FILE} to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -1,0 +1,211 @@
+"""An analysis as one record: what ran (kind, settings, provenance), on which images (names and
+content hashes), and what it made (tables, files). Every pipeline returns one (workflows/); the CLI
+writes its files, the pages offer them as downloads, and :meth:`Analysis.save` / :meth:`Analysis.load`
+keep a whole record in a folder or a zip (a JSON manifest, the tables as Parquet, the files as they
+are) for saved runs.
+
+Also the provenance dict's text forms: ``provenance.json``, its id, and its columns on a CSV
+(:func:`with_provenance`). The dict itself is made by :func:`workflows.provenance.provenance`,
+which asks the model registry."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.images import CellImage
+
+PROVENANCE_FILE = "provenance.json"
+PROVENANCE_COLUMNS = ("cellscope", "device", "provenance_id")  # always added; "weights", "settings" when known
+MANIFEST_FILE = "analysis.json"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One image an analysis read: its name, the content hash of its pixels (and of its ground
+    truth), and the batch and condition it was given."""
+
+    name: str
+    pixels_hash: str
+    gt_hash: str | None = None
+    batch: str = ""
+    condition: str = ""
+
+
+def inputs_of(images: Sequence[CellImage]) -> tuple[InputFile, ...]:
+    """The input manifest of ``images``, from the hashes each CellImage carries."""
+    return tuple(InputFile(img.name, img.hash, img.gt_hash, img.batch, img.condition) for img in images)
+
+
+class LazyFiles(Mapping[str, bytes]):
+    """Files made only when read (a map's HTML of 100,000 cells takes seconds), each once."""
+
+    def __init__(self, makers: Mapping[str, Callable[[], bytes | str]]) -> None:
+        self._makers, self._made = dict(makers), {}
+
+    def __getitem__(self, name: str) -> bytes:
+        if name not in self._made:
+            made = self._makers[name]()
+            self._made[name] = made.encode() if isinstance(made, str) else made
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Analysis:
+    """One run of a pipeline: ``kind`` (``cellmap``, ``explain``, ``segmentation``, ...), the images
+    it read, its settings, its provenance (:func:`workflows.provenance.provenance`), its tables by
+    name and its files by relative path (what the CLI writes into its folder)."""
+
+    kind: str
+    inputs: tuple[InputFile, ...]
+    settings: dict[str, Any]
+    provenance: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    created: str = field(default_factory=_now)
+
+    def manifest(self) -> dict[str, Any]:
+        """Everything but the tables' rows and the files' bytes, as JSON values."""
+        return {"kind": self.kind, "created": self.created,
+                "inputs": [vars(f) for f in self.inputs], "settings": jsonable(self.settings),
+                "provenance": self.provenance,
+                "tables": {name: {"rows": len(t), "columns": [str(c) for c in t.columns]}
+                           for name, t in self.tables.items()},
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}}
+
+    def write_files(self, folder: str | Path) -> list[Path]:
+        """Write :attr:`files` into ``folder`` (made if needed); returns the paths written."""
+        out, written = Path(folder), []
+        for name, data in self.files.items():
+            path = out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            written.append(path)
+        return written
+
+    def _members(self) -> Iterator[tuple[str, bytes]]:
+        yield MANIFEST_FILE, json.dumps(self.manifest(), indent=2, sort_keys=True).encode()
+        for name, table in self.tables.items():
+            buf = io.BytesIO()
+            table.to_parquet(buf, index=False)
+            yield f"tables/{name}.parquet", buf.getvalue()
+        for name, data in self.files.items():
+            yield f"files/{name}", data
+
+    def save(self, where: str | Path) -> Path:
+        """The whole record in a folder, or in a zip when ``where`` ends in ``.zip``."""
+        where = Path(where)
+        if where.suffix.lower() == ".zip":
+            with zipfile.ZipFile(where, "w", zipfile.ZIP_DEFLATED) as zf:
+                for name, data in self._members():
+                    zf.writestr(name, data)
+            return where
+        for name, data in self._members():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            (where / name).write_bytes(data)
+        return where
+
+    @classmethod
+    def load(cls, where: str | Path) -> Analysis:
+        """A record :meth:`save` wrote (folder or zip)."""
+        where = Path(where)
+        if where.suffix.lower() == ".zip":
+            with zipfile.ZipFile(where) as zf:
+                members = {n: zf.read(n) for n in zf.namelist() if not n.endswith("/")}
+        else:
+            members = {p.relative_to(where).as_posix(): p.read_bytes() for p in where.rglob("*") if p.is_file()}
+        if MANIFEST_FILE not in members:
+            raise ValueError(f"{where}: no {MANIFEST_FILE}; not a saved analysis")
+        manifest = json.loads(members[MANIFEST_FILE])
+        tables = {name: pd.read_parquet(io.BytesIO(members[f"tables/{name}.parquet"])) for name in manifest["tables"]}
+        files = {name: members[f"files/{name}"] for name in manifest["files"]}
+        return cls(kind=manifest["kind"], inputs=tuple(InputFile(**f) for f in manifest["inputs"]),
+                   settings=manifest["settings"], provenance=manifest["provenance"], tables=tables, files=files,
+                   created=manifest["created"])
+
+
+def jsonable(value: Any) -> Any:
+    """Settings as JSON values: a Recipe as its dict, numpy scalars as numbers, tuples as lists."""
+    from core.recipe import Recipe
+
+    if isinstance(value, Recipe):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"setting {value!r} ({type(value).__name__}) has no JSON form")
+
+
+def cellscope_version(prov: Mapping[str, Any]) -> str:
+    """``0.4.0``, or ``0.4.0 (git 1a2b3c4-dirty)`` when ``prov`` was made in a clone."""
+    version, commit = prov["cellscope"]["version"], prov["cellscope"]["commit"]
+    return version if commit is None else f"{version} (git {commit})"
+
+
+def provenance_json(prov: Mapping[str, Any]) -> str:
+    """The text of ``provenance.json``: indented, keys sorted."""
+    return json.dumps(prov, indent=2, sort_keys=True)
+
+
+def provenance_id(prov: Mapping[str, Any]) -> str:
+    """"p" and 11 hex characters naming everything in ``prov`` but its creation time: the same
+    settings, versions and device give the same id, so a CSV row can point at its ``provenance.json``.
+    The letter first keeps it text in spreadsheets and CSV readers: a bare digest such as
+    ``5306392e3405`` is read as a number (infinity), ``012345678901`` loses its zero."""
+    timeless = {k: v for k, v in prov.items() if k != "created"}
+    return "p" + hashlib.sha256(provenance_json(timeless).encode()).hexdigest()[:11]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def with_provenance(df: pd.DataFrame, prov: Mapping[str, Any]) -> pd.DataFrame:
+    """``df`` with provenance columns appended: ``cellscope`` (version and commit), ``device`` (kept
+    as it is where the table has one: it is what each row actually ran on, e.g. the classical model
+    always on the CPU) and ``provenance_id``. A table with a ``model`` column also gets ``weights``
+    (the weights file, or "none") and ``settings`` (that model's settings as compact JSON); a table
+    without one gets ``settings`` = ``{"recipe": ...}`` when ``prov`` has a recipe.
+
+    Columns rather than ``#`` header lines: spreadsheets and ``pandas.read_csv`` read them without
+    options, and rows keep their provenance when tables are filtered or concatenated. The cost is
+    the same text on every row (zips compress it away).
+    """
+    extra: dict[str, Any] = {"cellscope": cellscope_version(prov)}
+    if "device" not in df.columns:
+        extra["device"] = prov["device"]
+    extra["provenance_id"] = provenance_id(prov)
+    if "model" in df.columns:
+        entries = prov["models"]
+        missing = sorted(set(df["model"]) - set(entries))
+        if missing:
+            raise ValueError(f"provenance has no settings for model(s) {', '.join(missing)}")
+        extra["weights"] = df["model"].map(lambda m: entries[m]["weights"]["file"] if entries[m]["weights"] else "none")
+        extra["settings"] = df["model"].map(lambda m: _compact(entries[m]["settings"]))
+    elif prov["recipe"] is not None:
+        extra["settings"] = _compact({"recipe": prov["recipe"]})
+    return df.assign(**extra)
