@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from conftest import open_page
 
-from workflows.cli import build_parser, main
 from core.recipe import DENOISE_METHODS, STEP_TYPES, Recipe
 from core.schema import Field, fields_of
 from models.cellmap import MapSettings
 from models.registry import families, list_models
 from models.tiling import TILING_SETTINGS
+from workflows.cli import build_parser, main
 
 TRAINERS = {f.name: f.trainer for f in families(trainable=True)}
 LABELS = {f.name: f.label for f in families(trainable=True)}
