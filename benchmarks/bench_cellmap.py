@@ -24,9 +24,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from core.cells import cell_table, crop_chunks, dataset_scaling, morphology_features  # noqa: E402
-from core.embed import embed_map  # noqa: E402
-from core.images import CellImage, default_channels  # noqa: E402
+from core.cells.cell_set import cell_table, crop_chunks, dataset_scaling, morphology_features  # noqa: E402
+from core.cells.embed import embed_map  # noqa: E402
+from core.data.images import CellImage, default_channels  # noqa: E402
 
 FIELD = 1024
 SPACING = 22  # px between cell centres: radii up to 9 px never touch

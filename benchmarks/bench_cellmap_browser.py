@@ -1,4 +1,4 @@
-"""Is the Cell map still usable at 100,000 points? The page's own figure (core.map_figures,
+"""Is the Cell map still usable at 100,000 points? The page's own figure (core.figures.cellmap,
 WebGL) in headless Chromium: time to first draw, a box selection (mouse up -> Plotly's
 ``plotly_selected`` with the points), and a zoom (relayout -> redrawn); plus what each rerun of
 the page costs the server (building the figure and its JSON, which Streamlit sends again).
@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from browser import BROWSER_ARGS, CHROMIUM  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from core.map_figures import map_figure, map_html  # noqa: E402
+from core.figures.cellmap import map_figure, map_html  # noqa: E402
 
 PROBE_JS = """() => {
   const gd = document.querySelector('.plotly-graph-div');

@@ -12,11 +12,11 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from timing import median_seconds  # noqa: E402
 
-from core.display import composite  # noqa: E402
-from core.example import make_example_dataset  # noqa: E402
-from core.export import write_dataset  # noqa: E402
-from core.image_decode import read_image  # noqa: E402
-from core.io import load_paths  # noqa: E402
+from core.figures.display import composite  # noqa: E402
+from core.io.decode import read_image  # noqa: E402
+from core.io.example import make_example_dataset  # noqa: E402
+from core.io.export import write_dataset  # noqa: E402
+from core.io.load import load_paths  # noqa: E402
 
 
 def main() -> list[tuple[str, float]]:

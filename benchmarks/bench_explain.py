@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 from bench_cellmap import synthetic_field  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from core.cam_stats import cam_mask_stats  # noqa: E402
-from core.cells import CellSet  # noqa: E402
+from core.cells.cell_set import CellSet  # noqa: E402
+from core.explain.cam_stats import cam_mask_stats  # noqa: E402
 from models.classifier import training_rows  # noqa: E402
 from models.device import CPU_THREADS  # noqa: E402
 from models.explain import CAM_BATCH, CAM_METHOD_NAMES, SCORECAM_BATCH, compute_cams  # noqa: E402

@@ -21,7 +21,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import numpy as np  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from core.example import make_example_dataset  # noqa: E402
+from core.io.example import make_example_dataset  # noqa: E402
 from models.registry import get_model_info, load_model  # noqa: E402
 from models.runner import run_model  # noqa: E402
 

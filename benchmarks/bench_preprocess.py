@@ -11,10 +11,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from timing import median_seconds  # noqa: E402
 
 from core.cache import BoundedCache  # noqa: E402
-from core.example import make_example_dataset  # noqa: E402
-from core.instance_matching import match_instances  # noqa: E402
-from core.preprocess import run_pipeline  # noqa: E402
-from core.recipe import DEFAULT_RECIPE  # noqa: E402
+from core.evaluation.matching import match_instances  # noqa: E402
+from core.io.example import make_example_dataset  # noqa: E402
+from core.segmentation.preprocess import run_pipeline  # noqa: E402
+from core.segmentation.recipe import DEFAULT_RECIPE  # noqa: E402
 
 
 def median_ms(fn, repeat: int = 9) -> float:

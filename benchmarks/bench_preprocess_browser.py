@@ -28,8 +28,8 @@ from browser import (  # noqa: E402
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
-from core.example import make_example_dataset  # noqa: E402
-from core.export import write_dataset  # noqa: E402
+from core.io.example import make_example_dataset  # noqa: E402
+from core.io.export import write_dataset  # noqa: E402
 
 
 def time_slider(page, widget_key: str, key: str, steps: int) -> tuple[list[float], list[float]]:

@@ -21,10 +21,10 @@ sys.path[:0] = [str(ROOT)]
 
 import numpy as np  # noqa: E402
 
-from core.example import make_example_dataset  # noqa: E402
-from core.export import write_dataset  # noqa: E402
-from core.instance_matching import match_instances  # noqa: E402
-from core.io import load_paths  # noqa: E402
+from core.evaluation.matching import match_instances  # noqa: E402
+from core.io.example import make_example_dataset  # noqa: E402
+from core.io.export import write_dataset  # noqa: E402
+from core.io.load import load_paths  # noqa: E402
 from models.registry import get_model_info, load_model  # noqa: E402
 from models.runner import run_model  # noqa: E402
 
@@ -49,7 +49,7 @@ def _resized(image, factor: float):
 
 def _f1_as_is(model_name: str, image) -> float:
     """F1 with the image left at its own scale (no resizing, whatever its nuclei's size)."""
-    from core.training_data import input_planes
+    from core.training.data import input_planes
     from models.unet_instances import segment_planes
 
     segmenter = load_model(model_name).model

@@ -16,11 +16,11 @@ import streamlit as st
 from components.model_panel import compute_result, params_for, params_text
 from components.workspace import kept_result
 from core.cache import BoundedCache
-from core.cells import CellSet
-from core.dataset import Dataset
-from core.display import crops_rgb
-from core.images import CellImage
-from core.recipe import Recipe
+from core.cells.cell_set import CellSet
+from core.data.dataset import Dataset
+from core.data.images import CellImage
+from core.figures.display import crops_rgb
+from core.segmentation.recipe import Recipe
 from models.cellmap import CellMap, MapSettings, uses_no_crops
 from workflows.cellmap import GROUND_TRUTH, CellMapRequest, CellMapRun, Progress, find_cells, ground_truth, run_cellmap
 

@@ -12,9 +12,9 @@ from components.cellmap_controls import color_control
 from components.cellmap_state import selected_crops, send_to_explain
 from components.downloads import download_button
 from components.image_viewer import cached_composite, picture
-from core.cells import CellSet, Embedding
-from core.display import crops_rgb, draw_outlines, montage
-from core.map_figures import composition_figure, loss_figure, map_figure
+from core.cells.cell_set import CellSet, Embedding
+from core.figures.cellmap import composition_figure, loss_figure, map_figure
+from core.figures.display import crops_rgb, draw_outlines, montage
 from core.text import plural
 from models.cellmap import CORRECTION_NAMES, CellMap, cells_frame, compositions
 from workflows.cellmap import CellMapRun, map_figure_files, metrics_table, parquet_bytes

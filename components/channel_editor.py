@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from components.state import mark_edited
-from core.dataset import Dataset
-from core.images import COLORS, ROLES, CellImage, ChannelInfo, apply_channel_edit, same_layout
+from core.data.dataset import Dataset
+from core.data.images import COLORS, ROLES, CellImage, ChannelInfo, apply_channel_edit, same_layout
 from core.text import plural
 
 

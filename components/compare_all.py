@@ -12,10 +12,10 @@ from components.compare_views import seen_by
 from components.downloads import download_button
 from components.model_panel import compute_result, settings_used
 from components.state import dataset
-from core.export import results_zip
-from core.score_tables import SEEN, mean_scores, seen_label, summary_row
+from core.evaluation.score_tables import SEEN, mean_scores, seen_label, summary_row
+from core.io.export import results_zip
 from core.text import plural
-from core.training_data import SEEN_ROLES
+from core.training.data import SEEN_ROLES
 from workflows.image_loop import run_on_images
 from workflows.provenance import provenance
 

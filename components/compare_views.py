@@ -12,13 +12,13 @@ from components.model_panel import scores, settings_used
 from components.plots import agreement_heatmap, f1_curve_figure
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
 from core.analysis import with_provenance
-from core.display import display_outlines, fill_png, overlay_png, preview
-from core.export import results_zip
-from core.images import CellImage, content_hash
-from core.instances import Instances
-from core.score_tables import METRIC_KEYS, SEEN, seen_label, seen_warning
+from core.data.images import CellImage, content_hash
+from core.data.instances import Instances
+from core.evaluation.score_tables import METRIC_KEYS, SEEN, seen_label, seen_warning
+from core.figures.display import display_outlines, fill_png, overlay_png, preview
+from core.io.export import results_zip
 from core.text import plural
-from core.training_data import SeenImages
+from core.training.data import SeenImages
 from models.registry import images_seen
 from workflows.provenance import provenance
 

@@ -11,9 +11,9 @@ import streamlit as st
 
 from components.model_panel import compute_result
 from components.state import dataset, mark_edited
-from core.images import CellImage
-from core.label_edit import EditHistory
+from core.data.images import CellImage
 from core.text import plural
+from core.training.label_edit import EditHistory
 
 EDIT_KEY = "tr.edit"
 START_GT, START_EMPTY = "its ground truth", "nothing (draw every cell)"

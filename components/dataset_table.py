@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from components.image_viewer import cached_thumbnail_uri
-from core.dataset import Dataset
+from core.data.dataset import Dataset
 
 
 def dataset_table(ds: Dataset, table: pd.DataFrame, *, key: str) -> pd.DataFrame | None:

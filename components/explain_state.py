@@ -18,9 +18,9 @@ from components.recipe_panel import current_recipe
 from components.workspace import kept_result
 from core.analysis import Analysis
 from core.cache import BoundedCache
-from core.cells import CellSet
-from core.dataset import Dataset
-from core.images import CellImage
+from core.cells.cell_set import CellSet
+from core.data.dataset import Dataset
+from core.data.images import CellImage
 from models.classifier import TrainedClassifier
 from models.detector_cam import DetectorCam, detector_cam
 from models.explain_cells import CellExplanation

@@ -11,8 +11,8 @@ from components.downloads import download_button
 from components.explain_state import deletion_test_for
 from components.image_viewer import picture
 from core.analysis import Analysis
-from core.display import montage
-from core.explain_figures import confusion_figure, curves_figure, deletion_figure, inside_figure
+from core.figures.display import montage
+from core.figures.explain import confusion_figure, curves_figure, deletion_figure, inside_figure
 from models.classifier import TrainedClassifier
 from models.explain_cells import (
     CellExplanation,

@@ -7,11 +7,11 @@ import pandas as pd
 import streamlit as st
 
 from components.state import dataset, mark_edited
-from core.dataset import Dataset
-from core.image_decode import read_labels
-from core.images import CellImage
-from core.measure import channel_stats
-from core.read_guards import ImageReadError
+from core.cells.measure import channel_stats
+from core.data.dataset import Dataset
+from core.data.images import CellImage
+from core.io.decode import read_labels
+from core.io.guards import ImageReadError
 
 
 def _attach_gt(name: str, key: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core.display import composite, data_uri, draw_outlines, thumbnail
-from core.images import CellImage, ChannelInfo
+from core.data.images import CellImage, ChannelInfo
+from core.figures.display import composite, data_uri, draw_outlines, thumbnail
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -5,7 +5,7 @@ picture whose URI did not change is not decoded again), stacked and scaled to th
 A canvas on top shows what is being drawn (the polygon so far, the brush path, the cut line, the
 first cell of a merge) without asking the server; when an action is complete the browser sends
 ONE edit event, in image pixels, and :func:`apply_event` turns it into a
-:mod:`core.label_edit` operation recorded in an :class:`~core.label_edit.EditHistory`.
+:mod:`core.training.label_edit` operation recorded in an :class:`~core.training.label_edit.EditHistory`.
 
 Events (x, y in image pixels, a pixel ``labels[i, j]`` covering ``[j, j + 1) x [i, i + 1)``)::
 
@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from core.display import data_uri, display_outlines, fill_png, overlay_png, preview
-from core.label_edit import (
+from core.figures.display import data_uri, display_outlines, fill_png, overlay_png, preview
+from core.training.label_edit import (
     EditHistory,
     LabelEditError,
     add_brush,

@@ -7,7 +7,7 @@ to the recipe when the slider is released; the full segmentation then follows.
 
 What the browser gets: the display image, the image being thresholded and, for adaptive
 methods, the local mean it is compared with, all as 8-bit PNGs at preview size. The preview
-is the same rule as :func:`core.preprocess.threshold` on those downscaled images.
+is the same rule as :func:`core.segmentation.preprocess.threshold` on those downscaled images.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import streamlit as st
 
 from components.recipe_panel import RECIPE_KEY, current_recipe
 from components.settings_widgets import widget_args
-from core.display import data_uri, to_uint8
-from core.preprocess import adaptive_block_size, adaptive_local_mean, threshold_floor
-from core.recipe import ThresholdStep
+from core.figures.display import data_uri, to_uint8
 from core.schema import field_of
+from core.segmentation.preprocess import adaptive_block_size, adaptive_local_mean, threshold_floor
+from core.segmentation.recipe import ThresholdStep
 
 _HTML = """
 <div class="lt">

@@ -11,10 +11,10 @@ import streamlit as st
 from components.recipe_panel import current_recipe
 from components.settings_widgets import field_widget
 from core.cache import BoundedCache
-from core.images import CellImage
-from core.instances import Instances
-from core.recipe import Recipe
-from core.score_tables import agreement_matrix, summary_table
+from core.data.images import CellImage
+from core.data.instances import Instances
+from core.evaluation.score_tables import agreement_matrix, summary_table
+from core.segmentation.recipe import Recipe
 from models.device import resolve_device
 from models.registry import (
     LoadedModel,

@@ -7,12 +7,12 @@ import pandas as pd
 import streamlit as st
 
 from core.cache import BoundedCache
-from core.images import CellImage
-from core.instance_matching import Matching, match_instances
-from core.instances import Instances, instances_from_labels
-from core.measure import measure_cells
-from core.preprocess import PipelineResult, run_pipeline
-from core.recipe import Recipe
+from core.cells.measure import measure_cells
+from core.data.images import CellImage
+from core.data.instances import Instances, instances_from_labels
+from core.evaluation.matching import Matching, match_instances
+from core.segmentation.preprocess import PipelineResult, run_pipeline
+from core.segmentation.recipe import Recipe
 
 
 @st.cache_resource(show_spinner=False)

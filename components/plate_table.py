@@ -9,10 +9,10 @@ from components.dataset_table import dataset_table
 from components.downloads import download_button
 from components.state import mark_edited
 from components.upload_panel import bump_dataset_version
-from core.dataset import Dataset
-from core.export import dataset_zip
-from core.images import UNASSIGNED
-from core.plates import batches_from_pattern
+from core.data.dataset import Dataset
+from core.data.images import UNASSIGNED
+from core.data.plates import batches_from_pattern
+from core.io.export import dataset_zip
 from core.text import plural
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from components.recipe_panel import load_recipe
-from core.recipe import STEP_ORDER, Recipe
+from core.segmentation.recipe import STEP_ORDER, Recipe
 
 CONTROLS = "pre_controls"  # the recipe panel's fragment
 HISTOGRAM = "pre_histogram"  # the Result view's histogram, a fragment below its pictures

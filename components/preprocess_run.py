@@ -16,9 +16,9 @@ from components.preprocess_fragments import use_recipe
 from components.recipe_panel import current_recipe
 from components.state import dataset
 from core.analysis import with_provenance
-from core.autotune import MAX_TUNING_IMAGES, TuneResult, autotune, recipe_changes
-from core.images import CellImage
-from core.recipe import DEFAULT_RECIPE, Recipe
+from core.data.images import CellImage
+from core.segmentation.autotune import MAX_TUNING_IMAGES, TuneResult, autotune, recipe_changes
+from core.segmentation.recipe import DEFAULT_RECIPE, Recipe
 from core.text import plural
 from workflows.segmentation import run_segmentation
 

@@ -15,7 +15,9 @@ from components.pipeline_cache import cell_table, gt_scores, memo
 from components.plots import histogram_figure
 from components.preprocess_fragments import CONTROLS, open_views
 from components.result_view import Layer, Panel, Summary, Toggle, result_view
-from core.display import (
+from core.cells.measure import crop_cells
+from core.data.images import CellImage
+from core.figures.display import (
     display_mask,
     display_outlines,
     draw_outlines,
@@ -25,10 +27,8 @@ from core.display import (
     preview,
     to_uint8,
 )
-from core.images import CellImage
-from core.measure import crop_cells
-from core.preprocess import PipelineResult, compare_thresholds, image_geometry, transform_geometry
-from core.recipe import STEP_ORDER, Recipe
+from core.segmentation.preprocess import PipelineResult, compare_thresholds, image_geometry, transform_geometry
+from core.segmentation.recipe import STEP_ORDER, Recipe
 
 PREVIEW_SIDE = 640  # px; the views are about 500 px wide on a laptop screen
 TINT_COLOR, OUTLINE_COLOR, GT_COLOR = (0, 200, 255), (255, 255, 0), (255, 0, 255)

@@ -14,9 +14,9 @@ from typing import Any
 import streamlit as st
 
 from components.settings_widgets import field_widget, range_widget
-from core.images import ChannelInfo
-from core.recipe import STEP_ORDER, STEP_TYPES, Recipe
+from core.data.images import ChannelInfo
 from core.schema import field_of
+from core.segmentation.recipe import STEP_ORDER, STEP_TYPES, Recipe
 
 RECIPE_KEY = "recipe"  # the current recipe: the classical model of every page
 STEP_TITLES = {
@@ -157,7 +157,7 @@ def _field(step: str, param: str):
 
 
 def _w(where, k, step: str, param: str, *, redraw: bool = False, **kwargs) -> Any:
-    """``step.param``'s widget, drawn from its declaration in core.recipe."""
+    """``step.param``'s widget, drawn from its declaration in core.segmentation.recipe."""
     return field_widget(where, _field(step, param), **k(step, param, redraw=redraw), **kwargs)
 
 

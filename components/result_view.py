@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import streamlit as st
 
-from core.display import data_uri
+from core.figures.display import data_uri
 
 _HTML = """
 <div class="cs-rv">

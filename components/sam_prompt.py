@@ -10,8 +10,8 @@ import streamlit as st
 
 from components.image_viewer import cached_composite, picture
 from components.model_panel import fetch_missing_weights, shared_model
-from core.display import fill_labels, preview
-from core.images import CellImage
+from core.data.images import CellImage
+from core.figures.display import fill_labels, preview
 from models.registry import availability, get_model_info, list_models
 
 CHART_KEY = "cmp.sam_chart"

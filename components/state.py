@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.dataset import Dataset
-from core.example import make_example_dataset
-from core.images import CellImage
+from core.data.dataset import Dataset
+from core.data.images import CellImage
+from core.io.example import make_example_dataset
 
 EXAMPLE_KEY = "example"
 

@@ -9,8 +9,8 @@ from typing import Any
 import streamlit as st
 
 from components.workspace import ID_KEY
-from core.images import CellImage
-from core.training_jobs import JobContext, JobQueue, TrainingJob
+from core.data.images import CellImage
+from core.training.jobs import JobContext, JobQueue, TrainingJob
 from workflows.training import train_segmenter
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from components.state import is_untouched_example, mark_edited
-from core.dataset import Dataset
-from core.io import load_files
-from core.plates import apply_batch_table
+from core.data.dataset import Dataset
+from core.data.plates import apply_batch_table
+from core.io.load import load_files
 from core.text import plural
 
 UPLOAD_HELP = (

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from core.cache import BoundedCache
-from core.dataset import Dataset
+from core.data.dataset import Dataset
 from core.text import plural
 from core.workspace import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, WorkspaceStore, approx_nbytes, new_workspace_id
 

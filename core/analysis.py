@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.images import CellImage
+from core.data.images import CellImage
 
 PROVENANCE_FILE = "provenance.json"
 PROVENANCE_COLUMNS = ("cellscope", "device", "provenance_id")  # always added; "weights", "settings" when known
@@ -145,7 +145,7 @@ class Analysis:
 
 def jsonable(value: Any) -> Any:
     """Settings as JSON values: a Recipe as its dict, numpy scalars as numbers, tuples as lists."""
-    from core.recipe import Recipe
+    from core.segmentation.recipe import Recipe
 
     if isinstance(value, Recipe):
         return value.to_dict()

@@ -27,7 +27,7 @@ from models.registry import Family, ModelInfo, Setting, register_family, registe
 if TYPE_CHECKING:
     import torch
 
-    from core.cells import CellSet, Embedding
+    from core.cells.cell_set import CellSet, Embedding
 
 # Crops to read: an iterable of (n, S, S, C) float32 arrays in [0, 1], or a zero-argument
 # callable returning a fresh such iterable (for a caller that makes several passes). A single
@@ -335,7 +335,7 @@ class AutoencoderTrainer:
               max_train_cells: int, progress: ProgressFn | None = None) -> Embedding:
         """Train on ``cells``' crops, then encode every cell: the bottleneck is the embedding.
         Its extras: the loss curve and a few crops next to their reconstructions."""
-        from core.cells import Embedding
+        from core.cells.cell_set import Embedding
 
         report = progress or (lambda f, m: None)
         t0 = time.perf_counter()

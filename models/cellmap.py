@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.cells import CellSet, Embedding, describe_morphology, feature_parts
-from core.embed import CLUSTER_METHODS, cluster, composition, embed_map, tsne_min_cells
-from core.images import UNASSIGNED, CellImage
-from core.plate_correction import CORRECTION_METHODS, compare_correction, correct
-from core.plate_verdict import batch_effect_report
+from core.cells.cell_set import CellSet, Embedding, describe_morphology, feature_parts
+from core.cells.embed import CLUSTER_METHODS, cluster, composition, embed_map, tsne_min_cells
+from core.data.images import UNASSIGNED, CellImage
+from core.plate_effect.correction import CORRECTION_METHODS, compare_correction, correct
+from core.plate_effect.verdict import batch_effect_report
 from core.schema import check_fields, setting
 from core.text import plural
 from models.registry import display_order, family_of, get_model_info, list_models, load_model

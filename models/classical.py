@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from core.images import CellImage
-from core.instances import Instances, instances_from_labels
+from core.data.images import CellImage
+from core.data.instances import Instances, instances_from_labels
 from models.registry import Family, ModelInfo, Setting, register_family, register_model
 
 if TYPE_CHECKING:
-    from core.recipe import Recipe
+    from core.segmentation.recipe import Recipe
 
 
 RECIPE_SETTING = Setting("recipe", "Recipe", None, "The Preprocess page's recipe (None: the built-in default).",
@@ -23,8 +23,8 @@ class ClassicalModel:
 
     def predict(self, image: CellImage, *, recipe: Recipe | None) -> Instances:
         """``recipe`` None: the built-in default recipe."""
-        from core.preprocess import run_pipeline
-        from core.recipe import DEFAULT_RECIPE
+        from core.segmentation.preprocess import run_pipeline
+        from core.segmentation.recipe import DEFAULT_RECIPE
 
         t0 = time.perf_counter()
         result = run_pipeline(image.pixels, image.channels, recipe or DEFAULT_RECIPE)

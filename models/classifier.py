@@ -2,7 +2,7 @@
 cluster...), scored on images it never saw, and kept for the Explain page's CAMs.
 
 How well the label can be read from the crops is measured by cross-validation **by image**
-(StratifiedGroupKFold on the image column, as :func:`core.plate_classifier.classifier_accuracy`
+(StratifiedGroupKFold on the image column, as :func:`core.plate_effect.classifier.classifier_accuracy`
 does for features): cells of one field share illumination, focus and density, so a network
 tested on cells of images it trained on would score "which image" as "which label". Every cell
 gets an out-of-fold prediction from the one fold model that never saw its image: those say
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.plate_metrics import class_codes
+from core.plate_effect.metrics import class_codes
 from models.autoencoder import (
     AUTOENCODER_SETTINGS,
     ProgressFn,
@@ -42,7 +42,7 @@ from models.registry import Family, ModelInfo, Setting, register_family, registe
 if TYPE_CHECKING:
     import torch
 
-    from core.cells import CellSet
+    from core.cells.cell_set import CellSet
 
 # One definition per setting name across models (the registry insists): epochs, batch size,
 # learning rate, seed and the training-sample cap mean here what they mean for the autoencoder.

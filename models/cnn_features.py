@@ -1,7 +1,7 @@
 """A pretrained ImageNet CNN (torchvision ResNet) as a feature extractor for cell crops.
 
 Each crop's channels are merged to RGB in their display colours (the same additive merge as
-:func:`core.display.composite`), resized, normalised with ImageNet's mean and standard
+:func:`core.figures.display.composite`), resized, normalised with ImageNet's mean and standard
 deviation, and the global-average-pooled output of the last residual stage is the feature
 vector (512 numbers for ResNet-18, 2048 for ResNet-50).
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.images import ChannelInfo, color_matrix  # noqa: F401  (color_matrix: the CNN's input colours)
+from core.data.images import ChannelInfo, color_matrix  # noqa: F401  (color_matrix: the CNN's input colours)
 from models.autoencoder import CropChunks, ProgressFn, ProgressReporter, check_crops, crop_batches
 from models.registry import Family, ModelInfo, Setting, register_family, register_model
 from models.weights import WeightsSpec
@@ -28,7 +28,7 @@ from models.weights import WeightsSpec
 if TYPE_CHECKING:
     import torch
 
-    from core.cells import CellSet, Embedding
+    from core.cells.cell_set import CellSet, Embedding
 
 _TV = "torchvision 0.29 model zoo (BSD-3-Clause code; weights trained on ImageNet-1k, see its terms)"
 IMAGENET_WEIGHTS = {
@@ -57,7 +57,7 @@ CNN_SETTINGS = (
 
 def colorize(crops: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
     """(n, C, H, W) channels in [0, 1] merged to (n, 3, H, W) RGB with (C, 3) colour weights, summed and
-    clipped to [0, 1] like :func:`core.display.composite`."""
+    clipped to [0, 1] like :func:`core.figures.display.composite`."""
     import torch
 
     return torch.einsum("nchw,ck->nkhw", crops, colors.to(crops.dtype)).clamp_(0.0, 1.0)
@@ -91,7 +91,7 @@ class CnnEmbedder:
 
     def embed(self, cells: CellSet, *, input_size: int, progress: ProgressFn | None = None) -> Embedding:
         """Every cell's features, its channels merged by their display colours."""
-        from core.cells import Embedding
+        from core.cells.cell_set import Embedding
 
         t0 = time.perf_counter()
         features = self.features(cells.chunks, channel_colors=color_matrix(cells.channels), input_size=input_size,

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from core.images import CellImage, nucleus_plane
-from core.instances import Instances
+from core.data.images import CellImage, nucleus_plane
+from core.data.instances import Instances
 from models.registry import DetectorCamSupport, LoadedModel, ModelInfo, families, family_of, get_model_info
 
 if TYPE_CHECKING:

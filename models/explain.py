@@ -64,7 +64,7 @@ def cam_methods() -> dict[str, type]:
             n, k = acts.shape[:2]
             flat = acts.reshape(n, k, -1).transpose(0, 2, 1)
             flat = flat - flat.mean(axis=1, keepdims=True)  # centred per channel, as the package does
-            # Many small SVDs: OpenBLAS's threads only wait on each other (as in core.plate_metrics).
+            # Many small SVDs: OpenBLAS's threads only wait on each other (as in core.plate_effect.metrics).
             with threadpool_limits(limits=1, user_api="blas"):
                 _, _, vt = np.linalg.svd(flat, full_matrices=False)
             projection = (flat @ vt[:, 0, :, None])[..., 0]

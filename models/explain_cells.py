@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.cam_stats import cam_mask_stats, class_summary
-from core.cells import CellSet
-from core.display import cam_overlays, crops_rgb, encode_image
-from core.images import UNASSIGNED
+from core.cells.cell_set import CellSet
+from core.data.images import UNASSIGNED
+from core.explain.cam_stats import cam_mask_stats, class_summary
+from core.figures.display import cam_overlays, crops_rgb, encode_image
 from core.text import plural
 from models.classifier import TrainedClassifier
 from models.explain import CamResult, DeletionInsertion, compute_cams, deletion_insertion
@@ -69,7 +69,7 @@ def unlabelled_images(target: str, value_of: dict[str, str]) -> list[str]:
 def map_clusters(cells: CellSet, k: int, *, seed: int = 0) -> np.ndarray:
     """The Cell map's default clusters without the map: k-means with ``k`` clusters on the cells'
     morphology features, uncorrected (what :func:`models.cellmap.make_map` clusters by default)."""
-    from core.embed import cluster
+    from core.cells.embed import cluster
     from models.cellmap import MapSettings, features_of
 
     settings = MapSettings(method="pca", k=k, seed=seed)  # validates k as the page's map does
@@ -98,7 +98,7 @@ class CellExplanation:
     cams: np.ndarray  # (n, S, S) in [0, 1]
     masks: np.ndarray  # (n, S, S) bool
     result: CamResult
-    stats: pd.DataFrame  # core.cam_stats.cam_mask_stats, row i = cell rows[i]
+    stats: pd.DataFrame  # core.explain.cam_stats.cam_mask_stats, row i = cell rows[i]
 
 
 def sample_rows(trained: TrainedClassifier, per_class: int = DEFAULT_CELLS_PER_CLASS, *, seed: int = 0,
@@ -121,7 +121,7 @@ def explain_cells(cells: CellSet, trained: TrainedClassifier, rows: Sequence[int
                   progress: Progress | None = None) -> CellExplanation:
     """CAMs of the final model on the cells at table positions ``rows`` (cells it was trained on),
     for ``target``: "predicted" (out of fold), "true" or a class index, and each CAM's share
-    inside the cell's mask (:mod:`core.cam_stats`)."""
+    inside the cell's mask (:mod:`core.explain.cam_stats`)."""
     rows = np.asarray(rows, np.int64)
     where = {int(r): i for i, r in enumerate(trained.rows)}
     missing = [int(r) for r in rows if int(r) not in where]
@@ -147,7 +147,7 @@ READING_OPENERS = {
 
 
 def cam_summary(trained: TrainedClassifier, explanation: CellExplanation, target: str) -> pd.DataFrame:
-    """Per class: the inside-mask shares and a plain-language reading (core.cam_stats). Cells are
+    """Per class: the inside-mask shares and a plain-language reading (core.explain.cam_stats). Cells are
     grouped by the class their CAM explains, worded after how it was chosen; Eigen-CAM, which
     ignores the class, by true class."""
     result = explanation.result

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.cells import CellSet, Embedding, morphology_features
+from core.cells.cell_set import CellSet, Embedding, morphology_features
 from models.registry import Family, ModelInfo, register_family, register_model
 
 

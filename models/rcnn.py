@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from core.images import CellImage, nucleus_plane
-from core.instances import Instances, labels_from_boxes, labels_from_masks
+from core.data.images import CellImage, nucleus_plane
+from core.data.instances import Instances, labels_from_boxes, labels_from_masks
 from models.registry import ModelInfo, Setting, register_model
 from models.weights import WeightsSpec
 

@@ -4,9 +4,9 @@ adapter for its checkpoints.
 Two classes: background and cell. The network starts from the COCO weights when that file is in
 the weights folder (:data:`models.rcnn.COCO_WEIGHTS`; never downloaded here), otherwise from
 scratch, and the checkpoint's metadata says which. Training reads random augmented tiles of the
-:class:`core.training_data.TrainingPair` lists (the same sampler as the U-Net); after each epoch
+:class:`core.training.data.TrainingPair` lists (the same sampler as the U-Net); after each epoch
 the validation images are segmented exactly as the adapter does and scored with
-:func:`core.instance_matching.match_instances` at IoU 0.5, and the best epoch is kept.
+:func:`core.evaluation.matching.match_instances` at IoU 0.5, and the best epoch is kept.
 
 Two choices differ from torchvision's COCO recipe, both for nuclei on a CPU:
 
@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from core.images import CellImage
-from core.instance_matching import validation_scores
-from core.instances import Instances, labels_from_masks
+from core.data.images import CellImage
+from core.data.instances import Instances, labels_from_masks
+from core.evaluation.matching import validation_scores
 from core.schema import setting
-from core.training_data import (
+from core.training.data import (
     Augmentation,
     Split,
     TileSampler,
@@ -105,7 +105,7 @@ class RcnnConfig:
     scale: float = 1.0  # images are resized by this before the network (nuclei vs anchor sizes)
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one per FPN level, px at the network's scale
     detections_per_image: int = 500  # torchvision's 100 would cap a crowded field
-    planes: str = "nucleus"  # core.training_data.input_planes: what the model reads
+    planes: str = "nucleus"  # core.training.data.input_planes: what the model reads
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.scale <= 4 or len(self.anchor_sizes) != 5 or min(self.anchor_sizes) < 4:
@@ -248,7 +248,7 @@ def segment_plane(model: torch.nn.Module, config: RcnnConfig, plane: np.ndarray,
 
 
 def predicted_labels(model: torch.nn.Module, config: RcnnConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """What validation scores (:func:`core.instance_matching.validation_scores`): a pair's image to
+    """What validation scores (:func:`core.evaluation.matching.validation_scores`): a pair's image to
     labels, segmented with the registry's default thresholds exactly as the adapter does."""
     return lambda image: segment_plane(model, config, image[:, :, 0], **_PREDICT_DEFAULTS)[0]
 

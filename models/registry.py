@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.images import CellImage
-from core.instances import Instances
+from core.data.images import CellImage
+from core.data.instances import Instances
 from core.schema import Field as Setting  # a model setting is a settings field like any other
 from models.weights import WeightsSpec, local_path, offline_advice, resolve_weights, weights_dir
 
 if TYPE_CHECKING:
-    from core.training_data import SeenImages
+    from core.training.data import SeenImages
 
 TASKS = ("segment", "embed", "classify")
 TRAINED_PREFIX = "trained"  # a model trained here is "trained:<family>:<name>"; weights placed by hand are not
@@ -317,7 +317,7 @@ def get_model_info(name: str) -> ModelInfo:
 def images_seen(name: str) -> SeenImages | None:
     """Which images the model ``name`` was trained and validated on, from the metadata beside its
     checkpoint; None for models not trained on the user's images (published weights, classical)."""
-    from core.training_data import SeenImages
+    from core.training.data import SeenImages
     from models.checkpoint_file import metadata_path, read_metadata
 
     path = get_model_info(name).own_checkpoint
@@ -377,14 +377,14 @@ class LoadedModel:
             return self.model.predict(image, **settings)
 
     def embed(self, cells: Any, *, progress: Callable[[float, str], None] | None = None, **params: Any) -> Any:
-        """An embedder's features of ``cells`` (a :class:`core.cells.CellSet`), with complete settings."""
+        """An embedder's features of ``cells`` (a :class:`core.cells.cell_set.CellSet`), with complete settings."""
         settings = self.info.resolve(params)
         with self._lock:
             return self.model.embed(cells, progress=progress, **settings)
 
     def classify(self, cells: Any, target: Any, *, progress: Callable[[float, str], None] | None = None,
                  **params: Any) -> Any:
-        """A classifier trained on ``cells`` (a :class:`core.cells.CellSet`) to predict ``target``
+        """A classifier trained on ``cells`` (a :class:`core.cells.cell_set.CellSet`) to predict ``target``
         (one label per cell), with complete settings."""
         settings = self.info.resolve(params)
         with self._lock:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from core.images import CellImage
-from core.instances import Instances
+from core.data.images import CellImage
+from core.data.instances import Instances
 from models.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, predict_tiled
 
 

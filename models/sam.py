@@ -19,8 +19,8 @@ import numpy as np
 import models.classical  # noqa: F401  (registers the detectors whose boxes SAM outlines)
 import models.yolo  # noqa: F401
 from core.cache import BoundedCache
-from core.images import CellImage
-from core.instances import Instances, labels_from_masks
+from core.data.images import CellImage
+from core.data.instances import Instances, labels_from_masks
 from models.registry import Family, ModelInfo, Setting, get_model_info, register_family, register_model
 from models.weights import WeightsSpec
 
@@ -65,7 +65,7 @@ class SamModel:
 
     @staticmethod
     def _rgb(image: CellImage) -> np.ndarray:
-        from core.display import image_rgb
+        from core.figures.display import image_rgb
 
         return image_rgb(image)  # SAM expects 8-bit RGB: the display merge is what a person sees
 

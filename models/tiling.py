@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from core.images import CellImage
-from core.instances import Instances, boxes_from_labels, compact_labels, labels_from_boxes
+from core.data.images import CellImage
+from core.data.instances import Instances, boxes_from_labels, compact_labels, labels_from_boxes
 from models.registry import Setting
 
 DEFAULT_TILE = 1024

@@ -19,25 +19,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
-from core.images import CellImage
-from core.instances import Instances, boxes_from_labels
-from core.object_scale import ObjectScale, resize_factor
-from core.schema import setting
-from core.training_data import Augmentation, Split, TrainingPair, input_planes
+from core.data.images import CellImage
+from core.data.instances import Instances, boxes_from_labels
+from core.segmentation.object_scale import ObjectScale, resize_factor
+from core.training.data import Augmentation, Split, TrainingPair, input_planes
 from models.best_epoch import (
     EpochRecord,
-    TrainingSettings,
-    batch_size_setting,
-    epochs_setting,
-    lr_setting,
-    patience_setting,
-    seed_setting,
-    steps_setting,
-    tile_setting,
 )
 from models.checkpoint_file import named_checkpoint, read_metadata, saved_checkpoints, trained_here_spec
 from models.device import CPU_THREADS, cpu_threads
@@ -45,7 +34,7 @@ from models.registry import Family, ModelInfo, Setting, Trainer, register_family
 from models.unet_checkpoint import SUFFIX, load_checkpoint
 from models.unet_instances import segment_planes
 from models.unet_network import UNetConfig
-from models.unet_training import TrainedUNet, train_network
+from models.unet_training import TrainedUNet, UNetTraining, train_network
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
 
@@ -72,39 +61,11 @@ _PREDICT_DEFAULTS = {s.name: s.default for s in UNET_SETTINGS if s.name != "diam
 # -------------------------------------------------------------------------------------- training
 
 
-@dataclass(frozen=True)
-class UNetTraining(TrainingSettings):
-    """How to train: one validated value the Train page, the CLI and the checkpoint's metadata share.
-
-    Measured with these defaults: see docs/models.md ("Models trained here"). 30
-    epochs keep the command-line run on the example under 10 minutes on 2 cores; 40 scored the
-    same on the real DSB image (0.823 against 0.818 before seed cutting, two seeds).
-    """
-
-    family_label: ClassVar[str] = "U-Net"
-
-    epochs: int = epochs_setting(30)
-    steps_per_epoch: int = steps_setting(25)
-    batch_size: int = batch_size_setting(8)
-    tile: int = tile_setting(128, 16, 8)  # training windows' side; a multiple of the U-Net's 2**depth
-    lr: float = lr_setting(3e-3)
-    patience: int = patience_setting(8)  # epochs without a better validation F1 before stopping early
-    seed: int = seed_setting()
-    # The last this-many epochs' weights are averaged (stochastic weight averaging, Izmailov et al.
-    # 2018) and kept instead of the best epoch's when validation scores the average as well within
-    # 0.01 (BestEpoch.adopt_average); 1 keeps the best epoch. Measured: the same run scored 0.674 on
-    # the real DSB image with its best epoch and 0.763 with the last 4 (or 8) averaged, the example
-    # plates alike (0.997).
-    average_epochs: int = setting(4, label="Epochs averaged", low=1, high=100, step=1,
-                                  help="The last this-many epochs' weights are averaged and kept when validation "
-                                       "scores them as well as the best epoch; 1 keeps the best epoch.")
-
-
 def train_unet(
     train: Sequence[TrainingPair],
     val: Sequence[TrainingPair],
     *,
-    training: UNetTraining = UNetTraining(),
+    training: UNetTraining = UNetTraining(),  # noqa: B008 (a frozen dataclass: one shared default is safe)
     out: str | Path | None = None,
     config: UNetConfig | None = None,
     augmentation: Augmentation | None = None,

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.instances import split_concave
-from core.object_scale import resize_maps, resize_planes
-from core.training_data import pad_to
+from core.data.instances import split_concave
+from core.segmentation.object_scale import resize_maps, resize_planes
+from core.training.data import pad_to
 from models.unet_network import BOUNDARY, INTERIOR, UNetConfig
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def instances_from_probabilities(probs: np.ndarray, *, foreground_threshold: flo
     """Label image (1..N) and per-object score from (3, H, W) class probabilities.
 
     Seeds are the connected blobs of interior probability above ``seed_threshold``; a blob less
-    convex than ``min_solidity`` is first cut at its waist (:func:`core.instances.split_concave`):
+    convex than ``min_solidity`` is first cut at its waist (:func:`core.data.instances.split_concave`):
     where two touching nuclei meet without a seam the network is sure of, their interiors join in a
     neck, and one seed would make one object. A watershed on the interior probability grows the
     seeds over the foreground (interior + boundary above ``foreground_threshold``). A foreground
@@ -119,7 +119,7 @@ def segment_planes(model: torch.nn.Module, planes: np.ndarray, *, foreground_thr
                    factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Labels and scores of (H, W, C) normalised planes: what ``predict`` and validation both run.
     With ``factor`` other than 1 the network sees the planes resized by it (nuclei brought to the
-    training size, :mod:`core.object_scale`) and its probabilities are resized back, so objects
+    training size, :mod:`core.segmentation.object_scale`) and its probabilities are resized back, so objects
     and every pixel setting stay in the image's own pixels."""
     if factor == 1.0:
         probs = predict_probabilities(model, planes)

@@ -21,7 +21,7 @@ class UNetConfig:
     in_channels: int = 1
     base: int = 16  # channels of the first level, doubled at each level below
     depth: int = 3  # pooling steps: depth + 1 levels
-    planes: str = "nucleus"  # core.training_data.input_planes: what the model reads
+    planes: str = "nucleus"  # core.training.data.input_planes: what the model reads
     boundary_width: int = 2  # pixels of each object's rim labelled boundary
 
     def __post_init__(self) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from core.images import CellImage, nucleus_plane
-from core.instances import Instances, labels_from_boxes, labels_from_masks
+from core.data.images import CellImage, nucleus_plane
+from core.data.instances import Instances, labels_from_boxes, labels_from_masks
 from models.checkpoint_file import check_format, metadata_path
 from models.registry import ModelInfo, Setting, register_model, register_provider, trained_name
 from models.weights import WeightsSpec, weights_dir

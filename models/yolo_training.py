@@ -1,10 +1,10 @@
 """YOLO-seg trained here with ultralytics on the user's nuclei, offline.
 
-The pairs are exported by :mod:`core.yolo_dataset` (tiles of ``imgsz`` px with polygon labels),
+The pairs are exported by :mod:`core.training.yolo_dataset` (tiles of ``imgsz`` px with polygon labels),
 ultralytics trains from a model YAML shipped inside its package (``yolo11n-seg.yaml``: random
 initial weights, nothing to fetch) or from a local ``.pt``, and after every epoch the epoch's
 checkpoint is loaded by :class:`models.yolo.YoloModel` and scored on the validation images with
-:func:`core.instance_matching.match_instances` at IoU 0.5, exactly as the Compare page would. The best epoch
+:func:`core.evaluation.matching.match_instances` at IoU 0.5, exactly as the Compare page would. The best epoch
 is saved as plain data (:func:`models.yolo.checkpoint_data`: the model's YAML dict, names, a state
 dict of tensors and the metadata; no optimizer state, no pickled code) to
 ``<weights folder>/yolo/<name>.pt`` (with ``<name>.json`` of metadata beside it), where
@@ -33,11 +33,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from core.images import CellImage, ChannelInfo
-from core.instance_matching import validation_scores
+from core.data.images import CellImage, ChannelInfo
+from core.evaluation.matching import validation_scores
 from core.schema import setting
-from core.training_data import Split, TrainingPair, pairs_hash, seen_record
-from core.yolo_dataset import export_yolo_dataset
+from core.training.data import Split, TrainingPair, pairs_hash, seen_record
+from core.training.yolo_dataset import export_yolo_dataset
 from models.best_epoch import (
     EpochRecord,
     TrainingSettings,
@@ -183,7 +183,7 @@ def _is_integration(function: Callable) -> bool:
 
 
 def predicted_labels(model: YoloModel) -> Callable[[np.ndarray], np.ndarray]:
-    """What validation scores (:func:`core.instance_matching.validation_scores`): a pair's image to
+    """What validation scores (:func:`core.evaluation.matching.validation_scores`): a pair's image to
     the labels ``model.predict`` gives with the registry's default settings. A pair's plane is already
     normalised; normalising it again (as ``predict`` does) maps its percentiles onto themselves, so
     the input is unchanged."""

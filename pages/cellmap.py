@@ -11,7 +11,7 @@ from components.cellmap_views import batch_view, clusters_view, export_view, fea
 from components.model_panel import current_device, fetch_missing_weights
 from components.recipe_panel import current_recipe
 from components.routing import page_with_images
-from core.preprocess import image_geometry
+from core.segmentation.preprocess import image_geometry
 from core.text import plural
 from models.cellmap import CORRECTION_NAMES, METHOD_NAMES
 from models.weights import WeightsUnavailable

@@ -18,7 +18,7 @@ from components.model_panel import (
 )
 from components.routing import page_with_images
 from components.sam_prompt import sam_prompt_view
-from core.score_tables import seen_label
+from core.evaluation.score_tables import seen_label
 from core.text import plural
 from models.registry import get_model_info
 

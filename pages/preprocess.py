@@ -12,9 +12,9 @@ from components.recipe_panel import current_recipe, recipe_panel
 from components.routing import page_with_images
 from components.state import dataset
 from components.workspace import fragment
-from core.images import CellImage
-from core.preprocess import PipelineResult
-from core.recipe import STEP_ORDER, Recipe
+from core.data.images import CellImage
+from core.segmentation.preprocess import PipelineResult
+from core.segmentation.recipe import STEP_ORDER, Recipe
 
 
 def preprocess_page() -> None:

@@ -24,12 +24,12 @@ from components.model_panel import add_to_comparison, current_device, fetch_miss
 from components.routing import page_with_images
 from components.settings_widgets import field_widget
 from components.training_state import my_jobs, submit_training, training_queue
-from core.export import label_tiff_bytes
-from core.label_edit import LabelEditError
+from core.figures.training import training_figure
+from core.io.export import label_tiff_bytes
 from core.schema import fields_of
 from core.text import duration, plural
-from core.training_figures import training_figure
-from core.training_jobs import TrainingJob
+from core.training.jobs import TrainingJob
+from core.training.label_edit import LabelEditError
 from models.registry import families, get_family, list_models, trainer_of
 
 # The settings the page offers per family (the others keep their defaults), in order.

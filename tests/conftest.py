@@ -86,7 +86,7 @@ def blobs(h: int = 64, w: int = 64, dtype=np.uint16, seed: int = 0) -> np.ndarra
 
 @pytest.fixture(scope="session")
 def example_images():
-    from core.example import make_example_dataset
+    from core.io.example import make_example_dataset
 
     return make_example_dataset()
 
@@ -97,7 +97,7 @@ def example_images():
 @pytest.fixture(scope="session")
 def training_example():
     """Six small fields (96 px, 2 per plate A-C) with ground truth: what every trainer's tests train on."""
-    from core.example import make_example_dataset
+    from core.io.example import make_example_dataset
 
     return make_example_dataset(size=96, fields_per_plate=2)
 
@@ -105,7 +105,7 @@ def training_example():
 @pytest.fixture(scope="session")
 def training_data(training_example):
     """(train, val, split) of :func:`training_example`'s pairs, plate C held out for validation."""
-    from core.training_data import split_by_batch, training_pairs
+    from core.training.data import split_by_batch, training_pairs
 
     pairs = training_pairs(training_example)
     split = split_by_batch(pairs, ["plateC"])

@@ -13,11 +13,11 @@ import pytest
 import tifffile
 
 from core.analysis import MANIFEST_FILE, PROVENANCE_FILE, Analysis, LazyFiles, inputs_of, provenance_id
-from core.example import make_example_dataset
-from core.images import content_hash
-from core.instance_matching import match_instances
-from core.preprocess import run_pipeline
-from core.recipe import DEFAULT_RECIPE
+from core.data.images import content_hash
+from core.evaluation.matching import match_instances
+from core.io.example import make_example_dataset
+from core.segmentation.preprocess import run_pipeline
+from core.segmentation.recipe import DEFAULT_RECIPE
 from workflows.provenance import provenance
 
 
@@ -86,7 +86,7 @@ def test_the_recipe_on_every_image_is_a_record_whose_labels_and_counts_are_the_p
 
 
 def test_a_failing_image_is_a_problem_line_and_the_others_are_kept(images):
-    from core.instances import instances_from_labels
+    from core.data.instances import instances_from_labels
     from workflows.segmentation import run_segmentation
 
     def segment(image):

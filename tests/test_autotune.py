@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.autotune import autotune, recipe_changes, tuning_images
-from core.recipe import Recipe
+from core.segmentation.autotune import autotune, recipe_changes, tuning_images
+from core.segmentation.recipe import Recipe
 
 
 def test_autotune_improves_a_poor_start(example_images):
@@ -31,7 +31,7 @@ def test_tuning_images_are_taken_in_turn_from_each_batch(example_images):
 def test_a_search_that_finds_nothing_better_keeps_the_recipe_and_says_on_which_images(example_images, monkeypatch):
     """It used to drop the rotate step from the 'tuned' recipe, so a search that changed nothing
     still offered a recipe different from the current one."""
-    import core.autotune as A
+    import core.segmentation.autotune as A
 
     monkeypatch.setattr(A, "SEARCH_SPACE", (("filters", "min_area", (-1, 2000)),))
     start = Recipe().with_step("rotate", enabled=True, angle=30)

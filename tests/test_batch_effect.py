@@ -14,10 +14,10 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from core import plate_classifier as classifier
-from core import plate_correction as correction
-from core import plate_metrics as metrics
-from core import plate_verdict as verdict
+from core.plate_effect import classifier as classifier
+from core.plate_effect import correction as correction
+from core.plate_effect import metrics as metrics
+from core.plate_effect import verdict as verdict
 
 
 def make_cells(
@@ -533,7 +533,7 @@ def test_correction_that_erases_the_condition_says_so():
 
 def test_a_comparison_with_an_untestable_accuracy_is_undetermined():
     """3 plates x 2 images: condition 0.92 could not be tested; it must not 'separate more'."""
-    from core.plate_verdict import _comparison
+    from core.plate_effect.verdict import _comparison
 
     batch = {"skill": 0.1, "balanced_accuracy": 0.4, "chance": 1 / 3, "significant": None}
     condition = {"skill": 0.84, "balanced_accuracy": 0.92, "chance": 0.5, "significant": None}

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import cam_stats
-from core.cam_stats import cam_mask_stats, class_summary, focus, inside_fraction
+from core.explain import cam_stats
+from core.explain.cam_stats import cam_mask_stats, class_summary, focus, inside_fraction
 
 
 def corner_mask(size: int = 4, side: int = 2) -> np.ndarray:
@@ -130,9 +130,9 @@ def test_class_summary_refuses_mismatched_inputs():
 
 @pytest.mark.parametrize("mode", ["pad", "scale"])
 def test_cell_masks_line_up_with_the_cells_crops_in_any_row_order(mode):
-    from core.cells import CellSet, IntensityScaling
-    from core.images import CellImage, default_channels
-    from core.measure import crop_cells
+    from core.cells.cell_set import CellSet, IntensityScaling
+    from core.cells.measure import crop_cells
+    from core.data.images import CellImage, default_channels
 
     pairs = []
     for i, (rows, cols) in enumerate([(slice(10, 30), slice(40, 52)), (slice(60, 70), slice(5, 25))]):

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT, open_page
 
-from core.example import make_example_dataset
-from core.export import write_dataset
+from core.io.example import make_example_dataset
+from core.io.export import write_dataset
 from models.cellmap import (
     MapSettings,
     cell_set,
@@ -219,7 +219,7 @@ def test_too_few_cells_for_tsne_still_give_a_map_and_say_why():
 
 
 def test_saved_figures_name_each_cell_open_offline_and_say_what_they_show(small):
-    from core.map_figures import map_figure, map_html, map_png
+    from core.figures.cellmap import map_figure, map_html, map_png
 
     _, cells = small
     emb = features_of(cells, "morphology", {})
@@ -398,7 +398,7 @@ def dsb_fields(*, background: tuple[str, ...] = (), batches: str = "AB", layout:
     stay as they were: a batch effect in the background alone, as a dirtier plate or a lamp makes."""
     import tifffile
 
-    from core.images import CellImage, default_channels
+    from core.data.images import CellImage, default_channels
 
     pixels = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei.tif").astype(np.float64)
     mask = tifffile.imread(ROOT / "tests" / "data" / "dsb2018_nuclei_mask.tif").astype(np.int32)
@@ -447,7 +447,7 @@ def test_real_nuclei_with_no_batch_difference_read_no_and_two_fields_per_batch_u
 
 
 def test_a_rotating_recipe_is_said_on_the_cell_map():
-    from core.recipe import DEFAULT_RECIPE
+    from core.segmentation.recipe import DEFAULT_RECIPE
 
     at = open_page("pages/cellmap.py")
     ds = at.session_state["dataset"]

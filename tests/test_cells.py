@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.cells import (
+from core.cells.cell_set import (
     IntensityScaling,
     cell_table,
     crop_chunks,
@@ -13,9 +13,9 @@ from core.cells import (
     feature_parts,
     morphology_features,
 )
-from core.example import make_example_dataset
-from core.images import CellImage, default_channels
-from core.measure import measure_cells, measure_surroundings
+from core.cells.measure import measure_cells, measure_surroundings
+from core.data.images import CellImage, default_channels
+from core.io.example import make_example_dataset
 
 # Raw 0..1000 -> 0..1, so crop values read as raw / 1000.
 UNIT = IntensityScaling(("ch0",), (0.0,), (1000.0,))

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from core.images import CellImage, ChannelInfo, apply_channel_edit, default_channels, same_layout
+from core.data.images import CellImage, ChannelInfo, apply_channel_edit, default_channels, same_layout
 
 
 def _img(name: str, channels) -> CellImage:

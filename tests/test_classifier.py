@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix
 
-from core.cells import CellSet
-from core.images import CellImage, default_channels
+from core.cells.cell_set import CellSet
+from core.data.images import CellImage, default_channels
 from models.classifier import (
     CLASSIFIER_SETTINGS,
     ClassifierTrainer,

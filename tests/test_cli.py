@@ -60,7 +60,7 @@ def test_example_writes_a_dataset_info_reads_back(tmp_path):
 def test_segment_classical_writes_a_label_tiff_of_the_image_size(tmp_path, example_images):
     import tifffile
 
-    from core.export import write_dataset
+    from core.io.export import write_dataset
 
     write_dataset(example_images[:1], tmp_path)
     image = tmp_path / "images" / "plateA_field1.tif"
@@ -110,8 +110,8 @@ def test_compare_writes_labels_and_metrics_anyone_can_recompute(tmp_path, exampl
 
     import tifffile
 
-    from core.export import write_dataset
-    from core.instance_matching import match_over_thresholds
+    from core.evaluation.matching import match_over_thresholds
+    from core.io.export import write_dataset
 
     write_dataset(example_images[:1], tmp_path)
     image, gt = tmp_path / "images" / "plateA_field1.tif", tmp_path / "masks" / "plateA_field1.tif"
@@ -148,7 +148,7 @@ def test_compare_writes_provenance_naming_each_models_settings(tmp_path):
     import json
     from importlib import metadata
 
-    from core.recipe import Recipe
+    from core.segmentation.recipe import Recipe
 
     image = tmp_path / "a.tif"
     image.write_bytes(tiff_bytes(blobs(96, 96)))
@@ -215,7 +215,7 @@ MODEL_WORK = ("models.registry.load_model", "models.runner.run_model")
 @pytest.fixture
 def no_work(monkeypatch):
     """Reading images (embed, explain, train), loading a model or segmenting fails the test."""
-    return _refuse(monkeypatch, ("core.io.load_paths", "core.io.load_images_and_masks", *MODEL_WORK))
+    return _refuse(monkeypatch, ("core.io.load.load_paths", "core.io.load.load_images_and_masks", *MODEL_WORK))
 
 
 @pytest.fixture
@@ -227,7 +227,7 @@ def no_model(monkeypatch):
 @pytest.fixture
 def on_disk(tmp_path, example_images):
     """Two example fields with their masks and batches.csv, and a plain file where a folder is wanted."""
-    from core.export import write_dataset
+    from core.io.export import write_dataset
 
     write_dataset(example_images[:2], tmp_path / "data")
     (tmp_path / "a_file").write_text("x")

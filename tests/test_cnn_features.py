@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from core.images import HPA_CHANNELS, ChannelInfo
+from core.data.images import HPA_CHANNELS, ChannelInfo
 from models.cnn_features import (
     FEATURE_DIMS,
     IMAGENET_WEIGHTS,

@@ -1,4 +1,4 @@
-"""models/runner.py, models/tiling.py, core/score_tables.py, core/export.py: running, tiling, scoring, agreeing, exporting."""
+"""models/runner.py, models/tiling.py, core/evaluation/score_tables.py, core/io/export.py: running, tiling, scoring, agreeing, exporting."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from core.export import LabelledImage, coco_instances, results_zip
-from core.images import CellImage, default_channels
-from core.instance_matching import match_instances
-from core.instances import Instances, boxes_from_labels
-from core.score_tables import agreement_matrix, metrics_entry, objects_table, summary_table
+from core.data.images import CellImage, default_channels
+from core.data.instances import Instances, boxes_from_labels
+from core.evaluation.matching import match_instances
+from core.evaluation.score_tables import agreement_matrix, metrics_entry, objects_table, summary_table
+from core.io.export import LabelledImage, coco_instances, results_zip
 from models.runner import run_model
 from models.tiling import core_bounds, n_tiles, predict_tiled, tile_starts
 
@@ -243,8 +243,8 @@ def test_a_shared_model_runs_one_prediction_at_a_time():
 def test_images_a_model_has_seen_are_marked_by_pixels_and_left_out_of_its_means(example_images):
     """A U-Net trained on 10 of the 12 example images showed a mean F1 of 0.953 over all 12 with no
     mark; the images it saw are now marked (by their pixels) and left out of its mean by default."""
-    from core.score_tables import SEEN, mean_scores, seen_label, seen_warning
-    from core.training_data import SeenImages
+    from core.evaluation.score_tables import SEEN, mean_scores, seen_label, seen_warning
+    from core.training.data import SeenImages
 
     a, b, c = example_images[:3]
     seen = SeenImages("unet:x", training=((a.name, a.hash),), validation=((b.name, b.hash),))

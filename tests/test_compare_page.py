@@ -11,7 +11,7 @@ from conftest import open_page
 from streamlit.testing.v1 import AppTest
 from test_sam import tiny_sam, tiny_sam_info
 
-from core.instances import Instances
+from core.data.instances import Instances
 from models import registry
 from models.registry import ModelInfo
 from models.weights import WeightsSpec, offline_advice
@@ -225,9 +225,9 @@ def test_prompts_from_a_plotly_selection():
 
 def test_empty_and_large_images_give_sensible_results(weights_home):
     """An all-zero image: no objects, no crash. A 2100 px image: tiled (3 x 3 tiles of 1024 px)."""
-    from core.dataset import Dataset
-    from core.example import make_example_dataset
-    from core.images import CellImage, default_channels
+    from core.data.dataset import Dataset
+    from core.data.images import CellImage, default_channels
+    from core.io.example import make_example_dataset
 
     field = make_example_dataset(size=700, fields_per_plate=1)[0]
     big = np.tile(field.pixels, (3, 3, 1))  # 2100 x 2100, cells everywhere including on tile seams
@@ -252,7 +252,7 @@ def test_empty_and_large_images_give_sensible_results(weights_home):
 def test_images_a_model_was_trained_on_are_marked_and_left_out_of_its_means(weights_home):
     """A U-Net trained on 10 of the 12 example images showed F1 0.950 on one of them and a mean over
     all 12 with no mark. Trained here by the Train page's own entry point (tiny settings)."""
-    from core.example import make_example_dataset
+    from core.io.example import make_example_dataset
     from models.registry import images_seen
     from workflows.training import train_segmenter
 

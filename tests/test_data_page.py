@@ -119,7 +119,7 @@ def test_channel_colour_change_applies_to_all_images(app):
 
 
 def test_hpa_set_and_zip_with_masks_upload(app, example_images):
-    from core.export import dataset_zip
+    from core.io.export import dataset_zip
 
     hpa = [(f"cellA_{c}.png", png_bytes(blobs(dtype=np.uint8, seed=i)), "image/png")
            for i, c in enumerate(("red", "green", "blue", "yellow"))]

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from core.images import CellImage, default_channels, nucleus_plane
+from core.data.images import CellImage, default_channels, nucleus_plane
 from models import detector_cam as dc
 from models.detector_cam import cam_layers, cam_methods, detector_cam, draw_detector_cam, highlighted
 from models.registry import LoadedModel, ModelInfo, get_model_info, load_model

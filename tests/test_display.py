@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.display import (
+from core.data.images import HPA_CHANNELS, ChannelInfo
+from core.figures.display import (
     composite,
     data_uri,
     display_mask,
@@ -13,7 +14,6 @@ from core.display import (
     overlay_png,
     thumbnail,
 )
-from core.images import HPA_CHANNELS, ChannelInfo
 
 
 def test_percentile_clip_maps_range_to_unit_interval():
@@ -56,7 +56,7 @@ def test_outlines_and_thumbnails():
 def test_fast_boundaries_equal_skimage_inner_boundaries():
     from skimage.segmentation import find_boundaries
 
-    from core.display import label_boundaries
+    from core.figures.display import label_boundaries
 
     rng = np.random.default_rng(3)
     labels = np.kron(rng.integers(0, 5, (12, 10)), np.ones((4, 4), int))

@@ -431,7 +431,7 @@ def test_explain_trains_a_classifier_shows_overlays_and_takes_cells_from_the_map
 def test_train_curates_a_label_trains_and_the_model_reaches_compare(browser, tmp_path, monkeypatch):
     """Issue 13's walk: delete a cell in the editor, save it as ground truth, train a one-epoch
     U-Net in the background, watch its curve, and find the model on the Compare page."""
-    from core.example import make_example_dataset
+    from core.io.example import make_example_dataset
 
     monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path / "weights"))
     first = make_example_dataset()[0]  # the example the server shows, deterministic

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
-from core.embed import cluster, composition, embed_map, pca, tsne, tsne_min_cells
+from core.cells.embed import cluster, composition, embed_map, pca, tsne, tsne_min_cells
 
 
 def blobs(n_per: int = 100, dims: int = 10, centers: int = 2, spread: float = 8.0, seed: int = 0):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from core.example import PLATES, make_example_dataset
-from core.export import dataset_zip, write_dataset
-from core.io import load_files, load_paths
+from core.io.example import PLATES, make_example_dataset
+from core.io.export import dataset_zip, write_dataset
+from core.io.load import load_files, load_paths
 
 
 def test_layout(example_images):

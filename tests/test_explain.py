@@ -16,7 +16,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from test_classifier import planted_cells
 
-from core.cam_stats import cam_mask_stats, class_summary
+from core.explain.cam_stats import cam_mask_stats, class_summary
 from models.classifier import ClassifierConfig, build_classifier, train_classifier
 from models.explain import (
     CAM_METHOD_NAMES,

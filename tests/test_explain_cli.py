@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from core.export import write_dataset
-from core.images import CellImage, default_channels
+from core.data.images import CellImage, default_channels
+from core.io.export import write_dataset
 
 SIDE = 160  # px; 20-28 nuclei of radius 6-10 px per field
 FIELDS = 5  # per batch

@@ -90,7 +90,7 @@ def test_a_cluster_sent_from_the_cell_map_is_explained():
 def test_images_without_a_batch_are_no_plate_to_learn():
     """Two images without a batch: the sidebar counts 3 batches, not 4, and Explain asks for their
     batch instead of teaching a classifier a plate called 'unassigned'."""
-    from core.images import UNASSIGNED
+    from core.data.images import UNASSIGNED
 
     at = open_page("pages/explain.py")
     ds = at.session_state["dataset"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.images import CellImage, default_channels
-from core.instances import instances_from_labels
+from core.data.images import CellImage, default_channels
+from core.data.instances import instances_from_labels
 from workflows.image_loop import SegmentSettings, problems_of, run_images, run_on_images, segment_image
 
 
@@ -99,7 +99,7 @@ def test_run_images_reports_progress_before_each_image_and_an_unexpected_error_s
 
 
 def test_the_per_image_unit_segments_measures_and_crops_on_request():
-    from core.cells import CellSet
+    from core.cells.cell_set import CellSet
 
     image = _image("a", 3, "p1")
     plain = segment_image(image, SegmentSettings(segment=lambda img: img.gt))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.instance_matching import iou_matrix, match_instances, match_over_thresholds, segmentation_scores
+from core.evaluation.matching import iou_matrix, match_instances, match_over_thresholds, segmentation_scores
 
 
 def squares(*boxes, shape=(40, 40)):
@@ -93,7 +93,7 @@ def test_sparse_and_dense_label_values_give_the_same_scores():
 
 
 def test_box_iou_and_box_matching():
-    from core.instance_matching import box_iou_matrix
+    from core.evaluation.matching import box_iou_matrix
 
     iou = box_iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 5], [20, 20, 30, 30]]))
     np.testing.assert_allclose(iou, [[0.5, 0.0]])
@@ -106,7 +106,7 @@ def test_box_iou_and_box_matching():
 def test_validation_scores_pool_counts_over_images_from_any_predictor():
     from types import SimpleNamespace
 
-    from core.instance_matching import validation_scores
+    from core.evaluation.matching import validation_scores
 
     a = np.zeros((8, 8), np.int32)
     a[0:3, 0:3], a[5:8, 5:8] = 1, 2  # two nuclei
@@ -128,4 +128,4 @@ def test_every_trainer_scores_validation_with_the_one_implementation():
     defined = [p.name for p in code if "def validation_scores(" in p.read_text()]
     assert defined == ["instance_matching.py"]
     for trainer in ("unet_training.py", "rcnn_training.py", "yolo_training.py"):
-        assert "from core.instance_matching import validation_scores" in (root / "models" / trainer).read_text()
+        assert "from core.evaluation.matching import validation_scores" in (root / "models" / trainer).read_text()

@@ -1,10 +1,10 @@
-"""core/instances.py: cutting objects that are two touching nuclei drawn as one."""
+"""core/data/instances.py: cutting objects that are two touching nuclei drawn as one."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from core.instances import split_concave
+from core.data.instances import split_concave
 
 
 def _disk(shape, cy, cx, r):

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from conftest import blobs, jpeg_bytes, png_bomb_bytes, png_bytes, tiff_bomb_bytes, tiff_bytes
 
-from core import io as cio
-from core import read_guards
-from core.export import dataset_zip, write_dataset
-from core.image_decode import read_image, read_labels
-from core.io import load_files
-from core.read_guards import ImageReadError
+from core.io import guards as read_guards
+from core.io import load as cio
+from core.io.decode import read_image, read_labels
+from core.io.export import dataset_zip, write_dataset
+from core.io.guards import ImageReadError
+from core.io.load import load_files
 
 
 def test_16bit_tiff_keeps_values_and_dtype():
@@ -456,7 +456,7 @@ def test_zip_members_are_decoded_one_at_a_time():
 @pytest.fixture(scope="module")
 def example_folder(tmp_path_factory):
     """``python -m core example``'s layout (images/, masks/, batches.csv), small."""
-    from core.example import make_example_dataset
+    from core.io.example import make_example_dataset
 
     images = make_example_dataset(size=128, fields_per_plate=2)
     folder = tmp_path_factory.mktemp("example") / "example_data"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from core import label_edit as le
-from core.label_edit import EditHistory, LabelEditError
+from core.training import label_edit as le
+from core.training.label_edit import EditHistory, LabelEditError
 
 
 def two_cells() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The label editor widget: edit events applied through core.label_edit (exact results), refusals,
+"""The label editor widget: edit events applied through core.training.label_edit (exact results), refusals,
 each event applied once, the widget under AppTest, and a real browser deleting and drawing cells."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from components.label_editor import TOOLS, apply_event, editor_payload, take_new_event
-from core import label_edit as le
-from core.label_edit import EditHistory, LabelEditError
+from core.training import label_edit as le
+from core.training.label_edit import EditHistory, LabelEditError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def history() -> EditHistory:
     return EditHistory(cells())
 
 
-# --- apply_event: each tool gives exactly what core.label_edit gives -------------------------
+# --- apply_event: each tool gives exactly what core.training.label_edit gives -------------------------
 
 @pytest.mark.parametrize(("event", "expected"), [
     ({"tool": "delete", "point": [1.5, 2.2]}, lambda lab: le.delete(lab, 1)),
@@ -163,7 +163,7 @@ import numpy as np
 import streamlit as st
 
 from components.label_editor import apply_event, label_editor
-from core.label_edit import EditHistory, LabelEditError
+from core.training.label_edit import EditHistory, LabelEditError
 
 st.title("Label editor")
 if "history" not in st.session_state:

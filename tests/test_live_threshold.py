@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from components.live_threshold import preview_mask, preview_planes
-from core.preprocess import run_pipeline, threshold
-from core.recipe import DEFAULT_RECIPE
+from core.segmentation.preprocess import run_pipeline, threshold
+from core.segmentation.recipe import DEFAULT_RECIPE
 
 
 @pytest.mark.parametrize("method,param,value", [("adaptive_gaussian", "offset", -0.01),

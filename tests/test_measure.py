@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.images import default_channels
-from core.measure import crop_cells, measure_cells
+from core.cells.measure import crop_cells, measure_cells
+from core.data.images import default_channels
 
 
 def test_measurements_match_hand_computation():
@@ -79,7 +79,7 @@ def test_rings_and_backgrounds_are_expand_labels_territories():
     BACKGROUND_REACH ring widths; robust level and noise there match numpy's percentiles."""
     from skimage.segmentation import expand_labels
 
-    from core.measure import BACKGROUND_REACH, RING_MIN_WIDTH, measure_surroundings
+    from core.cells.measure import BACKGROUND_REACH, RING_MIN_WIDTH, measure_surroundings
 
     rng = np.random.default_rng(0)
     labels = np.zeros((70, 70), np.int32)
@@ -107,7 +107,7 @@ def test_rings_and_backgrounds_are_expand_labels_territories():
 def test_a_big_cells_ring_is_half_its_radius_and_a_packed_cell_has_none():
     from skimage.segmentation import expand_labels
 
-    from core.measure import measure_surroundings
+    from core.cells.measure import measure_surroundings
 
     labels = np.zeros((80, 80), np.int32)
     labels[20:60, 20:60] = 1  # 1600 px: radius 22.6, ring 11.3 px
@@ -122,7 +122,7 @@ def test_a_big_cells_ring_is_half_its_radius_and_a_packed_cell_has_none():
 
 
 def test_a_brighter_noisier_background_moves_the_surroundings_not_the_cell():
-    from core.measure import measure_surroundings
+    from core.cells.measure import measure_surroundings
 
     rng = np.random.default_rng(1)
     labels = np.zeros((64, 64), np.int32)
@@ -138,7 +138,7 @@ def test_a_brighter_noisier_background_moves_the_surroundings_not_the_cell():
 
 
 def test_cells_filling_the_image_leave_no_background_and_get_nan_not_an_error():
-    from core.measure import measure_surroundings
+    from core.cells.measure import measure_surroundings
 
     labels = np.zeros((20, 20), np.int32)
     labels[:, :10], labels[:, 10:19] = 1, 2  # one free column, all of it cell 2's ring; cell 1 has none
@@ -147,7 +147,7 @@ def test_cells_filling_the_image_leave_no_background_and_get_nan_not_an_error():
 
 
 def test_no_cells_gives_an_empty_surroundings_table():
-    from core.measure import measure_surroundings
+    from core.cells.measure import measure_surroundings
 
     df = measure_surroundings(np.zeros((5, 5), np.int32), np.zeros((5, 5, 1), np.uint8), default_channels(1))
     assert len(df) == 0 and "ring_mean_ch0" in df.columns

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.instances import Instances, boxes_from_labels, labels_from_boxes
+from core.data.instances import Instances, boxes_from_labels, labels_from_boxes
 from models import weights as W
 from models.registry import availability, get_model_info, list_models, load_model
 from models.weights import WeightsSpec, WeightsUnavailable, resolve_weights
@@ -134,7 +134,7 @@ def test_every_offline_message_says_who_places_which_file_where(weights_home, re
 
 
 def test_classical_adapter_matches_the_pipeline(example_images):
-    from core.preprocess import run_pipeline
+    from core.segmentation.preprocess import run_pipeline
 
     img = example_images[0]
     result = load_model("classical").predict(img)
@@ -201,7 +201,7 @@ def test_rcnn_checkpoint_loads_through_the_user_path_and_predicts(weights_home, 
                      lambda path, device: RcnnModel(f"{kind}-cells", kind, path, device, min_size=96, max_size=96),
                      RCNN_SETTINGS)
     monkeypatch.setitem(registry._REGISTRY, info.name, info)
-    from core.images import CellImage, default_channels
+    from core.data.images import CellImage, default_channels
 
     img = CellImage("x", np.random.default_rng(1).integers(0, 4000, (96, 96, 1)).astype(np.uint16), default_channels(1))
     loaded = load_model(info.name, "cpu")
@@ -236,7 +236,7 @@ def test_official_yolo11_weights_are_downloads_listed_as_unavailable_offline(wei
 
 
 def test_labels_from_masks_keeps_the_confident_mask_on_top_and_drops_hidden_ones():
-    from core.instances import labels_from_masks
+    from core.data.instances import labels_from_masks
 
     masks = np.zeros((3, 10, 10), bool)
     masks[0, 0:6, 0:6] = True  # score 0.5

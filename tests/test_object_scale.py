@@ -1,11 +1,18 @@
-"""core/object_scale.py: the training nuclei's size, and resizing an image whose nuclei differ."""
+"""core/segmentation/object_scale.py: the training nuclei's size, and resizing an image whose nuclei differ."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.object_scale import TOLERANCE, ObjectScale, resize_factor, resize_maps, resize_planes, training_scale
+from core.segmentation.object_scale import (
+    TOLERANCE,
+    ObjectScale,
+    resize_factor,
+    resize_maps,
+    resize_planes,
+    training_scale,
+)
 
 
 def _disks(radius: float, size: int = 256, spacing: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.images import CellImage, default_channels
-from core.plates import apply_batch_table, batches_from_pattern, parse_batch_table
+from core.data.images import CellImage, default_channels
+from core.data.plates import apply_batch_table, batches_from_pattern, parse_batch_table
 
 
 def _img(name):

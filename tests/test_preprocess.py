@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from core.cache import BoundedCache
-from core.images import default_channels
-from core.instance_matching import match_instances
-from core.preprocess import (
+from core.data.images import default_channels
+from core.evaluation.matching import match_instances
+from core.segmentation.preprocess import (
     canny_edges,
     denoise,
     filter_instances,
@@ -26,7 +26,7 @@ from core.preprocess import (
     transform_geometry,
     watershed_seeds,
 )
-from core.recipe import (
+from core.segmentation.recipe import (
     DEFAULT_RECIPE,
     BackgroundStep,
     CannyStep,
@@ -196,7 +196,7 @@ def test_flooding_piece_by_piece_equals_one_watershed_over_the_mask():
     the cells must be exactly those of skimage's watershed over the whole image."""
     from skimage.segmentation import watershed
 
-    from core.example import make_example_dataset
+    from core.io.example import make_example_dataset
 
     image = make_example_dataset(size=256, fields_per_plate=1)[0]
     result = run_pipeline(image.pixels, image.channels, DEFAULT_RECIPE)
@@ -345,7 +345,7 @@ def test_labels_survive_the_round_trip_through_the_canvas():
 
 
 def test_a_zoom_too_large_for_a_whole_canvas_says_what_is_not_segmented(example_images, monkeypatch):
-    import core.preprocess as pp
+    import core.segmentation.preprocess as pp
 
     monkeypatch.setattr(pp, "MAX_CANVAS_PIXELS", 0)  # only 4x the image's area
     img = example_images[0]
@@ -357,8 +357,8 @@ def test_a_zoom_too_large_for_a_whole_canvas_says_what_is_not_segmented(example_
 
 
 def count_calls(monkeypatch, name: str) -> dict:
-    """Count the calls run_pipeline makes to ``core.preprocess.<name>``."""
-    import core.preprocess as pp
+    """Count the calls run_pipeline makes to ``core.segmentation.preprocess.<name>``."""
+    import core.segmentation.preprocess as pp
 
     calls, real = {"n": 0}, getattr(pp, name)
 
@@ -396,7 +396,7 @@ def test_offset_moves_reuse_the_adaptive_reference(example_images, monkeypatch):
 def test_fast_fill_holes_equals_scipy():
     from scipy import ndimage as ndi
 
-    from core.preprocess import fill_holes
+    from core.segmentation.preprocess import fill_holes
 
     rng = np.random.default_rng(5)
     mask = cv2.GaussianBlur(rng.random((120, 90)).astype(np.float32), (0, 0), 3) > 0.5

@@ -9,7 +9,7 @@ import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
-from core.recipe import DEFAULT_RECIPE
+from core.segmentation.recipe import DEFAULT_RECIPE
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_measurements_tab_lists_every_cell(page):
 
 
 def _cells_found_from_state(at: AppTest) -> int:
-    from core.preprocess import run_pipeline
+    from core.segmentation.preprocess import run_pipeline
 
     img = at.session_state["dataset"]["plateA_field1"]
     return run_pipeline(img.pixels, img.channels, at.session_state["recipe"]).n_cells
@@ -239,7 +239,7 @@ def test_a_rotated_recipe_is_labelled_and_loses_no_cell(page):
 
 
 def test_auto_tune_that_finds_nothing_better_offers_nothing_and_says_what_it_scored(page, monkeypatch):
-    import core.autotune as A
+    import core.segmentation.autotune as A
 
     monkeypatch.setattr(A, "SEARCH_SPACE", (("filters", "min_area", (-1, 2000)),))  # 2000 px drops every cell
     page.session_state["pre_tab"] = "Recipe & all images"

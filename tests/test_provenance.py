@@ -18,11 +18,11 @@ from conftest import ROOT
 
 import core
 from core.analysis import provenance_id, provenance_json, with_provenance
-from core.export import results_zip
-from core.images import CellImage, default_channels
-from core.instances import Instances, boxes_from_labels
-from core.recipe import DEFAULT_RECIPE
-from core.score_tables import summary_table
+from core.data.images import CellImage, default_channels
+from core.data.instances import Instances, boxes_from_labels
+from core.evaluation.score_tables import summary_table
+from core.io.export import results_zip
+from core.segmentation.recipe import DEFAULT_RECIPE
 from models.registry import get_model_info
 from workflows import provenance as prov_mod
 from workflows.provenance import PACKAGES, provenance

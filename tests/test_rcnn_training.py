@@ -13,9 +13,9 @@ from pathlib import PurePosixPath
 import numpy as np
 import pytest
 
-from core.example import make_example_dataset
-from core.instances import Instances
-from core.training_data import Augmentation, training_pairs
+from core.data.instances import Instances
+from core.io.example import make_example_dataset
+from core.training.data import Augmentation, training_pairs
 from models import rcnn_training as R
 from models.checkpoint_file import metadata_path
 from models.registry import get_model_info, list_models, load_model

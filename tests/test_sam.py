@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.images import CellImage, default_channels
+from core.data.images import CellImage, default_channels
 from models import registry
 from models.registry import ModelInfo, load_model
 from models.weights import WeightsSpec

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from conftest import open_page
 
-from core.recipe import DENOISE_METHODS, STEP_TYPES, Recipe
 from core.schema import Field, fields_of
+from core.segmentation.recipe import DENOISE_METHODS, STEP_TYPES, Recipe
 from models.cellmap import MapSettings
 from models.registry import families, list_models
 from models.tiling import TILING_SETTINGS
@@ -124,7 +124,7 @@ def _assert_drawn_as_declared(kind_args: tuple[str, dict], field: Field, *, opti
 def test_every_recipe_field_is_drawn_with_its_declared_range(monkeypatch):
     import components.recipe_panel as panel
     import components.settings_widgets as widgets
-    from core.images import ChannelInfo
+    from core.data.images import ChannelInfo
 
     drawn: dict = {}
     # Every branch: each denoise method and each threshold family shows its own widgets.
@@ -161,7 +161,7 @@ def field_of_step(step: str, name: str) -> Field:
 @pytest.mark.parametrize(("method", "param"), [("manual", "value"), ("adaptive_gaussian", "offset")])
 def test_the_live_threshold_slider_has_the_recipe_fields_range(monkeypatch, method, param):
     import components.live_threshold as live
-    from core.recipe import ThresholdStep
+    from core.segmentation.recipe import ThresholdStep
 
     sent: dict = {}
     monkeypatch.setattr(live, "_payload", lambda *args, **kwargs: {})
@@ -233,7 +233,7 @@ def _model_fields() -> list[Field]:
     from components.model_panel import settings_of
     from models.unet import UNET_SETTINGS
 
-    found = {s.name: s for s in settings_of([m.name for m in list_models()]) if s.kind != "recipe"}
+    found = {key: s for key, s in settings_of([m.name for m in list_models()]).items() if s.kind != "recipe"}
     return list(found.values()) + [s for s in UNET_SETTINGS if s.name not in found] + list(TILING_SETTINGS)
 
 

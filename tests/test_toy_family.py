@@ -105,8 +105,8 @@ def test_its_cam_is_on_explain(toy, weights):
 
 
 def test_the_cli_lists_runs_and_trains_it(toy, weights, tmp_path, capsys):
-    from core.example import make_example_dataset
-    from core.export import write_dataset
+    from core.io.example import make_example_dataset
+    from core.io.export import write_dataset
     from workflows.cli import main
 
     def cli(*args: str) -> str:

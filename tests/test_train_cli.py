@@ -46,8 +46,8 @@ def one_line_error(result: tuple[int, str, str]) -> str:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """images/, masks/ and batches.csv of 6 small fields, 2 per plate."""
-    from core.example import make_example_dataset
-    from core.export import write_dataset
+    from core.io.example import make_example_dataset
+    from core.io.export import write_dataset
 
     folder = tmp_path_factory.mktemp("example")
     write_dataset(make_example_dataset(size=128, fields_per_plate=2), folder)
@@ -105,7 +105,7 @@ def test_training_writes_the_best_checkpoint_and_its_metadata(trained):
 
 
 def test_segment_with_the_checkpoint_writes_what_the_model_predicts(trained, dataset, tmp_path, cli):
-    from core.io import load_paths
+    from core.io.load import load_paths
     from models.unet import unet_model_info
 
     out, _ = trained
@@ -124,7 +124,7 @@ def test_segment_with_the_checkpoint_writes_what_the_model_predicts(trained, dat
 
 
 def test_compare_with_the_checkpoint_writes_metrics_recomputable_from_its_labels(trained, dataset, tmp_path, cli):
-    from core.instance_matching import match_over_thresholds
+    from core.evaluation.matching import match_over_thresholds
 
     out, _ = trained
     image, gt = dataset / "images" / "plateC_field2.tif", dataset / "masks" / "plateC_field2.tif"
@@ -165,7 +165,7 @@ def test_train_reads_masks_beside_the_images_and_saves_a_plain_name_in_the_weigh
 def test_masks_are_matched_by_name_as_the_data_page_matches_them(tmp_path):
     from conftest import blobs, tiff_bytes
 
-    from core.io import load_images_and_masks
+    from core.io.load import load_images_and_masks
 
     (tmp_path / "img" / "plate1").mkdir(parents=True)
     (tmp_path / "lab" / "plate1").mkdir(parents=True)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from core.example import make_example_dataset
+from core.io.example import make_example_dataset
 from models.registry import families, get_family, get_model_info, images_seen, list_models, trainer_of
 from workflows.training import plan_training, train_segmenter
 

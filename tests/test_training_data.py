@@ -1,13 +1,13 @@
-"""core/training_data.py: pairs, splits by image and by batch, seeded augmentation, tiles."""
+"""core/training/data.py: pairs, splits by image and by batch, seeded augmentation, tiles."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.example import make_example_dataset
-from core.images import nucleus_plane
-from core.training_data import (
+from core.data.images import nucleus_plane
+from core.io.example import make_example_dataset
+from core.training.data import (
     Augmentation,
     Split,
     TileSampler,

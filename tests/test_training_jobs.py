@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import pytest
 from conftest import ROOT
 
-from core.training_jobs import JobContext, JobQueue, error_line
+from core.training.jobs import JobContext, JobQueue, error_line
 
 TIMEOUT = 5.0  # only reached when the queue is broken
 
@@ -286,7 +286,7 @@ def test_a_stalled_wait_times_out_and_shutdown_stops_everything():
 
 def test_the_worker_is_a_daemon_and_the_module_imports_no_torch_or_streamlit(queue):
     assert queue._worker.daemon
-    code = "import sys, core.training_jobs; print('torch' in sys.modules, 'streamlit' in sys.modules)"
+    code = "import sys, core.training.jobs; print('torch' in sys.modules, 'streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
     assert out.stdout.strip() == "False False", out.stderr

@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.instance_matching import match_instances, validation_scores
-from core.instances import Instances, boxes_from_labels
-from core.training_data import training_pairs
+from core.data.instances import Instances, boxes_from_labels
+from core.evaluation.matching import match_instances, validation_scores
+from core.training.data import training_pairs
 from models import unet as U
 from models import unet_checkpoint as checkpoint
 from models import unet_instances
@@ -158,7 +158,7 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(trained, training_data
 def test_averaged_weights_are_the_mean_with_batch_norm_measured_anew(training_data):
     import torch
 
-    from core.training_data import TileSampler
+    from core.training.data import TileSampler
 
     train, _, _ = training_data
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ import pytest
 from conftest import ROOT, blobs, tiff_bytes
 from streamlit.testing.v1 import AppTest
 
-from core.dataset import Dataset
-from core.images import CellImage, default_channels
+from core.data.dataset import Dataset
+from core.data.images import CellImage, default_channels
 from core.workspace import WorkspaceStore, approx_nbytes, new_workspace_id
 
 

@@ -1,4 +1,4 @@
-"""core/yolo_dataset.py and models/yolo_training.py: the export to YOLO's format, offline
+"""core/training/yolo_dataset.py and models/yolo_training.py: the export to YOLO's format, offline
 ultralytics training on tiny tiles, checkpoints, stopping and the registry entry."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.example import make_example_dataset
-from core.instance_matching import validation_scores
-from core.instances import Instances
-from core.yolo_dataset import export_yolo_dataset, object_polygons, polygon_mask, tile_origins
+from core.data.instances import Instances
+from core.evaluation.matching import validation_scores
+from core.io.example import make_example_dataset
+from core.training.yolo_dataset import export_yolo_dataset, object_polygons, polygon_mask, tile_origins
 from models import yolo_training as Y
 from models.checkpoint_file import metadata_path
 from models.registry import get_model_info, list_models, load_model
@@ -54,7 +54,7 @@ def trained(training_data, weights_home, offline):
 
 
 def test_polygons_rasterise_back_to_the_masks(training_data):
-    from core.instance_matching import iou_matrix
+    from core.evaluation.matching import iou_matrix
 
     train, _, _ = training_data
     for pair in train:

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from core.images import CellImage, nucleus_plane
-from core.instance_matching import match_instances
-from core.instances import Instances, instances_from_labels
-from core.training_data import Split, TrainingPair, seen_record
+from core.data.images import CellImage, nucleus_plane
+from core.data.instances import Instances, instances_from_labels
+from core.evaluation.matching import match_instances
+from core.training.data import Split, TrainingPair, seen_record
 from models.best_epoch import EpochRecord, TrainingSettings
 from models.checkpoint_file import metadata_path, named_checkpoint, saved_checkpoints, trained_here_spec, write_json
 from models.registry import (

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from core.analysis import PROVENANCE_FILE, Analysis, LazyFiles, inputs_of, provenance_json, with_provenance
-from core.cells import CellSet, Embedding
-from core.images import CellImage
-from core.instances import Instances
-from core.map_figures import drawn_as_groups, map_html, map_png
-from core.recipe import Recipe
+from core.cells.cell_set import CellSet, Embedding
+from core.data.images import CellImage
+from core.data.instances import Instances
+from core.figures.cellmap import drawn_as_groups, map_html, map_png
+from core.segmentation.recipe import Recipe
 from models.cellmap import (
     CORRECTION_NAMES,
     CellMap,

@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from core.recipe import Recipe
+    from core.segmentation.recipe import Recipe
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from core.io import load_paths
+    from core.io.load import load_paths
 
     report = load_paths(args.paths, plane=args.plane)
     for img in report.images:
@@ -33,8 +33,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
-    from core.example import make_example_dataset
-    from core.export import write_dataset
+    from core.io.example import make_example_dataset
+    from core.io.export import write_dataset
 
     _check_output_folder(args.out)
     t0 = time.perf_counter()
@@ -49,7 +49,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 
 def _one_image(path: str, plane: int | None):
-    from core.io import load_paths
+    from core.io.load import load_paths
 
     report = load_paths([path], plane=plane)
     if report.problems:
@@ -62,7 +62,7 @@ def _one_image(path: str, plane: int | None):
 def _recipe(path: str | None):
     from pathlib import Path
 
-    from core.recipe import DEFAULT_RECIPE, Recipe
+    from core.segmentation.recipe import DEFAULT_RECIPE, Recipe
 
     if path is None:
         return DEFAULT_RECIPE
@@ -84,7 +84,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
-    from core.preprocess import run_pipeline
+    from core.segmentation.preprocess import run_pipeline
 
     recipe = _recipe(args.recipe)
     _check_output_file(args.output, "-o")
@@ -100,7 +100,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from core.export import label_tiff_bytes
+    from core.io.export import label_tiff_bytes
     from models.device import resolve_device
     from models.registry import get_model_info, load_model
     from models.runner import run_model
@@ -146,9 +146,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.analysis import PROVENANCE_FILE, provenance_json
-    from core.export import label_tiff_bytes
-    from core.image_decode import read_labels
-    from core.score_tables import metrics_entry, seen_label, seen_warning
+    from core.evaluation.score_tables import metrics_entry, seen_label, seen_warning
+    from core.io.decode import read_labels
+    from core.io.export import label_tiff_bytes
     from models.device import resolve_device
     from models.registry import get_model_info, images_seen, load_model
     from models.runner import run_model
@@ -218,8 +218,8 @@ def _load_images(inputs: Sequence[str], batch_from: str | None, plane: int | Non
     them. Files that cannot be read are added to ``problems``, or said on stderr without it."""
     from pathlib import Path, PurePosixPath
 
-    from core.io import load_images_and_masks, load_paths
-    from core.plates import apply_batch_table, batches_from_pattern, parse_batch_table
+    from core.data.plates import apply_batch_table, batches_from_pattern, parse_batch_table
+    from core.io.load import load_images_and_masks, load_paths
 
     _check_batch_from(batch_from)
     images, found = [], []
@@ -263,7 +263,7 @@ def _check_batch_from(batch_from: str | None) -> None:
     readable table); checked by the functions that later apply it, before any image is read."""
     from pathlib import Path
 
-    from core.plates import batches_from_pattern, parse_batch_table
+    from core.data.plates import batches_from_pattern, parse_batch_table
 
     if batch_from in (None, "folder"):
         return
@@ -370,7 +370,7 @@ def _check_cell_arguments(args: argparse.Namespace, recipe: Recipe) -> tuple[dic
     """Every argument ``embed`` and ``explain`` share, checked before any work: the segmenter and
     its settings (None for gt), the crops, ``--batch-from``, ``--out``, the inputs, and the device
     (last: it imports torch, seconds a misspelt flag need not wait). Returns the settings and the device."""
-    from core.cells import check_crop_settings
+    from core.cells.cell_set import check_crop_settings
     from models.device import resolve_device
     from models.registry import get_model_info
     from models.tiling import DEFAULT_TILE
@@ -589,7 +589,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     Train page's pipeline (workflows.training), with progress printed."""
     from pathlib import Path
 
-    from core.training_data import check_val_fraction
+    from core.training.data import check_val_fraction
     from models.checkpoint_file import metadata_path
     from models.registry import trainer_of
     from workflows.training import checkpoint_target, estimate_seconds, plan_training, run_training

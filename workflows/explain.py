@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from core.analysis import PROVENANCE_FILE, Analysis, LazyFiles, inputs_of, provenance_json, with_provenance
-from core.cells import CellSet
-from core.images import CellImage
-from core.recipe import Recipe
+from core.cells.cell_set import CellSet
+from core.data.images import CellImage
+from core.segmentation.recipe import Recipe
 from models.classifier import TrainedClassifier
 from models.explain_cells import (
     CLASSIFIER,

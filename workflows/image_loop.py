@@ -16,8 +16,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import pandas as pd
 
-from core.images import CellImage
-from core.instances import Instances
+from core.data.images import CellImage
+from core.data.instances import Instances
 
 # What a model or the pipeline may raise on one image without the others being affected: a
 # missing weights file (a RuntimeError), an image the settings do not fit, memory.
@@ -128,7 +128,7 @@ def segment_image(image: CellImage, settings: SegmentSettings) -> ImageResult:
     measurements = settings.measure(image, instances) if settings.measure and instances is not None else {}
     crops = None
     if settings.crops is not None and labels.max() > 0:
-        from core.cells import CellSet
+        from core.cells.cell_set import CellSet
 
         cells = CellSet.build([(image, labels)], **settings.crops)
         crops = cells.crops(np.arange(len(cells)))

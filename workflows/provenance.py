@@ -22,7 +22,7 @@ from core import __version__
 from core.analysis import jsonable
 
 if TYPE_CHECKING:
-    from core.recipe import Recipe
+    from core.segmentation.recipe import Recipe
 
 # Distributions whose versions decide the numbers CellScope writes (as named on PyPI).
 PACKAGES = (

@@ -12,13 +12,13 @@ from typing import Any
 import pandas as pd
 
 from core.analysis import Analysis, LazyFiles, inputs_of, with_provenance
-from core.export import labels_zip
-from core.images import CellImage
-from core.instance_matching import match_instances
-from core.instances import Instances, instances_from_labels
-from core.measure import measure_cells
-from core.preprocess import run_pipeline
-from core.recipe import Recipe
+from core.cells.measure import measure_cells
+from core.data.images import CellImage
+from core.data.instances import Instances, instances_from_labels
+from core.evaluation.matching import match_instances
+from core.io.export import labels_zip
+from core.segmentation.preprocess import run_pipeline
+from core.segmentation.recipe import Recipe
 from workflows.image_loop import Executor, run_on_images
 from workflows.provenance import provenance
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.images import CellImage
-from core.training_data import Split, TrainingPair, split_by_batch, split_by_image, training_pairs
+from core.data.images import CellImage
+from core.training.data import Split, TrainingPair, split_by_batch, split_by_image, training_pairs
 from models.registry import Family, Trainer, trained_model_name, trainer_of
 
 

@@ -1,0 +1,259 @@
+"""Decoding one image file: PNG, JPEG or TIFF bytes to pixels, the format read from the content,
+stacks reduced to one plane, ground-truth label images checked. Every problem raises
+:class:`core.io.guards.ImageReadError` with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.io.guards import MAX_CHANNELS, MAX_PIXELS, ImageReadError, check_size, error_text
+
+_SUPPORTED_DTYPES = {
+    np.dtype(t) for t in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32", "float64")
+}
+
+
+NOT_AN_IMAGE = "not a PNG, JPEG or TIFF image (its content matches none of them)"
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format from the file's first bytes, independent of its extension."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    return None
+
+
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    if np.dtype(dtype) not in _SUPPORTED_DTYPES:
+        raise ImageReadError(
+            f"unsupported pixel type {np.dtype(dtype).name}; CellScope reads 8/16/32-bit integer "
+            "and floating-point images (convert it, e.g. in Fiji: Image > Type > 16-bit)"
+        )
+
+
+def _to_stack(arr: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Reorder an array with tifffile axis letters to (planes, H, W, C)."""
+    axes = axes.upper()
+    if "Y" not in axes or "X" not in axes:
+        raise ImageReadError(f"cannot find the image plane in axes {axes!r}")
+    channel_axes = [i for i, a in enumerate(axes) if a in "CS"]
+    other = [i for i, a in enumerate(axes) if a not in "YXCS"]
+    note = ""
+    # A plain multi-page TIFF (axes Q or I) with a few pages and no channel axis is almost
+    # always one page per channel; long ones are z-stacks or time series.
+    if not channel_axes and len(other) == 1 and axes[other[0]] in "QI" and arr.shape[other[0]] <= 6:
+        channel_axes, other = other, []
+        note = f"read its {arr.shape[channel_axes[0]]} pages as channels"
+    order = other + [axes.index("Y"), axes.index("X")] + channel_axes
+    arr = np.transpose(arr, order)
+    n_planes = int(np.prod([arr.shape[i] for i in range(len(other))])) if other else 1
+    h, w = arr.shape[len(other)], arr.shape[len(other) + 1]
+    return arr.reshape(n_planes, h, w, -1), note
+
+
+def _ome_channel_names(tif) -> tuple[str, ...]:
+    import tifffile
+
+    if not tif.is_ome or not tif.ome_metadata:
+        return ()
+    try:
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        channels = pixels.get("Channel", [])
+        channels = channels if isinstance(channels, list) else [channels]
+        return tuple(str(c.get("Name", "")) for c in channels)
+    except (KeyError, TypeError, IndexError, ValueError):
+        return ()  # metadata is a nicety; pixels still load
+
+
+def _decode_tiff(data: bytes) -> tuple[np.ndarray, str, tuple[str, ...]]:
+    import tifffile
+
+    try:
+        # Closing the buffer lets the file's bytes go at once: TiffFile's reference cycles keep
+        # it alive until the garbage collector runs, which made every file's bytes pile up.
+        with io.BytesIO(data) as buffer, tifffile.TiffFile(buffer) as tif:
+            if not tif.series:
+                raise ImageReadError("TIFF holds no image data")
+            series = tif.series[0]
+            shape, axes = tuple(series.shape), series.axes
+            _check_dtype(series.dtype)
+            y, x = axes.upper().find("Y"), axes.upper().find("X")
+            if y < 0 or x < 0:
+                raise ImageReadError(f"cannot find the image plane in TIFF axes {axes!r}")
+            check_size(shape[y], shape[x], int(np.prod(shape)))
+            arr = series.asarray()
+            names = _ome_channel_names(tif)
+    except ImageReadError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError) as exc:
+        raise ImageReadError(f"TIFF file is corrupt or truncated ({error_text(exc)}); re-export it") from exc
+    stack, note = _to_stack(arr, axes)
+    return stack, note, names if len(names) == stack.shape[3] and all(names) else ()
+
+
+def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str, ...]]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            bands = len(im.getbands())
+            check_size(h, w, h * w * bands)
+            if fmt == "png":
+                im.verify()  # checks chunk CRCs and the end marker: catches truncation cheaply
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:  # PIL's own guard, for headers far above ours
+        raise ImageReadError(
+            f"image is above the {MAX_PIXELS / 1e6:.0f} MP limit ({exc}); crop or downsample it"
+        ) from exc
+    except (UnidentifiedImageError, ImportError) as exc:
+        # ImportError: once ultralytics is imported, its patch of Image.open tries to import a HEIF
+        # plugin for files Pillow cannot identify, and that plugin is not installed.
+        raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated (its data cannot be decoded); re-export it") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated ({error_text(exc)}); re-export it") from exc
+
+    if fmt == "jpeg":
+        # PIL raises on truncated JPEG data where OpenCV silently pads with grey.
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
+                arr = np.asarray(im)
+        except (OSError, ValueError) as exc:
+            raise ImageReadError(f"JPEG file is corrupt or truncated ({error_text(exc)}); re-export it") from exc
+    else:
+        import cv2  # OpenCV keeps 16-bit colour PNGs, which PIL reduces to 8 bits
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ImageReadError("PNG file could not be decoded; re-export it")
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    note = ""
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # drop alpha: transparency is not a stain
+        arr = arr[:, :, : arr.shape[2] - 1]
+        note = "dropped the alpha (transparency) channel"
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr[None], note, ()
+
+
+@dataclass
+class Decoded:
+    """Pixels as read: (planes, H, W, C) from :func:`decode_image`, (H, W, C) from :func:`read_image`."""
+
+    pixels: np.ndarray
+    notes: list[str]
+    channel_names: tuple[str, ...] = ()
+
+
+def decode_image(data: bytes, name: str = "") -> Decoded:
+    """Decode image bytes to a (planes, H, W, C) array plus notes on what was assumed.
+
+    Raises :class:`ImageReadError` with a message a user can act on.
+    """
+    if not data:
+        raise ImageReadError("file is empty (0 bytes); copy or export it again")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageReadError(NOT_AN_IMAGE)
+    ext = Path(name).suffix.lower()
+    notes = []
+    expected = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(ext)
+    if expected and expected != fmt:
+        notes.append(f"content is {fmt.upper()} although named {ext}; read as {fmt.upper()}")
+    stack, note, names = _decode_tiff(data) if fmt == "tiff" else _decode_png_jpeg(data, fmt)
+    if note:
+        notes.append(note)
+    _check_dtype(stack.dtype)
+    if stack.shape[3] > MAX_CHANNELS:
+        raise ImageReadError(
+            f"has {stack.shape[3]} channels (more than {MAX_CHANNELS}); is it a stack saved with "
+            "the wrong axis order? Save it as channels-first TIFF with axis metadata (e.g. from Fiji)"
+        )
+    if stack.dtype == np.float16:
+        stack = stack.astype(np.float32)
+    if stack.dtype.kind == "f" and not np.isfinite(stack).all():
+        bad = int((~np.isfinite(stack)).sum())
+        stack = np.nan_to_num(stack, nan=0.0, posinf=0.0, neginf=0.0)
+        notes.append(f"set {bad} NaN/infinite pixels to 0")
+    return Decoded(stack, notes, names)
+
+
+def reduce_stack(stack: np.ndarray, index: int | None = None) -> tuple[np.ndarray, str]:
+    """(planes, H, W, C) -> (H, W, C): maximum projection, or one plane when ``index`` is given."""
+    n = stack.shape[0]
+    if n == 1:
+        return stack[0], ""
+    if index is None:
+        return stack.max(axis=0), f"maximum projection of {n} planes"
+    i = min(max(int(index), 0), n - 1)
+    return stack[i], f"plane {i} of {n}"
+
+
+def read_image(data: bytes, name: str = "", *, plane: int | None = None) -> Decoded:
+    """Decode to (H, W, C): stacks are max-projected, or cut at ``plane``."""
+    decoded = decode_image(data, name)
+    notes, names = decoded.notes, decoded.channel_names
+    pixels, note = reduce_stack(decoded.pixels, plane)
+    if note:
+        notes.append(note)
+    # Colour files whose channels are identical are grey images saved as RGB.
+    if pixels.shape[2] == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(
+        pixels[..., 0], pixels[..., 2]
+    ):
+        pixels = pixels[..., :1]
+        names = ()
+        notes.append("RGB file with identical channels read as one grey channel")
+    return Decoded(np.ascontiguousarray(pixels), notes, names)
+
+
+def read_labels(data: bytes, name: str = "") -> tuple[np.ndarray, list[str]]:
+    """Decode a ground-truth instance label image to (H, W) int32 (0 = background)."""
+    from skimage.measure import label as connected_components
+
+    decoded = decode_image(data, name)
+    stack, notes = decoded.pixels, decoded.notes
+    if stack.shape[0] != 1:
+        raise ImageReadError(f"label image has {stack.shape[0]} planes; save one 2-D label image per image")
+    arr = stack[0]
+    if arr.shape[2] > 1:
+        if not all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, arr.shape[2])):
+            raise ImageReadError(
+                f"label image has {arr.shape[2]} different channels; save a single-channel image "
+                "with 0 = background and 1..N = cells"
+            )
+        arr = arr[..., 0]
+    else:
+        arr = arr[..., 0]
+    if arr.dtype.kind == "f":
+        if not np.array_equal(arr, np.round(arr)):
+            raise ImageReadError(
+                "label image has non-integer values; ground truth must be 0 = background, 1..N = cells"
+            )
+    if arr.min() < 0:
+        raise ImageReadError("label image has negative values; ground truth must be 0 = background, 1..N = cells")
+    if arr.max() > np.iinfo(np.int32).max:
+        raise ImageReadError("label values are too large for int32")
+    labels = arr.astype(np.int32)
+    values = np.unique(labels)
+    if len(values) == 2 and values[0] == 0:
+        relabelled = connected_components(labels > 0, connectivity=1).astype(np.int32)
+        n = int(relabelled.max())
+        if n > 1:
+            labels = relabelled
+            notes.append(f"binary mask split into {n} cells by connected components (touching cells merge)")
+    return labels, notes
