@@ -82,7 +82,7 @@ def changed_since(inputs: Iterable[tuple[str, Any, Any]]) -> list[str]:
     return [what for what, now, then in inputs if now != then]
 
 
-def batch_and_tune(recipe: Recipe) -> None:
+def all_images_and_tune(recipe: Recipe) -> None:
     ds = dataset()
     st.markdown("**Apply the recipe to every image**")
     if st.button("Run on all images", help="Segment and measure every image in the dataset with this recipe."):

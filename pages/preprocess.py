@@ -6,7 +6,7 @@ import streamlit as st
 
 from components.pipeline_cache import pipeline
 from components.preprocess_fragments import CONTROLS, HISTOGRAM, VIEWS, open_views, redraw_all
-from components.preprocess_run import batch_and_tune, recipe_files
+from components.preprocess_run import all_images_and_tune, recipe_files
 from components.preprocess_views import histogram, measurements, result_views, threshold_grid
 from components.recipe_panel import current_recipe, recipe_panel
 from components.routing import page_with_images
@@ -84,7 +84,7 @@ def show_measurements() -> None:
 @fragment(VIEWS["Recipe & all images"])
 def show_batch() -> None:
     recipe_files()
-    batch_and_tune(current_recipe())
+    all_images_and_tune(current_recipe())
 
 
 DRAW_VIEW = {"Result": (show_result, show_histogram), "Thresholds": (show_thresholds,),

@@ -84,7 +84,7 @@ def test_recipe_upload_loads_into_controls_and_bad_file_is_reported(page):
     assert any("**bad.json**" in e.value for e in at.error) and not at.success
 
 
-def test_batch_run_and_auto_tune(page):
+def test_run_on_all_images_and_auto_tune(page):
     page.session_state["pre_tab"] = "Recipe & all images"
     at = page.run()
     next(b for b in at.button if b.label == "Run on all images").click()

@@ -139,7 +139,7 @@ def segment_image(image: CellImage, settings: SegmentSettings) -> ImageResult:
 
 
 @dataclass
-class BatchRun:
+class ModelsOnImagesRun:
     table: pd.DataFrame  # one row per (image, model) that ran: image, batch, condition, model, then the row's numbers
     results: dict[tuple[str, str], Instances]  # (image name, model name) -> result
     problems: list[str] = field(default_factory=list)  # one line per run that failed
@@ -159,7 +159,7 @@ def run_on_images(images: Sequence[CellImage], names: Sequence[str],
                   compute: Callable[[CellImage, str], Instances],
                   row: Callable[[CellImage, Instances], dict[str, Any]], *,
                   progress: Callable[[float, str], None] | None = None,
-                  executor: Executor | None = None) -> BatchRun:
+                  executor: Executor | None = None) -> ModelsOnImagesRun:
     """``compute(image, name)`` for every image and name, in image order, through :func:`run_images`;
     ``row(image, result)`` gives each result's numbers. ``progress(fraction, what)`` before each run
     and at the end. A model failing alike on several images is one line of ``problems``."""
@@ -183,7 +183,7 @@ def run_on_images(images: Sequence[CellImage], names: Sequence[str],
     problems = [f"{name} on {where[0]}: {message}" if len(where) == 1 else
                 f"{name} on {len(where)} images ({where[0]}, {where[1]}{', …' if len(where) > 2 else ''}): {message}"
                 for (name, message), where in failed.items()]
-    return BatchRun(pd.DataFrame(rows), results, problems)
+    return ModelsOnImagesRun(pd.DataFrame(rows), results, problems)
 
 
 def problems_of(outcomes: Sequence[Outcome]) -> list[str]:
