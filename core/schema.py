@@ -122,9 +122,29 @@ def setting(default: Any, *, label: str, help: str, low: float | None = None, hi
 
 
 def fields_of(cls_or_obj: Any) -> tuple[Field, ...]:
-    """The declared settings of a settings class, in order, each with its attribute's name."""
-    return tuple(dataclasses.replace(f.metadata["setting"], name=f.name)
-                 for f in dataclasses.fields(cls_or_obj) if "setting" in f.metadata)
+    """The declared settings of a settings class, in order, each with its attribute's name.
+
+    A subclass that only gives an inherited setting a new default (``epochs: int = 2``) keeps the
+    declaration of the class it inherits from (label, help, limits), with its own default."""
+    cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
+    found = []
+    for f in dataclasses.fields(cls_or_obj):
+        spec = f.metadata.get("setting") or _inherited(cls, f.name)
+        if spec is None:
+            continue
+        if f.default is not dataclasses.MISSING and f.default != spec.default:
+            spec = dataclasses.replace(spec, default=f.default)
+        found.append(dataclasses.replace(spec, name=f.name))
+    return tuple(found)
+
+
+def _inherited(cls: type, name: str) -> Field | None:
+    for base in cls.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            for f in dataclasses.fields(base):
+                if f.name == name and "setting" in f.metadata:
+                    return f.metadata["setting"]
+    return None
 
 
 def field_of(cls_or_obj: Any, name: str) -> Field:

@@ -168,9 +168,10 @@ def train_controls(ds) -> None:
                          help="The trained model appears under this name on the Compare page.")
     defaults = trainer.default_settings()
     declared = {f.name: f for f in fields_of(trainer.settings_class)}  # limits, labels, help
-    cols = st.columns(len(MAIN_SETTINGS))
+    shown = [key for key in MAIN_SETTINGS if key in declared]  # a family may declare fewer
+    cols = st.columns(max(1, len(shown)))
     settings = {}
-    for col, key in zip(cols, MAIN_SETTINGS, strict=False):
+    for col, key in zip(cols, shown, strict=False):
         field = declared[key]
         settings[key] = field_widget(col, field, f"tr.fam.{family}.{key}", defaults[key], widget="number_input",
                                      **({"format": "%.4g"} if field.kind == "float" else {}))

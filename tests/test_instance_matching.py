@@ -126,6 +126,6 @@ def test_every_trainer_scores_validation_with_the_one_implementation():
     root = Path(__file__).resolve().parents[1]
     code = [p for part in ("core", "models", "workflows", "components", "pages") for p in sorted((root / part).rglob("*.py"))]
     defined = [p.name for p in code if "def validation_scores(" in p.read_text()]
-    assert defined == ["instance_matching.py"]
+    assert defined == ["matching.py"]  # core/evaluation/matching.py
     for trainer in ("unet_training.py", "rcnn_training.py", "yolo_training.py"):
         assert "from core.evaluation.matching import validation_scores" in (root / "models" / trainer).read_text()

@@ -381,3 +381,20 @@ def test_every_settings_class_declares_every_attribute():
     classes = [*STEP_TYPES.values(), MapSettings, *TRAINING.values()]
     for cls in classes:
         assert [f.name for f in dataclass_fields(cls)] == [f.name for f in fields_of(cls)], cls.__name__
+
+
+def test_a_subclass_that_only_changes_a_default_keeps_the_inherited_declaration():
+    from dataclasses import dataclass
+
+    from core.schema import fields_of, setting
+
+    @dataclass(frozen=True)
+    class Base:
+        epochs: int = setting(10, label="Epochs", help="Most passes.", low=1, high=1000, step=1)
+
+    @dataclass(frozen=True)
+    class Quick(Base):
+        epochs: int = 2
+
+    (field,) = fields_of(Quick)
+    assert (field.name, field.label, field.default, field.bounds()) == ("epochs", "Epochs", 2, fields_of(Base)[0].bounds())

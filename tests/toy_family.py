@@ -24,7 +24,15 @@ from core.data.images import CellImage, nucleus_plane
 from core.data.instances import Instances, instances_from_labels
 from core.evaluation.matching import match_instances
 from core.training.data import Split, TrainingPair, seen_record
-from models.best_epoch import EpochRecord, TrainingSettings
+from models.best_epoch import (
+    EpochRecord,
+    TrainingSettings,
+    batch_size_setting,
+    epochs_setting,
+    lr_setting,
+    patience_setting,
+    seed_setting,
+)
 from models.checkpoint_file import metadata_path, named_checkpoint, saved_checkpoints, trained_here_spec, write_json
 from models.registry import (
     DetectorCamSupport,
@@ -46,11 +54,11 @@ TOY_SETTINGS = (Setting("diameter", "Toy blur (px)", 2, "Gaussian blur before th
 @dataclass(frozen=True)
 class ToyTraining(TrainingSettings):
     family_label = "toy"
-    epochs: int = 2
-    batch_size: int = 1
-    lr: float = 0.1
-    patience: int = 2
-    seed: int = 0
+    epochs: int = epochs_setting(2)  # the shared declarations (label, help, limits), the toy's defaults
+    batch_size: int = batch_size_setting(1)
+    lr: float = lr_setting(0.1)
+    patience: int = patience_setting(2)
+    seed: int = seed_setting(0)
 
 
 class ToySegmenter:
