@@ -233,3 +233,16 @@ def test_a_flat_channel_gets_a_usable_range_and_mixed_channels_are_refused():
     two = CellImage("two", np.zeros((20, 20, 2), np.uint16), default_channels(2))
     with pytest.raises(ValueError, match="same channels"):
         dataset_scaling([flat, two])
+
+
+def test_crop_geometry_is_checked_however_a_cell_set_is_made():
+    from dataclasses import replace
+
+    from core.cells.cell_set import CellSet
+
+    image = make_example_dataset(size=64, fields_per_plate=1)[0]
+    cells = CellSet.build([(image, image.gt)])
+    with pytest.raises(ValueError, match="crop mode must be one of"):
+        replace(cells, mode="fixed")  # how a pipeline applies a request's crops
+    with pytest.raises(ValueError, match="crop size must be at least 4"):
+        replace(cells, size=2)

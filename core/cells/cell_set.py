@@ -312,6 +312,9 @@ class CellSet:
     mode: str = "scale"
     mask_background: bool = False
 
+    def __post_init__(self) -> None:
+        check_crop_settings(self.size, self.mode)  # also on dataclasses.replace(cells, mode=...)
+
     @classmethod
     def build(cls, pairs: Pairs, *, size: int = 32, mode: str = "scale", mask_background: bool = False) -> CellSet:
         pairs = tuple((img, labels) for img, labels in pairs)
