@@ -6,9 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from components.model_panel import setting_widget
+from components.settings_widgets import field_widget
 from models.classifier import TrainedClassifier
 from models.explain import CAM_METHOD_NAMES, cam_layers
-from models.explain_cells import TARGETS, classifier_settings
+from models.explain_cells import CELLS_PER_CLASS, TARGETS, classifier_settings
 
 METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "scorecam": "Score-CAM",
                  "eigencam": "Eigen-CAM", "layercam": "LayerCAM"}
@@ -59,12 +60,9 @@ def cam_controls(trained: TrainedClassifier, sent: dict | None) -> tuple[str, st
                               "every cell (where would it see that class?).")
     opacity = c4.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ex.opacity",
                         help="0 shows the crop only, 1 the map only. Red: relied on; blue: ignored.")
-    per_class = 150
+    per_class = CELLS_PER_CLASS.default
     if sent is None:
-        per_class = st.slider("Cells per class", 20, 500, 150, 10, key="ex.per_class",
-                              help="Cells whose CAMs are computed and measured: a random sample of each true class, "
-                                   "correct and wrong predictions in their true proportions. More cells: steadier "
-                                   "numbers, longer wait.")
+        per_class = field_widget(st, CELLS_PER_CLASS, "ex.per_class", CELLS_PER_CLASS.default, widget="slider")
     return method, layer, which, opacity, per_class
 
 

@@ -24,6 +24,7 @@ from core.cells.cell_set import CellSet
 from core.data.images import UNASSIGNED
 from core.explain.cam_stats import cam_mask_stats, class_summary
 from core.figures.display import cam_overlays, crops_rgb, encode_image
+from core.schema import Field
 from core.text import plural
 from models.classifier import TrainedClassifier
 from models.explain import CamResult, DeletionInsertion, compute_cams, deletion_insertion
@@ -32,7 +33,13 @@ from models.registry import get_model_info, load_model
 Progress = Callable[[float, str], None]
 TARGETS = ("batch", "condition", "cluster")
 CLASSIFIER = "cell-classifier"
-DEFAULT_CELLS_PER_CLASS = 150  # CAMs for the inside/background statistics: 150 a class is seconds on a CPU
+# CAMs for the inside/background statistics: 150 a class is seconds on a CPU. The Explain page's
+# slider, `explain --cells-per-class` and ExplainRequest all read this one declaration.
+CELLS_PER_CLASS = Field("per_class", "Cells per class", 150,
+                        "Cells whose CAMs are computed and measured: a random sample of each true class, correct and "
+                        "wrong predictions in their true proportions. More cells: steadier numbers, longer wait.",
+                        kind="int", low=10, high=1000, step=10)
+DEFAULT_CELLS_PER_CLASS = CELLS_PER_CLASS.default
 DELETION_CELLS = 64  # the deletion/insertion test runs 2 x 11 x 4 perturbed crops per cell: 64 cells take seconds
 
 

@@ -21,6 +21,7 @@ from core.data.images import CellImage
 from core.segmentation.recipe import Recipe
 from models.classifier import TrainedClassifier
 from models.explain_cells import (
+    CELLS_PER_CLASS,
     CLASSIFIER,
     DEFAULT_CELLS_PER_CLASS,
     CellExplanation,
@@ -56,6 +57,10 @@ class ExplainRequest:
     deletion: bool = False
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.within is None:  # cells chosen on the map are explained however many they are
+            CELLS_PER_CLASS.check(self.per_class)
 
 
 def labels_for(cells: CellSet, request: ExplainRequest, clusters: np.ndarray | None = None) -> np.ndarray:
