@@ -398,3 +398,16 @@ def test_a_subclass_that_only_changes_a_default_keeps_the_inherited_declaration(
 
     (field,) = fields_of(Quick)
     assert (field.name, field.label, field.default, field.bounds()) == ("epochs", "Epochs", 2, fields_of(Base)[0].bounds())
+
+
+@pytest.mark.parametrize("value", [9, 1001])
+def test_cells_per_class_is_refused_alike_by_the_api_and_explain(value, tmp_path, capsys):
+    from models.explain_cells import CELLS_PER_CLASS
+    from workflows.explain import ExplainRequest
+
+    assert _option("explain", "--cells-per-class").default == CELLS_PER_CLASS.default  # the page's slider starts there
+    message = _refusal(lambda: ExplainRequest("batch", {}, per_class=value))
+    assert message == f"per_class must be between 10 and 1000; got {value}"
+    code = _exit(lambda: main(["explain", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--target", "batch",
+                               "--cells-per-class", str(value)]))
+    assert code == 1 and capsys.readouterr().err == f"error: {message}\n"

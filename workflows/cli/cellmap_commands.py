@@ -180,7 +180,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from core.analysis import PROVENANCE_FILE
     from models.cellmap import MapSettings
     from models.explain import CAM_METHOD_NAMES
-    from models.explain_cells import DEFAULT_CELLS_PER_CLASS
+    from models.explain_cells import CELLS_PER_CLASS
     from workflows.cellmap import find_cells
     from workflows.explain import ExplainRequest, run_explain
 
@@ -190,9 +190,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = _classifier_settings(args)
     if args.method not in CAM_METHOD_NAMES:
         raise ValueError(f"unknown CAM method {args.method!r}; choose one of {', '.join(CAM_METHOD_NAMES)}")
-    per_class = DEFAULT_CELLS_PER_CLASS if args.cells_per_class is None else args.cells_per_class
-    if per_class < 1:
-        raise ValueError(f"--cells-per-class must be at least 1; got {per_class}")
+    per_class = CELLS_PER_CLASS.check(args.per_class)  # refused with the message ExplainRequest gives
     k = MapSettings(k=MapSettings().k if args.k is None else args.k).k
     segmenter, device = _check_cell_arguments(args, recipe)
     _check_classifier_crops(args.crop_size, args.layer)

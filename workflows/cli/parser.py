@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from models.cellmap import MapSettings
+    from models.explain_cells import CELLS_PER_CLASS
     from models.registry import families
     from models.tiling import TILING_SETTINGS
     from workflows.cli_options import add_family_options, add_setting_options
@@ -136,8 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "hirescam, scorecam, eigencam or layercam (default gradcam)")
     exp.add_argument("--layer", default=None, help="the classifier's layer to take CAMs at: block1, block2 or block3 "
                      "(default: the last, block3)")
-    exp.add_argument("--cells-per-class", type=int, default=None, help="cells explained per true class, wrongly "
-                     "classified ones first (default: the Explain page's)")
+    add_setting_options(exp, (CELLS_PER_CLASS,), flags={"per_class": "--cells-per-class"})  # the page's slider
     exp.add_argument("--deletion-test", action="store_true", help="also run the deletion/insertion test on up to 64 "
                      "explained cells: does removing the top CAM pixels lower the score faster than random pixels?")
     # Classifier settings: unset ones take the registry's defaults (the Explain page's); provenance.json records them.
