@@ -1,23 +1,21 @@
-"""The Compare page's "All images" view: every chosen model run on every image (cached results
-reused), marked out of date when the models, settings, device or images change; F1 per image and
-model with the images a model has seen marked, means that leave those out unless asked, and the
-whole run as a zip."""
+"""The Compare page's "All images" view: every chosen model run on every image
+(:func:`workflows.compare.run_compare`, cached results reused), marked out of date when the
+models, settings, device or images change; F1 per image and model with the images a model has
+seen marked, means that leave those out unless asked, and the whole run as a zip."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from components.compare_views import seen_by
 from components.downloads import download_button
 from components.model_panel import compute_result, settings_used
 from components.state import dataset
-from core.evaluation.score_tables import SEEN, mean_scores, seen_label, summary_row
+from core.evaluation.score_tables import SEEN, mean_scores
 from core.io.export import results_zip
 from core.text import plural
 from core.training.data import SEEN_ROLES
-from workflows.image_loop import run_on_images
-from workflows.provenance import provenance
+from workflows.compare import run_compare
 
 
 def seen_f1(table: pd.DataFrame) -> None:
@@ -66,15 +64,13 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
                  key="cmp.run_all", help="Progress is shown per image and model. Results are cached, so a second run "
                                          "is instant."):
         bar = st.progress(0.0)
-        seen = seen_by(names)
-        run = run_on_images(list(ds), names, lambda img, name: compute_result(img, name, settings, device),
-                            lambda img, r: summary_row(r, img.gt) | {SEEN: seen_label(seen.get(r.model), img)},
-                            progress=lambda f, what: bar.progress(f, text=what))
+        run = run_compare(list(ds), {n: settings_used(n, settings) for n in names}, device=device,
+                          compute=lambda img, name: compute_result(img, name, settings, device),
+                          progress=lambda f, what: bar.progress(f, text=what))
         bar.empty()
         for problem in run.problems:
             st.error(problem)
-        prov = provenance(models={n: settings_used(n, settings) for n in names}, device=device)
-        st.session_state["cmp.all"] = (run.table, run.results, prov)
+        st.session_state["cmp.all"] = (run.analysis.tables["scores"], run.results, run.analysis.provenance)
         st.session_state["cmp.all_made"] = ({n: settings_used(n, settings) for n in names}, device, ds.signature())
     if "cmp.all" not in st.session_state:
         return

@@ -32,11 +32,16 @@ def submit_training(family: str, images: list[CellImage], *, name: str, settings
     def run(ctx: JobContext) -> dict[str, Any]:
         return train_segmenter(family, images, name=name, settings=settings, val_batches=val_batches,
                                val_fraction=val_fraction, device=device, stop=ctx.stop_requested,
-                               progress=ctx.progress, on_epoch=ctx.epoch)
+                               progress=ctx.progress, on_epoch=ctx.epoch).summary
 
     params = {"family": family, "name": name, "settings": settings, "val_batches": val_batches,
               "val_fraction": val_fraction, "device": device, "images": len(images)}
     return training_queue().submit(family, name, params, run, owner=owner())
+
+
+def pending_names(family: str) -> set[str]:
+    """The names of ``family``'s trainings queued or running on this server (in any workspace)."""
+    return {j.name for j in training_queue().jobs() if j.family == family and not j.is_finished}
 
 
 def my_jobs() -> list[TrainingJob]:

@@ -213,7 +213,7 @@ def test_the_cell_map_controls_are_drawn_with_map_settings_ranges():
 
 
 def test_the_train_page_draws_each_familys_settings_with_their_limits():
-    MAIN_SETTINGS = ("epochs", "batch_size", "lr", "patience", "seed")  # pages/train.py's
+    MAIN_SETTINGS = ("epochs", "batch_size", "lr", "patience", "seed")  # components/train_form.py's
 
     at = open_page("pages/train.py")
     for family, cls in TRAINING.items():

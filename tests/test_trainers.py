@@ -45,7 +45,7 @@ def test_a_tiny_unet_trains_on_held_out_plates_and_becomes_a_segmenter(tmp_path,
     epochs = []
     summary = train_segmenter("unet", images, name="tiny", settings={"epochs": 2, "steps_per_epoch": 2, "tile": 64,
                                                                       "batch_size": 2, "seed": 1},
-                              val_batches=["plateC"], on_epoch=epochs.append)
+                              val_batches=["plateC"], on_epoch=epochs.append).summary
     assert summary["model"] == "trained:unet:tiny" and summary["val_images"] == 2 and summary["train_images"] == 4
     assert len(epochs) >= 1
     meta = json.loads((tmp_path / "tiny.unet.json").read_text())
@@ -87,7 +87,8 @@ def test_mask_rcnn_and_yolo_seg_train_through_the_same_entry_point(tmp_path, mon
     tiny = {"rcnn": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "tile": 64},
             "yolo": {"epochs": 1, "batch_size": 2, "imgsz": 64, "warmup_epochs": 0.0}}
     for family, settings in tiny.items():
-        summary = train_segmenter(family, images, name=f"tiny-{family}", settings=settings, val_batches=["plateC"])
+        summary = train_segmenter(family, images, name=f"tiny-{family}", settings=settings,
+                                  val_batches=["plateC"]).summary
         assert summary["model"] == f"trained:{family}:tiny-{family}", family
         assert summary["model"] in [m.name for m in list_models("segment")], (family, summary["model"])
         assert summary["val_images"] == 1 and summary["best_epoch"] == 1

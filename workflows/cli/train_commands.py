@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         # A family that takes threads (the U-Net) trains on one in the app (the server stays responsive); here, all.
         trained = run_training(plan, device=device, progress=progress, on_epoch=lambda record: last_f1.append(record.f1),
-                               threads=args.threads or os.cpu_count() or 1)
+                               threads=args.threads or os.cpu_count() or 1).trained
     except KeyboardInterrupt:  # the trainers write each better epoch's checkpoint at once: say where
         printer.finish(keep=True)
         if out.is_file():
