@@ -15,6 +15,7 @@ from components.training_state import pending_names, submit_training
 from core.data.dataset import Dataset
 from core.schema import fields_of
 from core.text import duration, plural
+from core.training.data import VAL_FRACTION
 from models.registry import Trainer, families
 from workflows.training import check_training_request
 
@@ -50,14 +51,13 @@ def train_controls(ds: Dataset) -> None:
     defaults = trainer.default_settings()
     settings = settings_widgets(family, trainer, defaults)
     val_batches: list[str] = []
-    val_fraction = 0.2
+    val_fraction = VAL_FRACTION.default
     where, _ = st.columns([1.4, 1])
     if split == "plates":
         val_batches = where.multiselect("Held-out plates", batches, default=batches[-1:], key="tr.val_batches",
                                         help="These batches only validate.")
     else:
-        val_fraction = where.slider("Validation share", 0.1, 0.5, 0.2, 0.05, key="tr.val_fraction",
-                                    help="The share of images that only validate.")
+        val_fraction = field_widget(where, VAL_FRACTION, "tr.val_fraction", VAL_FRACTION.default, widget="slider")
     device = current_device()
     if trainer.estimate_seconds is not None and device == "cpu":  # the family's CPU-time estimate
         seconds = trainer.estimate_seconds(len(annotated), device=device, training=trainer.settings(

@@ -311,7 +311,7 @@ def test_explain_refuses_a_target_the_images_cannot_teach_before_segmenting_them
 
 @pytest.mark.parametrize(("args", "message"), [
     (("train", "--model", "unet", "--images", "{data}", "--out", "{tmp}/x.unet.pt", "--val-split", "1.5"),
-     "the validation fraction must be between 0 and 1; got 1.5"),
+     "val_fraction must be between 0.05 and 0.9; got 1.5"),
     (("train", "--model", "unet", "--images", "{data}", "--out", "{tmp}/x.unet.pt", "--device", "cuda:99"),
      "device 'cuda:99' is not available here"),
     (("train", "--model", "unet", "--images", "{data}", "--out", "{tmp}/x.unet.pt", "--batch-from", "regex:x"),

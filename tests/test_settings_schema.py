@@ -223,6 +223,11 @@ def test_the_train_page_draws_each_familys_settings_with_their_limits():
             field, box = {f.name: f for f in fields_of(cls)}[name], at.number_input(key=f"tr.fam.{family}.{name}")
             assert (box.min, box.max, box.step) == pytest.approx((field.low, field.high, field.step)), (family, name)
             assert box.label == field.label and box.value == pytest.approx(field.default), (family, name)
+    from core.training.data import VAL_FRACTION
+
+    share = at.slider(key="tr.val_fraction")  # the split's share: train --val-split reads the same declaration
+    assert (share.min, share.max, share.step, share.value) == pytest.approx(
+        (VAL_FRACTION.low, VAL_FRACTION.high, VAL_FRACTION.step, VAL_FRACTION.default))
 
 
 # ------------------------------------------------------------------------------ model settings

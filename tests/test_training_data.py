@@ -71,7 +71,7 @@ def test_split_by_image_never_shares_an_image_and_is_seeded(pairs):
 def test_split_by_image_refuses_too_few_images(pairs):
     with pytest.raises(ValueError, match="needs at least 2 images with ground truth.*got 1"):
         split_by_image(pairs[:1])
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(ValueError, match="val_fraction must be between 0.05 and 0.9; got 1"):
         split_by_image(pairs, val_fraction=1.0)
     two = split_by_image(pairs[:2], val_fraction=0.9)  # always one left to train on
     assert len(two.train) == len(two.val) == 1

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from core.data.images import CellImage, content_hash, normalize_channel, nucleus_plane
+from core.schema import Field
 
 PLANES = ("nucleus", "all")  # the nucleus channel (what every segmenter sees), or every channel
 
@@ -167,10 +168,15 @@ class Split:
         return train, val
 
 
+# The Train page's slider, `train --val-split` and split_by_image read this one declaration.
+VAL_FRACTION = Field("val_fraction", "Validation share", 0.2,
+                     "The share of images that only validate (a seeded random draw; at least one image validates "
+                     "and at least one trains).", kind="float", low=0.05, high=0.9, step=0.05)
+
+
 def check_val_fraction(val_fraction: float) -> None:
-    """ValueError unless ``val_fraction`` leaves images both to train and to validate."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"the validation fraction must be between 0 and 1; got {val_fraction}")
+    """ValueError unless ``val_fraction`` is a share of images to validate on (VAL_FRACTION's range)."""
+    VAL_FRACTION.check(val_fraction)
 
 
 def split_by_image(pairs: Sequence[TrainingPair], *, val_fraction: float = 0.2, seed: int = 0) -> Split:

@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.training.data import VAL_FRACTION
     from models.cellmap import MapSettings
     from models.explain_cells import CELLS_PER_CLASS
     from models.registry import families
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "folder as the model trained:FAMILY:NAME")
     split = tr.add_mutually_exclusive_group()
     split.add_argument("--val-split", type=float, default=None, help="fraction of the images that validate, drawn at "
-                       "random with --seed (default: split_by_image's)")
+                       f"random with --seed, {VAL_FRACTION.allowed()} (default: {VAL_FRACTION.default:g}, the page's)")
     split.add_argument("--val-batches", default=None, help="comma-separated batches (plates) that validate, to test "
                        "carrying over to plates the model never saw")
     tr.add_argument("--batch-from", default=None, help="folder, regex:PATTERN or csv:FILE (filename,batch), as for "
