@@ -3,7 +3,9 @@
 :func:`open_workspace` runs first in every full run: a new tab gets a fresh id in its URL; a tab
 opened on a link with a known id gets that workspace's dataset, recipe, chosen models and
 settings back. :func:`save_workspace` runs after every full run and after every fragment run
-(:func:`fragment`), so the snapshot is never older than the last thing the user did.
+(:func:`fragment`), so the snapshot is never older than the last thing the user did. What is kept
+each page declares (a :class:`Kept` beside its state, handed over with :func:`keep`); this module
+names only its own keys.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import copy
 import functools
 import operator
 import os
+import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,16 +77,18 @@ class Kept:
 _OWN = Kept(state=(RESULTS_KEY,))
 _pages: dict[str, Kept] = {}
 _kept = _OWN  # the union of every page's declaration: what every run keeps, whatever page it shows
+_pages_lock = threading.Lock()  # sessions run in threads of one process
 
 
 def keep(page: str, kept: Kept) -> None:
     """Keep what ``page`` declares across a reload, in every run from now on, whatever page it shows
     (a Train page setting is kept while the user is on the Data page)."""
     global _kept
-    if _pages.get(page) is kept:
+    if _pages.get(page) == kept:
         return
-    _pages[page] = kept
-    _kept = functools.reduce(operator.or_, _pages.values(), _OWN)
+    with _pages_lock:
+        _pages[page] = kept
+        _kept = functools.reduce(operator.or_, _pages.values(), _OWN)
 
 
 def kept_keys() -> Kept:

@@ -354,3 +354,34 @@ def test_what_is_said_not_kept_is_still_drawn_and_not_also_kept(scan):
         key = entry.removesuffix("*")
         assert any(k.startswith(key) if entry.endswith("*") else k == key for k, _ in scan.found), f"{entry}: stale"
         assert not kept.keeps_widget(key) and not key.startswith(kept.prefixes), f"{entry} is kept after all"
+
+
+# ---- the declarations at work -------------------------------------------------------------------------------------
+
+
+def test_the_router_keeps_every_declaration_and_a_reload_cleans_what_they_say():
+    """app.py hands every page's KEPT to the workspace; a restore drops an image gone and models no
+    longer known (Compare's filter), whatever page the link names."""
+    from streamlit.testing.v1 import AppTest
+
+    from components.workspace import kept_keys, workspace_store
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    union = kept_by_all()
+    assert (set(kept_keys().state), set(kept_keys().widgets), set(kept_keys().prefixes), set(kept_keys().images),
+            set(kept_keys().filters)) == (set(union.state), set(union.widgets), set(union.prefixes), set(union.images),
+                                          {"cmp.models"})
+    ws = at.query_params["ws"]
+    snapshot = workspace_store().load(ws)
+    names = at.session_state["dataset"].names
+    snapshot["workspace_widgets"] = {"cmp.models": ["classical", "a-model-gone"], "tr.cur_image": "an-image-gone",
+                                     "cmp.image": names[1], "cm.k": 7}
+    workspace_store().save(ws, snapshot, 1)
+    back = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    back.query_params["ws"] = ws
+    back.run()
+    assert not back.exception, back.exception
+    assert back.session_state["cmp.models"] == ["classical"]
+    assert "tr.cur_image" not in back.session_state
+    assert back.session_state["cmp.image"] == names[1] and back.session_state["cm.k"] == 7
