@@ -104,10 +104,6 @@ def workspace_store() -> WorkspaceStore:
     return WorkspaceStore(ttl_s=ttl_h * 3600, max_bytes=int(max_gb * 2**30))
 
 
-def _kept_widget(key: str) -> bool:
-    return _kept.keeps_widget(key)
-
-
 class KeptResults(dict):
     """Slot -> (key, result). Results are shared read-only between tabs: copied shallowly."""
 
