@@ -2,9 +2,18 @@
 
 import streamlit as st
 
+from components import (
+    cellmap_state,
+    compare_state,
+    curation_state,
+    data_state,
+    explain_state,
+    preprocess_state,
+    training_state,
+)
 from components.routing import routed
 from components.sidebar import render_sidebar
-from components.workspace import REDIRECTING_KEY, open_workspace, save_workspace
+from components.workspace import REDIRECTING_KEY, keep, open_workspace, save_workspace
 
 
 def run() -> None:
@@ -16,17 +25,23 @@ def run() -> None:
         st.session_state[REDIRECTING_KEY] = True
         st.switch_page(data, query_params=st.query_params.to_dict())
 
-    page = st.navigation(
-        [
-            st.Page(home, title="CellScope", url_path="home", default=True, visibility="hidden"),
-            data,
-            st.Page("pages/preprocess.py", title="Preprocess", icon=":material/tune:"),
-            st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
-            st.Page("pages/cellmap.py", title="Cell map", icon=":material/scatter_plot:", url_path="cellmap"),
-            st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
-            st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
-        ]
-    )
+    # Each page, with the session keys it keeps across a reload (declared beside its state): kept in
+    # every run, whatever page it shows, so a page left keeps its settings and a reload finds them.
+    pages = [
+        (data, data_state.KEPT),
+        (st.Page("pages/preprocess.py", title="Preprocess", icon=":material/tune:"), preprocess_state.KEPT),
+        (st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"), compare_state.KEPT),
+        (st.Page("pages/cellmap.py", title="Cell map", icon=":material/scatter_plot:", url_path="cellmap"),
+         cellmap_state.KEPT),
+        (st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
+         explain_state.KEPT),
+        (st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+         training_state.KEPT | curation_state.KEPT),
+    ]
+    for page_, kept in pages:
+        keep(page_.title, kept)
+    page = st.navigation([st.Page(home, title="CellScope", url_path="home", default=True, visibility="hidden"),
+                          *(p for p, _ in pages)])
     open_workspace()  # before any widget: a reload of this tab gets its work back
     save_workspace()  # now too: a widget just changed is kept even if the tab reloads before this run ends
     try:

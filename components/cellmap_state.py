@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from components.model_panel import compute_result, params_for, params_text
-from components.workspace import kept_result
+from components.workspace import Kept, kept_result
 from core.cache import BoundedCache
 from core.cells.cell_set import CellSet
 from core.data.dataset import Dataset
@@ -23,6 +23,15 @@ from core.figures.display import crops_rgb
 from core.segmentation.recipe import Recipe
 from models.cellmap import CellMap, MapSettings, uses_no_crops
 from workflows.cellmap import GROUND_TRUTH, CellMapRequest, CellMapRun, Progress, find_cells, ground_truth, run_cellmap
+
+# What the Cell map keeps across a reload: what it shows and its controls (the map itself is a kept result).
+KEPT = Kept(
+    state=("cm.current", "cm.ready"),
+    widgets=("cm.segmenter", "cm.features", "cm.crop_size", "cm.crop_mode", "cm.mask", "cm.method", "cm.correction",
+             "cm.control", "cm.drag", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist",
+             "cm.k", "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster"),
+    prefixes=("cm.feat.", "cm.seg."),
+)
 
 
 @st.cache_resource(show_spinner=False)

@@ -11,12 +11,20 @@ import streamlit as st
 
 from components.model_panel import compute_result
 from components.state import dataset, mark_edited
+from components.workspace import Kept
 from core.data.images import CellImage
 from core.text import plural
 from core.training.label_edit import EditHistory
 
 EDIT_KEY = "tr.edit"
 START_GT, START_EMPTY = "its ground truth", "nothing (draw every cell)"
+
+# What the Train page's label curation keeps across a reload: the labels being edited, the image, the tools.
+KEPT = Kept(
+    state=(EDIT_KEY,),
+    widgets=("tr.cur_image", "tr.cur_start", "tr.tool", "tr.radius"),
+    images=("tr.cur_image",),
+)
 
 
 @dataclass

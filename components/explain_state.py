@@ -15,7 +15,7 @@ import streamlit as st
 from components.cellmap_state import EXPLAIN_ROWS, GROUND_TRUTH
 from components.model_panel import params_for, params_text, shared_model
 from components.recipe_panel import current_recipe
-from components.workspace import kept_result
+from components.workspace import Kept, kept_result
 from core.analysis import Analysis
 from core.cache import BoundedCache
 from core.cells.cell_set import CellSet
@@ -27,6 +27,14 @@ from models.explain_cells import CellExplanation
 from models.registry import availability
 from models.weights import WeightsUnavailable
 from workflows.explain import ExplainRequest, classifier_step, explain_analysis, explanation_step
+
+# What Explain keeps across a reload: the cells sent from the Cell map and its controls.
+KEPT = Kept(
+    state=(EXPLAIN_ROWS,),
+    widgets=("ex.view", "ex.target", "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image",
+             "ex.det_model", "ex.det_method", "ex.det_opacity", "ex.det_which"),
+    prefixes=("ex.set.", "ex.det."),
+)
 
 
 @st.cache_resource(show_spinner=False)

@@ -37,6 +37,11 @@ def dataset() -> Dataset:
     return st.session_state.dataset
 
 
+def image_names() -> set[str]:
+    """The names of this session's images; none before its dataset exists (nothing is created)."""
+    return set(st.session_state["dataset"].names) if "dataset" in st.session_state else set()
+
+
 def is_untouched_example() -> bool:
     return st.session_state.get("dataset_origin") == EXAMPLE_KEY
 

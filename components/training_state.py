@@ -8,10 +8,16 @@ from typing import Any
 
 import streamlit as st
 
-from components.workspace import ID_KEY
+from components.workspace import ID_KEY, Kept
 from core.data.images import CellImage
 from core.training.jobs import JobContext, JobQueue, TrainingJob
 from workflows.training import train_segmenter
+
+# What the Train page's training form keeps across a reload (the trainings are the queue's).
+KEPT = Kept(
+    widgets=("tr.family", "tr.split", "tr.name", "tr.val_batches", "tr.val_fraction"),
+    prefixes=("tr.fam.",),
+)
 
 
 @st.cache_resource(show_spinner=False)

@@ -3,15 +3,20 @@
 :func:`open_workspace` runs first in every full run: a new tab gets a fresh id in its URL; a tab
 opened on a link with a known id gets that workspace's dataset, recipe, chosen models and
 settings back. :func:`save_workspace` runs after every full run and after every fragment run
-(:func:`fragment`), so the snapshot is never older than the last thing the user did.
+(:func:`fragment`), so the snapshot is never older than the last thing the user did. What is kept
+each page declares (a :class:`Kept` beside its state, handed over with :func:`keep`); this module
+names only its own keys.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import operator
 import os
-from collections.abc import Callable, Hashable
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
@@ -28,23 +33,67 @@ TOO_LARGE_KEY = "workspace_too_large"
 REDIRECTING_KEY = "workspace_redirecting"  # set by the root URL's run, which only redirects
 _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of pages not open now
 
-# Values kept exactly as they are at the end of a run (absent ones stay absent).
 RESULTS_KEY = "workspace_results"  # the last result of each pipeline step: see kept_result
-STATE_KEYS = (RESULTS_KEY, "dataset", "dataset_origin", "dataset_version", "recipe", "tune_result", "tune_made_on", "batch_result", "batch_recipe",
-              "cmp.all", "cmp.all_made", "cmp.prompts", "channel_visibility", "cm.current", "cm.ready", "ex.rows", "tr.edit")
-# Widgets' values: Streamlit forgets a widget's value when its page is left, so the last value
-# seen is kept and given back before the widget is drawn again.
-# Only widgets whose value may be set through Session State: never buttons, uploaders or charts.
-WIDGET_KEYS = ("device_choice", "viewer_image", "batch_pattern", "channels_apply_all", "pre_image", "pre_tab",
-               "live_preview", "log_hist", "cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.include_seen", "cmp.sam_model",
-               "cm.segmenter", "cm.features", "cm.crop_size", "cm.crop_mode", "cm.mask", "cm.method", "cm.correction",
-               "cm.control", "cm.drag", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist", "cm.k",
-               "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster", "ex.view", "ex.target",
-               "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image", "ex.det_model",
-               "ex.det_method", "ex.det_opacity", "ex.det_which", "tr.family", "tr.split", "tr.name", "tr.val_batches",
-               "tr.val_fraction", "tr.cur_image", "tr.cur_start", "tr.tool", "tr.radius")
-WIDGET_PREFIXES = ("cmp.set.", "data_viewer_gt", "data_viewer_zoom", "cm.feat.", "cm.seg.", "ex.set.", "ex.det.", "tr.fam.")
-IMAGE_CHOICES = ("viewer_image", "pre_image", "cmp.image", "tr.cur_image")  # widgets whose value names an image
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The session keys one page keeps across a reload, declared by the page's own components
+    module (its ``KEPT``) and handed to :func:`keep` by the router before :func:`open_workspace`.
+
+    ``state``: values kept exactly as they are at the end of a run (absent ones stay absent).
+    ``widgets`` and widgets whose key starts with one of ``prefixes``: Streamlit forgets a widget's
+    value when its page is left, so the last value seen is kept and given back before the widget is
+    drawn again; only widgets whose value may be set through Session State, never buttons, uploaders
+    or charts (keys containing ".dl.", a model's Download buttons, are never kept).
+    ``images``: those widgets whose value names an image, dropped once that image is gone.
+    ``filters``: key -> what makes a restored value valid again (e.g. drops models no longer known).
+    """
+
+    state: tuple[str, ...] = ()
+    widgets: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    filters: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in (*self.images, *self.filters):
+            if not self.keeps_widget(key):
+                raise ValueError(f"{key!r} is not among the kept widgets")
+
+    def keeps_widget(self, key: str) -> bool:
+        # ".dl." keys are the Download buttons drawn among a model's settings: buttons can't be set
+        return (key in self.widgets or key.startswith(self.prefixes)) and ".dl." not in key
+
+    def __or__(self, other: Kept) -> Kept:
+        def both(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(dict.fromkeys((*a, *b)))
+
+        return Kept(both(self.state, other.state), both(self.widgets, other.widgets),
+                    both(self.prefixes, other.prefixes), both(self.images, other.images),
+                    {**self.filters, **other.filters})
+
+
+_OWN = Kept(state=(RESULTS_KEY,))
+_pages: dict[str, Kept] = {}
+_kept = _OWN  # the union of every page's declaration: what every run keeps, whatever page it shows
+_pages_lock = threading.Lock()  # sessions run in threads of one process
+
+
+def keep(page: str, kept: Kept) -> None:
+    """Keep what ``page`` declares across a reload, in every run from now on, whatever page it shows
+    (a Train page setting is kept while the user is on the Data page)."""
+    global _kept
+    if _pages.get(page) == kept:
+        return
+    with _pages_lock:
+        _pages[page] = kept
+        _kept = functools.reduce(operator.or_, _pages.values(), _OWN)
+
+
+def kept_keys() -> Kept:
+    """What is kept: every page's declaration handed to :func:`keep`, and the workspace's own keys."""
+    return _kept
 
 
 @st.cache_resource(show_spinner=False)
@@ -53,11 +102,6 @@ def workspace_store() -> WorkspaceStore:
     ttl_h = float(os.environ.get("CELLSCOPE_WORKSPACE_HOURS", DEFAULT_TTL_S / 3600))
     max_gb = float(os.environ.get("CELLSCOPE_WORKSPACE_GB", DEFAULT_MAX_BYTES / 2**30))
     return WorkspaceStore(ttl_s=ttl_h * 3600, max_bytes=int(max_gb * 2**30))
-
-
-def _kept_widget(key: str) -> bool:
-    # ".dl." keys are the Download buttons drawn among a model's settings: buttons can't be set
-    return (key in WIDGET_KEYS or key.startswith(WIDGET_PREFIXES)) and ".dl." not in key
 
 
 class KeptResults(dict):
@@ -95,8 +139,9 @@ def open_workspace() -> None:
         return
     _restore(snapshot)
     ss[ID_KEY] = asked
-    ds = ss.get("dataset")
-    ss[NOTICE_KEY] = ("restored", f"Restored your work: {plural(len(ds) if ds is not None else 0, 'image')}, recipe and settings.")
+    from components.state import image_names
+
+    ss[NOTICE_KEY] = ("restored", f"Restored your work: {plural(len(image_names()), 'image')}, recipe and settings.")
 
 
 def _return_to_page() -> None:
@@ -110,29 +155,29 @@ def _return_to_page() -> None:
     that is no longer among a widget's options (an image removed, a model gone) is reset to the
     widget's default by Streamlit when the widget is drawn.
     """
-    ss = st.session_state
-    names = set(ss["dataset"].names) if "dataset" in ss else set()
-    for key in [k for k in ss.keys() if _kept_widget(k)]:
-        if key in IMAGE_CHOICES and ss[key] not in names:
+    from components.state import image_names
+
+    ss, kept, names = st.session_state, _kept, image_names()
+    for key in [k for k in ss.keys() if kept.keeps_widget(k)]:
+        if key in kept.images and ss[key] not in names:
             del ss[key]  # an image removed on the Data page meanwhile is no choice any more
         else:
             ss[key] = ss[key]
 
 
 def _restore(snapshot: dict[str, Any]) -> None:
-    ss = st.session_state
+    ss, kept = st.session_state, _kept
     widgets = snapshot.pop(_WIDGETS_KEY, {})
     for key, value in snapshot.items():
         ss[key] = _copied(value)
-    names = set(ss["dataset"].names) if "dataset" in ss else set()
-    from models.registry import list_models
+    from components.state import image_names
 
-    known_models = {m.name for m in list_models()}
+    names = image_names()  # the dataset just restored
     for key, value in widgets.items():
-        if key in IMAGE_CHOICES and value not in names:
+        if key in kept.images and value not in names:
             continue
-        if key == "cmp.models":
-            value = [n for n in value if n in known_models]
+        if key in kept.filters:
+            value = kept.filters[key](value)
         ss[key] = _copied(value)
     ss[_WIDGETS_KEY] = dict(widgets)
 
@@ -145,9 +190,9 @@ def save_workspace() -> None:
         return
     widgets = ss.setdefault(_WIDGETS_KEY, {})
     for key in list(ss.keys()):
-        if _kept_widget(key):
+        if _kept.keeps_widget(key):
             widgets[key] = _copied(ss[key])
-    values = {key: _copied(ss[key]) for key in STATE_KEYS if key in ss}
+    values = {key: _copied(ss[key]) for key in _kept.state if key in ss}
     values[_WIDGETS_KEY] = dict(widgets)
     from components.state import shared_array_ids
 

@@ -1,7 +1,8 @@
 """Every kept control of every page keeps its value across a visit to another page and a reload.
 
-The workspace mechanism, not each page, keeps them: a new kept widget is covered without touching
-this test, because the test finds the widgets from the page itself and changes each one."""
+Each page declares what it keeps (its ``KEPT``) and the workspace keeps it: a new kept widget is
+covered without touching this test, because the test finds the widgets from the page itself and
+changes each one."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.workspace import _kept_widget
+from components.workspace import kept_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("pages/data.py", "pages/preprocess.py", "pages/compare.py", "pages/cellmap.py", "pages/explain.py",
@@ -33,7 +34,7 @@ def _kept_controls(at: AppTest) -> dict:
     def walk(node) -> None:
         for child in getattr(node, "children", {}).values():
             key = getattr(child, "key", None)
-            if isinstance(key, str) and _kept_widget(key) and hasattr(child, "set_value"):
+            if isinstance(key, str) and kept_keys().keeps_widget(key) and hasattr(child, "set_value"):
                 found[key] = child
             walk(child)
 
