@@ -16,7 +16,7 @@ def _known_models(names: list[str]) -> list[str]:
 
 KEPT = Kept(
     state=("cmp.all", "cmp.all_made", "cmp.prompts"),
-    widgets=("cmp.image", "cmp.models", "cmp.filled", "cmp.show_gt", "cmp.include_seen", "cmp.sam_model"),
+    widgets=("cmp.image", "cmp.models", "cmp.include_seen", "cmp.sam_model"),
     prefixes=("cmp.set.",),
     images=("cmp.image",),
     filters={"cmp.models": _known_models},

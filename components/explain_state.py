@@ -34,6 +34,7 @@ KEPT = Kept(
     widgets=("ex.view", "ex.target", "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image",
              "ex.det_model", "ex.det_method", "ex.det_opacity", "ex.det_which"),
     prefixes=("ex.set.", "ex.det."),
+    images=("ex.det_image",),  # an image removed on the Data page meanwhile is no choice any more
 )
 
 
