@@ -68,6 +68,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run several models on one image; write DIR/<model>.tif, DIR/metrics.json and DIR/provenance.json."""
     import json
+    from dataclasses import replace
     from pathlib import Path
 
     from core.analysis import PROVENANCE_FILE, provenance_json
@@ -75,8 +76,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from core.io.decode import read_labels
     from core.io.export import label_tiff_bytes
     from models.device import resolve_device
-    from models.registry import get_model_info, images_seen, load_model
-    from models.runner import run_model
+    from models.registry import get_model_info, images_seen
+    from workflows.compare import run_compare
     from workflows.provenance import provenance
 
     # Every argument is checked before any work: unknown names and missing checkpoint files too.
@@ -100,11 +101,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif image.gt is not None:
         gt = image.gt
     device, metrics = resolve_device(args.device), {}
+    # The Compare page's pipeline, on this one image (its ground truth the one given or found).
+    run = run_compare([replace(image, gt=gt)], settings, device=device)
+    if run.problems:
+        raise ValueError(run.problems[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        model = load_model(name, device)
-        result = run_model(model, image, **settings[name])
+        result = run.results[(image.name, name)]
         (out / files[name]).write_bytes(label_tiff_bytes(result.labels))
         entry = metrics[name] = metrics_entry(result, gt)
         seen = images_seen(name)
