@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components.state import mark_edited
 from core.data.dataset import Dataset
 from core.data.images import COLORS, ROLES, CellImage, ChannelInfo, apply_channel_edit, same_layout
 from core.text import plural
@@ -39,5 +38,7 @@ def channel_settings(ds: Dataset, image: CellImage) -> None:
     if new != image.channels:
         for img in apply_channel_edit(list(ds), image, new, everywhere=everywhere):
             ds.put(img)
-        mark_edited()
+        # Names, roles, colours and contrast are how the images are read, not other images: the
+        # example stays the example (an upload still replaces it by default; marking it edited
+        # flipped the upload form's "Replace the current images" under the user's eyes).
         st.rerun()

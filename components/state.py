@@ -37,9 +37,9 @@ def dataset() -> Dataset:
     return st.session_state.dataset
 
 
-def image_names() -> set[str]:
-    """The names of this session's images; none before its dataset exists (nothing is created)."""
-    return set(st.session_state["dataset"].names) if "dataset" in st.session_state else set()
+def image_names() -> list[str]:
+    """The names of this session's images, in order; none before its dataset exists (nothing is created)."""
+    return list(st.session_state["dataset"].names) if "dataset" in st.session_state else []
 
 
 def is_untouched_example() -> bool:

@@ -160,7 +160,13 @@ def _return_to_page() -> None:
     ss, kept, names = st.session_state, _kept, image_names()
     for key in [k for k in ss.keys() if kept.keeps_widget(k)]:
         if key in kept.images and ss[key] not in names:
-            del ss[key]  # an image removed on the Data page meanwhile is no choice any more
+            # An image removed on the Data page meanwhile is no choice any more. The first image is
+            # set, not the key deleted: a deleted key left the browser's box naming the old image
+            # while the page showed the first one.
+            if names:
+                ss[key] = names[0]
+            else:
+                del ss[key]
         else:
             ss[key] = ss[key]
 

@@ -202,3 +202,14 @@ def test_a_batch_cell_emptied_in_the_table_is_no_batch_called_nan():
     clean = edited_text(edited)
     assert list(clean["batch"]) == ["", "", "plate2"] and list(clean["condition"]) == ["", "treated", ""]
     assert list(edited["batch"][2:]) == [" plate2 "]  # the editor's own frame is left as it was
+
+
+def test_renaming_a_channel_leaves_the_upload_forms_replace_choice_as_it_was(app):
+    """Defect: a channel rename marked the example edited, which unticked "Replace the current
+    images" by itself; a user clicking it to untick it then replaced the images."""
+    replace = next(c for c in app.checkbox if c.label == "Replace the current images")
+    assert replace.value is True
+    app.text_input(key="ch_plateA_field1_2_name").set_value("p53 stain").run()
+    assert app.session_state["dataset"]["plateA_field1"].channels[2].name == "p53 stain"
+    assert next(c for c in app.checkbox if c.label == "Replace the current images").value is True
+    assert any("(example)" in m.value for m in app.sidebar.markdown) and not app.exception

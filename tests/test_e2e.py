@@ -97,6 +97,10 @@ def test_data_page_shows_example_then_accepts_an_upload(server, browser, tmp_pat
     body = main.inner_text()
     assert "object at 0x" not in body
     assert "You are looking at the example dataset" not in body
+    # The viewer's box names the image it shows (it kept naming plateA_field1, now gone).
+    viewer_box = main.locator("[data-testid='stSelectbox']", has=page.get_by_text("Image", exact=True))
+    expect(viewer_box.locator("input")).to_have_value("uploaded_cells")
+    expect(main).to_contain_text("uploaded_cells · 128×128")
     page.screenshot(path=str(SHOTS / "data_after_upload.png"))
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
