@@ -102,6 +102,7 @@ def test_the_train_form_s_rules_are_the_cli_s(weights_home, trained):
     assert model_name_problem("cells-1.v2") == ""
     assert model_name_problem("../x") == "A model name uses letters, digits, '.', '_' and '-' only."
     assert model_name_problem("x" * 65) == "A model name has at most 64 characters (this one has 65)."
+    assert model_name_problem("") == model_name_problem("  ") == "Give the model a name (letters, digits, '.', '_' and '-')."
     with pytest.raises(ValueError, match=r"^--out my cells: A model name uses letters, digits"):
         checkpoint_target("unet", "my cells")
     assert checkpoint_target("unet", "fine") == weights_home / "fine.unet.pt"

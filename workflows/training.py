@@ -35,7 +35,9 @@ def model_name_problem(name: str) -> str:
     """Why ``name`` cannot name a model trained here ("" if it can): letters, digits, '.', '_' and
     '-', at most :data:`MAX_NAME` characters. The Train page's name field and the CLI's plain
     ``--out`` name are checked by this one rule."""
-    if not NAME_PATTERN.fullmatch(name or ""):
+    if not (name or "").strip():
+        return "Give the model a name (letters, digits, '.', '_' and '-')."
+    if not NAME_PATTERN.fullmatch(name):
         return "A model name uses letters, digits, '.', '_' and '-' only."
     if len(name) > MAX_NAME:
         return f"A model name has at most {MAX_NAME} characters (this one has {len(name)})."
