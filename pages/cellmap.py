@@ -11,6 +11,7 @@ from components.cellmap_views import batch_view, clusters_view, export_view, fea
 from components.model_panel import current_device, fetch_missing_weights
 from components.recipe_panel import current_recipe
 from components.routing import page_with_images
+from core.cells.embed import umap_compiled
 from core.segmentation.preprocess import image_geometry
 from core.text import plural
 from models.cellmap import CORRECTION_NAMES, METHOD_NAMES
@@ -38,7 +39,7 @@ def cellmap_page() -> None:
                             more=more_map.popover("Map settings", icon=":material/tune:", width="stretch",
                                              help="Whose cells scale a standardisation, t-SNE, UMAP and "
                                                   "clustering settings, and the seed."))
-    if settings.method == "umap":
+    if settings.method == "umap" and not umap_compiled():
         note.caption("The first UMAP after the server starts takes up to a minute longer: umap-learn compiles its "
                      "code on first use.")
     if segmenter != GROUND_TRUTH and not fetch_missing_weights([segmenter], key="cm.seg"):

@@ -33,6 +33,10 @@ def test_embed_map_shapes_and_seed_determinism(method, params):
     assert a.shape == (160, 2) and a.dtype == np.float32 and np.isfinite(a).all()
     assert np.array_equal(a, b)
     assert a[:, 0].std() > 0 and a[:, 1].std() > 0
+    if method == "umap":  # the Cell map stops warning of the first UMAP's compilation
+        from core.cells.embed import umap_compiled
+
+        assert umap_compiled()
 
 
 def test_tsne_seed_changes_the_map():

@@ -112,6 +112,14 @@ def tsne(
     return out
 
 
+_umap_ran = False  # umap-learn compiles its code (numba) on the first UMAP in a process
+
+
+def umap_compiled() -> bool:
+    """Whether a UMAP has run in this process (the next ones skip umap-learn's compilation)."""
+    return _umap_ran
+
+
 def umap_map(
     X: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = 0,
     progress: Progress | None = None,
@@ -132,6 +140,8 @@ def umap_map(
     model = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed,
                       n_jobs=1 if seed is not None else -1)
     out = np.asarray(model.fit_transform(X), dtype=np.float32)
+    global _umap_ran
+    _umap_ran = True
     if progress is not None:
         progress(1.0)
     return out
