@@ -7,7 +7,7 @@ import streamlit as st
 
 from components.explain_state import cached_detector_cam, detector_cam_for
 from components.image_viewer import picture
-from components.model_panel import fetch_missing_weights, model_settings
+from components.model_panel import fetch_missing_weights, model_settings, readiness_label
 from core.text import plural
 from models.detector_cam import METHOD_TITLES, cam_methods_of, draw_detector_cam, highlighted
 from models.registry import availability, get_model_info, list_models
@@ -18,7 +18,7 @@ def detector_view(ds, device: str) -> None:
                     key=lambda n: not availability(n)[0])  # those ready to run first
     c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1], vertical_alignment="bottom")
     image_name = c1.selectbox("Image", ds.names, key="ex.det_image", help="The image to explain the detector on.")
-    name = c2.selectbox("Detector", models, key="ex.det_model",
+    name = c2.selectbox("Detector", models, key="ex.det_model", format_func=readiness_label(models),
                         help="YOLO: Eigen-CAM (the main component of a layer's activations). Faster / Mask R-CNN: "
                              "Eigen-CAM, or Grad-CAM of the boxes' scores.")
     method = c3.selectbox("Method", cam_methods_of(get_model_info(name)), key="ex.det_method", format_func=METHOD_TITLES.get,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -48,14 +49,18 @@ def _models() -> list[ModelInfo]:
     return sorted(list_models("segment"), key=display_order)  # each family's order, from its registry entry
 
 
+def readiness_label(names: list[str]) -> Callable[[str], str]:
+    """A model chooser's ``format_func``: each name, marked "(needs weights)" where it cannot run yet."""
+    ready = {name: availability(name)[0] for name in names}
+    return lambda name: name if ready.get(name, True) else f"{name} (needs weights)"
+
+
 def model_picker(key: str) -> list[str]:
     """A multiselect of every model, each marked with whether it can run now."""
-    infos = _models()
-    state = {m.name: availability(m.name)[0] for m in infos}
-    names = [m.name for m in infos]
+    names = [m.name for m in _models()]
     return st.multiselect(
         "Models", names, default=[n for n in DEFAULT_MODELS if n in names], key=key,
-        format_func=lambda name: name if state[name] else f"{name} (needs weights)",
+        format_func=readiness_label(names),
         help="Run side by side on the same image. 'needs weights': downloaded on first use (progress shown), "
              "or, without internet, placed in the weights folder by whoever runs CellScope. *What each model is* "
              "describes them.",

@@ -57,6 +57,7 @@ def test_detector_cams_draw_over_the_image(tmp_path, monkeypatch):
     at.session_state["ex.view"] = "Detectors"
     at.run()
     assert at.selectbox(key="ex.det_model").value == "yolo11n-nuclei"  # a model that can run first
+    assert "fasterrcnn-coco (needs weights)" in at.selectbox(key="ex.det_model").options  # marked as on Compare
     assert not at.exception and not at.error and at.get("image")
     assert any("Eigen-CAM of yolo11n-nuclei" in img.caption for el in at.get("image") for img in el.proto.imgs)
     at.selectbox(key="ex.det_which").set_value(3).run()  # Eigen-CAM: the same map, detection 3 highlighted
