@@ -28,7 +28,15 @@ def widget_args(field: Field, *, integer: bool = False) -> dict[str, Any]:
     args = {"min_value": None if low is None else cast(low), "max_value": None if high is None else cast(high)}
     if step is not None:
         args["step"] = cast(step)
+        if cast is float and (decimals := _decimals(step)) > 2:  # Streamlit shows 2 by default: 0.005 read "0.01"
+            args["format"] = f"%.{decimals}f"
     return args
+
+
+def _decimals(step: float) -> int:
+    """Decimal places of ``step`` as written (0.005 -> 3, 0.25 -> 2); at most 6."""
+    text = f"{step:.6f}".rstrip("0")
+    return len(text.split(".")[1]) if "." in text else 0
 
 
 def field_widget(where: Any, field: Field, key: str, value: Any = None, *, widget: str | None = None,
@@ -61,15 +69,13 @@ def field_widget(where: Any, field: Field, key: str, value: Any = None, *, widge
         else:
             chosen = {} if value is None else {"value": value}
         return draw(text, options, **chosen, **common)
-    args = widget_args(field, integer=integer)
-    return draw(text, **args, **({} if value is None else {"value": value}), **common)
+    args = widget_args(field, integer=integer) | common  # a caller's format wins over the step's
+    return draw(text, **args, **({} if value is None else {"value": value}))
 
 
 def range_widget(where: Any, low: Field, high: Field, key: str, value: tuple | None = None, *,
                  label: str | None = None, **kwargs: Any) -> Any:
     """One range slider for two settings (a low and a high bound): the range is their fields'."""
     where = where if where is not None else st
-    args = widget_args(low)
-    args["max_value"] = widget_args(high)["max_value"]
-    return where.slider(low.label if label is None else label, **args, key=key, help=low.help,
-                        **({} if value is None else {"value": value}), **kwargs)
+    args = widget_args(low) | {"max_value": widget_args(high)["max_value"], "key": key, "help": low.help} | kwargs
+    return where.slider(low.label if label is None else label, **args, **({} if value is None else {"value": value}))

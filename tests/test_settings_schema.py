@@ -114,6 +114,8 @@ def _assert_drawn_as_declared(kind_args: tuple[str, dict], field: Field, *, opti
     if field.kind in NUMERIC and kind in ("slider", "number_input"):
         assert (got["min_value"], got["max_value"]) == pytest.approx(_span(field)), where
         assert got.get("step") == pytest.approx(field.step or 1), where
+        if field.kind == "float" and field.step and round(field.step, 2) != field.step:  # e.g. 0.005: "0.01" misled
+            assert "format" in got and float(got["format"] % field.step) == pytest.approx(field.step), where
     elif field.kind in NUMERIC or field.kind == "choice":  # a select slider or box: its options
         assert list(got["options"]) == list(options or field.options), where
 
