@@ -415,3 +415,11 @@ def test_default_recipe_on_real_dsb2018_nuclei():
     # and the adaptive default beats a plain global Otsu on it
     otsu = run_pipeline(img[:, :, None], default_channels(1), DEFAULT_RECIPE.with_step("threshold", method="otsu")).labels
     assert match_instances(gt, labels).f1 > match_instances(gt, otsu).f1
+
+
+def test_a_maximum_area_below_the_minimum_is_named_when_no_cell_is_left(example_images):
+    img = example_images[0]
+    result = run_pipeline(img.pixels, img.channels, DEFAULT_RECIPE.with_step("filters", max_area=10))
+    assert result.n_cells == 0
+    note = next(n for n in result.notes if n.startswith("no cells found"))
+    assert "maximum area (10 px) is below the minimum area" in note and "threshold" not in note

@@ -506,7 +506,10 @@ def run_pipeline(
     if recipe.watershed.enabled and distance:
         notes.append(f"watershed seed distance {distance} px" + (" (auto)" if not recipe.watershed.seed_distance else ""))
     notes.append(f"minimum area {min_area} px" + (" (auto)" if recipe.filters.min_area < 0 else ""))
-    if labels.max() == 0:
+    if labels.max() == 0 and recipe.filters.max_area and recipe.filters.max_area < min_area:
+        notes.append(f"no cells found: the maximum area ({recipe.filters.max_area} px) is below the minimum area "
+                     f"({min_area} px), so the size filter removes every cell; raise the maximum (0 = off)")
+    elif labels.max() == 0:
         notes.append(
             "no cells found: the image may be empty or flat, or the threshold excludes everything; "
             "try another threshold method or channel"
