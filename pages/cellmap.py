@@ -11,6 +11,7 @@ from components.cellmap_views import batch_view, clusters_view, export_view, fea
 from components.model_panel import current_device, fetch_missing_weights
 from components.recipe_panel import current_recipe
 from components.routing import page_with_images
+from core.cells.cell_set import check_one_channel_layout
 from core.cells.embed import umap_compiled
 from core.segmentation.preprocess import image_geometry
 from core.text import plural
@@ -23,9 +24,10 @@ VIEWS = ("Map", "Batch effects", "Clusters", "Features", "Export")
 def cellmap_page() -> None:
     if (ds := page_with_images("Cell map")) is None:
         return
-    if len({tuple(c.name for c in img.channels) for img in ds}) > 1:
-        st.error("The images have different channels; a map needs one channel layout. Remove the others on the Data "
-                 "page, or name their channels alike.")
+    try:
+        check_one_channel_layout(list(ds))
+    except ValueError as exc:
+        st.error(str(exc))
         return
     # one row of choices and one of actions, so that the map itself starts above the fold at 1280 x 800
     c1, c2, c3, c4, c5 = st.columns([1, 1, 1.35, 0.95, 0.8], vertical_alignment="bottom")

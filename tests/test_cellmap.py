@@ -457,3 +457,21 @@ def test_a_rotating_recipe_is_said_on_the_cell_map():
     assert not at.exception, at.exception
     assert any(c.value.startswith("The classical recipe works on each image rotated 30°; its cells are mapped back")
                for c in at.caption)
+
+
+def test_images_of_two_channel_layouts_are_refused_with_the_layouts_named_on_cell_map_and_explain():
+    from core.data.dataset import Dataset
+    from core.data.images import CellImage, default_channels
+
+    ds = Dataset()
+    ds.add([CellImage("one", np.zeros((64, 64, 1), np.uint16), default_channels(1)),
+            CellImage("two", np.zeros((64, 64, 2), np.uint16), default_channels(2))])
+    for page in ("pages/cellmap.py", "pages/explain.py"):
+        at = open_page(page)
+        at.session_state["dataset"] = ds
+        at.session_state["dataset_origin"] = "user"
+        at.run()
+        errors = [e.value for e in at.error]
+        assert any("The images have different channels (" in e and "e.g. one" in e and "e.g. two" in e
+                   for e in errors), (page, errors)
+        assert not at.exception

@@ -64,7 +64,9 @@ def test_table_refuses_ambiguous_or_mismatched_inputs(example_pairs):
     with pytest.raises(ValueError, match="do not match the image"):
         cell_table([(img, gt[:64])])
     other = CellImage("other", img.pixels[:, :, :2], default_channels(2))
-    with pytest.raises(ValueError, match="same channels"):
+    layouts = ", ".join(c.name for c in other.channels), ", ".join(c.name for c in img.channels)
+    with pytest.raises(ValueError, match=rf"^The images have different channels \({layouts[0]} \(1 image, e.g. other\); "
+                                         rf"{layouts[1]} \(1 image, e.g. {img.name}\)\); cells of one map"):
         cell_table([(img, gt), (other, gt)])
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.analysis import PROVENANCE_FILE, Analysis, LazyFiles, inputs_of, provenance_json, with_provenance
-from core.cells.cell_set import CellSet, Embedding
+from core.cells.cell_set import CellSet, Embedding, check_one_channel_layout
 from core.data.images import CellImage
 from core.data.instances import Instances
 from core.figures.cellmap import drawn_as_groups, map_html, map_png
@@ -58,6 +58,7 @@ def find_cells(images: Sequence[CellImage], segment: Segment, *, crop: dict[str,
     """Every cell of ``images``: ``segment`` on each image through the one image loop, then the
     cells measured (``crop``: their crop geometry, the defaults without). An image that fails
     stops the run with its name: a map without some images' cells would be silently another map."""
+    check_one_channel_layout(list(images))  # before any image is segmented
     outcomes = run_images(list(images), segment_image, SegmentSettings(segment=segment), executor=executor,
                           progress=progress)
     for outcome in outcomes:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from core.cells.measure import CROP_MODES, SURROUNDING_PREFIXES, crop_cells, measure_cells, measure_surroundings
 from core.data.images import CellImage, ChannelInfo
+from core.text import plural
 
 # Where a cell is in its image: kept in the table, never used as a feature (position is not biology).
 POSITION_COLUMNS = ("y", "x", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
@@ -32,9 +33,19 @@ def _check_pairs(pairs: Pairs) -> None:
     for img, labels in pairs:
         if labels.shape != img.pixels.shape[:2]:
             raise ValueError(f"{img.name}: labels {labels.shape} do not match the image {img.pixels.shape[:2]}")
-    channel_sets = {tuple(c.name for c in img.channels) for img, _ in pairs}
-    if len(channel_sets) > 1:
-        raise ValueError(f"all images need the same channels to share one map, got {sorted(channel_sets)}")
+    check_one_channel_layout([img for img, _ in pairs])
+
+
+def check_one_channel_layout(images: Sequence[CellImage]) -> None:
+    """ValueError unless every image has the same channels (by name): one map, one classifier."""
+    layouts: dict[tuple[str, ...], list[str]] = {}
+    for img in images:
+        layouts.setdefault(tuple(c.name for c in img.channels), []).append(img.name)
+    if len(layouts) > 1:
+        said = "; ".join(f"{', '.join(layout)} ({plural(len(names), 'image')}, e.g. {names[0]})"
+                         for layout, names in sorted(layouts.items()))
+        raise ValueError(f"The images have different channels ({said}); cells of one map need one channel layout. "
+                         "Remove the others on the Data page, or name their channels alike.")
 
 
 def cell_table(pairs: Pairs) -> pd.DataFrame:
