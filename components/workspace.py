@@ -32,8 +32,7 @@ import streamlit as st
 from core.cache import BoundedCache
 from core.data.dataset import Dataset
 from core.text import plural
-from core.workspace import (DEFAULT_MAX_BYTES, DEFAULT_TTL_S, Key, WorkspaceStore, approx_nbytes,
-                            new_workspace_id)
+from core.workspace import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, Key, WorkspaceStore, approx_nbytes, new_workspace_id
 
 PARAM = "ws"
 ID_KEY = "workspace_id"
@@ -146,6 +145,7 @@ class _Same:
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, np.generic, datetime.date, datetime.time,
           datetime.timedelta, enum.Enum)
+_SCALARS = {type(None), bool, int, float, str}
 
 
 def _fingerprint(value: Any, depth: int = 0) -> Any:
@@ -165,6 +165,8 @@ def _fingerprint(value: Any, depth: int = 0) -> Any:
     if isinstance(value, Mapping):
         return type(value), tuple((deeper(k), deeper(v)) for k, v in value.items())
     if isinstance(value, list | tuple):
+        if set(map(type, value)) <= _SCALARS:  # e.g. thousands of cell rows: at C speed
+            return type(value), tuple(value)
         return type(value), tuple(map(deeper, value))
     if isinstance(value, set | frozenset):
         return type(value), frozenset(map(deeper, value))

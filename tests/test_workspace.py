@@ -269,8 +269,8 @@ def test_store_update_is_one_step_so_tabs_writing_at_once_lose_nothing():
 
 
 def test_fingerprints_tell_changes_made_in_place_and_not_copies():
-    from components.workspace import KeptResults, _copied, _fingerprint
     from components.curation_state import Curation
+    from components.workspace import KeptResults, _copied, _fingerprint
     from core.training.label_edit import Edit, EditHistory
 
     image = CellImage("i", np.zeros((8, 8, 1), np.uint16), default_channels(1))
