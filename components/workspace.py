@@ -3,7 +3,10 @@
 :func:`open_workspace` runs first in every full run: a new tab gets a fresh id in its URL; a tab
 opened on a link with a known id gets that workspace's dataset, recipe, chosen models and
 settings back. :func:`save_workspace` runs after every full run and after every fragment run
-(:func:`fragment`), so the snapshot is never older than the last thing the user did. What is kept
+(:func:`fragment`), so the snapshot is never older than the last thing the user did. It writes
+only the values this tab changed since it last loaded or wrote them: two tabs on one link each
+keep their own changes (the last change of a value wins), and a stale tab that only visits a page
+undoes nothing of the other's. What is kept
 each page declares (a :class:`Kept` beside its state, handed over with :func:`keep`); this module
 names only its own keys.
 """
@@ -11,6 +14,9 @@ names only its own keys.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime
+import enum
 import functools
 import operator
 import os
@@ -19,12 +25,14 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 from core.cache import BoundedCache
 from core.data.dataset import Dataset
 from core.text import plural
-from core.workspace import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, WorkspaceStore, approx_nbytes, new_workspace_id
+from core.workspace import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, Key, WorkspaceStore, approx_nbytes, new_workspace_id
 
 PARAM = "ws"
 ID_KEY = "workspace_id"
@@ -32,6 +40,7 @@ NOTICE_KEY = "workspace_notice"
 TOO_LARGE_KEY = "workspace_too_large"
 REDIRECTING_KEY = "workspace_redirecting"  # set by the root URL's run, which only redirects
 _WIDGETS_KEY = "workspace_widgets"  # last value of every kept widget, also of pages not open now
+_BASE_KEY = "workspace_base"  # Key -> fingerprint of the value this tab last loaded from or wrote to its workspace
 
 RESULTS_KEY = "workspace_results"  # the last result of each pipeline step: see kept_result
 
@@ -119,6 +128,55 @@ def _copied(value: Any) -> Any:
     return value
 
 
+class _Same:
+    """An object in a fingerprint, equal only to itself; held, so its id is not reused meanwhile."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, np.generic, datetime.date, datetime.time,
+          datetime.timedelta, enum.Enum)
+_SCALARS = {type(None), bool, int, float, str}
+
+
+def _fingerprint(value: Any, depth: int = 0) -> Any:
+    """A cheap stand-in for ``value`` that differs once the value is changed, replaced or changed
+    in place: plain values themselves; containers and dataclasses item by item; arrays, tables,
+    images and results (never changed in place) by identity; other objects by identity and the
+    identity of each attribute (an edit history replaces its current labels)."""
+    if isinstance(value, _PLAIN):
+        return value
+    if depth > 8 or isinstance(value, np.ndarray | pd.DataFrame | pd.Series):
+        return _Same(value)
+    deeper = functools.partial(_fingerprint, depth=depth + 1)
+    if isinstance(value, KeptResults):  # slot -> (key, result), changed in place
+        return KeptResults, tuple((slot, deeper(key), _Same(result)) for slot, (key, result) in value.items())
+    if isinstance(value, Dataset):  # changed in place (add, put, remove); its images never are
+        return Dataset, tuple((name, _Same(image)) for name, image in value.images.items())
+    if isinstance(value, Mapping):
+        return type(value), tuple((deeper(k), deeper(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        if set(map(type, value)) <= _SCALARS:  # e.g. thousands of cell rows: at C speed
+            return type(value), tuple(value)
+        return type(value), tuple(map(deeper, value))
+    if isinstance(value, set | frozenset):
+        return type(value), frozenset(map(deeper, value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return type(value), tuple(deeper(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return _Same(value), tuple((k, v if isinstance(v, _PLAIN) else _Same(v)) for k, v in vars(value).items())
+    return _Same(value)
+
+
 def open_workspace() -> None:
     """Give this tab its workspace: the one its URL names, restored, or a new one."""
     ss = st.session_state
@@ -174,8 +232,11 @@ def _return_to_page() -> None:
 def _restore(snapshot: dict[str, Any]) -> None:
     ss, kept = st.session_state, _kept
     widgets = snapshot.pop(_WIDGETS_KEY, {})
+    base: dict[Key, Any] = {}
     for key, value in snapshot.items():
         ss[key] = _copied(value)
+        if key in kept.state:
+            base[key] = _fingerprint(ss[key])
     from components.state import image_names
 
     names = image_names()  # the dataset just restored
@@ -186,10 +247,19 @@ def _restore(snapshot: dict[str, Any]) -> None:
             value = kept.filters[key](value)
         ss[key] = _copied(value)
     ss[_WIDGETS_KEY] = dict(widgets)
+    # what the workspace holds, filtered or not here: a value this tab filters is a change it writes
+    base.update({(_WIDGETS_KEY, key): _fingerprint(value) for key, value in widgets.items()})
+    ss[_BASE_KEY] = base
 
 
 def save_workspace() -> None:
-    """Snapshot this tab's work into its workspace."""
+    """Write what this tab changed into its workspace; all of its work when the workspace is not held.
+
+    A value is changed when it differs from the one this tab last loaded from or wrote to the
+    workspace (by :func:`_fingerprint`); a kept value deleted is a change too. Another tab's newer
+    value of anything this tab did not change stays. A kept widget this tab sees for the first
+    time holds its default: it is written only where the workspace has no value for it yet.
+    """
     ss = st.session_state
     workspace_id = ss.get(ID_KEY)
     if workspace_id is None:
@@ -197,13 +267,28 @@ def save_workspace() -> None:
     widgets = ss.setdefault(_WIDGETS_KEY, {})
     for key in list(ss.keys()):
         if _kept.keeps_widget(key):
-            widgets[key] = _copied(ss[key])
-    values = {key: _copied(ss[key]) for key in _kept.state if key in ss}
-    values[_WIDGETS_KEY] = dict(widgets)
+            widgets[key] = ss[key]
+    now: dict[Key, Any] = {key: ss[key] for key in _kept.state if key in ss}
+    now.update({(_WIDGETS_KEY, key): value for key, value in widgets.items()})
+    prints = {key: _fingerprint(value) for key, value in now.items()}
     from components.state import shared_array_ids
 
-    nbytes = approx_nbytes(values, skip=shared_array_ids())
-    kept = workspace_store().save(workspace_id, values, nbytes)
+    store, skip, base = workspace_store(), shared_array_ids(), ss.get(_BASE_KEY)
+    nbytes = None
+    if base is not None:
+        changes = {k: _copied(v) for k, v in now.items()
+                   if (k in base and base[k] != prints[k]) or (k not in base and not isinstance(k, tuple))}
+        defaults = {k: _copied(v) for k, v in now.items() if k not in base and isinstance(k, tuple)}
+        removed = [k for k in base if k not in now]
+        nbytes = store.update(workspace_id, changes, removed, defaults,
+                              nbytes_of=functools.partial(approx_nbytes, skip=skip))
+        kept = nbytes is not None and nbytes <= store.max_bytes
+    if nbytes is None:  # a new workspace, or one the store dropped: all of this tab's work
+        values = {key: _copied(value) for key, value in now.items() if isinstance(key, str)}
+        values[_WIDGETS_KEY] = {key: _copied(value) for key, value in widgets.items()}
+        nbytes = approx_nbytes(values, skip=skip)
+        kept = store.save(workspace_id, values, nbytes)
+    ss[_BASE_KEY] = prints
     if kept:
         ss.pop(TOO_LARGE_KEY, None)
     else:

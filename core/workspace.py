@@ -2,7 +2,8 @@
 of the tab (or its link, bookmarked or shared) brings the work back.
 
 A workspace is a snapshot of plain values (the dataset, the recipe, chosen models and settings,
-results). The store is bounded three ways: an idle lifetime, a number of workspaces and a total
+results). Several tabs may hold one workspace (its link opened twice): each writes only what it
+changed (:meth:`WorkspaceStore.update`), so the last change of each value wins. The store is bounded three ways: an idle lifetime, a number of workspaces and a total
 size; past those, the least recently used workspace goes first. It lives in the server's memory:
 a server restart forgets every workspace.
 """
@@ -14,8 +15,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ import pandas as pd
 DEFAULT_TTL_S = 24 * 3600
 DEFAULT_MAX_BYTES = 4 * 2**30
 DEFAULT_MAX_ENTRIES = 200
+
+# A snapshot's value: a name, or (group, name) for an entry of the dict the snapshot holds under group.
+Key: TypeAlias = str | tuple[str, str]
 
 
 def new_workspace_id() -> str:
@@ -55,6 +59,41 @@ def approx_nbytes(value: Any, skip: frozenset[int] = frozenset(), _seen: set[int
     return 64
 
 
+def merged(values: Mapping[str, Any], changes: Mapping[Key, Any], removed: Iterable[Key] = (),
+           defaults: Mapping[Key, Any] | None = None) -> dict[str, Any]:
+    """``values`` with ``changes`` set, ``removed`` dropped and ``defaults`` set where ``values`` has
+    no value yet. Nothing is changed in place: a group with an entry changed is a new dict."""
+    out, groups = dict(values), set()
+
+    def group(name: str) -> dict[str, Any]:
+        if name not in groups:
+            groups.add(name)
+            out[name] = dict(out.get(name) or {})
+        return out[name]
+
+    for key in removed:
+        if isinstance(key, tuple):
+            group(key[0]).pop(key[1], None)
+        else:
+            out.pop(key, None)
+    for key, value in changes.items():
+        if isinstance(key, tuple):
+            group(key[0])[key[1]] = value
+        else:
+            out[key] = value
+    for key, value in (defaults or {}).items():
+        if not _holds(out, key):
+            if isinstance(key, tuple):
+                group(key[0])[key[1]] = value
+            else:
+                out[key] = value
+    return out
+
+
+def _holds(values: Mapping[str, Any], key: Key) -> bool:
+    return key[1] in (values.get(key[0]) or {}) if isinstance(key, tuple) else key in values
+
+
 @dataclasses.dataclass
 class _Entry:
     values: dict[str, Any]
@@ -85,16 +124,44 @@ class WorkspaceStore:
         """Keep ``values`` (replacing the workspace's previous snapshot). False when the workspace
         alone is larger than the whole store may hold: it is then not kept."""
         with self._lock:
-            self._entries.pop(workspace_id, None)
-            if nbytes > self.max_bytes:
-                return False
-            self._entries[workspace_id] = _Entry(values, nbytes, self._clock())
+            return self._put(workspace_id, values, nbytes)
+
+    def update(self, workspace_id: str, changes: Mapping[Key, Any], removed: Iterable[Key] = (),
+               defaults: Mapping[Key, Any] | None = None, *,
+               nbytes_of: Callable[[dict[str, Any]], int]) -> int | None:
+        """Merge one tab's changes into the workspace's snapshot (see :func:`merged`), in one step:
+        another tab's update waits, so neither undoes the other's. ``nbytes_of`` sizes the merged
+        snapshot. Keeps the workspace alive even when nothing changes.
+
+        Returns the snapshot's size, or None when the store does not hold the workspace (unknown,
+        expired, dropped): the caller then has its whole snapshot to :meth:`save`. A merged snapshot
+        larger than the store may hold is dropped, as :meth:`save` does (its size is returned)."""
+        removed = list(removed)
+        with self._lock:
             self._expire()
-            total = sum(e.nbytes for e in self._entries.values())
-            while total > self.max_bytes or len(self._entries) > self.max_entries:
-                _, dropped = self._entries.popitem(last=False)
-                total -= dropped.nbytes
-            return workspace_id in self._entries
+            entry = self._entries.get(workspace_id)
+            if entry is None:
+                return None
+            entry.touched = self._clock()
+            self._entries.move_to_end(workspace_id)
+            if not changes and not removed and all(_holds(entry.values, k) for k in defaults or {}):
+                return entry.nbytes
+            values = merged(entry.values, changes, removed, defaults)
+            nbytes = nbytes_of(values)
+            self._put(workspace_id, values, nbytes)
+            return nbytes
+
+    def _put(self, workspace_id: str, values: dict[str, Any], nbytes: int) -> bool:
+        self._entries.pop(workspace_id, None)
+        if nbytes > self.max_bytes:
+            return False
+        self._entries[workspace_id] = _Entry(values, nbytes, self._clock())
+        self._expire()
+        total = sum(e.nbytes for e in self._entries.values())
+        while total > self.max_bytes or len(self._entries) > self.max_entries:
+            _, dropped = self._entries.popitem(last=False)
+            total -= dropped.nbytes
+        return workspace_id in self._entries
 
     def load(self, workspace_id: str) -> dict[str, Any] | None:
         """The workspace's last snapshot, or None when unknown or expired; loading keeps it alive."""

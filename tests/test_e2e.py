@@ -345,6 +345,41 @@ def test_new_user_walk_keeps_work_across_a_reload(browser, tmp_path, monkeypatch
         assert errors == [], errors
 
 
+def test_a_stale_tab_changing_page_keeps_the_other_tabs_change(server, browser):
+    """Two browsers on one /train?ws= link: the second names the model B; the first, unchanged
+    since, only goes to the Data page; a reload of the second still shows B (it showed the first's
+    stale name)."""
+    tabs = [browser.new_context(viewport={"width": 1500, "height": 1500}) for _ in range(2)]
+    try:
+        one = tabs[0].new_page()
+        one.goto(server + "/train")
+        expect(one.locator("[data-testid='stMain']")).to_contain_text("Curate labels", timeout=120_000)
+        settle(one)
+        name_one = one.locator(".st-key-tr-name input")
+        name_one.fill("A")
+        name_one.press("Enter")
+        settle(one)
+        two = tabs[1].new_page()
+        two.goto(one.url)  # the same link, in another browser
+        name_two = two.locator(".st-key-tr-name input")
+        expect(name_two).to_have_value("A", timeout=120_000)
+        settle(two)
+        name_two.fill("B")
+        name_two.press("Enter")
+        settle(two)
+        one.locator("[data-testid='stSidebarNav']").get_by_text("Data").click()
+        expect(one.locator("[data-testid='stMain']")).to_contain_text("example dataset", timeout=60_000)
+        settle(one)
+        two.reload()
+        expect(name_two).to_have_value("B", timeout=120_000)
+        settle(two)
+        _assert_no_error_shown(one, "the first tab on /data")
+        _assert_no_error_shown(two, "the second tab after a reload")
+    finally:
+        for tab in tabs:
+            tab.close()
+
+
 def test_cell_map_shows_the_map_and_a_box_selection_shows_crops(server, browser):
     page = browser.new_page(viewport={"width": 1500, "height": 1600})
     errors = _watch_for_errors(page)

@@ -216,3 +216,159 @@ def test_computed_results_are_kept_with_the_workspace_not_only_in_the_server_cac
     back.run()
     assert not back.exception, back.exception
     assert next(m.value for m in back.metric if m.label == "Balanced accuracy") == accuracy
+
+
+# ---- two tabs on one link: each writes only what it changed, the last change of a value wins ----------------------
+
+
+def test_merged_sets_changes_drops_removals_and_fills_defaults_only_where_absent():
+    from core.workspace import merged
+
+    values = {"a": 1, "b": [2], "w": {"x": 1, "y": 2}}
+    out = merged(values, {"a": 10, ("w", "x"): 11, "c": 3}, ["b", ("w", "y"), "gone"], {("w", "x"): 0, ("w", "z"): 9,
+                                                                                          "a": 0, "d": 4})
+    assert out == {"a": 10, "c": 3, "d": 4, "w": {"x": 11, "z": 9}}
+    assert values == {"a": 1, "b": [2], "w": {"x": 1, "y": 2}}  # nothing changed in place
+    assert merged({}, {("w", "x"): 1}) == {"w": {"x": 1}}
+
+
+def test_store_update_merges_into_the_snapshot_it_holds_and_keeps_it_alive():
+    clock = Clock()
+    store = WorkspaceStore(ttl_s=100, max_bytes=100, clock=clock)
+    size = len  # a snapshot's size: its number of values
+    assert store.update("a", {"x": 1}, nbytes_of=size) is None  # not held: the caller saves it whole
+    store.save("a", {"x": 1, "y": 2, "w": {"k": 1}}, 3)
+    assert store.update("a", {"y": 20, ("w", "j"): 2}, ["x"], nbytes_of=size) == 2
+    assert store.load("a") == {"y": 20, "w": {"k": 1, "j": 2}}
+    clock.now = 90
+    assert store.update("a", {}, nbytes_of=size) == 2  # nothing changed: nothing written, but kept alive
+    clock.now = 150
+    assert store.load("a") == {"y": 20, "w": {"k": 1, "j": 2}}
+    assert store.update("a", {"big": 1}, nbytes_of=lambda values: 101) == 101  # too large: dropped, as save does
+    assert store.load("a") is None
+
+
+def test_store_update_is_one_step_so_tabs_writing_at_once_lose_nothing():
+    import threading
+    import time
+
+    store = WorkspaceStore()
+    store.save("a", {}, 0)
+
+    def slow_size(values):
+        time.sleep(0.02)  # another tab's update comes in meanwhile
+        return len(values)
+
+    tabs = [threading.Thread(target=store.update, args=("a", {f"k{i}": i}), kwargs={"nbytes_of": slow_size})
+            for i in range(6)]
+    for tab in tabs:
+        tab.start()
+    for tab in tabs:
+        tab.join()
+    assert store.load("a") == {f"k{i}": i for i in range(6)}
+
+
+def test_fingerprints_tell_changes_made_in_place_and_not_copies():
+    from components.curation_state import Curation
+    from components.workspace import KeptResults, _copied, _fingerprint
+    from core.training.label_edit import Edit, EditHistory
+
+    image = CellImage("i", np.zeros((8, 8, 1), np.uint16), default_channels(1))
+    ds = Dataset()
+    ds.add([image])
+    before = _fingerprint(ds)
+    assert _fingerprint(_copied(ds)) == before  # a copy is no change
+    ds.put(image.with_(condition="treated"))
+    assert _fingerprint(ds) != before
+    ds2 = Dataset()
+    ds2.add([image])
+    before = _fingerprint(ds2)
+    ds2.remove(["i"])
+    assert _fingerprint(ds2) != before
+
+    results = KeptResults()
+    before = _fingerprint(results)
+    results["map"] = ("key", object())
+    assert _fingerprint(results) != before
+    prompts = {"image": "h", "points": [], "boxes": []}
+    before = _fingerprint(prompts)
+    assert _fingerprint(_copied(prompts)) == before
+    prompts["points"] += [(1, 2)]
+    assert _fingerprint(prompts) != before
+    curation = Curation("i", "empty", EditHistory(np.zeros((8, 8), np.int32)))  # label edits, made in place
+    before = _fingerprint(curation)
+    curation.history.apply(Edit(np.ones((8, 8), np.int32), "added cell 1"))
+    assert _fingerprint(curation) != before
+    before = _fingerprint(curation)
+    curation.history.undo()
+    assert _fingerprint(curation) != before
+    assert _fingerprint(["a", 1, 2.5, (True, None)]) == _fingerprint(["a", 1, 2.5, (True, None)])
+    array = np.zeros(3)
+    assert _fingerprint(array) == _fingerprint(array) and _fingerprint(array) != _fingerprint(array.copy())
+
+
+def test_a_stale_tab_that_only_changes_page_keeps_the_other_tabs_change():
+    """The QA walk: two tabs on /train?ws=X; tab 2 names the model B; tab 1, not changed since,
+    goes to the Data page; the link then shows B, not tab 1's stale A."""
+    one = _app().run()
+    workspace = one.query_params["ws"]
+    one.switch_page("pages/train.py")
+    one.run()
+    one.text_input(key="tr.name").set_value("A").run()
+    two = _reload(workspace, "pages/train.py")
+    assert two.text_input(key="tr.name").value == "A"
+    two.text_input(key="tr.name").set_value("B").run()
+    assert not two.exception, two.exception
+    one.switch_page("pages/data.py")
+    one.run()
+    one.switch_page("pages/train.py")
+    one.run()
+    assert not one.exception, one.exception
+    assert _reload(workspace, "pages/train.py").text_input(key="tr.name").value == "B"
+    one.text_input(key="tr.name").set_value("C").run()  # a change in the stale tab is the last change: it wins
+    assert _reload(workspace, "pages/train.py").text_input(key="tr.name").value == "C"
+
+
+def test_two_tabs_changing_different_things_keep_both():
+    """Tab 1 names the model and picks a family; tab 2 removes images, sets the recipe and clears a
+    value (a removal is a change too): the link shows all of it."""
+    from core.segmentation.recipe import Recipe
+
+    kept = ("plateA_field1", "plateA_field3", "plateB_field1", "plateB_field3")
+    one = _app().run()
+    workspace = one.query_params["ws"]
+    one.switch_page("pages/train.py")
+    one.run()
+    one.session_state["cm.ready"] = "made"
+    one.run()
+    two = _reload(workspace, "pages/train.py")
+    assert two.session_state["cm.ready"] == "made"
+    one.text_input(key="tr.name").set_value("mine").run()
+    one.selectbox(key="tr.family").set_value("rcnn").run()
+    ds = two.session_state["dataset"]
+    ds.remove([n for n in ds.names if n not in kept])
+    two.session_state["recipe"] = Recipe().with_step("filters", min_area=33)
+    del two.session_state["cm.ready"]
+    two.run()
+    assert not two.exception, two.exception
+    one.switch_page("pages/data.py")  # and tab 1 moves on, changing nothing more
+    one.run()
+    back = _reload(workspace, "pages/train.py")
+    assert back.text_input(key="tr.name").value == "mine" and back.selectbox(key="tr.family").value == "rcnn"
+    assert back.session_state["dataset"].names == list(kept)
+    assert back.session_state["recipe"].filters.min_area == 33
+    assert "cm.ready" not in back.session_state
+    assert len(one.session_state["dataset"]) == 12  # tab 1 keeps its own, stale copy
+
+
+def test_a_widget_first_drawn_in_a_stale_tab_does_not_undo_the_other_tabs_choice():
+    """Tab 1 opens the link before anyone visited Train; tab 2 names the model there; tab 1 then
+    visits Train for the first time: its name box shows its default, which is no change."""
+    one = _app().run()
+    workspace = one.query_params["ws"]
+    two = _reload(workspace, "pages/train.py")
+    two.text_input(key="tr.name").set_value("B").run()
+    one.switch_page("pages/train.py")
+    one.run()
+    assert not one.exception, one.exception
+    assert _reload(workspace, "pages/train.py").text_input(key="tr.name").value == "B"
