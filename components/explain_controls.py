@@ -70,5 +70,5 @@ def nothing_to_tell_apart(labels, target: str) -> str | None:
     """Why a classifier cannot be trained on ``labels`` (all alike), in words; None when it can."""
     if len(set(labels)) >= 2:
         return None
-    return (f"Every cell has the same {target} ({labels[0]!r}): there is nothing to tell apart. "
-            + WHERE_TO_ASSIGN.get(target, "choose another target") + ".")
+    where = WHERE_TO_ASSIGN.get(target, "choose another target")
+    return f"Every cell has the same {target} ({labels[0]!r}): there is nothing to tell apart. {where[:1].upper()}{where[1:]}."

@@ -102,3 +102,11 @@ def test_images_without_a_batch_are_no_plate_to_learn():
     assert any("· **3 batches** (2 without)" in m.value for m in at.sidebar.markdown)
     error = next(e.value for e in at.error if "have no batch" in e.value)
     assert error.startswith("2 images (plateA_field4, plateC_field4; ") and "assign their batch on the Data page" in error
+
+
+def test_one_batch_is_said_to_leave_nothing_to_tell_apart_in_sentences():
+    from components.explain_controls import nothing_to_tell_apart
+
+    assert nothing_to_tell_apart(["A", "B"], "batch") is None
+    text = nothing_to_tell_apart(["A", "A"], "batch")
+    assert text.startswith("Every cell has the same batch ('A'): there is nothing to tell apart. Assign batches on")
