@@ -39,11 +39,16 @@ class InputFile:
     gt_hash: str | None = None
     batch: str = ""
     condition: str = ""
+    channels: tuple[tuple[str, str], ...] = ()  # (name, role) of each channel, in order
+
+    def __post_init__(self) -> None:  # from JSON the pairs come back as lists
+        object.__setattr__(self, "channels", tuple((str(n), str(r)) for n, r in self.channels))
 
 
 def inputs_of(images: Sequence[CellImage]) -> tuple[InputFile, ...]:
     """The input manifest of ``images``, from the hashes each CellImage carries."""
-    return tuple(InputFile(img.name, img.hash, img.gt_hash, img.batch, img.condition) for img in images)
+    return tuple(InputFile(img.name, img.hash, img.gt_hash, img.batch, img.condition,
+                           tuple((c.name, c.role) for c in img.channels)) for img in images)
 
 
 class LazyFiles(Mapping[str, bytes]):

@@ -12,7 +12,6 @@ of kind ``training``). What a family trains with comes from its registry entry
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +21,17 @@ import pandas as pd
 
 from core.analysis import Analysis, InputFile, LazyFiles, inputs_of
 from core.data.images import CellImage
+from core.names import name_problem
 from core.training.data import Split, TrainingPair, split_by_batch, split_by_image, training_pairs
 from models.checkpoint_file import metadata_path
 from models.registry import Family, Trainer, trained_model_name, trainer_of
 from workflows.provenance import provenance
 
-MAX_NAME = 64  # characters of a model name (a longer one may be too long a file name for the disk)
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
 
 def model_name_problem(name: str) -> str:
-    """Why ``name`` cannot name a model trained here ("" if it can): letters, digits, '.', '_' and
-    '-', at most :data:`MAX_NAME` characters. The Train page's name field and the CLI's plain
-    ``--out`` name are checked by this one rule."""
-    if not (name or "").strip():
-        return "Give the model a name (letters, digits, '.', '_' and '-')."
-    if not NAME_PATTERN.fullmatch(name):
-        return "A model name uses letters, digits, '.', '_' and '-' only."
-    if len(name) > MAX_NAME:
-        return f"A model name has at most {MAX_NAME} characters (this one has {len(name)})."
-    return ""
+    """Why ``name`` cannot name a model trained here ("" if it can): :func:`core.names.name_problem`.
+    The Train page's name field and the CLI's plain ``--out`` name are checked by this one rule."""
+    return name_problem(name, "model")
 
 
 def name_taken(family: str, name: str, pending: Collection[str] = ()) -> str:

@@ -20,6 +20,7 @@ from workflows.cli.inputs import (
     model_settings,
 )
 from workflows.cli.progress import ProgressPrinter
+from workflows.cli.runs_commands import check_save_run, save_if_asked
 
 if TYPE_CHECKING:
     from core.segmentation.recipe import Recipe
@@ -96,6 +97,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     # Every argument is checked before any work: `--k 0` used to segment every image first.
+    check_save_run(args)
     recipe = load_recipe(args.recipe)
     name = FEATURE_ALIASES.get(args.features, args.features)
     if get_model_info(name).task != "embed":
@@ -129,6 +131,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"wrote cells.csv, cells.parquet, batch_effect.json, map.html, map.png and {PROVENANCE_FILE} to {out} "
           f"in {time.perf_counter() - t0:.1f} s")
+    save_if_asked(args, run.analysis)
     return 0
 
 
@@ -185,6 +188,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from workflows.explain import ExplainRequest, run_explain
 
     t0 = time.perf_counter()
+    check_save_run(args)
     recipe = load_recipe(args.recipe)
     # A misspelt or out-of-range setting fails before any work.
     settings = _classifier_settings(args)
@@ -237,5 +241,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"deletion test: {run.deletion.reading()}")
     print(f"wrote cam_cells.csv ({len(record.tables['cam_cells'])} cells, {args.method}), classifier.json, {n_png} "
           f"overlays in overlays/ and {PROVENANCE_FILE} to {out} in {time.perf_counter() - t0:.1f} s")
+    save_if_asked(args, record)
     return 0
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from workflows.cli.cellmap_commands import cmd_embed, cmd_explain
 from workflows.cli.data_commands import cmd_example, cmd_info, cmd_models
+from workflows.cli.runs_commands import add_runs_commands, add_save_run_option
 from workflows.cli.segment_commands import cmd_compare, cmd_preprocess, cmd_recipe, cmd_segment
 from workflows.cli.train_commands import TRAINING_FLAGS, cmd_train
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     cmp.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
     add_setting_options(cmp, TILING_SETTINGS, only=("tile",))
+    add_save_run_option(cmp)
     cmp.set_defaults(func=cmd_compare)
 
     tr = sub.add_parser("train", help="train a segmenter on images and their masks; writes the best checkpoint "
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--max-train-cells", type=int, default=None, help="train on at most this many cells, drawn at "
                      "random")
     exp.set_defaults(func=cmd_explain)
+    add_runs_commands(sub)
     return parser
 
 
@@ -172,3 +175,4 @@ def _add_cell_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N")
     parser.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max "
                         "projection")
+    add_save_run_option(parser)

@@ -8,6 +8,7 @@ import argparse
 
 from workflows.cli.inputs import check_output_file, check_output_folder, load_recipe, model_settings, one_image
 from workflows.cli.progress import ProgressPrinter
+from workflows.cli.runs_commands import check_save_run, save_if_asked
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
@@ -81,6 +82,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from workflows.provenance import provenance
 
     # Every argument is checked before any work: unknown names and missing checkpoint files too.
+    check_save_run(args)
     recipe = load_recipe(args.recipe)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if not names:
@@ -124,6 +126,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       extra={"image": args.image, "ground truth": args.gt or found_gt})
     (out / PROVENANCE_FILE).write_text(provenance_json(prov))
     print(f"wrote {len(names)} label images, metrics.json and {PROVENANCE_FILE} to {out}")
+    save_if_asked(args, run.analysis)
     return 0
 
 

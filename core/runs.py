@@ -1,0 +1,224 @@
+"""Saved runs: analyses kept on disk under a name, for the Results page and ``runs`` commands.
+
+A run is one folder of the runs folder (``CELLSCOPE_RUNS_DIR``, by default
+``$XDG_DATA_HOME/cellscope/runs``, i.e. ``~/.local/share/cellscope/runs``): ``run.json`` (its
+name, date, owner and a summary: images, cells, models, key numbers) and, under ``analyses/``,
+each :class:`~core.analysis.Analysis` as :meth:`~core.analysis.Analysis.save` writes it (a JSON
+manifest with the input hashes, settings and provenance; tables as Parquet; files as they are).
+Open formats only.
+
+A run is written into a hidden folder and renamed into place in one step, ``run.json`` last, so a
+run killed half-way is never listed (its leftover is hidden and swept by the next save). A name
+is never overwritten; deleting renames the folder away first, so a half-deleted run is not
+listed either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.analysis import Analysis
+from core.names import name_problem
+
+RUNS_ENV = "CELLSCOPE_RUNS_DIR"
+RUN_FILE = "run.json"
+FORMAT = 1
+_PARTIAL, _DELETING = ".partial-", ".deleting-"
+STALE_PARTIAL_S = 24 * 3600  # a hidden leftover this old is from a save that died: removed by the next save
+
+
+def runs_dir() -> Path:
+    """Where runs are kept: ``CELLSCOPE_RUNS_DIR``, else ``$XDG_DATA_HOME/cellscope/runs``."""
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV]).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "cellscope" / "runs"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a list of runs shows of one run, read from its ``run.json`` alone."""
+
+    name: str
+    created: str
+    kinds: tuple[str, ...]
+    images: int
+    cells: int | None
+    models: tuple[str, ...]
+    owner: str | None
+    path: Path
+    numbers: dict[str, Any] = field(default_factory=dict)  # key numbers: mean F1 per model, plate-effect verdict, ...
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "created": self.created, "kinds": list(self.kinds), "images": self.images,
+                "cells": self.cells, "models": list(self.models), "owner": self.owner, "numbers": self.numbers,
+                "note": self.note}
+
+
+@dataclass(frozen=True)
+class Run:
+    info: RunInfo
+    analyses: tuple[Analysis, ...]
+
+    def analysis(self, kind: str) -> Analysis | None:
+        """The run's first analysis of ``kind``, or None."""
+        return next((a for a in self.analyses if a.kind == kind), None)
+
+
+def _models(analysis: Analysis) -> list[str]:
+    settings = analysis.settings
+    if isinstance(settings.get("models"), dict):
+        return list(settings["models"])
+    return [str(settings[key]) for key in ("model", "segmenter", "family") if settings.get(key)]
+
+
+def _numbers(analysis: Analysis) -> dict[str, Any]:
+    """A few numbers that say what came out, for the list of runs."""
+    numbers: dict[str, Any] = {}
+    scores = analysis.tables.get("scores")
+    if scores is not None and "f1" in scores.columns and len(scores):
+        means = scores.dropna(subset=["f1"]).groupby("model")["f1"].mean()
+        numbers.update({f"mean F1 {model}": round(float(f1), 4) for model, f1 in means.items()})
+    summary = analysis.tables.get("summary")
+    if summary is not None and "f1" in summary.columns and summary["f1"].notna().any():
+        numbers["mean F1"] = round(float(summary["f1"].mean()), 4)
+    if "batch_effect.json" in analysis.files:
+        try:
+            verdict = json.loads(analysis.files["batch_effect.json"]).get("verdict")
+        except ValueError:
+            verdict = None
+        if verdict:
+            numbers["plate effect"] = verdict
+    return numbers
+
+
+def _cells(analysis: Analysis) -> int | None:
+    for name in ("cells", "cam_cells"):
+        if name in analysis.tables:
+            return len(analysis.tables[name])
+    return None
+
+
+def summary_of(name: str, analyses: Sequence[Analysis], *, owner: str | None = None, note: str = "",
+               created: str | None = None) -> dict[str, Any]:
+    """``run.json``'s content for ``analyses`` saved as ``name``."""
+    images = {f.name for a in analyses for f in a.inputs}
+    cells = [c for c in (_cells(a) for a in analyses) if c is not None]
+    models = list(dict.fromkeys(m for a in analyses for m in _models(a)))
+    numbers: dict[str, Any] = {}
+    for analysis in analyses:
+        numbers.update(_numbers(analysis))
+    return {"format": FORMAT, "name": name, "created": created or datetime.now(UTC).isoformat(timespec="seconds"), "owner": owner, "note": note,
+            "kinds": [a.kind for a in analyses], "images": len(images), "cells": max(cells) if cells else None,
+            "models": models, "numbers": numbers}
+
+
+def _info(folder: Path, data: dict[str, Any]) -> RunInfo:
+    return RunInfo(name=data["name"], created=data["created"], kinds=tuple(data["kinds"]), images=int(data["images"]),
+                   cells=data.get("cells"), models=tuple(data.get("models", ())), owner=data.get("owner"),
+                   path=folder, numbers=dict(data.get("numbers", {})), note=data.get("note", ""))
+
+
+def _sweep(root: Path) -> None:
+    """Remove leftovers of saves and deletions that died (older than a day: a save may be running)."""
+    for leftover in list(root.glob(f"{_PARTIAL}*")) + list(root.glob(f"{_DELETING}*")):
+        try:
+            if leftover.name.startswith(_DELETING) or time.time() - leftover.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_run(name: str, analyses: Sequence[Analysis], *, owner: str | None = None, note: str = "",
+             root: str | Path | None = None) -> RunInfo:
+    """Save ``analyses`` as the run ``name``: ValueError if the name is not a file-safe name or is
+    taken (a run is never overwritten). Written whole or not at all."""
+    if problem := name_problem(name, "run"):
+        raise ValueError(problem)
+    if not analyses:
+        raise ValueError("a run holds at least one analysis; there is nothing to save yet")
+    root = Path(root) if root is not None else runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    _sweep(root)
+    final = root / name
+    if final.exists():
+        raise ValueError(f"a run named {name!r} exists already in {root}: choose another name (runs are never "
+                         "overwritten; delete the old one first if it should go)")
+    partial = root / f"{_PARTIAL}{name}-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        for i, analysis in enumerate(analyses):
+            analysis.save(partial / "analyses" / f"{i:02d}-{analysis.kind}")
+        data = summary_of(name, analyses, owner=owner, note=note)
+        (partial / RUN_FILE).write_text(json.dumps(data, indent=2, sort_keys=True))  # last: it makes a run
+        _fsync(partial / RUN_FILE)
+        try:
+            os.rename(partial, final)  # one step; refused when another save took the name meanwhile
+        except OSError:
+            raise ValueError(f"a run named {name!r} exists already in {root}: choose another name") from None
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return _info(final, data)
+
+
+def list_runs(root: str | Path | None = None) -> list[RunInfo]:
+    """Every complete run, newest first. A folder whose ``run.json`` cannot be read is listed with
+    a note saying so rather than left out without a word."""
+    root = Path(root) if root is not None else runs_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in root.iterdir():
+        if folder.name.startswith(".") or not folder.is_dir() or not (folder / RUN_FILE).is_file():
+            continue
+        try:
+            found.append(_info(folder, json.loads((folder / RUN_FILE).read_text())))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            found.append(RunInfo(folder.name, "", (), 0, None, (), None, folder,
+                                 note=f"unreadable {RUN_FILE}: {exc}"))
+    return sorted(found, key=lambda info: (info.created, info.name), reverse=True)
+
+
+def _folder(name: str, root: str | Path | None) -> Path:
+    root = Path(root) if root is not None else runs_dir()
+    folder = root / name
+    if name_problem(name, "run") or not (folder / RUN_FILE).is_file():
+        known = ", ".join(info.name for info in list_runs(root)[:10]) or "none"
+        raise ValueError(f"no run named {name!r} in {root} (runs: {known})")
+    return folder
+
+
+def open_run(name: str, root: str | Path | None = None) -> Run:
+    """The run ``name`` with its analyses read back (tables, files, settings, provenance)."""
+    folder = _folder(name, root)
+    info = _info(folder, json.loads((folder / RUN_FILE).read_text()))
+    analyses = tuple(Analysis.load(path) for path in sorted((folder / "analyses").iterdir()) if path.is_dir())
+    return Run(info, analyses)
+
+
+def delete_run(name: str, root: str | Path | None = None) -> None:
+    """Delete the run ``name``: it leaves the list at once (renamed away), then its files go."""
+    folder = _folder(name, root)
+    doomed = folder.parent / f"{_DELETING}{name}-{uuid.uuid4().hex[:8]}"
+    os.rename(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

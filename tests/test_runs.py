@@ -1,0 +1,176 @@
+"""Saved runs (core/runs.py) and the `runs` commands: round trip, names, atomic writes, deletion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from core.analysis import Analysis
+from core.runs import RUN_FILE, delete_run, list_runs, open_run, runs_dir, save_run
+from core.segmentation.recipe import DEFAULT_RECIPE
+from workflows.compare import run_compare
+from workflows.segmentation import run_segmentation
+
+
+@pytest.fixture(scope="module")
+def analyses(training_example):
+    """A segmentation of six small fields and the classical model compared on them: real records."""
+    images = training_example
+    segmentation = run_segmentation(images, DEFAULT_RECIPE).analysis
+    compare = run_compare(images, {"classical": {"recipe": DEFAULT_RECIPE}}, device="cpu").analysis
+    return segmentation, compare
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    folder = tmp_path / "runs"
+    monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(folder))
+    return folder
+
+
+def test_a_saved_run_is_listed_and_reads_back_the_same_numbers(analyses, root, training_example):
+    segmentation, compare = analyses
+    info = save_run("plate-check.1", [segmentation, compare])
+    assert runs_dir() == root and info.path == root / "plate-check.1"
+    (listed,) = list_runs()
+    assert listed == info
+    assert listed.kinds == ("segmentation", "compare") and listed.images == len(training_example)
+    assert listed.cells == len(segmentation.tables["cells"]) and listed.models == ("classical",)
+    f1 = compare.tables["scores"].groupby("model")["f1"].mean()["classical"]
+    assert listed.numbers["mean F1 classical"] == pytest.approx(f1, abs=1e-4)
+    run = open_run("plate-check.1")
+    assert [a.kind for a in run.analyses] == ["segmentation", "compare"]
+    for saved, read in zip((segmentation, compare), run.analyses, strict=True):
+        assert read.inputs == saved.inputs and read.settings == json.loads(json.dumps(saved.manifest()["settings"]))
+        assert read.provenance == saved.provenance and read.created == saved.created
+        for name, table in saved.tables.items():
+            pd.testing.assert_frame_equal(read.tables[name], table.reset_index(drop=True), check_dtype=False)
+        assert {name: read.files[name] for name in saved.files} == dict(saved.files)
+    first = run.analyses[0].inputs[0]
+    assert first.channels == tuple((c.name, c.role) for c in training_example[0].channels)  # roles kept
+    assert run.analysis("compare") is run.analyses[1] and run.analysis("explain") is None
+
+
+def test_names_are_file_safe_and_never_overwritten(analyses, root):
+    segmentation, _ = analyses
+    for bad, said in (("../escape", "uses letters, digits"), ("", "Give the run a name"), (".hidden", "uses letters"),
+                      ("x" * 65, "at most 64 characters")):
+        with pytest.raises(ValueError, match=said):
+            save_run(bad, [segmentation])
+    save_run("a", [segmentation])
+    before = (root / "a" / RUN_FILE).read_bytes()
+    with pytest.raises(ValueError, match="a run named 'a' exists already"):
+        save_run("a", [segmentation])
+    assert (root / "a" / RUN_FILE).read_bytes() == before and [i.name for i in list_runs()] == ["a"]
+    with pytest.raises(ValueError, match="nothing to save"):
+        save_run("b", [])
+
+
+def test_a_save_that_fails_half_way_leaves_nothing(analyses, root, monkeypatch):
+    segmentation, compare = analyses
+    calls, real = [], Analysis.save
+
+    def failing(self, where):
+        calls.append(where)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(self, where)
+
+    monkeypatch.setattr(Analysis, "save", failing)
+    with pytest.raises(OSError, match="disk full"):
+        save_run("half", [segmentation, compare])
+    assert list_runs() == [] and list(root.iterdir()) == []  # nor a hidden leftover
+
+
+def test_a_save_killed_mid_write_is_never_listed(root):
+    """A real process killed (SIGKILL) while writing its run: the run is not listed, and the
+    next save sweeps its leftover once it is old."""
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from core.analysis import Analysis
+from core.io.example import make_example_dataset
+from core.runs import save_run
+from core.segmentation.recipe import DEFAULT_RECIPE
+from workflows.segmentation import run_segmentation
+
+record = run_segmentation(make_example_dataset(size=96, fields_per_plate=1), DEFAULT_RECIPE).analysis
+real = Analysis.save
+def slow(self, where):
+    real(self, where)
+    print("written", flush=True)
+    time.sleep(60)
+Analysis.save = slow
+save_run("killed", [record, record])
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "CELLSCOPE_RUNS_DIR": str(root)})
+    try:
+        assert proc.stdout.readline().strip() == "written"  # the first analysis is on disk
+        leftovers = [p for p in root.iterdir()]
+        assert len(leftovers) == 1 and leftovers[0].name.startswith(".partial-killed-")
+        assert list_runs() == []  # half-written: not a run
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert list_runs() == []
+    with pytest.raises(ValueError, match="no run named 'killed'"):
+        open_run("killed")
+    old = time.time() - 2 * 24 * 3600
+    os.utime(leftovers[0], (old, old))
+    from core.runs import _sweep
+
+    _sweep(root)
+    assert not leftovers[0].exists()
+
+
+def test_delete_removes_a_run_and_names_the_known_ones_when_asked_for_another(analyses, root):
+    segmentation, _ = analyses
+    save_run("keep", [segmentation])
+    save_run("drop", [segmentation])
+    delete_run("drop")
+    assert [i.name for i in list_runs()] == ["keep"] and not (root / "drop").exists()
+    with pytest.raises(ValueError, match=r"no run named 'drop' in .* \(runs: keep\)"):
+        delete_run("drop")
+
+
+def test_an_unreadable_run_is_listed_with_a_note(analyses, root):
+    save_run("fine", [analyses[0]])
+    (root / "broken").mkdir()
+    (root / "broken" / RUN_FILE).write_text("{not json")
+    by_name = {i.name: i for i in list_runs()}
+    assert by_name["fine"].note == "" and by_name["broken"].note.startswith(f"unreadable {RUN_FILE}")
+
+
+def test_the_runs_commands_and_save_run(root, tmp_path, capsys):
+    from core.io.example import make_example_dataset
+    from core.io.export import write_dataset
+    from workflows.cli import main
+
+    write_dataset(make_example_dataset(size=96, fields_per_plate=1), tmp_path / "ex")
+    image = str(tmp_path / "ex" / "images" / "plateA_field1.tif")
+    gt = str(tmp_path / "ex" / "masks" / "plateA_field1.tif")
+    args = ["compare", image, "--models", "classical", "--gt", gt, "--out", str(tmp_path / "c"), "--save-run", "cli-1"]
+    assert main(args) == 0
+    assert "saved run cli-1 (compare) in " in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert main(["runs", "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["name"] == "cli-1" and listed["numbers"]["mean F1 classical"] == pytest.approx(
+        metrics["classical"]["f1"], abs=1e-4)
+    assert main(["runs", "show", "cli-1"]) == 0 and "compare: 1 images; tables scores (1 rows)" in capsys.readouterr().out
+    # Taken and unsafe names are refused before any work: nothing is written to --out.
+    for name, said in (("cli-1", "exists already"), ("a/b", "uses letters")):
+        assert main([*args[:-4], "--out", str(tmp_path / "never"), "--save-run", name]) == 1
+        assert said in capsys.readouterr().err and not (tmp_path / "never").exists()
+    assert main(["runs", "delete", "cli-1"]) == 0 and main(["runs", "list"]) == 0
+    assert "no saved runs in" in capsys.readouterr().out
+    assert main(["runs", "delete", "cli-1"]) == 1 and "no run named 'cli-1'" in capsys.readouterr().err
