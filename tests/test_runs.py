@@ -174,3 +174,54 @@ def test_the_runs_commands_and_save_run(root, tmp_path, capsys):
     assert main(["runs", "delete", "cli-1"]) == 0 and main(["runs", "list"]) == 0
     assert "no saved runs in" in capsys.readouterr().out
     assert main(["runs", "delete", "cli-1"]) == 1 and "no run named 'cli-1'" in capsys.readouterr().err
+
+
+def _cellmap_record(images):
+    from core.segmentation.recipe import DEFAULT_RECIPE
+    from models.cellmap import MapSettings
+    from models.registry import load_model
+    from models.runner import run_model
+    from workflows.cellmap import CellMapRequest, run_cellmap
+
+    classical = load_model("classical", "cpu")
+    request = CellMapRequest("classical", {}, {"size": 32, "mode": "scale", "mask_background": False}, "morphology",
+                             {}, MapSettings(method="pca"), "cpu", recipe=DEFAULT_RECIPE)
+    return run_cellmap(images, request, segment=lambda image: run_model(classical, image)).analysis
+
+
+def test_the_report_is_one_file_with_every_figure_and_no_outside_reference(analyses, root, training_example):
+    import re
+
+    from core.figures.report import run_report_html
+
+    cellmap = _cellmap_record(training_example)
+    save_run("report-me", [*analyses, cellmap])
+    page = run_report_html(open_run("report-me"))
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?:", page)  # nothing fetched from a network
+    assert page.count("Plotly.newPlot(") == 4  # cells per image (twice), F1 per model, the map
+    verdict = json.loads(cellmap.files["batch_effect.json"])["verdict"]
+    assert f"<b>{verdict}</b>" in page and "mean F1 classical" in page and "report-me" in page
+    for f in analyses[0].inputs:
+        assert f.name in page and f.pixels_hash[:16] in page  # the inputs, by content hash
+
+
+@pytest.mark.e2e
+def test_the_report_draws_its_figures_with_the_network_blocked(analyses, root, tmp_path):
+    from browser import BROWSER_ARGS, CHROMIUM, require_chromium
+    from playwright.sync_api import sync_playwright
+
+    from workflows.cli import main
+
+    require_chromium()
+    save_run("offline", list(analyses))
+    assert main(["report", "offline", "-o", str(tmp_path / "report.html")]) == 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page()
+        asked = []
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+                   else (asked.append(route.request.url), route.abort()))
+        page.goto((tmp_path / "report.html").as_uri())
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+        assert page.locator(".js-plotly-plot").count() == 2 and asked == []
+        browser.close()

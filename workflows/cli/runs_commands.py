@@ -76,6 +76,20 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.figures.report import run_report_html
+    from core.runs import open_run
+    from workflows.cli.inputs import check_output_file
+
+    check_output_file(args.output, "-o")
+    run = open_run(args.run)
+    Path(args.output).write_text(run_report_html(run), encoding="utf-8")
+    print(f"wrote the report of {run.info.name} to {args.output} (one file; it opens offline)")
+    return 0
+
+
 def add_runs_commands(sub: argparse._SubParsersAction) -> None:
     """The ``runs`` command and its three subcommands."""
     runs = sub.add_parser("runs", help="saved runs: list, show or delete them (folder: CELLSCOPE_RUNS_DIR)")
@@ -89,6 +103,10 @@ def add_runs_commands(sub: argparse._SubParsersAction) -> None:
     delete = what.add_parser("delete", help="delete a run (its folder and everything in it)")
     delete.add_argument("run", help="the run's name")
     delete.set_defaults(func=cmd_runs_delete)
+    report = sub.add_parser("report", help="one self-contained HTML report of a saved run (opens offline)")
+    report.add_argument("run", help="the run's name (see `runs list`)")
+    report.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    report.set_defaults(func=cmd_report)
 
 
 def add_save_run_option(parser: argparse.ArgumentParser) -> None:
