@@ -130,3 +130,22 @@ def test_the_link_to_a_saved_run_opens_the_results_page_where_the_app_has_one(tm
         assert not at.exception, at.exception
         links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
         assert links == ([("results", "run=plate-a")] if with_results else [])
+
+
+def test_a_reload_keeps_the_result_to_save_and_the_name_typed(runs_home):
+    at = open_page("pages/preprocess.py")
+    at.session_state["pre_tab"] = "Recipe & all images"
+    at.run()
+    next(b for b in at.button if b.label == "Run on all images").click()
+    at.run()
+    at.text_input(key="pre_run_name").set_value("after-reload").run()
+    back = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    back.query_params["ws"] = at.query_params["ws"]
+    back.run()
+    back.switch_page("pages/preprocess.py")
+    back.run()
+    assert back.text_input(key="pre_run_name").value == "after-reload"
+    _save(back, "pre_run_name")
+    (info,) = list_runs()
+    assert (info.name, info.kinds, info.cells) == ("after-reload", ("segmentation",),
+                                                   len(at.session_state["batch_result"][1]))
