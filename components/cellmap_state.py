@@ -29,7 +29,7 @@ KEPT = Kept(
     state=("cm.current", "cm.ready"),
     widgets=("cm.segmenter", "cm.features", "cm.crop_size", "cm.crop_mode", "cm.mask", "cm.method", "cm.correction",
              "cm.control", "cm.drag", "cm.clusters", "cm.perplexity", "cm.iterations", "cm.neighbors", "cm.min_dist",
-             "cm.k", "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster"),
+             "cm.k", "cm.min_size", "cm.seed", "cm.color", "cm.view", "cm.explain_cluster", "cm.run_name"),
     prefixes=("cm.feat.", "cm.seg."),
 )
 

@@ -12,6 +12,7 @@ from components.cellmap_controls import color_control
 from components.cellmap_state import selected_crops, send_to_explain
 from components.downloads import download_button
 from components.image_viewer import cached_composite, picture
+from components.save_run import default_run_name, save_run_control
 from core.cells.cell_set import CellSet, Embedding
 from core.figures.cellmap import composition_figure, loss_figure, map_figure
 from core.figures.display import crops_rgb, draw_outlines, montage
@@ -180,3 +181,4 @@ def export_view(run: CellMapRun, side) -> None:
     download_button(c5, "Metrics (JSON)", lambda: record.files["batch_effect.json"].decode(),
                        file_name="batch_effect.json", mime="application/json",
                        help="Every batch-effect metric, before and after correction, and how the map was made.")
+    save_run_control("cm.run_name", [record], default_name=default_run_name("cellmap"))

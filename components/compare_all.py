@@ -10,6 +10,7 @@ import streamlit as st
 
 from components.downloads import download_button
 from components.model_panel import compute_result, settings_used
+from components.save_run import HeldRecord, default_run_name, held, save_run_control
 from components.state import dataset
 from core.evaluation.score_tables import SEEN, mean_scores
 from core.io.export import results_zip
@@ -71,6 +72,7 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
         for problem in run.problems:
             st.error(problem)
         st.session_state["cmp.all"] = (run.analysis.tables["scores"], run.results, run.analysis.provenance)
+        st.session_state["cmp.all_record"] = HeldRecord(run.analysis)  # what Save as run saves
         st.session_state["cmp.all_made"] = ({n: settings_used(n, settings) for n in names}, device, ds.signature())
     if "cmp.all" not in st.session_state:
         return
@@ -88,3 +90,5 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
                        file_name="cellscope_compare_all.zip", mime="application/zip",
                        help="Label TIFFs per model and image, objects.csv, COCO JSON per model, metrics.csv and "
                             "provenance.json (settings, weights, device, versions of this run).")
+    if (record := held(st.session_state.get("cmp.all_record"))) is not None:
+        save_run_control("cmp.run_name", [record], default_name=default_run_name("compare"))

@@ -15,8 +15,8 @@ def _known_models(names: list[str]) -> list[str]:
 
 
 KEPT = Kept(
-    state=("cmp.all", "cmp.all_made", "cmp.prompts"),
-    widgets=("cmp.image", "cmp.models", "cmp.include_seen", "cmp.sam_model"),
+    state=("cmp.all", "cmp.all_made", "cmp.all_record", "cmp.prompts"),
+    widgets=("cmp.image", "cmp.models", "cmp.include_seen", "cmp.sam_model", "cmp.run_name"),
     prefixes=("cmp.set.",),
     images=("cmp.image",),
     filters={"cmp.models": _known_models},

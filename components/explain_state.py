@@ -32,7 +32,7 @@ from workflows.explain import ExplainRequest, classifier_step, explain_analysis,
 KEPT = Kept(
     state=(EXPLAIN_ROWS,),
     widgets=("ex.view", "ex.target", "ex.method", "ex.layer", "ex.which", "ex.opacity", "ex.per_class", "ex.det_image",
-             "ex.det_model", "ex.det_method", "ex.det_opacity", "ex.det_which"),
+             "ex.det_model", "ex.det_method", "ex.det_opacity", "ex.det_which", "ex.run_name"),
     prefixes=("ex.set.", "ex.det."),
     images=("ex.det_image",),  # an image removed on the Data page meanwhile is no choice any more
 )

@@ -10,6 +10,7 @@ import streamlit as st
 from components.downloads import download_button
 from components.explain_state import deletion_test_for
 from components.image_viewer import picture
+from components.save_run import default_run_name, save_run_control
 from core.analysis import Analysis
 from core.figures.display import montage
 from core.figures.explain import confusion_figure, curves_figure, deletion_figure, inside_figure
@@ -120,3 +121,4 @@ def export_view(cells, trained: TrainedClassifier, explanation: CellExplanation,
                                                               extra={"classifier.json": report}),
                        file_name="cam_overlays.zip", mime="application/zip",
                        help="Every explained cell's overlay as PNG, by true class and correct/wrong, with the table.")
+    save_run_control("ex.run_name", [record], default_name=default_run_name("explain"))

@@ -14,6 +14,7 @@ from components.downloads import download_button
 from components.pipeline_cache import cell_table, gt_scores, pipeline_instances
 from components.preprocess_fragments import use_recipe
 from components.recipe_panel import current_recipe
+from components.save_run import HeldRecord, default_run_name, held, save_run_control
 from components.state import dataset
 from core.analysis import with_provenance
 from core.data.images import CellImage
@@ -66,15 +67,15 @@ def recipe_row(image: CellImage, recipe: Recipe, result) -> dict:
 
 
 def run_recipe(images: list[CellImage], recipe: Recipe, progress: Callable[[float, str], None]
-               ) -> tuple[list[str], tuple[pd.DataFrame, pd.DataFrame, bytes, dict]]:
-    """``recipe`` on every image: the problems, and (per-image table, every cell's measurements, the
-    label images zipped, provenance) of the images it ran on."""
+               ) -> tuple[list[str], tuple[pd.DataFrame, pd.DataFrame, bytes, dict], HeldRecord]:
+    """``recipe`` on every image: the problems, (per-image table, every cell's measurements, the
+    label images zipped, provenance) of the images it ran on, and its record (to save as a run)."""
     run = run_segmentation(images, recipe, segment=lambda img: pipeline_instances(img, recipe),
                            measure=lambda img, _: cell_table(img, img.hash, img.channels, recipe),
                            row=lambda img, r: recipe_row(img, recipe, r), progress=progress)
     record = run.analysis  # the analysis record: its tables and files are what the page shows and offers
     return run.problems, (record.tables["summary"], record.tables["cells"], record.files["labels.zip"],
-                          record.provenance)
+                          record.provenance), HeldRecord(record)
 
 
 def changed_since(inputs: Iterable[tuple[str, Any, Any]]) -> list[str]:
@@ -87,7 +88,7 @@ def all_images_and_tune(recipe: Recipe) -> None:
     st.markdown("**Apply the recipe to every image**")
     if st.button("Run on all images", help="Segment and measure every image in the dataset with this recipe."):
         bar = st.progress(0.0)
-        problems, st.session_state.batch_result = run_recipe(list(ds), recipe, lambda f, what: bar.progress(
+        problems, st.session_state.batch_result, st.session_state.batch_record = run_recipe(list(ds), recipe, lambda f, what: bar.progress(
             f, text=f"Segmenting: {what}…"))
         bar.empty()
         for problem in problems:
@@ -110,6 +111,8 @@ def all_images_and_tune(recipe: Recipe) -> None:
         download_button(c2, "All label images (zip)", zipped_labels, file_name="cellscope_labels.zip", mime="application/zip",
                            help="One label TIFF per image: 0 = background, 1..N = cells; provenance.json records the "
                                 "recipe and versions.")
+        if (record := held(st.session_state.get("batch_record"))) is not None:
+            save_run_control("pre_run_name", [record], default_name=default_run_name("segmentation"))
 
     st.markdown("**Auto-tune on ground truth**")
     with_gt = [img for img in ds if img.gt is not None]

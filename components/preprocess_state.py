@@ -6,7 +6,7 @@ from __future__ import annotations
 from components.workspace import Kept
 
 KEPT = Kept(
-    state=("tune_result", "tune_made_on", "batch_result", "batch_recipe"),
-    widgets=("pre_image", "pre_tab", "live_preview", "log_hist"),
+    state=("tune_result", "tune_made_on", "batch_result", "batch_recipe", "batch_record"),
+    widgets=("pre_image", "pre_tab", "live_preview", "log_hist", "pre_run_name"),
     images=("pre_image",),
 )

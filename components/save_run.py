@@ -1,0 +1,104 @@
+""""Save as run": one row (a name and a button) that saves a page's result, its analysis records,
+as a named run on disk (:func:`core.runs.save_run`), for the Results page and the ``runs`` commands.
+
+Nothing is saved before the button is pressed. A name that is not file-safe or is taken is refused
+with :func:`core.runs.save_run`'s message and nothing else changes; a run is never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from core.analysis import Analysis
+from core.runs import runs_dir, save_run
+
+Analyses = Callable[[], Sequence[Analysis]] | Sequence[Analysis]
+RESULTS_PAGE = "pages/results.py"  # the Results page (url_path "results"): ?run=NAME opens a run there
+
+
+class HeldRecord:
+    """An analysis record kept in session state beside a page's result. Opaque on purpose: the
+    workspace reads containers and dataclasses item by item (to size them and see changes), and
+    reading a record's lazy files would make them (a zip of every result) on every rerun."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: Analysis) -> None:
+        self.record = record
+
+
+def held(value: object) -> Analysis | None:
+    """The record a :class:`HeldRecord` holds (None for anything else, e.g. nothing yet)."""
+    return value.record if isinstance(value, HeldRecord) else None
+
+
+def default_run_name(prefix: str, now: datetime | None = None) -> str:
+    """``prefix`` and the minute, e.g. ``cellmap-20261207-1342``."""
+    return f"{prefix}-{(now or datetime.now()):%Y%m%d-%H%M}"
+
+
+def free_name(name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... if a run has it already (a default that saves)."""
+    root, candidate, n = runs_dir(), name, 1
+    while (root / candidate).exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def _said_key(key: str) -> str:
+    return f"{key}.said"
+
+
+def _save(key: str, analyses: Analyses, default_name: str) -> None:
+    """The button's callback (before the page is drawn again, so the name box may be reset)."""
+    name = (st.session_state.get(key) or "").strip()
+    try:
+        records = list(analyses() if callable(analyses) else analyses)
+        info = save_run(name, records)
+    except ValueError as exc:  # a bad or taken name, or nothing to save: said, nothing else changes
+        st.session_state[_said_key(key)] = ("error", str(exc))
+        return
+    st.session_state[_said_key(key)] = ("saved", info.name, str(info.path.parent))
+    st.session_state[key] = free_name(default_name)  # the name just saved is taken now
+
+
+def _results_link(name: str) -> None:
+    """A link to the run on the Results page, where the app has one (nothing otherwise)."""
+    try:
+        st.page_link(RESULTS_PAGE, label=f"Open {name} on the Results page", icon=":material/open_in_new:",
+                     query_params={"run": name})
+    except StreamlitAPIException:  # no Results page registered in this app
+        pass
+
+
+def save_run_control(key: str, analyses: Analyses, *, default_name: str) -> None:
+    """A "Run name" box and a "Save as run" button saving ``analyses`` (records, or a function
+    returning them, called only on a click) as a run; what happened, below them."""
+    if key not in st.session_state:
+        st.session_state[key] = free_name(default_name)
+    where = runs_dir()
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.text_input("Run name", key=key, max_chars=64, width=320,
+                   help="A run is this result saved on disk under a name: the images' names and content hashes, "
+                        "the settings, the tables and files, and the versions that made them. Runs are kept in "
+                        f"`{where}`, shared with everyone on this server, and outlive the server, unlike the "
+                        "workspace. A run is never overwritten: a name taken is refused. Letters, digits, '.', "
+                        "'_' and '-'.")
+    row.button("Save as run", key=f"{key}.save", icon=":material/save:", on_click=_save,
+               args=(key, analyses, default_name),
+               help=f"Save this result as the run named on the left, in {where}. Nothing is saved before you press it.")
+    said = st.session_state.pop(_said_key(key), None)
+    if said is None:
+        return
+    if said[0] == "error":
+        st.error(said[1])
+        return
+    _, name, folder = said
+    st.success(f"Saved as the run **{name}** in `{folder}`. Everyone on this server can open it; "
+               f"`python -m core runs show {name}` prints it.", icon=":material/check:")
+    _results_link(name)
