@@ -3,6 +3,7 @@ explanation, provenance and files. Read-only but for deleting a run (after a con
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from components.downloads import download_button
 from components.results_state import (
     cells_per_image,
     cells_table,
+    date_text,
     f1_by_model,
     from_link,
     json_file,
@@ -49,10 +51,20 @@ def run_list(infos: Sequence[RunInfo]) -> None:
     text = st.text_input("Search runs", key="res.search", placeholder="name, date, model, kind, note, number…",
                          help="Shows the runs holding every word typed, anywhere in their row.")
     shown = search_runs(table, text)
-    st.dataframe(shown, hide_index=True, width="stretch",
+    st.dataframe(shown, hide_index=True, width="stretch", key="res.table", selection_mode="single-row",
+                 on_select=functools.partial(open_chosen_row, list(shown["name"])),
                  column_config={"images": st.column_config.NumberColumn(format="%d"),
                                 "cells": st.column_config.NumberColumn(format="%d")})
-    st.caption(f"{len(shown)} of {plural(len(table), 'run')} · " + where_runs_come_from())
+    st.caption(f"{len(shown)} of {plural(len(table), 'run')} · Tick a row's box to open that run. "
+               + where_runs_come_from())
+
+
+def open_chosen_row(names: list[str]) -> None:
+    """The list's ``on_select``: the run of the row chosen becomes the run shown (and the address's)."""
+    rows = st.session_state["res.table"].selection.rows
+    if rows:
+        st.session_state["res.run"] = names[rows[0]]
+        to_link("res.run", "run")
 
 
 def run_picker(where, infos: Sequence[RunInfo]) -> RunInfo | None:
@@ -108,10 +120,7 @@ def plate_view(run: Run) -> None:
         st.info("This run holds no cell counts.")
         return
     st.subheader("Cells per image")
-    fig = px.box(per_image, x="batch", y="cells", color="condition", points="all", hover_name="image",
-                 facet_col="model" if "model" in per_image.columns else None)
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="condition")
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(cells_per_image_figure(per_image), width="stretch")
     by = per_image.groupby(["batch", "condition"], sort=True)["cells"]
     st.dataframe(by.agg(images="size", cells="sum", mean="mean").round(1).reset_index(), hide_index=True)
     cells = cells_table(run)
@@ -119,16 +128,37 @@ def plate_view(run: Run) -> None:
         return
     st.subheader("A measurement per batch and condition")
     from_link("res.measure", "measure", columns, "area" if "area" in columns else columns[0])
-    column = st.selectbox("Measurement", columns, key="res.measure", on_change=to_link, args=("res.measure", "measure"),
+    column = st.columns([1, 2])[0].selectbox("Measurement", columns, key="res.measure", on_change=to_link, args=("res.measure", "measure"),
                           help="Boxes: 25th to 75th percentile and median; whiskers: 5th and 95th percentile.")
     stats = spread(cells, column)
-    fig = go.Figure()
-    for condition, part in stats.groupby("condition", sort=True):
+    fig, palette = go.Figure(), px.colors.qualitative.Plotly
+    for i, (condition, part) in enumerate(stats.groupby("condition", sort=True)):
         fig.add_trace(go.Box(x=part["batch"], q1=part["q1"], median=part["median"], q3=part["q3"],
-                             lowerfence=part["p5"], upperfence=part["p95"], name=str(condition) or "(none)"))
+                             lowerfence=part["p5"], upperfence=part["p95"], name=str(condition) or "(none)",
+                             marker_color=palette[i % len(palette)]))
     fig.update_layout(boxmode="group", height=340, margin=dict(l=10, r=10, t=10, b=10), yaxis_title=column,
                       xaxis_title="batch", legend_title_text="condition")
     st.plotly_chart(fig, width="stretch")
+
+
+BARS_UP_TO = 200  # images drawn one bar each; more as boxes by batch and condition
+
+
+def cells_per_image_figure(per_image: pd.DataFrame) -> go.Figure:
+    """One bar per image, coloured by batch (by model where the counts are each model's), in batch
+    and condition order; boxes by batch and condition beyond :data:`BARS_UP_TO` images."""
+    palette = px.colors.qualitative.Plotly  # distinct hues: the theme's default blues look alike
+    if per_image["image"].nunique() > BARS_UP_TO:
+        fig = px.box(per_image, x="batch", y="cells", color="condition", hover_name="image",
+                     facet_col="model" if "model" in per_image.columns else None, color_discrete_sequence=palette)
+    else:
+        ordered = per_image.sort_values(["batch", "condition", "image"], kind="stable")
+        by_model = "model" in per_image.columns
+        fig = px.bar(ordered, x="image", y="cells", color="model" if by_model else "batch",
+                     barmode="group" if by_model else "relative", hover_data=["batch", "condition"], color_discrete_sequence=palette)
+        fig.update_xaxes(categoryorder="array", categoryarray=list(dict.fromkeys(ordered["image"])))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10))
+    return fig
 
 
 def models_view(run: Run) -> None:
@@ -168,9 +198,11 @@ def explain_view(run: Run) -> None:
     if cams:
         st.markdown(f"**Where the CAMs ({cams['method']}, layer {cams['layer']}) look**, per class")
         rows = [{"class": name, "cells": c["n_cells"], "focus": c["focus"], "median inside-mask share": c["median_inside"],
-                 "reading": c["reading"]} for name, c in cams["classes"].items()]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                     column_config={"median inside-mask share": st.column_config.NumberColumn(format="%.2f")})
+                 "expected from the area": c["median_area"]} for name, c in cams["classes"].items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True,
+                     column_config={"median inside-mask share": st.column_config.NumberColumn(format="%.2f"),
+                                    "expected from the area": st.column_config.NumberColumn(format="%.2f")})
+        st.markdown("\n".join(f"- {c['reading']}" for c in cams["classes"].values()))
     if deletion := report.get("deletion_test"):
         st.caption(f"Deletion test: {deletion.get('reading', '')}")
 
@@ -179,7 +211,7 @@ def provenance_view(run: Run) -> None:
     for analysis in run.analyses:
         prov = analysis.provenance
         st.markdown(f"**{analysis.kind}** · CellScope {cellscope_version(prov)} · device "
-                    f"{prov.get('device description') or prov.get('device') or '–'} · {analysis.created}")
+                    f"{prov.get('device description') or prov.get('device') or '–'} · {date_text(analysis.created)}")
         with st.expander(f"{analysis.kind}: settings and provenance"):
             st.code(json.dumps({"settings": analysis.settings, "provenance": prov}, indent=2, default=str),
                     language="json")

@@ -170,18 +170,21 @@ def test_the_explain_view_shows_the_classifier_and_each_classs_cam_reading(saved
                for s in at.subheader)
     table = at.dataframe[0].value
     assert list(table["class"]) == list(report["cams"]["classes"])
-    assert list(table["reading"]) == [c["reading"] for c in report["cams"]["classes"].values()]
+    assert list(table["median inside-mask share"]) == [c["median_inside"] for c in report["cams"]["classes"].values()]
+    readings = "\n".join(f"- {c['reading']}" for c in report["cams"]["classes"].values())
+    assert readings in [m.value for m in at.markdown]
     assert "Models" not in at.segmented_control(key="res.view").options  # no comparison in this run
 
 
 def test_provenance_names_the_version_device_and_date_of_each_analysis(saved):
+    from components.results_state import date_text
     from core.analysis import cellscope_version
 
     at = open_results(run="plate-check", view="Provenance")
     lines = [m.value for m in at.markdown if m.value.startswith("**")]
     for analysis in (saved["segmentation"], saved["compare"]):
         assert any(line.startswith(f"**{analysis.kind}** · CellScope {cellscope_version(analysis.provenance)}")
-                   and analysis.created in line for line in lines), lines
+                   and date_text(analysis.created) in line for line in lines), lines
     settings = json.loads(at.code[1].value)["settings"]
     assert settings["models"] == json.loads(json.dumps(saved["compare"].manifest()["settings"]))["models"]
 
@@ -221,7 +224,8 @@ def test_a_run_is_read_from_disk_once_however_often_it_is_shown(saved, monkeypat
     calls = []
     real = state.open_run
     monkeypatch.setattr(state, "open_run", lambda *a, **k: calls.append(a) or real(*a, **k))
-    monkeypatch.setattr(state, "run_store", lambda cache=state.BoundedCache(8): cache)
+    fresh = state.BoundedCache(8)  # not the server's: other tests may have read this run already
+    monkeypatch.setattr(state, "run_store", lambda: fresh)
     at = open_results(run="plate-check")
     for view in ("Models", "Provenance", "Overview"):
         at.segmented_control(key="res.view").set_value(view).run()
