@@ -45,6 +45,8 @@ def date_text(created: str) -> str:
         when = pd.Timestamp(created)
     except ValueError:
         return created
+    if pd.isna(when):  # an unreadable run.json: no date
+        return created
     return when.strftime("%Y-%m-%d %H:%M") + (" UTC" if when.tzinfo is not None else "")
 
 

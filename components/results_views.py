@@ -97,6 +97,7 @@ def views_of(run: Run) -> list[str]:
 def view_picker(run: Run) -> str:
     views = views_of(run)
     from_link("res.view", "view", views, "Overview")
+    to_link("res.view", "view")  # a link's view this run lacks becomes the one shown, in the address too
     return st.segmented_control("View", views, key="res.view", required=True, label_visibility="collapsed",
                                 on_change=to_link, args=("res.view", "view"), help="What to look at.")
 
@@ -128,6 +129,7 @@ def plate_view(run: Run) -> None:
         return
     st.subheader("A measurement per batch and condition")
     from_link("res.measure", "measure", columns, "area" if "area" in columns else columns[0])
+    to_link("res.measure", "measure")
     column = st.columns([1, 2])[0].selectbox("Measurement", columns, key="res.measure", on_change=to_link, args=("res.measure", "measure"),
                           help="Boxes: 25th to 75th percentile and median; whiskers: 5th and 95th percentile.")
     stats = spread(cells, column)

@@ -243,3 +243,18 @@ def test_spread_gives_the_percentiles_of_each_batch_and_condition():
     assert stats.loc[("b", "y"), "n"] == 250
     assert list(stats.loc[("b", "y"), ["p5", "q1", "median", "q3", "p95"]]) == pytest.approx(
         np.percentile(part, [5, 25, 50, 75, 95]))
+
+
+def test_a_view_the_run_lacks_falls_back_to_the_overview_in_the_address_too(saved):
+    at = open_results(run="map-morphology", view="Models")  # a map has no comparison
+    assert at.segmented_control(key="res.view").value == "Overview" and at.query_params["view"] == "Overview"
+    assert at.query_params["measure"] == "area"
+
+
+def test_an_unreadable_run_is_listed_with_why_and_opening_it_says_so(saved, root):
+    (root / "broken").mkdir()
+    (root / "broken" / "run.json").write_text("{not json")
+    at = open_results(run="broken")
+    table = at.dataframe[-1].value.set_index("name")
+    assert table.loc["broken", "note"].startswith("unreadable run.json")
+    assert any(e.value.startswith("The run “broken” could not be read") for e in at.error), [e.value for e in at.error]
