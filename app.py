@@ -9,6 +9,7 @@ from components import (
     data_state,
     explain_state,
     preprocess_state,
+    results_state,
     training_state,
 )
 from components.routing import routed
@@ -37,6 +38,8 @@ def run() -> None:
          explain_state.KEPT),
         (st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
          training_state.KEPT | curation_state.KEPT),
+        (st.Page("pages/results.py", title="Results", icon=":material/folder_open:", url_path="results"),
+         results_state.KEPT),
     ]
     for page_, kept in pages:
         keep(page_.title, kept)

@@ -35,10 +35,14 @@ NOT_KEPT = {
     "cmp.px": "a point prompt being typed; the prompts added are kept (cmp.prompts)",
     "cmp.py": "a point prompt being typed; the prompts added are kept (cmp.prompts)",
     "tr.cur.*": "settings of the model a curation starts from: used once, when the editing starts",
+    "res.run": "the run shown lives in the address (?run=): a link, shared by whoever opens it",
+    "res.view": "the Results view lives in the address (?view=)",
+    "res.measure": "the measurement plotted lives in the address (?measure=)",
+    "res.sure": "a confirmation to delete a run is asked anew each time",
 }
 # Our pages' keys: none of these may appear in components/workspace.py.
 PAGE_KEY_STARTS = ("cm.", "cmp.", "ex.", "tr.", "pre_", "rcp.", "viewer_image", "data_viewer", "dataset", "recipe",
-                   "tune_", "batch_", "channel", "live_preview", "log_hist", "device_choice")
+                   "tune_", "batch_", "channel", "live_preview", "log_hist", "device_choice", "res.")
 
 SOURCES = sorted([ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "components").glob("*.py")])
 

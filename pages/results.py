@@ -1,0 +1,48 @@
+"""Results: the saved runs, searchable, and one run's plate overview, F1 per model, batch-effect
+verdict, cell map and CAM summary. Read-only (but for deleting a run); the address names the run
+and the view, so a copied link shows the same thing."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components.results_state import load_run
+from components.results_views import (
+    cellmap_view,
+    explain_view,
+    files_view,
+    models_view,
+    plate_view,
+    provenance_view,
+    run_list,
+    run_picker,
+    summary_view,
+    view_picker,
+)
+from components.routing import require_router
+from core.runs import list_runs
+
+
+def results_page() -> None:
+    require_router()
+    st.title("Results")
+    infos = list_runs()
+    picker, _ = st.columns([1, 2])
+    info = run_picker(picker, infos)
+    if info is not None:
+        try:
+            run = load_run(info)
+        except (OSError, ValueError, KeyError) as exc:
+            st.error(f"The run “{info.name}” could not be read: {exc}")
+        else:
+            summary_view(run)
+            view = view_picker(run)
+            {"Overview": lambda: plate_view(run), "Models": lambda: models_view(run),
+             "Cell map": lambda: cellmap_view(run), "Explain": lambda: explain_view(run),
+             "Provenance": lambda: provenance_view(run), "Files": lambda: files_view(run)}[view]()
+            st.divider()
+    st.subheader("Saved runs")
+    run_list(infos)
+
+
+results_page()
