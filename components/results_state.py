@@ -67,7 +67,7 @@ def search_runs(table: pd.DataFrame, text: str) -> pd.DataFrame:
     words = text.lower().split()
     if not words:
         return table
-    rows = table.astype(str).agg(" ".join, axis=1).str.lower()
+    rows = table.map(lambda v: "" if pd.isna(v) else str(v)).agg(" ".join, axis=1).str.lower()  # a run without cells too
     return table[[all(w in row for w in words) for row in rows]]
 
 

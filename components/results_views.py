@@ -28,6 +28,7 @@ from components.results_state import (
     to_link,
 )
 from core.analysis import cellscope_version
+from core.figures.report import run_report_html
 from core.runs import Run, RunInfo, delete_run, runs_dir
 from core.text import plural
 
@@ -224,6 +225,10 @@ def files_view(run: Run) -> None:
     download_button(st, "Download the run (zip)", lambda: run_zip(info.path), file_name=f"{info.name}.zip",
                     mime="application/zip", help="The run's folder as saved: run.json, and each analysis's "
                     "manifest (JSON), tables (Parquet) and files.", key="res.dl.zip")
+    download_button(st, "Download the report (HTML)", lambda: run_report_html(run).encode(),
+                    file_name=f"{info.name}.html", mime="text/html", key="res.dl.report",
+                    help="One file with the run's figures (interactive), tables, settings and versions; it opens "
+                         "offline (plotly.js is inside, about 4.6 MB). The same as `python -m core report`.")
     st.caption(f"On the server: `{info.path}`")
     st.subheader("Delete this run")
     st.warning("Runs are shared by everyone using this server: deleting it deletes it for them too, and it "

@@ -91,7 +91,16 @@ def _numbers(analysis: Analysis) -> dict[str, Any]:
         numbers.update({f"mean F1 {model}": round(float(f1), 4) for model, f1 in means.items()})
     summary = analysis.tables.get("summary")
     if summary is not None and "f1" in summary.columns and summary["f1"].notna().any():
-        numbers["mean F1"] = round(float(summary["f1"].mean()), 4)
+        numbers[f"mean F1 {analysis.settings.get('model', 'recipe')}"] = round(float(summary["f1"].mean()), 4)
+    if "cam_cells" in analysis.tables:
+        numbers["explained cells"] = len(analysis.tables["cam_cells"])
+    if "classifier.json" in analysis.files:
+        try:
+            report = json.loads(analysis.files["classifier.json"])
+            numbers["balanced accuracy"] = round(float(report["balanced_accuracy"]), 3)
+            numbers["chance"] = round(float(report["chance"]), 3)
+        except (ValueError, KeyError, TypeError):
+            pass
     if "batch_effect.json" in analysis.files:
         try:
             verdict = json.loads(analysis.files["batch_effect.json"]).get("verdict")
@@ -103,10 +112,8 @@ def _numbers(analysis: Analysis) -> dict[str, Any]:
 
 
 def _cells(analysis: Analysis) -> int | None:
-    for name in ("cells", "cam_cells"):
-        if name in analysis.tables:
-            return len(analysis.tables[name])
-    return None
+    """The cells the analysis found (an explanation's table holds only the cells it explained)."""
+    return len(analysis.tables["cells"]) if "cells" in analysis.tables else None
 
 
 def summary_of(name: str, analyses: Sequence[Analysis], *, owner: str | None = None, note: str = "",

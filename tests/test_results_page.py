@@ -193,7 +193,7 @@ def test_the_run_as_a_zip_holds_its_folder(saved, root):
     from components.results_state import run_zip
 
     at = open_results(run="plate-check", view="Files")
-    assert not at.exception and len(at.get("download_button")) == 1
+    assert not at.exception and len(at.get("download_button")) == 2  # the run (zip) and its report (HTML)
     with zipfile.ZipFile(io.BytesIO(run_zip(root / "plate-check"))) as zf:
         names = set(zf.namelist())
         assert "plate-check/run.json" in names

@@ -133,7 +133,8 @@ def explain_analysis(images: Sequence[CellImage], cells: CellSet, trained: Train
                              else str(request.which),
                              "cells_per_class": request.per_class})
     table = cam_table(cells, trained, explanation)
-    settings = {"target": request.target, "classifier": request.settings, "method": request.method,
+    settings = {**({"segmenter": segmenter[0]} if segmenter is not None else {}),
+                "target": request.target, "classifier": request.settings, "method": request.method,
                 "layer": explanation.result.layer, "explained class": request.which, "cells_per_class": request.per_class,
                 "k": request.k, "deletion test": request.deletion, "device": request.device}
     pngs = dict(overlay_pngs(cells, trained, explanation)) if overlays else {}
