@@ -28,6 +28,7 @@ from components.results_state import (
     to_link,
 )
 from core.analysis import cellscope_version
+from core.figures.cellmap import map_figure
 from core.figures.report import run_report_html
 from core.runs import Run, RunInfo, delete_run, runs_dir
 from core.text import plural
@@ -173,6 +174,10 @@ def models_view(run: Run) -> None:
     st.plotly_chart(fig, width="stretch")
 
 
+MAP_COLOURS = ("batch", "condition", "cluster", "image")  # what the saved map can be coloured by
+MAP_POINTS = 100_000  # WebGL stays fluid up to here; beyond, a seeded sample
+
+
 def cellmap_view(run: Run) -> None:
     effect = json_file(run, "cellmap", "batch_effect.json")
     if effect is not None:
@@ -184,7 +189,22 @@ def cellmap_view(run: Run) -> None:
         for col, (label, value) in zip(cols, numbers.items(), strict=True):
             col.metric(label, "–" if value is None else f"{value:.2f}")
     cellmap = run.analysis("cellmap")
-    if "map.png" in cellmap.files:
+    cells = cellmap.tables.get("cells")
+    if cells is not None and {"x", "y"} <= set(cells.columns) and len(cells):
+        groups = [c for c in MAP_COLOURS if c in cells.columns]
+        from_link("res.color", "color", groups, groups[0])
+        to_link("res.color", "color")
+        color = st.columns([1, 2])[0].selectbox(
+            "Colour by", groups, key="res.color", on_change=to_link, args=("res.color", "color"),
+            help="Each cell a point where the saved map put it; hover for its image and label. A large run is "
+                 f"drawn from a seeded sample of {MAP_POINTS:,} cells.")
+        shown = cells.sample(MAP_POINTS, random_state=0) if len(cells) > MAP_POINTS else cells
+        keep = [c for c in ("x", "y", *MAP_COLOURS, "cell_id") if c in shown.columns]
+        st.plotly_chart(map_figure(shown[keep].reset_index(drop=True), color, height=560), key="res.map",
+                        config={"displaylogo": False, "scrollZoom": True})
+        if len(shown) < len(cells):
+            st.caption(f"A seeded sample of {len(shown):,} of {len(cells):,} cells.")
+    elif "map.png" in cellmap.files:
         st.image(cellmap.files["map.png"], caption="The cell map, coloured by batch, as saved")
 
 

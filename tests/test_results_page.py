@@ -149,14 +149,35 @@ def test_a_link_naming_no_run_says_so_and_lists_the_runs(saved, root):
     assert sorted(runs_listed(at)) == ["explain-batch", "map-morphology", "plate-check"]
 
 
+def _values(array) -> list[float]:
+    """A plotly JSON array: a list, or typed binary data ({"dtype", "bdata"})."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
 def test_the_cell_map_view_shows_the_saved_verdict_numbers_and_map(saved):
     effect = json.loads(saved["cellmap"].files["batch_effect.json"])
     at = open_results(run="map-morphology", view="Cell map")
     assert f"Plate effect: {effect['verdict']}" in [s.value for s in at.subheader]
     assert any(m.value == effect["reason"] for m in at.markdown)
     assert metrics(at)["silhouette"] == f"{effect['silhouette']:.2f}" and metrics(at)["kBET"] == f"{effect['kbet']:.2f}"
-    (image,) = at.get("image")  # map.png
-    assert [i.caption for i in image.proto.imgs] == ["The cell map, coloured by batch, as saved"]
+    # The saved map, interactive: every cell at its saved coordinates, coloured as the link says.
+    table = saved["cellmap"].tables["cells"]
+    (chart,) = at.get("plotly_chart")
+    figure = json.loads(chart.proto.spec)
+    points = sorted((x, y) for trace in figure["data"] for x, y in zip(_values(trace["x"]), _values(trace["y"]), strict=True))
+    expected = sorted(zip(table["x"].tolist(), table["y"].tolist(), strict=True))
+    assert len(points) == len(expected) and all(p == pytest.approx(e, abs=1e-5) for p, e in zip(points, expected, strict=True))
+    assert {t["name"] for t in figure["data"]} == set(table["batch"].astype(str))
+    at.selectbox(key="res.color").set_value("cluster").run()
+    assert at.query_params["color"] == "cluster" and not at.exception
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t["name"] for t in figure["data"]} == set(table["cluster"].astype(str))
     at = open_results(run="map-morphology")  # the overview: cells per image from the cells table
     table = saved["cellmap"].tables["cells"]
     assert at.dataframe[0].value["cells"].sum() == len(table)

@@ -38,6 +38,7 @@ NOT_KEPT = {
     "res.run": "the run shown lives in the address (?run=): a link, shared by whoever opens it",
     "res.view": "the Results view lives in the address (?view=)",
     "res.measure": "the measurement plotted lives in the address (?measure=)",
+    "res.color": "what the saved map is coloured by lives in the address (?color=)",
     "res.sure": "a confirmation to delete a run is asked anew each time",
 }
 # Our pages' keys: none of these may appear in components/workspace.py.
