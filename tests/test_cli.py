@@ -259,6 +259,12 @@ def test_embed_k_0_is_refused_in_one_line_before_any_image_is_segmented(on_disk,
     (("embed", "{data}", "--k", "0"), "k must be between 2 and 50; got 0"),
     (("embed", "{data}", "--perplexity", "1"), "perplexity must be between 2 and 200; got 1"),
     (("embed", "{data}", "--iterations", "10"), "iterations must be between 250 and 5000; got 10"),
+    (("embed", "{data}", "--map", "umap", "--n-neighbors", "1"), "n_neighbors must be between 2 and 200; got 1"),
+    (("embed", "{data}", "--map", "umap", "--min-dist", "2"), "min_dist must be between 0 and 1; got 2"),
+    (("embed", "{data}", "--clusters", "hdbscan", "--min-cluster-size", "2"),
+     "min_cluster_size must be between 5 and 1000; got 2"),
+    (("embed", "{data}", "--control", "ctrl"), "--control ctrl scales each batch by those cells, which only "
+                                               "--correct standardize does"),
     (("embed", "{data}", "--features", "classical"), "--features classical does not give features; choose one of "
                                                       "morphology, autoencoder"),
     (("embed", "{data}", "--features", "nope"), "unknown model 'nope'"),
@@ -383,3 +389,16 @@ def test_progress_on_a_terminal_redraws_one_line_and_clears_it():
     text = stream.getvalue()
     assert text.count("\r") == 5 and "\n" not in text  # three redraws, then the line blanked
     assert text.split("\r")[3] == "tsne: 100% iteration 2" and text.endswith("\r" + " " * 22 + "\r")
+
+
+def test_embed_takes_every_map_setting_the_page_has():
+    """The UMAP and HDBSCAN settings had no options: `embed` could not make the page's UMAP map."""
+    from models.cellmap import MapSettings
+    from workflows.cli.parser import build_parser
+    from workflows.cli_options import settings_from_args
+
+    args = build_parser().parse_args(["embed", "x.tif", "--out", "o", "--map", "umap", "--n-neighbors", "7",
+                                      "--min-dist", "0.3", "--clusters", "hdbscan", "--min-cluster-size", "40"])
+    got = settings_from_args(MapSettings, args)
+    assert (got.method, got.n_neighbors, got.min_dist, got.clusters, got.min_cluster_size) == ("umap", 7, 0.3,
+                                                                                              "hdbscan", 40)

@@ -103,6 +103,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if get_model_info(name).task != "embed":
         raise ValueError(f"--features {args.features} does not give features; choose one of {', '.join(embedders())}")
     map_settings = settings_from_args(MapSettings, args)  # refused with the page's message when out of range
+    if map_settings.control and map_settings.correction != "standardize":
+        raise ValueError(f"--control {map_settings.control} scales each batch by those cells, which only "
+                         "--correct standardize does: add --correct standardize, or leave --control out")
     settings, device = _check_cell_arguments(args, recipe)
     images = _images_from_inputs(args, log=sys.stdout)
     request = CellMapRequest(args.model, settings, _crop(args), name, {}, map_settings, device,

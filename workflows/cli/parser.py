@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "or another feature model from `models` (default: morphology)")
     # The map settings' defaults, ranges and help are MapSettings' (the Cell map page's).
     add_setting_options(emb, MapSettings, only=("correction", "control", "method", "perplexity", "iterations",
-                                                "clusters", "k", "seed"),
+                                                "n_neighbors", "min_dist", "clusters", "k", "min_cluster_size",
+                                                "seed"),
                         flags={"correction": "--correct", "method": "--map"}, default_text={"control": "all cells"})
     emb.set_defaults(func=cmd_embed)
 
