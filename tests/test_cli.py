@@ -329,6 +329,8 @@ def test_explain_refuses_a_target_the_images_cannot_teach_before_segmenting_them
     (("compare", "{image}", "--models", ",", "--out", "{tmp}/c"), "--models names no model"),
     (("preprocess", "{image}", "-o", "{tmp}/no/such/p.tif"), "-o {tmp}/no/such/p.tif: there is no folder"),
     (("example", "--out", "{tmp}/a_file/x"), "{tmp}/a_file is a file, not a folder"),
+    (("example", "--out", "{tmp}/c", "--size", "0"), "size must be between 64 and 4096; got 0"),
+    (("example", "--out", "{tmp}/c", "--fields", "0"), "fields must be between 1 and 100; got 0"),
 ])
 def test_train_segment_compare_and_the_rest_check_every_argument_before_any_work(args, message, on_disk, no_work, capsys):
     fill = {"data": on_disk / "data", "tmp": on_disk, "image": on_disk / "data" / "images" / "plateA_field1.tif"}

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from core.data.images import CellImage, ChannelInfo
+from core.schema import Field
 
 EXAMPLE_CHANNELS = (
     ChannelInfo("nucleus", "nucleus", "blue"),
@@ -188,8 +189,18 @@ def _field(rng: np.random.Generator, plate: PlateStyle, treated: bool, size: int
     return np.stack(channels, axis=2), nuclei
 
 
+# The example's knobs, declared once: ``example``'s options and the check below read them. 60-90
+# nuclei of radius ~10 px are placed per field whatever its size, so a side under 64 px is all nucleus.
+EXAMPLE_SIZE = Field("size", "Image side", 512, "Image side in pixels.", kind="int", low=64, high=4096, step=64)
+EXAMPLE_FIELDS = Field("fields", "Fields per plate", 4, "Fields per plate; the second half of each plate's fields are "
+                       "treated.", kind="int", low=1, high=100, step=1)
+EXAMPLE_SEED = Field("seed", "Seed", 7, "Random seed; 7 is the app's example.", kind="int", low=0, high=2**31 - 1,
+                     step=1)
+
+
 def make_example_dataset(*, seed: int = 7, size: int = 512, fields_per_plate: int = 4) -> list[CellImage]:
     """The example dataset: ``len(PLATES) x fields_per_plate`` images, identical for equal arguments."""
+    EXAMPLE_SEED.check(seed), EXAMPLE_SIZE.check(size), EXAMPLE_FIELDS.check(fields_per_plate)
     images = []
     for p, plate in enumerate(PLATES):
         for f in range(fields_per_plate):

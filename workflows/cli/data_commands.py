@@ -28,9 +28,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    from core.io.example import make_example_dataset
+    from core.io.example import EXAMPLE_FIELDS, EXAMPLE_SEED, EXAMPLE_SIZE, make_example_dataset
     from core.io.export import write_dataset
 
+    for field, value in ((EXAMPLE_SEED, args.seed), (EXAMPLE_SIZE, args.size), (EXAMPLE_FIELDS, args.fields)):
+        field.check(value)  # before the folder is made: `--size 0` used to fail inside the generator
     check_output_folder(args.out)
     t0 = time.perf_counter()
     images = make_example_dataset(seed=args.seed, size=args.size, fields_per_plate=args.fields)

@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.io.example import EXAMPLE_FIELDS, EXAMPLE_SEED, EXAMPLE_SIZE
     from core.training.data import VAL_FRACTION
     from models.cellmap import MapSettings
     from models.explain_cells import CELLS_PER_CLASS
@@ -46,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     example = sub.add_parser("example", help="write the example dataset (images/, masks/, batches.csv)")
     example.add_argument("--out", required=True, help="output folder")
-    example.add_argument("--seed", type=int, default=7, help="random seed (default 7, the app's example)")
-    example.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
-    example.add_argument("--fields", type=int, default=4, help="fields per plate (default 4)")
+    add_setting_options(example, (EXAMPLE_SEED, EXAMPLE_SIZE, EXAMPLE_FIELDS))  # checked by make_example_dataset
     example.set_defaults(func=cmd_example)
 
     recipe = sub.add_parser("recipe", help="print a preprocessing recipe as JSON (the default one unless --recipe)")
