@@ -44,6 +44,8 @@ def compare_page() -> None:
                         disabled=not names, key="cmp.run",
                         width="stretch", help="Classical and YOLO run as soon as they are chosen; SAM and R-CNN on "
                         "the CPU wait for this button (tens of seconds each). Results are cached per image and settings.")
+    if waiting_weights := [n for n in chosen if n not in names]:
+        s2.caption(f"Leaves out {', '.join(waiting_weights)}: no weights here yet (see above).")
     tabs = st.tabs(["This image", "All images", "Prompt SAM"], on_change="rerun", key="cmp.tab")
     if tabs[0].open:
         with tabs[0]:

@@ -117,6 +117,9 @@ def test_missing_weights_are_explained_and_the_others_still_run(weights_home, mo
     assert info.weights.filename in warning
     # the user may be in a browser: the warning says who places the file on the server, and where
     assert offline_advice(weights_home / info.weights.filename) in warning
+    # the Run button counts one model: it says which one it leaves out (it used to say nothing)
+    assert at.button(key="cmp.run").label == "Run 1 model"
+    assert "Leaves out maskrcnn-coco: no weights here yet (see above)." in [c.value for c in at.caption]
     at.button(key=f"cmp.models.dl.{info.weights.filename}").click().run()
     error = next(e.value for e in at.error if "could not download" in e.value)
     assert str(weights_home / info.weights.filename) in error  # where to place it by hand
