@@ -18,7 +18,7 @@ from components.save_run import HeldRecord, default_run_name, held, save_run_con
 from components.state import dataset
 from core.analysis import with_provenance
 from core.data.images import CellImage
-from core.segmentation.autotune import MAX_TUNING_IMAGES, TuneResult, autotune, recipe_changes
+from core.segmentation.autotune import MAX_TUNING_IMAGES, MIN_GAIN, TuneResult, autotune, recipe_changes
 from core.segmentation.recipe import DEFAULT_RECIPE, Recipe
 from core.text import plural
 from workflows.segmentation import run_segmentation
@@ -118,7 +118,9 @@ def all_images_and_tune(recipe: Recipe) -> None:
     with_gt = [img for img in ds if img.gt is not None]
     if st.button("Auto-tune", disabled=not with_gt,
                  help=f"Searches threshold method, blur, watershed seed distance and minimum area for the best mean F1 "
-                      f"at IoU 0.5 on up to {MAX_TUNING_IMAGES} images with ground truth, taken in turn from each batch."
+                      f"at IoU 0.5 on up to {MAX_TUNING_IMAGES} images with ground truth, taken in turn from each batch; "
+                      f"a change counts if it gains at least {MIN_GAIN} F1. The other images with ground truth then "
+                      "check whether the gain carries over to images the search did not use."
                  if with_gt else "Needs images with ground truth."):
         bar = st.progress(0.0, text="Tuning…")
         try:
@@ -149,6 +151,8 @@ def tune_report(tuned: TuneResult, recipe: Recipe, *, images_changed: bool = Fal
                    f"{len(tuned.trials)} trials)")
         st.dataframe(pd.DataFrame(recipe_changes(tuned.start, tuned.best)).astype(str), hide_index=True,
                      width="stretch")
+        if (reading := tuned.held_out_reading()) is not None:
+            (st.warning if tuned.held_out_worse else st.caption)(reading)
     if tuned.with_gt > len(tuned.images):
         st.caption(f"These F1s are means over the {len(tuned.images)} tuning images only, so they differ from the mean "
                    f"over all {tuned.with_gt} images with ground truth that **Run on all images** shows.")
