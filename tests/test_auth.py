@@ -206,7 +206,7 @@ def test_the_results_list_shows_owners_and_only_the_owner_deletes_a_run(homes):
     save_run("old-run", [_record()])  # saved before sign-in was on: nobody owns it
     bob = _app(secrets={"auth": AUTH}, user=BOB, page="pages/results.py", run="anns-run", view="Files")
     table = bob.dataframe[-1].value
-    assert dict(zip(table["name"], table["owner"])) == {"anns-run": "ann@lab.org", "old-run": ""}
+    assert dict(zip(table["name"], table["owner"], strict=True)) == {"anns-run": "ann@lab.org", "old-run": ""}
     assert any("Only its owner, ann@lab.org, may delete this run" in t for t in _texts(bob.info))
     assert not [b for b in bob.button if b.key == "res.delete"] and not [c for c in bob.checkbox if c.key == "res.sure"]
     old = _app(secrets={"auth": AUTH}, user=ANN, page="pages/results.py", run="old-run", view="Files")

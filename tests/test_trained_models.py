@@ -183,4 +183,4 @@ def test_a_model_trained_while_signed_in_records_its_owner(weights):
     assert done is not None and done.state == "done", (done.state, done.error)
     assert trained_model("trained:unet:owned").owner == "ann@lab.org"
     at.run()
-    assert dict(zip(_table(at)["name"], _table(at)["owner"]))["trained:unet:owned"] == "ann@lab.org"
+    assert dict(zip(_table(at)["name"], _table(at)["owner"], strict=True))["trained:unet:owned"] == "ann@lab.org"
