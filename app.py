@@ -12,6 +12,7 @@ from components import (
     results_state,
     training_state,
 )
+from components.auth import sign_in_gate
 from components.routing import routed
 from components.sidebar import render_sidebar
 from components.workspace import REDIRECTING_KEY, keep, open_workspace, save_workspace
@@ -45,6 +46,8 @@ def run() -> None:
         keep(page_.title, kept)
     page = st.navigation([st.Page(home, title="CellScope", url_path="home", default=True, visibility="hidden"),
                           *(p for p, _ in pages)])
+    if not sign_in_gate():  # sign-in on and nobody signed in: its prompt only, no workspace, no page
+        return
     open_workspace()  # before any widget: a reload of this tab gets its work back
     save_workspace()  # now too: a widget just changed is kept even if the tab reloads before this run ends
     try:

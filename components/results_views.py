@@ -12,6 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from components.auth import delete_refusal
 from components.downloads import download_button
 from components.results_state import (
     cells_per_image,
@@ -251,6 +252,9 @@ def files_view(run: Run) -> None:
                          "offline (plotly.js is inside, about 4.6 MB). The same as `python -m core report`.")
     st.caption(f"On the server: `{info.path}`")
     st.subheader("Delete this run")
+    if refusal := delete_refusal(info.owner, "run", f"python -m core runs delete {info.name}"):
+        st.info(refusal, icon=":material/lock:")  # sign-in on: only the run's owner deletes it
+        return
     st.warning("Runs are shared by everyone using this server: deleting it deletes it for them too, and it "
                "cannot be undone.")
     sure = st.checkbox(f"I am sure: delete “{info.name}” for everyone", key="res.sure", value=False)

@@ -13,6 +13,7 @@ from datetime import datetime
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from components.auth import current_user
 from core.analysis import Analysis
 from core.runs import runs_dir, save_run
 
@@ -59,7 +60,7 @@ def _save(key: str, analyses: Analyses, default_name: str) -> None:
     name = (st.session_state.get(key) or "").strip()
     try:
         records = list(analyses() if callable(analyses) else analyses)
-        info = save_run(name, records)
+        info = save_run(name, records, owner=current_user())  # None unless sign-in is on
     except ValueError as exc:  # a bad or taken name, or nothing to save: said, nothing else changes
         st.session_state[_said_key(key)] = ("error", str(exc))
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from components.auth import account_panel
 from components.state import dataset, is_untouched_example
 from components.workspace import workspace_notes
 from core.text import plural
@@ -13,6 +14,7 @@ from models.device import DEVICE_CHOICES, available_devices, resolve_device
 def render_sidebar() -> None:
     ds = dataset()
     with st.sidebar:
+        account_panel()  # who is signed in, and Sign out (nothing when sign-in is off)
         st.subheader("Dataset")
         if len(ds) == 0:
             st.caption("No images loaded. Add some on the **Data** page.")

@@ -8,9 +8,11 @@ from typing import Any
 
 import streamlit as st
 
+from components.auth import current_user
 from components.workspace import ID_KEY, Kept
 from core.data.images import CellImage
 from core.training.jobs import JobContext, JobQueue, TrainingJob
+from models.trained_models import record_owner
 from workflows.training import train_segmenter
 
 # What the Train page's training form keeps across a reload (the trainings are the queue's).
@@ -35,10 +37,16 @@ def owner() -> str | None:
 def submit_training(family: str, images: list[CellImage], *, name: str, settings: dict[str, Any],
                     val_batches: list[str], val_fraction: float, device: str) -> str:
     """Queue a training of ``family`` on ``images`` (the ones with ground truth); its id."""
+    who = current_user()  # read here: the job runs in another thread, without the session
+
     def run(ctx: JobContext) -> dict[str, Any]:
-        return train_segmenter(family, images, name=name, settings=settings, val_batches=val_batches,
-                               val_fraction=val_fraction, device=device, stop=ctx.stop_requested,
-                               progress=ctx.progress, on_epoch=ctx.epoch).summary
+        try:
+            return train_segmenter(family, images, name=name, settings=settings, val_batches=val_batches,
+                                   val_fraction=val_fraction, device=device, stop=ctx.stop_requested,
+                                   progress=ctx.progress, on_epoch=ctx.epoch).summary
+        finally:  # a failed training's best epoch so far is a model too
+            if who:
+                record_owner(family, name, who)
 
     params = {"family": family, "name": name, "settings": settings, "val_batches": val_batches,
               "val_fraction": val_fraction, "device": device, "images": len(images)}

@@ -34,3 +34,11 @@ class BoundedCache:
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
         return value
+
+    def discard_where(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Drop every entry whose key ``predicate`` accepts (e.g. a deleted model's results); how many."""
+        with self._lock:
+            doomed = [key for key in self._data if predicate(key)]
+            for key in doomed:
+                del self._data[key]
+        return len(doomed)

@@ -11,6 +11,7 @@ from components.model_panel import current_device
 from components.routing import page_with_images
 from components.train_form import train_controls
 from components.train_jobs import trainings
+from components.trained_models import trained_models_panel
 
 
 def train_page() -> None:
@@ -22,6 +23,8 @@ def train_page() -> None:
     train_controls(ds)
     st.subheader("Trainings")
     trainings()
+    st.subheader("Trained models")
+    trained_models_panel()
 
 
 train_page()

@@ -40,6 +40,7 @@ NOT_KEPT = {
     "res.measure": "the measurement plotted lives in the address (?measure=)",
     "res.color": "what the saved map is coloured by lives in the address (?color=)",
     "res.sure": "a confirmation to delete a run is asked anew each time",
+    "tr.del.*": "which trained model to delete, and the confirmation, are asked anew each time",
 }
 # Our pages' keys: none of these may appear in components/workspace.py.
 PAGE_KEY_STARTS = ("cm.", "cmp.", "ex.", "tr.", "pre_", "rcp.", "viewer_image", "data_viewer", "dataset", "recipe",

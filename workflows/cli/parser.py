@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from workflows.cli.cellmap_commands import cmd_embed, cmd_explain
 from workflows.cli.data_commands import cmd_example, cmd_info, cmd_models
+from workflows.cli.models_commands import add_models_commands
 from workflows.cli.runs_commands import add_runs_commands, add_save_run_option
 from workflows.cli.segment_commands import cmd_compare, cmd_preprocess, cmd_recipe, cmd_segment
 from workflows.cli.train_commands import TRAINING_FLAGS, cmd_train
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list every model (segmenters and feature extractors) and whether each "
                             "can run here")
     models.set_defaults(func=cmd_models)
+    add_models_commands(models)  # models delete NAME
 
     emb = sub.add_parser("embed", help="cells -> features -> t-SNE/UMAP map and batch-effect metrics; writes "
                          "cells.csv, cells.parquet, batch_effect.json, map.html, map.png, provenance.json")
