@@ -13,23 +13,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components.downloads import download_button
-from components.results_state import (
-    cells_per_image,
-    cells_table,
-    date_text,
-    f1_by_model,
-    from_link,
-    json_file,
-    measurements,
-    run_zip,
-    runs_table,
-    search_runs,
-    spread,
-    to_link,
-)
+from components.results_state import date_text, from_link, run_zip, runs_table, search_runs, to_link
 from core.analysis import cellscope_version
 from core.figures.cellmap import map_figure
 from core.figures.report import run_report_html
+from core.run_tables import cells_per_image, cells_table, f1_by_model, json_file, measurements, spread
 from core.runs import Run, RunInfo, delete_run, runs_dir
 from core.text import plural
 
