@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.express as px
@@ -17,6 +18,7 @@ import streamlit as st
 
 from components.results_state import from_link, load_run, to_link
 from core import run_compare as rc
+from core.cache import BoundedCache
 from core.runs import Run, RunInfo, runs_dir
 from core.text import plural
 
@@ -25,7 +27,21 @@ CONDITION_COLOURS = px.colors.qualitative.Set2
 BARS_UP_TO = 200  # images drawn one bar each; more as points (still selectable)
 MAX_PICKS = 100  # images kept in the address at once
 FADED = 0.25  # the opacity of bars not picked
+REFUSED_KEY = "res.cmp.refused"  # a run that could not join the comparison, said once
 MODEL_PATTERNS = ("", "/", "x", ".", "+", "-")  # a run's models apart, in its colour
+
+
+@st.cache_resource(show_spinner=False)
+def table_store() -> BoundedCache:
+    """The comparison's tables, shared by every session: a pick redraws without recounting (two runs of a
+    million cells each took 1.6 s per rerun to count, spread and match)."""
+    return BoundedCache(max_entries=32)
+
+
+def cached(make: Callable[..., Any], runs: Sequence[Run], *args: Any) -> Any:
+    """``make(runs, *args)``, computed once per runs (by folder and date) and arguments; read-only."""
+    key = (make.__module__, make.__name__, tuple((str(r.info.path), r.info.created) for r in runs), args)
+    return table_store().get_or_compute(key, lambda: make(runs, *args))
 
 
 def compare_toggle(where) -> bool:
@@ -50,6 +66,17 @@ def _runs_to_link() -> None:
     st.query_params["compare"] = ",".join(st.session_state["res.cmp.runs"])
 
 
+def join_comparison(name: str) -> None:
+    """The run ``name`` joins those compared (a row ticked in the list of runs); a fifth is refused."""
+    asked = [n for n in st.query_params.get("compare", "").split(",") if n]
+    if name in asked:
+        return
+    if len(asked) >= rc.MAX_RUNS:
+        st.session_state[REFUSED_KEY] = name
+        return
+    st.query_params["compare"] = ",".join([*asked, name])
+
+
 def runs_chosen(where, infos: Sequence[RunInfo]) -> list[RunInfo]:
     """The runs ``?compare=`` names (a missing one reported, more than four refused), as a multiselect."""
     names = [i.name for i in infos]
@@ -58,6 +85,9 @@ def runs_chosen(where, infos: Sequence[RunInfo]) -> list[RunInfo]:
         st.warning(f"No saved run is named {', '.join(f'“{n}”' for n in missing)} in `{runs_dir()}`: "
                    f"{'it' if len(missing) == 1 else 'they'} may have been deleted, or the link is mistyped. "
                    "The other runs are shown.")
+    if (refused := st.session_state.pop(REFUSED_KEY, None)) is not None:
+        st.warning(f"“{refused}” was not added: at most {rc.MAX_RUNS} runs can be compared at once. "
+                   "Remove one above first.")
     present = [n for n in asked if n in names]
     if len(present) > rc.MAX_RUNS:
         st.error(f"At most {rc.MAX_RUNS} runs can be compared at once; the link names {len(present)} "
@@ -98,8 +128,13 @@ def compare_view(where, infos: Sequence[RunInfo]) -> None:
     settings_section(runs)
 
 
-def _all_images(runs: Sequence[Run]) -> list[str]:
+def image_names(runs: Sequence[Run]) -> list[str]:
+    """Every image name of the runs, in the order first met."""
     return list(dict.fromkeys(name for run in runs for name in rc.run_images(run)["image"]))
+
+
+def _all_images(runs: Sequence[Run]) -> list[str]:
+    return cached(image_names, runs)
 
 
 def _set_picks(picks: Sequence[str]) -> None:
@@ -124,7 +159,7 @@ def image_picker(runs: Sequence[Run]) -> list[str]:
 
 def counts_section(runs: Sequence[Run], colours: dict[str, str]) -> None:
     st.subheader("Cells per condition")
-    by_condition = rc.counts_by(runs)
+    by_condition = cached(rc.counts_by, runs)
     if by_condition.empty:
         st.info("None of these runs holds cell counts.")
         return
@@ -140,10 +175,10 @@ def counts_section(runs: Sequence[Run], colours: dict[str, str]) -> None:
     fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="condition",
                       yaxis_title="cells per image", legend_title_text="run")
     st.plotly_chart(fig, width="stretch", key="res.cmp.counts")
-    table = rc.counts_by(runs, ("batch", "condition"))
+    table = cached(rc.counts_by, runs, ("batch", "condition"))
     if not table["model"].astype(bool).any():
         table = table.drop(columns="model")
-    st.dataframe(table.round(1), hide_index=True, column_config={"cells per image": st.column_config.NumberColumn(
+    st.expander("Images and cells per run, batch and condition").dataframe(table.round(1), hide_index=True, column_config={"cells per image": st.column_config.NumberColumn(
         format="%.1f", help="The mean over the images of that batch and condition")})
 
 
@@ -179,7 +214,7 @@ def per_image_figure(counts: pd.DataFrame, highlight: Sequence[str], title: str)
 
 def images_section(runs: Sequence[Run], picked: list[str]) -> None:
     st.subheader("Cells per image: pick images to find them in every run")
-    counts = rc.per_image_counts(runs)
+    counts = cached(rc.per_image_counts, runs)
     names = _all_images(runs)
     st.multiselect("Images picked", names, key="res.cmp.pick", on_change=lambda: _set_picks(
         st.session_state["res.cmp.pick"]), placeholder="Drag over bars below, or choose images here",
@@ -197,7 +232,7 @@ def images_section(runs: Sequence[Run], picked: list[str]) -> None:
         col.plotly_chart(per_image_figure(part, matched[run.info.name], run.info.name), key=key, width="stretch",
                          on_select=functools.partial(_select, key, run.info.name, names),
                          selection_mode=("box", "lasso", "points"))
-    shared = rc.shared_images(runs)
+    shared = cached(rc.shared_images, runs)
     everywhere = int((shared["runs"] == len(runs)).sum())
     st.caption(f"{plural(everywhere, 'image')} of {len(shared)} are in every run (the same pixels)."
                + ("" if everywhere == len(shared) else " The others are in some runs only."))
@@ -218,7 +253,7 @@ def picked_table(runs: Sequence[Run], picked: Sequence[str]) -> pd.DataFrame:
 
 
 def measure_section(runs: Sequence[Run], colours: dict[str, str], picked: Sequence[str]) -> None:
-    options = rc.measure_options(runs)
+    options = cached(rc.measure_options, runs)
     if not options:
         return
     st.subheader("A measurement per condition")
@@ -228,7 +263,7 @@ def measure_section(runs: Sequence[Run], colours: dict[str, str], picked: Sequen
         "Measurement", options, key="res.cmp.measure", on_change=to_link, args=("res.cmp.measure", "measure"),
         help="Boxes: 25th to 75th percentile and median; whiskers: 5th and 95th percentile, per run and condition. "
              "Diamonds: the median of each picked image.")
-    stats = rc.measure_spread(runs, column)
+    stats = cached(rc.measure_spread, runs, column)
     medians = rc.image_medians(runs, column, rc.matched_images(runs, picked))
     fig = go.Figure()
     for run in runs:
@@ -254,7 +289,7 @@ def measure_section(runs: Sequence[Run], colours: dict[str, str], picked: Sequen
 
 
 def f1_section(runs: Sequence[Run], colours: dict[str, str]) -> None:
-    table = rc.f1_table(runs)
+    table = cached(rc.f1_table, runs)
     if table.empty:
         return
     st.subheader("F1 per model (images with ground truth, IoU ≥ 0.5)")
@@ -287,7 +322,7 @@ def verdict_section(runs: Sequence[Run]) -> None:
 
 def settings_section(runs: Sequence[Run]) -> None:
     st.subheader("Settings that differ")
-    diff = rc.settings_diff(runs)
+    diff = cached(rc.settings_diff, runs)
     if diff.empty:
         st.success("These runs ran with the same settings, CellScope and package versions, and device.")
         return

@@ -251,3 +251,20 @@ def test_more_than_four_runs_are_refused_with_a_message(saved):
     assert "At most 4 runs can be compared at once; the link names 5" in error
     assert at.multiselect(key="res.cmp.runs").value == [] and not [s for s in at.subheader
                                                                    if s.value == "Cells per condition"]
+
+
+def test_picking_images_recounts_nothing(saved, monkeypatch):
+    import components.results_compare as view
+
+    calls = []
+    real = rc.per_image_counts
+    monkeypatch.setattr(rc, "per_image_counts", lambda runs: calls.append(len(runs)) or real(runs))
+    fresh = view.BoundedCache(32)  # not the server's: another test may have counted these runs already
+    monkeypatch.setattr(view, "table_store", lambda: fresh)
+    at = open_compare(compare="a,b")
+    counted = len(calls)
+    assert counted >= 1
+    for picks in (["img1"], ["img1", "img3"], []):
+        at.multiselect(key="res.cmp.pick").set_value(picks).run()
+        assert not at.exception
+    assert len(calls) == counted and "pick" not in at.query_params
