@@ -25,6 +25,7 @@ from core.text import plural
 RUN_COLOURS = px.colors.qualitative.Plotly  # one hue per run, in the order chosen
 CONDITION_COLOURS = px.colors.qualitative.Set2
 BARS_UP_TO = 200  # images drawn one bar each; more as points (still selectable)
+NAMES_UP_TO = 30  # images named under the bars, over all the runs' charts in a row
 MAX_PICKS = 100  # images kept in the address at once
 FADED = 0.25  # the opacity of bars not picked
 REFUSED_KEY = "res.cmp.refused"  # a run that could not join the comparison, said once
@@ -188,9 +189,10 @@ def _select(key: str, run: str, names: Sequence[str]) -> None:
     _set_picks([str(p["x"]) for p in points if str(p.get("x")) in names])
 
 
-def per_image_figure(counts: pd.DataFrame, highlight: Sequence[str], title: str) -> go.Figure:
+def per_image_figure(counts: pd.DataFrame, highlight: Sequence[str], title: str, *, names: bool = True) -> go.Figure:
     """One run's cells per image (bars in batch and condition order; points beyond
-    :data:`BARS_UP_TO` images), coloured by condition; ``highlight``'s images stand out."""
+    :data:`BARS_UP_TO` images), coloured by condition; ``highlight``'s images stand out; ``names``:
+    the images' names under the bars (else on hover only)."""
     ordered = counts.sort_values(["batch", "condition", "image"], kind="stable")
     order = list(dict.fromkeys(ordered["image"]))
     bars = len(order) <= BARS_UP_TO
@@ -205,7 +207,8 @@ def per_image_figure(counts: pd.DataFrame, highlight: Sequence[str], title: str)
                             selectedpoints=marked if highlight else None,
                             unselected={"marker": {"opacity": FADED}},
                             hovertemplate="%{x} (%{customdata[0]}): %{y} cells<extra>%{fullData.name}</extra>", **extra))
-    fig.update_xaxes(categoryorder="array", categoryarray=order, showticklabels=len(order) <= 40)
+    fig.update_xaxes(categoryorder="array", categoryarray=order, showticklabels=names,
+                     title_text=None if names else "images (hover for names)")
     fig.update_layout(title=dict(text=title, font_size=14), height=300, margin=dict(l=10, r=10, t=40, b=10),
                       dragmode="select", barmode="group", legend=dict(orientation="h", y=-0.25),
                       yaxis_title="cells")
@@ -229,8 +232,9 @@ def images_section(runs: Sequence[Run], picked: list[str]) -> None:
             col.caption(f"**{run.info.name}** holds no cell counts.")
             continue
         key = f"res.cmp.sel.{run.info.name}.{version}"
-        col.plotly_chart(per_image_figure(part, matched[run.info.name], run.info.name), key=key, width="stretch",
-                         on_select=functools.partial(_select, key, run.info.name, names),
+        names_fit = part["image"].nunique() * len(runs) <= NAMES_UP_TO
+        fig = per_image_figure(part, matched[run.info.name], run.info.name, names=names_fit)
+        col.plotly_chart(fig, key=key, width="stretch", on_select=functools.partial(_select, key, run.info.name, names),
                          selection_mode=("box", "lasso", "points"))
     shared = cached(rc.shared_images, runs)
     everywhere = int((shared["runs"] == len(runs)).sum())

@@ -29,7 +29,7 @@ def results_page() -> None:
     require_router()
     st.title("Results")
     infos = list_runs()
-    picker, mode = st.columns([1, 2], vertical_alignment="bottom")
+    picker, mode = st.columns([3, 2], vertical_alignment="bottom")  # room for four runs compared
     if compare_toggle(mode):
         compare_view(picker, infos)
         st.divider()
