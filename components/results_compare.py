@@ -183,7 +183,7 @@ def counts_section(runs: Sequence[Run], colours: dict[str, str]) -> None:
         format="%.1f", help="The mean over the images of that batch and condition")})
 
 
-def _select(key: str, run: str, names: Sequence[str]) -> None:
+def _select(key: str, names: Sequence[str]) -> None:
     """A per-image chart's ``on_select``: the images under the drag (or clicked) become the picks."""
     points = st.session_state[key].selection.get("points", [])
     _set_picks([str(p["x"]) for p in points if str(p.get("x")) in names])
@@ -234,7 +234,7 @@ def images_section(runs: Sequence[Run], picked: list[str]) -> None:
         key = f"res.cmp.sel.{run.info.name}.{version}"
         names_fit = part["image"].nunique() * len(runs) <= NAMES_UP_TO
         fig = per_image_figure(part, matched[run.info.name], run.info.name, names=names_fit)
-        col.plotly_chart(fig, key=key, width="stretch", on_select=functools.partial(_select, key, run.info.name, names),
+        col.plotly_chart(fig, key=key, width="stretch", on_select=functools.partial(_select, key, names),
                          selection_mode=("box", "lasso", "points"))
     shared = cached(rc.shared_images, runs)
     everywhere = int((shared["runs"] == len(runs)).sum())

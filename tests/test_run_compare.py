@@ -76,7 +76,8 @@ def root(tmp_path, monkeypatch):
 def saved(root):
     """Run a: segmentation + comparison of two models. Run b: the same images, img0 renamed
     "renamed0" and img5 other pixels under the same name; another threshold offset, device and
-    torch; a cell map with its verdict. Run c: a segmentation alone."""
+    torch; a cell map with its verdict. Runs c, d, e: a segmentation alone. Run f: a comparison alone
+    (each model's object counts)."""
     rng = np.random.default_rng(7)
     plain = _inputs()
     b_inputs = _inputs(names={"img0": "renamed0"}, hashes={"img5": "hash-other5"})
@@ -85,7 +86,8 @@ def saved(root):
     save_run("c", [_segmentation(rng, plain, -0.01)])
     save_run("d", [_segmentation(rng, plain, -0.01)])
     save_run("e", [_segmentation(rng, plain, -0.01)])
-    return {name: open_run(name) for name in "abcde"}
+    save_run("f", [_compare(rng, plain)])
+    return {name: open_run(name) for name in "abcdef"}
 
 
 # ---- the tables ----------------------------------------------------------------------------------------------------
@@ -184,6 +186,15 @@ def open_compare(**params) -> AppTest:
     return at
 
 
+def _values(array) -> list[float]:
+    """A plotly JSON array: a list, or typed binary data ({"dtype", "bdata"})."""
+    import base64
+
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
 def _figures(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
@@ -268,3 +279,15 @@ def test_picking_images_recounts_nothing(saved, monkeypatch):
         at.multiselect(key="res.cmp.pick").set_value(picks).run()
         assert not at.exception
     assert len(calls) == counted and "pick" not in at.query_params
+
+
+def test_a_comparison_alone_counts_each_models_objects_and_highlights_each_models_bar(saved):
+    at = open_compare(compare="a,f", pick="img2")
+    counts = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert [t["name"] for t in counts] == ["a", "f · classical", "f · yolo11n-nuclei"]
+    scores = saved["f"].analysis("compare").tables["scores"]
+    yolo = scores[scores["model"] == "yolo11n-nuclei"].groupby("condition")["objects"].mean()
+    assert _values(counts[2]["y"]) == pytest.approx(list(yolo))  # conditions in order: control, treated
+    figure = next(f for f in _figures(at) if f["layout"].get("title", {}).get("text") == "f")
+    picked = sorted((t["name"], t["x"][i]) for t in figure["data"] for i in t.get("selectedpoints") or [])
+    assert picked == [("control · classical", "img2"), ("control · yolo11n-nuclei", "img2")]
