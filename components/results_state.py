@@ -1,12 +1,11 @@
 """The Results page's data: the saved runs as a table, one run read once per server (a bounded
-cache keyed by its name and its ``run.json``'s time, shared read-only by every session), what its
-tables say (cells per image, F1 per model, a measurement's spread), and the choices that live in
-the address (``?run=``, ``?view=``, ``?measure=``) so that a copied link shows the same view."""
+cache keyed by its name and its ``run.json``'s time, shared read-only by every session; what its
+tables say is :mod:`core.run_tables`), and the choices that live in the address (``?run=``,
+``?view=``, ``?measure=``) so that a copied link shows the same view."""
 
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,69 +68,6 @@ def search_runs(table: pd.DataFrame, text: str) -> pd.DataFrame:
         return table
     rows = table.map(lambda v: "" if pd.isna(v) else str(v)).agg(" ".join, axis=1).str.lower()  # a run without cells too
     return table[[all(w in row for w in words) for row in rows]]
-
-
-def cells_per_image(run: Run) -> pd.DataFrame | None:
-    """image, batch, condition, cells (and model, where the counts are each model's objects): from
-    a segmentation's summary, else a per-cell table, else a comparison's object counts."""
-    seg = run.analysis("segmentation")
-    if seg is not None and "summary" in seg.tables:
-        return seg.tables["summary"][["image", "batch", "condition", "cells"]]
-    for kind in ("segmentation", "cellmap"):
-        if (a := run.analysis(kind)) is not None and "cells" in a.tables:
-            cells = a.tables["cells"]
-            return cells.groupby(["image", "batch", "condition"], sort=False).size().rename("cells").reset_index()
-    if (compare := run.analysis("compare")) is not None and "scores" in compare.tables:
-        scores = compare.tables["scores"]
-        return scores[["image", "batch", "condition", "model", "objects"]].rename(columns={"objects": "cells"})
-    return None
-
-
-def cells_table(run: Run) -> pd.DataFrame | None:
-    """The run's per-cell measurements (a segmentation's, else a cell map's)."""
-    for kind in ("segmentation", "cellmap"):
-        if (a := run.analysis(kind)) is not None and "cells" in a.tables:
-            return a.tables["cells"]
-    return None
-
-
-def measurements(cells: pd.DataFrame) -> list[str]:
-    """The columns worth plotting: numbers measured on cells, not ids, positions or features."""
-    skip = {"label", "image_index", "x", "y", "cluster"}
-    return [c for c in cells.columns if pd.api.types.is_numeric_dtype(cells[c]) and c not in skip
-            and not c.startswith(("f_", "bbox_", "centroid_"))]
-
-
-def spread(cells: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Per batch and condition: n, the 5th, 25th, 50th, 75th and 95th percentiles of ``column``,
-    computed here so that a million cells send a few numbers to the browser, not a million."""
-    groups = cells.groupby(["batch", "condition"], sort=True)[column]
-    out = groups.quantile([0.05, 0.25, 0.5, 0.75, 0.95]).unstack()
-    out.columns = ["p5", "q1", "median", "q3", "p95"]
-    return out.assign(n=groups.size()).reset_index()
-
-
-def f1_by_model(run: Run) -> pd.DataFrame | None:
-    """Per model, over the images with ground truth: mean precision, recall, F1 and images scored."""
-    compare = run.analysis("compare")
-    if compare is None or "scores" not in compare.tables:
-        return None
-    scores = compare.tables["scores"].dropna(subset=["f1"])
-    if scores.empty:
-        return None
-    table = scores.groupby("model", sort=False).agg(images=("image", "size"), precision=("precision", "mean"),
-                                                    recall=("recall", "mean"), f1=("f1", "mean"))
-    return table.reset_index()
-
-
-def json_file(run: Run, kind: str, name: str) -> dict[str, Any] | None:
-    analysis = run.analysis(kind)
-    if analysis is None or name not in analysis.files:
-        return None
-    try:
-        return json.loads(analysis.files[name])
-    except ValueError:
-        return None
 
 
 def run_zip(folder: Path) -> bytes:

@@ -14,23 +14,12 @@ import streamlit as st
 
 from components.auth import delete_refusal
 from components.downloads import download_button
-from components.results_state import (
-    cells_per_image,
-    cells_table,
-    date_text,
-    f1_by_model,
-    from_link,
-    json_file,
-    measurements,
-    run_zip,
-    runs_table,
-    search_runs,
-    spread,
-    to_link,
-)
+from components.results_compare import join_comparison
+from components.results_state import date_text, from_link, run_zip, runs_table, search_runs, to_link
 from core.analysis import cellscope_version
 from core.figures.cellmap import map_figure
 from core.figures.report import run_report_html
+from core.run_tables import cells_per_image, cells_table, f1_by_model, json_file, measurements, spread
 from core.runs import Run, RunInfo, delete_run, runs_dir
 from core.text import plural
 
@@ -58,14 +47,17 @@ def run_list(infos: Sequence[RunInfo]) -> None:
                  on_select=functools.partial(open_chosen_row, list(shown["name"])),
                  column_config={"images": st.column_config.NumberColumn(format="%d"),
                                 "cells": st.column_config.NumberColumn(format="%d")})
-    st.caption(f"{len(shown)} of {plural(len(table), 'run')} · Tick a row's box to open that run. "
+    action = "add that run to those compared" if "compare" in st.query_params else "open that run"
+    st.caption(f"{len(shown)} of {plural(len(table), 'run')} · Tick a row's box to {action}. "
                + where_runs_come_from())
 
 
 def open_chosen_row(names: list[str]) -> None:
     """The list's ``on_select``: the run of the row chosen becomes the run shown (and the address's)."""
     rows = st.session_state["res.table"].selection.rows
-    if rows:
+    if rows and "compare" in st.query_params:  # Compare runs is on: the row's run joins those compared
+        join_comparison(names[rows[0]])
+    elif rows:
         st.session_state["res.run"] = names[rows[0]]
         to_link("res.run", "run")
 

@@ -1,11 +1,13 @@
 """Results: the saved runs, searchable, and one run's plate overview, F1 per model, batch-effect
-verdict, cell map and CAM summary. Read-only (but for deleting a run); the address names the run
-and the view, so a copied link shows the same thing."""
+verdict, cell map and CAM summary, or two to four runs compared. Read-only (but for deleting a
+run); the address names the run and the view (or the runs compared), so a copied link shows the
+same thing."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from components.results_compare import compare_toggle, compare_view
 from components.results_state import load_run
 from components.results_views import (
     cellmap_view,
@@ -27,9 +29,11 @@ def results_page() -> None:
     require_router()
     st.title("Results")
     infos = list_runs()
-    picker, _ = st.columns([1, 2])
-    info = run_picker(picker, infos)
-    if info is not None:
+    picker, mode = st.columns([3, 2], vertical_alignment="bottom")  # room for four runs compared
+    if compare_toggle(mode):
+        compare_view(picker, infos)
+        st.divider()
+    elif (info := run_picker(picker, infos)) is not None:
         try:
             run = load_run(info)
         except (OSError, ValueError, KeyError) as exc:

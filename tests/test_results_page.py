@@ -254,7 +254,7 @@ def test_a_run_is_read_from_disk_once_however_often_it_is_shown(saved, monkeypat
 
 
 def test_spread_gives_the_percentiles_of_each_batch_and_condition():
-    from components.results_state import spread
+    from core.run_tables import spread
 
     rng = np.random.default_rng(0)
     cells = pd.DataFrame({"batch": np.repeat(["a", "b"], 500), "condition": np.tile(["x", "y"], 500),

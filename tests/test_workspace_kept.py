@@ -41,6 +41,10 @@ NOT_KEPT = {
     "res.color": "what the saved map is coloured by lives in the address (?color=)",
     "res.sure": "a confirmation to delete a run is asked anew each time",
     "tr.del.*": "which trained model to delete, and the confirmation, are asked anew each time",
+    "res.cmp.on": "Compare runs is on while the address holds ?compare=",
+    "res.cmp.runs": "the runs compared live in the address (?compare=a,b)",
+    "res.cmp.measure": "the measurement compared lives in the address (?measure=)",
+    "res.cmp.pick": "the images picked live in the address (?pick=, once per image)",
 }
 # Our pages' keys: none of these may appear in components/workspace.py.
 PAGE_KEY_STARTS = ("cm.", "cmp.", "ex.", "tr.", "pre_", "rcp.", "viewer_image", "data_viewer", "dataset", "recipe",

@@ -1,0 +1,80 @@
+"""What a saved run's tables say, for the Results page's views of one run and its comparison of
+runs: cells per image, the per-cell measurements, a measurement's spread, F1 per model and the
+run's JSON files (the plate-effect verdict, the classifier's report). Plain pandas on the
+:class:`~core.runs.Run`'s tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from core.runs import Run
+
+QUANTILES = {"p5": 0.05, "q1": 0.25, "median": 0.5, "q3": 0.75, "p95": 0.95}
+
+
+def cells_per_image(run: Run) -> pd.DataFrame | None:
+    """image, batch, condition, cells (and model, where the counts are each model's objects): from
+    a segmentation's summary, else a per-cell table, else a comparison's object counts."""
+    seg = run.analysis("segmentation")
+    if seg is not None and "summary" in seg.tables:
+        return seg.tables["summary"][["image", "batch", "condition", "cells"]]
+    for kind in ("segmentation", "cellmap"):
+        if (a := run.analysis(kind)) is not None and "cells" in a.tables:
+            cells = a.tables["cells"]
+            return cells.groupby(["image", "batch", "condition"], sort=False).size().rename("cells").reset_index()
+    if (compare := run.analysis("compare")) is not None and "scores" in compare.tables:
+        scores = compare.tables["scores"]
+        return scores[["image", "batch", "condition", "model", "objects"]].rename(columns={"objects": "cells"})
+    return None
+
+
+def cells_table(run: Run) -> pd.DataFrame | None:
+    """The run's per-cell measurements (a segmentation's, else a cell map's)."""
+    for kind in ("segmentation", "cellmap"):
+        if (a := run.analysis(kind)) is not None and "cells" in a.tables:
+            return a.tables["cells"]
+    return None
+
+
+def measurements(cells: pd.DataFrame) -> list[str]:
+    """The columns worth plotting: numbers measured on cells, not ids, positions or features."""
+    skip = {"label", "image_index", "x", "y", "cluster"}
+    return [c for c in cells.columns if pd.api.types.is_numeric_dtype(cells[c]) and c not in skip
+            and not c.startswith(("f_", "bbox_", "centroid_"))]
+
+
+def spread(cells: pd.DataFrame, column: str, by: Sequence[str] = ("batch", "condition")) -> pd.DataFrame:
+    """Per group of ``by``: n, the 5th, 25th, 50th, 75th and 95th percentiles of ``column``,
+    computed here so that a million cells send a few numbers to the browser, not a million."""
+    groups = cells.groupby(list(by), sort=True)[column]
+    out = groups.quantile(list(QUANTILES.values())).unstack()
+    out.columns = list(QUANTILES)
+    return out.assign(n=groups.size()).reset_index()
+
+
+def f1_by_model(run: Run) -> pd.DataFrame | None:
+    """Per model, over the images with ground truth: mean precision, recall, F1 and images scored."""
+    compare = run.analysis("compare")
+    if compare is None or "scores" not in compare.tables:
+        return None
+    scores = compare.tables["scores"].dropna(subset=["f1"])
+    if scores.empty:
+        return None
+    table = scores.groupby("model", sort=False).agg(images=("image", "size"), precision=("precision", "mean"),
+                                                    recall=("recall", "mean"), f1=("f1", "mean"))
+    return table.reset_index()
+
+
+def json_file(run: Run, kind: str, name: str) -> dict[str, Any] | None:
+    """The JSON file ``name`` of the run's ``kind`` analysis, or None when absent or unreadable."""
+    analysis = run.analysis(kind)
+    if analysis is None or name not in analysis.files:
+        return None
+    try:
+        return json.loads(analysis.files[name])
+    except ValueError:
+        return None
