@@ -26,8 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from core.analysis import Analysis
 from core.names import name_problem
+from core.saved_record import SavedTables
 
 RUNS_ENV = "CELLSCOPE_RUNS_DIR"
 RUN_FILE = "run.json"
@@ -74,6 +77,34 @@ class Run:
         """The run's first analysis of ``kind``, or None."""
         return next((a for a in self.analyses if a.kind == kind), None)
 
+    def table(self, kind: str, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
+        """Table ``name`` of the run's ``kind`` analysis, only ``columns`` of it (all with None), read
+        from its Parquet file (a table read whole already comes from memory); None where the run has
+        no such analysis or table. KeyError naming them for columns the table lacks."""
+        analysis = self.analysis(kind)
+        info = analysis.table_info(name) if analysis is not None else None
+        if info is None:
+            return None
+        if columns is not None and (missing := [c for c in columns if c not in info["columns"]]):
+            raise KeyError(f"the {kind} table {name!r} has no column {', '.join(map(repr, missing))} "
+                           f"(it has {', '.join(info['columns'])})")
+        if isinstance(analysis.tables, SavedTables):
+            return analysis.tables.read(name, columns)
+        table = analysis.tables[name]
+        return table if columns is None else table[list(columns)]
+
+    def table_columns(self, kind: str, name: str) -> list[str]:
+        """The columns of table ``name`` of the ``kind`` analysis, from its manifest ([] if none)."""
+        analysis = self.analysis(kind)
+        info = analysis.table_info(name) if analysis is not None else None
+        return list(info["columns"]) if info else []
+
+    def table_rows(self, kind: str, name: str) -> int:
+        """The rows of table ``name`` of the ``kind`` analysis, from its manifest (0 if none)."""
+        analysis = self.analysis(kind)
+        info = analysis.table_info(name) if analysis is not None else None
+        return int(info["rows"]) if info else 0
+
 
 def _models(analysis: Analysis) -> list[str]:
     settings = analysis.settings
@@ -92,8 +123,8 @@ def _numbers(analysis: Analysis) -> dict[str, Any]:
     summary = analysis.tables.get("summary")
     if summary is not None and "f1" in summary.columns and summary["f1"].notna().any():
         numbers[f"mean F1 {analysis.settings.get('model', 'recipe')}"] = round(float(summary["f1"].mean()), 4)
-    if "cam_cells" in analysis.tables:
-        numbers["explained cells"] = len(analysis.tables["cam_cells"])
+    if (cam_cells := analysis.table_info("cam_cells")) is not None:
+        numbers["explained cells"] = int(cam_cells["rows"])
     if "classifier.json" in analysis.files:
         try:
             report = json.loads(analysis.files["classifier.json"])
@@ -113,7 +144,8 @@ def _numbers(analysis: Analysis) -> dict[str, Any]:
 
 def _cells(analysis: Analysis) -> int | None:
     """The cells the analysis found (an explanation's table holds only the cells it explained)."""
-    return len(analysis.tables["cells"]) if "cells" in analysis.tables else None
+    info = analysis.table_info("cells")
+    return int(info["rows"]) if info else None
 
 
 def summary_of(name: str, analyses: Sequence[Analysis], *, owner: str | None = None, note: str = "",
@@ -216,7 +248,8 @@ def _folder(name: str, root: str | Path | None) -> Path:
 
 
 def open_run(name: str, root: str | Path | None = None) -> Run:
-    """The run ``name`` with its analyses read back (tables, files, settings, provenance)."""
+    """The run ``name``: its ``run.json`` and each analysis's manifest (settings, provenance, inputs);
+    tables are read when first asked for, files and images each time."""
     folder = _folder(name, root)
     info = _info(folder, json.loads((folder / RUN_FILE).read_text()))
     analyses = tuple(Analysis.load(path) for path in sorted((folder / "analyses").iterdir()) if path.is_dir())

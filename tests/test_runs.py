@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -225,3 +226,38 @@ def test_the_report_draws_its_figures_with_the_network_blocked(analyses, root, t
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
         assert page.locator(".js-plotly-plot").count() == 2 and asked == []
         browser.close()
+
+
+def test_opening_a_run_reads_no_table_until_one_is_asked_for(analyses, root, monkeypatch):
+    """open_run reads manifests only; Run.table reads the columns asked for, and a table read whole
+    is read once; columns and rows come from the manifest."""
+    import pyarrow.parquet as pq
+
+    segmentation, compare = analyses
+    save_run("lazy", [segmentation, compare])
+    reads, real = [], pq.read_table
+
+    def counted(path, *args, columns=None, **kwargs):
+        reads.append((Path(path).name, None if columns is None else tuple(columns)))
+        return real(path, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", counted)
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("pd.read_parquet called"))
+    run = open_run("lazy")
+    seg = run.analysis("segmentation")
+    assert reads == [] and "cells" in seg.tables and set(seg.tables) == {"summary", "cells"}
+    assert seg.manifest()["tables"]["cells"]["rows"] == len(segmentation.tables["cells"])
+    assert "cells.csv" in seg.files and reads == []
+    assert run.table_columns("segmentation", "cells") == [str(c) for c in segmentation.tables["cells"].columns]
+    assert run.table_rows("segmentation", "cells") == len(segmentation.tables["cells"]) and reads == []
+    assert run.table_rows("explain", "cells") == 0 and run.table_columns("segmentation", "nope") == []
+    area = run.table("segmentation", "cells", ["image", "area"])
+    assert reads == [("cells.parquet", ("image", "area"))] and list(area.columns) == ["image", "area"]
+    pd.testing.assert_frame_equal(area, segmentation.tables["cells"][["image", "area"]], check_dtype=False)
+    assert run.table("explain", "cells") is None and run.table("segmentation", "nope") is None
+    with pytest.raises(KeyError, match="has no column 'volume'"):
+        run.table("segmentation", "cells", ["image", "volume"])
+    whole = seg.tables["cells"]
+    assert seg.tables["cells"] is whole and reads[-1] == ("cells.parquet", None) and len(reads) == 2
+    assert run.table("segmentation", "cells", ["area"])["area"].tolist() == whole["area"].tolist() and len(reads) == 2
+    assert seg.files["cells.csv"] == segmentation.files["cells.csv"]  # read from disk when asked

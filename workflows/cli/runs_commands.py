@@ -61,7 +61,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     print(json.dumps(run.info.to_dict(), indent=2))
     for analysis in run.analyses:
-        tables = ", ".join(f"{name} ({len(t):,} rows)" for name, t in analysis.tables.items())
+        tables = ", ".join(f"{name} ({analysis.table_info(name)['rows']:,} rows)" for name in analysis.tables)
         print(f"{analysis.kind}: {len(analysis.inputs)} images; tables {tables or 'none'}; "
               f"{len(analysis.files)} files; made {analysis.created} with CellScope "
               f"{cellscope_version(analysis.provenance)} on {analysis.provenance.get('device', '?')}")
