@@ -109,7 +109,7 @@ class Analysis:
         hashes = self.files.hashes if isinstance(self.files, SavedFiles) else \
             {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}
         tables = {name: self.table_info(name) for name in self.tables}
-        if self.labels and not isinstance(self.tables, SavedTables):
+        if not isinstance(self.tables, SavedTables) and self.labels:
             tables[LABELS_TABLE] = {"rows": len(self.labels), "columns": ["image", "model", "file"]}
         return {"kind": self.kind, "created": self.created,
                 "inputs": [vars(f) for f in self.inputs], "settings": jsonable(self.settings),

@@ -85,7 +85,7 @@ class SavedLabels(Mapping[tuple[str, str], np.ndarray]):
     """A saved record's label images by (image, model), each read from its TIFF when asked for."""
 
     def __init__(self, folder: Path, files: Mapping[tuple[str, str], str]) -> None:
-        self._folder, self.files = folder, dict(files)
+        self._folder, self.files = folder, files  # read when first used
 
     def __getitem__(self, key: tuple[str, str]) -> np.ndarray:
         return read_label_tiff(self._folder / self.files[key])

@@ -79,11 +79,11 @@ def test_a_save_that_fails_half_way_leaves_nothing(analyses, root, monkeypatch):
     segmentation, compare = analyses
     calls, real = [], Analysis.save
 
-    def failing(self, where):
+    def failing(self, where, **kwargs):
         calls.append(where)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real(self, where)
+        return real(self, where, **kwargs)
 
     monkeypatch.setattr(Analysis, "save", failing)
     with pytest.raises(OSError, match="disk full"):
@@ -105,8 +105,8 @@ from workflows.segmentation import run_segmentation
 
 record = run_segmentation(make_example_dataset(size=96, fields_per_plate=1), DEFAULT_RECIPE).analysis
 real = Analysis.save
-def slow(self, where):
-    real(self, where)
+def slow(self, where, **kwargs):
+    real(self, where, **kwargs)
     print("written", flush=True)
     time.sleep(60)
 Analysis.save = slow
@@ -161,13 +161,18 @@ def test_the_runs_commands_and_save_run(root, tmp_path, capsys):
     gt = str(tmp_path / "ex" / "masks" / "plateA_field1.tif")
     args = ["compare", image, "--models", "classical", "--gt", gt, "--out", str(tmp_path / "c"), "--save-run", "cli-1"]
     assert main(args) == 0
-    assert "saved run cli-1 (compare) in " in capsys.readouterr().out
+    assert "saved run cli-1 (compare, 1 image kept) in " in capsys.readouterr().out
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    from core.run_images import image_index, run_labels
+
+    assert image_index(open_run("cli-1"))["image"].tolist() == ["plateA_field1"]  # the image kept for the browser
+    assert set(run_labels(open_run("cli-1"), "plateA_field1")) == {"classical"}
+    assert not any(p.suffix == ".tif" and p.parent != tmp_path / "c" for p in (tmp_path / "c").rglob("*"))  # no second copy
     assert main(["runs", "list", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["name"] == "cli-1" and listed["numbers"]["mean F1 classical"] == pytest.approx(
         metrics["classical"]["f1"], abs=1e-4)
-    assert main(["runs", "show", "cli-1"]) == 0 and "compare: 1 images; tables scores (1 rows)" in capsys.readouterr().out
+    assert main(["runs", "show", "cli-1"]) == 0 and "compare: 1 images; tables labels (1 rows), scores (1 rows)" in capsys.readouterr().out
     # Taken and unsafe names are refused before any work: nothing is written to --out.
     for name, said in (("cli-1", "exists already"), ("a/b", "uses letters")):
         assert main([*args[:-4], "--out", str(tmp_path / "never"), "--save-run", name]) == 1
@@ -245,7 +250,7 @@ def test_opening_a_run_reads_no_table_until_one_is_asked_for(analyses, root, mon
     monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("pd.read_parquet called"))
     run = open_run("lazy")
     seg = run.analysis("segmentation")
-    assert reads == [] and "cells" in seg.tables and set(seg.tables) == {"summary", "cells"}
+    assert reads == [] and "cells" in seg.tables and set(seg.tables) == {"summary", "cells", "labels"}
     assert seg.manifest()["tables"]["cells"]["rows"] == len(segmentation.tables["cells"])
     assert "cells.csv" in seg.files and reads == []
     assert run.table_columns("segmentation", "cells") == [str(c) for c in segmentation.tables["cells"].columns]

@@ -1,7 +1,8 @@
 """The recipe on every image (the Preprocess page's *Run on all images*): segment and measure each
 image through the one image loop, and return an :class:`~core.analysis.Analysis` with the
 summary (a row per image: cells, F1 with ground truth), every cell's measurements and the label
-images (``labels.zip``, with ``provenance.json``)."""
+images (``labels.zip``, with ``provenance.json``; also as the record's ``labels``, which a saved run
+keeps as one TIFF per image)."""
 
 from __future__ import annotations
 
@@ -73,5 +74,6 @@ def run_segmentation(images: Sequence[CellImage], recipe: Recipe, *,
     zipped = labels_zip(labels, prov)
     files = LazyFiles({"labels.zip": lambda: zipped, "cells.csv": lambda: with_provenance(cells, prov).to_csv(index=False)})
     record = Analysis("segmentation", inputs_of(list(images)), {"recipe": recipe.to_dict(), "model": MODEL}, prov,
-                      tables={"summary": summary, "cells": cells}, files=files)
+                      tables={"summary": summary, "cells": cells}, files=files,
+                      labels={(name, MODEL): image_labels for name, image_labels in labels.items()})
     return SegmentationRun(record, run.problems)

@@ -9,7 +9,10 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from core.analysis import Analysis
+    from core.data.images import CellImage
 
 
 def check_save_run(args: argparse.Namespace) -> None:
@@ -27,13 +30,15 @@ def check_save_run(args: argparse.Namespace) -> None:
                          "name, or delete it with `runs delete`")
 
 
-def save_if_asked(args: argparse.Namespace, *analyses: Analysis) -> None:
-    """Save ``analyses`` as the run ``--save-run`` names, if it names one, and say where."""
+def save_if_asked(args: argparse.Namespace, *analyses: Analysis, images: Sequence[CellImage] = ()) -> None:
+    """Save ``analyses`` (and the display pictures of ``images``, for the Results page's image
+    browser) as the run ``--save-run`` names, if it names one, and say where."""
     from core.runs import save_run
+    from core.text import plural
 
     if getattr(args, "save_run", None):
-        info = save_run(args.save_run, analyses)
-        print(f"saved run {info.name} ({', '.join(info.kinds)}) in {info.path}")
+        info = save_run(args.save_run, analyses, images=images)
+        print(f"saved run {info.name} ({', '.join(info.kinds)}, {plural(len(images), 'image')} kept) in {info.path}")
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
