@@ -72,8 +72,11 @@ def image_picker(index: pd.DataFrame) -> str | None:
     c1, c2, c3 = st.columns([1, 1, 2])
     batch = _filter(c1, index, "batch", "res.img_batch", "image_batch")
     condition = _filter(c2, index, "condition", "res.img_condition", "image_condition")
-    shown = index[((index["batch"] == batch) if batch is not None else True)
-                  & ((index["condition"] == condition) if condition is not None else True)]
+    keep = np.ones(len(index), bool)
+    for column, value in (("batch", batch), ("condition", condition)):
+        if value is not None:
+            keep &= (index[column].astype(str) == value).to_numpy()
+    shown = index[keep]
     names = shown["image"].astype(str).tolist()
     if not names:
         st.info("No saved image has this batch and condition: clear a filter.")

@@ -40,6 +40,10 @@ NOT_KEPT = {
     "res.measure": "the measurement plotted lives in the address (?measure=)",
     "res.color": "what the saved map is coloured by lives in the address (?color=)",
     "res.sure": "a confirmation to delete a run is asked anew each time",
+    "res.image": "the saved image shown lives in the address (?image=)",
+    "res.models": "the models whose outlines are drawn live in the address (?model=, repeated)",
+    "res.img_batch": "the image browser's batch filter lives in the address (?image_batch=)",
+    "res.img_condition": "the image browser's condition filter lives in the address (?image_condition=)",
 }
 # Our pages' keys: none of these may appear in components/workspace.py.
 PAGE_KEY_STARTS = ("cm.", "cmp.", "ex.", "tr.", "pre_", "rcp.", "viewer_image", "data_viewer", "dataset", "recipe",
