@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.data.images import CellImage
@@ -66,6 +67,23 @@ class LazyFiles(Mapping[str, bytes]):
         return self._made[name]
 
     def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
+class LazyLabels(Mapping[tuple[str, str], np.ndarray]):
+    """Label images made each time one is read (e.g. decoded from a zip the record holds anyway),
+    so a record kept for *Save as run* does not hold every image's labels a second time."""
+
+    def __init__(self, makers: Mapping[tuple[str, str], Callable[[], np.ndarray]]) -> None:
+        self._makers = dict(makers)
+
+    def __getitem__(self, key: tuple[str, str]) -> np.ndarray:
+        return self._makers[key]()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._makers)
 
     def __len__(self) -> int:

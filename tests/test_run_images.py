@@ -15,7 +15,7 @@ from core.run_images import cell_crop, image_index, run_image, run_labels
 from core.runs import DISPLAY_SIDE, open_run, save_run
 from core.segmentation.recipe import DEFAULT_RECIPE
 from workflows.compare import run_compare
-from workflows.segmentation import run_segmentation
+from workflows.segmentation import recipe_instances, run_segmentation
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_images_and_each_models_labels_come_back_from_a_run(records, root, train
     for img in training_example:
         found = run_labels(run, img.name)
         assert set(found) == {"classical"} and found["classical"].dtype == np.uint16
-        np.testing.assert_array_equal(found["classical"], segmentation.labels[(img.name, "classical")])
+        np.testing.assert_array_equal(found["classical"], recipe_instances(img, DEFAULT_RECIPE).labels)  # the segmentation's
         np.testing.assert_array_equal(run.analysis("compare").labels[(img.name, "classical")],
                                       compare.results[(img.name, "classical")].labels)
     assert run_image(run, "no such image") is None and run_labels(run, "no such image") == {}
