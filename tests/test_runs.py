@@ -172,7 +172,10 @@ def test_the_runs_commands_and_save_run(root, tmp_path, capsys):
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["name"] == "cli-1" and listed["numbers"]["mean F1 classical"] == pytest.approx(
         metrics["classical"]["f1"], abs=1e-4)
-    assert main(["runs", "show", "cli-1"]) == 0 and "compare: 1 images; tables labels (1 rows), scores (1 rows)" in capsys.readouterr().out
+    assert main(["runs", "show", "cli-1"]) == 0
+    shown = capsys.readouterr().out
+    assert "compare: 1 images; tables labels (1 rows), scores (1 rows); 1 label images;" in shown
+    assert "1 images kept" in shown
     # Taken and unsafe names are refused before any work: nothing is written to --out.
     for name, said in (("cli-1", "exists already"), ("a/b", "uses letters")):
         assert main([*args[:-4], "--out", str(tmp_path / "never"), "--save-run", name]) == 1

@@ -63,11 +63,16 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     from core.analysis import cellscope_version
     from core.runs import open_run
 
+    from core.run_images import image_index
+
     run = open_run(args.run)
     print(json.dumps(run.info.to_dict(), indent=2))
+    index = image_index(run)
+    print("no images kept" if index is None else f"{len(index):,} images kept (pictures for the Results page)")
     for analysis in run.analyses:
         tables = ", ".join(f"{name} ({analysis.table_info(name)['rows']:,} rows)" for name in analysis.tables)
-        print(f"{analysis.kind}: {len(analysis.inputs)} images; tables {tables or 'none'}; "
+        labels = f"; {len(analysis.labels):,} label images" if analysis.labels else ""
+        print(f"{analysis.kind}: {len(analysis.inputs)} images; tables {tables or 'none'}{labels}; "
               f"{len(analysis.files)} files; made {analysis.created} with CellScope "
               f"{cellscope_version(analysis.provenance)} on {analysis.provenance.get('device', '?')}")
     return 0
