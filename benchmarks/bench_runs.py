@@ -67,6 +67,8 @@ class SmallImages(Sequence[CellImage]):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(IMAGES))]
+        if not 0 <= i < IMAGES:
+            raise IndexError(i)
         pixels = np.roll(self._base, i, axis=1)
         return CellImage(image_name(i), pixels, self._channels, batch=f"plate{i % 20:02d}",
                          condition="control" if i % 2 == 0 else "treated")

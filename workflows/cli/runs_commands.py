@@ -61,9 +61,8 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from core.analysis import cellscope_version
-    from core.runs import open_run
-
     from core.run_images import image_index
+    from core.runs import open_run
 
     run = open_run(args.run)
     print(json.dumps(run.info.to_dict(), indent=2))
