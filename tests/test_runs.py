@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT
@@ -269,3 +270,22 @@ def test_opening_a_run_reads_no_table_until_one_is_asked_for(analyses, root, mon
     assert seg.tables["cells"] is whole and reads[-1] == ("cells.parquet", None) and len(reads) == 2
     assert run.table("segmentation", "cells", ["area"])["area"].tolist() == whole["area"].tolist() and len(reads) == 2
     assert seg.files["cells.csv"] == segmentation.files["cells.csv"]  # read from disk when asked
+
+
+def test_embed_saves_its_images_and_the_segmenters_labels_into_the_run_only(root, tmp_path, capsys):
+    from core.io.example import make_example_dataset
+    from core.io.export import write_dataset
+    from core.run_images import image_index, run_labels
+    from workflows.cli import main
+
+    images = make_example_dataset(size=96, fields_per_plate=1)
+    write_dataset(images, tmp_path / "ex")
+    assert main(["embed", str(tmp_path / "ex"), "--out", str(tmp_path / "out"), "--save-run", "emb"]) == 0
+    assert "saved run emb (cellmap, 3 images kept)" in capsys.readouterr().out
+    run = open_run("emb")
+    assert sorted(image_index(run)["image"]) == sorted(img.name for img in images)
+    cells = run.table("cellmap", "cells", ["image", "label"])
+    for name, labels in ((n, run_labels(run, n)) for n in cells["image"].unique()):
+        assert set(labels) == {"classical"}
+        assert set(np.unique(labels["classical"])) - {0} == set(cells[cells["image"] == name]["label"])  # the cells' ids
+    assert not list((tmp_path / "out").rglob("*.tif"))  # --out gets the command's files, not the labels
