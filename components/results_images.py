@@ -21,7 +21,7 @@ from core.text import plural
 OUTLINE_COLOURS = (("yellow", (255, 255, 0)), ("magenta", (255, 0, 255)), ("cyan", (0, 255, 255)),
                    ("orange", (255, 140, 0)), ("lime", (120, 255, 60)), ("red", (255, 40, 40)),
                    ("white", (255, 255, 255)), ("blue", (70, 110, 255)))
-SCORE_COLUMNS = ("objects", "precision", "recall", "f1")
+SCORE_COLUMNS = ("objects", "f1")  # precision and recall are on the Models view; a narrow column holds these
 CROPS_PER_ROW = 8
 
 
@@ -59,10 +59,10 @@ def image_scores(run: Run, image: str, labels: dict[str, np.ndarray]) -> pd.Data
     return pd.DataFrame(list(rows.values()), columns=["model", *SCORE_COLUMNS]).dropna(axis=1, how="all")
 
 
-def _filter(where, index: pd.DataFrame, column: str, key: str, param: str) -> str | None:
+def _filter(where, index: pd.DataFrame, column: str, key: str, param: str, every: str) -> str | None:
     options = sorted(map(str, index[column].unique()))
     from_link(key, param, options, None)
-    return where.selectbox(f"{column.capitalize()}", options, key=key, index=None, placeholder=f"All {column}s",
+    return where.selectbox(f"{column.capitalize()}", options, key=key, index=None, placeholder=every,
                            on_change=to_link, args=(key, param),
                            help=f"Show only the images of this {column} in the list of images (empty: all).")
 
@@ -70,8 +70,8 @@ def _filter(where, index: pd.DataFrame, column: str, key: str, param: str) -> st
 def image_picker(index: pd.DataFrame) -> str | None:
     """Batch and condition filters and the image, all in the address."""
     c1, c2, c3 = st.columns([1, 1, 2])
-    batch = _filter(c1, index, "batch", "res.img_batch", "image_batch")
-    condition = _filter(c2, index, "condition", "res.img_condition", "image_condition")
+    batch = _filter(c1, index, "batch", "res.img_batch", "image_batch", "All batches")
+    condition = _filter(c2, index, "condition", "res.img_condition", "image_condition", "All conditions")
     keep = np.ones(len(index), bool)
     for column, value in (("batch", batch), ("condition", condition)):
         if value is not None:
@@ -119,10 +119,9 @@ def image_view(run: Run) -> None:
             return
         table = image_scores(run, image, labels)
         table.insert(1, "outline", [outline_colour(models, m)[0] if m in chosen else "(hidden)" for m in table["model"]])
-        st.dataframe(table, hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
-        st.caption("Objects counted on each model's saved label image; precision, recall and F1 at IoU 0.5 where "
-                   "the run scored the image against its ground truth.")
+        st.dataframe(table, hide_index=True, width="stretch", column_config={"f1": st.column_config.NumberColumn(format="%.3f")})
+        st.caption("Objects counted on each model's saved label image; F1 at IoU 0.5 where the run scored the image "
+                   "against its ground truth (precision and recall: the Models view).")
 
 
 def crops_panel(run: Run, cells: pd.DataFrame, limit: int = 48) -> None:
