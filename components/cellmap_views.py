@@ -181,4 +181,4 @@ def export_view(run: CellMapRun, side) -> None:
     download_button(c5, "Metrics (JSON)", lambda: record.files["batch_effect.json"].decode(),
                        file_name="batch_effect.json", mime="application/json",
                        help="Every batch-effect metric, before and after correction, and how the map was made.")
-    save_run_control("cm.run_name", [record], default_name=default_run_name("cellmap"))
+    save_run_control("cm.run_name", [record], default_name=default_run_name("cellmap"), images=run.images)

@@ -91,4 +91,4 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
                        help="Label TIFFs per model and image, objects.csv, COCO JSON per model, metrics.csv and "
                             "provenance.json (settings, weights, device, versions of this run).")
     if (record := held(st.session_state.get("cmp.all_record"))) is not None:
-        save_run_control("cmp.run_name", [record], default_name=default_run_name("compare"))
+        save_run_control("cmp.run_name", [record], default_name=default_run_name("compare"), images=list(ds))

@@ -121,4 +121,5 @@ def export_view(cells, trained: TrainedClassifier, explanation: CellExplanation,
                                                               extra={"classifier.json": report}),
                        file_name="cam_overlays.zip", mime="application/zip",
                        help="Every explained cell's overlay as PNG, by true class and correct/wrong, with the table.")
-    save_run_control("ex.run_name", [record], default_name=default_run_name("explain"))
+    save_run_control("ex.run_name", [record], default_name=default_run_name("explain"),
+                     images=[img for img, _ in cells.pairs])

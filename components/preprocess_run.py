@@ -112,7 +112,8 @@ def all_images_and_tune(recipe: Recipe) -> None:
                            help="One label TIFF per image: 0 = background, 1..N = cells; provenance.json records the "
                                 "recipe and versions.")
         if (record := held(st.session_state.get("batch_record"))) is not None:
-            save_run_control("pre_run_name", [record], default_name=default_run_name("segmentation"))
+            save_run_control("pre_run_name", [record], default_name=default_run_name("segmentation"),
+                             images=list(ds))
 
     st.markdown("**Auto-tune on ground truth**")
     with_gt = [img for img in ds if img.gt is not None]

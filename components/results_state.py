@@ -91,12 +91,26 @@ def from_link(key: str, param: str, options: Sequence[str], default: str | None 
         ss[key] = default
 
 
+def from_link_list(key: str, param: str, options: Sequence[str], default: Sequence[str]) -> None:
+    """:func:`from_link` for a multiselect: ``?param=a&param=b`` (or ``?param=a,b``) chooses those
+    of ``options`` (``?param=`` alone: none), else what the widget held, else ``default``."""
+    ss = st.session_state
+    if param in st.query_params:
+        wanted = {v for raw in st.query_params.get_all(param) for v in raw.split(",")}
+        ss[key] = [o for o in options if o in wanted]
+    elif not isinstance(ss.get(key), list) or not set(ss[key]) <= set(options):
+        ss[key] = list(default)
+
+
 def to_link(key: str, param: str) -> None:
-    """A widget's ``on_change``: its value into the address."""
+    """A widget's ``on_change``: its value into the address (a list as the parameter repeated,
+    an empty one as ``?param=``: none chosen, unlike no parameter, which chooses the default)."""
     value = st.session_state.get(key)
     if value is None:
         if param in st.query_params:
             del st.query_params[param]
+    elif isinstance(value, list | tuple):
+        st.query_params[param] = list(value) if value else ""
     else:
         st.query_params[param] = value
 

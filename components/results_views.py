@@ -84,7 +84,7 @@ def run_picker(where, infos: Sequence[RunInfo]) -> RunInfo | None:
 
 def views_of(run: Run) -> list[str]:
     kinds = {a.kind for a in run.analyses}
-    return ["Overview", *(["Models"] if f1_by_model(run) is not None else []),
+    return ["Overview", *(["Models"] if f1_by_model(run) is not None else []), "Images",
             *(["Cell map"] if "cellmap" in kinds else []), *(["Explain"] if "explain" in kinds else []),
             "Provenance", "Files"]
 
@@ -259,7 +259,7 @@ def files_view(run: Run) -> None:
         st.session_state[DELETED_KEY] = info.name
         for key in ("res.run", "res.sure"):
             st.session_state.pop(key, None)
-        for param in ("run", "view", "measure"):
+        for param in ("run", "view", "measure", "image", "model", "image_batch", "image_condition"):
             if param in st.query_params:
                 del st.query_params[param]
         st.rerun()

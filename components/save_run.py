@@ -15,9 +15,11 @@ from streamlit.errors import StreamlitAPIException
 
 from components.auth import current_user
 from core.analysis import Analysis
+from core.data.images import CellImage
 from core.runs import runs_dir, save_run
 
 Analyses = Callable[[], Sequence[Analysis]] | Sequence[Analysis]
+Images = Callable[[], Sequence[CellImage]] | Sequence[CellImage]
 RESULTS_PAGE = "pages/results.py"  # the Results page (url_path "results"): ?run=NAME opens a run there
 
 
@@ -55,12 +57,20 @@ def _said_key(key: str) -> str:
     return f"{key}.said"
 
 
-def _save(key: str, analyses: Analyses, default_name: str) -> None:
+def images_read(records: Sequence[Analysis], images: Sequence[CellImage]) -> list[CellImage]:
+    """The ``images`` the records read, by name and pixels: an image changed or added since the
+    result was made is not saved beside it."""
+    read = {(f.name, f.pixels_hash) for record in records for f in record.inputs}
+    return [img for img in images if (img.name, img.hash) in read]
+
+
+def _save(key: str, analyses: Analyses, default_name: str, images: Images) -> None:
     """The button's callback (before the page is drawn again, so the name box may be reset)."""
     name = (st.session_state.get(key) or "").strip()
     try:
         records = list(analyses() if callable(analyses) else analyses)
-        info = save_run(name, records, owner=current_user())  # None unless sign-in is on
+        shown = images_read(records, list(images() if callable(images) else images))
+        info = save_run(name, records, images=shown, owner=current_user())  # owner: None unless sign-in is on
     except ValueError as exc:  # a bad or taken name, or nothing to save: said, nothing else changes
         st.session_state[_said_key(key)] = ("error", str(exc))
         return
@@ -77,9 +87,10 @@ def _results_link(name: str) -> None:
         pass
 
 
-def save_run_control(key: str, analyses: Analyses, *, default_name: str) -> None:
+def save_run_control(key: str, analyses: Analyses, *, default_name: str, images: Images = ()) -> None:
     """A "Run name" box and a "Save as run" button saving ``analyses`` (records, or a function
-    returning them, called only on a click) as a run; what happened, below them."""
+    returning them, called only on a click) as a run, with the display pictures of those of
+    ``images`` (or a function returning them) that the records read; what happened, below them."""
     if key not in st.session_state:
         st.session_state[key] = free_name(default_name)
     where = runs_dir()
@@ -91,8 +102,10 @@ def save_run_control(key: str, analyses: Analyses, *, default_name: str) -> None
                         "workspace. A run is never overwritten: a name taken is refused. Letters, digits, '.', "
                         "'_' and '-'.")
     row.button("Save as run", key=f"{key}.save", icon=":material/save:", on_click=_save,
-               args=(key, analyses, default_name),
-               help=f"Save this result as the run named on the left, in {where}. Nothing is saved before you press it.")
+               args=(key, analyses, default_name, images),
+               help=f"Save this result as the run named on the left, in {where}, with each image's picture and "
+                    "each model's label images (for the Results page's image browser). Nothing is saved before you "
+                    "press it.")
     said = st.session_state.pop(_said_key(key), None)
     if said is None:
         return

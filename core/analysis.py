@@ -20,9 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.data.images import CellImage
+from core.io.label_tiff import label_tiff_bytes, read_label_tiff
+from core.saved_record import LABELS_TABLE, Labels, SavedFiles, SavedLabels, SavedTables, label_files, saved_labels
 
 PROVENANCE_FILE = "provenance.json"
 PROVENANCE_COLUMNS = ("cellscope", "device", "provenance_id")  # always added; "weights", "settings" when known
@@ -70,6 +73,23 @@ class LazyFiles(Mapping[str, bytes]):
         return len(self._makers)
 
 
+class LazyLabels(Mapping[tuple[str, str], np.ndarray]):
+    """Label images made each time one is read (e.g. decoded from a zip the record holds anyway),
+    so a record kept for *Save as run* does not hold every image's labels a second time."""
+
+    def __init__(self, makers: Mapping[tuple[str, str], Callable[[], np.ndarray]]) -> None:
+        self._makers = dict(makers)
+
+    def __getitem__(self, key: tuple[str, str]) -> np.ndarray:
+        return self._makers[key]()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -87,15 +107,35 @@ class Analysis:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
     created: str = field(default_factory=_now)
+    # Each model's label images, kept apart from ``files`` (which the CLI writes into its folder, and
+    # whose zips hold them already): saved as TIFFs with a ``labels`` table only into a run's folder.
+    labels: Labels = field(default_factory=dict)
+
+    def table_info(self, name: str) -> dict[str, Any] | None:
+        """``{"rows": n, "columns": [...]}`` of table ``name`` (None if there is none), without
+        reading a saved table."""
+        if isinstance(self.tables, SavedTables):
+            return self.tables.info.get(name)
+        if name not in self.tables:
+            return None
+        table = self.tables[name]
+        return {"rows": len(table), "columns": [str(c) for c in table.columns]}
 
     def manifest(self) -> dict[str, Any]:
-        """Everything but the tables' rows and the files' bytes, as JSON values."""
+        """Everything but the tables' rows and the files' bytes, as JSON values (a saved record's
+        own, without reading its tables or files)."""
+        hashes = self.files.hashes if isinstance(self.files, SavedFiles) else \
+            {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}
+        tables = {name: self.table_info(name) for name in self.tables}
+        if not isinstance(self.tables, SavedTables) and self.labels:
+            tables[LABELS_TABLE] = {"rows": len(self.labels), "columns": ["image", "model", "file"]}
         return {"kind": self.kind, "created": self.created,
                 "inputs": [vars(f) for f in self.inputs], "settings": jsonable(self.settings),
-                "provenance": self.provenance,
-                "tables": {name: {"rows": len(t), "columns": [str(c) for c in t.columns]}
-                           for name, t in self.tables.items()},
-                "files": {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}}
+                "provenance": self.provenance, "tables": tables, "files": hashes}
+
+    def image_numbers(self) -> dict[str, int]:
+        """Each input image's position: the default numbering of saved label images."""
+        return {f.name: i for i, f in enumerate(self.inputs)}
 
     def write_files(self, folder: str | Path) -> list[Path]:
         """Write :attr:`files` into ``folder`` (made if needed); returns the paths written."""
@@ -107,45 +147,71 @@ class Analysis:
             written.append(path)
         return written
 
-    def _members(self) -> Iterator[tuple[str, bytes]]:
+    def _members(self, numbers: Mapping[str, int] | None) -> Iterator[tuple[str, bytes]]:
         yield MANIFEST_FILE, json.dumps(self.manifest(), indent=2, sort_keys=True).encode()
-        for name, table in self.tables.items():
+        tables = dict(self.tables)
+        if self.labels:
+            if LABELS_TABLE in tables:  # a saved record saved again: where its TIFFs were
+                known = tables[LABELS_TABLE]
+                where = dict(zip(zip(known["image"], known["model"], strict=True), known["file"], strict=True))
+            else:
+                where = label_files(self.labels, numbers if numbers is not None else self.image_numbers())
+                tables[LABELS_TABLE] = pd.DataFrame([(image, model, path) for (image, model), path in where.items()],
+                                                    columns=["image", "model", "file"])
+            for key, path in where.items():  # one image's TIFF at a time
+                yield path, (self.labels.tiff(key) if isinstance(self.labels, SavedLabels)
+                             else label_tiff_bytes(self.labels[key]))
+        for name, table in tables.items():
             buf = io.BytesIO()
             table.to_parquet(buf, index=False)
             yield f"tables/{name}.parquet", buf.getvalue()
         for name, data in self.files.items():
             yield f"files/{name}", data
 
-    def save(self, where: str | Path) -> Path:
-        """The whole record in a folder, or in a zip when ``where`` ends in ``.zip``."""
+    def save(self, where: str | Path, *, numbers: Mapping[str, int] | None = None) -> Path:
+        """The whole record in a folder, or in a zip when ``where`` ends in ``.zip``: its manifest,
+        tables as Parquet, files, and its label images as ``labels/<model>/<number>.tif`` with the
+        table ``labels`` (image, model, file), ``numbers`` numbering the images (a run's
+        ``images/index.parquet`` rows; by default the record's own input order)."""
         where = Path(where)
         if where.suffix.lower() == ".zip":
             with zipfile.ZipFile(where, "w", zipfile.ZIP_DEFLATED) as zf:
-                for name, data in self._members():
+                for name, data in self._members(numbers):
                     zf.writestr(name, data)
             return where
-        for name, data in self._members():
+        for name, data in self._members(numbers):
             (where / name).parent.mkdir(parents=True, exist_ok=True)
             (where / name).write_bytes(data)
         return where
 
     @classmethod
     def load(cls, where: str | Path) -> Analysis:
-        """A record :meth:`save` wrote (folder or zip)."""
+        """A record :meth:`save` wrote. From a folder only the manifest is read: tables are read
+        when first asked for, files and label images each time; a zip is read whole."""
         where = Path(where)
         if where.suffix.lower() == ".zip":
             with zipfile.ZipFile(where) as zf:
                 members = {n: zf.read(n) for n in zf.namelist() if not n.endswith("/")}
+            if MANIFEST_FILE not in members:
+                raise ValueError(f"{where}: no {MANIFEST_FILE}; not a saved analysis")
+            manifest = json.loads(members[MANIFEST_FILE])
+            tables = {name: pd.read_parquet(io.BytesIO(members[f"tables/{name}.parquet"]))
+                      for name in manifest["tables"]}
+            files = {name: members[f"files/{name}"] for name in manifest["files"]}
+            labels: Labels = {}
+            if LABELS_TABLE in tables:
+                labels = {(r.image, r.model): read_label_tiff(members[r.file])
+                          for r in tables[LABELS_TABLE].itertuples()}
         else:
-            members = {p.relative_to(where).as_posix(): p.read_bytes() for p in where.rglob("*") if p.is_file()}
-        if MANIFEST_FILE not in members:
-            raise ValueError(f"{where}: no {MANIFEST_FILE}; not a saved analysis")
-        manifest = json.loads(members[MANIFEST_FILE])
-        tables = {name: pd.read_parquet(io.BytesIO(members[f"tables/{name}.parquet"])) for name in manifest["tables"]}
-        files = {name: members[f"files/{name}"] for name in manifest["files"]}
+            if not (where / MANIFEST_FILE).is_file():
+                raise ValueError(f"{where}: no {MANIFEST_FILE}; not a saved analysis")
+            manifest = json.loads((where / MANIFEST_FILE).read_bytes())
+            tables = SavedTables(where, manifest["tables"])
+            files = SavedFiles(where, manifest["files"])
+            labels = saved_labels(where, tables)
         return cls(kind=manifest["kind"], inputs=tuple(InputFile(**f) for f in manifest["inputs"]),
                    settings=manifest["settings"], provenance=manifest["provenance"], tables=tables, files=files,
-                   created=manifest["created"])
+                   created=manifest["created"], labels=labels)
 
 
 def jsonable(value: Any) -> Any:

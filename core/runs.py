@@ -20,17 +20,24 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from core.analysis import Analysis
+from core.data.images import CellImage
 from core.names import name_problem
+from core.saved_record import SavedTables
 
 RUNS_ENV = "CELLSCOPE_RUNS_DIR"
 RUN_FILE = "run.json"
+IMAGE_INDEX = "images/index.parquet"  # image, batch, condition, height, width, scale, file (one display PNG each)
+INDEX_COLUMNS = ("image", "batch", "condition", "height", "width", "scale", "file")
+DISPLAY_SIDE = 768  # a saved display image's longer side at most: what the pages show, ~0.5 MB as PNG
 FORMAT = 1
 _PARTIAL, _DELETING = ".partial-", ".deleting-"
 STALE_PARTIAL_S = 24 * 3600  # a hidden leftover this old is from a save that died: removed by the next save
@@ -74,6 +81,34 @@ class Run:
         """The run's first analysis of ``kind``, or None."""
         return next((a for a in self.analyses if a.kind == kind), None)
 
+    def table(self, kind: str, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
+        """Table ``name`` of the run's ``kind`` analysis, only ``columns`` of it (all with None), read
+        from its Parquet file (a table read whole already comes from memory); None where the run has
+        no such analysis or table. KeyError naming them for columns the table lacks."""
+        analysis = self.analysis(kind)
+        info = analysis.table_info(name) if analysis is not None else None
+        if info is None:
+            return None
+        if columns is not None and (missing := [c for c in columns if c not in info["columns"]]):
+            raise KeyError(f"the {kind} table {name!r} has no column {', '.join(map(repr, missing))} "
+                           f"(it has {', '.join(info['columns'])})")
+        if isinstance(analysis.tables, SavedTables):
+            return analysis.tables.read(name, columns)
+        table = analysis.tables[name]
+        return table if columns is None else table[list(columns)]
+
+    def table_columns(self, kind: str, name: str) -> list[str]:
+        """The columns of table ``name`` of the ``kind`` analysis, from its manifest ([] if none)."""
+        analysis = self.analysis(kind)
+        info = analysis.table_info(name) if analysis is not None else None
+        return list(info["columns"]) if info else []
+
+    def table_rows(self, kind: str, name: str) -> int:
+        """The rows of table ``name`` of the ``kind`` analysis, from its manifest (0 if none)."""
+        analysis = self.analysis(kind)
+        info = analysis.table_info(name) if analysis is not None else None
+        return int(info["rows"]) if info else 0
+
 
 def _models(analysis: Analysis) -> list[str]:
     settings = analysis.settings
@@ -92,8 +127,8 @@ def _numbers(analysis: Analysis) -> dict[str, Any]:
     summary = analysis.tables.get("summary")
     if summary is not None and "f1" in summary.columns and summary["f1"].notna().any():
         numbers[f"mean F1 {analysis.settings.get('model', 'recipe')}"] = round(float(summary["f1"].mean()), 4)
-    if "cam_cells" in analysis.tables:
-        numbers["explained cells"] = len(analysis.tables["cam_cells"])
+    if (cam_cells := analysis.table_info("cam_cells")) is not None:
+        numbers["explained cells"] = int(cam_cells["rows"])
     if "classifier.json" in analysis.files:
         try:
             report = json.loads(analysis.files["classifier.json"])
@@ -113,7 +148,8 @@ def _numbers(analysis: Analysis) -> dict[str, Any]:
 
 def _cells(analysis: Analysis) -> int | None:
     """The cells the analysis found (an explanation's table holds only the cells it explained)."""
-    return len(analysis.tables["cells"]) if "cells" in analysis.tables else None
+    info = analysis.table_info("cells")
+    return int(info["rows"]) if info else None
 
 
 def summary_of(name: str, analyses: Sequence[Analysis], *, owner: str | None = None, note: str = "",
@@ -154,10 +190,36 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_run(name: str, analyses: Sequence[Analysis], *, owner: str | None = None, note: str = "",
-             root: str | Path | None = None) -> RunInfo:
+def image_numbers(images: Sequence[CellImage], analyses: Sequence[Analysis]) -> dict[str, int]:
+    """Each image's number in the run: its row of ``images/index.parquet`` (the order ``images``
+    come in), then any other image an analysis read, in the order first read."""
+    names = [img.name for img in images] + [f.name for a in analyses for f in a.inputs]
+    return {name: i for i, name in enumerate(dict.fromkeys(names))}
+
+
+def write_images(folder: Path, images: Sequence[CellImage], numbers: Mapping[str, int]) -> None:
+    """``images/index.parquet`` and one display PNG per image (the pages' colour merge, its longer
+    side at most :data:`DISPLAY_SIDE`; ``scale`` = display / full size), one image at a time."""
+    from core.figures.display import encode_image, image_rgb, thumbnail
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for img in images:
+        shown = thumbnail(image_rgb(img), DISPLAY_SIDE)
+        file = f"images/{numbers[img.name]:05d}.png"
+        (folder / file).write_bytes(encode_image(shown, "png"))
+        height, width = img.pixels.shape[:2]
+        rows.append((img.name, img.batch, img.condition, height, width, shown.shape[1] / width, file))
+    pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).astype({"height": "int64", "width": "int64", "scale": "float64"}) \
+        .to_parquet(folder / IMAGE_INDEX, index=False)
+
+
+def save_run(name: str, analyses: Sequence[Analysis], *, images: Sequence[CellImage] | None = None,
+             owner: str | None = None, note: str = "", root: str | Path | None = None) -> RunInfo:
     """Save ``analyses`` as the run ``name``: ValueError if the name is not a file-safe name or is
-    taken (a run is never overwritten). Written whole or not at all."""
+    taken (a run is never overwritten). Written whole or not at all. With ``images``, also each
+    image's display PNG and ``images/index.parquet`` (the Results page's image browser and crops);
+    each analysis's label images are numbered as the index numbers their images."""
     if problem := name_problem(name, "run"):
         raise ValueError(problem)
     if not analyses:
@@ -172,8 +234,11 @@ def save_run(name: str, analyses: Sequence[Analysis], *, owner: str | None = Non
     partial = root / f"{_PARTIAL}{name}-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
+        numbers = image_numbers(images or (), analyses)
         for i, analysis in enumerate(analyses):
-            analysis.save(partial / "analyses" / f"{i:02d}-{analysis.kind}")
+            analysis.save(partial / "analyses" / f"{i:02d}-{analysis.kind}", numbers=numbers)
+        if images:
+            write_images(partial, images, numbers)
         data = summary_of(name, analyses, owner=owner, note=note)
         (partial / RUN_FILE).write_text(json.dumps(data, indent=2, sort_keys=True))  # last: it makes a run
         _fsync(partial / RUN_FILE)
@@ -216,7 +281,8 @@ def _folder(name: str, root: str | Path | None) -> Path:
 
 
 def open_run(name: str, root: str | Path | None = None) -> Run:
-    """The run ``name`` with its analyses read back (tables, files, settings, provenance)."""
+    """The run ``name``: its ``run.json`` and each analysis's manifest (settings, provenance, inputs);
+    tables are read when first asked for, files and images each time."""
     folder = _folder(name, root)
     info = _info(folder, json.loads((folder / RUN_FILE).read_text()))
     analyses = tuple(Analysis.load(path) for path in sorted((folder / "analyses").iterdir()) if path.is_dir())

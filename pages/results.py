@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components.results_compare import compare_toggle, compare_view
+from components.results_images import image_view
 from components.results_state import load_run
 from components.results_views import (
     cellmap_view,
@@ -41,7 +42,7 @@ def results_page() -> None:
         else:
             summary_view(run)
             view = view_picker(run)
-            {"Overview": lambda: plate_view(run), "Models": lambda: models_view(run),
+            {"Overview": lambda: plate_view(run), "Models": lambda: models_view(run), "Images": lambda: image_view(run),
              "Cell map": lambda: cellmap_view(run), "Explain": lambda: explain_view(run),
              "Provenance": lambda: provenance_view(run), "Files": lambda: files_view(run)}[view]()
             st.divider()

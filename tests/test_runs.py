@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT
@@ -78,11 +80,11 @@ def test_a_save_that_fails_half_way_leaves_nothing(analyses, root, monkeypatch):
     segmentation, compare = analyses
     calls, real = [], Analysis.save
 
-    def failing(self, where):
+    def failing(self, where, **kwargs):
         calls.append(where)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real(self, where)
+        return real(self, where, **kwargs)
 
     monkeypatch.setattr(Analysis, "save", failing)
     with pytest.raises(OSError, match="disk full"):
@@ -104,8 +106,8 @@ from workflows.segmentation import run_segmentation
 
 record = run_segmentation(make_example_dataset(size=96, fields_per_plate=1), DEFAULT_RECIPE).analysis
 real = Analysis.save
-def slow(self, where):
-    real(self, where)
+def slow(self, where, **kwargs):
+    real(self, where, **kwargs)
     print("written", flush=True)
     time.sleep(60)
 Analysis.save = slow
@@ -160,13 +162,21 @@ def test_the_runs_commands_and_save_run(root, tmp_path, capsys):
     gt = str(tmp_path / "ex" / "masks" / "plateA_field1.tif")
     args = ["compare", image, "--models", "classical", "--gt", gt, "--out", str(tmp_path / "c"), "--save-run", "cli-1"]
     assert main(args) == 0
-    assert "saved run cli-1 (compare) in " in capsys.readouterr().out
+    assert "saved run cli-1 (compare, 1 image kept) in " in capsys.readouterr().out
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    from core.run_images import image_index, run_labels
+
+    assert image_index(open_run("cli-1"))["image"].tolist() == ["plateA_field1"]  # the image kept for the browser
+    assert set(run_labels(open_run("cli-1"), "plateA_field1")) == {"classical"}
+    assert not any(p.suffix == ".tif" and p.parent != tmp_path / "c" for p in (tmp_path / "c").rglob("*"))  # no second copy
     assert main(["runs", "list", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["name"] == "cli-1" and listed["numbers"]["mean F1 classical"] == pytest.approx(
         metrics["classical"]["f1"], abs=1e-4)
-    assert main(["runs", "show", "cli-1"]) == 0 and "compare: 1 images; tables scores (1 rows)" in capsys.readouterr().out
+    assert main(["runs", "show", "cli-1"]) == 0
+    shown = capsys.readouterr().out
+    assert "compare: 1 images; tables labels (1 rows), scores (1 rows); 1 label images;" in shown
+    assert "1 images kept" in shown
     # Taken and unsafe names are refused before any work: nothing is written to --out.
     for name, said in (("cli-1", "exists already"), ("a/b", "uses letters")):
         assert main([*args[:-4], "--out", str(tmp_path / "never"), "--save-run", name]) == 1
@@ -225,3 +235,57 @@ def test_the_report_draws_its_figures_with_the_network_blocked(analyses, root, t
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
         assert page.locator(".js-plotly-plot").count() == 2 and asked == []
         browser.close()
+
+
+def test_opening_a_run_reads_no_table_until_one_is_asked_for(analyses, root, monkeypatch):
+    """open_run reads manifests only; Run.table reads the columns asked for, and a table read whole
+    is read once; columns and rows come from the manifest."""
+    import pyarrow.parquet as pq
+
+    segmentation, compare = analyses
+    save_run("lazy", [segmentation, compare])
+    reads, real = [], pq.read_table
+
+    def counted(path, *args, columns=None, **kwargs):
+        reads.append((Path(path).name, None if columns is None else tuple(columns)))
+        return real(path, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", counted)
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("pd.read_parquet called"))
+    run = open_run("lazy")
+    seg = run.analysis("segmentation")
+    assert reads == [] and "cells" in seg.tables and set(seg.tables) == {"summary", "cells", "labels"}
+    assert seg.manifest()["tables"]["cells"]["rows"] == len(segmentation.tables["cells"])
+    assert "cells.csv" in seg.files and reads == []
+    assert run.table_columns("segmentation", "cells") == [str(c) for c in segmentation.tables["cells"].columns]
+    assert run.table_rows("segmentation", "cells") == len(segmentation.tables["cells"]) and reads == []
+    assert run.table_rows("explain", "cells") == 0 and run.table_columns("segmentation", "nope") == []
+    area = run.table("segmentation", "cells", ["image", "area"])
+    assert reads == [("cells.parquet", ("image", "area"))] and list(area.columns) == ["image", "area"]
+    pd.testing.assert_frame_equal(area, segmentation.tables["cells"][["image", "area"]], check_dtype=False)
+    assert run.table("explain", "cells") is None and run.table("segmentation", "nope") is None
+    with pytest.raises(KeyError, match="has no column 'volume'"):
+        run.table("segmentation", "cells", ["image", "volume"])
+    whole = seg.tables["cells"]
+    assert seg.tables["cells"] is whole and reads[-1] == ("cells.parquet", None) and len(reads) == 2
+    assert run.table("segmentation", "cells", ["area"])["area"].tolist() == whole["area"].tolist() and len(reads) == 2
+    assert seg.files["cells.csv"] == segmentation.files["cells.csv"]  # read from disk when asked
+
+
+def test_embed_saves_its_images_and_the_segmenters_labels_into_the_run_only(root, tmp_path, capsys):
+    from core.io.example import make_example_dataset
+    from core.io.export import write_dataset
+    from core.run_images import image_index, run_labels
+    from workflows.cli import main
+
+    images = make_example_dataset(size=96, fields_per_plate=1)
+    write_dataset(images, tmp_path / "ex")
+    assert main(["embed", str(tmp_path / "ex"), "--out", str(tmp_path / "out"), "--save-run", "emb"]) == 0
+    assert "saved run emb (cellmap, 3 images kept)" in capsys.readouterr().out
+    run = open_run("emb")
+    assert sorted(image_index(run)["image"]) == sorted(img.name for img in images)
+    cells = run.table("cellmap", "cells", ["image", "label"])
+    for name, labels in ((n, run_labels(run, n)) for n in cells["image"].unique()):
+        assert set(labels) == {"classical"}
+        assert set(np.unique(labels["classical"])) - {0} == set(cells[cells["image"] == name]["label"])  # the cells' ids
+    assert not list((tmp_path / "out").rglob("*.tif"))  # --out gets the command's files, not the labels

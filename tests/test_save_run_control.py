@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
+from core.run_images import image_index, run_labels
 from core.runs import list_runs, open_run
 
 
@@ -62,6 +63,8 @@ def test_preprocess_saves_the_all_images_run_and_refuses_a_taken_or_unsafe_name(
     pd.testing.assert_frame_equal(record.tables["cells"], cells)
     pd.testing.assert_frame_equal(record.tables["summary"], summary)
     assert record.provenance == prov
+    index = image_index(open_run("plate-a"))  # each image's picture and label image, for the image browser
+    assert len(index) == 12 and set(run_labels(open_run("plate-a"), index["image"][0])) == {"classical"}
     assert at.text_input(key="pre_run_name").value.startswith("segmentation-")  # a fresh name: plate-a is taken
     _refusals(at, "pre_run_name", runs_home, "plate-a")
 
@@ -83,6 +86,8 @@ def test_cell_map_saves_the_map_made_on_arrival(runs_home):
     saved = open_run(info.name).analysis("cellmap")
     pd.testing.assert_frame_equal(saved.tables["cells"], expected)
     assert info.numbers["plate effect"] == "strong"  # the example's plates differ: the Batch effects view's verdict
+    index = image_index(open_run(info.name))
+    assert len(index) == 12 and len(run_labels(open_run(info.name), index["image"][0])) == 1
     _refusals(at, "cm.run_name", runs_home, info.name)
 
 
@@ -99,6 +104,8 @@ def test_compare_all_images_saves_a_compare_run(runs_home):
     assert (info.kinds, info.images, info.models) == (("compare",), 12, ("classical",))
     pd.testing.assert_frame_equal(open_run(info.name).analysis("compare").tables["scores"],
                                   at.session_state["cmp.all"][0])
+    index = image_index(open_run(info.name))
+    assert len(index) == 12 and set(run_labels(open_run(info.name), index["image"][5])) == {"classical"}
 
 
 def test_explain_saves_the_explanation_after_the_classifier_and_its_cams(runs_home):
@@ -113,6 +120,7 @@ def test_explain_saves_the_explanation_after_the_classifier_and_its_cams(runs_ho
     assert info.kinds == ("explain",) and info.images == 12
     saved = open_run("why-plates").analysis("explain")
     assert info.cells is None and info.numbers["explained cells"] == len(saved.tables["cam_cells"]) > 0
+    assert len(image_index(open_run("why-plates"))) == 12  # the images with cells: every example field has some
 
 
 def test_the_link_to_a_saved_run_opens_the_results_page_where_the_app_has_one(tmp_path):

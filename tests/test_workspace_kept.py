@@ -45,6 +45,10 @@ NOT_KEPT = {
     "res.cmp.runs": "the runs compared live in the address (?compare=a,b)",
     "res.cmp.measure": "the measurement compared lives in the address (?measure=)",
     "res.cmp.pick": "the images picked live in the address (?pick=, once per image)",
+    "res.image": "the saved image shown lives in the address (?image=)",
+    "res.models": "the models whose outlines are drawn live in the address (?model=, repeated)",
+    "res.img_batch": "the image browser's batch filter lives in the address (?image_batch=)",
+    "res.img_condition": "the image browser's condition filter lives in the address (?image_condition=)",
 }
 # Our pages' keys: none of these may appear in components/workspace.py.
 PAGE_KEY_STARTS = ("cm.", "cmp.", "ex.", "tr.", "pre_", "rcp.", "viewer_image", "data_viewer", "dataset", "recipe",

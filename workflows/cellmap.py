@@ -143,7 +143,10 @@ def cellmap_analysis(images: Sequence[CellImage], cells: CellSet, embedding: Emb
                                    legend="batch"),
         PROVENANCE_FILE: lambda: provenance_json(prov),
     })
-    return Analysis("cellmap", inputs_of(images), request.settings(), prov, tables={"cells": table}, files=files)
+    # The segmenter's label images of the images with cells (an image without any is not in cells.pairs).
+    labels = {(img.name, request.segmenter): image_labels for img, image_labels in cells.pairs}
+    return Analysis("cellmap", inputs_of(images), request.settings(), prov, tables={"cells": table}, files=files,
+                    labels=labels)
 
 
 def metrics_text(cells: CellSet, embedding: Embedding, cell_map: CellMap) -> str:

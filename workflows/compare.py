@@ -2,7 +2,9 @@
 scored against the ground truth where an image has one (F1 and the rest at IoU 0.5), each score
 marked when the model was trained or validated on that image; returned as an
 :class:`~core.analysis.Analysis` of kind ``compare`` with the per-image table ``scores`` and the
-whole run as ``results.zip`` (label TIFFs, objects, COCO JSON, metrics, provenance)."""
+whole run as ``results.zip`` (label TIFFs, objects, COCO JSON, metrics, provenance); each model's
+label images also as the record's ``labels`` (saved into a run, never into the CLI's folder, where
+``results.zip`` holds them)."""
 
 from __future__ import annotations
 
@@ -64,5 +66,6 @@ def run_compare(images: Sequence[CellImage], models: Mapping[str, Mapping[str, A
     prov = provenance(models=settings, device=device)
     files = LazyFiles({"results.zip": lambda: results_zip(images, run.results, run.table, provenance=prov)})
     record = Analysis("compare", inputs_of(images), {"models": settings, "device": device}, prov,
-                      tables={"scores": run.table}, files=files)
+                      tables={"scores": run.table}, files=files,
+                      labels={key: result.labels for key, result in run.results.items()})
     return CompareRun(record, run.results, run.problems)

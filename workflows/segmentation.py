@@ -1,22 +1,28 @@
 """The recipe on every image (the Preprocess page's *Run on all images*): segment and measure each
 image through the one image loop, and return an :class:`~core.analysis.Analysis` with the
 summary (a row per image: cells, F1 with ground truth), every cell's measurements and the label
-images (``labels.zip``, with ``provenance.json``)."""
+images (``labels.zip``, with ``provenance.json``; also as the record's ``labels``, which a saved run
+keeps as one TIFF per image)."""
 
 from __future__ import annotations
 
+import functools
+import io
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from core.analysis import Analysis, LazyFiles, inputs_of, with_provenance
+from core.analysis import Analysis, LazyFiles, LazyLabels, inputs_of, with_provenance
 from core.cells.measure import measure_cells
 from core.data.images import CellImage
 from core.data.instances import Instances, instances_from_labels
 from core.evaluation.matching import match_instances
 from core.io.export import labels_zip
+from core.io.label_tiff import read_label_tiff
 from core.segmentation.preprocess import run_pipeline
 from core.segmentation.recipe import Recipe
 from workflows.image_loop import Executor, run_on_images
@@ -42,6 +48,12 @@ def summary_row(image: CellImage, result: Instances) -> dict[str, Any]:
     if image.gt is not None:
         row["f1"] = round(match_instances(image.gt, result.labels).f1, 4)
     return row
+
+
+def zipped_labels(zipped: bytes, name: str) -> np.ndarray:
+    """Image ``name``'s label image from a :func:`core.io.export.labels_zip`."""
+    with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
+        return read_label_tiff(zf.read(f"{name}_labels.tif"))
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,9 @@ def run_segmentation(images: Sequence[CellImage], recipe: Recipe, *,
     summary = run.table.drop(columns="model") if len(run.table) else run.table
     zipped = labels_zip(labels, prov)
     files = LazyFiles({"labels.zip": lambda: zipped, "cells.csv": lambda: with_provenance(cells, prov).to_csv(index=False)})
+    # Each image's labels decoded from labels.zip when read: the record (kept by the page for Save as
+    # run) holds the compressed TIFFs once rather than every label image besides.
+    unzipped = LazyLabels({(name, MODEL): functools.partial(zipped_labels, zipped, name) for name in labels})
     record = Analysis("segmentation", inputs_of(list(images)), {"recipe": recipe.to_dict(), "model": MODEL}, prov,
-                      tables={"summary": summary, "cells": cells}, files=files)
+                      tables={"summary": summary, "cells": cells}, files=files, labels=unzipped)
     return SegmentationRun(record, run.problems)

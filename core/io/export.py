@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.data.images import CellImage
 from core.data.instances import Instances
+from core.io.label_tiff import label_tiff_bytes  # noqa: F401  (callers import it from here)
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,6 @@ class LabelledImage:
     labels: np.ndarray
     scores: np.ndarray
     boxes: np.ndarray | None = None
-
-
-def label_tiff_bytes(labels: np.ndarray) -> bytes:
-    """A label image as TIFF: uint16 when the ids fit, else int32; 0 = background."""
-    import tifffile
-
-    buf = io.BytesIO()
-    dtype = np.uint16 if labels.max(initial=0) < 65536 else np.int32
-    tifffile.imwrite(buf, labels.astype(dtype), photometric="minisblack")
-    return buf.getvalue()
 
 
 def _polygons(mask: np.ndarray, offset: tuple[int, int]) -> list[list[float]]:

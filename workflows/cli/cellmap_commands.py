@@ -134,7 +134,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"wrote cells.csv, cells.parquet, batch_effect.json, map.html, map.png and {PROVENANCE_FILE} to {out} "
           f"in {time.perf_counter() - t0:.1f} s")
-    save_if_asked(args, run.analysis)
+    save_if_asked(args, run.analysis, images=images)
     return 0
 
 
@@ -244,6 +244,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"deletion test: {run.deletion.reading()}")
     print(f"wrote cam_cells.csv ({len(record.tables['cam_cells'])} cells, {args.method}), classifier.json, {n_png} "
           f"overlays in overlays/ and {PROVENANCE_FILE} to {out} in {time.perf_counter() - t0:.1f} s")
-    save_if_asked(args, record)
+    save_if_asked(args, record, images=images)
     return 0
 

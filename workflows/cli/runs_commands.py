@@ -9,7 +9,10 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from core.analysis import Analysis
+    from core.data.images import CellImage
 
 
 def check_save_run(args: argparse.Namespace) -> None:
@@ -27,13 +30,15 @@ def check_save_run(args: argparse.Namespace) -> None:
                          "name, or delete it with `runs delete`")
 
 
-def save_if_asked(args: argparse.Namespace, *analyses: Analysis) -> None:
-    """Save ``analyses`` as the run ``--save-run`` names, if it names one, and say where."""
+def save_if_asked(args: argparse.Namespace, *analyses: Analysis, images: Sequence[CellImage] = ()) -> None:
+    """Save ``analyses`` (and the display pictures of ``images``, for the Results page's image
+    browser) as the run ``--save-run`` names, if it names one, and say where."""
     from core.runs import save_run
+    from core.text import plural
 
     if getattr(args, "save_run", None):
-        info = save_run(args.save_run, analyses)
-        print(f"saved run {info.name} ({', '.join(info.kinds)}) in {info.path}")
+        info = save_run(args.save_run, analyses, images=images)
+        print(f"saved run {info.name} ({', '.join(info.kinds)}, {plural(len(images), 'image')} kept) in {info.path}")
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -56,13 +61,17 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from core.analysis import cellscope_version
+    from core.run_images import image_index
     from core.runs import open_run
 
     run = open_run(args.run)
     print(json.dumps(run.info.to_dict(), indent=2))
+    index = image_index(run)
+    print("no images kept" if index is None else f"{len(index):,} images kept (pictures for the Results page)")
     for analysis in run.analyses:
-        tables = ", ".join(f"{name} ({len(t):,} rows)" for name, t in analysis.tables.items())
-        print(f"{analysis.kind}: {len(analysis.inputs)} images; tables {tables or 'none'}; "
+        tables = ", ".join(f"{name} ({analysis.table_info(name)['rows']:,} rows)" for name in analysis.tables)
+        labels = f"; {len(analysis.labels):,} label images" if analysis.labels else ""
+        print(f"{analysis.kind}: {len(analysis.inputs)} images; tables {tables or 'none'}{labels}; "
               f"{len(analysis.files)} files; made {analysis.created} with CellScope "
               f"{cellscope_version(analysis.provenance)} on {analysis.provenance.get('device', '?')}")
     return 0

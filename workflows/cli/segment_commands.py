@@ -104,7 +104,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         gt = image.gt
     device, metrics = resolve_device(args.device), {}
     # The Compare page's pipeline, on this one image (its ground truth the one given or found).
-    run = run_compare([replace(image, gt=gt)], settings, device=device)
+    compared = [replace(image, gt=gt)]
+    run = run_compare(compared, settings, device=device)
     if run.problems:
         raise ValueError(run.problems[0])
     out = Path(args.out)
@@ -126,7 +127,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       extra={"image": args.image, "ground truth": args.gt or found_gt})
     (out / PROVENANCE_FILE).write_text(provenance_json(prov))
     print(f"wrote {len(names)} label images, metrics.json and {PROVENANCE_FILE} to {out}")
-    save_if_asked(args, run.analysis)
+    save_if_asked(args, run.analysis, images=compared)
     return 0
 
 
