@@ -19,7 +19,7 @@ from components.results_state import date_text, from_link, run_zip, runs_table, 
 from core.analysis import cellscope_version
 from core.figures.cellmap import map_figure
 from core.figures.report import run_report_html
-from core.run_tables import cells_per_image, cells_table, f1_by_model, json_file, measurements, spread
+from core.run_tables import cells_per_image, cells_table, f1_by_model, json_file, measurement_columns, spread
 from core.runs import Run, RunInfo, delete_run, runs_dir
 from core.text import plural
 
@@ -119,15 +119,14 @@ def plate_view(run: Run) -> None:
     st.plotly_chart(cells_per_image_figure(per_image), width="stretch")
     by = per_image.groupby(["batch", "condition"], sort=True)["cells"]
     st.dataframe(by.agg(images="size", cells="sum", mean="mean").round(1).reset_index(), hide_index=True)
-    cells = cells_table(run)
-    if cells is None or not (columns := measurements(cells)):
+    if not (columns := measurement_columns(run)):
         return
     st.subheader("A measurement per batch and condition")
     from_link("res.measure", "measure", columns, "area" if "area" in columns else columns[0])
     to_link("res.measure", "measure")
     column = st.columns([1, 2])[0].selectbox("Measurement", columns, key="res.measure", on_change=to_link, args=("res.measure", "measure"),
                           help="Boxes: 25th to 75th percentile and median; whiskers: 5th and 95th percentile.")
-    stats = spread(cells, column)
+    stats = spread(cells_table(run, ["batch", "condition", column]), column)  # one column of a million cells
     fig, palette = go.Figure(), px.colors.qualitative.Plotly
     for i, (condition, part) in enumerate(stats.groupby("condition", sort=True)):
         fig.add_trace(go.Box(x=part["batch"], q1=part["q1"], median=part["median"], q3=part["q3"],

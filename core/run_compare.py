@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.run_tables import QUANTILES, cells_per_image, cells_table, f1_by_model, json_file, measurements, spread
+from core.run_tables import QUANTILES, cells_per_image, cells_table, f1_by_model, json_file, measurement_columns, spread
 from core.runs import Run
 
 MIN_RUNS, MAX_RUNS = 2, 4
@@ -66,16 +66,15 @@ def measure_options(runs: Sequence[Run]) -> list[str]:
     """The measurements any of the runs' cell tables holds, in the order first met."""
     found: dict[str, None] = {}
     for run in runs:
-        if (cells := cells_table(run)) is not None:
-            found.update(dict.fromkeys(measurements(cells)))
+        found.update(dict.fromkeys(measurement_columns(run)))
     return list(found)
 
 
 def measure_spread(runs: Sequence[Run], column: str, by: Sequence[str] = ("condition",)) -> pd.DataFrame:
     """Per run and group of ``by``: n and the quantiles of :data:`~core.run_tables.QUANTILES` of
     ``column``; a run whose cells lack it is left out."""
-    parts = [spread(cells, column, by).assign(run=run.info.name) for run in runs
-             if (cells := cells_table(run)) is not None and column in cells.columns]
+    parts = [spread(cells_table(run, [*by, column]), column, by).assign(run=run.info.name) for run in runs
+             if column in measurement_columns(run)]
     columns = ["run", *by, "n", *QUANTILES]
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
@@ -85,9 +84,9 @@ def image_medians(runs: Sequence[Run], column: str, images: Mapping[str, Sequenc
     parts = []
     for run in runs:
         names = set(images.get(run.info.name, ()))
-        cells = cells_table(run)
-        if not names or cells is None or column not in cells.columns:
+        if not names or column not in measurement_columns(run):
             continue
+        cells = cells_table(run, ["image", "batch", "condition", column])
         chosen = cells[cells["image"].isin(names)]
         part = chosen.groupby(["image", "batch", "condition"], sort=True)[column].agg(cells="size", median="median")
         parts.append(part.reset_index().assign(run=run.info.name))

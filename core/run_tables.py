@@ -19,32 +19,42 @@ QUANTILES = {"p5": 0.05, "q1": 0.25, "median": 0.5, "q3": 0.75, "p95": 0.95}
 def cells_per_image(run: Run) -> pd.DataFrame | None:
     """image, batch, condition, cells (and model, where the counts are each model's objects): from
     a segmentation's summary, else a per-cell table, else a comparison's object counts."""
-    seg = run.analysis("segmentation")
-    if seg is not None and "summary" in seg.tables:
-        return seg.tables["summary"][["image", "batch", "condition", "cells"]]
-    for kind in ("segmentation", "cellmap"):
-        if (a := run.analysis(kind)) is not None and "cells" in a.tables:
-            cells = a.tables["cells"]
-            return cells.groupby(["image", "batch", "condition"], sort=False).size().rename("cells").reset_index()
+    if (summary := run.table("segmentation", "summary", ["image", "batch", "condition", "cells"])) is not None:
+        return summary
+    if (cells := cells_table(run, ["image", "batch", "condition"])) is not None:
+        return cells.groupby(["image", "batch", "condition"], sort=False).size().rename("cells").reset_index()
     if (compare := run.analysis("compare")) is not None and "scores" in compare.tables:
         scores = compare.tables["scores"]
         return scores[["image", "batch", "condition", "model", "objects"]].rename(columns={"objects": "cells"})
     return None
 
 
-def cells_table(run: Run) -> pd.DataFrame | None:
-    """The run's per-cell measurements (a segmentation's, else a cell map's)."""
-    for kind in ("segmentation", "cellmap"):
-        if (a := run.analysis(kind)) is not None and "cells" in a.tables:
-            return a.tables["cells"]
-    return None
+def cells_kind(run: Run) -> str | None:
+    """The analysis whose per-cell table the run's views read: a segmentation's, else a cell map's."""
+    return next((kind for kind in ("segmentation", "cellmap") if run.table_columns(kind, "cells")), None)
+
+
+def cells_table(run: Run, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
+    """The run's per-cell table (a segmentation's, else a cell map's): only ``columns`` of it, read
+    from disk (a million cells' measurement is a few MB; the whole table with features hundreds)."""
+    kind = cells_kind(run)
+    return None if kind is None else run.table(kind, "cells", columns)
+
+
+def _is_measurement(column: str) -> bool:
+    return column not in {"label", "image_index", "x", "y", "cluster", "x_uncorrected", "y_uncorrected"} \
+        and not column.startswith(("f_", "bbox_", "centroid_"))
 
 
 def measurements(cells: pd.DataFrame) -> list[str]:
     """The columns worth plotting: numbers measured on cells, not ids, positions or features."""
-    skip = {"label", "image_index", "x", "y", "cluster"}
-    return [c for c in cells.columns if pd.api.types.is_numeric_dtype(cells[c]) and c not in skip
-            and not c.startswith(("f_", "bbox_", "centroid_"))]
+    return [c for c in cells.columns if pd.api.types.is_numeric_dtype(cells[c]) and _is_measurement(c)]
+
+
+def measurement_columns(run: Run) -> list[str]:
+    """:func:`measurements` of the run's per-cell table, from its schema (no column read)."""
+    kind = cells_kind(run)
+    return [] if kind is None else [c for c in run.numeric_columns(kind, "cells") if _is_measurement(c)]
 
 
 def spread(cells: pd.DataFrame, column: str, by: Sequence[str] = ("batch", "condition")) -> pd.DataFrame:

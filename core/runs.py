@@ -103,6 +103,22 @@ class Run:
         info = analysis.table_info(name) if analysis is not None else None
         return list(info["columns"]) if info else []
 
+    def numeric_columns(self, kind: str, name: str) -> list[str]:
+        """The columns of table ``name`` holding numbers (or booleans), from the Parquet file's schema
+        when the table is not in memory: no column is read."""
+        analysis = self.analysis(kind)
+        if analysis is None or name not in analysis.tables:
+            return []
+        tables = analysis.tables
+        if isinstance(tables, SavedTables) and not tables.is_read(name):
+            import pyarrow.parquet as pq
+            import pyarrow.types as pt
+
+            schema = pq.read_schema(tables.path(name))
+            return [f.name for f in schema if pt.is_integer(f.type) or pt.is_floating(f.type) or pt.is_boolean(f.type)]
+        table = tables[name]
+        return [str(c) for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+
     def table_rows(self, kind: str, name: str) -> int:
         """The rows of table ``name`` of the ``kind`` analysis, from its manifest (0 if none)."""
         analysis = self.analysis(kind)

@@ -50,6 +50,10 @@ class SavedTables(Mapping[str, pd.DataFrame]):
             return table if columns is None else table[list(columns)]
         return _read_parquet(self.path(name), columns)
 
+    def is_read(self, name: str) -> bool:
+        """Whether table ``name`` is in memory already (read whole once)."""
+        return name in self._read
+
     def __contains__(self, name: object) -> bool:  # Mapping's would read the table
         return name in self.info
 

@@ -272,6 +272,34 @@ def test_opening_a_run_reads_no_table_until_one_is_asked_for(analyses, root, mon
     assert seg.files["cells.csv"] == segmentation.files["cells.csv"]  # read from disk when asked
 
 
+def test_the_overview_and_comparison_tables_read_only_the_columns_they_need(analyses, root, monkeypatch):
+    """The Overview read the whole cells table (features and all: hundreds of MB at a million cells)
+    to count cells per image and plot one measurement."""
+    import pyarrow.parquet as pq
+
+    from core.run_compare import measure_options, measure_spread
+    from core.run_tables import cells_per_image, cells_table, measurement_columns, measurements, spread
+
+    segmentation, _ = analyses
+    save_run("narrow", [segmentation])
+    reads, real = [], pq.read_table
+
+    def counted(path, *args, columns=None, **kwargs):
+        reads.append((Path(path).name, None if columns is None else tuple(columns)))
+        return real(path, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", counted)
+    run = open_run("narrow")
+    whole = segmentation.tables["cells"]
+    assert measurement_columns(run) == measurements(whole) and "area" in measurement_columns(run) and reads == []
+    assert measure_options([run]) == measurements(whole) and reads == []
+    cells_per_image(run)
+    stats = spread(cells_table(run, ["batch", "condition", "area"]), "area")
+    pd.testing.assert_frame_equal(stats, spread(whole, "area"), check_dtype=False)
+    measure_spread([run], "area")
+    assert reads and all(columns is not None and len(columns) <= 4 for name, columns in reads if name == "cells.parquet")
+
+
 def test_embed_saves_its_images_and_the_segmenters_labels_into_the_run_only(root, tmp_path, capsys):
     from core.io.example import make_example_dataset
     from core.io.export import write_dataset
