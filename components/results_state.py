@@ -164,3 +164,22 @@ def to_link(key: str, param: str) -> None:
     else:
         st.query_params[param] = value
 
+
+
+def choices_from_link(key: str, param: str, options: Sequence[str]) -> None:
+    """Before the multiselect ``key`` is drawn: the address's repeated ``?param=`` values that are
+    options choose (none where the address has none of them), else what the widget held."""
+    ss = st.session_state
+    if param in st.query_params:
+        ss[key] = [v for v in dict.fromkeys(st.query_params.get_all(param)) if v in options]
+    else:
+        ss[key] = [v for v in ss.get(key) or [] if v in options]
+
+
+def choices_to_link(key: str, param: str) -> None:
+    """A multiselect's ``on_change``: its values into the address as ``?param=a&param=b``."""
+    values = list(st.session_state.get(key) or [])
+    if values:
+        st.query_params[param] = values
+    elif param in st.query_params:
+        del st.query_params[param]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from components.results_map import cellmap_view
 from components.results_state import load_run
 from components.results_views import (
-    cellmap_view,
     explain_view,
     files_view,
     models_view,
