@@ -266,6 +266,11 @@ def cellmap_view(run: Run) -> None:
             st.image(run.analysis(KIND).files["map.png"], caption="The cell map, coloured by batch, as saved")
         return
     options, filters = colour_options(columns), [c for c in FILTERS if c in columns]
+    if st.session_state.get("res.map.run") not in (None, run.info.name):  # another run chosen: its own map
+        set_link(**{param: None for param in LINK_PARAMS if param != "color"})
+        for name in FILTERS:
+            st.session_state.pop(f"res.f.{name}", None)
+    st.session_state["res.map.run"] = run.info.name
     from_link("res.color", "color", options, options[0])
     to_link("res.color", "color")
     top = st.columns([1.2, *[1] * len(filters)])

@@ -216,3 +216,16 @@ def test_in_chromium_a_link_with_a_window_draws_that_window(cells, tmp_path):
         assert f"{len(inside):,} cells drawn" in page.inner_text("[data-testid='stMain']")
         assert page.locator(".st-key-res-f-condition").inner_text().count("drug") == 1
         browser.close()
+
+
+def test_another_run_chosen_starts_from_its_whole_map(cells):
+    other = synthetic_cells(200, 5)
+    save_run("map-other", [Analysis("cellmap", (), {}, {"cellscope": {"version": "test", "commit": None}},
+                                    tables={"cells": other})])
+    xs, ys = cells["x"].to_numpy(), cells["y"].to_numpy()
+    at = open_map(condition="drug", window=Window(float(xs.min()), float(np.median(xs)), float(ys.min()),
+                                                  float(np.median(ys))).text(), cell=[cells["cell_id"].iloc[0]])
+    at.selectbox(key="res.run").set_value("map-other").run()
+    assert not at.exception
+    assert not {"window", "condition", "cell"} & set(at.query_params)
+    assert at.multiselect(key="res.f.condition").value == [] and same_points(figure(at), other)
