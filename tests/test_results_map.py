@@ -1,4 +1,4 @@
-"""The Results page's cell map (components/results_map.py) on a saved synthetic map: a link
+"""The Results page's cell map (components/results_map.py, core/figures/map_view.py) on a saved synthetic map: a link
 restores the colour, filters, window and selection; above MAP_POINTS the map is a density whose
 counts are the table's; filters change what is drawn and counted; a selection's shape picks the
 same cells again from the address; and, in Chromium, a link with a window draws that window."""
@@ -18,8 +18,8 @@ from conftest import ROOT
 from streamlit.testing.v1 import AppTest
 
 import components.results_map as results_map
-from components.results_map import Shape, Window, selection_of
 from core.analysis import Analysis
+from core.figures.map_view import LASSO_VERTICES, Shape, Window, density, selection_of
 from core.runs import open_run, save_run
 
 TIMEOUT = 120
@@ -156,7 +156,7 @@ def test_a_density_counts_each_cell_of_its_window_once():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=5000), rng.normal(size=5000)
     window = Window(-1.0, 1.5, -0.5, 0.5)
-    counts, xc, yc, means = results_map.density(x, y, window, values=np.ones(5000), bins=64)
+    counts, xc, yc, means = density(x, y, window, values=np.ones(5000), bins=64)
     assert counts.sum() == window.holds(x, y).sum() and counts.shape == (len(yc), len(xc)) == (26, 64)
     assert np.allclose(means[counts > 0], 1.0)
     assert np.histogram2d(y[window.holds(x, y)], x[window.holds(x, y)], bins=(26, 64),
@@ -167,7 +167,7 @@ def test_a_selection_is_kept_as_its_rounded_shape_and_picks_the_same_cells_again
     xs = np.linspace(-10.123456789, 10.98765432, 500)
     lasso = {"selection": {"lasso": [{"x": list(xs), "y": list(np.sin(xs) * 7.1234567)}], "box": [], "points": []}}
     shape, ids = selection_of(lasso, np.array([]))
-    assert not ids and shape.kind == "lasso" and len(shape.xs) <= results_map.LASSO_VERTICES
+    assert not ids and shape.kind == "lasso" and len(shape.xs) <= LASSO_VERTICES
     assert Shape.parse(shape.text()) == shape and len(shape.text()) < 3000
     rng = np.random.default_rng(0)
     px, py = rng.uniform(-12, 12, 20000), rng.uniform(-8, 8, 20000)
