@@ -101,9 +101,9 @@ class Shape:
         """The shape as a Plotly layout shape (dashed), so a linked selection is seen where it is."""
         if self.kind == "box":
             return dict(type="rect", x0=self.xs[0], x1=self.xs[1], y0=self.ys[0], y1=self.ys[1],
-                        line=dict(color="#222", dash="dash", width=1.5))
+                        line=dict(color="#f0f0f0", dash="dash", width=2))
         path = "M" + "L".join(f"{x},{y}" for x, y in zip(self.xs, self.ys, strict=True)) + "Z"
-        return dict(type="path", path=path, line=dict(color="#222", dash="dash", width=1.5))
+        return dict(type="path", path=path, line=dict(color="#f0f0f0", dash="dash", width=2))
 
 
 def selection_of(event: dict, ids: np.ndarray) -> tuple[Shape | None, list[str]]:
