@@ -227,9 +227,10 @@ def window_controls(window: Window, whole: bool, shape: Shape | None) -> None:
                                   help="Zoom to exactly these bounds (kept in the address as ?window=).")
 
 
-def selected_rows(run: Run, picked: np.ndarray) -> pd.DataFrame:
-    """The saved table's rows of the cells ``picked`` (a mask over its rows), features too."""
-    return _run_table(run, KIND, TABLE).iloc[np.flatnonzero(picked)]
+def selected_rows(run: Run, picked: np.ndarray, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The saved table's rows of the cells ``picked`` (a mask over its rows): ``columns`` of them
+    (every column, features too, with None)."""
+    return _run_table(run, KIND, TABLE, columns).iloc[np.flatnonzero(picked)]
 
 
 def selection_panel(run: Run, frame: pd.DataFrame, picked: np.ndarray, groups: Sequence[str]) -> None:
@@ -256,4 +257,5 @@ def selection_panel(run: Run, frame: pd.DataFrame, picked: np.ndarray, groups: S
     except ImportError:
         st.caption("The selected cells' crops are not available in this version of CellScope.")
     else:
-        crops_panel(run, selected_rows(run, picked))
+        where = [c for c in ("cell_id", "image", "centroid_y", "centroid_x") if c in _run_table_columns(run, KIND, TABLE)]
+        crops_panel(run, selected_rows(run, picked, where))  # not the features: only where each cell is
