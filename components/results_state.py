@@ -113,4 +113,3 @@ def to_link(key: str, param: str) -> None:
         st.query_params[param] = list(value) if value else ""
     else:
         st.query_params[param] = value
-

@@ -15,9 +15,9 @@ import streamlit as st
 from components.auth import delete_refusal
 from components.downloads import download_button
 from components.results_compare import join_comparison
+from components.results_map import LINK_PARAMS
 from components.results_state import date_text, from_link, run_zip, runs_table, search_runs, to_link
 from core.analysis import cellscope_version
-from core.figures.cellmap import map_figure
 from core.figures.report import run_report_html
 from core.run_tables import cells_per_image, cells_table, f1_by_model, json_file, measurement_columns, spread
 from core.runs import Run, RunInfo, delete_run, runs_dir
@@ -166,40 +166,6 @@ def models_view(run: Run) -> None:
     st.plotly_chart(fig, width="stretch")
 
 
-MAP_COLOURS = ("batch", "condition", "cluster", "image")  # what the saved map can be coloured by
-MAP_POINTS = 100_000  # WebGL stays fluid up to here; beyond, a seeded sample
-
-
-def cellmap_view(run: Run) -> None:
-    effect = json_file(run, "cellmap", "batch_effect.json")
-    if effect is not None:
-        st.subheader(f"Plate effect: {effect.get('verdict', 'undetermined')}")
-        st.write(effect.get("reason", ""))
-        numbers = {"silhouette": effect.get("silhouette"), "iLISI": effect.get("ilisi"), "kBET": effect.get("kbet"),
-                   "classifier accuracy": effect.get("classifier_accuracy"), "chance": effect.get("chance")}
-        cols = st.columns(len(numbers))
-        for col, (label, value) in zip(cols, numbers.items(), strict=True):
-            col.metric(label, "–" if value is None else f"{value:.2f}")
-    cellmap = run.analysis("cellmap")
-    cells = cellmap.tables.get("cells")
-    if cells is not None and {"x", "y"} <= set(cells.columns) and len(cells):
-        groups = [c for c in MAP_COLOURS if c in cells.columns]
-        from_link("res.color", "color", groups, groups[0])
-        to_link("res.color", "color")
-        color = st.columns([1, 2])[0].selectbox(
-            "Colour by", groups, key="res.color", on_change=to_link, args=("res.color", "color"),
-            help="Each cell a point where the saved map put it; hover for its image and label. A large run is "
-                 f"drawn from a seeded sample of {MAP_POINTS:,} cells.")
-        shown = cells.sample(MAP_POINTS, random_state=0) if len(cells) > MAP_POINTS else cells
-        keep = [c for c in ("x", "y", *MAP_COLOURS, "cell_id") if c in shown.columns]
-        st.plotly_chart(map_figure(shown[keep].reset_index(drop=True), color, height=560), key="res.map",
-                        config={"displaylogo": False, "scrollZoom": True})
-        if len(shown) < len(cells):
-            st.caption(f"A seeded sample of {len(shown):,} of {len(cells):,} cells.")
-    elif "map.png" in cellmap.files:
-        st.image(cellmap.files["map.png"], caption="The cell map, coloured by batch, as saved")
-
-
 def explain_view(run: Run) -> None:
     report = json_file(run, "explain", "classifier.json")
     if report is None:
@@ -258,7 +224,7 @@ def files_view(run: Run) -> None:
         st.session_state[DELETED_KEY] = info.name
         for key in ("res.run", "res.sure"):
             st.session_state.pop(key, None)
-        for param in ("run", "view", "measure", "image", "model", "image_batch", "image_condition"):
+        for param in ("run", "view", "measure", "image", "model", "image_batch", "image_condition", *LINK_PARAMS):
             if param in st.query_params:
                 del st.query_params[param]
         st.rerun()

@@ -9,9 +9,9 @@ import streamlit as st
 
 from components.results_compare import compare_toggle, compare_view
 from components.results_images import image_view
+from components.results_map import cellmap_view
 from components.results_state import load_run
 from components.results_views import (
-    cellmap_view,
     explain_view,
     files_view,
     models_view,

@@ -39,6 +39,8 @@ NOT_KEPT = {
     "res.view": "the Results view lives in the address (?view=)",
     "res.measure": "the measurement plotted lives in the address (?measure=)",
     "res.color": "what the saved map is coloured by lives in the address (?color=)",
+    "res.f.*": "the saved map's filters live in the address (?batch=, ?condition=, ?cluster=)",
+    "res.win.*": "the map's window lives in the address (?window=); its boxes show it",
     "res.sure": "a confirmation to delete a run is asked anew each time",
     "tr.del.*": "which trained model to delete, and the confirmation, are asked anew each time",
     "res.cmp.on": "Compare runs is on while the address holds ?compare=",
