@@ -41,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from browser import SHOTS  # noqa: E402
 
 MODEL_LOAD = "[bench_load] model loaded:"  # the server process's line per model built
-PAGES = (("Data", "Data"), ("Preprocess", "Preprocess"), ("Compare models", "Compare models"), ("Results", "Results"))
+PAGES = ("Data", "Preprocess", "Compare models", "Results")  # the reruns go round them: sidebar link = title
 RANDOM_YOLO = "random-yolo11n"  # user:<this> when --random-yolo: YOLO11n's architecture, random weights
 SHIPPED_YOLO = "yolo11s-nuclei"  # the Compare page's default YOLO (weights ship with napari-nuclephaser)
 
@@ -49,6 +49,7 @@ SHOWN_JS = """([text, heading]) => {
   const main = document.querySelector(heading ? '[data-testid=stMain] h1' : '[data-testid=stMain]');
   return Boolean(main && main.innerText.includes(text));
 }"""
+VIEWPORT = {"width": 1500, "height": 1500}
 PLOTLY_X_JS = """() => [...document.querySelectorAll('[data-testid=stMain] .js-plotly-plot')]
   .flatMap((gd) => (gd.data || []).flatMap((t) => Array.from(t.x || [])))"""
 
@@ -236,9 +237,9 @@ def watch(session: Session, page) -> None:
     page.on("pageerror", lambda e: session.errors.append(f"{session.tag} page error: {e}"))
 
 
-async def walk(session: Session, context, server: Server) -> None:
+async def walk(session: Session, browser, server: Server) -> None:
     """A new user's way through the app with their own images, checked on every page."""
-    page = session.page = await context.new_page()
+    page = session.page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
     watch(session, page)
     main = page.locator("[data-testid='stMain']")
     await act(session, page, "open the app", lambda: page.goto(server.url + "/data"), "example dataset")
@@ -279,12 +280,14 @@ async def walk(session: Session, context, server: Server) -> None:
               page.get_by_role("link", name=f"Open {name} on the Results page").click, "Cells per image")
     await page.wait_for_function(f"() => ({PLOTLY_X_JS})().length > 0", timeout=60_000)
     session.check("Results", await main.inner_text(), plotted=await page.evaluate(PLOTLY_X_JS))
-    tab = await context.new_page()  # the address as a colleague would open it
+    other = await browser.new_context(viewport=VIEWPORT)  # the address as sent to a colleague
+    tab = await other.new_page()
     watch(session, tab)
-    await act(session, tab, "Results: the run's link in a new tab", lambda: tab.goto(page.url), "Cells per image")
+    await act(session, tab, "Results: the run's link in another browser", lambda: tab.goto(page.url),
+              "Cells per image")
     await tab.wait_for_function(f"() => ({PLOTLY_X_JS})().length > 0", timeout=60_000)
-    session.check("Results in a new tab", "", plotted=await tab.evaluate(PLOTLY_X_JS))
-    await tab.close()
+    session.check("Results in another browser", "", plotted=await tab.evaluate(PLOTLY_X_JS))
+    await other.close()
 
 
 async def guarded(session: Session, step) -> None:
@@ -309,10 +312,18 @@ async def rerun(session: Session, count: int, offset: int = 0) -> None:
     page = session.page
     nav, main = page.locator("[data-testid='stSidebarNav']"), page.locator("[data-testid='stMain']")
     for i in range(offset, offset + count):
-        link, title = PAGES[i % len(PAGES)]
-        await act(session, page, f"rerun: {title}", nav.get_by_text(link, exact=True).click, title, heading=True)
+        title = PAGES[i % len(PAGES)]
+        await act(session, page, f"rerun: {title}", nav.get_by_text(title, exact=True).click, title, heading=True)
         plotted = await page.evaluate(PLOTLY_X_JS) if title == "Results" else None
         session.check(f"rerun {i} ({title})", await main.inner_text(), plotted=plotted or None)
+
+
+async def sample_rss(server: Server, sessions: list[Session], series: list, every_s: float = 2.0) -> None:
+    """The server's RSS every ``every_s`` seconds, with the number of page changes done so far."""
+    while True:
+        done = sum(len(t) for s in sessions for step, t in s.times.items() if step.startswith("rerun"))
+        series.append((done, round(server.rss_mb(), 1)))
+        await asyncio.sleep(every_s)
 
 
 async def drive(server: Server, n: int, reruns: int, folder: Path) -> dict:
@@ -325,21 +336,24 @@ async def drive(server: Server, n: int, reruns: int, folder: Path) -> dict:
     for s in sessions:
         s.others = [name for other in sessions if other is not s for name in other.names]
     memory: dict[str, float] = {"after start": server.rss_mb()}
+    series: list[tuple[int, float]] = []  # (page changes done by all sessions, server RSS in MB)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        contexts = [await browser.new_context(viewport={"width": 1500, "height": 1500}) for _ in sessions]
         t0 = time.perf_counter()
-        await asyncio.gather(*(guarded(s, walk(s, c, server)) for s, c in zip(sessions, contexts, strict=True)))
+        await asyncio.gather(*(guarded(s, walk(s, browser, server)) for s in sessions))
         walked = time.perf_counter() - t0
         memory["after the walks"] = server.rss_mb()
         warm = min(len(PAGES), reruns)  # one round of the pages: each page's caches filled
         await asyncio.gather(*(guarded(s, rerun(s, warm)) for s in sessions))
-        memory["after warm-up"] = server.rss_mb()
+        memory[f"after warm-up ({warm} reruns)"] = warm_mb = server.rss_mb()
+        sampler = asyncio.create_task(sample_rss(server, sessions, series))
         half = (reruns - warm) // 2
-        await asyncio.gather(*(guarded(s, rerun(s, half, warm)) for s in sessions))
-        memory[f"after {warm + half} reruns"] = server.rss_mb()
+        if half:
+            await asyncio.gather(*(guarded(s, rerun(s, half, warm)) for s in sessions))
+            memory[f"after {warm + half} reruns"] = server.rss_mb()
         await asyncio.gather(*(guarded(s, rerun(s, reruns - warm - half, warm + half)) for s in sessions))
-        memory[f"after {reruns} reruns"] = server.rss_mb()
+        memory[f"after {reruns} reruns"] = end_mb = server.rss_mb()
+        sampler.cancel()
         await browser.close()
     steps: dict[str, list[float]] = {}
     for s in sessions:
@@ -352,7 +366,8 @@ async def drive(server: Server, n: int, reruns: int, folder: Path) -> dict:
         "steps": {k: {"n": len(v), "median s": round(statistics.median(v), 3), "worst s": round(max(v), 3)}
                   for k, v in steps.items()},
         "memory MB": {k: round(v, 1) for k, v in memory.items()},
-        "memory growth over the reruns MB": round(memory[f"after {reruns} reruns"] - memory["after warm-up"], 1),
+        "memory growth over the reruns MB": round(end_mb - warm_mb, 1),
+        "memory MB by page changes done": series,
         "model loads": dict(server.model_loads()),
         "errors": [e for s in sessions for e in s.errors],
         "crosstalk": [c for s in sessions for c in s.crosstalk],
@@ -391,7 +406,9 @@ def report(result: dict) -> str:
              "", "| step | n | median | worst |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['n']} | {v['median s']:.2f} s | {v['worst s']:.2f} s |" for k, v in result["steps"].items()]
     lines += ["", "Server RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in result["memory MB"].items()),
-              f"Growth over the reruns after warm-up: {result['memory growth over the reruns MB']:+.1f} MB",
+              f"Growth over the reruns after warm-up: {result['memory growth over the reruns MB']:+.1f} MB"
+              + (f" (sampled every 2 s while rerunning: {min(m for _, m in series):.0f} to "
+                 f"{max(m for _, m in series):.0f} MB)" if (series := result["memory MB by page changes done"]) else ""),
               "Model loads: " + (", ".join(f"{k} x{v}" for k, v in result["model loads"].items()) or "none"),
               f"Runs saved: {len(result['runs saved'])}",
               f"Errors: {len(result['errors'])}", *result["errors"][:20],
