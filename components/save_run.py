@@ -64,9 +64,20 @@ def images_read(records: Sequence[Analysis], images: Sequence[CellImage]) -> lis
     return [img for img in images if (img.name, img.hash) in read]
 
 
+def _offered_key(key: str) -> str:
+    return f"{key}.offered"
+
+
+def _offer(key: str, default_name: str) -> None:
+    """Put a free default name in the box, remembering it was ours, not the user's."""
+    st.session_state[key] = st.session_state[_offered_key(key)] = free_name(default_name)
+
+
 def _save(key: str, analyses: Analyses, default_name: str, images: Images) -> None:
     """The button's callback (before the page is drawn again, so the name box may be reset)."""
     name = (st.session_state.get(key) or "").strip()
+    if name == st.session_state.get(_offered_key(key)) and (runs_dir() / name).exists():
+        name = free_name(name)  # our default, taken meanwhile by another user: the next free one, not a refusal
     try:
         records = list(analyses() if callable(analyses) else analyses)
         shown = images_read(records, list(images() if callable(images) else images))
@@ -75,7 +86,7 @@ def _save(key: str, analyses: Analyses, default_name: str, images: Images) -> No
         st.session_state[_said_key(key)] = ("error", str(exc))
         return
     st.session_state[_said_key(key)] = ("saved", info.name, str(info.path.parent))
-    st.session_state[key] = free_name(default_name)  # the name just saved is taken now
+    _offer(key, default_name)  # the name just saved is taken now
 
 
 def _results_link(name: str) -> None:
@@ -92,7 +103,7 @@ def save_run_control(key: str, analyses: Analyses, *, default_name: str, images:
     returning them, called only on a click) as a run, with the display pictures of those of
     ``images`` (or a function returning them) that the records read; what happened, below them."""
     if key not in st.session_state:
-        st.session_state[key] = free_name(default_name)
+        _offer(key, default_name)
     where = runs_dir()
     row = st.container(horizontal=True, vertical_alignment="bottom")
     row.text_input("Run name", key=key, max_chars=64, width=320,

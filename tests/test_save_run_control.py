@@ -157,3 +157,23 @@ def test_a_reload_keeps_the_result_to_save_and_the_name_typed(runs_home):
     (info,) = list_runs()
     assert (info.name, info.kinds, info.cells) == ("after-reload", ("segmentation",),
                                                    len(at.session_state["batch_result"][1]))
+
+
+def _control_app():
+    from components.save_run import save_run_control
+    from core.analysis import Analysis
+
+    record = Analysis("segmentation", (), {"model": "classical"}, {"cellscope": {"version": "0", "commit": None}})
+    save_run_control("k", [record], default_name="segmentation-20261207-1500")
+
+
+def test_two_users_keeping_the_default_name_in_the_same_minute_both_save(runs_home):
+    """The second user's click was refused ('exists already') for a name neither of them chose."""
+    first, second = AppTest.from_function(_control_app), AppTest.from_function(_control_app)
+    first.run(), second.run()
+    assert first.text_input(key="k").value == second.text_input(key="k").value == "segmentation-20261207-1500"
+    _save(first, "k"), _save(second, "k")
+    assert any("**segmentation-20261207-1500-2**" in s.value for s in second.success) and not second.error
+    assert sorted(r.name for r in list_runs()) == ["segmentation-20261207-1500", "segmentation-20261207-1500-2"]
+    _save(second, "k", "segmentation-20261207-1500")  # typed by the user: a taken name is still refused
+    assert any("exists already" in e.value for e in second.error)
