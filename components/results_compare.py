@@ -16,7 +16,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from components.results_state import from_link, load_run, to_link
+from components.results_state import from_link, load_run, reading, to_link
 from core import run_compare as rc
 from core.cache import BoundedCache
 from core.runs import Run, RunInfo, runs_dir
@@ -113,10 +113,10 @@ def compare_view(where, infos: Sequence[RunInfo]) -> None:
         return
     runs = []
     for info in chosen:
-        try:
-            runs.append(load_run(info))
-        except (OSError, ValueError, KeyError) as exc:
-            st.error(f"The run “{info.name}” could not be read: {exc}")
+        with reading(info.name):
+            run = load_run(info)
+            run.check_tables()  # the tables the sections read: a damaged run is left out, said above
+            runs.append(run)
     if len(runs) < rc.MIN_RUNS:
         return
     colours = {run.info.name: RUN_COLOURS[i % len(RUN_COLOURS)] for i, run in enumerate(runs)}

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import streamlit as st
 
 from components.workspace import Kept
 from core.cache import BoundedCache
-from core.runs import RUN_FILE, Run, RunInfo, open_run
+from core.runs import READ_ERRORS, RUN_FILE, Run, RunInfo, open_run
 
 # The run, its view and the measurement shown live in the address, not in the workspace: see NOT_KEPT
 # in tests/test_workspace_kept.py. The search text is kept like any page's setting.
@@ -36,6 +37,18 @@ def load_run(info: RunInfo) -> Run:
     stamp = (info.path / RUN_FILE).stat().st_mtime_ns
     return run_store().get_or_compute((str(info.path), stamp),
                                       lambda: open_run(info.name, info.path.parent))
+
+
+@contextmanager
+def reading(name: str) -> Iterator[None]:
+    """Around what reads run ``name`` from disk: a damaged run is said, naming it and the fix,
+    and the rest of the page is drawn (no traceback)."""
+    try:
+        yield
+    except READ_ERRORS as exc:
+        st.error(f"The run “{name}” could not be read: {exc}. It may be damaged (a file missing, cut short or "
+                 f"edited by hand): save it again, or delete it (`python -m core runs delete {name}`).",
+                 icon=":material/broken_image:")
 
 
 def date_text(created: str) -> str:

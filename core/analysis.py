@@ -206,6 +206,10 @@ class Analysis:
             if not (where / MANIFEST_FILE).is_file():
                 raise ValueError(f"{where}: no {MANIFEST_FILE}; not a saved analysis")
             manifest = json.loads((where / MANIFEST_FILE).read_bytes())
+            expected = [f"tables/{name}.parquet" for name in manifest["tables"]] + [f"files/{n}" for n in manifest["files"]]
+            if missing := [name for name in expected if not (where / name).is_file()]:  # a stat each: cheap
+                raise ValueError(f"{where} is damaged: {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''} "
+                                 f"{'is' if len(missing) == 1 else 'are'} missing (a copy or an edit by hand?)")
             tables = SavedTables(where, manifest["tables"])
             files = SavedFiles(where, manifest["files"])
             labels = saved_labels(where, tables)

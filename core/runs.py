@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from core.analysis import Analysis
 from core.data.images import CellImage
@@ -34,6 +35,9 @@ from core.names import name_problem
 from core.saved_record import SavedTables
 
 RUNS_ENV = "CELLSCOPE_RUNS_DIR"
+# What reading a damaged run raises (a file missing, truncated or edited by hand): the pages say so
+# for that run and go on.
+READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, pa.ArrowException)
 RUN_FILE = "run.json"
 IMAGE_INDEX = "images/index.parquet"  # image, batch, condition, height, width, scale, file (one display PNG each)
 INDEX_COLUMNS = ("image", "batch", "condition", "height", "width", "scale", "file")
@@ -102,6 +106,17 @@ class Run:
         analysis = self.analysis(kind)
         info = analysis.table_info(name) if analysis is not None else None
         return list(info["columns"]) if info else []
+
+    def check_tables(self) -> None:
+        """Read each saved table's Parquet footer (its schema: milliseconds whatever its size), so
+        that a table cut short or overwritten raises here (:data:`READ_ERRORS`), not half-way
+        through drawing a page."""
+        import pyarrow.parquet as pq
+
+        for analysis in self.analyses:
+            if isinstance(analysis.tables, SavedTables):
+                for name in analysis.tables:
+                    pq.read_schema(analysis.tables.path(name))
 
     def numeric_columns(self, kind: str, name: str) -> list[str]:
         """The columns of table ``name`` holding numbers (or booleans), from the Parquet file's schema

@@ -10,7 +10,7 @@ import streamlit as st
 from components.results_compare import compare_toggle, compare_view
 from components.results_images import image_view
 from components.results_map import cellmap_view
-from components.results_state import load_run
+from components.results_state import load_run, reading
 from components.results_views import (
     explain_view,
     files_view,
@@ -35,11 +35,8 @@ def results_page() -> None:
         compare_view(picker, infos)
         st.divider()
     elif (info := run_picker(picker, infos)) is not None:
-        try:
+        with reading(info.name):
             run = load_run(info)
-        except (OSError, ValueError, KeyError) as exc:
-            st.error(f"The run “{info.name}” could not be read: {exc}")
-        else:
             summary_view(run)
             view = view_picker(run)
             {"Overview": lambda: plate_view(run), "Models": lambda: models_view(run), "Images": lambda: image_view(run),

@@ -279,3 +279,26 @@ def test_an_unreadable_run_is_listed_with_why_and_opening_it_says_so(saved, root
     table = at.dataframe[-1].value.set_index("name")
     assert table.loc["broken", "note"].startswith("unreadable run.json")
     assert any(e.value.startswith("The run “broken” could not be read") for e in at.error), [e.value for e in at.error]
+
+
+def test_a_damaged_run_is_said_by_name_and_the_rest_of_the_page_is_drawn(saved, root):
+    """A run missing a Parquet file, or with one cut short, drew Streamlit's 'This app has
+    encountered an error' box (its views, and Compare runs with it among the runs)."""
+    (root / "plate-check" / "analyses" / "00-segmentation" / "tables" / "cells.parquet").unlink()
+    at = open_results(run="plate-check")
+    error = next(e.value for e in at.error if "plate-check" in e.value)
+    assert "is damaged: tables/cells.parquet is missing" in error and "runs delete plate-check" in error
+    names = sorted(runs_listed(at))
+    assert names == ["explain-batch", "map-morphology", "plate-check"]  # the list is still drawn
+
+    table = root / "map-morphology" / "analyses" / "00-cellmap" / "tables" / "cells.parquet"
+    table.write_bytes(table.read_bytes()[:1000])  # cut short: present, unreadable
+    for view in ("Overview", "Cell map"):
+        at = open_results(run="map-morphology", view=view)
+        assert any("“map-morphology” could not be read" in e.value for e in at.error), [e.value for e in at.error]
+        assert sorted(runs_listed(at)) == names
+
+    save_run("map-again", [saved["cellmap"]])
+    at = open_results(compare="map-morphology,map-again,explain-batch")
+    assert any("“map-morphology” could not be read" in e.value for e in at.error)
+    assert "map-again" in at.multiselect(key="res.cmp.runs").value and not at.exception
