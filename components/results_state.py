@@ -39,6 +39,22 @@ def load_run(info: RunInfo) -> Run:
                                       lambda: open_run(info.name, info.path.parent))
 
 
+ADDRESS_KEY = "res.address"  # the page's last address (all but ?ws=), for a visit to another page and back
+
+
+def restore_address() -> None:
+    """Arriving at Results by the sidebar, whose links carry only ``?ws=``: the address the page
+    had when it was left, so the run, view, image, map window and comparison come back."""
+    if not any(k != "ws" for k in st.query_params) and (kept := st.session_state.get(ADDRESS_KEY)):
+        for name, values in kept.items():
+            st.query_params[name] = values if len(values) > 1 else values[0]
+
+
+def remember_address() -> None:
+    """At the end of the page: its address (each parameter's values), for :func:`restore_address`."""
+    st.session_state[ADDRESS_KEY] = {k: st.query_params.get_all(k) for k in st.query_params if k != "ws"}
+
+
 @contextmanager
 def reading(name: str) -> Iterator[None]:
     """Around what reads run ``name`` from disk: a damaged run is said, naming it and the fix,

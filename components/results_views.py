@@ -16,7 +16,7 @@ from components.auth import delete_refusal
 from components.downloads import download_button
 from components.results_compare import join_comparison
 from components.results_map import LINK_PARAMS
-from components.results_state import date_text, from_link, run_zip, runs_table, search_runs, to_link
+from components.results_state import ADDRESS_KEY, date_text, from_link, run_zip, runs_table, search_runs, to_link
 from core.analysis import cellscope_version
 from core.figures.report import run_report_html
 from core.run_tables import cells_per_image, cells_table, f1_by_model, json_file, measurement_columns, spread
@@ -222,7 +222,7 @@ def files_view(run: Run) -> None:
             st.error(f"The run could not be deleted: {exc}")
             return
         st.session_state[DELETED_KEY] = info.name
-        for key in ("res.run", "res.sure"):
+        for key in ("res.run", "res.sure", ADDRESS_KEY):  # the address left behind names the run no more
             st.session_state.pop(key, None)
         for param in ("run", "view", "measure", "image", "model", "image_batch", "image_condition", *LINK_PARAMS):
             if param in st.query_params:

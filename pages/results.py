@@ -10,7 +10,7 @@ import streamlit as st
 from components.results_compare import compare_toggle, compare_view
 from components.results_images import image_view
 from components.results_map import cellmap_view
-from components.results_state import load_run, reading
+from components.results_state import load_run, reading, remember_address, restore_address
 from components.results_views import (
     explain_view,
     files_view,
@@ -28,6 +28,7 @@ from core.runs import list_runs
 
 def results_page() -> None:
     require_router()
+    restore_address()  # back from another page: the view left
     st.title("Results")
     infos = list_runs()
     picker, mode = st.columns([3, 2], vertical_alignment="bottom")  # room for four runs compared
@@ -45,6 +46,7 @@ def results_page() -> None:
             st.divider()
     st.subheader("Saved runs")
     run_list(infos)
+    remember_address()
 
 
 results_page()

@@ -302,3 +302,19 @@ def test_a_damaged_run_is_said_by_name_and_the_rest_of_the_page_is_drawn(saved, 
     at = open_results(compare="map-morphology,map-again,explain-batch")
     assert any("“map-morphology” could not be read" in e.value for e in at.error)
     assert "map-again" in at.multiselect(key="res.cmp.runs").value and not at.exception
+
+
+def test_a_visit_to_another_page_and_back_keeps_the_view(saved):
+    """The sidebar's links carry only ?ws=: coming back to Results showed the bare list, the run,
+    view and image gone (a reload or a copied link kept them)."""
+    at = open_results(run="plate-check", view="Images", image=saved["compare"].inputs[1].name)
+    at.switch_page("pages/data.py")
+    for name in [k for k in at.query_params if k != "ws"]:
+        del at.query_params[name]  # what the sidebar's link does
+    at.run()
+    at.switch_page("pages/results.py")
+    at.run()
+    assert not at.exception
+    assert at.query_params["run"] == "plate-check" and at.query_params["view"] == "Images"
+    assert at.selectbox(key="res.run").value == "plate-check"
+    assert at.session_state["res.view"] == "Images" and at.query_params["image"] == saved["compare"].inputs[1].name
