@@ -81,6 +81,8 @@ def image_picker(index: pd.DataFrame) -> str | None:
     if not names:
         st.info("No saved image has this batch and condition: clear a filter.")
         return None
+    if (asked := st.query_params.get("image")) is not None and asked not in set(index["image"].astype(str)):
+        st.warning(f"This run has no image named “{asked}” (a mistyped or shortened link?): showing {names[0]}.")
     from_link("res.image", "image", names, names[0])
     to_link("res.image", "image")  # a link's image outside the filters becomes the one shown, in the address too
     return c3.selectbox("Image", names, key="res.image", on_change=to_link, args=("res.image", "image"),
@@ -101,6 +103,13 @@ def image_view(run: Run) -> None:
         st.error(f"The picture of {image} is missing from the run's folder ({run.info.path / 'images'}).")
         return
     choices = [m for m in models if m in labels]
+    asked = [v for raw in st.query_params.get_all("model") for v in raw.split(",") if v]
+    if unknown := [m for m in asked if m not in choices]:
+        st.warning(f"No outlines of {', '.join(unknown)} on {image} in this run: showing "
+                   f"{'the other models chosen' if len(unknown) < len(asked) else 'every model'}.")
+        if len(unknown) == len(asked):
+            del st.query_params["model"]  # then every model, as a link without models shows
+            st.session_state.pop("res.models", None)
     from_link_list("res.models", "model", choices, choices)
     to_link("res.models", "model")
     chosen = st.multiselect("Outlines", choices, key="res.models", on_change=to_link, args=("res.models", "model"),

@@ -134,3 +134,16 @@ def test_the_crops_panel_draws_the_crops_of_the_cells_given(saved):
     assert len(pictures(at)) == 2 and any("2 more not shown" in c.value for c in at.caption)
     at = AppTest.from_function(_crops_app, args=("no-images", 4), default_timeout=TIMEOUT).run()
     assert not pictures(at) and any("saved without its images" in i.value for i in at.info)
+
+
+def test_a_link_naming_an_image_or_model_the_run_lacks_says_so(saved, training_example):
+    """A mistyped image showed the first image without a word; an unknown model drew no outlines."""
+    at = open_results(run="plate", view="Images", image="plateZ_field9", model="nope")
+    warnings = [w.value for w in at.warning]
+    assert any("no image named “plateZ_field9”" in w and training_example[0].name in w for w in warnings), warnings
+    assert any("No outlines of nope" in w and "every model" in w for w in warnings), warnings
+    assert at.selectbox(key="res.image").value == training_example[0].name
+    assert at.multiselect(key="res.models").value == ["classical", "ground truth"]
+    at = open_results(run="plate", view="Images", model=["nope", "classical"])
+    assert at.multiselect(key="res.models").value == ["classical"]
+    assert any("No outlines of nope" in w.value and "the other models chosen" in w.value for w in at.warning)
