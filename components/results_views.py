@@ -117,7 +117,8 @@ def plate_view(run: Run) -> None:
         return
     st.subheader("Cells per image")
     st.plotly_chart(cells_per_image_figure(per_image), width="stretch")
-    by = per_image.groupby(["batch", "condition"], sort=True)["cells"]
+    keys = ["batch", "condition", *(["model"] if "model" in per_image.columns else [])]  # each model's own counts
+    by = per_image.groupby(keys, sort=True)["cells"]
     st.dataframe(by.agg(images="size", cells="sum", mean="mean").round(1).reset_index(), hide_index=True)
     if not (columns := measurement_columns(run)):
         return

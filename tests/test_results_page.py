@@ -318,3 +318,22 @@ def test_a_visit_to_another_page_and_back_keeps_the_view(saved):
     assert at.query_params["run"] == "plate-check" and at.query_params["view"] == "Images"
     assert at.selectbox(key="res.run").value == "plate-check"
     assert at.session_state["res.view"] == "Images" and at.query_params["image"] == saved["compare"].inputs[1].name
+
+
+def test_the_overview_of_a_comparison_counts_each_models_objects_apart(saved):
+    """The batch x condition table summed both models' objects and counted each image twice."""
+    import dataclasses
+
+    compare = saved["compare"]
+    scores = compare.tables["scores"]
+    other = scores.assign(model="other", objects=scores["objects"] * 2)
+    two = dataclasses.replace(compare, tables={"scores": pd.concat([scores, other], ignore_index=True)},
+                              settings={"models": {"classical": {}, "other": {}}, "device": "cpu"}, labels={})
+    save_run("two-models", [two])
+    at = open_results(run="two-models")
+    table = at.dataframe[0].value.set_index(["batch", "condition", "model"])
+    expected = scores.groupby(["batch", "condition"])["objects"].agg(["size", "sum"])
+    for (batch, condition), (images, cells) in expected.iterrows():
+        assert table.loc[(batch, condition, "classical"), "images"] == images
+        assert table.loc[(batch, condition, "classical"), "cells"] == cells
+        assert table.loc[(batch, condition, "other"), "cells"] == 2 * cells
