@@ -69,9 +69,19 @@ def spread(cells: pd.DataFrame, column: str, by: Sequence[str] = ("batch", "cond
 def f1_by_model(run: Run) -> pd.DataFrame | None:
     """Per model, over the images with ground truth: mean precision, recall, F1 and images scored."""
     compare = run.analysis("compare")
-    if compare is None or "scores" not in compare.tables:
+    if compare is not None and "scores" in compare.tables:
+        scores = compare.tables["scores"]
+    elif (seg := run.analysis("segmentation")) is not None and "summary" in seg.tables:
+        summary = seg.tables["summary"]  # a Preprocess run: the recipe's F1 on each image with ground truth
+        if "f1" not in summary.columns:
+            return None
+        scores = summary.assign(model=str(seg.settings.get("model", "classical")))
+        for column in ("precision", "recall"):  # its summary keeps F1 only
+            if column not in scores.columns:
+                scores[column] = float("nan")
+    else:
         return None
-    scores = compare.tables["scores"].dropna(subset=["f1"])
+    scores = scores.dropna(subset=["f1"])
     if scores.empty:
         return None
     table = scores.groupby("model", sort=False).agg(images=("image", "size"), precision=("precision", "mean"),

@@ -337,3 +337,14 @@ def test_the_overview_of_a_comparison_counts_each_models_objects_apart(saved):
         assert table.loc[(batch, condition, "classical"), "images"] == images
         assert table.loc[(batch, condition, "classical"), "cells"] == cells
         assert table.loc[(batch, condition, "other"), "cells"] == 2 * cells
+
+
+def test_a_preprocess_runs_f1_shows_in_its_models_view(saved, root):
+    """The list showed the segmentation run's mean F1, its views nowhere."""
+    save_run("seg-only", [saved["segmentation"]])
+    at = open_results(run="seg-only", view="Models")
+    assert at.segmented_control(key="res.view").value == "Models"
+    shown = at.dataframe[0].value.set_index("model")
+    summary = saved["segmentation"].tables["summary"]
+    assert shown.loc["classical", "f1"] == pytest.approx(summary["f1"].mean(), abs=5e-4)
+    assert shown.loc["classical", "images"] == summary["f1"].notna().sum()
