@@ -122,13 +122,16 @@ def weights_home(tmp_path_factory):
         yield home
 
 
-def open_page(page: str):
-    """AppTest of the whole app (router and sidebar), switched to ``page`` (e.g. "pages/compare.py")."""
+def open_page(page: str, **params: str | list[str]):
+    """AppTest of the whole app (router and sidebar), switched to ``page`` (e.g. "pages/compare.py"),
+    its address holding ``params`` (e.g. ``run=...``, ``view=...``: a link)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     at.switch_page(page)
+    for name, value in params.items():
+        at.query_params[name] = value
     at.run()
     assert not at.exception, at.exception
     return at

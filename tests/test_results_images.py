@@ -10,7 +10,7 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from core.analysis import Analysis, inputs_of
@@ -42,14 +42,8 @@ def saved(records, training_example, tmp_path, monkeypatch):
 
 
 def open_results(**params: str | list[str]) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page("pages/results.py")
-    for name, value in params.items():
-        at.query_params[name] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    """The whole app on the Results page, its address holding ``params`` (a link)."""
+    return open_page("pages/results.py", **params)
 
 
 def pictures(at: AppTest) -> list[np.ndarray]:

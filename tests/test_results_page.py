@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from core.runs import list_runs, save_run
@@ -61,16 +61,9 @@ def saved(records, root):
     return records
 
 
-def open_results(**params: str) -> AppTest:
-    """The whole app on the Results page, its address holding ``params`` (e.g. run=..., view=...)."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page("pages/results.py")
-    for name, value in params.items():
-        at.query_params[name] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+def open_results(**params: str | list[str]) -> AppTest:
+    """The whole app on the Results page, its address holding ``params`` (a link)."""
+    return open_page("pages/results.py", **params)
 
 
 def runs_listed(at: AppTest) -> list[str]:

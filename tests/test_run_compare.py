@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from core import run_compare as rc
@@ -174,16 +174,9 @@ def test_flatten_keeps_lists_and_empty_dicts_as_values():
 # ---- the page ------------------------------------------------------------------------------------------------------
 
 
-def open_compare(**params) -> AppTest:
-    """The whole app on the Results page, its address holding ``params``."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page("pages/results.py")
-    for name, value in params.items():
-        at.query_params[name] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+def open_compare(**params: str | list[str]) -> AppTest:
+    """The whole app on the Results page, its address holding ``params`` (a link)."""
+    return open_page("pages/results.py", **params)
 
 
 def _values(array) -> list[float]:
