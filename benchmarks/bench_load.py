@@ -175,7 +175,8 @@ def run_benchmark(sessions: int = 8, reruns: int = 50, random_yolo: bool = False
             except subprocess.TimeoutExpired:
                 server.proc.kill()
         log = server.log.read_text()
-        SHOTS.parent.joinpath("load_server.log").write_text(log)  # artifacts/, kept for a look afterwards
+        SHOTS.parent.mkdir(parents=True, exist_ok=True)  # artifacts/ is ignored: absent in a fresh clone
+        SHOTS.parent.joinpath("load_server.log").write_text(log)  # kept for a look afterwards
         if died is not None:
             result["errors"].append(f"the server stopped by itself during the benchmark, exit code {died}")
         if "Traceback" in log:
