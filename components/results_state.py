@@ -17,12 +17,12 @@ import streamlit as st
 
 from components.workspace import Kept
 from core.cache import BoundedCache
-from core.runs import READ_ERRORS, RUN_FILE, Run, RunInfo, open_run
+from core.runs import READ_ERRORS, RUN_FILE, Run, RunInfo, open_run, thumbnail_uri
 
 # The run, its view and the measurement shown live in the address, not in the workspace: see NOT_KEPT
 # in tests/test_workspace_kept.py. The search text is kept like any page's setting.
 KEPT = Kept(widgets=("res.search",))
-LIST_COLUMNS = ("name", "date", "kinds", "images", "cells", "models", "key numbers", "note", "owner")
+LIST_COLUMNS = ("picture", "name", "date", "kinds", "images", "cells", "models", "key numbers", "note", "owner")
 
 
 @st.cache_resource(show_spinner=False)
@@ -84,7 +84,7 @@ def numbers_text(numbers: dict[str, Any]) -> str:
 
 def runs_table(infos: Sequence[RunInfo]) -> pd.DataFrame:
     """One row per run, as the list shows it."""
-    rows = [{"name": i.name, "date": date_text(i.created), "kinds": ", ".join(i.kinds), "images": i.images,
+    rows = [{"picture": thumbnail_uri(i), "name": i.name, "date": date_text(i.created), "kinds": ", ".join(i.kinds), "images": i.images,
              "cells": i.cells, "models": ", ".join(i.models), "key numbers": numbers_text(i.numbers), "note": i.note,
              "owner": i.owner or ""} for i in infos]
     return pd.DataFrame(rows, columns=list(LIST_COLUMNS)).astype({"cells": "Int64"})
@@ -95,7 +95,8 @@ def search_runs(table: pd.DataFrame, text: str) -> pd.DataFrame:
     words = text.lower().split()
     if not words:
         return table
-    rows = table.map(lambda v: "" if pd.isna(v) else str(v)).agg(" ".join, axis=1).str.lower()  # a run without cells too
+    text_columns = table.drop(columns=["picture"], errors="ignore")  # base64 pixels would match any word
+    rows = text_columns.map(lambda v: "" if pd.isna(v) else str(v)).agg(" ".join, axis=1).str.lower()  # a run without cells too
     return table[[all(w in row for w in words) for row in rows]]
 
 

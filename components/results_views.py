@@ -45,7 +45,10 @@ def run_list(infos: Sequence[RunInfo]) -> None:
     shown = search_runs(table, text)
     st.dataframe(shown, hide_index=True, width="stretch", key="res.table", selection_mode="single-row",
                  on_select=functools.partial(open_chosen_row, list(shown["name"])),
-                 column_config={"images": st.column_config.NumberColumn(format="%d"),
+                 column_config={"picture": st.column_config.ImageColumn(
+                                    "picture", width="small", help="The run's first image, as saved (none: a run "
+                                                                   "saved without images)"),
+                                "images": st.column_config.NumberColumn(format="%d"),
                                 "cells": st.column_config.NumberColumn(format="%d")})
     action = "add that run to those compared" if "compare" in st.query_params else "open that run"
     st.caption(f"{len(shown)} of {plural(len(table), 'run')} · Tick a row's box to {action}. "

@@ -39,6 +39,7 @@ RUNS_ENV = "CELLSCOPE_RUNS_DIR"
 # for that run and go on.
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, pa.ArrowException)
 RUN_FILE = "run.json"
+THUMBNAIL, THUMBNAIL_SIDE = "thumbnail.png", 96  # the first image, small: the list of runs shows it
 IMAGE_INDEX = "images/index.parquet"  # image, batch, condition, height, width, scale, file (one display PNG each)
 INDEX_COLUMNS = ("image", "batch", "condition", "height", "width", "scale", "file")
 DISPLAY_SIDE = 768  # a saved display image's longer side at most: what the pages show, ~0.5 MB as PNG
@@ -235,8 +236,10 @@ def write_images(folder: Path, images: Sequence[CellImage], numbers: Mapping[str
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for img in images:
+    for i, img in enumerate(images):
         shown = thumbnail(image_rgb(img), DISPLAY_SIDE)
+        if i == 0:  # the run's face in the list of runs
+            (folder / THUMBNAIL).write_bytes(encode_image(thumbnail(shown, THUMBNAIL_SIDE), "png"))
         file = f"images/{numbers[img.name]:05d}.png"
         (folder / file).write_bytes(encode_image(shown, "png"))
         height, width = img.pixels.shape[:2]
@@ -282,6 +285,16 @@ def save_run(name: str, analyses: Sequence[Analysis], *, images: Sequence[CellIm
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return _info(final, data)
+
+
+def thumbnail_uri(info: RunInfo) -> str | None:
+    """The run's thumbnail as a ``data:`` URI (about 10 KB), or None for a run saved without images."""
+    import base64
+
+    try:
+        return "data:image/png;base64," + base64.b64encode((info.path / THUMBNAIL).read_bytes()).decode()
+    except OSError:
+        return None
 
 
 def list_runs(root: str | Path | None = None) -> list[RunInfo]:

@@ -9,6 +9,7 @@ import dataclasses
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
@@ -141,3 +142,19 @@ def test_a_link_naming_an_image_or_model_the_run_lacks_says_so(saved, training_e
     at = open_results(run="plate", view="Images", model=["nope", "classical"])
     assert at.multiselect(key="res.models").value == ["classical"]
     assert any("No outlines of nope" in w.value and "the other models chosen" in w.value for w in at.warning)
+
+
+def test_the_list_of_runs_shows_each_runs_first_image_small(saved, training_example):
+    """The issue asks for a thumbnail per run in the list; it had none."""
+    from core.figures.display import image_rgb, thumbnail
+
+    at = open_results()
+    table = at.dataframe[-1].value.set_index("name")
+    assert pd.isna(table.loc["no-images", "picture"]) and table.loc["plate", "picture"].startswith("data:image/png;base64,")
+    png = base64.b64decode(table.loc["plate", "picture"].split(",", 1)[1])
+    shown = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert max(shown.shape[:2]) == 96
+    expected = thumbnail(thumbnail(image_rgb(training_example[0]), 768), 96)
+    assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1
+    at.text_input(key="res.search").set_value("png").run()  # the pictures' text is not searched
+    assert at.dataframe[-1].value.empty
