@@ -170,8 +170,13 @@ def test_with_sign_in_on_only_the_owner_deletes_a_model(models):
     assert not ann.exception and not models["anns"].exists() and models["old"].exists()
 
 
-def test_a_model_trained_while_signed_in_records_its_owner(weights):
+def test_a_model_trained_while_signed_in_records_its_owner(weights, monkeypatch):
+    import components.training_state as jobs
     from components.training_state import training_queue
+
+    real = jobs.train_segmenter  # the owner is the point, not the model: 2 steps, not 25 (15 s of CI)
+    monkeypatch.setattr(jobs, "train_segmenter", lambda family, images, *, settings, **kw:
+                        real(family, images, settings={**settings, "steps_per_epoch": 2}, **kw))
 
     at = train_page(secrets={"auth": AUTH}, user=ANN)
     at.text_input(key="tr.name").set_value("owned").run()
