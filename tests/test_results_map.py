@@ -142,7 +142,9 @@ def test_above_map_points_the_map_is_a_density_whose_counts_are_the_tables(cells
 
     # a window of few enough cells is drawn as points (a box on the density sets it)
     xs, ys = cells["x"].to_numpy(), cells["y"].to_numpy()
-    window = Window(float(np.min(xs)), float(np.median(xs)), float(np.min(ys)), float(np.median(ys)))
+    # the left quarter of the map (by x): at most a quarter of the cells (x and y below their medians
+    # held a third or more where the blobs lie along the diagonal: the test failed for some seeds)
+    window = Window(float(np.min(xs)), float(np.quantile(xs, 0.25)), float(np.min(ys)), float(np.max(ys)))
     at = open_map(window=window.text())
     inside = cells[Window.parse(window.text()).holds(xs, ys)]
     assert len(inside) <= len(cells) // 3
