@@ -135,3 +135,11 @@ def open_page(page: str, **params: str | list[str]):
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """An empty runs folder of this test's own (CELLSCOPE_RUNS_DIR): saved runs go there."""
+    folder = tmp_path / "runs"
+    monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(folder))
+    return folder

@@ -46,13 +46,6 @@ def records(training_example):
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch):
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def saved(records, root):
     """Three runs: a plate check (segmentation + compare), a map, an explanation."""
     save_run("plate-check", [records["segmentation"], records["compare"]], note="classical on the example")

@@ -66,13 +66,6 @@ def _cellmap(inputs, verdict: str) -> Analysis:
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch):
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def saved(root):
     """Run a: segmentation + comparison of two models. Run b: the same images, img0 renamed
     "renamed0" and img5 other pixels under the same name; another threshold offset, device and

@@ -25,12 +25,6 @@ def records(training_example):
     return segmentation, compare
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
-
 @pytest.fixture(scope="module")
 def big_image(training_example):
     """A 1200 x 900 field (a smooth ramp in each channel, so a crop of the display picture can be

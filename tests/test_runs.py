@@ -31,13 +31,6 @@ def analyses(training_example):
     return segmentation, compare
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(folder))
-    return folder
-
-
 def test_a_saved_run_is_listed_and_reads_back_the_same_numbers(analyses, root, training_example):
     segmentation, compare = analyses
     info = save_run("plate-check.1", [segmentation, compare])
