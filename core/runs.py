@@ -15,6 +15,7 @@ listed either.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -288,11 +289,18 @@ def save_run(name: str, analyses: Sequence[Analysis], *, images: Sequence[CellIm
 
 
 def thumbnail_uri(info: RunInfo) -> str | None:
-    """The run's thumbnail as a ``data:`` URI (about 10 KB), or None for a run saved without images."""
+    """The run's thumbnail as a ``data:`` URI (about 10 KB), or None for a run saved without images.
+    Read once per run (a run is never overwritten; one saved again after a delete has another date),
+    not on every rerun of the list."""
+    return _thumbnail_uri(str(info.path), info.created)
+
+
+@functools.lru_cache(maxsize=1024)
+def _thumbnail_uri(folder: str, created: str) -> str | None:
     import base64
 
     try:
-        return "data:image/png;base64," + base64.b64encode((info.path / THUMBNAIL).read_bytes()).decode()
+        return "data:image/png;base64," + base64.b64encode((Path(folder) / THUMBNAIL).read_bytes()).decode()
     except OSError:
         return None
 
