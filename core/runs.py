@@ -33,6 +33,7 @@ import pyarrow as pa
 from core.analysis import Analysis
 from core.data.images import CellImage
 from core.names import name_problem
+from core.run_parts import JOB_FILE, JobProgress, job_progress
 from core.saved_record import SavedTables
 
 RUNS_ENV = "CELLSCOPE_RUNS_DIR"
@@ -71,11 +72,12 @@ class RunInfo:
     path: Path
     numbers: dict[str, Any] = field(default_factory=dict)  # key numbers: mean F1 per model, plate-effect verdict, ...
     note: str = ""
+    progress: JobProgress | None = None  # a batch job's run still being written (not openable yet)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "created": self.created, "kinds": list(self.kinds), "images": self.images,
                 "cells": self.cells, "models": list(self.models), "owner": self.owner, "numbers": self.numbers,
-                "note": self.note}
+                "note": self.note, "being_written": None if self.progress is None else vars(self.progress)}
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,8 @@ def summary_of(name: str, analyses: Sequence[Analysis], *, owner: str | None = N
             "models": models, "numbers": numbers}
 
 
-def _info(folder: Path, data: dict[str, Any]) -> RunInfo:
+def run_info(folder: Path, data: dict[str, Any]) -> RunInfo:
+    """A run's :class:`RunInfo` from the content of its ``run.json``."""
     return RunInfo(name=data["name"], created=data["created"], kinds=tuple(data["kinds"]), images=int(data["images"]),
                    cells=data.get("cells"), models=tuple(data.get("models", ())), owner=data.get("owner"),
                    path=folder, numbers=dict(data.get("numbers", {})), note=data.get("note", ""))
@@ -285,7 +288,7 @@ def save_run(name: str, analyses: Sequence[Analysis], *, images: Sequence[CellIm
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return _info(final, data)
+    return run_info(final, data)
 
 
 def thumbnail_uri(info: RunInfo) -> str | None:
@@ -313,14 +316,33 @@ def list_runs(root: str | Path | None = None) -> list[RunInfo]:
         return []
     found = []
     for folder in root.iterdir():
-        if folder.name.startswith(".") or not folder.is_dir() or not (folder / RUN_FILE).is_file():
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if not (folder / RUN_FILE).is_file():
+            if (folder / JOB_FILE).is_file() and (being := _being_written(folder)) is not None:
+                found.append(being)
             continue
         try:
-            found.append(_info(folder, json.loads((folder / RUN_FILE).read_text())))
+            found.append(run_info(folder, json.loads((folder / RUN_FILE).read_text())))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             found.append(RunInfo(folder.name, "", (), 0, None, (), None, folder,
                                  note=f"unreadable {RUN_FILE}: {exc}"))
     return sorted(found, key=lambda info: (info.created, info.name), reverse=True)
+
+
+def _being_written(folder: Path) -> RunInfo | None:
+    """A batch job's run not whole yet (``python -m core run``): listed with its progress, opened once whole."""
+    progress = job_progress(folder)
+    try:
+        job = json.loads((folder / JOB_FILE).read_text())
+        models = tuple(job["settings"]["models"])
+        started = datetime.fromtimestamp((folder / JOB_FILE).stat().st_mtime, UTC).isoformat(timespec="seconds")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if progress is None:
+        progress = JobProgress("running", 0, 0, len(job.get("images", {})), 0.0, time.time())
+    return RunInfo(folder.name, started, ("segmentation",), progress.total, None, models, None, folder,
+                   note=progress.words(), progress=progress)
 
 
 def _folder(name: str, root: str | Path | None) -> Path:
@@ -336,7 +358,7 @@ def open_run(name: str, root: str | Path | None = None) -> Run:
     """The run ``name``: its ``run.json`` and each analysis's manifest (settings, provenance, inputs);
     tables are read when first asked for, files and images each time."""
     folder = _folder(name, root)
-    info = _info(folder, json.loads((folder / RUN_FILE).read_text()))
+    info = run_info(folder, json.loads((folder / RUN_FILE).read_text()))
     analyses = tuple(Analysis.load(path) for path in sorted((folder / "analyses").iterdir()) if path.is_dir())
     return Run(info, analyses)
 

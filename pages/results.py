@@ -9,6 +9,7 @@ import streamlit as st
 
 from components.results_compare import compare_toggle, compare_view
 from components.results_images import image_view
+from components.results_jobs import job_view
 from components.results_map import cellmap_view
 from components.results_state import load_run, reading, remember_address, restore_address
 from components.results_views import (
@@ -33,9 +34,12 @@ def results_page() -> None:
     infos = list_runs()
     picker, mode = st.columns([3, 2], vertical_alignment="bottom")  # room for four runs compared
     if compare_toggle(mode):
-        compare_view(picker, infos)
+        compare_view(picker, [i for i in infos if i.progress is None])  # whole runs only
         st.divider()
-    elif (info := run_picker(picker, infos)) is not None:
+    elif (info := run_picker(picker, infos)) is not None and info.progress is not None:
+        job_view(info)  # a batch job's run, not whole yet
+        st.divider()
+    elif info is not None:
         with reading(info.name):
             run = load_run(info)
             summary_view(run)

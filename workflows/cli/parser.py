@@ -8,6 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from workflows.cli.batch_commands import add_run_command
 from workflows.cli.cellmap_commands import cmd_embed, cmd_explain
 from workflows.cli.data_commands import cmd_example, cmd_info, cmd_models
 from workflows.cli.models_commands import add_models_commands
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "random")
     exp.set_defaults(func=cmd_explain)
     add_runs_commands(sub)
+    add_run_command(sub)
     return parser
 
 

@@ -1,0 +1,218 @@
+"""The batch job (`python -m core run`): on a local Dask cluster it gives exactly what the images give
+one by one; it resumes after a kill, lists failed images with their reason, redoes a killed worker's
+images, loads each model once per worker, and its run opens like any other."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.io.example import make_example_dataset
+from core.io.export import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+N_IMAGES = 6  # 3 plates x 2 fields, 96 px: a screen in miniature
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory) -> Path:
+    """A folder of generated images (plates as folders) with one corrupt file among them."""
+    folder = tmp_path_factory.mktemp("screen")
+    write_dataset(make_example_dataset(seed=3, size=96, fields_per_plate=2), folder)
+    (folder / "images" / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 40)  # a TIFF header, no image
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from workflows.dask_executor import DaskExecutor
+
+    with DaskExecutor(workers=2) as executor:
+        yield executor
+
+
+def job_for(folder: Path):
+    from core.segmentation.recipe import DEFAULT_RECIPE
+    from workflows.batch import BatchJob
+    from workflows.cli.inputs import model_settings
+
+    return BatchJob(str(folder), {"classical": model_settings("classical", DEFAULT_RECIPE, 2048)})
+
+
+def items_of(screen: Path, job):
+    from core.io.sources import find_sources
+
+    from workflows.batch_run import start_job
+    from workflows.cli.batch_commands import batches_of
+
+    found = find_sources([str(screen)])
+    return start_job(Path(job.folder), job, found.sources, batches_of(found.sources, None, [str(screen)]), inputs=[str(screen)])
+
+
+def one_by_one(screen: Path) -> pd.DataFrame:
+    """Each image read, segmented and measured on its own, as the pages and `segment` do it."""
+    from core.cells.cell_set import cell_table
+    from core.io.load import load_paths
+    from core.segmentation.recipe import DEFAULT_RECIPE
+    from models.registry import load_model
+    from models.runner import run_model
+
+    model = load_model("classical")
+    frames = []
+    for image in load_paths([screen]).images:
+        labels = run_model(model, image, recipe=DEFAULT_RECIPE).labels
+        frames.append(cell_table([(image, labels)]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_cells(folder: Path) -> pd.DataFrame:
+    from core.runs import open_run
+
+    run = open_run(folder.name, folder.parent)
+    return run.table("segmentation", "cells")
+
+
+def same_cells(batch: pd.DataFrame, plain: pd.DataFrame) -> None:
+    columns = [c for c in plain.columns if c not in ("image_index", "batch", "condition")]
+    a = batch[columns].sort_values(["image", "label"]).reset_index(drop=True)
+    b = plain[columns].sort_values(["image", "label"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_a_run_on_two_local_workers_equals_the_images_one_by_one_and_lists_the_corrupt_one(screen, tmp_path,
+                                                                                           cluster):
+    from workflows.batch_run import finish_run, run_job, write_failures
+
+    folder = tmp_path / "screen-run"
+    job = job_for(folder)
+    items = items_of(screen, job)
+    report = run_job(folder, items, job, executor=cluster)
+    assert len(report.done) == N_IMAGES and [f.name for f in report.failed] == ["broken"]
+    assert len({d.worker for d in report.done}) == 2  # both workers took images
+    assert all(loads == 1 for loads, _ in report.workers.values())  # the model loaded once per worker
+    failures = write_failures(folder, items, report.failed)
+    info = finish_run(folder, items, job, failures)
+    same_cells(run_cells(folder), one_by_one(screen))
+    listed = pd.read_csv(folder / "failures.csv")
+    assert list(listed["image"]) == ["broken"] and "broken.tif" in listed["file"][0] and listed["reason"][0]
+    assert info.images == N_IMAGES and "1 of 7 images failed" in info.note
+
+
+def test_the_run_opens_on_the_results_page_with_its_images_and_labels(screen, tmp_path, monkeypatch):
+    from core.run_images import image_index, run_labels
+    from core.run_tables import cells_per_image
+    from core.runs import list_runs, open_run
+    from workflows.batch_run import finish_run, run_job, write_failures
+
+    monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(tmp_path))
+    folder = tmp_path / "plates"
+    job = job_for(folder)
+    items = items_of(screen, job)
+    report = run_job(folder, items, job)  # in this process: the same files as on Dask
+    finish_run(folder, items, job, write_failures(folder, items, report.failed))
+    assert [i.name for i in list_runs()] == ["plates"]
+    run = open_run("plates")
+    per_image = cells_per_image(run)
+    assert len(image_index(run)) == N_IMAGES and per_image["cells"].sum() == len(run_cells(folder))
+    first = image_index(run).iloc[0]
+    labels = run_labels(run, first["image"], "classical")
+    assert labels.shape == (first["height"], first["width"]) and labels.max() > 0
+
+
+def kill_worker_once(item, job):
+    """The unit, but the worker running the second image dies the first time it gets it."""
+    from workflows.batch import process_image
+
+    marker = Path(job.folder) / "killed-once"
+    if item.number == 1 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(1)  # the worker process dies, as if out of memory
+    return process_image(item, job)
+
+
+def test_a_killed_workers_image_is_done_again_on_another_worker(screen, tmp_path, cluster):
+    from workflows.batch_run import run_job
+
+    folder = tmp_path / "killed"
+    job = job_for(folder)
+    items = [item for item in items_of(screen, job) if item.name != "broken"]
+    report = run_job(folder, items, job, executor=cluster, unit=kill_worker_once)
+    assert (folder / "killed-once").exists()  # a worker did die
+    assert sorted(d.number for d in report.done) == sorted(item.number for item in items) and not report.failed
+
+
+def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "core", "run", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_a_killed_job_resumes_where_it_stopped_and_says_how_many_failed(screen, tmp_path):
+    out = tmp_path / "resumed"
+    first = cli(str(screen), "--out", str(out), "--serial")
+    deadline = time.monotonic() + 60
+    while len(list((out / "parts").glob("*.json"))) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # no goodbye: as a lost machine or `kill -9`
+    first.wait()
+    done_before = len(list((out / "parts").glob("*.json")))
+    assert 2 <= done_before < N_IMAGES and not (out / "run.json").exists()
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["state"] == "running"  # as the job last said; the page sees it is stale after a minute
+
+    second = cli(str(screen), "--out", str(out), "--serial")
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 3, stderr  # finished, but an image failed
+    assert f"({done_before} done before)" in stdout
+    assert stdout.strip().splitlines()[-1].startswith("1 of 7 images failed")
+    same_cells(run_cells(out), one_by_one(screen))
+
+
+def test_other_settings_on_the_same_run_are_refused(screen, tmp_path):
+    out = tmp_path / "one-recipe"
+    first = cli(str(screen / "images" / "plate1"), "--out", str(out), "--serial")
+    first.communicate(timeout=120)
+    recipe = tmp_path / "recipe.json"
+    from core.segmentation.recipe import DEFAULT_RECIPE
+
+    recipe.write_text(DEFAULT_RECIPE.with_step("denoise", enabled=False).to_json())
+    second = cli(str(screen / "images" / "plate1"), "--out", str(out), "--serial", "--recipe", str(recipe))
+    _, stderr = second.communicate(timeout=60)
+    assert second.returncode == 1 and "other settings" in stderr and "Traceback" not in stderr
+
+
+def test_a_run_being_written_is_listed_with_its_progress(tmp_path):
+    from core.run_parts import JOB_FILE, JobProgress, write_progress
+    from core.runs import list_runs
+
+    folder = tmp_path / "big-screen"
+    folder.mkdir()
+    (folder / JOB_FILE).write_text(json.dumps({"settings": {"models": {"classical": {}}}, "images": {"a": 0}}))
+    write_progress(folder, JobProgress("running", 340, 2, 10_000, 12.5, time.time()))
+    (info,) = list_runs(tmp_path)
+    assert info.progress is not None and info.images == 10_000
+    assert info.note.startswith("being written: 340 of 10000 images (3%), 2 failed, 13 min left")
+    write_progress(folder, JobProgress("running", 340, 2, 10_000, 12.5, time.time() - 3600))
+    assert "run the same command again" in list_runs(tmp_path)[0].note  # silent for an hour: the job is gone
+
+
+def test_combine_parts_widens_parts_of_other_columns(tmp_path):
+    from core.run_parts import combine_parts, write_part
+
+    write_part(tmp_path, 0, pd.DataFrame({"cell_id": ["a:1"], "image": ["a"], "mean_dna": [1.0]}), {"number": 0})
+    write_part(tmp_path, 1, pd.DataFrame({"cell_id": pd.Series([], dtype=str), "image": pd.Series([], dtype=str)}),
+               {"number": 1})
+    write_part(tmp_path, 2, pd.DataFrame({"cell_id": ["c:1"], "image": ["c"], "mean_er": [np.float32(2)]}),
+               {"number": 2})
+    rows, columns = combine_parts(tmp_path, [0, 1, 2], tmp_path / "cells.parquet")
+    table = pd.read_parquet(tmp_path / "cells.parquet")
+    assert rows == 2 and columns == ["cell_id", "image", "mean_dna", "mean_er"]
+    assert table["mean_dna"].isna().tolist() == [False, True] and table["mean_er"].tolist()[1] == 2.0

@@ -1,0 +1,208 @@
+"""A batch job from start to run: the run's folder made or taken up again (:func:`start_job`), the
+images not finished yet sent to the workers with the progress followed (:func:`run_job`), and the
+finished parts made into a saved run (:func:`finish_run`): one Parquet table of every cell, the
+summary, the label images, the display pictures, ``failures.csv``, ``run.json`` last.
+
+Started again on the same folder with the same settings, a job skips the images finished before
+(a killed job loses only the images that were running); failed images are tried again. With
+other settings it is refused: a run is one set of settings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.run_parts import (
+    FAILURES_FILE,
+    JOB_FILE,
+    JobProgress,
+    combine_parts,
+    done_numbers,
+    summaries,
+    write_atomic,
+    write_progress,
+)
+from workflows.batch import ANALYSIS, BatchItem, BatchJob, ImageDone, process_image, run_items
+
+PROGRESS_EVERY_S = 2.0  # progress.json at most this often (the Results page reads it)
+
+
+def start_job(folder: Path, job: BatchJob, sources: Sequence[Any], batches: dict[str, tuple[str, str]], *,
+              inputs: Sequence[str]) -> list[BatchItem]:
+    """The run's folder ready for ``job``: made with ``job.json``, or taken up again when it holds the
+    same job (a finished run too: it is written again with what is new). Each image keeps its number
+    across restarts; images new since are numbered after the others. Returns every image's item."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / JOB_FILE
+    settings = job.settings()
+    numbers: dict[str, int] = {}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("settings") != settings:
+            changed = sorted(k for k in set(old.get("settings", {})) | set(settings)
+                             if old.get("settings", {}).get(k) != settings.get(k))
+            raise ValueError(f"{folder} holds a job with other settings ({', '.join(changed)} differ): a run is one "
+                             "set of settings; give another --out, or delete that folder to start over")
+        numbers = {name: int(n) for name, n in old.get("images", {}).items()}
+    elif (folder / "run.json").exists() or any(folder.iterdir()):
+        raise ValueError(f"{folder} exists and is not a batch job's run; give a new --out")
+    for source in sources:
+        numbers.setdefault(source.name, len(numbers))
+    write_atomic(path, json.dumps({"settings": settings, "inputs": list(inputs), "images": numbers},
+                                  indent=1).encode())
+    (folder / "run.json").unlink(missing_ok=True)  # listed as being written until it is whole again
+    return [BatchItem(numbers[s.name], s, *batches.get(s.name, (s.batch, ""))) for s in sources]
+
+
+@dataclass
+class JobReport:
+    """How a job went: images done before it, done now, failed (name -> reason), and the workers' facts."""
+
+    skipped: int
+    done: list[ImageDone] = field(default_factory=list)
+    failed: list[ImageDone] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def workers(self) -> dict[int, tuple[int, float]]:
+        """Per worker process: models it loaded, its peak memory in MB."""
+        out: dict[int, tuple[int, float]] = {}
+        for d in self.done + self.failed:
+            loads, peak = out.get(d.worker, (0, 0.0))
+            out[d.worker] = (max(loads, d.model_loads), max(peak, d.peak_mb))
+        return out
+
+
+class ProgressFile:
+    """``progress.json`` kept up to date as images finish (at most every :data:`PROGRESS_EVERY_S`)."""
+
+    def __init__(self, folder: Path, total: int, done: int) -> None:
+        self.folder, self.total, self.done, self.failed = folder, total, done, 0
+        self._start, self._start_done, self._last = time.monotonic(), done, 0.0
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self._start
+        return (self.done + self.failed - self._start_done) / elapsed if elapsed > 0 else 0.0
+
+    def update(self, result: ImageDone | None = None, *, state: str = "running", force: bool = False) -> None:
+        if result is not None:
+            self.done += result.ok
+            self.failed += not result.ok
+        now = time.monotonic()
+        if force or now - self._last >= PROGRESS_EVERY_S:
+            write_progress(self.folder, JobProgress(state, self.done, self.failed, self.total, self.rate, time.time()))
+            self._last = now
+
+
+def run_job(folder: Path, items: Sequence[BatchItem], job: BatchJob, *, executor: Any = None,
+            unit: Callable[[BatchItem, BatchJob], ImageDone] = process_image,
+            on_done: Callable[[ImageDone, ProgressFile], None] | None = None) -> JobReport:
+    """Every item not finished before through ``unit`` (on ``executor``, or here); progress.json kept;
+    an interruption (Ctrl-C, a kill) leaves the finished images for the next start."""
+    finished = done_numbers(folder)
+    todo = [item for item in items if item.number not in finished]
+    report = JobReport(skipped=len(items) - len(todo))
+    progress = ProgressFile(folder, len(items), report.skipped)
+    progress.update(force=True)
+    t0 = time.perf_counter()
+
+    def heard(done: ImageDone) -> None:
+        (report.done if done.ok else report.failed).append(done)
+        progress.update(done)
+        if on_done is not None:
+            on_done(done, progress)
+
+    try:
+        run_items(todo, job, executor=executor, unit=unit, on_done=heard)
+    except BaseException:
+        progress.update(state="interrupted", force=True)
+        raise
+    report.seconds = time.perf_counter() - t0
+    progress.update(state="finished" if not report.failed else "failed", force=True)
+    return report
+
+
+def write_failures(folder: Path, items: Sequence[BatchItem], failed: Sequence[ImageDone]) -> pd.DataFrame:
+    """``failures.csv``: each failed image, its file and why (empty, with its header, when none failed)."""
+    by_number = {item.number: item for item in items}
+    rows = [{"image": f.name, "file": _where(by_number[f.number].source) if f.number in by_number else f.name,
+             "reason": f.error}
+            for f in sorted(failed, key=lambda f: f.number)]
+    table = pd.DataFrame(rows, columns=["image", "file", "reason"])
+    write_atomic(folder / FAILURES_FILE, table.to_csv(index=False).encode())
+    return table
+
+
+def _where(source: Any) -> str:
+    return f"{source.path} › {source.member}" if getattr(source, "member", "") else str(source.path)
+
+
+def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures: pd.DataFrame, *,
+               extra: dict[str, Any] | None = None) -> Any:
+    """The finished images' parts made into a run in ``folder`` (``run.json`` last): the analysis
+    ``segmentation`` with tables ``cells`` (every cell, one Parquet file), ``summary`` (image x model),
+    ``labels``, and files ``failures.csv``, ``provenance.json``; the images' index and thumbnail.
+    Returns its :class:`~core.runs.RunInfo`."""
+    from core.analysis import MANIFEST_FILE, PROVENANCE_FILE, Analysis, InputFile, provenance_json
+    from core.runs import IMAGE_INDEX, INDEX_COLUMNS, RUN_FILE, THUMBNAIL, THUMBNAIL_SIDE, run_info, summary_of
+    from core.saved_record import LABELS_TABLE, SavedFiles, SavedTables
+    from workflows.provenance import provenance
+
+    wanted = {item.number for item in items}
+    numbers = sorted(done_numbers(folder) & wanted)
+    done = summaries(folder, numbers)
+    where = folder / ANALYSIS
+    tables: dict[str, dict[str, Any]] = {}
+    rows, columns = combine_parts(folder, numbers, where / "tables" / "cells.parquet")
+    tables["cells"] = {"rows": rows, "columns": columns}
+    summary = pd.DataFrame([{"image": s["image"], "batch": s["batch"], "condition": s["condition"], "model": model,
+                             "cells": n, "seconds": round(s["seconds"], 3)}
+                            for s in done for model, n in s["cells"].items()],
+                           columns=["image", "batch", "condition", "model", "cells", "seconds"])
+    labels = pd.DataFrame([(s["image"], model, file) for s in done for model, file in s["labels"].items()],
+                          columns=["image", "model", "file"])
+    for name, table in (("summary", summary), (LABELS_TABLE, labels)):
+        (where / "tables").mkdir(parents=True, exist_ok=True)
+        table.to_parquet(where / "tables" / f"{name}.parquet", index=False)
+        tables[name] = {"rows": len(table), "columns": list(table.columns)}
+    settings = job.settings()
+    recipe = next((s.get("recipe") for s in job.models.values() if s.get("recipe") is not None), None)
+    prov = provenance(recipe=recipe, models=job.models, device=job.device, extra=extra)
+    files = {FAILURES_FILE: failures.to_csv(index=False).encode(), PROVENANCE_FILE: provenance_json(prov).encode()}
+    for name, data in files.items():
+        write_atomic(where / "files" / name, data)
+    import hashlib
+
+    inputs = tuple(InputFile(s["image"], s["hash"], None, s["batch"], s["condition"], tuple(map(tuple, s["channels"])))
+                   for s in done)
+    analysis = Analysis("segmentation", inputs, settings, prov, tables=SavedTables(where, tables),
+                        files=SavedFiles(where, {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}))
+    write_atomic(where / MANIFEST_FILE, json.dumps(analysis.manifest(), indent=2, sort_keys=True).encode())
+    index = pd.DataFrame([[s["image"], s["batch"], s["condition"], s["height"], s["width"], s["scale"], s["file"]]
+                          for s in done], columns=list(INDEX_COLUMNS))
+    index.astype({"height": "int64", "width": "int64", "scale": "float64"}).to_parquet(folder / IMAGE_INDEX,
+                                                                                      index=False)
+    if done:
+        _thumbnail(folder / done[0]["file"], folder / THUMBNAIL, THUMBNAIL_SIDE)
+    note = f"{len(failures)} of {len(items)} images failed: see {FAILURES_FILE}" if len(failures) else ""
+    data = summary_of(folder.name, [analysis], note=note)
+    data["images"] = len(done)
+    write_atomic(folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True).encode())
+    return run_info(folder, data)
+
+
+def _thumbnail(display: Path, target: Path, side: int) -> None:
+    import cv2
+
+    from core.figures.display import encode_image, thumbnail
+
+    rgb = cv2.cvtColor(cv2.imread(str(display), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    write_atomic(target, encode_image(thumbnail(rgb, side), "png"))
