@@ -124,7 +124,7 @@ def test_the_run_opens_on_the_results_page_with_its_images_and_labels(screen, tm
     per_image = cells_per_image(run)
     assert len(image_index(run)) == N_IMAGES and per_image["cells"].sum() == len(run_cells(folder))
     first = image_index(run).iloc[0]
-    labels = run_labels(run, first["image"], "classical")
+    labels = run_labels(run, first["image"])["classical"]
     assert labels.shape == (first["height"], first["width"]) and labels.max() > 0
 
 
@@ -216,3 +216,26 @@ def test_combine_parts_widens_parts_of_other_columns(tmp_path):
     table = pd.read_parquet(tmp_path / "cells.parquet")
     assert rows == 2 and columns == ["cell_id", "image", "mean_dna", "mean_er"]
     assert table["mean_dna"].isna().tolist() == [False, True] and table["mean_er"].tolist()[1] == 2.0
+
+
+def test_the_results_page_shows_a_run_being_written_and_opens_it_once_whole(screen, root):
+    from conftest import open_page
+
+    from core.run_parts import JOB_FILE, JobProgress, write_progress
+    from workflows.batch_run import finish_run, run_job, write_failures
+
+    folder = root / "overnight"
+    job = job_for(folder)
+    items = items_of(screen, job)
+    write_progress(folder, JobProgress("running", 3, 1, 7, 0.5, time.time()))
+    app = open_page("pages/results.py", run="overnight").run(timeout=60)
+    assert not app.exception
+    bar = app.get("progress")[0]
+    assert "being written: 3 of 7 images (57%), 1 failed" in bar.proto.text and (folder / JOB_FILE).exists()
+    assert "overnight" in app.dataframe[0].value["name"].tolist()  # in the list of runs too
+
+    report = run_job(folder, items, job)
+    finish_run(folder, items, job, write_failures(folder, items, report.failed))
+    app = open_page("pages/results.py", run="overnight").run(timeout=60)
+    assert not app.exception and not app.get("progress")
+    assert [m.value for m in app.metric][:2] == [f"{N_IMAGES:,}", app.metric[1].value] and app.metric[1].value != "–"
