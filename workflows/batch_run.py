@@ -146,11 +146,13 @@ def _where(source: Any) -> str:
 
 
 def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures: pd.DataFrame, *,
-               extra: dict[str, Any] | None = None) -> Any:
+               extra: dict[str, Any] | None = None, map_settings: Any = None,
+               progress: Callable[[float, str], None] | None = None) -> Any:
     """The finished images' parts made into a run in ``folder`` (``run.json`` last): the analysis
     ``segmentation`` with tables ``cells`` (every cell, one Parquet file), ``summary`` (image x model),
     ``labels``, and files ``failures.csv``, ``provenance.json``; the images' index and thumbnail.
-    Returns its :class:`~core.runs.RunInfo`."""
+    With ``map_settings`` (a :class:`models.cellmap.MapSettings`), also the cell map of the first
+    model's cells (:mod:`workflows.batch_map`). Returns its :class:`~core.runs.RunInfo`."""
     from core.analysis import MANIFEST_FILE, PROVENANCE_FILE, Analysis, InputFile, provenance_json
     from core.runs import IMAGE_INDEX, INDEX_COLUMNS, RUN_FILE, THUMBNAIL, THUMBNAIL_SIDE, run_info, summary_of
     from core.saved_record import LABELS_TABLE, SavedFiles, SavedTables
@@ -192,8 +194,17 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
                                                                                       index=False)
     if done:
         _thumbnail(folder / done[0]["file"], folder / THUMBNAIL, THUMBNAIL_SIDE)
+    import shutil
+
+    from workflows.batch_map import MAP_ANALYSIS, map_of_run
+
+    shutil.rmtree(folder / MAP_ANALYSIS, ignore_errors=True)  # a map of an earlier finish is redone or dropped
+    analyses = [analysis]
+    if map_settings is not None and rows:
+        if map_of_run(folder, next(iter(job.models)), map_settings, prov, inputs, progress=progress):
+            analyses.append(Analysis.load(folder / MAP_ANALYSIS))
     note = f"{len(failures)} of {len(items)} images failed: see {FAILURES_FILE}" if len(failures) else ""
-    data = summary_of(folder.name, [analysis], note=note)
+    data = summary_of(folder.name, analyses, note=note)
     data["images"] = len(done)
     write_atomic(folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True).encode())
     return run_info(folder, data)

@@ -17,7 +17,9 @@ SOME_FAILED = 3
 
 
 def add_run_command(sub: argparse._SubParsersAction) -> None:
+    from models.cellmap import MapSettings
     from models.tiling import DEFAULT_OVERLAP
+    from workflows.cli_options import add_setting_options
 
     run = sub.add_parser("run", help="batch job: segment and measure every image of a screen on Dask (local "
                          "workers or a cluster), resumable; writes a run the Results page opens")
@@ -43,6 +45,12 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N; each "
                      "worker uses its machine's GPU")
     run.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
+    # The map of every cell's morphology at the end, as the Cell map page makes it: MapSettings' declarations.
+    add_setting_options(run, MapSettings, only=("method", "correction", "perplexity", "iterations", "n_neighbors",
+                                                "min_dist", "clusters", "k", "min_cluster_size", "seed"),
+                        flags={"correction": "--correct", "method": "--map"})
+    run.add_argument("--no-map", action="store_true", help="no cell map at the end (a million cells take minutes "
+                     "with UMAP, longer with t-SNE)")
     run.set_defaults(func=cmd_run)
 
 
@@ -62,10 +70,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from core.io.sources import find_sources
 
     from core.text import duration, plural
+    from models.cellmap import MapSettings
     from models.device import resolve_device
     from models.registry import get_model_info
     from workflows.batch import BatchJob
     from workflows.batch_run import finish_run, run_job, start_job, write_failures
+    from workflows.cli_options import settings_from_args
     from workflows.dask_executor import DaskExecutor
 
     t0 = time.perf_counter()
@@ -82,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be 1 or more; got {args.workers}")
     check_batch_from(args.batch_from)
+    map_settings = None if args.no_map else settings_from_args(MapSettings, args)  # out of range: refused now
     found = find_sources(args.inputs)
     if not found.sources:
         raise ValueError("no images found in " + " ".join(args.inputs) +
@@ -120,7 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     printer.finish(keep=True)
     failures = write_failures(folder, items, report.failed + _unreadable(found.problems))
-    info = finish_run(folder, items, job, failures, extra={"inputs": list(args.inputs), "batch_from": args.batch_from})
+    mapping = ProgressPrinter(f"map ({map_settings.method})") if map_settings is not None else None
+    info = finish_run(folder, items, job, failures, extra={"inputs": list(args.inputs), "batch_from": args.batch_from},
+                      map_settings=map_settings, progress=mapping)
+    if mapping is not None:
+        mapping.finish()
     seconds = time.perf_counter() - t0
     peak = max((peak for _, peak in report.workers.values()), default=0.0)
     print(f"{len(report.done)} images now ({report.skipped} done before) in {duration(seconds)}"
