@@ -43,6 +43,7 @@ def make_screen(folder: Path, images: int, distinct: int, size: int) -> None:
 def one_run(screen: Path, out: Path, *, workers: int | None) -> dict:
     """One job over the screen: ``workers`` None is the plain loop in this process."""
     from core.io.sources import find_sources
+
     from workflows.batch import BatchJob
     from workflows.batch_run import run_job, start_job
     from workflows.cli.batch_commands import batches_of
@@ -62,9 +63,9 @@ def one_run(screen: Path, out: Path, *, workers: int | None) -> dict:
             report = run_job(out, items, job, executor=executor)
     wall = time.perf_counter() - t0
     peaks = [peak for _, peak in report.workers.values()]
-    return {"workers": workers or 0, "images": len(report.done), "failed": len(report.failed),
+    return {"workers": workers or 0, "images": report.done, "failed": len(report.failed),
             "wall_s": round(wall, 2), "startup_s": round(startup, 2), "work_s": round(report.seconds, 2),
-            "images_per_s": round(len(report.done) / report.seconds, 3),
+            "images_per_s": round(report.done / report.seconds, 3),
             "peak_mb_per_worker": round(max(peaks), 1), "model_loads": sorted(n for n, _ in report.workers.values())}
 
 

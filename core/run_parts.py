@@ -18,7 +18,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,10 @@ def done_numbers(folder: Path) -> set[int]:
     return {int(p.stem) for p in parts.glob("*.json") if p.stem.isdigit()}
 
 
-def summaries(folder: Path, numbers: Iterable[int]) -> list[dict[str, Any]]:
-    """The summaries of ``numbers``' images, in that order."""
-    return [json.loads(part_path(folder, n, ".json").read_text()) for n in numbers]
+def iter_summaries(folder: Path, numbers: Iterable[int]) -> Iterator[dict[str, Any]]:
+    """The summaries of ``numbers``' images, in that order, one at a time."""
+    for n in numbers:
+        yield json.loads(part_path(folder, n, ".json").read_text())
 
 
 def combine_parts(folder: Path, numbers: Sequence[int], target: Path) -> tuple[int, list[str]]:

@@ -96,8 +96,8 @@ def test_a_run_on_two_local_workers_equals_the_images_one_by_one_and_lists_the_c
     job = job_for(folder)
     items = items_of(screen, job)
     report = run_job(folder, items, job, executor=cluster)
-    assert len(report.done) == N_IMAGES and [f.name for f in report.failed] == ["broken"]
-    assert len({d.worker for d in report.done}) == 2  # both workers took images
+    assert report.done == N_IMAGES and [f.name for f in report.failed] == ["broken"]
+    assert len(report.workers) == 2  # both workers took images
     assert all(loads == 1 for loads, _ in report.workers.values())  # the model loaded once per worker
     failures = write_failures(folder, items, report.failed)
     info = finish_run(folder, items, job, failures)
@@ -140,6 +140,7 @@ def kill_worker_once(item, job):
 
 
 def test_a_killed_workers_image_is_done_again_on_another_worker(screen, tmp_path, cluster):
+    from core.run_parts import done_numbers
     from workflows.batch_run import run_job
 
     folder = tmp_path / "killed"
@@ -147,7 +148,8 @@ def test_a_killed_workers_image_is_done_again_on_another_worker(screen, tmp_path
     items = [item for item in items_of(screen, job) if item.name != "broken"]
     report = run_job(folder, items, job, executor=cluster, unit=kill_worker_once)
     assert (folder / "killed-once").exists()  # a worker did die
-    assert sorted(d.number for d in report.done) == sorted(item.number for item in items) and not report.failed
+    assert report.done == len(items) and not report.failed
+    assert done_numbers(folder) == {item.number for item in items}
 
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:

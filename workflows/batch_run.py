@@ -25,7 +25,7 @@ from core.run_parts import (
     JobProgress,
     combine_parts,
     done_numbers,
-    summaries,
+    iter_summaries,
     write_atomic,
     write_progress,
 )
@@ -63,21 +63,24 @@ def start_job(folder: Path, job: BatchJob, sources: Sequence[Any], batches: dict
 
 @dataclass
 class JobReport:
-    """How a job went: images done before it, done now, failed (name -> reason), and the workers' facts."""
+    """How a job went: images done before it, done now, those that failed (with their reasons), and
+    per worker process the models it loaded and its peak memory. Counts, not every image's result:
+    a million images' results would be the job's largest memory."""
 
     skipped: int
-    done: list[ImageDone] = field(default_factory=list)
+    done: int = 0
     failed: list[ImageDone] = field(default_factory=list)
+    workers: dict[int, tuple[int, float]] = field(default_factory=dict)  # pid -> (models loaded, peak MB)
     seconds: float = 0.0
 
-    @property
-    def workers(self) -> dict[int, tuple[int, float]]:
-        """Per worker process: models it loaded, its peak memory in MB."""
-        out: dict[int, tuple[int, float]] = {}
-        for d in self.done + self.failed:
-            loads, peak = out.get(d.worker, (0, 0.0))
-            out[d.worker] = (max(loads, d.model_loads), max(peak, d.peak_mb))
-        return out
+    def add(self, result: ImageDone) -> None:
+        if result.ok:
+            self.done += 1
+        else:
+            self.failed.append(result)
+        if result.worker:
+            loads, peak = self.workers.get(result.worker, (0, 0.0))
+            self.workers[result.worker] = (max(loads, result.model_loads), max(peak, result.peak_mb))
 
 
 class ProgressFile:
@@ -115,7 +118,7 @@ def run_job(folder: Path, items: Sequence[BatchItem], job: BatchJob, *, executor
     t0 = time.perf_counter()
 
     def heard(done: ImageDone) -> None:
-        (report.done if done.ok else report.failed).append(done)
+        report.add(done)
         progress.update(done)
         if on_done is not None:
             on_done(done, progress)
@@ -160,7 +163,7 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
 
     wanted = {item.number for item in items}
     numbers = sorted(done_numbers(folder) & wanted)
-    done = summaries(folder, numbers)
+    done = [_compact(s) for s in iter_summaries(folder, numbers)]  # one image's summary at a time, kept small
     where = folder / ANALYSIS
     tables: dict[str, dict[str, Any]] = {}
     rows, columns = combine_parts(folder, numbers, where / "tables" / "cells.parquet")
@@ -208,6 +211,13 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
     data["images"] = len(done)
     write_atomic(folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True).encode())
     return run_info(folder, data)
+
+
+def _compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the run's tables need of an image's summary (the rest stays in its part's file)."""
+    keep = ("image", "batch", "condition", "hash", "channels", "cells", "labels", "seconds", "height", "width",
+            "scale", "file")
+    return {k: summary[k] for k in keep}
 
 
 def _thumbnail(display: Path, target: Path, side: int) -> None:

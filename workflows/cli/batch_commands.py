@@ -138,8 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         mapping.finish()
     seconds = time.perf_counter() - t0
     peak = max((peak for _, peak in report.workers.values()), default=0.0)
-    print(f"{len(report.done)} images now ({report.skipped} done before) in {duration(seconds)}"
-          f"{f', {len(report.done) / report.seconds:.2f} images/s' if report.done and report.seconds else ''}; "
+    print(f"{report.done} images now ({report.skipped} done before) in {duration(seconds)}"
+          f"{f', {report.done / report.seconds:.2f} images/s' if report.done and report.seconds else ''}; "
           f"workers' peak memory {peak:.0f} MB; {info.cells or 0:,} cells in all")
     if len(failures):
         print(f"{len(failures)} of {len(items) + len(found.problems)} images failed (see {folder / 'failures.csv'}); "
