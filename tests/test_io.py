@@ -619,3 +619,19 @@ def test_cli_info_on_a_sparse_huge_tiff_fails_from_its_header(sparse_tiff, monke
     assert main(["info", str(sparse_tiff)]) == 1
     assert "huge.tif: image is 70000x70000 pixels" in capsys.readouterr().err
 
+
+
+def test_a_compressed_tiff_with_damaged_data_is_a_problem_not_a_crash(tmp_path):
+    """Before: imagecodecs' DeflateError (a RuntimeError) escaped load_paths and `info` crashed."""
+    import tifffile
+
+    path = tmp_path / "damaged.tif"
+    tifffile.imwrite(path, blobs(), compression="zlib", photometric="minisblack")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xff" * count)
+    report = cio.load_paths([path, tmp_path / "missing.tif"])
+    problems = {p.file: p.message for p in report.problems}
+    assert "TIFF file is corrupt or truncated" in problems["damaged.tif"] and len(problems) == 2

@@ -6,6 +6,7 @@ stacks reduced to one plane, ground-truth label images checked. Every problem ra
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,7 +36,7 @@ def sniff_format(data: bytes) -> str | None:
 
 
 
-def _check_dtype(dtype: np.dtype) -> None:
+def check_dtype(dtype: np.dtype) -> None:
     if np.dtype(dtype) not in _SUPPORTED_DTYPES:
         raise ImageReadError(
             f"unsupported pixel type {np.dtype(dtype).name}; CellScope reads 8/16/32-bit integer "
@@ -130,14 +131,16 @@ class Header:
         check_size(self.layout.height, self.layout.width, self.values)
 
 
-_TIFF_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError, IndexError, KeyError)
+# RuntimeError: imagecodecs' errors on damaged compressed pixels (DeflateError, LzwError...). Not
+# zlib.error in headers: there it is a zip member's damaged stream ("zip it again").
+_TIFF_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError, IndexError, KeyError, RuntimeError)
 
 
 def _tiff_header(tif) -> Header:
     if not tif.series:
-        raise ImageReadError("TIFF holds no image data")
+        raise ImageReadError("TIFF file is corrupt or truncated (it lists no readable image); re-export it")
     series = tif.series[0]
-    _check_dtype(series.dtype)
+    check_dtype(series.dtype)
     layout = stack_layout(tuple(series.shape), series.axes)
     names = _ome_channel_names(tif)
     names = names if len(names) == layout.channels and all(names) else ()
@@ -212,7 +215,7 @@ def _decode_tiff(data: bytes) -> tuple[np.ndarray, str, tuple[str, ...]]:
             arr = tif.series[0].asarray()
     except ImageReadError:
         raise
-    except (tifffile.TiffFileError, *_TIFF_ERRORS) as exc:
+    except (tifffile.TiffFileError, zlib.error, *_TIFF_ERRORS) as exc:
         raise _tiff_error(exc) from exc
     return header.layout.to_stack(arr), header.layout.note, header.channel_names
 
@@ -275,7 +278,7 @@ def decode_image(data: bytes, name: str = "") -> Decoded:
     stack, note, names = _decode_tiff(data) if fmt == "tiff" else _decode_png_jpeg(data, fmt)
     if note:
         notes.append(note)
-    _check_dtype(stack.dtype)
+    check_dtype(stack.dtype)
     return Decoded(finish_stack(stack, notes), notes, names)
 
 
