@@ -25,18 +25,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core.data.images import UNASSIGNED, CellImage, channels_from_names, default_channels
-from core.io.decode import (
-    Layout,
-    check_channels,
-    decode_image,
-    finish_stack,
-    read_image,
-    read_labels,
-    reduce_stack,
-    stack_layout,
-)
+from core.io.decode import check_channels, decode_image, finish_stack, read_image, read_labels, reduce_stack
 from core.io.entries import Entry, entry_header, file_entries, is_hidden, member_entry, read_entry
 from core.io.guards import FileProblem, ImageReadError, check_size
+from core.io.layout import Layout, stack_layout
 from core.io.roles import ACCEPTED_EXTENSIONS, IMAGE_EXTENSIONS, TABLE_EXTENSIONS, key_and_role
 from core.io.zarr_source import is_zarr_folder, read_zarr_header, zarr_name, zarr_stack, zarr_window
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from core.io.decode import Decoded, Layout, check_channels, check_dtype, finish_stack, stack_layout, to_plane
+from core.io.decode import Decoded, check_channels, check_dtype, finish_stack, to_plane
 from core.io.guards import ImageReadError, check_size, error_text
+from core.io.layout import Layout, stack_layout
 
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 # NGFF axis names (and, for names it leaves free, types) as tifffile's axis letters.
