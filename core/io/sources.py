@@ -150,9 +150,13 @@ class ImageSource:
 
         with tifffile.TiffFile(self.path) as tif:
             series = tif.series[0]
+            arr = None
             if series.dataoffset is not None:  # contiguous: a memory map reads only the rows it touches
-                arr = np.asarray(tifffile.memmap(self.path, series=0, mode="r")[index])
-            else:  # tiles or strips: zarr reads the chunks under the window
+                try:
+                    arr = np.asarray(tifffile.memmap(self.path, series=0, mode="r")[index])
+                except ValueError:  # not mappable as stored (bit-packed, odd byte order): zarr below
+                    arr = None
+            if arr is None:  # tiles or strips: zarr reads the chunks under the window
                 with series.aszarr(level=0) as store:
                     arr = np.asarray(zarr.open_array(store, mode="r")[index])
         return self.layout.to_stack(arr.astype(arr.dtype.newbyteorder("="), copy=False))
@@ -205,23 +209,23 @@ def find_sources(inputs: Sequence[str | os.PathLike]) -> SourceList:
     """
     out = SourceList([], [])
     named: set[str] = set()
+    mask_files: dict[str, str] = {}  # image name -> its ground truth's file, as problems name it
     with ExitStack() as zips:
         for raw in inputs:
             files, zarrs = _expand(os.fspath(raw), out.problems)
             entries = file_entries(files, out.problems, zips)
             for entry in entries:
-                _add_entry(entry, out, named)
+                _add_entry(entry, out, named, mask_files)
             for rel, folder in zarrs:
                 _add(_zarr_source(rel, folder), str(folder), out, named)
     out.sources.sort(key=lambda s: s.name)
-    for key, mask in list(out.masks.items()):
-        if key not in named:
-            out.problems.append(FileProblem(mask.shown, f"ground truth for {key!r}, but no image with that name was given"))
-            del out.masks[key]
+    for key in [k for k in out.masks if k not in named]:
+        out.problems.append(FileProblem(mask_files[key], f"ground truth for {key!r}, but no image with that name was given"))
+        del out.masks[key]
     return out
 
 
-def _add_entry(entry: Entry, out: SourceList, named: set[str]) -> None:
+def _add_entry(entry: Entry, out: SourceList, named: set[str], mask_files: dict[str, str]) -> None:
     ext = PurePosixPath(entry.path).suffix.lower()
     if ext in TABLE_EXTENSIONS:
         return
@@ -249,7 +253,7 @@ def _add_entry(entry: Entry, out: SourceList, named: set[str]) -> None:
         if key in out.masks:
             out.problems.append(FileProblem(entry.shown, f"a second ground truth for {key!r}; kept the first"))
         else:
-            out.masks[key] = source
+            out.masks[key], mask_files[key] = source, entry.shown
         return
     _add(source, entry.shown, out, named)
 
@@ -300,7 +304,7 @@ def _expand(text: str, problems: list[FileProblem]) -> tuple[list[tuple[str, Pat
     zarrs: dict[Path, str] = {}
     for match in sorted(root.glob("/".join(parts[fixed:]))):
         rel = match.relative_to(root).as_posix()
-        if is_hidden(rel) or any(is_zarr_folder(Path(*match.parts[:i])) for i in range(1, len(match.parts))):
+        if is_hidden(rel) or any(part.lower().endswith(".zarr") for part in match.parts[:-1]):
             continue  # inside an OME-Zarr folder: its chunks, not images
         if is_zarr_folder(match):
             zarrs.setdefault(match, rel)
@@ -334,4 +338,5 @@ def _walk(folder: Path, prefix: str) -> tuple[list[tuple[str, Path]], list[tuple
             rel = rel_here + name
             if Path(name).suffix.lower() in ACCEPTED_EXTENSIONS and not is_hidden(rel):
                 files.append((prefix + rel, base / name))
+    files.sort(key=lambda item: item[1])  # load_paths' order (sorted paths): the first of two names is kept
     return files, zarrs
