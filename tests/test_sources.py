@@ -216,6 +216,7 @@ def test_glob_patterns_name_images_from_their_fixed_folders(plate_folder, monkey
     assert [s.name for s in find_sources(["screen/plate*/a.tif"]).sources] == ["plate1/a", "plate2/a"]
     deep = find_sources([f"{plate_folder}/**/*.tif"])
     assert [s.name for s in deep.sources] == ["plate1/a", "plate1/ome", "plate1/stack", "plate2/a", "top"]
+    assert [s.name for s in find_sources("screen/top.tif").sources] == ["top"]  # one path alone
     missing = find_sources(["screen/plate9/*.tif", "screen/top.tif"])
     assert [s.name for s in missing.sources] == ["top"]
     assert [p.file for p in missing.problems] == ["screen/plate9/*.tif"]

@@ -207,6 +207,8 @@ def find_sources(inputs: Sequence[str | os.PathLike]) -> SourceList:
     cannot be listed (no image, corrupt header, unsupported pixel type, a second image with one
     name, a pattern matching nothing) is a problem; the others go on.
     """
+    if isinstance(inputs, (str, os.PathLike)):  # one path, not a sequence of characters
+        inputs = [inputs]
     out = SourceList([], [])
     named: set[str] = set()
     mask_files: dict[str, str] = {}  # image name -> its ground truth's file, as problems name it
