@@ -575,3 +575,63 @@ def test_an_oversized_batch_table_is_refused_before_it_is_read(monkeypatch):
     assert [img.name for img in report.images] == ["a"] and report.batch_table is None
     assert [str(p) for p in report.problems] == [
         "batches.csv: batch table is 1 MiB, above the 1 MiB a table of file names needs; is it the right file?"]
+
+
+# ---------------------------------------------------------------------------------------
+# A file's header is checked before the file is read whole (issue 21)
+
+
+@pytest.fixture()
+def sparse_tiff(tmp_path) -> Path:
+    """A TIFF declaring 70000 x 70000 pixels: a 4.9 GB file on disk, sparse, written in a millisecond."""
+    import tifffile
+
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, shape=(70000, 70000), dtype="uint8")
+    assert path.stat().st_size > 4.8e9
+    return path
+
+
+def _refuse_whole_reads(monkeypatch):
+    def read_whole(self):
+        raise AssertionError(f"{self.name} was read whole")
+
+    monkeypatch.setattr(Path, "read_bytes", read_whole)
+
+
+def test_a_sparse_tiff_declaring_70000_squared_pixels_is_refused_from_its_header(sparse_tiff, monkeypatch):
+    _refuse_whole_reads(monkeypatch)  # before: read_entry read all 4.9 GB (23 s) before decode checked the size
+    tracemalloc.start()
+    start = time.perf_counter()
+    report = cio.load_paths([sparse_tiff])
+    seconds, (_, peak) = time.perf_counter() - start, tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert not report.images
+    assert [p.file for p in report.problems] == ["huge.tif"]
+    assert "70000x70000 pixels (4900 MP), above the" in report.problems[0].message
+    assert seconds < 2 and peak < 20 * 2**20
+
+
+def test_cli_info_on_a_sparse_huge_tiff_fails_from_its_header(sparse_tiff, monkeypatch, capsys):
+    from workflows.cli import main
+
+    _refuse_whole_reads(monkeypatch)
+    assert main(["info", str(sparse_tiff)]) == 1
+    assert "huge.tif: image is 70000x70000 pixels" in capsys.readouterr().err
+
+
+
+def test_a_compressed_tiff_with_damaged_data_is_a_problem_not_a_crash(tmp_path):
+    """Before: imagecodecs' DeflateError (a RuntimeError) escaped load_paths and `info` crashed."""
+    import tifffile
+
+    path = tmp_path / "damaged.tif"
+    tifffile.imwrite(path, blobs(), compression="zlib", photometric="minisblack")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xff" * count)
+    report = cio.load_paths([path, tmp_path / "missing.tif"])
+    problems = {p.file: p.message for p in report.problems}
+    assert "TIFF file is corrupt or truncated" in problems["damaged.tif"] and len(problems) == 2

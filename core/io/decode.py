@@ -6,12 +6,15 @@ stacks reduced to one plane, ground-truth label images checked. Every problem ra
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from core.io.guards import MAX_CHANNELS, MAX_PIXELS, ImageReadError, check_size, error_text
+from core.io.layout import Layout, stack_layout
 
 _SUPPORTED_DTYPES = {
     np.dtype(t) for t in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32", "float64")
@@ -34,32 +37,12 @@ def sniff_format(data: bytes) -> str | None:
 
 
 
-def _check_dtype(dtype: np.dtype) -> None:
+def check_dtype(dtype: np.dtype) -> None:
     if np.dtype(dtype) not in _SUPPORTED_DTYPES:
         raise ImageReadError(
             f"unsupported pixel type {np.dtype(dtype).name}; CellScope reads 8/16/32-bit integer "
             "and floating-point images (convert it, e.g. in Fiji: Image > Type > 16-bit)"
         )
-
-
-def _to_stack(arr: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
-    """Reorder an array with tifffile axis letters to (planes, H, W, C)."""
-    axes = axes.upper()
-    if "Y" not in axes or "X" not in axes:
-        raise ImageReadError(f"cannot find the image plane in axes {axes!r}")
-    channel_axes = [i for i, a in enumerate(axes) if a in "CS"]
-    other = [i for i, a in enumerate(axes) if a not in "YXCS"]
-    note = ""
-    # A plain multi-page TIFF (axes Q or I) with a few pages and no channel axis is almost
-    # always one page per channel; long ones are z-stacks or time series.
-    if not channel_axes and len(other) == 1 and axes[other[0]] in "QI" and arr.shape[other[0]] <= 6:
-        channel_axes, other = other, []
-        note = f"read its {arr.shape[channel_axes[0]]} pages as channels"
-    order = other + [axes.index("Y"), axes.index("X")] + channel_axes
-    arr = np.transpose(arr, order)
-    n_planes = int(np.prod([arr.shape[i] for i in range(len(other))])) if other else 1
-    h, w = arr.shape[len(other)], arr.shape[len(other) + 1]
-    return arr.reshape(n_planes, h, w, -1), note
 
 
 def _ome_channel_names(tif) -> tuple[str, ...]:
@@ -77,44 +60,49 @@ def _ome_channel_names(tif) -> tuple[str, ...]:
         return ()  # metadata is a nicety; pixels still load
 
 
-def _decode_tiff(data: bytes) -> tuple[np.ndarray, str, tuple[str, ...]]:
-    import tifffile
+@dataclass(frozen=True)
+class Header:
+    """What an image file holds, read from its header alone: no pixel is decoded."""
 
-    try:
-        # Closing the buffer lets the file's bytes go at once: TiffFile's reference cycles keep
-        # it alive until the garbage collector runs, which made every file's bytes pile up.
-        with io.BytesIO(data) as buffer, tifffile.TiffFile(buffer) as tif:
-            if not tif.series:
-                raise ImageReadError("TIFF holds no image data")
-            series = tif.series[0]
-            shape, axes = tuple(series.shape), series.axes
-            _check_dtype(series.dtype)
-            y, x = axes.upper().find("Y"), axes.upper().find("X")
-            if y < 0 or x < 0:
-                raise ImageReadError(f"cannot find the image plane in TIFF axes {axes!r}")
-            check_size(shape[y], shape[x], int(np.prod(shape)))
-            arr = series.asarray()
-            names = _ome_channel_names(tif)
-    except ImageReadError:
-        raise
-    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError) as exc:
-        raise ImageReadError(f"TIFF file is corrupt or truncated ({error_text(exc)}); re-export it") from exc
-    stack, note = _to_stack(arr, axes)
-    return stack, note, names if len(names) == stack.shape[3] and all(names) else ()
+    kind: str  # "tiff" | "png" | "jpeg"
+    layout: Layout
+    dtype: str  # as decoded (PNG palettes and JPEG colour read as 8-bit RGB)
+    values: int  # every value the file holds, all planes and channels
+    channel_names: tuple[str, ...] = ()  # OME-TIFF channel names, one per channel, or none
+
+    def check_size(self) -> None:
+        """Refuse an image above the limits of :mod:`core.io.guards` before it is read."""
+        check_size(self.layout.height, self.layout.width, self.values)
 
 
-def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str, ...]]:
+# RuntimeError: imagecodecs' errors on damaged compressed pixels (DeflateError, LzwError...). Not
+# zlib.error in headers: there it is a zip member's damaged stream ("zip it again").
+_TIFF_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError, IndexError, KeyError, RuntimeError)
+
+
+def _tiff_header(tif) -> Header:
+    if not tif.series:
+        raise ImageReadError("TIFF file is corrupt or truncated (it lists no readable image); re-export it")
+    series = tif.series[0]
+    check_dtype(series.dtype)
+    layout = stack_layout(tuple(series.shape), series.axes)
+    names = _ome_channel_names(tif)
+    names = names if len(names) == layout.channels and all(names) else ()
+    return Header("tiff", layout, np.dtype(series.dtype).name, int(np.prod(series.shape)), names)
+
+
+def _tiff_error(exc: BaseException) -> ImageReadError:
+    return ImageReadError(f"TIFF file is corrupt or truncated ({error_text(exc)}); re-export it")
+
+
+def _png_jpeg_header(fh: BinaryIO, fmt: str, *, verify: bool = False) -> Header:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            bands = len(im.getbands())
-            check_size(h, w, h * w * bands)
-            if fmt == "png":
+        with Image.open(fh) as im:
+            (w, h), bands, mode = im.size, len(im.getbands()), im.mode
+            if verify:
                 im.verify()  # checks chunk CRCs and the end marker: catches truncation cheaply
-    except ImageReadError:
-        raise
     except Image.DecompressionBombError as exc:  # PIL's own guard, for headers far above ours
         raise ImageReadError(
             f"image is above the {MAX_PIXELS / 1e6:.0f} MP limit ({exc}); crop or downsample it"
@@ -125,6 +113,62 @@ def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str,
         raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated (its data cannot be decoded); re-export it") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{fmt.upper()} file is corrupt or truncated ({error_text(exc)}); re-export it") from exc
+    if fmt == "png":  # OpenCV decodes it: colour (palettes too) as RGB, alpha dropped, 16 bits kept
+        fh.seek(24)
+        depth, colour = fh.read(2)
+        channels, dtype = (1 if colour == 0 else 3), ("uint16" if depth == 16 else "uint8")
+    else:  # PIL decodes it: grey or RGB
+        channels, dtype = (1 if mode == "L" else 3), "uint8"
+    return Header(fmt, Layout("YXS", (h, w, channels), (), (2,)), dtype, h * w * bands)
+
+
+def read_header(fh: BinaryIO) -> Header:
+    """The header of the image file open in ``fh`` (seekable: a disk file or a zip member),
+    with no pixel read. Raises :class:`ImageReadError` for what is no image, a corrupt header or
+    a pixel type CellScope does not read; sizes are checked by :meth:`Header.check_size`."""
+    fh.seek(0)
+    head = fh.read(16)
+    fh.seek(0)
+    if not head:
+        raise ImageReadError("file is empty (0 bytes); copy or export it again")
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise ImageReadError(NOT_AN_IMAGE)
+    if fmt != "tiff":
+        return _png_jpeg_header(fh, fmt)
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(fh) as tif:
+            return _tiff_header(tif)
+    except ImageReadError:
+        raise
+    except (tifffile.TiffFileError, *_TIFF_ERRORS) as exc:
+        raise _tiff_error(exc) from exc
+
+
+def _decode_tiff(data: bytes) -> tuple[np.ndarray, str, tuple[str, ...]]:
+    import tifffile
+
+    try:
+        # Closing the buffer lets the file's bytes go at once: TiffFile's reference cycles keep
+        # it alive until the garbage collector runs, which made every file's bytes pile up.
+        with io.BytesIO(data) as buffer, tifffile.TiffFile(buffer) as tif:
+            header = _tiff_header(tif)
+            header.check_size()
+            arr = tif.series[0].asarray()
+    except ImageReadError:
+        raise
+    except (tifffile.TiffFileError, zlib.error, *_TIFF_ERRORS) as exc:
+        raise _tiff_error(exc) from exc
+    return header.layout.to_stack(arr), header.layout.note, header.channel_names
+
+
+def _decode_png_jpeg(data: bytes, fmt: str) -> tuple[np.ndarray, str, tuple[str, ...]]:
+    from PIL import Image
+
+    with io.BytesIO(data) as buffer:
+        _png_jpeg_header(buffer, fmt, verify=fmt == "png").check_size()
 
     if fmt == "jpeg":
         # PIL raises on truncated JPEG data where OpenCV silently pads with grey.
@@ -178,19 +222,29 @@ def decode_image(data: bytes, name: str = "") -> Decoded:
     stack, note, names = _decode_tiff(data) if fmt == "tiff" else _decode_png_jpeg(data, fmt)
     if note:
         notes.append(note)
-    _check_dtype(stack.dtype)
-    if stack.shape[3] > MAX_CHANNELS:
+    check_dtype(stack.dtype)
+    return Decoded(finish_stack(stack, notes), notes, names)
+
+
+def check_channels(n: int) -> None:
+    if n > MAX_CHANNELS:
         raise ImageReadError(
-            f"has {stack.shape[3]} channels (more than {MAX_CHANNELS}); is it a stack saved with "
+            f"has {n} channels (more than {MAX_CHANNELS}); is it a stack saved with "
             "the wrong axis order? Save it as channels-first TIFF with axis metadata (e.g. from Fiji)"
         )
+
+
+def finish_stack(stack: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Decoded (planes, H, W, C) pixels as every reader hands them on: at most MAX_CHANNELS
+    channels, float16 widened to float32, NaN and infinities set to 0 (with a note)."""
+    check_channels(stack.shape[3])
     if stack.dtype == np.float16:
         stack = stack.astype(np.float32)
     if stack.dtype.kind == "f" and not np.isfinite(stack).all():
         bad = int((~np.isfinite(stack)).sum())
         stack = np.nan_to_num(stack, nan=0.0, posinf=0.0, neginf=0.0)
         notes.append(f"set {bad} NaN/infinite pixels to 0")
-    return Decoded(stack, notes, names)
+    return stack
 
 
 def reduce_stack(stack: np.ndarray, index: int | None = None) -> tuple[np.ndarray, str]:
@@ -206,7 +260,12 @@ def reduce_stack(stack: np.ndarray, index: int | None = None) -> tuple[np.ndarra
 
 def read_image(data: bytes, name: str = "", *, plane: int | None = None) -> Decoded:
     """Decode to (H, W, C): stacks are max-projected, or cut at ``plane``."""
-    decoded = decode_image(data, name)
+    return to_plane(decode_image(data, name), plane)
+
+
+def to_plane(decoded: Decoded, plane: int | None = None) -> Decoded:
+    """(planes, H, W, C) pixels to the (H, W, C) image: stacks are max-projected, or cut at
+    ``plane``; RGB whose channels are identical is one grey channel."""
     notes, names = decoded.notes, decoded.channel_names
     pixels, note = reduce_stack(decoded.pixels, plane)
     if note:

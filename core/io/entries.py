@@ -8,15 +8,15 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from core.io import guards as read_guards
-from core.io.decode import NOT_AN_IMAGE, sniff_format
+from core.io.decode import NOT_AN_IMAGE, Header, read_header, sniff_format
 from core.io.guards import (
     FileProblem,
     ImageReadError,
@@ -44,6 +44,7 @@ class Entry:
     read: Callable[[], bytes]  # all of them
     member: zipfile.ZipInfo | None = None
     archive: str = ""  # the zip it came from
+    file: str = ""  # on disk: the file itself, or the zip holding the member ('' for uploaded bytes)
 
     @property
     def shown(self) -> str:
@@ -55,14 +56,14 @@ def bytes_entry(path: str, data: bytes) -> Entry:
     return Entry(path, len(data), lambda: io.BytesIO(data), lambda: data)
 
 
-def member_entry(zf: zipfile.ZipFile, member: zipfile.ZipInfo, path: str, archive: str) -> Entry:
+def member_entry(zf: zipfile.ZipFile, member: zipfile.ZipInfo, path: str, archive: str, file: str = "") -> Entry:
     def read() -> bytes:
         # One bounded read: a deflated member then unpacks to at most its listed size, even
         # when its data holds more (the CRC check then fails).
         with zf.open(member) as fh:
             return fh.read(member.file_size)
 
-    return Entry(path, member.file_size, lambda: zf.open(member), read, member, archive)
+    return Entry(path, member.file_size, lambda: zf.open(member), read, member, archive, file)
 
 
 def is_hidden(path: str) -> bool:
@@ -118,6 +119,7 @@ def zip_entries(name: str, source: BinaryIO | Path, problems: list[FileProblem],
         )
         return []
     wrapper = wrapper_folder([path for _, path in members])
+    file = str(source) if isinstance(source, Path) else ""
     entries = []
     for m, path in members:
         path = path[len(wrapper) + 1 :] if wrapper else path
@@ -133,29 +135,55 @@ def zip_entries(name: str, source: BinaryIO | Path, problems: list[FileProblem],
                 )
             )
         else:
-            entries.append(member_entry(zf, m, path, name))
+            entries.append(member_entry(zf, m, path, name, file))
     return entries
 
 
-def read_entry(entry: Entry, *, table: bool = False) -> bytes:
-    """The entry's bytes. What cannot be an image is refused from its first bytes and the zip's
-    directory, before it is read whole."""
+@contextmanager
+def _read_errors(entry: Entry) -> Iterator[None]:
+    """Unpacking and disk errors as :class:`ImageReadError` naming what to do."""
     try:
-        if table:
-            check_table_size(entry.size)
-            return entry.read()
-        with entry.open() as fh:
-            head = fh.read(_SNIFF_BYTES)
-        if head and sniff_format(head) is None:
-            raise ImageReadError(NOT_AN_IMAGE)
-        if entry.member is not None:
-            check_member_size(entry.member)
-        return entry.read()
+        yield
     except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
         raise ImageReadError(f"cannot be unpacked ({error_text(exc)}); zip it again") from exc
     except OSError as exc:
         where = f"unpacked from {entry.archive}" if entry.archive else "read"
         raise ImageReadError(f"cannot be {where} ({error_text(exc)})") from exc
+
+
+def entry_header(entry: Entry) -> Header:
+    """The entry's image header, read before any pixel. What cannot be an image is refused from
+    its first bytes and the zip's directory."""
+    with _read_errors(entry), entry.open() as fh:
+        head = fh.read(_SNIFF_BYTES)
+        if head and sniff_format(head) is None:
+            raise ImageReadError(NOT_AN_IMAGE)
+        if entry.member is not None:
+            check_member_size(entry.member)
+        return read_header(fh)
+
+
+def read_entry(entry: Entry, *, table: bool = False) -> bytes:
+    """The entry's bytes. What cannot be an image is refused from its first bytes and the zip's
+    directory, and an image above the limits from its header (TIFF tags, PNG/JPEG size), all
+    before it is read whole: a sparse TIFF declaring 70000 x 70000 pixels costs no 4.9 GB read."""
+    if table:
+        check_table_size(entry.size)
+    elif entry.size:  # an empty file is refused by decode_image, as empty
+        entry_header(entry).check_size()
+    with _read_errors(entry):
+        return entry.read()
+
+
+def file_entries(files: list[tuple[str, Path]], problems: list[FileProblem], zips: ExitStack) -> list[Entry]:
+    """Files on disk, each named as given; a zip's members named from the zip's directory."""
+    entries: list[Entry] = []
+    for rel, f in files:
+        if f.suffix.lower() == ".zip":
+            entries += zip_entries(rel, f, problems, zips)
+        else:
+            entries.append(Entry(rel, f.stat().st_size, partial(f.open, "rb"), f.read_bytes, file=str(f)))
+    return entries
 
 
 def disk_entries(p: Path, problems: list[FileProblem], zips: ExitStack) -> list[Entry]:
@@ -168,10 +196,4 @@ def disk_entries(p: Path, problems: list[FileProblem], zips: ExitStack) -> list[
     else:
         problems.append(FileProblem(str(p), "no such file or folder"))
         return []
-    entries: list[Entry] = []
-    for rel, f in files:
-        if f.suffix.lower() == ".zip":
-            entries += zip_entries(rel, f, problems, zips)
-        else:
-            entries.append(Entry(rel, f.stat().st_size, partial(f.open, "rb"), f.read_bytes))
-    return entries
+    return file_entries(files, problems, zips)
