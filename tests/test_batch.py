@@ -25,10 +25,15 @@ N_IMAGES = 6  # 3 plates x 2 fields, 96 px: a screen in miniature
 
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory) -> Path:
-    """A folder of generated images (plates as folders) with one corrupt file among them."""
+    """A folder of generated images with two corrupt files among them: one whose header cannot be read
+    (refused when listed) and one cut short (its header is whole: it fails on the worker)."""
+    from conftest import tiff_bytes
+
     folder = tmp_path_factory.mktemp("screen")
     write_dataset(make_example_dataset(seed=3, size=96, fields_per_plate=2), folder)
     (folder / "images" / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 40)  # a TIFF header, no image
+    whole = tiff_bytes(np.random.default_rng(0).integers(0, 4000, (96, 96), np.uint16))
+    (folder / "images" / "cut.tif").write_bytes(whole[: len(whole) // 2])
     return folder
 
 
@@ -48,14 +53,16 @@ def job_for(folder: Path):
     return BatchJob(str(folder), {"classical": model_settings("classical", DEFAULT_RECIPE, 2048)})
 
 
-def items_of(screen: Path, job):
+def items_of(screen: Path, job, problems: list | None = None):
     from core.io.sources import find_sources
-
     from workflows.batch_run import start_job
     from workflows.cli.batch_commands import batches_of
 
     found = find_sources([str(screen)])
-    return start_job(Path(job.folder), job, found.sources, batches_of(found.sources, None, [str(screen)]), inputs=[str(screen)])
+    if problems is not None:
+        problems += found.problems
+    return start_job(Path(job.folder), job, found.sources, batches_of(found.sources, None, [str(screen)]),
+                     inputs=[str(screen)])
 
 
 def one_by_one(screen: Path) -> pd.DataFrame:
@@ -91,20 +98,23 @@ def same_cells(batch: pd.DataFrame, plain: pd.DataFrame) -> None:
 def test_a_run_on_two_local_workers_equals_the_images_one_by_one_and_lists_the_corrupt_one(screen, tmp_path,
                                                                                            cluster):
     from workflows.batch_run import finish_run, run_job, write_failures
+    from workflows.cli.batch_commands import unreadable
 
     folder = tmp_path / "screen-run"
     job = job_for(folder)
-    items = items_of(screen, job)
+    problems: list = []
+    items = items_of(screen, job, problems)
     report = run_job(folder, items, job, executor=cluster)
-    assert report.done == N_IMAGES and [f.name for f in report.failed] == ["broken"]
+    assert report.done == N_IMAGES and [f.name for f in report.failed] == ["cut"]
     assert len(report.workers) == 2  # both workers took images
     assert all(loads == 1 for loads, _ in report.workers.values())  # the model loaded once per worker
-    failures = write_failures(folder, items, report.failed)
+    failures = write_failures(folder, items, report.failed + unreadable(problems))
     info = finish_run(folder, items, job, failures)
     same_cells(run_cells(folder), one_by_one(screen))
-    listed = pd.read_csv(folder / "failures.csv")
-    assert list(listed["image"]) == ["broken"] and "broken.tif" in listed["file"][0] and listed["reason"][0]
-    assert info.images == N_IMAGES and "1 of 7 images failed" in info.note
+    listed = pd.read_csv(folder / "failures.csv").set_index("image")
+    assert sorted(listed.index) == ["cut", "images/broken.tif"] and listed.loc["cut", "file"].endswith("cut.tif")
+    assert "corrupt or truncated" in listed.loc["cut", "reason"] and listed.loc["images/broken.tif", "reason"]
+    assert info.images == N_IMAGES and "2 of 8 images failed" in info.note
 
 
 def test_the_run_opens_on_the_results_page_with_its_images_and_labels(screen, tmp_path, monkeypatch):
@@ -145,7 +155,7 @@ def test_a_killed_workers_image_is_done_again_on_another_worker(screen, tmp_path
 
     folder = tmp_path / "killed"
     job = job_for(folder)
-    items = [item for item in items_of(screen, job) if item.name != "broken"]
+    items = [item for item in items_of(screen, job) if item.name != "cut"]
     report = run_job(folder, items, job, executor=cluster, unit=kill_worker_once)
     assert (folder / "killed-once").exists()  # a worker did die
     assert report.done == len(items) and not report.failed
@@ -174,21 +184,23 @@ def test_a_killed_job_resumes_where_it_stopped_and_says_how_many_failed(screen, 
     stdout, stderr = second.communicate(timeout=120)
     assert second.returncode == 3, stderr  # finished, but an image failed
     assert f"({done_before} done before)" in stdout
-    assert stdout.strip().splitlines()[-1].startswith("1 of 7 images failed")
+    assert stdout.strip().splitlines()[-1].startswith("2 of 8 images failed")
     same_cells(run_cells(out), one_by_one(screen))
 
 
-def test_other_settings_on_the_same_run_are_refused(screen, tmp_path):
-    out = tmp_path / "one-recipe"
-    first = cli(str(screen / "images" / "plate1"), "--out", str(out), "--serial")
-    first.communicate(timeout=120)
-    recipe = tmp_path / "recipe.json"
+def test_other_settings_on_the_same_run_are_refused(screen, tmp_path, capsys):
     from core.segmentation.recipe import DEFAULT_RECIPE
+    from workflows.cli.parser import main
 
+    out = tmp_path / "one-recipe"
+    plate = [str(screen / "images" / f"plateA_field{i}.tif") for i in (1, 2)]
+    assert main(["run", *plate, "--out", str(out), "--serial", "--no-map"]) == 0
+    recipe = tmp_path / "recipe.json"
     recipe.write_text(DEFAULT_RECIPE.with_step("denoise", enabled=False).to_json())
-    second = cli(str(screen / "images" / "plate1"), "--out", str(out), "--serial", "--recipe", str(recipe))
-    _, stderr = second.communicate(timeout=60)
-    assert second.returncode == 1 and "other settings" in stderr and "Traceback" not in stderr
+    capsys.readouterr()
+    assert main(["run", *plate, "--out", str(out), "--serial", "--no-map", "--recipe", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "other settings (models differ)" in err and len(err.splitlines()) == 1
 
 
 def test_a_run_being_written_is_listed_with_its_progress(tmp_path):
@@ -229,7 +241,7 @@ def test_the_results_page_shows_a_run_being_written_and_opens_it_once_whole(scre
     folder = root / "overnight"
     job = job_for(folder)
     items = items_of(screen, job)
-    write_progress(folder, JobProgress("running", 3, 1, 7, 0.5, time.time()))
+    write_progress(folder, JobProgress("running", 3, 1, 7, 0.5, time.time()))  # as a job would
     app = open_page("pages/results.py", run="overnight").run(timeout=60)
     assert not app.exception
     bar = app.get("progress")[0]

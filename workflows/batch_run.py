@@ -206,7 +206,8 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
     if map_settings is not None and rows:
         if map_of_run(folder, next(iter(job.models)), map_settings, prov, inputs, progress=progress):
             analyses.append(Analysis.load(folder / MAP_ANALYSIS))
-    note = f"{len(failures)} of {len(items)} images failed: see {FAILURES_FILE}" if len(failures) else ""
+    total = len({item.name for item in items} | set(failures["image"]))  # with the files that could not be listed
+    note = f"{len(failures)} of {total} images failed: see {FAILURES_FILE}" if len(failures) else ""
     data = summary_of(folder.name, analyses, note=note)
     data["images"] = len(done)
     write_atomic(folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True).encode())

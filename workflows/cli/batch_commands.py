@@ -68,7 +68,6 @@ def run_folder(out: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from core.io.sources import find_sources
-
     from core.text import duration, plural
     from models.cellmap import MapSettings
     from models.device import resolve_device
@@ -130,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     printer.finish(keep=True)
-    failures = write_failures(folder, items, report.failed + _unreadable(found.problems))
+    failures = write_failures(folder, items, report.failed + unreadable(found.problems))
     mapping = ProgressPrinter(f"map ({map_settings.method})") if map_settings is not None else None
     info = finish_run(folder, items, job, failures, extra={"inputs": list(args.inputs), "batch_from": args.batch_from},
                       map_settings=map_settings, progress=mapping)
@@ -154,7 +153,7 @@ def _eta(progress) -> float | None:
     return left / progress.rate if progress.rate > 0 and left > 0 else None
 
 
-def _unreadable(problems) -> list:
+def unreadable(problems) -> list:
     """Files whose header could not be read, as failures (they have no number in the run)."""
     from workflows.batch import ImageDone
 
