@@ -43,7 +43,6 @@ def make_screen(folder: Path, images: int, distinct: int, size: int) -> None:
 def one_run(screen: Path, out: Path, *, workers: int | None) -> dict:
     """One job over the screen: ``workers`` None is the plain loop in this process."""
     from core.io.sources import find_sources
-
     from workflows.batch import BatchJob
     from workflows.batch_run import run_job, start_job
     from workflows.cli.batch_commands import batches_of
