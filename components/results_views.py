@@ -27,7 +27,8 @@ DELETED_KEY = "res.deleted"  # the run just deleted, said once on the next run
 
 
 def where_runs_come_from() -> str:
-    return (f"Runs are saved from the command line with `--save-run NAME` (`compare`, `embed`, `explain`) and "
+    return (f"Runs are saved from the command line with `--save-run NAME` (`compare`, `embed`, `explain`) or "
+            "`python -m core run` (a whole screen), and "
             f"from the pages with **Save as run**. They are kept in `{runs_dir()}` (set `CELLSCOPE_RUNS_DIR` to "
             "change it) and shared by everyone using this server.")
 

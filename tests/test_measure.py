@@ -151,3 +151,15 @@ def test_no_cells_gives_an_empty_surroundings_table():
 
     df = measure_surroundings(np.zeros((5, 5), np.int32), np.zeros((5, 5, 1), np.uint8), default_channels(1))
     assert len(df) == 0 and "ring_mean_ch0" in df.columns
+
+
+def test_eccentricities_of_every_object_at_once_equal_scikit_images_per_object():
+    from skimage.measure import label, regionprops_table
+
+    from core.cells.measure import eccentricities
+
+    rng = np.random.default_rng(4)
+    labels = label(rng.random((120, 150)) > 0.6)  # thousands of odd shapes: lines, single pixels, blobs
+    labels[labels == 7] = 0  # a gap in the ids
+    ref = regionprops_table(labels, properties=("label", "eccentricity"))
+    np.testing.assert_allclose(eccentricities(labels, ref["label"]), ref["eccentricity"], atol=1e-9)
