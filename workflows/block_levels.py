@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 ReadRegion = Callable[[int, int, int, int], np.ndarray]  # (y0, y1, x0, x1) -> (h, w, C) pixels
 SAMPLE_BLOCKS = 36  # blocks whose windows the size and background statistics are pooled from
 SAMPLE_PIXELS = 250_000  # pass 1's sample: normalize_channel's, for the same percentiles
+# Pass 1 keeps the plane's maximum per square of this many px (anchored at the image's corner): a
+# window's maximum is bounded by the squares it touches, 64 px beyond it at most (3 MB for 50,000 px).
+MAX_GRID = 64
 # A block with no pixel above this fraction of the image's Otsu threshold (normalised) is background
 # for a model: the recipe's default threshold floor (0.3 x Otsu), which keeps empty areas empty.
 MODEL_SKIP_FRACTION = 0.3
@@ -58,6 +61,7 @@ class PlaneStats:
     lowest: float
     highest: float
     sample: np.ndarray
+    grid_max: np.ndarray  # the maxima of the MAX_GRID squares the core touches (its part of them)
 
 
 @dataclass(frozen=True)
@@ -67,18 +71,17 @@ class ImageStats:
 
     levels: PipelineLevels | None
     diameter: float
-    core_max: np.ndarray  # (rows, columns) of blocks: each core's maximum, normalised
-    block: int  # the blocks' size (px)
+    grid_max: np.ndarray  # the normalised plane's maximum per MAX_GRID x MAX_GRID square of the image
     foreground: float  # a window whose maximum stays below this (normalised) holds no cell
     low: float
     high: float
 
     def holds_foreground(self, block: Block) -> bool:
         """Whether ``block``'s window may hold a cell: the cores it touches reach the foreground level
-        (their maxima bound the window's; 1/255 of slack for the 8-bit steps' rounding)."""
+        (the squares it touches bound the window's maximum; 1/255 of slack for the 8-bit steps' rounding)."""
         y0, y1, x0, x1 = block.window
-        s = self.block
-        return float(self.core_max[y0 // s : (y1 - 1) // s + 1, x0 // s : (x1 - 1) // s + 1].max()) + 1.0 / 255 \
+        g = MAX_GRID
+        return float(self.grid_max[y0 // g : (y1 - 1) // g + 1, x0 // g : (x1 - 1) // g + 1].max()) + 1.0 / 255 \
             >= self.foreground
 
 
@@ -92,7 +95,12 @@ def segmented_plane(pixels: np.ndarray, channels: Sequence[ChannelInfo], recipe:
 def _plane_stats(core: tuple[int, int, int, int], read_region: ReadRegion, channels: tuple[ChannelInfo, ...],
                  recipe: Recipe | None, stride: tuple[int, int]) -> PlaneStats:
     plane = segmented_plane(read_region(*core), channels, recipe)
-    return PlaneStats(float(plane.min()), float(plane.max()), grid_values(plane, core, core[::2], stride))
+    y0, y1, x0, x1 = core
+    g = MAX_GRID
+    edges_y = np.r_[y0, np.arange((y0 // g + 1) * g, y1, g)] - y0  # where each square starts in the core
+    edges_x = np.r_[x0, np.arange((x0 // g + 1) * g, x1, g)] - x0
+    grid = np.maximum.reduceat(np.maximum.reduceat(plane, edges_y, axis=0), edges_x, axis=1)
+    return PlaneStats(float(plane.min()), float(plane.max()), grid_values(plane, core, core[::2], stride), grid)
 
 
 def _piece_areas(window_core: tuple[tuple[int, int, int, int], tuple[int, int, int, int]], read_region: ReadRegion,
@@ -144,12 +152,15 @@ def image_stats(read_region: ReadRegion, height: int, width: int, channels: Sequ
     low, high = normalize_step_levels(sample, lowest, highest, normalize_step)
     partial = PipelineLevels(low, high, 20.0, 0.0, 0.0, 0.0, (height, width))
     otsu_n = _otsu(normalize_fixed(sample, partial))
-    size = max(max(b.core[1] - b.core[0], b.core[3] - b.core[2]) for b in blocks)  # the plan's block size
-    core_max = np.full((max(b.iy for b in blocks) + 1, max(b.ix for b in blocks) + 1), -np.inf, np.float32)
+    g = MAX_GRID
+    grid_max = np.full((-(-height // g), -(-width // g)), -np.inf, np.float32)
     for b, s in zip(blocks, pass1, strict=True):
-        core_max[b.iy, b.ix] = normalize_fixed(np.float32([s.highest]), partial)[0]
+        part = grid_max[b.core[0] // g : b.core[0] // g + s.grid_max.shape[0],
+                        b.core[2] // g : b.core[2] // g + s.grid_max.shape[1]]
+        np.maximum(part, s.grid_max, out=part)
+    grid_max = normalize_fixed(grid_max, partial)
     if otsu_n is None:  # a flat image: no cell anywhere
-        return ImageStats(None, 20.0, core_max, size, np.inf, low, high)
+        return ImageStats(None, 20.0, grid_max, np.inf, low, high)
     picked = [blocks[i] for i in np.unique(np.linspace(0, len(blocks) - 1, min(sample_blocks, len(blocks))).round()
                                             .astype(int))]
     jobs = [(b.window, b.core) for b in picked]
@@ -158,11 +169,11 @@ def image_stats(read_region: ReadRegion, height: int, width: int, channels: Sequ
     area = float(np.percentile(areas, 35)) if len(areas) else 0.0
     diameter = float(np.clip(2 * np.sqrt(area / np.pi), 4, 400)) if area else 20.0
     if recipe is None:
-        return ImageStats(None, diameter, core_max, size, MODEL_SKIP_FRACTION * otsu_n, low, high)
+        return ImageStats(None, diameter, grid_max, MODEL_SKIP_FRACTION * otsu_n, low, high)
     levels = _recipe_levels(read_region, channels, recipe, jobs, executor,
                             PipelineLevels(low, high, diameter, 0.0, 0.0, area or np.pi * diameter**2 / 4,
                                            (height, width)))
-    return ImageStats(levels, diameter, core_max, size, _recipe_foreground(recipe, levels), low, high)
+    return ImageStats(levels, diameter, grid_max, _recipe_foreground(recipe, levels), low, high)
 
 
 def _recipe_levels(read_region: ReadRegion, channels: tuple[ChannelInfo, ...], recipe: Recipe, jobs: list,

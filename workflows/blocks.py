@@ -175,12 +175,34 @@ def _owner(labels: np.ndarray, block: Block) -> tuple[np.ndarray, list, np.ndarr
     return ids, slices, owned
 
 
+def _measure(window: CellImage, labels: np.ndarray, owned: np.ndarray, boxes: list, block: Block) -> pd.DataFrame:
+    """The owned cells' cell-table rows, positions in image coordinates. Measured on the part of the
+    window around them that their surroundings can depend on (a cell's background reaches
+    BACKGROUND_REACH ring widths; whoever else is nearer to such a pixel lies within twice that)."""
+    from core.cells.cell_set import cell_table
+    from core.cells.measure import BACKGROUND_REACH, RING_MIN_WIDTH, RING_WIDTH_OF_RADIUS
+
+    wy0, wy1, wx0, wx1 = block.window
+    y0, y1, x0, x1 = block.core
+    for by0, by1, bx0, bx1 in boxes:
+        y0, y1, x0, x1 = min(y0, by0), max(y1, by1), min(x0, bx0), max(x1, bx1)
+    areas = np.bincount(labels.ravel())[owned] if len(owned) else np.zeros(1)
+    reach = BACKGROUND_REACH * max(RING_MIN_WIDTH, RING_WIDTH_OF_RADIUS * float(np.sqrt(areas.max() / np.pi)))
+    m = int(np.ceil(2 * reach)) + 2
+    y0, y1, x0, x1 = max(y0 - m, wy0), min(y1 + m, wy1), max(x0 - m, wx0), min(x1 + m, wx1)
+    part = window.with_(pixels=window.pixels[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])
+    cells = cell_table([(part, labels[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])])
+    cells = cells[cells["label"].isin(owned)].reset_index(drop=True)
+    for column, shift in (("y", y0), ("x", x0), ("bbox_min_y", y0), ("bbox_max_y", y0),
+                          ("bbox_min_x", x0), ("bbox_max_x", x0)):
+        cells[column] = cells[column] + shift
+    return cells
+
+
 def segment_block(block: Block, read_region: ReadRegion, image: ImageMeta, segment: Segment,
                   levels: PipelineLevels | None = None) -> BlockResult:
     """Segment one block's window and keep the objects whose box centre its core holds, each with
     its cell-table row (measured in the window, positions in image coordinates)."""
-    from core.cells.cell_set import cell_table
-
     wy0, wy1, wx0, wx1 = block.window
     pixels = read_region(wy0, wy1, wx0, wx1)
     if pixels.ndim == 2:
@@ -203,11 +225,8 @@ def segment_block(block: Block, read_region: ReadRegion, image: ImageMeta, segme
         objects.append(BlockObject(box, labels[sy, sx] == i, float(scores[i - 1])))
         touching += bool((sy.start == 0 and inner[0]) or (sy.stop == h and inner[1])
                          or (sx.start == 0 and inner[2]) or (sx.stop == w and inner[3]))
-    cells = cell_table([(window, labels)])
-    cells = cells[cells["label"].isin(ids[owned])].reset_index(drop=True)
-    for column, shift in (("y", wy0), ("x", wx0), ("bbox_min_y", wy0), ("bbox_max_y", wy0),
-                          ("bbox_min_x", wx0), ("bbox_max_x", wx0)):
-        cells[column] = cells[column] + shift
+    cells = _measure(window, labels, ids[owned], [o.box for o in objects], block)
+
     notes = (f"{touching} objects touch the edge of block ({block.iy}, {block.ix})'s window: larger than the "
              "overlap allows, they may be cut; raise the overlap",) if touching else ()
     return BlockResult(block, False, objects, cells, notes)

@@ -27,8 +27,9 @@ import numpy as np
 if TYPE_CHECKING:
     from core.segmentation.recipe import BackgroundStep, NormalizeStep, Recipe
 
-# The top-hat's opening runs on a grid of k x k cells with k = radius // COARSE_RADIUS (the
-# whole-image pipeline's cv2.resize by radius / 12, made an integer anchored to the image's corner).
+# The top-hat's opening runs on a grid of k x k cells, k = radius / COARSE_RADIUS rounded (the
+# whole-image pipeline's cv2.resize by radius / 12, made an integer anchored to the image's corner):
+# an opening of radius 23 px took 80 ms on a 736 px window at full resolution, 16 ms on 2 x 2 cells.
 COARSE_RADIUS = 12
 
 
@@ -69,7 +70,7 @@ def _grid_opening(img: np.ndarray, radius: int, origin: tuple[int, int]) -> np.n
     """The top-hat's background: a grey opening of ``radius`` px, run on k x k cell means of the
     whole image's grid (cells anchored at its corner), bilinearly brought back: the same numbers for
     a pixel wherever a window around it starts (far enough from the window's edges)."""
-    k = max(1, radius // COARSE_RADIUS)
+    k = max(1, int(radius / COARSE_RADIUS + 0.5))
     r = max(1, round(radius / k))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     if k == 1:
@@ -128,7 +129,7 @@ def recipe_reach(recipe: Recipe, diameter: float) -> int:
     b = recipe.background
     if b.enabled:
         radius = b.radius or max(3, round(1.5 * diameter))
-        reach += 4 * radius if b.method == "gaussian" else 2 * radius + 3 * max(1, radius // COARSE_RADIUS)
+        reach += 4 * radius if b.method == "gaussian" else 2 * radius + 3 * max(1, int(radius / COARSE_RADIUS + 0.5))
     t = recipe.threshold
     if t.method.startswith("adaptive"):
         reach += adaptive_block_size((10**6, 10**6), t, diameter) // 2 + 1
