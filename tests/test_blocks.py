@@ -15,6 +15,7 @@ from core.segmentation.recipe import DEFAULT_RECIPE
 from workflows.block_levels import image_stats
 from workflows.blocks import (
     BLOCK_SETTINGS,
+    DEFAULT_DIAMETER,
     Block,
     BlockObject,
     BlockResult,
@@ -96,7 +97,9 @@ def big():
     pixels = nuclei_image()
     meta = ImageMeta("big", default_channels(1), (H, W), batch="plate1", condition="treated")
     labels, cells, notes, skipped = segment_in_blocks(reader(pixels), meta, ModelSegmenter("classical"), block=BLOCK)
-    stats = image_stats(reader(pixels), H, W, meta.channels, DEFAULT_RECIPE, plan_blocks(H, W, block=BLOCK, overlap=128))
+    # The levels segment_in_blocks streamed: the same passes over the same first plan.
+    first = plan_blocks(H, W, block=BLOCK, overlap=default_overlap(DEFAULT_DIAMETER, DEFAULT_RECIPE))
+    stats = image_stats(reader(pixels), H, W, meta.channels, DEFAULT_RECIPE, first)
     return pixels, meta, labels, cells, notes, skipped, stats
 
 
@@ -132,8 +135,8 @@ def test_blocks_of_pure_background_are_skipped_and_counted(big):
     pixels, meta, labels, _, notes, skipped, stats = big
     blocks = plan_blocks(H, W, block=BLOCK, overlap=default_overlap(stats.levels.diameter, DEFAULT_RECIPE))
     inside = [b for b in blocks if b.window[0] >= EMPTY[0] and b.window[2] >= EMPTY[2]]
-    assert inside and skipped == len([b for b in blocks if not stats.holds_foreground(b)]) >= len(inside)
-    assert all(not stats.holds_foreground(b) for b in inside)
+    assert inside and skipped == len([b for b in blocks if not stats.holds_foreground(b.window)]) >= len(inside)
+    assert all(not stats.holds_foreground(b.window) for b in inside)
     assert f"{skipped} held only background and were skipped" in notes[0]
     assert not labels[EMPTY[0]:EMPTY[1], EMPTY[2]:EMPTY[3]].any()
 
@@ -188,10 +191,10 @@ def test_an_object_seen_by_two_blocks_is_kept_once_and_never_painted_over_a_neig
 
 
 def test_a_network_family_runs_in_blocks_and_owns_each_object_once(tmp_path):
+    import torch
+
     from models.unet_checkpoint import save_checkpoint
     from models.unet_network import UNetConfig, build_unet
-
-    import torch
 
     torch.manual_seed(0)
     config = UNetConfig()

@@ -24,24 +24,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from core.data.images import ChannelInfo
 from core.segmentation.levels import (
+    COARSE_RADIUS,
     PipelineLevels,
     background_removed,
-    estimate_mask,
     grid_values,
     normalize_fixed,
     normalize_step_levels,
     owned_piece_areas,
 )
+from core.segmentation.preprocess import adaptive_block_size, denoise, select_plane
 from core.segmentation.recipe import DEFAULT_RECIPE, Recipe
-
-if TYPE_CHECKING:
-    from workflows.blocks import Block
 
 ReadRegion = Callable[[int, int, int, int], np.ndarray]  # (y0, y1, x0, x1) -> (h, w, C) pixels
 SAMPLE_BLOCKS = 36  # blocks whose windows the size and background statistics are pooled from
@@ -66,8 +64,8 @@ class PlaneStats:
 
 @dataclass(frozen=True)
 class ImageStats:
-    """A large image's statistics: its levels (the recipe's; None for a model), typical diameter,
-    and each block's maximum (normalised) with the level a block must exceed to be segmented."""
+    """A large image's statistics: its levels (the recipe's; None for a model), typical diameter, its
+    normalised maximum per square and the level a block's window must reach to be segmented."""
 
     levels: PipelineLevels | None
     diameter: float
@@ -76,10 +74,10 @@ class ImageStats:
     low: float
     high: float
 
-    def holds_foreground(self, block: Block) -> bool:
-        """Whether ``block``'s window may hold a cell: the cores it touches reach the foreground level
-        (the squares it touches bound the window's maximum; 1/255 of slack for the 8-bit steps' rounding)."""
-        y0, y1, x0, x1 = block.window
+    def holds_foreground(self, window: tuple[int, int, int, int]) -> bool:
+        """Whether a block's ``window`` (y0, y1, x0, x1) may hold a cell: the MAX_GRID squares it touches
+        (which bound its maximum) reach the foreground level, with 1/255 of slack for the 8-bit steps' rounding."""
+        y0, y1, x0, x1 = window
         g = MAX_GRID
         return float(self.grid_max[y0 // g : (y1 - 1) // g + 1, x0 // g : (x1 - 1) // g + 1].max()) + 1.0 / 255 \
             >= self.foreground
@@ -87,8 +85,6 @@ class ImageStats:
 
 def segmented_plane(pixels: np.ndarray, channels: Sequence[ChannelInfo], recipe: Recipe | None) -> np.ndarray:
     """The plane the recipe segments (its channel), or the models' (the nucleus channel, else the first)."""
-    from core.segmentation.preprocess import select_plane
-
     return select_plane(pixels, channels, recipe.channel.source if recipe else "nucleus")[0]
 
 
@@ -115,16 +111,38 @@ def _piece_areas(window_core: tuple[tuple[int, int, int, int], tuple[int, int, i
 def _background_sample(window_core: tuple[tuple[int, int, int, int], tuple[int, int, int, int]],
                        read_region: ReadRegion, channels: tuple[ChannelInfo, ...], recipe: Recipe,
                        partial: PipelineLevels, stride: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
-    from core.segmentation.preprocess import denoise
-
     window, core = window_core
     plane = segmented_plane(read_region(*window), channels, recipe)
     out = background_removed(denoise(normalize_fixed(plane, partial), recipe.denoise), recipe.background,
                              partial.diameter, window[::2])
     blurred = cv2.GaussianBlur(out, (0, 0), recipe.threshold.blur_sigma)
     return grid_values(out, core, window[::2], stride), grid_values(blurred, core, window[::2], stride)
+
+
+def estimate_mask(normalized: np.ndarray, recipe: Recipe, otsu: float) -> np.ndarray:
+    """The cell-size estimate's mask (:func:`core.segmentation.preprocess.estimate_cell_diameter`)
+    with an image-wide Otsu threshold: denoised above it, opened by 3 x 3."""
+    mask = denoise(normalized, recipe.denoise) > otsu
+    return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+
+
+def recipe_reach(recipe: Recipe, diameter: float) -> int:
+    """How far (px) the pixels one pixel's result depends on reach, through every local step: a
+    block's margin must exceed this plus a cell's size for the block to equal the whole image."""
+    d = recipe.denoise
+    reach = {"gaussian": 4 * d.sigma, "median": d.ksize // 2, "bilateral": d.bilateral_d,
+             "nlmeans": 13}[d.method] if d.enabled else 0
+    b = recipe.background
+    if b.enabled:
+        radius = b.radius or max(3, round(1.5 * diameter))
+        reach += 4 * radius if b.method == "gaussian" else 2 * radius + 3 * max(1, int(radius / COARSE_RADIUS + 0.5))
+    t = recipe.threshold
+    if t.method.startswith("adaptive"):
+        reach += adaptive_block_size((10**6, 10**6), t, diameter) // 2 + 1
+    m = recipe.morphology
+    reach += (m.ksize // 2) * m.iterations if m.operation != "none" else 0
+    reach += 4 * recipe.watershed.smoothing + 2
+    return int(np.ceil(reach))
 
 
 def _otsu(values: np.ndarray) -> float | None:
@@ -134,11 +152,12 @@ def _otsu(values: np.ndarray) -> float | None:
 
 
 def image_stats(read_region: ReadRegion, height: int, width: int, channels: Sequence[ChannelInfo],
-                recipe: Recipe | None, blocks: Sequence, *, executor=None,
-                sample_blocks: int = SAMPLE_BLOCKS) -> ImageStats:
+                recipe: Recipe | None, blocks: Sequence, *, executor=None, sample_blocks: int = SAMPLE_BLOCKS,
+                levels: PipelineLevels | None = None) -> ImageStats:
     """The statistics of the image behind ``read_region`` (see the module doc), through
     ``executor`` (serial by default). ``recipe`` None: for a model (no levels, only the diameter,
-    the normalisation and the background level). ``blocks``: :func:`workflows.blocks.plan_blocks`'s."""
+    the normalisation and the background level). ``blocks``: :func:`workflows.blocks.plan_blocks`'s.
+    ``levels`` given (with the recipe): those, and only pass 1 for the background level."""
     from workflows.image_loop import SerialExecutor
 
     executor = executor or SerialExecutor()
@@ -149,7 +168,8 @@ def image_stats(read_region: ReadRegion, height: int, width: int, channels: Sequ
     lowest, highest = min(s.lowest for s in pass1), max(s.highest for s in pass1)
     sample = np.concatenate([s.sample for s in pass1]).astype(np.float32)
     normalize_step = (recipe or DEFAULT_RECIPE).normalize
-    low, high = normalize_step_levels(sample, lowest, highest, normalize_step)
+    low, high = normalize_step_levels(sample, lowest, highest, normalize_step) if levels is None \
+        else (levels.low, levels.high)
     partial = PipelineLevels(low, high, 20.0, 0.0, 0.0, 0.0, (height, width))
     otsu_n = _otsu(normalize_fixed(sample, partial))
     g = MAX_GRID
@@ -159,6 +179,8 @@ def image_stats(read_region: ReadRegion, height: int, width: int, channels: Sequ
                         b.core[2] // g : b.core[2] // g + s.grid_max.shape[1]]
         np.maximum(part, s.grid_max, out=part)
     grid_max = normalize_fixed(grid_max, partial)
+    if levels is not None and recipe is not None:
+        return ImageStats(levels, levels.diameter, grid_max, _recipe_foreground(recipe, levels), low, high)
     if otsu_n is None:  # a flat image: no cell anywhere
         return ImageStats(None, 20.0, grid_max, np.inf, low, high)
     picked = [blocks[i] for i in np.unique(np.linspace(0, len(blocks) - 1, min(sample_blocks, len(blocks))).round()

@@ -30,9 +30,9 @@ import pandas as pd
 from core.data.images import UNASSIGNED, CellImage, ChannelInfo
 from core.data.instances import Instances
 from core.schema import Field
-from core.segmentation.levels import PipelineLevels, recipe_reach
+from core.segmentation.levels import PipelineLevels, check_blockwise
 from core.segmentation.recipe import Recipe
-from workflows.block_levels import ReadRegion, image_stats
+from workflows.block_levels import ReadRegion, image_stats, recipe_reach
 
 BLOCK_SETTINGS = (
     Field("block", "Block size (px)", 2048, "Images larger than this are segmented in blocks of this size, read one "
@@ -311,22 +311,22 @@ def segment_in_blocks(read_region: ReadRegion, image: ImageMeta, segment: Segmen
     if recipe is None and isinstance(segment, ModelSegmenter):
         recipe = segment.recipe
     if recipe is not None:
-        from core.segmentation.levels import check_blockwise
-
         check_blockwise(recipe)
-    used = overlap or default_overlap(DEFAULT_DIAMETER, recipe)
+    used = overlap or default_overlap(levels.diameter if levels is not None else DEFAULT_DIAMETER, recipe)
     stats = image_stats(read_region, height, width, image.channels, recipe,
-                        plan_blocks(height, width, block=block, overlap=used), executor=executor)
-    levels = levels if levels is not None or recipe is None else stats.levels
+                        plan_blocks(height, width, block=block, overlap=used), executor=executor,
+                        levels=levels if recipe is not None else None)
+    levels = stats.levels if recipe is not None else None
     diameter = typical_diameter(levels=levels, measured=stats.diameter, recipe=recipe)
     used = overlap or default_overlap(diameter, recipe)
     blocks = plan_blocks(height, width, block=block, overlap=used)
-    skip = {i for i, b in enumerate(blocks) if not stats.holds_foreground(b)}
+    skip = {i for i, b in enumerate(blocks) if not stats.holds_foreground(b.window)}
     work = [b for i, b in enumerate(blocks) if i not in skip]
     unit = functools.partial(segment_block, read_region=read_region, image=image, segment=segment, levels=levels)
     results = list(executor.map(unit, work)) + [BlockResult(blocks[i], True) for i in sorted(skip)]
     merged = merge(results, height, width, image.name)
-    notes = [f"segmented in {len(blocks)} blocks of {block} px with {used} px overlap (typical cell about {diameter:.0f} px across); {len(skip)} held only background and were skipped"]
+    notes = [f"segmented in {len(blocks)} blocks of {block} px with {used} px overlap (typical cell about "
+             f"{diameter:.0f} px across); {len(skip)} held only background and were skipped"]
     notes += [n for r in results for n in r.notes]
     if recipe is None:
         notes.append("the model normalises each block's window to its own percentiles, as it does a whole image: "

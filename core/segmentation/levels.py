@@ -10,7 +10,7 @@ pipeline uses them instead, and every step that depends on where a pixel lies wo
 image's coordinates (``origin``): the top-hat's coarse grid is anchored to the image's corner, the
 adaptive window is sized from the image's shape, and only cells touching the image's own border are
 removed. The rest of each step is local, so a block whose window holds a margin wider than the
-steps' reach (:func:`recipe_reach`) gives, in its core, the whole image's result pixel for pixel.
+steps' reach (:func:`workflows.block_levels.recipe_reach`) gives, in its core, the whole image's result pixel for pixel.
 
 The per-block statistics that the levels are pooled from are here too (plain functions of a
 window's pixels), so that an executor can compute them where the pixels are read.
@@ -118,27 +118,6 @@ def scale_by_top(out: np.ndarray, top: float) -> np.ndarray:
     return np.clip(out / np.float32(top), 0, 1) if top > 0 else out
 
 
-def recipe_reach(recipe: Recipe, diameter: float) -> int:
-    """How far (px) the pixels one pixel's result depends on reach, through every local step: a
-    block's margin must exceed this plus a cell's size for the block to equal the whole image."""
-    from core.segmentation.preprocess import adaptive_block_size
-
-    d = recipe.denoise
-    reach = {"gaussian": 4 * d.sigma, "median": d.ksize // 2, "bilateral": d.bilateral_d,
-             "nlmeans": 13}[d.method] if d.enabled else 0
-    b = recipe.background
-    if b.enabled:
-        radius = b.radius or max(3, round(1.5 * diameter))
-        reach += 4 * radius if b.method == "gaussian" else 2 * radius + 3 * max(1, int(radius / COARSE_RADIUS + 0.5))
-    t = recipe.threshold
-    if t.method.startswith("adaptive"):
-        reach += adaptive_block_size((10**6, 10**6), t, diameter) // 2 + 1
-    m = recipe.morphology
-    reach += (m.ksize // 2) * m.iterations if m.operation != "none" else 0
-    reach += 4 * recipe.watershed.smoothing + 2
-    return int(np.ceil(reach))
-
-
 def check_blockwise(recipe: Recipe) -> None:
     """ValueError unless ``recipe`` can run in blocks (its steps all local, given the levels)."""
     g = recipe.rotate
@@ -173,15 +152,6 @@ def owned_piece_areas(mask: np.ndarray, core: tuple[int, int, int, int], origin:
     y0, y1, x0, x1 = core
     keep = (area >= 10) & (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
     return area[keep].astype(np.int64)
-
-
-def estimate_mask(normalized: np.ndarray, recipe: Recipe, otsu: float) -> np.ndarray:
-    """The cell-size estimate's mask (:func:`core.segmentation.preprocess.estimate_cell_diameter`)
-    with an image-wide Otsu threshold: denoised above it, opened by 3 x 3."""
-    from core.segmentation.preprocess import denoise
-
-    mask = denoise(normalized, recipe.denoise) > otsu
-    return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
 
 
 def normalize_step_levels(sample: np.ndarray, lowest: float, highest: float, step: NormalizeStep) -> tuple[float, float]:
