@@ -89,7 +89,7 @@ def typical_diameter(*, levels: PipelineLevels | None = None, recipe: Recipe | N
 
 def default_overlap(diameter: float, recipe: Recipe | None = None) -> int:
     """At least twice the typical diameter; for the recipe also a cell plus the reach of its steps
-    (:func:`core.segmentation.levels.recipe_reach`), so its blocks equal the whole image. A multiple of 16."""
+    (:func:`workflows.block_levels.recipe_reach`), so its blocks equal the whole image. A multiple of 16."""
     need = 2 * diameter
     if recipe is not None:
         need = max(need, diameter + recipe_reach(recipe, diameter))
@@ -226,7 +226,6 @@ def segment_block(block: Block, read_region: ReadRegion, image: ImageMeta, segme
         touching += bool((sy.start == 0 and inner[0]) or (sy.stop == h and inner[1])
                          or (sx.start == 0 and inner[2]) or (sx.stop == w and inner[3]))
     cells = _measure(window, labels, ids[owned], [o.box for o in objects], block)
-
     notes = (f"{touching} objects touch the edge of block ({block.iy}, {block.ix})'s window: larger than the "
              "overlap allows, they may be cut; raise the overlap",) if touching else ()
     return BlockResult(block, False, objects, cells, notes)
@@ -241,6 +240,8 @@ def _first_pixel(obj: BlockObject) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Merged:
+    """The blocks of one image merged (:func:`merge`)."""
+
     labels: np.ndarray  # int32, 0 = background, 1..N in raster order of each cell's first pixel
     cells: pd.DataFrame  # one row per label, label order
     duplicates: int  # objects dropped as another block's object seen again (half of either covered)
@@ -327,6 +328,10 @@ def segment_in_blocks(read_region: ReadRegion, image: ImageMeta, segment: Segmen
     merged = merge(results, height, width, image.name)
     notes = [f"segmented in {len(blocks)} blocks of {block} px with {used} px overlap (typical cell about "
              f"{diameter:.0f} px across); {len(skip)} held only background and were skipped"]
+    if used < default_overlap(diameter, recipe):
+        notes.append(f"the overlap ({used} px) is under {default_overlap(diameter, recipe)} px (twice the typical "
+                     "cell" + (", or a cell and the recipe's reach" if recipe is not None else "")
+                     + "): cells near the blocks' faces may differ from a whole-image run")
     notes += [n for r in results for n in r.notes]
     if recipe is None:
         notes.append("the model normalises each block's window to its own percentiles, as it does a whole image: "
