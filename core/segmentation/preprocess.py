@@ -16,6 +16,13 @@ import numpy as np
 
 from core.cache import BoundedCache
 from core.data.images import ChannelInfo
+from core.segmentation.levels import (
+    PipelineLevels,
+    background_removed,
+    check_blockwise,
+    normalize_fixed,
+    scale_by_top,
+)
 from core.segmentation.recipe import (
     DEFAULT_RECIPE,
     STEP_ORDER,
@@ -164,11 +171,14 @@ def transform_geometry(image: np.ndarray, step: RotateStep, *, labels: bool = Fa
     return image if geometry is None else np.ascontiguousarray(geometry.forward(image, labels=labels, fill=fill))
 
 
-def normalize(plane: np.ndarray, step: NormalizeStep) -> np.ndarray:
-    """Percentile clip to [0, 1] (off: min to max), then optional CLAHE (computed on 16 bits)."""
+def normalize(plane: np.ndarray, step: NormalizeStep, levels: PipelineLevels | None = None) -> np.ndarray:
+    """Percentile clip to [0, 1] (off: min to max), then optional CLAHE (computed on 16 bits).
+    With image-wide ``levels``: their low and high instead of this plane's."""
     from core.data.images import normalize_channel
 
-    if step.enabled:
+    if levels is not None:
+        out = normalize_fixed(plane, levels)
+    elif step.enabled:
         out = normalize_channel(plane, step.clip_low, step.clip_high)
     else:
         lo, hi = float(plane.min()), float(plane.max())
@@ -199,10 +209,14 @@ def denoise(img: np.ndarray, step: DenoiseStep) -> np.ndarray:
     return out.astype(np.float32) / 255
 
 
-def subtract_background(img: np.ndarray, step: BackgroundStep, cell_diameter: float = 20.0) -> np.ndarray:
-    """Remove slowly varying background, then rescale so the brightest 0.1% map to 1."""
+def subtract_background(img: np.ndarray, step: BackgroundStep, cell_diameter: float = 20.0,
+                        levels: PipelineLevels | None = None) -> np.ndarray:
+    """Remove slowly varying background, then rescale so the brightest 0.1% map to 1. With
+    image-wide ``levels``: on the whole image's grid, scaled by their ``top``."""
     if not step.enabled:
         return img
+    if levels is not None:
+        return scale_by_top(background_removed(img, step, cell_diameter, levels.origin), levels.top)
     radius = step.radius or max(3, round(1.5 * cell_diameter))
     if step.method == "gaussian":
         background = cv2.GaussianBlur(img, (0, 0), radius)
@@ -255,20 +269,25 @@ class AdaptiveReference:
     floor: float  # threshold_floor, [0, 1] units; 0 = off
 
 
-def adaptive_reference(img: np.ndarray, step: ThresholdStep, cell_diameter: float) -> AdaptiveReference | None:
-    """The reference for an adaptive ``step`` on ``img``; None when the image is too small for one."""
-    block = adaptive_block_size(img.shape, step, cell_diameter)
+def adaptive_reference(img: np.ndarray, step: ThresholdStep, cell_diameter: float,
+                       levels: PipelineLevels | None = None) -> AdaptiveReference | None:
+    """The reference for an adaptive ``step`` on ``img``; None when the image is too small for one.
+    With image-wide ``levels``: the window sized from the whole image, their floor."""
+    block = adaptive_block_size(levels.shape if levels is not None else img.shape, step, cell_diameter)
     if block < 3:
         return None
     source = 1.0 - img if step.invert else img
     u8 = _to_u8(source)
-    return AdaptiveReference(u8, adaptive_local_mean(u8, step.method, block), threshold_floor(source, step))
+    floor = (levels.threshold if step.floor > 0 else 0.0) if levels is not None else threshold_floor(source, step)
+    return AdaptiveReference(u8, adaptive_local_mean(u8, step.method, block), floor)
 
 
 def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0,
-              reference: AdaptiveReference | None = None) -> tuple[np.ndarray, float | None]:
+              reference: AdaptiveReference | None = None,
+              levels: PipelineLevels | None = None) -> tuple[np.ndarray, float | None]:
     """Foreground mask and the global threshold used (None for adaptive methods). ``reference``:
-    the adaptive methods' :func:`adaptive_reference`, when the caller has it already."""
+    the adaptive methods' :func:`adaptive_reference`, when the caller has it already. With
+    image-wide ``levels``: their global threshold (or floor)."""
     from skimage.filters import threshold_otsu, threshold_triangle
 
     source = 1.0 - img if step.invert else img
@@ -277,12 +296,14 @@ def threshold(img: np.ndarray, step: ThresholdStep, cell_diameter: float = 20.0,
         value = step.value
     elif step.method in ("otsu", "otsu_gaussian", "triangle"):
         base = cv2.GaussianBlur(source, (0, 0), step.blur_sigma) if step.method == "otsu_gaussian" else source
+        if levels is not None:
+            return base > levels.threshold, levels.threshold
         if float(base.max()) - float(base.min()) < 1e-6:
             return np.zeros(img.shape, bool), float(base.max())  # flat image: nothing stands out
         value = float((threshold_otsu if step.method != "triangle" else threshold_triangle)(base, nbins=256))
         return base > value, value
     else:
-        ref = reference or adaptive_reference(img, step, cell_diameter)
+        ref = reference or adaptive_reference(img, step, cell_diameter, levels)
         if ref is None:
             return np.zeros(img.shape, bool), None
         # cv2.adaptiveThreshold's rule: pixel - mean > -ceil(offset in grey levels)
@@ -416,8 +437,10 @@ def flood_pieces(dist: np.ndarray, markers: np.ndarray, pieces: np.ndarray, boxe
     return labels
 
 
-def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float) -> tuple[np.ndarray, int]:
-    """Drop objects outside the size range or touching the border; relabel 1..N."""
+def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float,
+                     edges: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> tuple[np.ndarray, int]:
+    """Drop objects outside the size range or touching the border (``edges``: which of the top,
+    bottom, left and right sides are the image's border; a block's inner sides are not); relabel 1..N."""
     min_area = step.min_area if step.min_area >= 0 else max(5, round(0.2 * cell_area))
     if labels.max() == 0:
         return labels, min_area
@@ -426,7 +449,8 @@ def filter_instances(labels: np.ndarray, step: FilterStep, cell_area: float) -> 
     if step.max_area:
         drop |= areas > step.max_area
     if step.remove_border:
-        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        sides = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
+        border = np.unique(np.concatenate([side for side, edge in zip(sides, edges, strict=True) if edge] or [[0]]))
         drop[border] = True
     drop[0] = True
     lut = np.zeros(len(areas), np.int32)  # old label -> new label, 0 for dropped ones
@@ -465,8 +489,14 @@ def run_pipeline(
     *,
     image_hash: str | None = None,
     cache: BoundedCache | None = None,
+    levels: PipelineLevels | None = None,
 ) -> PipelineResult:
-    """Run every step of ``recipe`` on (H, W, C) pixels."""
+    """Run every step of ``recipe`` on (H, W, C) pixels. ``levels``: the whole image's statistics
+    (:mod:`core.segmentation.levels`) instead of these pixels' own, for a block of a large image
+    at ``levels.origin`` or for the whole image segmented as its blocks are; None: today's pipeline."""
+    if levels is not None:
+        check_blockwise(recipe)
+        image_hash = None  # the stages' cache keys do not hold the levels
 
     def stage(name: str, upto: int, compute, also: tuple = ()):
         """``compute()``, cached by image, the steps up to ``upto`` and ``also``."""
@@ -482,25 +512,26 @@ def run_pipeline(
     # The canvas around a rotated image is filled with the image's median (its background), not 0:
     # a black margin would pull the normalisation and Otsu's threshold towards it.
     source = plane if geometry is None else stage("rotate", 1, lambda: geometry.forward(plane, fill=float(np.median(plane))))
-    normalized = stage("normalize", 2, lambda: normalize(source, recipe.normalize))
+    normalized = stage("normalize", 2, lambda: normalize(source, recipe.normalize, levels))
     denoised = stage("denoise", 3, lambda: denoise(normalized, recipe.denoise))
-    diameter = stage("scale", 3, lambda: estimate_cell_diameter(denoised))
-    processed = stage("background", 4, lambda: subtract_background(denoised, recipe.background, diameter))
+    diameter = levels.diameter if levels is not None else stage("scale", 3, lambda: estimate_cell_diameter(denoised))
+    processed = stage("background", 4, lambda: subtract_background(denoised, recipe.background, diameter, levels))
     step = recipe.threshold
-    reference = stage("adaptive_reference", 4, lambda: adaptive_reference(processed, step, diameter),
+    reference = stage("adaptive_reference", 4, lambda: adaptive_reference(processed, step, diameter, levels),
                       also=(step.method, step.block_size, step.invert, step.floor)) if step.method.startswith("adaptive") else None
-    mask, value = stage("threshold", 5, lambda: threshold(processed, step, diameter, reference))
+    mask, value = stage("threshold", 5, lambda: threshold(processed, step, diameter, reference, levels))
     edges = stage("canny", 6, lambda: canny_edges(denoised, recipe.canny))
     if edges is not None and recipe.canny.cut_mask:
         mask = mask & ~cv2.dilate(edges.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
     mask = stage("morphology", 7, lambda: morphology(mask, recipe.morphology))
-    cell_area = stage("cell_area", 7, lambda: typical_cell_area(mask))
+    cell_area = levels.cell_area if levels is not None else stage("cell_area", 7, lambda: typical_cell_area(mask))
     labels, distance = stage("watershed", 8, lambda: split_touching(mask, recipe.watershed, cell_area))
     if geometry is not None:  # back to the image's frame before the size and border filters, which are in its pixels
         canvas_labels = labels
         labels = stage("back", 8, lambda: geometry.back(canvas_labels))
         cell_area /= recipe.rotate.scale ** 2
-    labels, min_area = stage("filters", 9, lambda: filter_instances(labels, recipe.filters, cell_area))
+    sides = levels.image_edges(labels.shape) if levels is not None else (True, True, True, True)
+    labels, min_area = stage("filters", 9, lambda: filter_instances(labels, recipe.filters, cell_area, sides))
     scaled = " in the scaled image" if geometry is not None and recipe.rotate.scale != 1 else ""
     notes.append(f"typical cell diameter about {diameter:.0f} px{scaled} (sets the 'auto' parameters)")
     if recipe.watershed.enabled and distance:
