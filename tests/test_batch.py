@@ -18,6 +18,7 @@ import pytest
 
 from core.io.example import make_example_dataset
 from core.io.export import write_dataset
+from core.segmentation.recipe import DEFAULT_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 6  # 3 plates x 2 fields, 96 px: a screen in miniature
@@ -253,3 +254,39 @@ def test_the_results_page_shows_a_run_being_written_and_opens_it_once_whole(scre
     app = open_page("pages/results.py", run="overnight").run(timeout=60)
     assert not app.exception and not app.get("progress")
     assert [m.value for m in app.metric][:2] == [f"{N_IMAGES:,}", app.metric[1].value] and app.metric[1].value != "–"
+
+
+def test_a_large_image_in_a_screen_is_segmented_in_blocks_on_the_workers_as_it_is_alone(tmp_path, cluster):
+    import tifffile
+    from test_blocks import nuclei_image
+
+    from core.data.images import default_channels
+    from core.io.sources import find_sources
+    from core.run_parts import iter_summaries
+    from workflows.batch import BatchJob
+    from workflows.batch_run import finish_run, run_job, start_job, write_failures
+    from workflows.blocks import ImageMeta, ModelSegmenter, segment_in_blocks
+    from workflows.cli.inputs import model_settings
+
+    pixels = nuclei_image(900, 1100, n=240, empty=None, seed=8)
+    screen = tmp_path / "slides"
+    screen.mkdir()
+    tifffile.imwrite(screen / "slide.tif", pixels[..., 0], tile=(256, 256), compression="zlib")
+    tifffile.imwrite(screen / "field.tif", pixels[:300, :300, 0])  # a small image beside it: whole
+    folder = tmp_path / "run"
+    job = BatchJob(str(folder), {"classical": model_settings("classical", DEFAULT_RECIPE, 2048)}, block=384)
+    found = find_sources([str(screen)])
+    items = start_job(folder, job, found.sources, {}, inputs=[str(screen)])
+    report = run_job(folder, items, job, executor=cluster)
+    assert report.done == 2 and not report.failed
+    finish_run(folder, items, job, write_failures(folder, items, []))
+    cells = run_cells(folder)
+    slide = next(s for s in found.sources if s.name == "slide")
+    alone = segment_in_blocks(slide.read_region, ImageMeta("slide", default_channels(1), (900, 1100)),
+                              ModelSegmenter("classical", {"recipe": DEFAULT_RECIPE}), block=384)
+    assert (cells["image"] == "slide").sum() == len(alone[1]) > 200
+    summary = {s["image"]: s for s in iter_summaries(folder, [item.number for item in items])}
+    assert any("blocks of 384 px" in note for note in summary["slide"]["notes"])
+    assert not summary["field"]["notes"]  # 300 px: whole, as the pages segment it
+    labels = tifffile.imread(folder / "analyses/00-segmentation" / summary["slide"]["labels"]["classical"])
+    np.testing.assert_array_equal(labels, alone[0])

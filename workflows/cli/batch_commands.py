@@ -18,7 +18,7 @@ SOME_FAILED = 3
 
 def add_run_command(sub: argparse._SubParsersAction) -> None:
     from models.cellmap import MapSettings
-    from models.tiling import DEFAULT_OVERLAP
+    from workflows.blocks import BLOCK_SETTINGS
     from workflows.cli_options import add_setting_options
 
     run = sub.add_parser("run", help="batch job: segment and measure every image of a screen on Dask (local "
@@ -38,10 +38,7 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
                      "(default 2; ignored with --scheduler)")
     run.add_argument("--serial", action="store_true", help="no Dask: one image after the other in this process "
                      "(for debugging, and the plain loop Dask is measured against)")
-    run.add_argument("--block", type=int, default=2048, help="images larger than this (px, either side) are "
-                         "segmented in overlapping blocks of this size (default 2048)")
-    run.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="blocks overlap by this many pixels: at "
-                     f"least twice the largest cell's diameter (default {DEFAULT_OVERLAP})")
+    add_setting_options(run, BLOCK_SETTINGS)  # --block, --overlap (0 = from the cells' size): blocks.py declares them
     run.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N; each "
                      "worker uses its machine's GPU")
     run.add_argument("--plane", type=int, default=None, help="for z/t stacks: this plane instead of a max projection")
@@ -74,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from models.registry import get_model_info
     from workflows.batch import BatchJob
     from workflows.batch_run import finish_run, run_job, start_job, write_failures
+    from workflows.blocks import BLOCK_SETTINGS
     from workflows.cli_options import settings_from_args
     from workflows.dask_executor import DaskExecutor
 
@@ -86,8 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in names:
         if (task := get_model_info(name).task) != "segment":
             raise ValueError(f"--models {name} does not segment (its task: {task}); choose segmenters from `models`")
-    if args.overlap < 0 or args.block <= 2 * args.overlap:
-        raise ValueError(f"--block ({args.block}) must be more than twice --overlap ({args.overlap})")
+    for setting in BLOCK_SETTINGS:
+        setting.check(getattr(args, setting.name))  # the declared range, with its own message
     if args.workers < 1:
         raise ValueError(f"--workers must be 1 or more; got {args.workers}")
     check_batch_from(args.batch_from)
