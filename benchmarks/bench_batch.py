@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/test_blocks.py's synthetic nuclei, for the slide
 
 from core.io.example import make_example_dataset  # noqa: E402
 from core.segmentation.recipe import DEFAULT_RECIPE  # noqa: E402
@@ -40,6 +41,13 @@ def make_screen(folder: Path, images: int, distinct: int, size: int) -> None:
         os.link(pool / f"{i % distinct}.tif", plate / f"field{i:06d}.tif")
 
 
+def warm() -> None:
+    """What a worker does once before its first image: import the pipeline, load the model."""
+    from workflows.batch import worker_model
+
+    worker_model("classical", "cpu")
+
+
 def one_run(screen: Path, out: Path, *, workers: int | None) -> dict:
     """One job over the screen: ``workers`` None is the plain loop in this process."""
     from core.io.sources import find_sources
@@ -54,10 +62,12 @@ def one_run(screen: Path, out: Path, *, workers: int | None) -> dict:
     items = start_job(out, job, found.sources, batches_of(found.sources, None, [str(screen)]), inputs=[str(screen)])
     t0 = time.perf_counter()
     if workers is None:
+        warm()
+        startup = time.perf_counter() - t0
         report = run_job(out, items, job)
-        startup = 0.0
     else:
         with DaskExecutor(workers=workers) as executor:
+            executor.client.run(warm)  # imports and the model, once per worker: timed as start-up, not per image
             startup = time.perf_counter() - t0
             report = run_job(out, items, job, executor=executor)
     wall = time.perf_counter() - t0
@@ -66,6 +76,39 @@ def one_run(screen: Path, out: Path, *, workers: int | None) -> dict:
             "wall_s": round(wall, 2), "startup_s": round(startup, 2), "work_s": round(report.seconds, 2),
             "images_per_s": round(report.done / report.seconds, 3),
             "peak_mb_per_worker": round(max(peaks), 1), "model_loads": sorted(n for n, _ in report.workers.values())}
+
+
+def large_image(base: Path, side: int) -> list[dict]:
+    """A ``side`` x ``side`` slide of nuclei (a tiled TIFF) through ``python -m core run``: whole
+    (one piece, as the pages would), in blocks of 1024 px on one worker, and on two; each in a
+    process of its own, its time, cells and peak memory (the process's and its workers')."""
+    import resource
+    import subprocess
+
+    import tifffile
+    from test_blocks import nuclei_image
+
+    slide = base / "slide"
+    slide.mkdir()
+    n = int(420 * side * side / (1200 * 1500))  # the test image's density of nuclei
+    tifffile.imwrite(slide / "slide.tif", nuclei_image(side, side, n=n, empty=None, seed=1)[..., 0],
+                     tile=(512, 512), compression="zlib")
+    rows = []
+    for label, extra in (("whole", ["--serial", "--block", "16384"]), ("blocks of 1024, 1 worker", ["--serial"]),
+                         ("blocks of 1024, 2 workers", ["--workers", "2"])):
+        out = base / f"slide-{len(rows)}"
+        args = [sys.executable, "-m", "core", "run", str(slide), "--out", str(out), "--no-map", *extra]
+        if "--block" not in extra:
+            args += ["--block", "1024"]
+        t0 = time.perf_counter()
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+        run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+        rows.append({"how": label, "seconds": round(seconds, 1), "cells": run.get("cells"), "exit": done.returncode,
+                     "largest_process_mb_so_far": round(peak), "last_line": done.stdout.strip().splitlines()[-1:]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def projection(per_image_s: float, efficiency: float, n_images: int, machines: int, cores: int) -> float:
@@ -79,6 +122,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--distinct", type=int, default=60)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--slide", type=int, default=4096, help="side of the large image (0: none)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-batch-"))
@@ -86,17 +130,24 @@ def main() -> None:
         t0 = time.perf_counter()
         make_screen(base, args.images, args.distinct, args.size)
         print(f"screen of {args.images} images ({args.size} px) written in {time.perf_counter() - t0:.0f} s", flush=True)
+        slide = large_image(base, args.slide) if args.slide else []
         results = []
         for workers in (None, 1, 2):
             row = one_run(base / "screen", base / f"run-{workers or 0}", workers=workers)
             results.append(row)
             print(json.dumps(row), flush=True)
         plain, one, two = results
+        quarter = base / "quarter"
+        make_screen(quarter, args.images // 4, args.distinct, args.size)
+        small = one_run(quarter / "screen", base / "run-quarter", workers=2)  # memory per worker vs screen size
+        print(json.dumps(small), flush=True)
         overhead = one["work_s"] / plain["work_s"] - 1
         speedup = plain["work_s"] / two["work_s"]
         per_image = plain["work_s"] / plain["images"]
         predicted_two = plain["work_s"] / 2  # the projection's rule with perfect scaling, checked here
-        summary = {"dask_overhead_1_worker": round(overhead, 4), "speedup_2_workers": round(speedup, 3),
+        summary = {"peak_mb_per_worker": {f"{args.images // 4} images": small["peak_mb_per_worker"],
+                                          f"{args.images} images": two["peak_mb_per_worker"]},
+                   "dask_overhead_1_worker": round(overhead, 4), "speedup_2_workers": round(speedup, 3),
                    "per_image_s_one_core": round(per_image, 4),
                    "two_workers_predicted_s_if_perfect": round(predicted_two, 1), "two_workers_measured_s": two["work_s"],
                    "efficiency_per_worker": round(speedup / 2, 3)}
@@ -105,7 +156,8 @@ def main() -> None:
                                        for n in (10**5, 10**6) for m, c in ((1, 2), (1, 16), (10, 16), (100, 16))}
         print(json.dumps(summary, indent=1))
         if args.json:
-            Path(args.json).write_text(json.dumps({"runs": results, "summary": summary}, indent=1))
+            Path(args.json).write_text(json.dumps({"runs": results + [small], "slide": slide, "summary": summary},
+                                                  indent=1))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

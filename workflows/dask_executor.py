@@ -52,6 +52,9 @@ class DaskExecutor:
                                         memory_limit=self.memory_limit or "auto", dashboard_address=":0",
                                         silence_logs=40)
             self.client = Client(self.cluster)
+            # Each worker's libraries get its share of the cores (Dask sets OMP_NUM_THREADS=1 only, which
+            # OpenCV and torch do not read): N workers x all cores each would fight over them.
+            self.client.run(limit_threads, max(1, (os.cpu_count() or 1) // self.workers))
         else:
             try:
                 self.client = Client(self.scheduler, timeout=self.timeout)
@@ -136,6 +139,24 @@ class DaskExecutor:
                 future.release()
             submit()
             yield i, result
+
+
+def limit_threads(n: int) -> None:
+    """This process's numeric libraries on ``n`` threads: OpenCV, the BLAS and OpenMP pools, torch."""
+    import sys
+
+    import cv2
+
+    cv2.setNumThreads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)  # torch imported later reads it
 
 
 def _can_write(folder: str) -> bool:
