@@ -88,10 +88,19 @@ class ImageDone:
 
 @functools.lru_cache(maxsize=8)
 def worker_model(name: str, device: str) -> Any:
-    """Model ``name`` loaded once in this process: every image a worker runs shares it."""
+    """Model ``name`` loaded once in this process: every image a worker runs shares it. ``device`` as
+    the user gave it (``auto`` too) is resolved here, on the worker: a GPU machine's worker uses its
+    GPU whatever machine started the job."""
     from models.registry import load_model
 
-    return load_model(name, device, allow_download=True)
+    return load_model(name, worker_device(device), allow_download=True)
+
+
+@functools.lru_cache(maxsize=4)
+def worker_device(device: str) -> str:
+    from models.device import resolve_device
+
+    return resolve_device(device)
 
 
 def _peak_mb() -> float:
@@ -161,7 +170,8 @@ def process_image(item: BatchItem, job: BatchJob) -> ImageDone:
         cells = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         summary = {"number": item.number, "image": item.name, "batch": item.batch, "condition": item.condition,
                    "hash": image_hash, "channels": [[c.name, c.role] for c in channels], "cells": counts,
-                   "labels": files, "notes": notes, "seconds": time.perf_counter() - t0, **display}
+                   "labels": files, "notes": notes, "device": worker_device(job.device),
+                   "seconds": time.perf_counter() - t0, **display}
         write_part(folder, item.number, cells, summary)
     except Exception as exc:  # noqa: BLE001  one image's failure, whatever it is, is its reason, not the run's end
         return ImageDone(item.number, item.name, error=_reason(exc), seconds=time.perf_counter() - t0,
@@ -184,7 +194,7 @@ def large_image(item: BatchItem, job: BatchJob) -> tuple[dict, dict, str, tuple]
     found = {}
     for model, settings in job.models.items():
         params = {k: v for k, v in settings.items() if k not in ("tile", "overlap")}
-        labels, cells, notes, _ = segment_in_blocks(read, meta, ModelSegmenter(model, params, job.device),
+        labels, cells, notes, _ = segment_in_blocks(read, meta, ModelSegmenter(model, params, worker_device(job.device)),
                                                     block=job.block, overlap=job.overlap, executor=block_executor())
         if len(cells):
             cells["image_index"] = np.int64(item.number)

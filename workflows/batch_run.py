@@ -180,7 +180,8 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
         tables[name] = {"rows": len(table), "columns": list(table.columns)}
     settings = job.settings()
     recipe = next((s.get("recipe") for s in job.models.values() if s.get("recipe") is not None), None)
-    prov = provenance(recipe=recipe, models=job.models, device=job.device, extra=extra)
+    used = sorted({s["device"] for s in done if s["device"]})  # what "auto" became on each worker
+    prov = provenance(recipe=recipe, models=job.models, device=", ".join(used) or job.device, extra=extra)
     files = {FAILURES_FILE: failures.to_csv(index=False).encode(), PROVENANCE_FILE: provenance_json(prov).encode()}
     for name, data in files.items():
         write_atomic(where / "files" / name, data)
@@ -217,8 +218,8 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
 def _compact(summary: dict[str, Any]) -> dict[str, Any]:
     """What the run's tables need of an image's summary (the rest stays in its part's file)."""
     keep = ("image", "batch", "condition", "hash", "channels", "cells", "labels", "seconds", "height", "width",
-            "scale", "file")
-    return {k: summary[k] for k in keep}
+            "scale", "file", "device")
+    return {k: summary.get(k) for k in keep}
 
 
 def _thumbnail(display: Path, target: Path, side: int) -> None:

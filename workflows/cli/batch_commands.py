@@ -94,8 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not found.sources:
         raise ValueError("no images found in " + " ".join(args.inputs) +
                          (f" ({found.problems[0]})" if found.problems else ""))
-    device = resolve_device(args.device)
-    job = BatchJob(str(folder), {name: model_settings(name, recipe, args.block) for name in names}, device,
+    resolve_device(args.device)  # a device this machine cannot have is refused now; each worker resolves "auto" itself
+    job = BatchJob(str(folder), {name: model_settings(name, recipe, args.block) for name in names}, args.device,
                    args.plane, args.block, args.overlap)
     items = start_job(folder, job, found.sources, batches_of(found.sources, args.batch_from, args.inputs), inputs=args.inputs)
     for problem in found.problems:  # files whose header could not be read: said now, listed with the failures
