@@ -94,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not found.sources:
         raise ValueError("no images found in " + " ".join(args.inputs) +
                          (f" ({found.problems[0]})" if found.problems else ""))
-    resolve_device(args.device)  # a device this machine cannot have is refused now; each worker resolves "auto" itself
+    if args.scheduler is None:  # local workers: a device this machine lacks is refused now (a cluster's may have it)
+        resolve_device(args.device)  # each worker resolves "auto" itself
     job = BatchJob(str(folder), {name: model_settings(name, recipe, args.block) for name in names}, args.device,
                    args.plane, args.block, args.overlap)
     items = start_job(folder, job, found.sources, batches_of(found.sources, args.batch_from, args.inputs), inputs=args.inputs)
