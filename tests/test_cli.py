@@ -390,7 +390,9 @@ def test_progress_on_a_terminal_redraws_one_line_and_clears_it():
     printer.finish()
     text = stream.getvalue()
     assert text.count("\r") == 5 and "\n" not in text  # three redraws, then the line blanked
-    assert text.split("\r")[3] == "tsne: 100% iteration 2" and text.endswith("\r" + " " * 22 + "\r")
+    assert text.split("\r")[2].startswith("tsne: |██████████          |  50% iteration 1")
+    assert text.split("\r")[3].rstrip() == "tsne: |████████████████████| 100% iteration 2"
+    assert text.endswith("\r" + " " * 45 + "\r")
 
 
 def test_embed_takes_every_map_setting_the_page_has():

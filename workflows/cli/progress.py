@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import TextIO
 
 LOG_INTERVAL_S = 5.0  # a log or CI gets a progress line at most this often
+BAR = 20  # characters of the bar drawn on a terminal
 
 
 class ProgressPrinter:
     """A ``progress(fraction, what)`` for a command: ``name:  42% what``. On a terminal one line
-    redrawn in place; to a file or a pipe (a log, CI) whole lines, the first at once and then at most
+    redrawn in place, with a bar (``name: |████████▌           |  42% what``); to a file or a pipe (a log, CI) whole lines, the first at once and then at most
     one every ``interval`` seconds: a training log was thousands of carriage-return updates on one line.
     :meth:`finish` ends it: the terminal's line is cleared (or kept), a log gets the latest state."""
 
@@ -34,10 +35,17 @@ class ProgressPrinter:
         isatty = getattr(self.stream, "isatty", None)
         return bool(isatty and isatty())
 
+    @property
+    def _line(self) -> int:
+        return len(self.name) + self.width + 7 + BAR + 3
+
     def __call__(self, fraction: float, what: str) -> None:
         text = f"{self.name}: {fraction:4.0%} {what[:self.width]}"
         if self.tty:
-            print(f"\r{text:<{len(self.name) + self.width + 7}}", end="", file=self.stream, flush=True)
+            filled = min(max(fraction, 0.0), 1.0) * BAR
+            bar = "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
+            text = f"{self.name}: |{bar:<{BAR}}| {fraction:4.0%} {what[:self.width]}"
+            print(f"\r{text:<{self._line}}", end="", file=self.stream, flush=True)
             self._drawn = True
             return
         now = self.clock()
@@ -52,7 +60,7 @@ class ProgressPrinter:
         a log's latest state written if the rate limit held it back."""
         if self.tty:
             if self._drawn:
-                end = "\n" if keep else "\r" + " " * (len(self.name) + self.width + 7) + "\r"
+                end = "\n" if keep else "\r" + " " * self._line + "\r"
                 print(end, end="", file=self.stream, flush=True)
         elif self._pending:
             print(self._pending, file=self.stream, flush=True)
