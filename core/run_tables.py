@@ -19,7 +19,9 @@ QUANTILES = {"p5": 0.05, "q1": 0.25, "median": 0.5, "q3": 0.75, "p95": 0.95}
 def cells_per_image(run: Run) -> pd.DataFrame | None:
     """image, batch, condition, cells (and model, where the counts are each model's objects): from
     a segmentation's summary, else a per-cell table, else a comparison's object counts."""
-    if (summary := run.table("segmentation", "summary", ["image", "batch", "condition", "cells"])) is not None:
+    has_model = "model" in run.table_columns("segmentation", "summary")  # a batch job's: a row per image and model
+    columns = ["image", "batch", "condition", *(["model"] if has_model else []), "cells"]
+    if (summary := run.table("segmentation", "summary", columns)) is not None:
         return summary
     if (cells := cells_table(run, ["image", "batch", "condition"])) is not None:
         return cells.groupby(["image", "batch", "condition"], sort=False).size().rename("cells").reset_index()

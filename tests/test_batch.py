@@ -290,3 +290,35 @@ def test_a_large_image_in_a_screen_is_segmented_in_blocks_on_the_workers_as_it_i
     assert not summary["field"]["notes"]  # 300 px: whole, as the pages segment it
     labels = tifffile.imread(folder / "analyses/00-segmentation" / summary["slide"]["labels"]["classical"])
     np.testing.assert_array_equal(labels, alone[0])
+
+
+def test_two_models_give_each_image_a_row_per_model_and_the_overview_counts_each(screen, tmp_path):
+    import importlib
+
+    from core.run_tables import cells_per_image
+    from core.runs import open_run
+    from models import registry
+    from workflows.batch import BatchJob
+    from workflows.batch_run import finish_run, run_job, write_failures
+    from workflows.cli.inputs import model_settings
+
+    kept = dict(registry._FAMILIES), dict(registry._REGISTRY), list(registry._PROVIDERS)
+    sys.modules.pop("toy_family", None)
+    importlib.import_module("toy_family")  # a second segmenter, registered in this process only
+    try:
+        folder = tmp_path / "two-models"
+        job = BatchJob(str(folder), {name: model_settings(name, DEFAULT_RECIPE, 2048)
+                                     for name in ("classical", "toy-blobs")})
+        items = [item for item in items_of(screen, job) if item.name.startswith("plateA")]
+        report = run_job(folder, items, job)
+        finish_run(folder, items, job, write_failures(folder, items, report.failed), map_settings=None)
+    finally:
+        for live, saved in zip((registry._FAMILIES, registry._REGISTRY, registry._PROVIDERS), kept, strict=True):
+            live.clear()
+            live.update(saved) if isinstance(live, dict) else live.extend(saved)
+        sys.modules.pop("toy_family", None)
+    run = open_run(folder.name, folder.parent)
+    per_image = cells_per_image(run)
+    cells = run_cells(folder)
+    assert sorted(per_image["model"].unique()) == ["classical", "toy-blobs"] and len(per_image) == 2 * len(items)
+    assert per_image.groupby("model")["cells"].sum().to_dict() == cells.groupby("model").size().to_dict()
