@@ -18,9 +18,9 @@ def job_view(info: RunInfo) -> None:
 
     @st.fragment(run_every=REFRESH_S)
     def progress() -> None:
-        if (info.path / RUN_FILE).is_file():
-            st.rerun()  # whole now: the page lists and opens it as a run
         now = job_progress(info.path) or info.progress
+        if (info.path / RUN_FILE).is_file() or _moved(now, info.progress):
+            st.rerun()  # whole now (the page opens it), or further on: the whole page, the list too, says so
         if now is None:
             st.info(f"The run “{info.name}” is being prepared by a batch job.")
             return
@@ -33,3 +33,10 @@ def job_view(info: RunInfo) -> None:
                        "finished are kept: run the same `python -m core run` command again to finish the run.")
 
     progress()
+
+
+def _moved(now, then) -> bool:
+    """Whether the job said something new since the page was drawn (images done, failed, its state)."""
+    if now is None or then is None:
+        return now is not then
+    return (now.done, now.failed, now.state, now.stale) != (then.done, then.failed, then.state, then.stale)

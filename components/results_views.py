@@ -49,8 +49,8 @@ def run_list(infos: Sequence[RunInfo]) -> None:
                  column_config={"picture": st.column_config.ImageColumn(
                                     "picture", width="small", help="The run's first image, as saved (none: a run "
                                                                    "saved without images)"),
-                                "images": st.column_config.NumberColumn(format="%d"),
-                                "cells": st.column_config.NumberColumn(format="%d")})
+                                "images": st.column_config.NumberColumn(format="localized"),
+                                "cells": st.column_config.NumberColumn(format="localized")})
     action = "add that run to those compared" if "compare" in st.query_params else "open that run"
     st.caption(f"{len(shown)} of {plural(len(table), 'run')} · Tick a row's box to {action}. "
                + where_runs_come_from())

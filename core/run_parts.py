@@ -107,7 +107,7 @@ def _without_null_types(schema: pa.Schema) -> pa.Schema:
 class JobProgress:
     """How far a job got: images done, failed and in all, its rate and when it last said so."""
 
-    state: str  # running, interrupted, finished, failed
+    state: str  # running, finishing (every image through: the run's tables and map being made), interrupted, done
     done: int
     failed: int
     total: int
@@ -125,8 +125,8 @@ class JobProgress:
 
     @property
     def stale(self) -> bool:
-        """A running job that has said nothing for a minute: it was killed (or its machine lost)."""
-        return self.state == "running" and time.time() - self.updated > STALE_S
+        """A working job that has said nothing for a minute: it was killed (or its machine lost)."""
+        return self.state in ("running", "finishing") and time.time() - self.updated > STALE_S
 
     def words(self) -> str:
         """``being written: 340 of 10,000 images (3%), 2 failed, 5 min left`` or what it became."""
@@ -134,6 +134,8 @@ class JobProgress:
 
         failed = f", {self.failed} failed" if self.failed else ""
         counts = f"{self.done:,} of {plural(self.total, 'image')} ({self.fraction:.0%}){failed}"
+        if self.state == "finishing" and not self.stale:
+            return f"being written: every image through ({counts}); making the run's tables and cell map"
         if self.state == "running" and not self.stale:
             eta = f", {duration(self.eta_s)} left" if self.eta_s is not None else ""
             return f"being written: {counts}{eta}"

@@ -339,8 +339,8 @@ def _being_written(folder: Path) -> RunInfo | None:
         started = datetime.fromtimestamp((folder / JOB_FILE).stat().st_mtime, UTC).isoformat(timespec="seconds")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if progress is None:
-        progress = JobProgress("running", 0, 0, len(job.get("images", {})), 0.0, time.time())
+    if progress is None:  # started, no image sent yet: stale a minute after it began, if it never goes on
+        progress = JobProgress("running", 0, 0, len(job.get("images", {})), 0.0, float(job.get("started", 0)))
     return RunInfo(folder.name, started, ("segmentation",), progress.total, None, models, None, folder,
                    note=progress.words(), progress=progress)
 
@@ -348,6 +348,10 @@ def _being_written(folder: Path) -> RunInfo | None:
 def _folder(name: str, root: str | Path | None) -> Path:
     root = Path(root) if root is not None else runs_dir()
     folder = root / name
+    if not name_problem(name, "run") and not (folder / RUN_FILE).is_file() and (folder / JOB_FILE).is_file():
+        being = _being_written(folder)
+        raise ValueError(f"the run {name!r} is not whole yet: {being.note if being else 'a batch job is writing it'}; "
+                         "it can be opened once the job has written it")
     if name_problem(name, "run") or not (folder / RUN_FILE).is_file():
         known = ", ".join(info.name for info in list_runs(root)[:10]) or "none"
         raise ValueError(f"no run named {name!r} in {root} (runs: {known})")

@@ -143,3 +143,12 @@ def root(tmp_path, monkeypatch):
     folder = tmp_path / "runs"
     monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(folder))
     return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``): a module's tests stay
+    on one worker (its module fixtures are made once), and every browser test goes to the same worker,
+    so that two Chromiums and two Streamlit servers never share the two cores."""
+    for item in items:
+        group = "browser" if item.get_closest_marker("e2e") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))

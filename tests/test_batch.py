@@ -113,8 +113,9 @@ def test_a_run_on_two_local_workers_equals_the_images_one_by_one_and_lists_the_c
     info = finish_run(folder, items, job, failures)
     same_cells(run_cells(folder), one_by_one(screen))
     listed = pd.read_csv(folder / "failures.csv").set_index("image")
-    assert sorted(listed.index) == ["cut", "images/broken.tif"] and listed.loc["cut", "file"].endswith("cut.tif")
-    assert "corrupt or truncated" in listed.loc["cut", "reason"] and listed.loc["images/broken.tif", "reason"]
+    assert sorted(listed.index) == ["broken", "cut"]  # by image name, as the run names images
+    assert listed.loc["cut", "file"] == "images/cut.tif" and listed.loc["broken", "file"] == "images/broken.tif"
+    assert "corrupt or truncated" in listed.loc["cut", "reason"] and listed.loc["broken", "reason"]
     assert info.images == N_IMAGES and "2 of 8 images failed" in info.note
 
 
@@ -184,9 +185,16 @@ def test_a_killed_job_resumes_where_it_stopped_and_says_how_many_failed(screen, 
     second = cli(str(screen), "--out", str(out), "--serial")
     stdout, stderr = second.communicate(timeout=120)
     assert second.returncode == 3, stderr  # finished, but an image failed
-    assert f"({done_before} done before)" in stdout
-    assert stdout.strip().splitlines()[-1].startswith("2 of 8 images failed")
+    assert f", {done_before} done before;" in stdout
+    assert stdout.strip().splitlines()[-1].startswith("2 of 8 images failed (1 could not be listed, 1 failed while")
     same_cells(run_cells(out), one_by_one(screen))
+
+    made = out / "analyses/01-cellmap/tables/cells.parquet"
+    before = made.stat().st_mtime_ns
+    third = cli(str(screen), "--out", str(out), "--serial")  # all done: only the cut image is tried again
+    stdout, stderr = third.communicate(timeout=120)
+    assert third.returncode == 3 and f", {N_IMAGES} done before;" in stdout
+    assert made.stat().st_mtime_ns == before  # the same images and map settings: the map is kept, not made again
 
 
 def test_other_settings_on_the_same_run_are_refused(screen, tmp_path, capsys):
@@ -206,7 +214,7 @@ def test_other_settings_on_the_same_run_are_refused(screen, tmp_path, capsys):
 
 def test_a_run_being_written_is_listed_with_its_progress(tmp_path):
     from core.run_parts import JOB_FILE, JobProgress, write_progress
-    from core.runs import list_runs
+    from core.runs import list_runs, open_run
 
     folder = tmp_path / "big-screen"
     folder.mkdir()
@@ -217,6 +225,10 @@ def test_a_run_being_written_is_listed_with_its_progress(tmp_path):
     assert info.note.startswith("being written: 340 of 10000 images (3%), 2 failed, 13 min left")
     write_progress(folder, JobProgress("running", 340, 2, 10_000, 12.5, time.time() - 3600))
     assert "run the same command again" in list_runs(tmp_path)[0].note  # silent for an hour: the job is gone
+    write_progress(folder, JobProgress("finishing", 9_998, 2, 10_000, 12.5, time.time()))
+    assert "every image through" in list_runs(tmp_path)[0].note  # making its map: alive, not "stopped part-way"
+    with pytest.raises(ValueError, match="'big-screen' is not whole yet: being written"):
+        open_run("big-screen", tmp_path)
 
 
 def test_combine_parts_widens_parts_of_other_columns(tmp_path):
@@ -322,3 +334,61 @@ def test_two_models_give_each_image_a_row_per_model_and_the_overview_counts_each
     cells = run_cells(folder)
     assert sorted(per_image["model"].unique()) == ["classical", "toy-blobs"] and len(per_image) == 2 * len(items)
     assert per_image.groupby("model")["cells"].sum().to_dict() == cells.groupby("model").size().to_dict()
+
+
+def test_the_job_joins_a_cluster_started_with_dask_scheduler_and_dask_worker(screen, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", ":0"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        out = tmp_path / "on-a-cluster"
+        plate = [str(screen / "images" / f"plateB_field{i}.tif") for i in (1, 2)]
+        job = cli(*plate, "--out", str(out), "--scheduler", address)
+        stdout, stderr = job.communicate(timeout=120)
+        assert job.returncode == 0, stderr
+        assert f"Dask: {address}; dashboard: http" in stdout and "run on-a-cluster written: 2 images" in stdout
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line(tmp_path, screen):
+    job = cli(str(screen / "images" / "plateA_field1.tif"), "--out", str(tmp_path / "x"), "--scheduler",
+              "tcp://127.0.0.1:9", env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 1 and stderr.startswith("error: --scheduler tcp://127.0.0.1:9: no Dask scheduler")
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()  # no run was started: none is listed as being written
+
+
+def test_a_scheduler_or_worker_without_cellscope_is_said_before_any_image_is_sent():
+    from workflows.dask_executor import DaskExecutor
+
+    class Client:  # as a scheduler started without CellScope on its path answers
+        def run_on_scheduler(self, fn):
+            raise ModuleNotFoundError("No module named 'workflows'")
+
+    executor = DaskExecutor(scheduler="tcp://elsewhere:8786")
+    executor.client = Client()
+    with pytest.raises(ValueError, match=r"scheduler cannot read CellScope's tasks .*PYTHONPATH=\. "):
+        executor.check_workers("/tmp")
+
+
+def test_an_out_that_is_a_file_is_refused_in_one_line(tmp_path, screen, capsys):
+    from workflows.cli.parser import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["run", str(screen), "--out", str(tmp_path / "notes.txt"), "--serial"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path / 'notes.txt'}: ") and \
+        (tmp_path / "notes.txt").read_text() == "mine"

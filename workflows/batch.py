@@ -77,6 +77,7 @@ class ImageDone:
     worker: int = 0  # the process id of the worker that ran it
     model_loads: int = 0  # models that worker had loaded so far (once each, not once per image)
     peak_mb: float = 0.0  # the worker's peak resident memory so far
+    file: str = ""  # for a file that could not even be listed: the file, as the listing named it
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ other settings it is refused: a run is one set of settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -45,9 +46,10 @@ def start_job(folder: Path, job: BatchJob, sources: Sequence[Any], batches: dict
     numbers: dict[str, int] = {}
     if path.is_file():
         old = json.loads(path.read_text())
-        if old.get("settings") != settings:
-            changed = sorted(k for k in set(old.get("settings", {})) | set(settings)
-                             if old.get("settings", {}).get(k) != settings.get(k))
+        before = old.get("settings", {})
+        # The device is not the science: a run started on CPUs may be finished on GPUs.
+        changed = sorted(k for k in set(before) | set(settings) if k != "device" and before.get(k) != settings.get(k))
+        if changed:
             raise ValueError(f"{folder} holds a job with other settings ({', '.join(changed)} differ): a run is one "
                              "set of settings; give another --out, or delete that folder to start over")
         numbers = {name: int(n) for name, n in old.get("images", {}).items()}
@@ -55,8 +57,8 @@ def start_job(folder: Path, job: BatchJob, sources: Sequence[Any], batches: dict
         raise ValueError(f"{folder} exists and is not a batch job's run; give a new --out")
     for source in sources:
         numbers.setdefault(source.name, len(numbers))
-    write_atomic(path, json.dumps({"settings": settings, "inputs": list(inputs), "images": numbers},
-                                  indent=1).encode())
+    write_atomic(path, json.dumps({"settings": settings, "inputs": list(inputs), "images": numbers,
+                                   "started": time.time()}, indent=1).encode())
     (folder / "run.json").unlink(missing_ok=True)  # listed as being written until it is whole again
     return [BatchItem(numbers[s.name], s, *batches.get(s.name, (s.batch, ""))) for s in sources]
 
@@ -72,6 +74,7 @@ class JobReport:
     failed: list[ImageDone] = field(default_factory=list)
     workers: dict[int, tuple[int, float]] = field(default_factory=dict)  # pid -> (models loaded, peak MB)
     seconds: float = 0.0
+    progress: ProgressFile | None = None  # progress.json, kept up to date while the run is made
 
     def add(self, result: ImageDone) -> None:
         if result.ok:
@@ -94,6 +97,11 @@ class ProgressFile:
     def rate(self) -> float:
         elapsed = time.monotonic() - self._start
         return (self.done + self.failed - self._start_done) / elapsed if elapsed > 0 else 0.0
+
+    def finishing(self, fraction: float, what: str) -> None:
+        """While the run is made (its map: minutes for a million cells): progress.json says so, and
+        when, so the Results page does not take the job for dead."""
+        self.update(state="finishing")
 
     def update(self, result: ImageDone | None = None, *, state: str = "running", force: bool = False) -> None:
         if result is not None:
@@ -129,38 +137,38 @@ def run_job(folder: Path, items: Sequence[BatchItem], job: BatchJob, *, executor
         progress.update(state="interrupted", force=True)
         raise
     report.seconds = time.perf_counter() - t0
-    progress.update(state="finished" if not report.failed else "failed", force=True)
+    progress.update(state="finishing", force=True)  # the run is made next (finish_run): not whole yet
+    report.progress = progress
     return report
 
 
 def write_failures(folder: Path, items: Sequence[BatchItem], failed: Sequence[ImageDone]) -> pd.DataFrame:
     """``failures.csv``: each failed image, its file and why (empty, with its header, when none failed)."""
     by_number = {item.number: item for item in items}
-    rows = [{"image": f.name, "file": _where(by_number[f.number].source) if f.number in by_number else f.name,
+    rows = [{"image": f.name, "file": by_number[f.number].source.source if f.number in by_number else f.file,
              "reason": f.error}
-            for f in sorted(failed, key=lambda f: f.number)]
+            for f in sorted(failed, key=lambda f: (f.number < 0, f.number))]
     table = pd.DataFrame(rows, columns=["image", "file", "reason"])
     write_atomic(folder / FAILURES_FILE, table.to_csv(index=False).encode())
     return table
 
 
-def _where(source: Any) -> str:
-    return f"{source.path} › {source.member}" if getattr(source, "member", "") else str(source.path)
-
-
 def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures: pd.DataFrame, *,
                extra: dict[str, Any] | None = None, map_settings: Any = None,
-               progress: Callable[[float, str], None] | None = None) -> Any:
+               progress: Callable[[float, str], None] | None = None, dropped: list[str] | None = None) -> Any:
     """The finished images' parts made into a run in ``folder`` (``run.json`` last): the analysis
     ``segmentation`` with tables ``cells`` (every cell, one Parquet file), ``summary`` (image x model),
     ``labels``, and files ``failures.csv``, ``provenance.json``; the images' index and thumbnail.
     With ``map_settings`` (a :class:`models.cellmap.MapSettings`), also the cell map of the first
-    model's cells (:mod:`workflows.batch_map`). Returns its :class:`~core.runs.RunInfo`."""
+    model's cells (:mod:`workflows.batch_map`), kept as it is when the images and settings are those it
+    was made of. What was dropped is said in ``dropped``. Returns its :class:`~core.runs.RunInfo`."""
+    dropped = dropped if dropped is not None else []
     from core.analysis import MANIFEST_FILE, PROVENANCE_FILE, Analysis, InputFile, provenance_json
     from core.runs import IMAGE_INDEX, INDEX_COLUMNS, RUN_FILE, THUMBNAIL, THUMBNAIL_SIDE, run_info, summary_of
     from core.saved_record import LABELS_TABLE, SavedFiles, SavedTables
     from workflows.provenance import provenance
 
+    total = len({item.name for item in items} | set(failures["image"]))  # with the files that could not be listed
     wanted = {item.number for item in items}
     numbers = sorted(done_numbers(folder) & wanted)
     done = [_compact(s) for s in iter_summaries(folder, numbers)]  # one image's summary at a time, kept small
@@ -169,9 +177,10 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
     rows, columns = combine_parts(folder, numbers, where / "tables" / "cells.parquet")
     tables["cells"] = {"rows": rows, "columns": columns}
     summary = pd.DataFrame([{"image": s["image"], "batch": s["batch"], "condition": s["condition"], "model": model,
-                             "cells": n, "seconds": round(s["seconds"], 3)}
+                             "cells": n, "seconds": round(s["seconds"], 3),
+                             "notes": "; ".join(n for n in s["notes"] if n.startswith(f"{model}: "))}
                             for s in done for model, n in s["cells"].items()],
-                           columns=["image", "batch", "condition", "model", "cells", "seconds"])
+                           columns=["image", "batch", "condition", "model", "cells", "seconds", "notes"])
     labels = pd.DataFrame([(s["image"], model, file) for s in done for model, file in s["labels"].items()],
                           columns=["image", "model", "file"])
     for name, table in (("summary", summary), (LABELS_TABLE, labels)):
@@ -185,8 +194,6 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
     files = {FAILURES_FILE: failures.to_csv(index=False).encode(), PROVENANCE_FILE: provenance_json(prov).encode()}
     for name, data in files.items():
         write_atomic(where / "files" / name, data)
-    import hashlib
-
     inputs = tuple(InputFile(s["image"], s["hash"], None, s["batch"], s["condition"], tuple(map(tuple, s["channels"])))
                    for s in done)
     analysis = Analysis("segmentation", inputs, settings, prov, tables=SavedTables(where, tables),
@@ -202,13 +209,24 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
 
     from workflows.batch_map import MAP_ANALYSIS, map_of_run
 
-    shutil.rmtree(folder / MAP_ANALYSIS, ignore_errors=True)  # a map of an earlier finish is redone or dropped
     analyses = [analysis]
-    if map_settings is not None and rows:
-        if map_of_run(folder, next(iter(job.models)), map_settings, prov, inputs, progress=progress):
-            analyses.append(Analysis.load(folder / MAP_ANALYSIS))
-    total = len({item.name for item in items} | set(failures["image"]))  # with the files that could not be listed
-    note = f"{len(failures)} of {total} images failed: see {FAILURES_FILE}" if len(failures) else ""
+    key = hashlib.sha256(json.dumps([numbers, None if map_settings is None else map_settings.to_json()]).encode())
+    made = folder / MAP_ANALYSIS / "made_of.txt"  # the images and settings the map was made of
+    if map_settings is not None and rows and made.is_file() and made.read_text() == key.hexdigest():
+        analyses.append(Analysis.load(folder / MAP_ANALYSIS))  # the same images, the same settings: kept as it is
+    else:
+        if (folder / MAP_ANALYSIS).exists() and map_settings is None:
+            dropped.append("the run's earlier cell map was dropped (--no-map); run again without it to make one")
+        shutil.rmtree(folder / MAP_ANALYSIS, ignore_errors=True)  # of other images or settings: made again
+        if map_settings is not None and rows:
+            if map_of_run(folder, next(iter(job.models)), map_settings, prov, inputs, progress=progress):
+                write_atomic(made, key.hexdigest().encode())
+                analyses.append(Analysis.load(folder / MAP_ANALYSIS))
+    blocked = sum(any("blocks of" in n for n in s["notes"]) for s in done)
+    notes = [f"{len(failures)} of {total} images failed: see {FAILURES_FILE}" if len(failures) else "",
+             f"{blocked} large {'image' if blocked == 1 else 'images'} segmented in blocks (see the summary's notes)"
+             if blocked else ""]
+    note = "; ".join(filter(None, notes))
     data = summary_of(folder.name, analyses, note=note)
     data["images"] = len(done)
     write_atomic(folder / RUN_FILE, json.dumps(data, indent=2, sort_keys=True).encode())
@@ -218,8 +236,10 @@ def finish_run(folder: Path, items: Sequence[BatchItem], job: BatchJob, failures
 def _compact(summary: dict[str, Any]) -> dict[str, Any]:
     """What the run's tables need of an image's summary (the rest stays in its part's file)."""
     keep = ("image", "batch", "condition", "hash", "channels", "cells", "labels", "seconds", "height", "width",
-            "scale", "file", "device")
-    return {k: summary.get(k) for k in keep}
+            "scale", "file", "device", "notes")
+    out = {k: summary.get(k) for k in keep}
+    out["notes"] = out["notes"] or []
+    return out
 
 
 def _thumbnail(display: Path, target: Path, side: int) -> None:

@@ -34,7 +34,7 @@ class DaskExecutor:
     closed on exit, a joined one left running."""
 
     def __init__(self, *, scheduler: str | None = None, workers: int = 2, memory_limit: str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float | None = None) -> None:
         self.scheduler, self.workers, self.memory_limit, self.timeout = scheduler, workers, memory_limit, timeout
         self.cluster: Any = None
         self.client: Any = None
@@ -57,7 +57,8 @@ class DaskExecutor:
             self.client.run(limit_threads, max(1, (os.cpu_count() or 1) // self.workers))
         else:
             try:
-                self.client = Client(self.scheduler, timeout=self.timeout)
+                # timeout None: Dask's distributed.comm.timeouts.connect (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+                self.client = Client(self.scheduler, **({} if self.timeout is None else {"timeout": self.timeout}))
             except (OSError, TimeoutError) as exc:
                 raise ValueError(f"--scheduler {self.scheduler}: no Dask scheduler answered ({exc}); start one "
                                  "with `dask scheduler` and workers with `dask worker ADDRESS`") from exc
@@ -82,10 +83,23 @@ class DaskExecutor:
         return len(self.client.scheduler_info(n_workers=-1)["workers"])
 
     def check_workers(self, folder: str) -> None:
-        """Every worker can import CellScope and write into ``folder`` (a cluster needs the code and a
-        shared file system): said in one line before any image is sent, not as a thousand failures."""
-        if self.client.run(_can_write, folder) and not all(self.client.run(_can_write, folder).values()):
-            bad = [w for w, ok in self.client.run(_can_write, folder).items() if not ok]
+        """The scheduler and every worker can import CellScope (they unpickle its tasks), and every
+        worker can write into ``folder`` (a shared file system): said in one line before any image is
+        sent, not as a thousand failures."""
+        start = ("start it from the CellScope folder with PYTHONPATH set to that folder (`PYTHONPATH=. "
+                 ".venv/bin/dask scheduler`), in the same environment")
+        try:
+            self.client.run_on_scheduler(_imports_cellscope)
+        except Exception as exc:  # noqa: BLE001  whatever the scheduler says back: it cannot run our tasks
+            raise ValueError(f"the Dask scheduler cannot read CellScope's tasks ({type(exc).__name__}): {start}") \
+                from None
+        try:
+            answers = self.client.run(_can_write, folder)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"a Dask worker cannot run CellScope's code ({type(exc).__name__}): "
+                             f"{start.replace('scheduler', 'worker ADDRESS')}") from None
+        if not all(answers.values()):
+            bad = [w for w, ok in answers.items() if not ok]
             raise ValueError(f"worker {bad[0]} cannot write into {folder}: the output folder must be on a file "
                              "system every worker sees (a shared disk), and writable by them")
 
@@ -157,6 +171,12 @@ def limit_threads(n: int) -> None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     os.environ["OMP_NUM_THREADS"] = str(n)  # torch imported later reads it
+
+
+def _imports_cellscope() -> bool:
+    import workflows.batch  # noqa: F401
+
+    return True
 
 
 def _can_write(folder: str) -> bool:

@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from workflows.cli.inputs import check_batch_from, load_recipe, model_settings
 from workflows.cli.progress import ProgressPrinter
@@ -59,52 +60,65 @@ def run_folder(out: str) -> Path:
     if "/" not in out and not out.startswith("."):
         if problem := name_problem(out, "run"):
             raise ValueError(f"--out {out}: {problem}")
-        return runs_dir() / out
-    return Path(out).expanduser().resolve()
+        folder = runs_dir() / out
+    else:
+        folder = Path(out).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {out}: {folder} is a file; give a folder (a new one, or a run to go on with)")
+    return folder
+
+
+def check_arguments(args: argparse.Namespace) -> tuple[list[str], Any]:
+    """Every argument checked before any image is listed: the segmenters, the blocks, the workers,
+    ``--batch-from``, the map's settings, the device. Returns the models and the map's settings."""
+    from models.cellmap import MapSettings
+    from models.device import resolve_device
+    from models.registry import list_models
+    from workflows.blocks import BLOCK_SETTINGS
+    from workflows.cli_options import settings_from_args
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    segmenters = [info.name for info in list_models() if info.task == "segment"]
+    if not names:
+        raise ValueError("--models names no model; give e.g. --models classical")
+    for name in names:
+        if name not in segmenters:
+            raise ValueError(f"--models {name}: not a segmenter here; choose from {', '.join(segmenters)}")
+    for setting in BLOCK_SETTINGS:
+        try:
+            setting.check(getattr(args, setting.name))  # the declared range, with its own message
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+    if args.workers < 1:
+        raise ValueError(f"--workers must be 1 or more; got {args.workers}")
+    check_batch_from(args.batch_from)
+    map_settings = None if args.no_map else settings_from_args(MapSettings, args)  # out of range: refused now
+    if args.scheduler is None:  # local workers: a device this machine lacks is refused now (a cluster's may have it)
+        resolve_device(args.device)  # each worker resolves "auto" itself
+    return names, map_settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
     from core.io.sources import find_sources
     from core.text import duration, plural
-    from models.cellmap import MapSettings
-    from models.device import resolve_device
-    from models.registry import get_model_info
     from workflows.batch import BatchJob
     from workflows.batch_run import finish_run, run_job, start_job, write_failures
-    from workflows.blocks import BLOCK_SETTINGS
-    from workflows.cli_options import settings_from_args
     from workflows.dask_executor import DaskExecutor
 
     t0 = time.perf_counter()
     folder = run_folder(args.out)
     recipe = load_recipe(args.recipe)
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        raise ValueError("--models names no model; give e.g. --models classical")
-    for name in names:
-        if (task := get_model_info(name).task) != "segment":
-            raise ValueError(f"--models {name} does not segment (its task: {task}); choose segmenters from `models`")
-    for setting in BLOCK_SETTINGS:
-        setting.check(getattr(args, setting.name))  # the declared range, with its own message
-    if args.workers < 1:
-        raise ValueError(f"--workers must be 1 or more; got {args.workers}")
-    check_batch_from(args.batch_from)
-    map_settings = None if args.no_map else settings_from_args(MapSettings, args)  # out of range: refused now
+    names, map_settings = check_arguments(args)
     found = find_sources(args.inputs)
     if not found.sources:
         raise ValueError("no images found in " + " ".join(args.inputs) +
                          (f" ({found.problems[0]})" if found.problems else ""))
-    if args.scheduler is None:  # local workers: a device this machine lacks is refused now (a cluster's may have it)
-        resolve_device(args.device)  # each worker resolves "auto" itself
     job = BatchJob(str(folder), {name: model_settings(name, recipe, args.block) for name in names}, args.device,
                    args.plane, args.block, args.overlap)
-    items = start_job(folder, job, found.sources, batches_of(found.sources, args.batch_from, args.inputs), inputs=args.inputs)
     for problem in found.problems:  # files whose header could not be read: said now, listed with the failures
         print(f"skipped: {problem}", file=sys.stderr)
-    batches = sorted({item.batch for item in items})
-    print(f"{plural(len(items), 'image')} in {plural(len(batches), 'batch')} ({', '.join(batches[:6])}"
-          f"{', …' if len(batches) > 6 else ''}); models: {', '.join(names)}; run: {folder}", flush=True)
-
     printer = ProgressPrinter("run", width=90)
 
     def on_done(done, progress) -> None:
@@ -113,37 +127,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         printer((progress.done + progress.failed) / max(progress.total, 1),
                 f"{progress.done + progress.failed:,}/{progress.total:,} images, {progress.rate:.2f}/s{eta}{failed}")
 
+    cluster = nullcontext(None) if args.serial else DaskExecutor(scheduler=args.scheduler, workers=args.workers)
     try:
-        if args.serial:
-            report = run_job(folder, items, job, on_done=on_done)
-        else:
-            with DaskExecutor(scheduler=args.scheduler, workers=args.workers) as executor:
-                executor.check_workers(str(folder))
-                where = args.scheduler or f"{plural(executor.n_workers, 'local worker')}"
+        with cluster as executor:  # the cluster first: a run folder is made only once there is somewhere to work
+            if executor is not None:
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                executor.check_workers(str(folder if folder.is_dir() else folder.parent))
+            items = start_job(folder, job, found.sources, batches_of(found.sources, args.batch_from, args.inputs),
+                              inputs=args.inputs)
+            batches = sorted({item.batch for item in items})
+            print(f"{plural(len(items), 'image')} in {plural(len(batches), 'batch')} ({', '.join(batches[:6])}"
+                  f"{', …' if len(batches) > 6 else ''}); models: {', '.join(names)}; run: {folder}", flush=True)
+            if executor is not None:
+                where = args.scheduler or plural(executor.n_workers, "local worker")
                 print(f"Dask: {where}; dashboard: {executor.dashboard or 'none'}", flush=True)
-                report = run_job(folder, items, job, executor=executor, on_done=on_done)
+            report = run_job(folder, items, job, executor=executor, on_done=on_done)
     except KeyboardInterrupt:
         printer.finish(keep=True)
         print(f"interrupted: the images finished so far are kept; run the same command again to go on ({folder})",
               file=sys.stderr)
         return 130
     printer.finish(keep=True)
+    segmenting = time.perf_counter() - t0
     failures = write_failures(folder, items, report.failed + unreadable(found.problems))
     mapping = ProgressPrinter(f"map ({map_settings.method})") if map_settings is not None else None
+
+    def finishing(fraction: float, what: str) -> None:
+        mapping(fraction, what)
+        report.progress.finishing(fraction, what)
+
+    dropped: list[str] = []
     info = finish_run(folder, items, job, failures, extra={"inputs": list(args.inputs), "batch_from": args.batch_from},
-                      map_settings=map_settings, progress=mapping)
+                      map_settings=map_settings, progress=finishing if mapping else None, dropped=dropped)
     if mapping is not None:
         mapping.finish()
+    for note in dropped:
+        print(f"note: {note}")
     seconds = time.perf_counter() - t0
     peak = max((peak for _, peak in report.workers.values()), default=0.0)
-    print(f"{report.done} images now ({report.skipped} done before) in {duration(seconds)}"
-          f"{f', {report.done / report.seconds:.2f} images/s' if report.done and report.seconds else ''}; "
-          f"workers' peak memory {peak:.0f} MB; {info.cells or 0:,} cells in all")
+    rate = f" ({report.done / report.seconds:.2f} images/s)" if report.done and report.seconds > 0 else ""
+    print(f"{plural(report.done, 'image')} segmented now{rate}, {report.skipped} done before; "
+          f"{duration(segmenting)} with start-up, {duration(seconds)} in all with the run's tables"
+          f"{' and map' if map_settings is not None else ''}; workers' peak memory {peak:.0f} MB")
+    listed = len(items) + len(found.problems)
     if len(failures):
-        print(f"{len(failures)} of {len(items) + len(found.problems)} images failed (see {folder / 'failures.csv'}); "
-              f"run {info.name} written with the {info.images} others")
+        print(f"{len(failures)} of {listed} images failed ({len(found.problems)} could not be listed, "
+              f"{len(report.failed)} failed while running; see {folder / 'failures.csv'}); run {info.name} written "
+              f"with the {info.images} others, {info.cells or 0:,} cells")
         return SOME_FAILED
-    print(f"run {info.name} written: {info.images} images, {info.cells or 0:,} cells; 0 failed ({folder})")
+    print(f"run {info.name} written: {plural(info.images, 'image')}, {info.cells or 0:,} cells; 0 failed ({folder})")
     return 0
 
 
@@ -154,9 +186,10 @@ def _eta(progress) -> float | None:
 
 def unreadable(problems) -> list:
     """Files whose header could not be read, as failures (they have no number in the run)."""
+    from core.io.roles import key_and_role
     from workflows.batch import ImageDone
 
-    return [ImageDone(-1 - i, p.file, error=p.message) for i, p in enumerate(problems)]
+    return [ImageDone(-1 - i, key_and_role(p.file)[0], error=p.message, file=p.file) for i, p in enumerate(problems)]
 
 
 def batches_of(sources, batch_from: str | None, inputs=()) -> dict[str, tuple[str, str]]:

@@ -18,6 +18,11 @@ from workflows.cli.train_commands import TRAINING_FLAGS, cmd_train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    # tifffile logs each damaged tag or page it meets (as warnings and errors) before the reader's own error, which names
+    # the file and the fix: a user would read both, twice.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

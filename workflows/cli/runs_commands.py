@@ -67,7 +67,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     print(json.dumps(run.info.to_dict(), indent=2))
     index = image_index(run)
-    print("no images kept" if index is None else f"{len(index):,} images kept (pictures for the Results page)")
+    print("no images kept" if index is None else
+          f"{len(index):,} {'image' if len(index) == 1 else 'images'} kept (pictures for the Results page)")
     for analysis in run.analyses:
         tables = ", ".join(f"{name} ({analysis.table_info(name)['rows']:,} rows)" for name in analysis.tables)
         labels = f"; {len(analysis.labels):,} label images" if analysis.labels else ""
