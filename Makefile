@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+# Test processes (pytest-xdist): a module's tests on one, the browser tests all on one (tests/conftest.py).
+TEST_WORKERS ?= 2
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: install run test test-fast lint bench example clean
@@ -24,10 +26,10 @@ run: install
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install  ## everything except the browser test
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not e2e"
 
 lint: install
 	$(BIN)/ruff check .
