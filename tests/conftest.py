@@ -146,9 +146,9 @@ def root(tmp_path, monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``): a module's tests stay
-    on one worker (its module fixtures are made once), and every browser test goes to the same worker,
-    so that two Chromiums and two Streamlit servers never share the two cores."""
+    """With pytest-xdist (``make test`` runs the tests but the browser's in two processes, ``--dist
+    loadgroup``): a module's tests stay on one process (its module fixtures are made once), and the
+    browser tests, when run with xdist too, all on one process, never two Chromiums at once."""
     for item in items:
         group = "browser" if item.get_closest_marker("e2e") else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
