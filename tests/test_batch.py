@@ -51,7 +51,7 @@ def job_for(folder: Path):
     from workflows.batch import BatchJob
     from workflows.cli.inputs import model_settings
 
-    return BatchJob(str(folder), {"classical": model_settings("classical", DEFAULT_RECIPE, 2048)})
+    return BatchJob(str(folder), {"classical": model_settings("classical", DEFAULT_RECIPE, 1024)})
 
 
 def items_of(screen: Path, job, problems: list | None = None):
@@ -203,11 +203,12 @@ def test_other_settings_on_the_same_run_are_refused(screen, tmp_path, capsys):
 
     out = tmp_path / "one-recipe"
     plate = [str(screen / "images" / f"plateA_field{i}.tif") for i in (1, 2)]
-    assert main(["run", *plate, "--out", str(out), "--serial", "--no-map"]) == 0
+    assert main(["run", *plate, "--out", str(out), "--serial", "--no-map", "--block", "4096"]) == 0  # above a tile
     recipe = tmp_path / "recipe.json"
     recipe.write_text(DEFAULT_RECIPE.with_step("denoise", enabled=False).to_json())
     capsys.readouterr()
-    assert main(["run", *plate, "--out", str(out), "--serial", "--no-map", "--recipe", str(recipe)]) == 1
+    assert main(["run", *plate, "--out", str(out), "--serial", "--no-map", "--block", "4096", "--recipe",
+                 str(recipe)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "other settings (models differ)" in err and len(err.splitlines()) == 1
 
@@ -286,7 +287,7 @@ def test_a_large_image_in_a_screen_is_segmented_in_blocks_on_the_workers_as_it_i
     tifffile.imwrite(screen / "slide.tif", pixels[..., 0], tile=(256, 256), compression="zlib")
     tifffile.imwrite(screen / "field.tif", pixels[:300, :300, 0])  # a small image beside it: whole
     folder = tmp_path / "run"
-    job = BatchJob(str(folder), {"classical": model_settings("classical", DEFAULT_RECIPE, 2048)}, block=384)
+    job = BatchJob(str(folder), {"classical": model_settings("classical", DEFAULT_RECIPE, 1024)}, block=384)
     found = find_sources([str(screen)])
     items = start_job(folder, job, found.sources, {}, inputs=[str(screen)])
     report = run_job(folder, items, job, executor=cluster)
@@ -319,7 +320,7 @@ def test_two_models_give_each_image_a_row_per_model_and_the_overview_counts_each
     importlib.import_module("toy_family")  # a second segmenter, registered in this process only
     try:
         folder = tmp_path / "two-models"
-        job = BatchJob(str(folder), {name: model_settings(name, DEFAULT_RECIPE, 2048)
+        job = BatchJob(str(folder), {name: model_settings(name, DEFAULT_RECIPE, 1024)
                                      for name in ("classical", "toy-blobs")})
         items = [item for item in items_of(screen, job) if item.name.startswith("plateA")]
         report = run_job(folder, items, job)

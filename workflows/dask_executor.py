@@ -44,7 +44,10 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                         "distributed.worker.daemon": False})  # a unit may start processes of its own (torch)
+                         "distributed.worker.daemon": False,  # a unit may start processes of its own (torch)
+                         # The workers' statistical profiler samples the running task's stack every 10 ms: it
+                         # cost our Python-heavy units 10% (measured, benchmarks/bench_batch.py).
+                         "distributed.worker.profile.enabled": False})
         if self.scheduler is None:
             if self.workers < 1:
                 raise ValueError(f"--workers must be 1 or more; got {self.workers}")

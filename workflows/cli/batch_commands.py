@@ -103,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from core.io.sources import find_sources
     from core.text import duration, plural
+    from models.tiling import DEFAULT_TILE
     from workflows.batch import BatchJob
     from workflows.batch_run import finish_run, run_job, start_job, write_failures
     from workflows.dask_executor import DaskExecutor
@@ -115,7 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not found.sources:
         raise ValueError("no images found in " + " ".join(args.inputs) +
                          (f" ({found.problems[0]})" if found.problems else ""))
-    job = BatchJob(str(folder), {name: model_settings(name, recipe, args.block) for name in names}, args.device,
+    # Images up to --block run whole, as the pages run them (a model's own tiles: the pages' default size).
+    job = BatchJob(str(folder), {name: model_settings(name, recipe, DEFAULT_TILE) for name in names}, args.device,
                    args.plane, args.block, args.overlap)
     for problem in found.problems:  # files whose header could not be read: said now, listed with the failures
         print(f"skipped: {problem}", file=sys.stderr)
