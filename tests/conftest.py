@@ -4,6 +4,7 @@ trainer's tests train on."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import sys
 import zlib
@@ -143,6 +144,13 @@ def root(tmp_path, monkeypatch):
     folder = tmp_path / "runs"
     monkeypatch.setenv("CELLSCOPE_RUNS_DIR", str(folder))
     return folder
+
+
+# Under pytest-xdist the test process's __main__ is execnet's bootstrap, a temporary file: a process
+# started with the "spawn" method (Dask's local workers) would run that file again and die. Without a
+# __file__, spawned processes start from nothing, as they do under plain pytest.
+if os.environ.get("PYTEST_XDIST_WORKER") and getattr(sys.modules.get("__main__"), "__spec__", None) is None:
+    vars(sys.modules["__main__"]).pop("__file__", None)
 
 
 def pytest_collection_modifyitems(config, items):
