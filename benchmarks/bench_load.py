@@ -156,6 +156,7 @@ async def drive(server: Server, n: int, reruns: int, folder: Path) -> dict:
         "memory MB by page changes done": series,
         "model loads": dict(server.model_loads()),
         "errors": [e for s in sessions for e in s.errors],
+        "stale_media": [e for s in sessions for e in s.stale_media],
         "crosstalk": [c for s in sessions for c in s.crosstalk],
     }
 
@@ -199,6 +200,8 @@ def report(result: dict) -> str:
               "Model loads: " + (", ".join(f"{k} x{v}" for k, v in result["model loads"].items()) or "none"),
               f"Runs saved: {len(result['runs saved'])}",
               f"Errors: {len(result['errors'])}", *result["errors"][:20],
+              f"Download buttons' files asked for after a rerun replaced them (404, not errors): "
+              f"{len(result['stale_media'])}",
               f"Cross-talk: {len(result['crosstalk'])}", *result["crosstalk"][:20]]
     return "\n".join(lines)
 

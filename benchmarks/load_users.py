@@ -41,6 +41,10 @@ class Session:
     page: object = None  # the walk's page, where the reruns go on
     failed: bool = False
     runs: dict = field(default_factory=dict)  # page -> its Runs
+    # A download button's file asked for after a rerun replaced it (Streamlit drops a button's old file
+    # when it draws the button again): the browser logs a 404; the user sees nothing unless they click
+    # the old button in that instant. Counted apart from the errors (seen once, in a CI run on 2026-12-07).
+    stale_media: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tag, self.width = f"user{self.index + 1:02d}", 256 - 8 * self.index
@@ -140,10 +144,24 @@ def watch(session: Session, page) -> None:
     base-path probes aside)."""
     session.runs[page] = Runs(page)
     probe = re.compile(r"^https?://[^/]+/[^/]+/_stcore/(health|host-config)$")
-    page.on("response", lambda r: session.errors.append(f"{session.tag}: {r.status} {r.url}")
-            if r.status >= 400 and not probe.match(r.url) else None)
-    page.on("console", lambda m: session.errors.append(f"{session.tag} console: {m.text}")
-            if m.type == "error" and "Failed to load resource" not in m.text else None)
+    media = re.compile(r"^https?://[^/]+/(?:[^/]+/)?media/[0-9a-f]+\.\w+$")
+
+    def response(r) -> None:
+        if r.status == 404 and media.match(r.url):
+            session.stale_media.append(f"{session.tag}: 404 {r.url}")
+        elif r.status >= 400 and not probe.match(r.url):
+            session.errors.append(f"{session.tag}: {r.status} {r.url}")
+
+    def console(m) -> None:
+        if m.type != "error" or "Failed to load resource" in m.text:
+            return
+        if "Download Button source error - 404" in m.text:
+            session.stale_media.append(f"{session.tag} console: {m.text}")
+        else:
+            session.errors.append(f"{session.tag} console: {m.text}")
+
+    page.on("response", response)
+    page.on("console", console)
     page.on("pageerror", lambda e: session.errors.append(f"{session.tag} page error: {e}"))
 
 
