@@ -130,7 +130,6 @@ class BlockResult:
 
 Segment = Callable[[CellImage, PipelineLevels | None], Instances | np.ndarray]
 
-_LOADED: dict[tuple[str, str], Any] = {}  # one loaded model per process (a Dask worker loads it once)
 
 
 @dataclass(frozen=True)
@@ -151,15 +150,13 @@ class ModelSegmenter:
         return (self.params.get("recipe") or DEFAULT_RECIPE) if "levels" in get_model_info(self.model).inputs else None
 
     def __call__(self, image: CellImage, levels: PipelineLevels | None) -> Instances:
-        from models.registry import load_model
         from models.runner import run_model
+        from workflows.batch import worker_model  # the batch job's one model cache per process
 
-        key = (self.model, self.device)
-        if key not in _LOADED:
-            _LOADED[key] = load_model(self.model, self.device)
+        model = worker_model(self.model, self.device)
         if levels is not None:  # the recipe: its own steps are local; run_model's tiles would not know the levels
-            return _LOADED[key].predict(image, **self.params, levels=levels)
-        return run_model(_LOADED[key], image, **self.params)
+            return model.predict(image, **self.params, levels=levels)
+        return run_model(model, image, **self.params)
 
 
 def _owner(labels: np.ndarray, block: Block) -> tuple[np.ndarray, list, np.ndarray]:
