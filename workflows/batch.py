@@ -26,6 +26,7 @@ import pandas as pd
 
 from core.data.images import CellImage
 from core.run_parts import part_path, write_atomic, write_part
+from workflows.worker_models import worker_device, worker_model
 
 ANALYSIS = "analyses/00-segmentation"  # the run's one analysis: its tables, files and label images
 
@@ -85,23 +86,6 @@ class ImageDone:
 
 
 # --- on the worker --------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def worker_model(name: str, device: str) -> Any:
-    """Model ``name`` loaded once in this process: every image a worker runs shares it. ``device`` as
-    the user gave it (``auto`` too) is resolved here, on the worker: a GPU machine's worker uses its
-    GPU whatever machine started the job."""
-    from models.registry import load_model
-
-    return load_model(name, worker_device(device), allow_download=True)
-
-
-@functools.lru_cache(maxsize=4)
-def worker_device(device: str) -> str:
-    from models.device import resolve_device
-
-    return resolve_device(device)
 
 
 def _peak_mb() -> float:

@@ -151,7 +151,7 @@ class ModelSegmenter:
 
     def __call__(self, image: CellImage, levels: PipelineLevels | None) -> Instances:
         from models.runner import run_model
-        from workflows.batch import worker_model  # the batch job's one model cache per process
+        from workflows.worker_models import worker_model  # one model cache per process
 
         model = worker_model(self.model, self.device)
         if levels is not None:  # the recipe: its own steps are local; run_model's tiles would not know the levels
