@@ -123,6 +123,10 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=60)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--slide", type=int, default=4096, help="side of the large image (0: none)")
+    parser.add_argument("--configs", default="plain,1,2",
+                        help="which runs: plain (the loop without Dask) and numbers of local workers")
+    parser.add_argument("--quarter", action=argparse.BooleanOptionalAction, default=True,
+                        help="also a quarter-size screen on 2 workers (memory per worker against screen size)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-batch-"))
@@ -131,32 +135,38 @@ def main() -> None:
         make_screen(base, args.images, args.distinct, args.size)
         print(f"screen of {args.images} images ({args.size} px) written in {time.perf_counter() - t0:.0f} s", flush=True)
         slide = large_image(base, args.slide) if args.slide else []
-        results = []
-        for workers in (None, 1, 2):
-            row = one_run(base / "screen", base / f"run-{workers or 0}", workers=workers)
-            results.append(row)
-            print(json.dumps(row), flush=True)
-        plain, one, two = results
-        quarter = base / "quarter"
-        make_screen(quarter, args.images // 4, args.distinct, args.size)
-        small = one_run(quarter / "screen", base / "run-quarter", workers=2)  # memory per worker vs screen size
-        print(json.dumps(small), flush=True)
-        overhead = one["work_s"] / plain["work_s"] - 1
-        speedup = plain["work_s"] / two["work_s"]
-        per_image = plain["work_s"] / plain["images"]
-        predicted_two = plain["work_s"] / 2  # the projection's rule with perfect scaling, checked here
-        summary = {"peak_mb_per_worker": {f"{args.images // 4} images": small["peak_mb_per_worker"],
-                                          f"{args.images} images": two["peak_mb_per_worker"]},
-                   "dask_overhead_1_worker": round(overhead, 4), "speedup_2_workers": round(speedup, 3),
-                   "per_image_s_one_core": round(per_image, 4),
-                   "two_workers_predicted_s_if_perfect": round(predicted_two, 1), "two_workers_measured_s": two["work_s"],
-                   "efficiency_per_worker": round(speedup / 2, 3)}
-        eff = speedup / 2
-        summary["projection_hours"] = {f"{n:.0e} images on {m} x {c} cores": round(projection(per_image, eff, n, m, c), 2)
-                                       for n in (10**5, 10**6) for m, c in ((1, 2), (1, 16), (10, 16), (100, 16))}
+        runs = {}
+        for config in args.configs.split(","):
+            workers = None if config == "plain" else int(config)
+            runs[config] = one_run(base / "screen", base / f"run-{config}", workers=workers)
+            print(json.dumps(runs[config]), flush=True)
+        results = list(runs.values())
+        summary: dict = {}
+        if args.quarter:
+            quarter = base / "quarter"
+            make_screen(quarter, args.images // 4, args.distinct, args.size)
+            small = one_run(quarter / "screen", base / "run-quarter", workers=2)  # memory per worker vs screen size
+            print(json.dumps(small), flush=True)
+            results.append(small)
+            summary["peak_mb_per_worker"] = {f"{args.images // 4} images": small["peak_mb_per_worker"]}
+            if "2" in runs:
+                summary["peak_mb_per_worker"][f"{args.images} images"] = runs["2"]["peak_mb_per_worker"]
+        plain, one, two = runs.get("plain"), runs.get("1"), runs.get("2")
+        if plain and one:
+            summary["dask_overhead_1_worker"] = round(one["work_s"] / plain["work_s"] - 1, 4)
+        if plain and two:
+            speedup = plain["work_s"] / two["work_s"]
+            per_image = plain["work_s"] / plain["images"]
+            eff = speedup / 2
+            summary.update({"speedup_2_workers": round(speedup, 3), "per_image_s_one_core": round(per_image, 4),
+                            "two_workers_predicted_s_if_perfect": round(plain["work_s"] / 2, 1),
+                            "two_workers_measured_s": two["work_s"], "efficiency_per_worker": round(eff, 3)})
+            summary["projection_hours"] = {
+                f"{n:.0e} images on {m} x {c} cores": round(projection(per_image, eff, n, m, c), 2)
+                for n in (10**5, 10**6) for m, c in ((1, 2), (1, 16), (10, 16), (100, 16))}
         print(json.dumps(summary, indent=1))
         if args.json:
-            Path(args.json).write_text(json.dumps({"runs": results + [small], "slide": slide, "summary": summary},
+            Path(args.json).write_text(json.dumps({"runs": results, "slide": slide, "summary": summary},
                                                   indent=1))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -47,7 +47,12 @@ class DaskExecutor:
                          "distributed.worker.daemon": False,  # a unit may start processes of its own (torch)
                          # The workers' statistical profiler samples the running task's stack every 10 ms: it
                          # cost our Python-heavy units 10% (measured, benchmarks/bench_batch.py).
-                         "distributed.worker.profile.enabled": False})
+                         "distributed.worker.profile.enabled": False,
+                         # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap
+                         # threshold at 128 KiB: every image-sized temporary is then mapped, faulted in zeroed and
+                         # unmapped again. It made a worker 25% slower than the same loop outside Dask, with the
+                         # same peak memory (benchmarks/bench_batch.py); unset, glibc's own adaptive default holds.
+                         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
         if self.scheduler is None:
             if self.workers < 1:
                 raise ValueError(f"--workers must be 1 or more; got {self.workers}")
