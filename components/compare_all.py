@@ -10,6 +10,7 @@ import streamlit as st
 
 from components.downloads import download_button
 from components.model_panel import compute_result, settings_used
+from components.model_ranking import model_ranking
 from components.save_run import HeldRecord, default_run_name, held, save_run_control
 from components.state import dataset
 from core.evaluation.score_tables import SEEN, mean_scores
@@ -85,6 +86,7 @@ def all_images(names: list[str], settings: dict, device: str) -> None:
         return
     if "f1" in table:
         seen_f1(table)
+        model_ranking(table, key="cmp.ranking")
     st.dataframe(table, hide_index=True, width="stretch", height=300)
     download_button(st, "All results (zip)", lambda: results_zip(list(ds), results, table, provenance=prov),
                        file_name="cellscope_compare_all.zip", mime="application/zip",

@@ -14,6 +14,7 @@ import streamlit as st
 
 from components.auth import delete_refusal
 from components.downloads import download_button
+from components.model_ranking import model_ranking
 from components.results_compare import join_comparison
 from components.results_map import LINK_PARAMS
 from components.results_state import ADDRESS_KEY, date_text, from_link, run_zip, runs_table, search_runs, to_link
@@ -169,6 +170,8 @@ def models_view(run: Run) -> None:
     fig = px.bar(table, x="model", y="f1", range_y=[0, 1], text_auto=".3f")
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10))
     st.plotly_chart(fig, width="stretch")
+    if (scores := run.table("compare", "scores")) is not None and "f1" in scores:
+        model_ranking(scores, key="res.ranking")
 
 
 def explain_view(run: Run) -> None:

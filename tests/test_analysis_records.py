@@ -96,6 +96,14 @@ def test_all_images_is_a_record_of_every_model_s_scores_on_every_image(trained):
     assert unet["seen in training"].to_dict() == roles.to_dict()
     assert set(classical["seen in training"]) == {""}
     assert record.files["results.zip"][:2] == b"PK"
+    ranking = record.tables["ranking"].set_index("model")  # which model for these images: part of the record
+    assert set(ranking.index) == set(models)
+    assert ranking.loc["classical", "f1"] == round(classical["f1"].mean(), 3)
+    new_to_unet = unet[~unet["seen in training"].isin(["training", "validation"])]
+    assert ranking.loc["trained:unet:rec", "images"] == len(new_to_unet)  # its training images left out
+    unscored = run_compare([img.with_(gt=None) for img in annotated[:1]], {"classical": models["classical"]},
+                           device="cpu")
+    assert "ranking" not in unscored.analysis.tables  # no ground truth: nothing to rank by
 
 
 def test_the_train_form_s_rules_are_the_cli_s(weights_home, trained):

@@ -283,6 +283,10 @@ def test_images_a_model_was_trained_on_are_marked_and_left_out_of_its_means(weig
     means = next(d.value for d in at.dataframe if "left out" in d.value.columns)
     assert means.loc["trained:unet:tiny", "images"] == 2 and means.loc["trained:unet:tiny", "left out"] == 10
     assert means.loc["classical", "images"] == 12 and means.loc["classical", "left out"] == 0
+    ranking = next(d.value for d in at.dataframe if "verdict" in d.value.columns).set_index("model")
+    assert ranking.loc["trained:unet:tiny", "images"] == 2  # ranked on the two images it has not seen
+    assert any("trained:unet:tiny was scored on 2 images new to it" in w.value and "undetermined" in w.value
+               for w in at.warning)
     unseen = table[(table.model == "trained:unet:tiny") & (table["seen in training"] == "")]["f1"].mean()
     assert means.loc["trained:unet:tiny", "f1"] == round(unseen, 3)
     assert any(m.value == "**Means over images**, leaving out the images each model has seen" for m in at.markdown)

@@ -15,6 +15,7 @@ from typing import Any
 from core.analysis import Analysis, LazyFiles, inputs_of
 from core.data.images import CellImage
 from core.data.instances import Instances
+from core.evaluation.ranking import rank_models
 from core.evaluation.score_tables import SEEN, seen_label, summary_row
 from core.io.export import results_zip
 from models.registry import images_seen
@@ -47,12 +48,20 @@ def model_runner(models: Mapping[str, Mapping[str, Any]], device: str) -> Comput
     return compute
 
 
+def ranking_of(scores: Any) -> dict[str, Any]:
+    """``{"ranking": table}`` where an image has ground truth (which model for these images; see
+    :mod:`core.evaluation.ranking`), else nothing."""
+    ranking = rank_models(scores)
+    return {"ranking": ranking.table} if ranking.recommended is not None else {}
+
+
 def run_compare(images: Sequence[CellImage], models: Mapping[str, Mapping[str, Any]], *, device: str,
                 compute: Compute | None = None, progress: Callable[[float, str], None] | None = None,
                 executor: Executor | None = None) -> CompareRun:
     """Every model of ``models`` (name -> the settings it runs with, tiling included) on every image:
     table ``scores`` (one row per image and model: image, batch, condition, model, the scores of
-    :func:`core.evaluation.score_tables.summary_row` and :data:`SEEN`), file ``results.zip``.
+    :func:`core.evaluation.score_tables.summary_row` and :data:`SEEN`), ``ranking`` where an image
+    has ground truth (:func:`ranking_of`), file ``results.zip``.
     ``compute(image, name)`` defaults to :func:`model_runner`."""
     images, names = list(images), list(models)
     compute = compute or model_runner(models, device)
@@ -66,6 +75,6 @@ def run_compare(images: Sequence[CellImage], models: Mapping[str, Mapping[str, A
     prov = provenance(models=settings, device=device)
     files = LazyFiles({"results.zip": lambda: results_zip(images, run.results, run.table, provenance=prov)})
     record = Analysis("compare", inputs_of(images), {"models": settings, "device": device}, prov,
-                      tables={"scores": run.table}, files=files,
+                      tables={"scores": run.table, **ranking_of(run.table)}, files=files,
                       labels={key: result.labels for key, result in run.results.items()})
     return CompareRun(record, run.results, run.problems)

@@ -73,6 +73,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.analysis import PROVENANCE_FILE, provenance_json
+    from core.evaluation.ranking import rank_models
     from core.evaluation.score_tables import metrics_entry, seen_label, seen_warning
     from core.io.decode import read_labels
     from core.io.export import label_tiff_bytes
@@ -120,6 +121,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{name}: {entry['count']} objects in {result.runtime_s:.2f} s on {result.device}; {summary}")
         if (warning := seen_warning(name, entry["seen_in_training"] or "", image.name, seen)) is not None:
             print(f"  note: {warning}")
+    if gt is not None and len(names) > 1:
+        print(f"which model: {rank_models(run.analysis.tables['scores']).why}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     found_gt = "found with the image" if gt is not None else None
     used_recipe = recipe if any("recipe" in s for s in settings.values()) else None  # else it played no part
