@@ -94,6 +94,12 @@ class RcnnModel:
                          self.device, time.perf_counter() - t0, box_only=self.kind != "maskrcnn")
 
 
+def _random_rcnn(kind: str, path: Path) -> None:
+    import torch
+
+    torch.save(build_rcnn(kind, 91).state_dict(), path)
+
+
 # The family "rcnn" itself (label, trainer, CAM) is registered by models/rcnn_training.py, which imports this.
 for _kind, _title in (("maskrcnn", "Mask R-CNN"), ("fasterrcnn", "Faster R-CNN")):
     register_model(ModelInfo(
@@ -103,4 +109,5 @@ for _kind, _title in (("maskrcnn", "Mask R-CNN"), ("fasterrcnn", "Faster R-CNN")
         COCO_WEIGHTS[_kind], _kind == "fasterrcnn",
         (lambda k: lambda path, device: RcnnModel(f"{k}-coco", k, path, device))(_kind),
         RCNN_SETTINGS, slow_on_cpu=True,
+        random_weights=(lambda k: lambda path: _random_rcnn(k, path))(_kind),
     ))

@@ -138,6 +138,9 @@ class ModelInfo:
     # The user's own checkpoint (trained here or placed in the weights folder): the metadata beside
     # it says which of the user's images it was trained and validated on. None: published weights.
     own_checkpoint: Path | None = None
+    # Writes a file of this model's real architecture with random weights, in the form its builder
+    # reads (offline benchmarks and tests measure and run the real compute without a download).
+    random_weights: Callable[[Path], None] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

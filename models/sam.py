@@ -55,6 +55,12 @@ def build_sam_variant(variant: str, checkpoint: Path | None):
     return sam_model_registry[variant](checkpoint=None if checkpoint is None else str(checkpoint))
 
 
+def _random_sam(variant: str, path: Path) -> None:
+    import torch
+
+    torch.save(build_sam_variant(variant, None).state_dict(), path)
+
+
 class SamModel:
     def __init__(self, name: str, build: Callable[[], Any], device: str, cache_images: int = 8) -> None:
         self.name, self.device = name, device
@@ -162,6 +168,7 @@ for _variant, _title in (("vit_b", "ViT-B"), ("vit_l", "ViT-L"), ("vit_h", "ViT-
         (lambda v: lambda path, device: SamModel(f"sam-{v.replace('_', '')}", lambda: build_sam_variant(v, path),
                                                  device))(_variant),
         SAM_SETTINGS, inputs=SAM_PROMPTS, slow_on_cpu=True,
+        random_weights=(lambda v: lambda path: _random_sam(v, path))(_variant),
     ))
 
 
@@ -191,5 +198,5 @@ for _detector in ("classical", "yolo11s-nuclei"):
         (lambda d: lambda path, device: BoxPromptedSam(
             f"{d}+sam-vitb", d, SamModel("sam-vitb", lambda: build_sam_variant("vit_b", path), device), device))(_detector),
         get_model_info(_detector).settings,  # the detector's: SAM only outlines its boxes
-        slow_on_cpu=True,
+        slow_on_cpu=True, random_weights=lambda path: _random_sam("vit_b", path),
     ))
