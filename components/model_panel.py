@@ -30,7 +30,14 @@ from models.registry import (
 )
 from models.runner import run_model
 from models.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TILING_SETTINGS
-from models.weights import WEIGHTS_DIR_ENV, WeightsUnavailable, offline_advice, resolve_weights, weights_dir
+from models.weights import (
+    WEIGHTS_DIR_ENV,
+    WeightsUnavailable,
+    describe,
+    offline_advice,
+    resolve_weights,
+    weights_dir,
+)
 from models.yolo import user_weights_folder
 
 DEFAULT_MODELS = ("classical", "yolo11s-nuclei")
@@ -82,7 +89,7 @@ def model_table() -> list[dict[str, str]]:
         rows.append({
             "model": m.name, "ready": "yes" if ok else "needs weights", "what it is": m.description,
             "weights": "none needed" if w is None else
-            f"{w.filename} ({w.size_mb:.0f} MB); trained on {w.trained_on}; licence {w.license}",
+            describe(w),
         })
     return rows
 
@@ -135,8 +142,8 @@ def fetch_missing_weights(names: list[str], *, key: str) -> list[str]:
         who = ", ".join(f"**{n}**" for n in needing)
         slot = st.empty()  # the warning and its button go once the file is here
         cols = slot.container().columns([3, 1], vertical_alignment="center")
-        cols[0].warning(f"{who} {'needs' if len(needing) == 1 else 'need'} {filename} ({spec.size_mb:.0f} MB, "
-                        f"{spec.license}) from {spec.url}. {offline_advice(weights_dir() / filename)}.")
+        cols[0].warning(f"{who} {'needs' if len(needing) == 1 else 'need'} {describe(spec)} from {spec.url}. "
+                        f"{offline_advice(weights_dir() / filename)}.")
         if cols[1].button(f"Download {spec.size_mb:.0f} MB", key=f"{key}.dl.{filename}", width="stretch",
                           help=f"Fetch {filename} into {weights_dir()}, checksum-verified when one is published."):
             bar = st.progress(0.0, text=f"Downloading {filename}…")

@@ -10,6 +10,7 @@ check. Offline, it raises :class:`WeightsUnavailable` naming the file to place w
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -38,6 +39,15 @@ class WeightsSpec:
     @property
     def size_mb(self) -> float | None:
         return None if self.size_bytes is None else self.size_bytes / 1e6
+
+
+def describe(spec: WeightsSpec) -> str:
+    """What a user agrees to before a download: the file, its size, licence, training data and the
+    checksum it is checked against (one wording for the pages and the command line)."""
+    size = "size unknown" if spec.size_mb is None else f"{spec.size_mb:,.0f} MB"
+    check = (f"checked against SHA-256 {spec.sha256[:12]}…" if spec.sha256
+             else "no published checksum, so it cannot be verified")
+    return f"{spec.filename} ({size}; licence {spec.license}; trained on {spec.trained_on}; {check})"
 
 
 class WeightsUnavailable(RuntimeError):
@@ -122,13 +132,18 @@ def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, 
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or spec.size_bytes
+            announced = int(response.headers.get("Content-Length") or 0)
+            total = announced or spec.size_bytes
             done = 0
             while block := response.read(1 << 20):
                 out.write(block)
                 done += len(block)
                 if progress:
                     progress(done, total)
+        if announced and done < announced:  # urllib returns a dropped connection's bytes as the end of the file
+            raise WeightsUnavailable(
+                f"could not download {spec.filename} from {spec.url}: the connection dropped after "
+                f"{done / 1e6:.1f} of {announced / 1e6:.1f} MB (nothing kept). Try again. {offline_advice(dest)}")
         if spec.sha256 is not None:
             got = sha256_of(tmp)
             if not got.startswith(spec.sha256):
@@ -139,13 +154,19 @@ def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, 
                 )
         shutil.move(str(tmp), dest)
         return dest
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
         raise WeightsUnavailable(
-            f"could not download {spec.filename} from {spec.url} ({getattr(exc, 'reason', exc)}). "
+            f"could not download {spec.filename} from {spec.url} ({_why(exc)}). "
             f"{offline_advice(dest)}"
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    return str(getattr(exc, "reason", exc))
 
 
 def resolve_weights(spec: WeightsSpec, *, allow_download: bool = True, progress: ProgressFn | None = None) -> Path:

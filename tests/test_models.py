@@ -32,6 +32,80 @@ def remote_file(tmp_path):
     return spec, data
 
 
+@pytest.fixture
+def file_server(tmp_path):
+    """A local HTTP server for the download code: ``serve(data, cut=None)`` -> URL; with ``cut`` the
+    server announces the whole length, sends ``cut`` bytes and hangs up (a dropped connection)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    files: dict[str, tuple[bytes, int | None]] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            if self.path not in files:
+                self.send_error(404)
+                return
+            data, cut = files[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data if cut is None else data[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def serve(name: str, data: bytes, cut: int | None = None) -> str:
+        files[f"/{name}"] = (data, cut)
+        return f"http://127.0.0.1:{server.server_port}/{name}"
+
+    yield serve
+    server.shutdown()
+
+
+def test_download_over_http_verifies_and_a_dropped_connection_keeps_nothing(weights_home, remote_file, file_server):
+    spec, data = remote_file
+    seen = []
+    path = resolve_weights(replace(spec, url=file_server("model.pt", data)),
+                           progress=lambda done, total: seen.append((done, total)))
+    assert path.read_bytes() == data and seen[-1] == (len(data), len(data))
+    path.unlink()
+    dropped = replace(spec, url=file_server("cut.pt", data, cut=len(data) // 2))
+    with pytest.raises(WeightsUnavailable, match=r"the connection dropped after 1\.6 of 3\.1 MB \(nothing kept\)"):
+        resolve_weights(dropped)
+    assert list(weights_home.iterdir()) == []  # no partial file kept, under any name
+    unchecked = replace(dropped, sha256=None)  # without a checksum the length still catches a cut download
+    with pytest.raises(WeightsUnavailable, match="the connection dropped"):
+        resolve_weights(unchecked)
+    assert list(weights_home.iterdir()) == []
+    missing = replace(spec, url=file_server("x", b"")[:-1] + "gone.pt")
+    with pytest.raises(WeightsUnavailable, match=r"gone.pt \(HTTP 404 Not Found\)"):
+        resolve_weights(missing)
+
+
+def test_the_cli_says_what_it_downloads_before_it_does(weights_home, remote_file, file_server, monkeypatch, capsys):
+    from models import registry
+    from models.registry import ModelInfo
+    from workflows.cli.inputs import fetch_weights
+
+    spec, data = remote_file
+    spec = replace(spec, url=file_server("model.pt", data), license="CC-BY-NC-4.0")
+    monkeypatch.setitem(registry._REGISTRY, "remote-model", ModelInfo(
+        "remote-model", "classical", "a test", spec, False, lambda path, device: None))
+    fetch_weights(["remote-model", "classical"])
+    err = capsys.readouterr().err
+    assert err.startswith(f"downloading model.pt (3 MB; licence CC-BY-NC-4.0; trained on nothing; checked against "
+                          f"SHA-256 {spec.sha256[:12]}…) from {spec.url}")
+    assert (weights_home / "model.pt").read_bytes() == data
+    fetch_weights(["remote-model"])  # here now: nothing said, nothing fetched
+    assert capsys.readouterr().err == ""
+
+
 def test_download_verifies_and_reports_progress(weights_home, remote_file):
     spec, data = remote_file
     seen = []

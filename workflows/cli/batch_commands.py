@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workflows.cli.inputs import check_batch_from, load_recipe, model_settings
+from workflows.cli.inputs import check_batch_from, fetch_weights, load_recipe, model_settings
 from workflows.cli.progress import ProgressPrinter
 
 SOME_FAILED = 3
@@ -121,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    args.plane, args.block, args.overlap)
     for problem in found.problems:  # files whose header could not be read: said now, listed with the failures
         print(f"skipped: {problem}", file=sys.stderr)
+    fetch_weights(names)  # once, here, before the workers start: not by every worker behind the user's back
     printer = ProgressPrinter("run", width=90)
 
     def on_done(done, progress) -> None:

@@ -15,6 +15,7 @@ from workflows.cli.inputs import (
     check_batch_from,
     check_inputs,
     check_output_folder,
+    fetch_weights,
     load_images,
     load_recipe,
     model_settings,
@@ -60,6 +61,7 @@ def _segment_step(args: argparse.Namespace, settings: dict | None, device: str):
 
     if args.model == "gt":
         return ground_truth
+    fetch_weights([args.model])
     model = load_model(args.model, device)
     return lambda image: run_model(model, image, **settings)
 

@@ -160,3 +160,26 @@ def check_inputs(inputs: Sequence[str]) -> None:
     if missing:
         raise ValueError(f"{missing[0]}: no such file or folder")
 
+
+
+def fetch_weights(names: Sequence[str]) -> None:
+    """Every weights file ``names`` need and lack, fetched before any work through the weights
+    manager: what the file is (size, licence, training data, checksum) is said before the download,
+    then a progress bar. Offline, :class:`models.weights.WeightsUnavailable` names the file and the
+    folder to put it in (the command's one line)."""
+    from models.registry import get_model_info
+    from models.weights import describe, local_path, resolve_weights
+    from workflows.cli.progress import ProgressPrinter
+
+    specs = {spec.filename: spec for name in names if (spec := get_model_info(name).weights) is not None}
+    for spec in specs.values():
+        if local_path(spec) is not None:
+            continue
+        print(f"downloading {describe(spec)} from {spec.url}", file=sys.stderr)
+        printer = ProgressPrinter(f"downloading {spec.filename}")
+
+        def progress(done: int, total: int | None, printer=printer) -> None:
+            printer(done / total if total else 0.0, f"of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB")
+
+        resolve_weights(spec, progress=progress)
+        printer.finish()

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import argparse
 
-from workflows.cli.inputs import check_output_file, check_output_folder, load_recipe, model_settings, one_image
-from workflows.cli.progress import ProgressPrinter
+from workflows.cli.inputs import (
+    check_output_file,
+    check_output_folder,
+    fetch_weights,
+    load_recipe,
+    model_settings,
+    one_image,
+)
 from workflows.cli.runs_commands import check_save_run, save_if_asked
 
 
@@ -50,13 +56,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     check_output_file(args.output, "-o")
     image = one_image(args.image, args.plane)
     device = resolve_device(args.device)
-    printer = ProgressPrinter(f"downloading {args.model} weights")
-
-    def progress(done: int, total: int | None) -> None:
-        printer(done / total if total else 0.0, f"of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB")
-
-    model = load_model(args.model, device, progress=progress)
-    printer.finish()
+    fetch_weights([args.model])
+    model = load_model(args.model, device)
     result = run_model(model, image, **settings)
     Path(args.output).write_bytes(label_tiff_bytes(result.labels))
     kind = "boxes" if result.box_only else "cells"
@@ -104,6 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif image.gt is not None:
         gt = image.gt
     device, metrics = resolve_device(args.device), {}
+    fetch_weights(names)
     # The Compare page's pipeline, on this one image (its ground truth the one given or found).
     compared = [replace(image, gt=gt)]
     run = run_compare(compared, settings, device=device)
