@@ -38,7 +38,7 @@ INSTANSEG_SETTINGS = (
             "was trained at (labels come back at your image's size). 0: the image as it is (right at about "
             "0.5 µm per pixel, e.g. a 20x objective on a 6.5 µm camera pixel is 0.325).",
             low=0.01, high=2.0, step=0.01, special=(0.0,)),
-    Setting("seed_threshold", "InstanSeg seed threshold", 0.0,
+    Setting("instanseg_seed_threshold", "InstanSeg seed threshold", 0.0,  # the U-Net's seed_threshold is another
             "How sure InstanSeg must be of an object's centre to start one: lower finds more, fainter "
             "objects (and splits more); higher fewer. 0: the value published with the model.",
             low=0.05, high=0.95, step=0.05, special=(0.0,)),
@@ -160,7 +160,7 @@ class InstanSegModel:
         # than that (at the model's scale) aborts the whole process (measured: 63 px did, 64 px ran).
         self.min_side = 2 * int(getattr(script, "default_window_size", 32)) + 1
 
-    def predict(self, image: CellImage, *, pixel_size: float, seed_threshold: float,
+    def predict(self, image: CellImage, *, pixel_size: float, instanseg_seed_threshold: float,
                 input_channels: str) -> Instances:
         from skimage.segmentation import relabel_sequential
 
@@ -176,7 +176,7 @@ class InstanSegModel:
         if planes.shape[2] >= min(planes.shape[:2]):  # instanseg takes the shortest axis for the channels
             raise ValueError(f"{image.name}: InstanSeg reads fewer channels than pixels on the shorter side; "
                              f"it has {planes.shape[2]} (choose 'nucleus + cytoplasm')")
-        options = {} if seed_threshold == 0 else {"seed_threshold": float(seed_threshold)}
+        options = {} if instanseg_seed_threshold == 0 else {"seed_threshold": float(instanseg_seed_threshold)}
         labels = self._labels(planes, pixel_size or None, options)[:h, :w]  # the mirrored margin cut off
         labels = relabel_sequential(labels)[0].astype(np.int32)  # 1..N: instanseg's ids have gaps
         notes = [f"channels read: {', '.join(names)}"]

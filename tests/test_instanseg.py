@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.images import ChannelInfo, CellImage
+from core.data.images import CellImage, ChannelInfo
 from models import registry
 from models.instanseg import FLUORESCENCE_WEIGHTS, TORCHSCRIPT, input_planes, unpacked_torchscript
 from models.registry import availability, get_family, get_model_info, list_models, load_model
@@ -116,7 +116,7 @@ def test_the_family_and_its_models_are_registered():
         info = get_model_info(name)
         assert info.weights.url.endswith("fluorescence_nuclei_and_cells.zip") and info.weights.sha256 is None
         assert info.weights.license.startswith("Apache-2.0") and not info.box_only
-        assert info.params == ("pixel_size", "seed_threshold", "input_channels")
+        assert info.params == ("pixel_size", "instanseg_seed_threshold", "input_channels")
 
 
 def test_nuclei_and_cells_come_from_their_own_outputs(weights):
@@ -166,9 +166,10 @@ def test_settings_reach_instanseg(weights, monkeypatch):
     monkeypatch.setattr(InstanSeg, "eval_small_image", spy)
     model = load_model("instanseg-fluo-nuclei", "cpu")
     model.predict(cells_image())
-    result = model.predict(cells_image(), pixel_size=0.25, seed_threshold=0.4, input_channels="all channels")
+    result = model.predict(cells_image(), pixel_size=0.25, instanseg_seed_threshold=0.4, input_channels="all channels")
     assert calls[0][0] == (72, 88, 2) and calls[0][1]["pixel_size"] is None and "seed_threshold" not in calls[0][1]
-    assert calls[1][0] == (131, 131, 3) and calls[1][1]["pixel_size"] == 0.25  # mirrored out: 65 px once halved and calls[1][1]["seed_threshold"] == 0.4
+    assert calls[1][0] == (131, 131, 3)  # mirrored out to 65 px once halved
+    assert calls[1][1]["pixel_size"] == 0.25 and calls[1][1]["seed_threshold"] == 0.4
     assert calls[1][1]["target"] == "nuclei"
     assert result.labels.shape == (72, 88)  # run at half the size, labels back at the image's size
     assert "rescaled from 0.25 to the model's 0.5 µm per pixel" in result.notes
@@ -176,12 +177,12 @@ def test_settings_reach_instanseg(weights, monkeypatch):
 
 def test_settings_are_validated():
     info = get_model_info("instanseg-fluo-cells")
-    assert info.resolve({}) == {"pixel_size": 0.0, "seed_threshold": 0.0, "input_channels": "nucleus + cytoplasm"}
-    assert info.resolve({"pixel_size": 0.325, "seed_threshold": 0.5})["pixel_size"] == 0.325
+    assert info.resolve({}) == {"pixel_size": 0.0, "instanseg_seed_threshold": 0.0, "input_channels": "nucleus + cytoplasm"}
+    assert info.resolve({"pixel_size": 0.325, "instanseg_seed_threshold": 0.5})["pixel_size"] == 0.325
     for bad, message in (({"pixel_size": 3}, "pixel_size must be between 0.01 and 2"),
-                         ({"seed_threshold": 0.01}, "seed_threshold must be between 0.05 and 0.95"),
+                         ({"instanseg_seed_threshold": 0.01}, "instanseg_seed_threshold must be between 0.05 and 0.95"),
                          ({"input_channels": "red"}, "input_channels must be one of"),
-                         ({"seed_treshold": 0.5}, "has no setting 'seed_treshold'")):
+                         ({"seed_threshold": 0.5}, "has no setting 'seed_threshold'")):
         with pytest.raises(ValueError, match=message):
             info.resolve(bad)
 
