@@ -167,7 +167,9 @@ class InstanSegModel:
         t0 = time.perf_counter()
         if self.target == "cells" and image.channel_index("cytoplasm") is None:
             raise ValueError(f"{self.name} needs a cytoplasm channel to find whole cells, and {image.name} has none: "
-                             "give one channel the role 'cytoplasm' on the Data page, or use instanseg-fluo-nuclei")
+                             "give one channel the role 'cytoplasm' (channel roles on the Data page; the command line "
+                             "reads roles from OME-TIFF channel names such as actin or tubulin), or use "
+                             "instanseg-fluo-nuclei")
         h, w = image.shape[:2]
         planes, names = input_planes(image, input_channels)
         scale = pixel_size / self.model_pixel_size if pixel_size else 1.0

@@ -135,7 +135,7 @@ def test_nuclei_and_cells_come_from_their_own_outputs(weights):
 
 def test_cells_need_a_cytoplasm_channel_and_nuclei_do_not(weights):
     image = cells_image("no-cyto.tif", cytoplasm=False)
-    with pytest.raises(ValueError, match="no-cyto.tif has none.*role 'cytoplasm' on the Data page"):
+    with pytest.raises(ValueError, match="no-cyto.tif has none.*role 'cytoplasm' .channel roles on the Data page"):
         load_model("instanseg-fluo-cells", "cpu").predict(image)
     nuclei = load_model("instanseg-fluo-nuclei", "cpu").predict(image)
     assert nuclei.labels.shape == (72, 88) and nuclei.count >= 1
@@ -202,6 +202,21 @@ def test_the_package_never_downloads(weights, monkeypatch):
     monkeypatch.setenv("INSTANSEG_BIOIMAGEIO_PATH", str(weights.parent / "never"))
     result = load_model("instanseg-fluo-nuclei", "cpu", allow_download=False).predict(cells_image())
     assert result.count >= 1 and not (weights.parent / "never").exists()
+
+
+def test_the_release_downloads_into_its_folder_through_the_weights_manager(release, tmp_path, monkeypatch):
+    """The real urllib path (a file:// address standing in for GitHub's), into the weights folder's
+    instanseg/ subfolder, progress reported, no partial file left."""
+    monkeypatch.setenv("CELLSCOPE_WEIGHTS_DIR", str(tmp_path))
+    spec = dataclasses.replace(FLUORESCENCE_WEIGHTS, url=release.as_uri(), sha256=sha256_of(release))
+    monkeypatch.setitem(registry._REGISTRY, MODELS[0], dataclasses.replace(get_model_info(MODELS[0]), weights=spec))
+    seen = []
+    model = load_model(MODELS[0], "cpu", progress=lambda done, total: seen.append(done))
+    dest = tmp_path / "instanseg" / "fluorescence_nuclei_and_cells.zip"
+    assert dest.read_bytes() == release.read_bytes() and seen[-1] == dest.stat().st_size
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["fluorescence_nuclei_and_cells",  # unpacked
+                                                             "fluorescence_nuclei_and_cells.zip"]  # no .part
+    assert model.predict(cells_image()).labels.shape == (72, 88)
 
 
 def test_the_zip_is_unpacked_once_beside_it_and_again_when_it_changes(weights):
