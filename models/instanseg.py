@@ -35,8 +35,8 @@ CHANNEL_CHOICES = ("nucleus + cytoplasm", "all channels")
 INSTANSEG_SETTINGS = (
     Setting("pixel_size", "InstanSeg pixel size (µm)", 0.0,
             "Microns per pixel of your images: InstanSeg rescales them to the 0.5 µm its fluorescence model "
-            "was trained at (labels come back at your image's size). 0: the image as it is (right at about "
-            "0.5 µm per pixel, e.g. a 20x objective on a 6.5 µm camera pixel is 0.325).",
+            "was trained at (labels come back at your image's size). 0: the image as it is, right when it is "
+            "about 0.5 µm per pixel (a 20x objective on a 6.5 µm camera pixel gives 0.325).",
             low=0.01, high=2.0, step=0.01, special=(0.0,)),
     Setting("instanseg_seed_threshold", "InstanSeg seed threshold", 0.0,  # the U-Net's seed_threshold is another
             "How sure InstanSeg must be of an object's centre to start one: lower finds more, fainter "
@@ -50,8 +50,9 @@ INSTANSEG_SETTINGS = (
 
 # The release index instanseg-torch 0.1.2 ships (instanseg/bioimageio_models/model-index.json) gives
 # the address, version 0.1.1 and the licence, but no checksum, so none is checked (as for SAM). The
-# size is the TorchScript of this architecture zipped (16.4 MB unzipped), measured here with random
-# weights: it only drives the progress bar.
+# size is about that of this architecture's TorchScript zipped (16.4 MB, 14.5 MB zipped, measured here
+# with random weights): it only drives the progress bar. Its training data: CPDMI 2023 only (the
+# release's README; the authors in instanseg issue 41), CC BY 4.0 in instanseg's own dataset table.
 FLUORESCENCE_WEIGHTS = WeightsSpec(
     name="instanseg-fluorescence-nuclei-and-cells",
     filename="instanseg/fluorescence_nuclei_and_cells.zip",
