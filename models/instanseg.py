@@ -215,5 +215,7 @@ for _target in ("nuclei", "cells"):
         + ". Any number of channels; trained at 0.5 µm per pixel.",
         FLUORESCENCE_WEIGHTS, False,
         (lambda t: lambda path, device: InstanSegModel(f"instanseg-fluo-{t}", path, device, target=t))(_target),
-        INSTANSEG_SETTINGS,
+        # Measured with the full-size network (random weights) on the shared 2-core machine: 5-8 s for
+        # 512 x 512, 19-38 s for 1024 x 1024 (one torch thread; two were twice as slow there).
+        INSTANSEG_SETTINGS, slow_on_cpu=True,
     ))
