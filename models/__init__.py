@@ -9,6 +9,7 @@ from models import (  # noqa: F401  (each module registers its models)
     classical,
     classifier,
     cnn_features,
+    instanseg,
     morphology,
     rcnn,
     rcnn_training,

@@ -128,7 +128,7 @@ def download(spec: WeightsSpec, dest: Path, progress: ProgressFn | None = None, 
     if not spec.url:
         raise WeightsUnavailable(f"{spec.filename} has no download address. {offline_advice(dest)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)  # filename may hold a folder
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as response:
