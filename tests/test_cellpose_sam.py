@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.data.images import HPA_CHANNELS, ChannelInfo, CellImage, default_channels
+from core.data.images import HPA_CHANNELS, CellImage, ChannelInfo, default_channels
 from core.data.instances import boxes_from_labels
 from models import registry
 from models.registry import availability, get_family, get_model_info, load_model
