@@ -34,8 +34,8 @@ from models.weights import WeightsSpec
 
 CELLPOSE_SETTINGS = (
     Setting("diameter", "Cellpose-SAM diameter (px)", 0, "The cells' typical diameter: the image is resized so "
-            "they come out 30 px across, the size Cellpose-SAM was trained at. 0: no resizing (the model copes "
-            "with sizes from about 8 to 120 px on its own).", kind="int", low=5, high=500, step=1, special=(0,)),
+            "they come out 30 px across, the size Cellpose-SAM was trained at. 0: no resizing (it was trained on "
+            "cells of many sizes and copes with most without help).", kind="int", low=5, high=500, step=1, special=(0,)),
     Setting("flow_threshold", "Cellpose-SAM flow threshold", 0.4, "Drop cells whose shape disagrees with the "
             "flows by more than this. Higher keeps more (and more ill-shaped) cells; 0 keeps every one.",
             low=0.0, high=3.0, step=0.05),
