@@ -112,14 +112,21 @@ class CellposeSamModel:
         path = Path(weights)
         if not path.is_file():  # cellpose would download its default model instead
             raise ValueError(f"{name}: no weights file at {path}")
+        not_weights = (f"{path} is not Cellpose-SAM weights; delete it and download it again, or place the file "
+                       f"named {path.name} from huggingface.co/mouseland/cellpose-sam there")
+        try:
+            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)  # mapped: keys only are read
+        except Exception as exc:  # noqa: BLE001 - a truncated download, another format: whatever the reader says
+            raise ValueError(f"{not_weights} ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(state, dict) or "W2" not in state or "encoder.cls_token" in state:  # cellpose's own tests
+            raise ValueError(f"{not_weights} (no state dict of cellpose 4's CPSAM network in it)")
         try:
             self._model = CellposeModel(pretrained_model=str(path), device=torch.device(device),
                                         use_bfloat16=bfloat16_here(device))
-            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - whatever the file is, say which file and what to do
-            raise ValueError(f"{path} is not Cellpose-SAM weights ({type(exc).__name__}: {exc}); delete it and "
-                             f"download it again, or place the file named {path.name} from "
-                             "huggingface.co/mouseland/cellpose-sam there") from exc
+        except RuntimeError as exc:  # out of memory and the like stay what they are
+            if "size mismatch" in str(exc):
+                raise ValueError(f"{not_weights} (its tensors have other shapes than CPSAM's)") from exc
+            raise
         # cellpose loads non-strictly: tensors the file lacks would stay random without a word.
         missing = set(self._model.net.state_dict()) - {k.removeprefix("module.") for k in state}
         if missing:

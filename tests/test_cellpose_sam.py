@@ -127,6 +127,12 @@ def test_files_that_are_not_its_weights_are_refused_by_name(placed, cpsam_state,
     placed.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=f"{placed} is not Cellpose-SAM weights"):
         load_model("cellpose-sam", "cpu", allow_download=False)
+    torch.save({k: v for k, v in cpsam_state.items() if k != "W2"}, placed)
+    with pytest.raises(ValueError, match="no state dict of cellpose 4's CPSAM network in it"):
+        load_model("cellpose-sam", "cpu", allow_download=False)
+    torch.save(cpsam_state | {"out.bias": torch.zeros(7)}, placed)
+    with pytest.raises(ValueError, match="its tensors have other shapes than CPSAM's"):
+        load_model("cellpose-sam", "cpu", allow_download=False)
     torch.save({k: v for k, v in cpsam_state.items() if k != "out.bias"}, placed)  # cellpose loads non-strictly
     with pytest.raises(ValueError, match="lacks 1 of Cellpose-SAM's tensors \\(e.g. out.bias\\)"):
         load_model("cellpose-sam", "cpu", allow_download=False)
