@@ -191,7 +191,12 @@ def model_settings(key: str, names: list[str], label: str = "Model settings") ->
         cols = st.columns(2)
         shown = [(k, s) for k, s in chosen.items() if s.kind != "recipe"] + [(s.name, s) for s in TILING_SETTINGS]
         for i, (name, setting) in enumerate(shown):
-            params[name] = setting_widget(setting, key=f"{key}.{name}", where=cols[i % 2])
+            value = setting_widget(setting, key=f"{key}.{name}", where=cols[i % 2])
+            try:  # a number box spans a setting's range and its special values: 3 fits "0 or 5 to 500"'s box
+                params[name] = setting.check(value)
+            except ValueError as exc:
+                cols[i % 2].error(f"{exc}: the default, {setting.default}, is used")
+                params[name] = setting.default
         if any(s.kind == "recipe" for s in chosen.values()):
             st.caption("The classical model uses the recipe from the **Preprocess** page, rotate step included: its "
                        "cells are mapped back to the image as it is, the frame every model and the ground truth use.")

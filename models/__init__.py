@@ -6,6 +6,7 @@ calls ``register_family`` (and ``register_model``) plus one line here.
 
 from models import (  # noqa: F401  (each module registers its models)
     autoencoder,
+    cellpose_sam,
     classical,
     classifier,
     cnn_features,

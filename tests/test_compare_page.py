@@ -163,6 +163,29 @@ def test_a_failing_model_is_reported_and_slow_models_wait_for_run(weights_home, 
     assert any(c.startswith("classical:") for c in _captions(at)) and not at.exception
 
 
+def test_a_value_between_a_settings_special_value_and_its_range_is_refused_on_the_page(weights_home, monkeypatch):
+    """Cellpose-SAM's diameter is 0 or 5 to 500: its number box spans 0 to 500, so 3 can be typed."""
+    from models.cellpose_sam import CELLPOSE_SETTINGS
+
+    seen = []
+
+    class _Fake(_Slow):
+        name = "cellpose-fake"
+
+        def predict(self, image, **params):
+            seen.append(params["diameter"])
+            return super().predict(image)
+
+    monkeypatch.setitem(registry._REGISTRY, "cellpose-fake", ModelInfo(
+        "cellpose-fake", "cellpose", "fake", None, False, lambda p, d: _Fake(), CELLPOSE_SETTINGS))
+    at = _open()
+    at.multiselect(key="cmp.models").set_value(["cellpose-fake"]).run()
+    at.number_input(key="cmp.set.cellpose.diameter").set_value(3).run()
+    assert any(e.value == "diameter must be between 5 and 500 (or 0); got 3: the default, 0, is used" for e in at.error)
+    at.number_input(key="cmp.set.cellpose.diameter").set_value(12).run()
+    assert not at.error and not at.exception and seen == [0, 12]
+
+
 def test_all_images_gives_an_image_by_model_table(weights_home):
     at = _open()
     at.session_state["cmp.tab"] = "All images"

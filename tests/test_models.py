@@ -377,7 +377,8 @@ def test_every_model_has_a_registered_family_and_no_table_outside_it_names_famil
 
     from models.registry import families, family_of
 
-    assert [f.name for f in families() if "segment" in f.tasks] == ["classical", "yolo", "rcnn", "instanseg", "sam", "unet"]
+    assert [f.name for f in families() if "segment" in f.tasks] == ["classical", "yolo", "rcnn", "cellpose", "instanseg", "sam",
+                                                                   "unet"]
     assert all(family_of(m) is not None for m in list_models()), [m.name for m in list_models() if not family_of(m)]
     root = Path(__file__).resolve().parents[1]
     for path in [p for part in ("core", "models", "workflows", "components", "pages") for p in (root / part).rglob("*.py")]:
