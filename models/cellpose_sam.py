@@ -152,6 +152,14 @@ class CellposeSamModel:
                          time.perf_counter() - t0, notes=(note,))
 
 
+def _random_cpsam(path: Path) -> None:
+    """The full CPSAM network (ViT-L encoder) with random weights, saved as cellpose saves it."""
+    import torch
+    from cellpose.vit import CPSAM
+
+    torch.save(CPSAM().state_dict(), path)
+
+
 def _mean_probability(labels: np.ndarray, cellprob: np.ndarray) -> np.ndarray:
     """Each cell's score: its pixels' mean cell probability (the sigmoid of cellpose's logit);
     cellpose itself scores no cell."""
@@ -173,5 +181,5 @@ register_model(ModelInfo(
     "Cellpose-SAM: cells from the cytoplasm and nucleus channels, nuclei from the nucleus channel alone; "
     "about 1.2 GB of weights, slow on a CPU.",
     CPSAM_WEIGHTS, False, lambda path, device: CellposeSamModel("cellpose-sam", path, device),
-    CELLPOSE_SETTINGS, slow_on_cpu=True,
+    CELLPOSE_SETTINGS, slow_on_cpu=True, random_weights=lambda path: _random_cpsam(path),
 ))

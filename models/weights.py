@@ -181,7 +181,8 @@ def resolve_weights(spec: WeightsSpec, *, allow_download: bool = True, progress:
         )
     if not allow_download:
         raise WeightsUnavailable(
-            f"{spec.filename} is not downloaded yet ({spec.size_mb or '?'} MB from {spec.url}). "
+            f"{spec.filename} is not downloaded yet ({'?' if spec.size_mb is None else f'{spec.size_mb:,.0f}'} MB from "
+            f"{spec.url}). "
             f"{offline_advice(dest)}"
         )
     return download(spec, dest, progress)

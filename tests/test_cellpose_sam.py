@@ -168,7 +168,7 @@ def test_offline_the_message_names_the_file_and_the_folder(weights_home):
     with pytest.raises(WeightsUnavailable) as err:
         load_model("cellpose-sam", "cpu", allow_download=False)
     message = str(err.value)
-    assert message.startswith("cpsam is not downloaded yet (1233.587898 MB from "
+    assert message.startswith("cpsam is not downloaded yet (1,234 MB from "
                               "https://huggingface.co/mouseland/cellpose-sam/resolve/main/cpsam)")
     assert f"copy it to {weights_home / 'cpsam'}" in message
 
