@@ -36,7 +36,8 @@ from models.sam import SAM_PROMPTS, SAM_SETTINGS, BoxPromptedSam
 from models.weights import WeightsSpec
 
 # Prompts decoded at once in automatic mode. Each gives 3 masks upsampled to 1024 x 1024 floats:
-# 16 take ~200 MB, ultralytics' 64 ~800 MB, for the same seconds (the decoder's cost is per prompt).
+# with 16 a run's memory peaked 0.5 GB above the loaded model, with ultralytics' 64 at 2.0 GB, and
+# 64 was no faster (MobileSAM, 512 px image, 64 points: 16 s and 21 s; the decoder costs per prompt).
 POINTS_PER_BATCH = 16
 BOX_NMS_IOU = 0.7  # segment-anything's box_nms_thresh between automatic masks
 
