@@ -35,10 +35,12 @@ from models.registry import ModelInfo, get_model_info, register_model
 from models.sam import SAM_PROMPTS, SAM_SETTINGS, BoxPromptedSam
 from models.weights import WeightsSpec
 
-# Prompts decoded at once in automatic mode. Each gives 3 masks upsampled to 1024 x 1024 floats:
-# with 16 a run's memory peaked 0.5 GB above the loaded model, with ultralytics' 64 at 2.0 GB, and
-# 64 was no faster (MobileSAM, 512 px image, 64 points: 16 s and 21 s; the decoder costs per prompt).
-POINTS_PER_BATCH = 16
+# Prompts decoded at once. The decoder repeats the image embedding for each prompt and its MLP runs
+# on 4096 tokens per prompt, and each automatic prompt gives 3 masks upsampled to 1024 x 1024
+# floats: 64 automatic prompts at once peaked 2.0 GB above the loaded model, 16 at a time 0.5 GB,
+# no slower (MobileSAM, 512 px image: 21 s and 16 s; the decoder costs per prompt); 88 boxes at once
+# peaked 2.5 GB.
+PROMPTS_PER_BATCH = 16
 BOX_NMS_IOU = 0.7  # segment-anything's box_nms_thresh between automatic masks
 
 ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.4.0"  # where ultralytics itself fetches them
@@ -151,7 +153,7 @@ class UltralyticsSamModel:
         h, w = image.shape[:2]
         # conf = pred_iou_thresh: ultralytics filters on it again after its NMS, the same cut
         result = self._predictor(conf=pred_iou_thresh)(
-            self._bgr(image), points_stride=points_per_side, points_batch_size=POINTS_PER_BATCH,
+            self._bgr(image), points_stride=points_per_side, points_batch_size=PROMPTS_PER_BATCH,
             conf_thres=pred_iou_thresh, stability_score_thresh=stability_score_thresh, stability_score_offset=1.0,
             min_mask_region_area=min_area)[0]
         with self._lock:
@@ -166,20 +168,21 @@ class UltralyticsSamModel:
 
     def _prompted(self, image: CellImage, boxes: np.ndarray | None,
                   points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """One mask per box and one per point: boxes decoded in one batch, points in another (SAM 2
-        would otherwise read a box and a point of the same row as one object's two prompts)."""
+        """One mask per box and one per point: boxes and points decoded apart (SAM 2 would otherwise
+        read a box and a point of the same row as one object's two prompts), in batches of
+        :data:`PROMPTS_PER_BATCH`."""
         features = self._features(image)
         predictor = self._predictor()
         h, w = image.shape[:2]
         masks, scores = [np.zeros((0, h, w), bool)], [np.zeros(0, np.float32)]
         for kind, prompt in (("bboxes", boxes), ("points", points)):
-            if prompt is None or not len(prompt):
-                continue
-            found, rows = predictor.inference_features(features, (h, w), (self.image_side,) * 2,
-                                                       **{kind: np.asarray(prompt, np.float32)})
-            if found is not None:
-                masks.append(found.cpu().numpy().astype(bool))
-                scores.append(rows[:, 4].float().cpu().numpy())
+            prompt = np.zeros((0, 2), np.float32) if prompt is None else np.asarray(prompt, np.float32)
+            for start in range(0, len(prompt), PROMPTS_PER_BATCH):
+                found, rows = predictor.inference_features(features, (h, w), (self.image_side,) * 2,
+                                                           **{kind: prompt[start:start + PROMPTS_PER_BATCH]})
+                if found is not None:
+                    masks.append(found.cpu().numpy().astype(bool))
+                    scores.append(rows[:, 4].float().cpu().numpy())
         return np.concatenate(masks), np.concatenate(scores)
 
 

@@ -106,6 +106,14 @@ def test_prompts_through_load_model_offline_reuse_one_embedding(name, side, weig
     second = model.predict(img, points=points)
     both = model.predict(img, boxes=boxes, points=points)
     assert sam.encoder_runs == 1  # one image: the encoder ran once for every prompt
+    from ultralytics.models.sam.predict import Predictor
+
+    calls, decode = [], Predictor.inference_features
+    monkeypatch.setattr(Predictor, "inference_features", lambda self, *a, **k: calls.append(k) or decode(self, *a, **k))
+    monkeypatch.setattr("models.ultralytics_sam.PROMPTS_PER_BATCH", 2)
+    chunked = model.predict(img, boxes=boxes, points=points)
+    assert [len(next(iter(k.values()))) for k in calls] == [2, 2, 1]  # boxes, then points, 2 at a time
+    np.testing.assert_array_equal(chunked.labels, both.labels)
     model.predict(_image(1), boxes=boxes)
     assert sam.encoder_runs == 2
     for result, prompts in ((first, 2), (second, 3), (both, 5)):
