@@ -201,7 +201,7 @@ for _name, (_file, _size, _title, _what, _data, _source) in _VARIANTS.items():
 for _detector in ("classical", "yolo11s-nuclei"):
     register_model(ModelInfo(
         f"{_detector}+mobilesam", "sam",
-        f"Boxes from {_detector}, outlined by MobileSAM (box prompts, one batch per image).",
+        f"Boxes from {_detector}, outlined by MobileSAM (box prompts on one image embedding).",
         ULTRALYTICS_SAM_WEIGHTS["mobilesam"], False,
         (lambda d: lambda path, device: BoxPromptedSam(
             f"{d}+mobilesam", d, UltralyticsSamModel("mobilesam", path, device), device))(_detector),
