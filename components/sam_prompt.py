@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -12,7 +13,7 @@ from components.image_viewer import cached_composite, picture
 from components.model_panel import fetch_missing_weights, shared_model
 from core.data.images import CellImage
 from core.figures.display import fill_labels, preview
-from models.registry import availability, get_model_info, list_models
+from models.registry import ModelInfo, availability, get_model_info, list_models
 
 CHART_KEY = "cmp.sam_chart"
 PROMPTS_KEY = "cmp.prompts"
@@ -75,15 +76,47 @@ def _figure(rgb: np.ndarray, shape: tuple[int, int], state: dict) -> go.Figure:
     return fig
 
 
+def prompt_models() -> list[ModelInfo]:
+    """Every model the view can prompt (its predict takes points and boxes), the smallest weights first."""
+    found = [m for m in list_models("segment") if {"points", "boxes"} <= set(m.inputs)]
+    return sorted(found, key=lambda m: ((m.weights.size_bytes or 0) if m.weights else 0, m.name))
+
+
+def weights_mb(info: ModelInfo) -> str:
+    size = info.weights.size_mb if info.weights else None
+    return "no weights file" if info.weights is None else "size unknown" if size is None else f"{size:,.0f} MB"
+
+
+def first_choice(names: list[str], ready: dict[str, bool], offered: Sequence[str]) -> str:
+    """The model the view starts with: the smallest whose weights are here, else the smallest the page's
+    model chooser has (its Download button is there), else the smallest."""
+    return next((n for n in names if ready[n]), next((n for n in names if n in offered), names[0]))
+
+
+def models_help(models: list[ModelInfo]) -> str:
+    """What the models are, from the registry: their weights' sizes (the encoder's cost grows with them)."""
+    sizes = ", ".join(f"{m.name} {weights_mb(m)}" for m in models)
+    return (f"Smallest first: {sizes}. The larger the weights, the slower the image embedding (computed once per "
+            "image; each prompt afterwards costs only the mask decoder); of one kind (SAM ViT-B, -L, -H; SAM 2.1 "
+            "tiny, small) the larger outlines natural images more accurately.")
+
+
 def sam_prompt_view(image: CellImage, device: str, *, offered: list[str] = ()) -> None:
     """``offered``: models whose weights already have a Download button on the page."""
     st.caption("Click a cell to prompt Segment Anything with a point; for a box prompt pick *Box Select* in the "
                "chart's toolbar and drag around a cell. Drag (zoom mode) to zoom in, double-click to zoom out. The image "
                "embedding is computed once per image; each prompt afterwards costs only the mask decoder.")
-    names = [m.name for m in list_models("segment") if "points" in m.inputs]
-    name = st.selectbox("SAM model", names, key="cmp.sam_model",
-                        help="ViT-B is the smallest and fastest; ViT-H the most accurate and ~2.5 GB.")
-    if not availability(name)[0]:
+    models = prompt_models()
+    if not models:
+        st.info("No model here takes point and box prompts.")
+        return
+    names = [m.name for m in models]
+    ready = {n: availability(n)[0] for n in names}
+    name = st.selectbox("SAM model", names, index=names.index(first_choice(names, ready, offered)),
+                        key="cmp.sam_model", format_func=lambda n: f"{n} ({weights_mb(get_model_info(n))})"
+                        + ("" if ready[n] else " (needs weights)"), help=models_help(models))
+    st.caption(get_model_info(name).description)
+    if not ready[name]:
         spec = get_model_info(name).weights
         if any(get_model_info(n).weights == spec for n in offered):
             st.info(f"**{name}** needs {spec.filename}: use its **Download** button above.")

@@ -15,6 +15,7 @@ from models import (  # noqa: F401  (each module registers its models)
     rcnn,
     rcnn_training,
     sam,
+    ultralytics_sam,
     unet,
     yolo,
     yolo_training,
