@@ -51,8 +51,9 @@ def _model(name: str, device: str, folder: Path) -> tuple[object, bool]:
         return load_model(name, device), True
     if info.random_weights is None:
         raise LookupError(f"{name}: weights not here and no random-weights builder")
-    path = folder / f"{name}.random"
+    path = folder / name / Path(info.weights.filename).name  # the published name: some builders read it
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         info.random_weights(path)
     return LoadedModel(info.builder(path, device), info), False
 

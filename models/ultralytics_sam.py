@@ -186,6 +186,23 @@ class UltralyticsSamModel:
         return np.concatenate(masks), np.concatenate(scores)
 
 
+def _random_weights(filename: str):
+    """Writes the architecture Ultralytics builds for ``filename`` with random weights (its state dict)."""
+
+    def write(path: Path) -> None:
+        import torch
+        import ultralytics.models.sam.build as build
+
+        load, build._load_checkpoint = build._load_checkpoint, lambda model, checkpoint: model
+        try:
+            net = build.build_sam(filename)
+        finally:
+            build._load_checkpoint = load
+        torch.save(net.state_dict(), path)
+
+    return write
+
+
 def _build(name: str):
     return lambda path, device: UltralyticsSamModel(name, path, device)
 
@@ -196,6 +213,7 @@ for _name, (_file, _size, _title, _what, _data, _source) in _VARIANTS.items():
         f"{_title} ({_what}; {_size / 1e6:.0f} MB) through Ultralytics: automatic masks, or prompted with boxes "
         "from another model or with points.",
         ULTRALYTICS_SAM_WEIGHTS[_name], False, _build(_name), SAM_SETTINGS, inputs=SAM_PROMPTS, slow_on_cpu=True,
+        random_weights=_random_weights(_file),
     ))
 
 for _detector in ("classical", "yolo11s-nuclei"):
@@ -206,5 +224,5 @@ for _detector in ("classical", "yolo11s-nuclei"):
         (lambda d: lambda path, device: BoxPromptedSam(
             f"{d}+mobilesam", d, UltralyticsSamModel("mobilesam", path, device), device))(_detector),
         get_model_info(_detector).settings,  # the detector's: SAM only outlines its boxes
-        slow_on_cpu=True,
+        slow_on_cpu=True, random_weights=_random_weights(ULTRALYTICS_SAM_WEIGHTS["mobilesam"].filename),
     ))

@@ -224,3 +224,12 @@ def test_prompt_view_lists_every_prompted_sam_smallest_first_and_runs_the_new_on
     assert any("from 1 points and 0 boxes" in c and "on cpu" in c for c in caps) and not at.exception
     at.selectbox(key="cmp.sam_model").set_value("sam2.1-small").run()
     assert [b.key for b in at.button if ".dl." in (b.key or "")] == ["cmp.sam.dl.sam2.1_s.pt"]
+
+
+def test_random_weights_for_offline_benchmarks_load_through_the_models_own_builder(tmp_path):
+    """benchmarks/bench_models.py measures a model whose weights are not here with the registry's random_weights."""
+    info = get_model_info("mobilesam")
+    path = tmp_path / info.weights.filename
+    info.random_weights(path)
+    model = info.builder(path, "cpu")
+    assert model.name == "mobilesam" and path.stat().st_size > 10e6
