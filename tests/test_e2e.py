@@ -204,6 +204,31 @@ def test_compare_page_runs_models_and_all_images(server, browser):
     page.close()
 
 
+def test_every_new_segmenter_offers_its_download_with_size_and_licence_on_compare(server, browser):
+    """Cellpose-SAM, InstanSeg, SAM 2.1 and MobileSAM chosen on Compare on a machine without their
+    weights: each says which file (size, licence, checksum) and offers its Download; nothing errs."""
+    from models.registry import availability, get_model_info, list_models
+
+    new = [m.name for m in list_models("segment")
+           if m.family in ("cellpose", "instanseg") or m.name in ("sam2.1-tiny", "sam2.1-small", "mobilesam")]
+    missing = [n for n in new if not availability(n)[0]]
+    assert len(new) == 6, new
+    page, main = _open_at(browser, server + "/compare", "classical:", height=2400)
+    for name in missing:
+        page.locator(".st-key-cmp-models").click()
+        page.get_by_role("option", name=f"{name} (needs weights)", exact=True).click()
+        page.keyboard.press("Escape")
+        spec = get_model_info(name).weights
+        expect(main).to_contain_text(f"{spec.filename} (", timeout=60_000)
+        expect(main).to_contain_text(f"licence {spec.license}", timeout=60_000)
+    settle(page)
+    files = {get_model_info(n).weights.filename for n in missing}
+    assert main.locator("button", has_text="Download").count() >= len(files)
+    page.screenshot(path=str(SHOTS / "compare_new_segmenters_offline.png"), full_page=True)
+    _assert_no_error_shown(page, "/compare with the new segmenters offline")
+    page.close()
+
+
 def test_clicking_the_image_prompts_sam(browser, tmp_path, monkeypatch):
     """The real ViT-B architecture (random weights, saved where users' downloads go): a click on the
     image becomes a point prompt; the embedding is computed once, the second prompt reuses it."""
