@@ -150,7 +150,7 @@ def test_offline_the_missing_weights_are_named_with_where_to_put_them(weights_ho
     with pytest.raises(WeightsUnavailable) as err:
         resolve_weights(offline)
     assert "could not download resnet18-f37072fd.pth" in str(err.value) and str(weights_home) in str(err.value)
-    with pytest.raises(WeightsUnavailable, match=r"resnet18-f37072fd.pth is not downloaded yet \(46.83"):
+    with pytest.raises(WeightsUnavailable, match=r"resnet18-f37072fd.pth is not downloaded yet \(47 MB from"):
         resolve_weights(SPEC, allow_download=False)
 
 
