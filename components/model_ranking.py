@@ -25,21 +25,23 @@ def model_ranking(scores: pd.DataFrame, *, key: str) -> None:
         return
     (st.success if ranking.determined else st.warning)(ranking.why, icon=":material/recommend:")
     table = ranking.table
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
+    gaps = ("f1 behind leader", "interval low", "interval high")  # none for the leader: a dash, not "None"
+    shown = table.assign(**{c: table[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.3f}") for c in gaps})
+    st.dataframe(shown, hide_index=True, width="stretch", column_config={
         "f1": st.column_config.NumberColumn("F1 (IoU 0.5)", format="%.3f", help="Mean over the images new to the model"),
         "ap": st.column_config.NumberColumn("AP (IoU 0.5–0.95)", format="%.3f"),
         "s per image": st.column_config.NumberColumn("s per image", format="%.2f", help="Mean time to segment one image"),
-        "f1 behind leader": st.column_config.NumberColumn(
-            "F1 below leader", format="%.3f", help="Mean over the images both were scored on (paired)"),
-        "interval low": st.column_config.NumberColumn("95 % low", format="%.3f",
-                                                      help="Bootstrap interval over images of the difference"),
-        "interval high": st.column_config.NumberColumn("95 % high", format="%.3f")})
+        "f1 behind leader": st.column_config.TextColumn(
+            "F1 below leader", help="Mean over the images both were scored on (paired)"),
+        "interval low": st.column_config.TextColumn("95 % low", help="Bootstrap interval over images of the difference"),
+        "interval high": st.column_config.TextColumn("95 % high")})
     chart = table.assign(**{"verdict": table["verdict"].where(table["verdict"].isin(VERDICT_COLOURS), "undetermined")})
     fig = px.scatter(chart, x="s per image", y="f1", text="model", color="verdict", log_x=bool((chart["s per image"] > 0).all()),
                      color_discrete_map=VERDICT_COLOURS | {"undetermined": "#9467bd"}, range_y=[0, 1.05],
                      hover_data=["ap", "images"], labels={"f1": "F1 at IoU 0.5", "s per image": "seconds per image"})
-    fig.update_traces(textposition="top center", marker_size=12)
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), legend_title_text="")
+    fig.update_traces(textposition="bottom center", marker_size=12)
+    fig.update_xaxes(tickformat="~g", dtick=1 if fig.layout.xaxis.type == "log" else None)  # 0.1, 1, 10: not "7" for 0.7
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=20, b=10), legend_title_text="")
     st.plotly_chart(fig, width="stretch", key=f"{key}.chart")
     n = int(np.nanmax(table["images"])) if len(table) else 0
     st.caption(f"Up and to the left is better. Models are told apart by the difference of their F1 on the same "

@@ -33,7 +33,7 @@ from models.registry import Family, ModelInfo, Setting, register_family, registe
 from models.weights import WeightsSpec
 
 CELLPOSE_SETTINGS = (
-    Setting("diameter", "Cellpose-SAM diameter (px)", 0, "The cells' typical diameter: the image is resized so "
+    Setting("cellpose_diameter", "Cellpose-SAM diameter (px)", 0, "The cells' typical diameter: the image is resized so "
             "they come out 30 px across, the size Cellpose-SAM was trained at. 0: no resizing (it was trained on "
             "cells of many sizes and copes with most without help).", kind="int", low=5, high=500, step=1, special=(0,)),
     Setting("flow_threshold", "Cellpose-SAM flow threshold", 0.4, "Drop cells whose shape disagrees with the "
@@ -42,7 +42,7 @@ CELLPOSE_SETTINGS = (
     Setting("cellprob_threshold", "Cellpose-SAM cell probability threshold", 0.0, "Pixels whose cell logit is "
             "above this belong to cells. Lower finds more and larger cells, higher fewer and smaller.",
             low=-6.0, high=6.0, step=0.25),
-    Setting("batch_size", "Cellpose-SAM batch size", 8, "How many 256-px tiles the network runs at once: more is "
+    Setting("cellpose_batch_size", "Cellpose-SAM batch size", 8, "How many 256-px tiles the network runs at once: more is "
             "faster on a GPU and needs more memory.", kind="choice", options=(1, 2, 4, 8, 16, 32, 64)),
     Setting("tile_overlap", "Cellpose-SAM tile overlap", 0.1, "How much cellpose's own 256-px network tiles "
             "overlap (a fraction of a tile); their flows are averaged across the overlap. More is smoother "
@@ -138,8 +138,10 @@ class CellposeSamModel:
         """The torch module cellpose runs (``CPSAM``)."""
         return self._model.net
 
-    def predict(self, image: CellImage, *, diameter: int, flow_threshold: float, cellprob_threshold: float,
-                batch_size: int, tile_overlap: float) -> Instances:
+    def predict(self, image: CellImage, *, cellpose_diameter: int, flow_threshold: float, cellprob_threshold: float,
+                cellpose_batch_size: int, tile_overlap: float) -> Instances:
+        # Named for the family: the U-Net's nucleus diameter and the trainers' batch size mean other things.
+        diameter, batch_size = cellpose_diameter, cellpose_batch_size
         t0 = time.perf_counter()
         planes, note = cellpose_input(image)
         masks, flows, _ = self._model.eval(

@@ -42,8 +42,8 @@ def compare_page() -> None:
     needed = device == "cpu" and any(cached_result(image, n, settings, device) is None for n in slow)
     run_now = s2.button(f"Run {plural(len(names), 'model')}", type="primary" if needed else "secondary",
                         disabled=not names, key="cmp.run",
-                        width="stretch", help="Classical and YOLO run as soon as they are chosen; SAM and R-CNN on "
-                        "the CPU wait for this button (tens of seconds each). Results are cached per image and settings.")
+                        width="stretch", help="Classical and YOLO run as soon as they are chosen; SAM, Cellpose-SAM, InstanSeg and R-CNN on "
+                        "the CPU wait for this button (tens of seconds to minutes each). Results are cached per image and settings.")
     if waiting_weights := [n for n in chosen if n not in names]:
         s2.caption(f"Leaves out {', '.join(waiting_weights)}: no weights here yet (see above).")
     tabs = st.tabs(["This image", "All images", "Prompt SAM"], on_change="rerun", key="cmp.tab")

@@ -150,14 +150,14 @@ def test_large_images_run_in_cellscope_tiles(placed):
 
 def test_settings_are_checked_before_the_model_runs():
     info = get_model_info("cellpose-sam")
-    assert info.resolve({}) == {"diameter": 0, "flow_threshold": 0.4, "cellprob_threshold": 0.0, "batch_size": 8,
+    assert info.resolve({}) == {"cellpose_diameter": 0, "flow_threshold": 0.4, "cellprob_threshold": 0.0, "cellpose_batch_size": 8,
                                 "tile_overlap": 0.1}
-    assert info.resolve({"diameter": 17})["diameter"] == 17
-    for bad, message in (({"diameter": 3}, "diameter must be between 5 and 500 \\(or 0\\); got 3"),
-                         ({"diameter": 12.5}, "diameter must be a whole number"),
+    assert info.resolve({"cellpose_diameter": 17})["cellpose_diameter"] == 17
+    for bad, message in (({"cellpose_diameter": 3}, "cellpose_diameter must be between 5 and 500 \\(or 0\\); got 3"),
+                         ({"cellpose_diameter": 12.5}, "cellpose_diameter must be a whole number"),
                          ({"flow_threshold": 3.5}, "flow_threshold must be between 0 and 3"),
                          ({"cellprob_threshold": -7.0}, "cellprob_threshold must be between -6 and 6"),
-                         ({"batch_size": 3}, "batch_size must be one of 1, 2, 4, 8, 16, 32, 64"),
+                         ({"cellpose_batch_size": 3}, "cellpose_batch_size must be one of 1, 2, 4, 8, 16, 32, 64"),
                          ({"tile_overlap": 0.9}, "tile_overlap must be between 0.05 and 0.5"),
                          ({"diam": 30}, "cellpose-sam has no setting 'diam'")):
         with pytest.raises(ValueError, match=message):

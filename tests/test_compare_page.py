@@ -173,16 +173,16 @@ def test_a_value_between_a_settings_special_value_and_its_range_is_refused_on_th
         name = "cellpose-fake"
 
         def predict(self, image, **params):
-            seen.append(params["diameter"])
+            seen.append(params["cellpose_diameter"])
             return super().predict(image)
 
     monkeypatch.setitem(registry._REGISTRY, "cellpose-fake", ModelInfo(
         "cellpose-fake", "cellpose", "fake", None, False, lambda p, d: _Fake(), CELLPOSE_SETTINGS))
     at = _open()
     at.multiselect(key="cmp.models").set_value(["cellpose-fake"]).run()
-    at.number_input(key="cmp.set.cellpose.diameter").set_value(3).run()
-    assert any(e.value == "diameter must be between 5 and 500 (or 0); got 3: the default, 0, is used" for e in at.error)
-    at.number_input(key="cmp.set.cellpose.diameter").set_value(12).run()
+    at.number_input(key="cmp.set.cellpose_diameter").set_value(3).run()
+    assert any(e.value == "cellpose_diameter must be between 5 and 500 (or 0); got 3: the default, 0, is used" for e in at.error)
+    at.number_input(key="cmp.set.cellpose_diameter").set_value(12).run()
     assert not at.error and not at.exception and seen == [0, 12]
 
 

@@ -168,7 +168,7 @@ def test_the_runs_commands_and_save_run(root, tmp_path, capsys):
         metrics["classical"]["f1"], abs=1e-4)
     assert main(["runs", "show", "cli-1"]) == 0
     shown = capsys.readouterr().out
-    assert "compare: 1 images; tables labels (1 rows), scores (1 rows); 1 label images;" in shown
+    assert "compare: 1 images; tables labels (1 rows), ranking (1 rows), scores (1 rows); 1 label images;" in shown
     assert "1 image kept" in shown
     # Taken and unsafe names are refused before any work: nothing is written to --out.
     for name, said in (("cli-1", "exists already"), ("a/b", "uses letters")):
