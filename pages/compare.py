@@ -36,7 +36,7 @@ def compare_page() -> None:
     device = current_device()
     s1, s2 = st.columns([3.2, 1], vertical_alignment="top")
     with s1:
-        settings = model_settings("cmp.set", names)
+        settings = model_settings("cmp.set", chosen)  # settings can be read and set before a download
     slow = [n for n in names if get_model_info(n).slow_on_cpu]
     # highlighted only while a chosen model waits for it: every result shown, nothing is left to press for
     needed = device == "cpu" and any(cached_result(image, n, settings, device) is None for n in slow)

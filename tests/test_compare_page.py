@@ -324,3 +324,12 @@ def test_images_a_model_was_trained_on_are_marked_and_left_out_of_its_means(weig
     at.button(key="cmp.run_all").click().run()
     assert any(c.value.startswith("trained:unet:tiny: trained or validated on every image here, so no image is left")
                for c in at.caption) and not at.exception
+
+
+def test_a_models_settings_can_be_read_and_set_before_its_weights_are_downloaded(weights_home):
+    """Cellpose-SAM's settings were hidden until its 1.2 GB download: a user could not see what it offers."""
+    at = _open()
+    at.multiselect(key="cmp.models").set_value(["classical", "cellpose-sam"]).run()
+    assert any("needs cpsam" in w.value for w in at.warning)
+    at.number_input(key="cmp.set.cellpose_diameter").set_value(30).run()
+    assert at.number_input(key="cmp.set.cellpose_diameter").value == 30 and not at.exception
