@@ -61,7 +61,33 @@ def _random_sam(variant: str, path: Path) -> None:
     torch.save(build_sam_variant(variant, None).state_dict(), path)
 
 
-class SamModel:
+class PromptableSam:
+    """What every Segment Anything adapter shares: ``predict`` gives automatic masks or outlines of
+    prompts, from its ``_automatic(image, points_per_side, pred_iou_thresh, stability_score_thresh,
+    min_mask_region_area)`` and ``_prompted(image, boxes, points)`` (masks and scores)."""
+
+    name: str
+    device: str
+
+    def predict(self, image: CellImage, *, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
+                points_per_side: int | None = None, pred_iou_thresh: float | None = None,
+                stability_score_thresh: float | None = None, min_mask_region_area: int | None = None) -> Instances:
+        """Automatic masks (the settings, from :data:`SAM_SETTINGS` via the registry, are then
+        needed), or one mask per box (x0, y0, x1, y1) or per point (x, y) prompt."""
+        t0 = time.perf_counter()
+        if boxes is None and points is None:
+            automatic = (points_per_side, pred_iou_thresh, stability_score_thresh, min_mask_region_area)
+            if None in automatic:
+                raise ValueError(f"{self.name}: automatic masks need every setting of "
+                                 f"{', '.join(s.name for s in SAM_SETTINGS)}; load the model with load_model()")
+            masks, scores = self._automatic(image, *automatic)
+        else:
+            masks, scores = self._prompted(image, boxes, points)
+        labels, boxes, kept = labels_from_masks(masks, scores)
+        return Instances(labels, boxes, kept, ("cell",), self.name, self.device, time.perf_counter() - t0)
+
+
+class SamModel(PromptableSam):
     def __init__(self, name: str, build: Callable[[], Any], device: str, cache_images: int = 8) -> None:
         self.name, self.device = name, device
         self.sam = build().to(device).eval()
@@ -95,24 +121,6 @@ class SamModel:
     def embed(self, image: CellImage) -> None:
         """Compute (or find) the image embedding, e.g. before the user starts clicking."""
         self._predictor(image)
-
-    def predict(self, image: CellImage, *, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-                points_per_side: int | None = None, pred_iou_thresh: float | None = None,
-                stability_score_thresh: float | None = None, min_mask_region_area: int | None = None) -> Instances:
-        """Automatic masks (the settings, from :data:`SAM_SETTINGS` via the registry, are then
-        needed), or one mask per box (x0, y0, x1, y1) or per point (x, y) prompt."""
-        t0 = time.perf_counter()
-        if boxes is None and points is None:
-            automatic = (points_per_side, pred_iou_thresh, stability_score_thresh, min_mask_region_area)
-            if None in automatic:
-                raise ValueError(f"{self.name}: automatic masks need every setting of "
-                                 f"{', '.join(s.name for s in SAM_SETTINGS)}; load the model with load_model()")
-            masks, scores = self._automatic(image, points_per_side, pred_iou_thresh, stability_score_thresh,
-                                            min_mask_region_area)
-        else:
-            masks, scores = self._prompted(image, boxes, points)
-        labels, boxes, kept = labels_from_masks(masks, scores)
-        return Instances(labels, boxes, kept, ("cell",), self.name, self.device, time.perf_counter() - t0)
 
     def _automatic(self, image, points_per_side, pred_iou_thresh, stability_score_thresh, min_area):
         from segment_anything import SamAutomaticMaskGenerator

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,8 @@ import models.classical  # noqa: F401  (registers the detectors whose boxes SAM 
 import models.yolo  # noqa: F401
 from core.cache import BoundedCache
 from core.data.images import CellImage
-from core.data.instances import Instances, labels_from_masks
 from models.registry import ModelInfo, get_model_info, register_model
-from models.sam import SAM_PROMPTS, SAM_SETTINGS, BoxPromptedSam
+from models.sam import SAM_PROMPTS, SAM_SETTINGS, BoxPromptedSam, PromptableSam
 from models.weights import WeightsSpec
 
 # Prompts decoded at once. The decoder repeats the image embedding for each prompt and its MLP runs
@@ -84,7 +82,7 @@ def load_ultralytics_sam(weights: Path) -> Any:
                          "to download it again, or place an intact copy there") from exc
 
 
-class UltralyticsSamModel:
+class UltralyticsSamModel(PromptableSam):
     """SAM 2.1 or MobileSAM through ultralytics' predictors; the image embedding is computed once
     per image and kept in a small bounded cache. Predictors are made per call on the one network,
     so sessions sharing a cached model do not share a predictor's state."""
@@ -130,23 +128,6 @@ class UltralyticsSamModel:
     def embed(self, image: CellImage) -> None:
         """Compute (or find) the image embedding, e.g. before the user starts clicking."""
         self._features(image)
-
-    def predict(self, image: CellImage, *, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-                points_per_side: int | None = None, pred_iou_thresh: float | None = None,
-                stability_score_thresh: float | None = None, min_mask_region_area: int | None = None) -> Instances:
-        """Automatic masks (the settings, from :data:`models.sam.SAM_SETTINGS` via the registry, are
-        then needed), or one mask per box (x0, y0, x1, y1) and per point (x, y) prompt."""
-        t0 = time.perf_counter()
-        if boxes is None and points is None:
-            automatic = (points_per_side, pred_iou_thresh, stability_score_thresh, min_mask_region_area)
-            if None in automatic:
-                raise ValueError(f"{self.name}: automatic masks need every setting of "
-                                 f"{', '.join(s.name for s in SAM_SETTINGS)}; load the model with load_model()")
-            masks, scores = self._automatic(image, *automatic)
-        else:
-            masks, scores = self._prompted(image, boxes, points)
-        labels, boxes, kept = labels_from_masks(masks, scores)
-        return Instances(labels, boxes, kept, ("cell",), self.name, self.device, time.perf_counter() - t0)
 
     def _automatic(self, image: CellImage, points_per_side: int, pred_iou_thresh: float,
                    stability_score_thresh: float, min_area: int) -> tuple[np.ndarray, np.ndarray]:
