@@ -343,7 +343,8 @@ def test_new_user_walk_keeps_work_across_a_reload(browser, tmp_path, monkeypatch
 
         page.locator("[data-testid='stSidebarNav']").get_by_text("Compare models").click()
         expect(main).to_contain_text("classical:", timeout=120_000)
-        page.locator(".st-key-cmp-models").click()
+        page.locator(".st-key-cmp-models input").click()
+        page.keyboard.type("sam-vitb")  # the list is long (new families): typed, the option is in view
         page.get_by_role("option", name="sam-vitb (needs weights)", exact=True).click()
         page.keyboard.press("Escape")
         expect(main).to_contain_text("needs sam_vit_b_01ec64.pth", timeout=60_000)
