@@ -198,13 +198,20 @@ class BoxPromptedSam:
                          time.perf_counter() - t0, notes=(f"{found.count} boxes from {found.model}",))
 
 
-for _detector in ("classical", "yolo11s-nuclei"):
-    register_model(ModelInfo(
-        f"{_detector}+sam-vitb", "sam",
-        f"Boxes from {_detector}, outlined by Segment Anything ViT-B (box prompts, one batch per image).",
-        SAM_WEIGHTS["vit_b"], False,
-        (lambda d: lambda path, device: BoxPromptedSam(
-            f"{d}+sam-vitb", d, SamModel("sam-vitb", lambda: build_sam_variant("vit_b", path), device), device))(_detector),
-        get_model_info(_detector).settings,  # the detector's: SAM only outlines its boxes
-        slow_on_cpu=True, random_weights=lambda path: _random_sam("vit_b", path),
-    ))
+def register_box_prompted(sam: str, what: str, weights: WeightsSpec, make_sam: Callable[[Path | None, str], Any],
+                          random_weights: Callable[[Path], None]) -> None:
+    """``classical+<sam>`` and ``yolo11s-nuclei+<sam>``: the detector's boxes outlined by the SAM
+    adapter ``make_sam(weights_path, device)`` (``what`` describes how it decodes them)."""
+    for detector in ("classical", "yolo11s-nuclei"):
+        register_model(ModelInfo(
+            f"{detector}+{sam}", "sam", f"Boxes from {detector}, outlined by {what}.", weights, False,
+            (lambda d: lambda path, device: BoxPromptedSam(f"{d}+{sam}", d, make_sam(path, device), device))(detector),
+            get_model_info(detector).settings,  # the detector's: SAM only outlines its boxes
+            slow_on_cpu=True, random_weights=random_weights,
+        ))
+
+
+register_box_prompted(
+    "sam-vitb", "Segment Anything ViT-B (box prompts, one batch per image)", SAM_WEIGHTS["vit_b"],
+    lambda path, device: SamModel("sam-vitb", lambda: build_sam_variant("vit_b", path), device),
+    lambda path: _random_sam("vit_b", path))

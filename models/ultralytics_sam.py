@@ -29,8 +29,8 @@ import models.classical  # noqa: F401  (registers the detectors whose boxes SAM 
 import models.yolo  # noqa: F401
 from core.cache import BoundedCache
 from core.data.images import CellImage
-from models.registry import ModelInfo, get_model_info, register_model
-from models.sam import SAM_PROMPTS, SAM_SETTINGS, BoxPromptedSam, PromptableSam
+from models.registry import ModelInfo, register_model
+from models.sam import SAM_PROMPTS, SAM_SETTINGS, PromptableSam, register_box_prompted
 from models.weights import WeightsSpec
 
 # Prompts decoded at once. The decoder repeats the image embedding for each prompt and its MLP runs
@@ -197,13 +197,7 @@ for _name, (_file, _size, _title, _what, _data, _source) in _VARIANTS.items():
         random_weights=_random_weights(_file),
     ))
 
-for _detector in ("classical", "yolo11s-nuclei"):
-    register_model(ModelInfo(
-        f"{_detector}+mobilesam", "sam",
-        f"Boxes from {_detector}, outlined by MobileSAM (box prompts on one image embedding).",
-        ULTRALYTICS_SAM_WEIGHTS["mobilesam"], False,
-        (lambda d: lambda path, device: BoxPromptedSam(
-            f"{d}+mobilesam", d, UltralyticsSamModel("mobilesam", path, device), device))(_detector),
-        get_model_info(_detector).settings,  # the detector's: SAM only outlines its boxes
-        slow_on_cpu=True, random_weights=_random_weights(ULTRALYTICS_SAM_WEIGHTS["mobilesam"].filename),
-    ))
+register_box_prompted(
+    "mobilesam", "MobileSAM (box prompts on one image embedding)", ULTRALYTICS_SAM_WEIGHTS["mobilesam"],
+    lambda path, device: UltralyticsSamModel("mobilesam", path, device),
+    _random_weights(ULTRALYTICS_SAM_WEIGHTS["mobilesam"].filename))

@@ -160,3 +160,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         group = "browser" if item.get_closest_marker("e2e") else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

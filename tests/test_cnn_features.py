@@ -26,12 +26,8 @@ SPEC = IMAGENET_WEIGHTS["resnet18"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: with other processes on the 2 cores, two threads ran ResNet-18 2-4x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """One torch thread: with other processes on the 2 cores, two ran these networks 2-10x slower."""
 
 
 @pytest.fixture

@@ -28,12 +28,8 @@ MODELS = ("instanseg-fluo-nuclei", "instanseg-fluo-cells")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: two made tracing the network 10x slower with other processes on the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """One torch thread: with other processes on the 2 cores, two ran these networks 2-10x slower."""
 
 
 def scripted_instanseg(*, nuclei_seed_bias: float, cells_seed_bias: float, cells_and_nuclei: bool = True,
