@@ -8,6 +8,7 @@ from components import (
     curation_state,
     data_state,
     explain_state,
+    lesson_state,
     preprocess_state,
     results_state,
     training_state,
@@ -41,6 +42,7 @@ def run() -> None:
          training_state.KEPT | curation_state.KEPT),
         (st.Page("pages/results.py", title="Results", icon=":material/folder_open:", url_path="results"),
          results_state.KEPT),
+        (st.Page("pages/lesson.py", title="Lesson", icon=":material/school:", url_path="lesson"), lesson_state.KEPT),
     ]
     for page_, kept in pages:
         keep(page_.title, kept)

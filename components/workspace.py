@@ -295,6 +295,17 @@ def save_workspace() -> None:
         ss[TOO_LARGE_KEY] = nbytes
 
 
+def forget_widgets(prefix: str) -> None:
+    """Forget every kept widget value whose key starts with ``prefix`` (a reset): in this run and in
+    the workspace, so a reload does not bring them back."""
+    ss = st.session_state
+    for key in [k for k in ss.keys() if isinstance(k, str) and k.startswith(prefix)]:
+        del ss[key]
+    widgets = ss.get(_WIDGETS_KEY)
+    if widgets:
+        ss[_WIDGETS_KEY] = {k: v for k, v in widgets.items() if not k.startswith(prefix)}
+
+
 def kept_result(slot: str, key: Hashable, store: BoundedCache, compute: Callable[[], Any] | None = None) -> Any:
     """The result of ``key``: the workspace's own, the server's shared cache's, or computed now
     (None when it is in neither and ``compute`` is None).

@@ -35,6 +35,7 @@ class PlateStyle:
     gradient_angle: float  # direction of the illumination gradient, degrees
     exposure: float  # relative exposure time (scales signal and background photons)
     defocus: float  # extra PSF blur, pixels
+    medium: float = 0.0  # photons per pixel from fluorescent medium, which the cells' volume excludes
 
 
 PLATES = (
@@ -42,6 +43,17 @@ PLATES = (
     PlateStyle("plateB", background=110, background_texture=0.35, gradient=0.40, gradient_angle=200, exposure=0.7, defocus=0.6),
     PlateStyle("plateC", background=70, background_texture=0.20, gradient=0.25, gradient_angle=110, exposure=1.5, defocus=0.3),
 )
+# The lesson's batch pair: two plates imaged alike, cells alike, differing in the background alone.
+# Plate 2's medium still held fluorescent phenol red (not washed out): it glows between the cells,
+# not under them (the cells' volume excludes it). A classifier of the plates then looks at the
+# background, and masking it removes the difference: the story of the lesson's Grad-CAM steps.
+LESSON_PLATES = (
+    PlateStyle("plate1", background=40, background_texture=0.10, gradient=0.15, gradient_angle=30, exposure=1.0,
+               defocus=0.0),
+    PlateStyle("plate2", background=40, background_texture=0.10, gradient=0.15, gradient_angle=30, exposure=1.0,
+               defocus=0.0, medium=100),
+)
+LESSON_SEED = 11
 CAMERA_OFFSET = 100.0  # ADU added by the camera
 READ_NOISE = 4.0  # ADU, Gaussian
 SIGNAL_PHOTONS = {"nucleus": 900.0, "cytoplasm": 220.0, "protein": 420.0}
@@ -176,12 +188,16 @@ def _field(rng: np.random.Generator, plate: PlateStyle, treated: bool, size: int
     ramp = (xx - 0.5) * np.cos(t) + (yy - 0.5) * np.sin(t)
     illumination = 1.0 - plate.gradient * (ramp - ramp.min()) / (ramp.max() - ramp.min())
     sigma = 1.1 + plate.defocus
+    # Medium fluorescence fills the well but not the cells: seen, blurred, only between them.
+    outside = cv2.GaussianBlur((cells == 0).astype(np.float32), (0, 0), sigma) if plate.medium else None
     channels = []
     for name, signal in (("nucleus", nucleus), ("cytoplasm", cytoplasm), ("protein", protein)):
         blurred = cv2.GaussianBlur(signal.astype(np.float32), (0, 0), sigma)
         background = plate.background * np.clip(
             1.0 + plate.background_texture * _smooth_noise(rng, (size, size), 90), 0.1, None
         )
+        if plate.medium:
+            background = background + plate.medium * outside
         photons = plate.exposure * (SIGNAL_PHOTONS[name] * blurred * illumination + background)
         counts = rng.poisson(np.clip(photons, 0, None)).astype(np.float32)
         adu = counts + CAMERA_OFFSET + READ_NOISE * rng.standard_normal((size, size)).astype(np.float32)
@@ -198,11 +214,12 @@ EXAMPLE_SEED = Field("seed", "Seed", 7, "Random seed; 7 is the app's example.", 
                      step=1)
 
 
-def make_example_dataset(*, seed: int = 7, size: int = 512, fields_per_plate: int = 4) -> list[CellImage]:
-    """The example dataset: ``len(PLATES) x fields_per_plate`` images, identical for equal arguments."""
+def make_example_dataset(*, seed: int = 7, size: int = 512, fields_per_plate: int = 4,
+                         plates: tuple[PlateStyle, ...] = PLATES, source: str = "example dataset") -> list[CellImage]:
+    """The example dataset: ``len(plates) x fields_per_plate`` images, identical for equal arguments."""
     EXAMPLE_SEED.check(seed), EXAMPLE_SIZE.check(size), EXAMPLE_FIELDS.check(fields_per_plate)
     images = []
-    for p, plate in enumerate(PLATES):
+    for p, plate in enumerate(plates):
         for f in range(fields_per_plate):
             rng = np.random.default_rng([seed, p, f])
             treated = f >= fields_per_plate // 2
@@ -215,7 +232,14 @@ def make_example_dataset(*, seed: int = 7, size: int = 512, fields_per_plate: in
                     batch=plate.name,
                     condition="treated" if treated else "control",
                     gt=gt,
-                    source="example dataset",
+                    source=source,
                 )
             )
     return images
+
+
+def make_lesson_dataset(*, size: int = 512, fields_per_plate: int = 4) -> list[CellImage]:
+    """The lesson plates: :data:`LESSON_PLATES` x ``fields_per_plate`` fields (half control, half
+    treated), cells generated as in the example, the plates differing in the background alone."""
+    return make_example_dataset(seed=LESSON_SEED, size=size, fields_per_plate=fields_per_plate, plates=LESSON_PLATES,
+                                source="lesson plates")

@@ -1,0 +1,207 @@
+"""The Lesson page's parts: which lesson, the background preparation, one step on screen (why,
+the live action, what to look at, the checkpoint, try this, the full page), the step list and
+presenter mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from components.lesson_actions import StepContext, known_actions
+from components.lesson_state import PRESENT_KEY, go_to, progress, record_check, reset
+from core.lesson.checkpoints import Check, known_checkpoints, run_checkpoint
+from core.lesson.spec import Lesson, LessonError, lesson_files, load_lesson
+from workflows.lesson import Preparation, lesson_images
+
+PAGE_FILES = {"data": "pages/data.py", "preprocess": "pages/preprocess.py", "compare": "pages/compare.py",
+              "cellmap": "pages/cellmap.py", "explain": "pages/explain.py", "train": "pages/train.py",
+              "results": "pages/results.py"}
+PAGE_TITLES = {"data": "Data", "preprocess": "Preprocess", "compare": "Compare models", "cellmap": "Cell map",
+               "explain": "Explain", "train": "Train", "results": "Results"}
+# Presenter mode: text and pictures a projector shows to the back row.
+PRESENTER_CSS = """<style>
+section.main .block-container {max-width: 100%; padding-top: 1.5rem;}
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li {font-size: 1.45rem; line-height: 1.5;}
+h1 {font-size: 3rem !important;} h2 {font-size: 2.3rem !important;} h3 {font-size: 1.9rem !important;}
+[data-testid="stMetricValue"] {font-size: 3rem;}
+[data-testid="stCaptionContainer"] {font-size: 1.15rem;}
+</style>"""
+
+
+def _stamp(paths: list[Path]) -> tuple[tuple[str, float], ...]:
+    return tuple((str(p), p.stat().st_mtime) for p in paths)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _catalog(stamp: tuple[tuple[str, float], ...]) -> tuple[dict[str, Lesson], tuple[str, ...]]:
+    """Every lesson file read and checked (again when one is edited): lessons by id, and one
+    message per file that cannot be taught."""
+    names = {"actions": set(known_actions()), "checkpoints": set(known_checkpoints())}
+    lessons, problems = {}, []
+    for path, _ in stamp:
+        try:
+            lesson = load_lesson(path, **names)
+        except LessonError as exc:
+            problems.append(str(exc))
+            continue
+        lessons[lesson.id] = lesson
+    return lessons, tuple(problems)
+
+
+def catalog() -> tuple[dict[str, Lesson], tuple[str, ...]]:
+    return _catalog(_stamp(lesson_files()))
+
+
+@st.cache_resource(show_spinner="Generating the lesson's images…")
+def shared_images(dataset: str) -> tuple:
+    images = tuple(lesson_images(dataset))
+    for img in images:  # shared by every student: nobody may change them in place
+        img.pixels.setflags(write=False)
+        if img.gt is not None:
+            img.gt.setflags(write=False)
+    return images
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def preparation(lesson: Lesson) -> Preparation:
+    """The lesson's slow steps, started once per server process when the lesson first opens and
+    shared by every student (same images, same defaults)."""
+    return Preparation(lesson, shared_images(lesson.dataset)).start()
+
+
+def choose_lesson(lessons: dict[str, Lesson]) -> Lesson:
+    asked = st.query_params.get("lesson")
+    ids = list(lessons)
+    if asked in lessons:
+        st.session_state["lesson.choice"] = asked
+    elif st.session_state.get("lesson.choice") not in lessons:
+        st.session_state["lesson.choice"] = ids[0]
+    chosen = st.sidebar.selectbox("Lesson", ids, key="lesson.choice", format_func=lambda i: lessons[i].title,
+                                  help="The lesson to follow. Lessons are YAML files in the lessons/ folder.")
+    return lessons[chosen]
+
+
+def current_index(lesson: Lesson) -> int:
+    """The step shown: the URL's (a link to step 5), else where this student was, else the first."""
+    asked = st.query_params.get("step")
+    mine = progress(lesson.id)
+    index = lesson.index(asked if asked is not None else mine.get("at"))
+    step_id = lesson.steps[index].id
+    if mine.get("at") != step_id:
+        go_to(lesson.id, step_id)
+    st.query_params["lesson"], st.query_params["step"] = lesson.id, step_id
+    return index
+
+
+def _move(lesson: Lesson, index: int) -> None:
+    step_id = lesson.steps[index].id
+    go_to(lesson.id, step_id)
+    st.query_params["step"] = step_id
+
+
+def step_list(lesson: Lesson, index: int) -> None:
+    """The sidebar's list of steps: each a button to jump there, ✓ where its checkpoint passed."""
+    checks = progress(lesson.id)["checks"]
+    with st.sidebar:
+        st.subheader("Steps")
+        for i, step in enumerate(lesson.steps):
+            passed = (checks.get(step.id) or {}).get("passed")
+            mark = "✅" if passed else ("⚠️" if passed is False else "▫️")
+            if st.button(f"{mark} {i + 1}. {step.title}", key=f"lesson.goto.{i}", type="tertiary",
+                         disabled=i == index, help="Go to this step."):
+                _move(lesson, i)
+                st.rerun()
+        done = sum(bool((checks.get(s.id) or {}).get("passed")) for s in lesson.steps)
+        st.caption(f"{done} of {len(lesson.steps)} checkpoints passed.")
+        st.toggle("Presenter mode", key=PRESENT_KEY,
+                  help="Larger text and pictures for a projector. ← and → (or the Back and Next buttons) move "
+                       "between steps.")
+        if st.button("Reset to the start", key="lesson.reset", icon=":material/restart_alt:",
+                     help="Forget this lesson's checkpoints and your settings of its steps; back to step 1."):
+            reset(lesson.id)
+            st.query_params["step"] = lesson.steps[0].id
+            st.rerun()
+
+
+def presenter_css() -> None:
+    if st.session_state.get(PRESENT_KEY):
+        st.html(PRESENTER_CSS)
+
+
+def preparation_status(prep: Preparation) -> None:
+    """One line on the lesson's background preparation while it runs."""
+    if prep.done:
+        return
+    running = [(sid, s) for sid, s in prep.steps.items() if s.state == "running"]
+    ready = sum(s.state == "done" for s in prep.steps.values())
+    total = sum(s.state != "none" for s in prep.steps.values())
+    what = f" — now: {running[0][0]} ({running[0][1].message or 'starting'})" if running else ""
+    st.caption(f":material/hourglass_top: Preparing the slow steps in the background: {ready} of {total} ready"
+               f"{what}. Steps that are ready work now.")
+
+
+def _checkpoint_box(check: Check) -> None:
+    if check.passed:
+        st.success(f"**Checkpoint passed.** {check.text}", icon=":material/check_circle:")
+    elif check.passed is False:
+        st.warning(f"**Checkpoint not passed.** {check.text}", icon=":material/error:")
+    else:
+        st.info(f"**Checkpoint.** {check.text}", icon=":material/pending:")
+
+
+def _waiting(prep: Preparation, step_id: str) -> None:
+    """While a step's preparation runs: its progress, refreshed until it is done (then the page)."""
+    @st.fragment(run_every=1.5)
+    def watch() -> None:
+        state = prep.steps[step_id]
+        if state.state in ("done", "failed"):
+            st.rerun(scope="app")
+        queued = state.state == "waiting"
+        st.progress(state.fraction, text="Waiting for the steps before it…" if queued else
+                    f"Preparing this step in the background: {state.message or 'starting'}")
+
+    watch()
+
+
+def step_view(lesson: Lesson, index: int, prep: Preparation, device: str) -> None:
+    step = lesson.steps[index]
+    st.subheader(f"Step {index + 1} of {len(lesson.steps)}: {step.title}")
+    st.markdown(step.why)
+    state = prep.steps[step.id]
+    ctx = StepContext(lesson, step, prep.images, prep.result(step.id), state.state, f"ls.{lesson.id}.{step.id}.",
+                      device)
+    if state.state in ("waiting", "running"):
+        _waiting(prep, step.id)
+    elif state.state == "failed":
+        st.error(f"The background preparation of this step failed ({state.message}); its live part below may still "
+                 "work.")
+    result: Any = None
+    with st.container(border=True):
+        try:
+            result = known_actions()[step.action](ctx)
+        except (ValueError, RuntimeError, MemoryError, OSError) as exc:
+            st.error(f"This step could not run: {exc}")
+    st.markdown(f":material/visibility: **What to look at.** {step.look_at}")
+    check = run_checkpoint(step.checkpoint, result, step.params)
+    if check.passed is not None:
+        record_check(lesson.id, step.id, check.to_json())
+    _checkpoint_box(check)
+    st.markdown(f":material/lightbulb: **Try this.** {step.try_this}")
+    if step.page:
+        st.page_link(PAGE_FILES[step.page], label=f"More on the {PAGE_TITLES[step.page]} page",
+                     icon=":material/open_in_new:")
+
+
+def navigation(lesson: Lesson, index: int) -> None:
+    back, _, nxt = st.columns([1, 3, 1])
+    if back.button("Back", key="lesson.back", icon=":material/arrow_back:", disabled=index == 0, shortcut="Left",
+                   width="stretch", help="The previous step (← key)."):
+        _move(lesson, index - 1)
+        st.rerun()
+    last = index == len(lesson.steps) - 1
+    if nxt.button("Next", key="lesson.next", icon=":material/arrow_forward:", icon_position="right", disabled=last,
+                  type="primary", shortcut="Right", width="stretch", help="The next step (→ key)."):
+        _move(lesson, index + 1)
+        st.rerun()

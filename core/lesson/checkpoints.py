@@ -1,0 +1,75 @@
+"""Checkpoints: each reads a step's result (a mapping of plain numbers the step's action made) and
+says whether the step worked, with the number it rests on.
+
+A checkpoint is a function ``(result, **params) -> Check`` registered under a name with
+:func:`checkpoint`; a lesson step names it and gives its ``params`` (thresholds), so a lesson file
+can ask for more or less. A result without the numbers a checkpoint needs reads as not done yet
+(``passed=None``), never as a failure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Result = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Check:
+    passed: bool | None  # None: nothing to check yet (the step's action has not run)
+    value: float | None  # the number the verdict rests on
+    text: str  # one sentence with the number, read to the class
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "value": self.value, "text": self.text}
+
+
+CHECKPOINTS: dict[str, Callable[..., Check]] = {}
+
+
+def checkpoint(name: str) -> Callable[[Callable[..., Check]], Callable[..., Check]]:
+    def register(fn: Callable[..., Check]) -> Callable[..., Check]:
+        if name in CHECKPOINTS:
+            raise ValueError(f"checkpoint {name!r} is registered twice")
+        CHECKPOINTS[name] = fn
+        return fn
+
+    return register
+
+
+def run_checkpoint(name: str, result: Result | None, params: Mapping[str, Any] | None = None) -> Check:
+    """The verdict of checkpoint ``name`` on ``result`` (None: not done yet)."""
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {name!r}; known: {', '.join(sorted(CHECKPOINTS))}")
+    if result is None:
+        return Check(None, None, "Not done yet: run the step above.")
+    try:
+        return CHECKPOINTS[name](result, **dict(params or {}))
+    except KeyError as exc:
+        return Check(None, None, f"Not done yet: the result has no {exc.args[0]!r}.")
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, else None (NaN: the data could not decide)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def not_determined(what: str) -> Check:
+    return Check(False, None, f"Undetermined: {what} could not be measured on these images.")
+
+
+def known_checkpoints() -> dict[str, Callable[..., Check]]:
+    """Every registered checkpoint (importing the modules that register them: one line per module)."""
+    import core.lesson.image_checks  # noqa: F401
+    import core.lesson.model_checks  # noqa: F401
+    import core.lesson.quality_checks  # noqa: F401
+    import core.lesson.story_checks  # noqa: F401
+
+    return CHECKPOINTS
