@@ -51,7 +51,7 @@ LESSON_PLATES = (
     PlateStyle("plate1", background=40, background_texture=0.10, gradient=0.15, gradient_angle=30, exposure=1.0,
                defocus=0.0),
     PlateStyle("plate2", background=40, background_texture=0.10, gradient=0.15, gradient_angle=30, exposure=1.0,
-               defocus=0.0, medium=100),
+               defocus=0.0, medium=250),
 )
 LESSON_SEED = 11
 CAMERA_OFFSET = 100.0  # ADU added by the camera
