@@ -108,11 +108,13 @@ def raw_histogram(image: CellImage) -> go.Figure:
 
 def _bits_view(image: CellImage) -> dict[str, float]:
     reading = _memo((image.hash, "bits"), lambda: bit_depth_reading(image.pixels))
-    a, b, c = st.columns(3)
+    a, b, c, d = st.columns(4)
     a.metric("Stored as", f"{reading['stored_bits']:.0f}-bit", help=f"{image.pixels.dtype}: 0 to "
              f"{2 ** int(reading['stored_bits']) - 1:,} per pixel and channel.")
-    b.metric("Brightest value", f"{reading['max_value']:,.0f}", help=f"Needs {reading['bits']:.0f} bits.")
-    c.metric("Values above 255", f"{reading['share_above_255']:.1%}",
+    b.metric("Brightest value", f"{reading['max_value']:,.0f}", help="The largest raw value of any channel.")
+    c.metric("Bits it needs", f"{reading['bits']:.0f}", help=f"2^{reading['bits']:.0f} = "
+             f"{2 ** int(reading['bits']):,} levels hold the brightest value; 8 bits hold 256.")
+    d.metric("Above 255", f"{reading['share_above_255']:.1%}",
              help="The share of raw values an 8-bit image (a photo) could not hold.")
     figure = _memo((image.hash, "histogram"), lambda: raw_histogram(image))
     st.plotly_chart(figure, width="stretch", config={"displaylogo": False}, key=f"{image.name}_raw_histogram")
@@ -131,7 +133,7 @@ def channels(ctx: StepContext) -> dict[str, float] | None:
         return None
     left, right = st.columns([1, 1])
     with left:
-        roles = ", ".join(f"{ch.name} = {ch.role} in {ch.color}" for ch in image.channels)
+        roles = ", ".join(f"{ch.role} in {ch.color}" for ch in image.channels)
         _merge_view(image, ctx.key + "merge", f"{image.name}: {roles}. Each channel is scaled to its own range "
                     "(0.5th to 99.8th percentile) and painted in its colour.")
     with right:
@@ -187,7 +189,7 @@ def _threshold_panels(image: CellImage, views: Sequence, plane: np.ndarray) -> N
         col.metric(view.name, f"IoU {view.iou:.2f}", help="Overlap of the foreground with the true nuclei: "
                    "intersection / union of the two masks (1 = identical).")
         picture(draw_outlines(tint(base, view.mask), image.gt), fmt="jpeg", where=col,
-                caption=f"level {view.level:.3f} · {view.mask.mean():.1%} foreground (blue); true nuclei outlined "
+                caption=f"level {view.level:.3f} · {view.mask.mean():.1%} foreground (cyan); true nuclei outlined "
                         "in yellow")
 
 
@@ -253,8 +255,10 @@ def _cells_view(image: CellImage, recipe: Recipe, labels: np.ndarray, reading: d
     cells = _memo((image.hash, "cells", recipe), lambda: CellSet.build([(image, labels)], size=48))
     shown = [col for col in TABLE_COLUMNS if col in cells.table.columns]
     right.dataframe(cells.table[shown].head(10).rename(columns=TABLE_COLUMNS), hide_index=True, width="stretch",
-                    column_config={v: st.column_config.NumberColumn(format="%.2f")
-                                   for v in ("eccentricity", "solidity", "mean nucleus", "mean protein")})
+                    column_config={"eccentricity": st.column_config.NumberColumn(format="%.2f"),
+                                   "solidity": st.column_config.NumberColumn(format="%.2f"),
+                                   "mean nucleus": st.column_config.NumberColumn(format="%.0f"),
+                                   "mean protein": st.column_config.NumberColumn(format="%.0f")})
     right.caption(f"Measured, the first 10 of {len(cells)}: shape, and the mean raw intensity of each channel.")
     rows = np.arange(min(CROPS_SHOWN, len(cells)))
     strip = montage(crops_rgb(cells.crops(rows), cells.channels), columns=CROPS_SHOWN)
