@@ -111,7 +111,7 @@ def _bits_view(image: CellImage) -> dict[str, float]:
     a, b, c, d = st.columns(4)
     a.metric("Stored as", f"{reading['stored_bits']:.0f}-bit", help=f"{image.pixels.dtype}: 0 to "
              f"{2 ** int(reading['stored_bits']) - 1:,} per pixel and channel.")
-    b.metric("Brightest value", f"{reading['max_value']:,.0f}", help="The largest raw value of any channel.")
+    b.metric("Maximum", f"{reading['max_value']:,.0f}", help="The largest raw value of any channel.")
     c.metric("Bits it needs", f"{reading['bits']:.0f}", help=f"2^{reading['bits']:.0f} = "
              f"{2 ** int(reading['bits']):,} levels hold the brightest value; 8 bits hold 256.")
     d.metric("Above 255", f"{reading['share_above_255']:.1%}",
