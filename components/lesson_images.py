@@ -50,7 +50,7 @@ TABLE_COLUMNS = {"label": "cell", "area": "area (px)", "eccentricity": "eccentri
 @st.cache_resource(show_spinner=False)
 def _store() -> BoundedCache:
     """One per server: readings, planes, segmentations and cell sets of the lesson's images."""
-    return BoundedCache(max_entries=96)
+    return BoundedCache(max_entries=64)
 
 
 def _memo(key: tuple[Hashable, ...], compute: Callable[[], Any]) -> Any:
@@ -61,6 +61,7 @@ def _memo(key: tuple[Hashable, ...], compute: Callable[[], Any]) -> Any:
 def hpa_image() -> CellImage:
     image = make_hpa_example()
     image.pixels.setflags(write=False)  # shared by every student
+    image.gt.setflags(write=False)
     return image
 
 
