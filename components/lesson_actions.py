@@ -44,13 +44,3 @@ def action(name: str) -> Callable[[Action], Action]:
         return fn
 
     return register
-
-
-def known_actions() -> dict[str, Action]:
-    """Every registered action (importing the modules that register them: one line per module)."""
-    import components.lesson_images  # noqa: F401
-    import components.lesson_models  # noqa: F401
-    import components.lesson_quality  # noqa: F401
-    import components.lesson_story  # noqa: F401
-
-    return ACTIONS

@@ -9,9 +9,11 @@ from typing import Any
 
 import streamlit as st
 
-from components.lesson_actions import StepContext, known_actions
+from components.lesson_actions import StepContext
+from components.lesson_all_actions import known_actions
 from components.lesson_state import PRESENT_KEY, go_to, progress, record_check, reset
-from core.lesson.checkpoints import Check, known_checkpoints, run_checkpoint
+from core.lesson.all_checks import known_checkpoints
+from core.lesson.checkpoints import Check, run_checkpoint
 from core.lesson.spec import Lesson, LessonError, lesson_files, load_lesson
 from workflows.lesson import Preparation, lesson_images
 

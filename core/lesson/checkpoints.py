@@ -63,13 +63,3 @@ def number(value: Any) -> float | None:
 
 def not_determined(what: str) -> Check:
     return Check(False, None, f"Undetermined: {what} could not be measured on these images.")
-
-
-def known_checkpoints() -> dict[str, Callable[..., Check]]:
-    """Every registered checkpoint (importing the modules that register them: one line per module)."""
-    import core.lesson.image_checks  # noqa: F401
-    import core.lesson.model_checks  # noqa: F401
-    import core.lesson.quality_checks  # noqa: F401
-    import core.lesson.story_checks  # noqa: F401
-
-    return CHECKPOINTS
