@@ -85,9 +85,12 @@ def merged(image: CellImage) -> np.ndarray:
     return cached_composite(image, image.hash, tuple(image.channels), (True,) * len(image.channels))
 
 
-def _outline(rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+def _outline(rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, int], width: int = 1) -> np.ndarray:
+    edge = display_outlines(labels, (rgb.shape[1], rgb.shape[0]))
+    if width > 1:
+        edge = cv2.dilate(edge.astype(np.uint8), np.ones((width, width), np.uint8)) > 0
     out = rgb.copy()
-    out[display_outlines(labels, (rgb.shape[1], rgb.shape[0]))] = color
+    out[edge] = color
     return out
 
 
@@ -193,14 +196,13 @@ def iou_of_one_nucleus(ctx: StepContext) -> dict[str, Any]:
 
 
 def matching_picture(image: CellImage, pred: np.ndarray, threshold: float) -> np.ndarray:
-    """The image with matched predictions in green, unmatched ones (FP) in red, missed true nuclei (FN) in yellow."""
+    """The image with matched predictions outlined in green, unmatched ones (FP) in red (thicker: they
+    are few and must show), and the true nuclei left unmatched (FN) filled in yellow."""
     true_ids, pred_ids, _ = matched_objects(image.gt, pred, threshold)
-    rgb = merged(image)
-    fn = np.where(np.isin(image.gt, true_ids, invert=True), image.gt, 0)
     tp = np.isin(pred, pred_ids)
-    rgb = _outline(rgb, fn, YELLOW)
-    rgb = _outline(rgb, np.where(tp, 0, pred), RED)
-    return _outline(rgb, np.where(tp, pred, 0), GREEN)
+    rgb = tint(merged(image), (image.gt > 0) & ~np.isin(image.gt, true_ids), YELLOW, 0.6)
+    rgb = _outline(rgb, np.where(tp, pred, 0), GREEN)
+    return _outline(rgb, np.where(tp, 0, pred), RED, width=2)
 
 
 def matching_reading(gt: np.ndarray, pred: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -225,7 +227,7 @@ def matching_and_f1(ctx: StepContext) -> dict[str, Any]:
     left, right = st.columns([3, 2])
     picture(matching_picture(image, pred, threshold), fmt="png", where=left,
             caption=f"The classical recipe on {image.name} at IoU ≥ {threshold:.2f}: green, matched (TP); red, "
-                    "predicted but unmatched (FP); yellow, true but unmatched (FN).")
+                    "predicted but unmatched (FP); filled yellow, true but unmatched (FN).")
     curve = pd.DataFrame([{"model": "classical recipe", "iou": p.threshold, "f1": p.f1} for p in per])
     fig = f1_curve_figure(curve, height=300)
     fig.add_vline(x=threshold, line_dash="dash", line_color="grey")
@@ -264,22 +266,26 @@ def average_precision(ctx: StepContext) -> dict[str, Any]:
     shrunk = match_over_thresholds(image.gt, shrunk_labels(image.gt, shrink))
     name = f"truth shrunk by {shrink} px"
     rows = pd.DataFrame({"IoU ≥": AP_THRESHOLDS, "TP": [m.tp for m in recipe], "FP": [m.fp for m in recipe],
-                         "FN": [m.fn for m in recipe], "recipe": [m.ap for m in recipe], name: [m.ap for m in shrunk]})
+                         "FN": [m.fn for m in recipe], "recipe": [m.ap for m in recipe], "shrunk": [m.ap for m in shrunk]})
     reading = ap_reading(recipe, shrunk, shrink)
     cols = st.columns(4)
     cols[0].metric("Recipe: F1 at 0.5", f"{reading['f1_at_50']:.2f}")
     cols[1].metric("Recipe: AP 0.5–0.95", f"{reading['ap']:.2f}")
     cols[2].metric(f"Shrunk {shrink} px: F1 at 0.5", f"{reading['shrunk_f1_at_50']:.2f}")
     cols[3].metric(f"Shrunk {shrink} px: AP", f"{reading['shrunk_ap']:.2f}")
-    fig = go.Figure([go.Bar(x=rows["IoU ≥"], y=rows[c], name=c, hovertemplate=f"{c}<br>IoU ≥ %{{x:.2f}}: "
-                            "TP / (TP + FP + FN) = %{y:.2f}<extra></extra>") for c in ("recipe", name)])
+    bars = (("recipe", rows["recipe"]), (name, rows["shrunk"]))
+    fig = go.Figure([go.Bar(x=rows["IoU ≥"], y=values, name=c, hovertemplate=f"{c}<br>IoU ≥ %{{x:.2f}}: "
+                            "TP / (TP + FP + FN) = %{y:.2f}<extra></extra>") for c, values in bars])
     for c, ap, dash in (("recipe", reading["ap"], "dash"), (name, reading["shrunk_ap"], "dot")):
         fig.add_hline(y=ap, line_dash=dash, annotation_text=f"AP {c}: {ap:.2f}", annotation_position="top right")
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis_range=[0, 1.05], barmode="group",
+    fig.update_layout(height=388, margin=dict(l=10, r=10, t=10, b=10), yaxis_range=[0, 1.05], barmode="group",
                       xaxis_title="IoU threshold", yaxis_title="TP / (TP + FP + FN)", legend=dict(orientation="h", y=-0.3))
     left, right = st.columns([3, 2])
     left.plotly_chart(fig, width="stretch", key=f"{ctx.key}bars")
-    right.dataframe(rows.round(3), hide_index=True, width="stretch", height=300)
+    right.dataframe(rows, hide_index=True, width="stretch", height=388, column_config={
+        "IoU ≥": st.column_config.NumberColumn(format="%.2f"), "TP": st.column_config.NumberColumn(help="The recipe's"),
+        "recipe": st.column_config.NumberColumn(format="%.2f", help="The recipe's TP / (TP + FP + FN)"),
+        "shrunk": st.column_config.NumberColumn(format="%.2f", help=f"The {name}: TP / (TP + FP + FN)")})
     st.caption(f"AP, the Data Science Bowl's (and StarDist's): TP / (TP + FP + FN) at each of the ten thresholds, "
                f"averaged. The classical recipe on {image.name}; the TP, FP and FN are its.")
     return reading
@@ -347,11 +353,12 @@ def comparison_reading(scores: pd.DataFrame) -> dict[str, Any]:
 @action("quality_compare")
 def which_is_better(ctx: StepContext) -> dict[str, Any]:
     images = scored_images(ctx)
-    st.markdown(f"**{RECIPES['A'].capitalize()}**: the Preprocess page's defaults. **{RECIPES['B'].capitalize()}**: "
-                "the same with the settings below.")
+    st.markdown("**Recipe A**: the Preprocess page's defaults. **Recipe B**: the same with the settings below.")
     b, changed = recipe_b(ctx)
-    if not changed:
-        st.info("Recipe B is recipe A for now: change one of its settings.", icon=":material/tune:")
+    if not changed:  # recipe A scored already: the first change of B waits for B's images alone
+        a = scores_table(images, {RECIPES["A"]: DEFAULT_RECIPE})
+        st.info(f"Recipe A: F1 {a['f1'].mean():.3f} at IoU 0.5, AP {a['ap'].mean():.3f}, on {len(images)} images. "
+                "Recipe B is recipe A for now: change one of its settings.", icon=":material/tune:")
         return {"changed": 0}
     scores = scores_table(images, {RECIPES["A"]: DEFAULT_RECIPE, RECIPES["B"]: b})
     reading = comparison_reading(scores)

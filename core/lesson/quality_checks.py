@@ -134,14 +134,14 @@ def paired_verdict(result: Result, *, min_images: int = 3, tolerance: float = 0.
                                   f"{high:+.3f}.")
     excludes_zero = low > 0 or high < 0
     on_the_edge = min(abs(low), abs(high)) <= ROUNDING  # 0.000 in the ranking's table: either verdict holds
-    reading = (f"B − A = {diff:+.3f} in F1 over {n:.0f} images, 95 % interval {low:+.3f} to {high:+.3f}, which "
-               f"{'excludes' if excludes_zero else 'includes'} 0, no difference")
+    reading = (f"B − A = {diff:+.3f} in F1 over {n:.0f} images, 95 % interval {low:+.3f} to {high:+.3f}"
+               f"{', without 0' if excludes_zero else ', which holds 0 (no difference)'}")
     if bool(decided) != excludes_zero and not on_the_edge:
         return Check(False, diff, f"{reading}, yet the verdict says {'decided' if decided else 'undetermined'}.")
     now = "decided" if decided else "undetermined"
     seen_decided, seen_undecided = number(result.get("decided_seen")), number(result.get("undecided_seen"))
     if not (seen_decided and seen_undecided):
-        other = "one the images cannot decide" if seen_decided else "one the images decide"
-        return Check(None, diff, f"{reading}: {now}. Now find a change of recipe B that is {other}.")
+        other = "cannot decide" if seen_decided else "decide"
+        return Check(None, diff, f"{reading}: {now}. Now find a change of recipe B the images {other}.")
     return Check(True, diff, f"{reading}: {now}. You have seen changes the {n:.0f} images decide and changes they "
                              "cannot: only the first kind is a reason to switch recipes.")
