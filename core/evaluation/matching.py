@@ -96,22 +96,38 @@ def match_instances(true: np.ndarray, pred: np.ndarray, threshold: float = 0.5) 
     return _score(iou, threshold)
 
 
-def _matched_ious(iou: np.ndarray, threshold: float) -> np.ndarray:
+def matched_objects(true: np.ndarray, pred: np.ndarray,
+                    threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which objects :func:`match_instances` matched: (true ids, predicted ids, their IoU), one row per
+    pair; the true objects not listed are false negatives, the predicted ones false positives."""
+    iou, true_ids, pred_ids = iou_matrix(true, pred)
+    rows, cols = _matched_pairs(iou, threshold)
+    return true_ids[rows], pred_ids[cols], iou[rows, cols]
+
+
+def _matched_pairs(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of ``iou`` matched one-to-one at ``threshold``."""
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if iou.size == 0:
-        return np.zeros(0)
+        return none
     from scipy.optimize import linear_sum_assignment
 
     valid = iou >= threshold
     if not valid.any():
-        return np.zeros(0)
+        return none
     if valid.sum(axis=0).max() == 1 and valid.sum(axis=1).max() == 1:
-        return iou[valid]  # no object has two candidates (always so above IoU 0.5): nothing to assign
+        return np.nonzero(valid)  # no object has two candidates (always so above IoU 0.5): nothing to assign
     # Maximise the number of matches first, then their IoU (StarDist's cost).
     n_min = min(iou.shape)
     cost = -(valid.astype(np.float64) / (2 * n_min) + np.where(valid, iou, 0.0))
     rows, cols = linear_sum_assignment(cost)
     keep = valid[rows, cols]
-    return iou[rows[keep], cols[keep]]
+    return rows[keep], cols[keep]
+
+
+def _matched_ious(iou: np.ndarray, threshold: float) -> np.ndarray:
+    rows, cols = _matched_pairs(iou, threshold)
+    return iou[rows, cols]
 
 
 def _score(iou: np.ndarray, threshold: float) -> Matching:
