@@ -10,7 +10,7 @@ settings are the student's own and kept across a reload.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.data.images import CellImage
@@ -26,6 +26,7 @@ class StepContext:
     state: str  # the preparation's state: waiting | running | done | failed | none
     key: str  # widget key prefix of this step, e.g. "ls.cnn-microscopy.gradcam."
     device: str
+    others: Mapping[str, Any] = field(default_factory=dict)  # other steps' prepared results, by action name
 
     @property
     def params(self) -> Mapping[str, Any]:

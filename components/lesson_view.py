@@ -15,7 +15,8 @@ from components.lesson_state import PRESENT_KEY, go_to, progress, record_check, 
 from core.lesson.all_checks import known_checkpoints
 from core.lesson.checkpoints import Check, run_checkpoint
 from core.lesson.spec import Lesson, LessonError, lesson_files, load_lesson
-from workflows.lesson import Preparation, lesson_images
+from workflows.lesson import lesson_images
+from workflows.lesson_preparation import Preparation
 
 PAGE_FILES = {"data": "pages/data.py", "preprocess": "pages/preprocess.py", "compare": "pages/compare.py",
               "cellmap": "pages/cellmap.py", "explain": "pages/explain.py", "train": "pages/train.py",
@@ -172,8 +173,9 @@ def step_view(lesson: Lesson, index: int, prep: Preparation, device: str) -> Non
     st.subheader(f"Step {index + 1} of {len(lesson.steps)}: {step.title}")
     st.markdown(step.why)
     state = prep.steps[step.id]
+    others = {s.action: prep.result(s.id) for s in lesson.steps if s.id != step.id and prep.result(s.id) is not None}
     ctx = StepContext(lesson, step, prep.images, prep.result(step.id), state.state, f"ls.{lesson.id}.{step.id}.",
-                      device)
+                      device, others)
     if state.state in ("waiting", "running"):
         _waiting(prep, step.id)
     elif state.state == "failed":

@@ -4,20 +4,15 @@ run in the lesson's order on a worker thread, so the class never waits in front 
 
 A preparation is a plain function ``(images, params, progress) -> result`` of the lesson's images
 and the step's ``params``; the step's action reads its result (or runs it live with the student's
-own settings). One failing preparation is recorded with its message and the others go on.
+own settings). :mod:`workflows.lesson_preparation` runs them.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from core.data.images import CellImage
-from core.lesson.spec import Lesson
 
 Progress = Callable[[float, str], None]
 Prepare = Callable[[Sequence[CellImage], Mapping[str, Any], Progress], Any]
@@ -34,91 +29,9 @@ def preparation(action: str) -> Callable[[Prepare], Prepare]:
     return register
 
 
-def known_preparations() -> dict[str, Prepare]:
-    """Every registered preparation (importing the modules that register them)."""
-    import workflows.lesson_models  # noqa: F401
-    import workflows.lesson_story  # noqa: F401
-
-    return PREPARATIONS
-
-
 def lesson_images(dataset: str) -> list[CellImage]:
     """The images a lesson runs on: the lesson plates (two plates differing in the background
     alone) or the app's example dataset."""
     from core.io.example import make_example_dataset, make_lesson_dataset
 
     return make_lesson_dataset() if dataset == "lesson" else make_example_dataset()
-
-
-@dataclass
-class StepState:
-    state: str = "waiting"  # waiting | running | done | failed | none (nothing to prepare)
-    fraction: float = 0.0
-    message: str = ""
-    seconds: float | None = None
-    result: Any = None
-
-
-@dataclass
-class Preparation:
-    """A lesson's preparations, run one after another on a daemon thread (:meth:`start`)."""
-
-    lesson: Lesson
-    images: Sequence[CellImage]
-    steps: dict[str, StepState] = field(default_factory=dict)
-    started: float | None = None
-    finished: float | None = None
-    _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        known = known_preparations()
-        for step in self.lesson.steps:
-            self.steps[step.id] = StepState() if step.action in known else StepState(state="none")
-
-    def start(self) -> Preparation:
-        with self._lock:
-            if self._thread is None:
-                self.started = time.perf_counter()
-                self._thread = threading.Thread(target=self.run, name=f"lesson-{self.lesson.id}", daemon=True)
-                self._thread.start()
-        return self
-
-    def run(self) -> None:
-        known = known_preparations()
-        for step in self.lesson.steps:
-            state = self.steps[step.id]
-            if state.state != "waiting":
-                continue
-            state.state, t0 = "running", time.perf_counter()
-
-            def progress(fraction: float, what: str, state: StepState = state) -> None:
-                state.fraction, state.message = min(max(float(fraction), 0.0), 1.0), what
-
-            try:
-                state.result = known[step.action](self.images, step.params, progress)
-                state.state, state.fraction, state.message = "done", 1.0, ""
-            except Exception as exc:  # one step's failure must not stop the others
-                state.state, state.message = "failed", f"{type(exc).__name__}: {exc}"
-                traceback.print_exc()
-            state.seconds = time.perf_counter() - t0
-        self.finished = time.perf_counter()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.done
-
-    @property
-    def done(self) -> bool:
-        return all(s.state in ("done", "failed", "none") for s in self.steps.values())
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started is None:
-            return None
-        return (self.finished or time.perf_counter()) - self.started
-
-    def result(self, step_id: str) -> Any:
-        state = self.steps.get(step_id)
-        return state.result if state is not None and state.state == "done" else None

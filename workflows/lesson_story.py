@@ -93,32 +93,56 @@ def classifier_settings(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def explain(images: Sequence[CellImage], cells: CellSet, target: str, params: Mapping[str, Any], *,
-            method: str = "gradcam", layer: str | None = None, progress: Progress | None = None):
+            method: str = "gradcam", layer: str | None = None, progress: Progress | None = None) -> Explained:
     """The Explain pipeline (:func:`workflows.explain.run_explain`): a classifier of ``target``
     cross-validated by image, and CAMs of a sample of its cells."""
     from workflows.explain import ExplainRequest, run_explain
 
-    request = ExplainRequest(target, classifier_settings(params), method=method, layer=layer,
-                             per_class=int(params.get("per_class", 100)))
+    settings = classifier_settings(params)
+    request = ExplainRequest(target, settings, method=method, layer=layer, per_class=int(params.get("per_class", 100)))
 
     def keep(step: str, compute: Any) -> Any:
         if progress is None or step != "classifier":
             return compute(None)
         return compute(lambda f, what: progress(0.9 * f, what))
 
-    return run_explain(list(images), cells, request, keep=keep)
+    return Explained(cells, run_explain(list(images), cells, request, keep=keep), settings, target)
 
 
-def cam_numbers(run: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Explained:
+    """A classifier of the story's cells and CAMs of a sample of them (an Explain run), with the cells."""
+
+    cells: CellSet
+    run: Any  # workflows.explain.ExplainRun
+    settings: dict[str, Any]
+    target: str
+
+    @property
+    def trained(self) -> Any:
+        return self.run.trained
+
+    def cams(self, method: str, layer: str | None) -> Any:
+        """The same cells' CAMs by another ``method`` at another ``layer`` (the classifier is kept)."""
+        from workflows.explain import ExplainRequest, explanation_step
+
+        explanation = self.run.explanation
+        if (method, layer) == (explanation.result.method, explanation.result.layer):
+            return explanation
+        request = ExplainRequest(self.target, self.settings, method=method, layer=layer)
+        return explanation_step(self.cells, self.trained, explanation.rows, request)
+
+
+def cam_numbers(trained: Any, explanation: Any) -> dict[str, Any]:
     """What step 6's checkpoint reads: the classifier's accuracy and the CAMs' median inside share."""
-    trained, stats = run.trained, run.explanation.stats
+    stats = explanation.stats
     inside = stats["inside_fraction"].to_numpy(float)
     area = stats["area_fraction"].to_numpy(float)
     ok = np.isfinite(inside)
     return {"accuracy": trained.balanced_accuracy, "chance": trained.chance,
             "median_inside": float(np.median(inside[ok])) if ok.any() else None,
             "median_area": float(np.median(area[ok])) if ok.any() else None, "n_cells": int(ok.sum()),
-            "method": run.explanation.result.method, "layer": run.explanation.result.layer}
+            "method": explanation.result.method, "layer": explanation.result.layer}
 
 
 @dataclass(frozen=True)
@@ -126,8 +150,8 @@ class MaskedStory:
     """Step 7: the story with the background masked."""
 
     map_run: Any  # CellMapRun
-    batch: Any  # ExplainRun of the plate
-    condition: Any  # ExplainRun of the condition
+    batch: Explained  # a classifier of the plate
+    condition: Explained  # a classifier of the condition
 
     def numbers(self, batch_before: float | None = None) -> dict[str, Any]:
         return {"batch_accuracy": self.batch.trained.balanced_accuracy, "chance": self.batch.trained.chance,
