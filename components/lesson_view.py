@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import streamlit as st
 
 from components.lesson_actions import StepContext
 from components.lesson_all_actions import known_actions
 from components.lesson_state import PRESENT_KEY, go_to, progress, record_check, reset
-from core.lesson.all_checks import known_checkpoints
-from core.lesson.checkpoints import Check, run_checkpoint
+from core.lesson.all_checks import known_checkpoints, run_checkpoint
+from core.lesson.checkpoints import Check
 from core.lesson.spec import Lesson, LessonError, lesson_files, load_lesson
 from workflows.lesson import lesson_images
 from workflows.lesson_preparation import Preparation
@@ -121,11 +122,23 @@ def step_list(lesson: Lesson, index: int) -> None:
         st.toggle("Presenter mode", key=PRESENT_KEY,
                   help="Larger text and pictures for a projector. ← and → (or the Back and Next buttons) move "
                        "between steps.")
+        students_link(lesson, index)
         if st.button("Reset to the start", key="lesson.reset", icon=":material/restart_alt:",
                      help="Forget this lesson's checkpoints and your settings of its steps; back to step 1."):
             reset(lesson.id)
             st.query_params["step"] = lesson.steps[0].id
             st.rerun()
+
+
+def students_link(lesson: Lesson, index: int) -> None:
+    """The link to hand the class: this lesson and step, without this tab's workspace id, so each
+    student who opens it gets a fresh copy of their own (kept across their reloads)."""
+    base = (st.context.url or "").rstrip("/")  # this page's address, without its query
+    if not base:
+        return
+    st.caption("Link for the class (each student gets a fresh copy; their progress survives a reload):")
+    st.code(f"{base}?{urlencode({'lesson': lesson.id, 'step': lesson.steps[index].id})}", language=None,
+            wrap_lines=True)
 
 
 def presenter_css() -> None:

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT
 
 from components.lesson_all_actions import known_actions
-from core.lesson.all_checks import known_checkpoints
-from core.lesson.checkpoints import Check, run_checkpoint
+from core.lesson.all_checks import known_checkpoints, run_checkpoint
+from core.lesson.checkpoints import Check
 from core.lesson.spec import LessonError, lesson_files, load_lesson, parse_lesson
 from workflows import lesson as lesson_registry
 from workflows.lesson_preparation import Preparation, known_preparations

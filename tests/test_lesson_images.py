@@ -12,7 +12,7 @@ from conftest import ROOT, open_page
 from core.data.images import COLORS, HPA_CHANNELS, nucleus_plane
 from core.io.hpa_example import make_hpa_example
 from core.io.roles import HPA_ORDER
-from core.lesson.checkpoints import run_checkpoint
+from core.lesson.all_checks import run_checkpoint
 from core.lesson.image_checks import (
     cells_reading,
     channels_reading,

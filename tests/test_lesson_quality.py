@@ -23,8 +23,8 @@ from components.lesson_quality import (
     typical_nucleus,
 )
 from core.evaluation.matching import match_instances, match_over_thresholds, matched_objects
-from core.lesson.all_checks import known_checkpoints
-from core.lesson.checkpoints import CHECKPOINTS, run_checkpoint
+from core.lesson.all_checks import known_checkpoints, run_checkpoint
+from core.lesson.checkpoints import CHECKPOINTS
 from core.lesson.spec import LESSONS_DIR, LessonError, load_lesson, parse_lesson
 from core.segmentation.recipe import DEFAULT_RECIPE
 from models.registry import load_model

@@ -35,7 +35,7 @@ class PlateStyle:
     gradient_angle: float  # direction of the illumination gradient, degrees
     exposure: float  # relative exposure time (scales signal and background photons)
     defocus: float  # extra PSF blur, pixels
-    medium: float = 0.0  # photons per pixel from fluorescent medium, which the cells' volume excludes
+    medium: float = 0.0  # photons per pixel from fluorescent medium (not in the nucleus channel), excluded by the cells
 
 
 PLATES = (
@@ -196,7 +196,7 @@ def _field(rng: np.random.Generator, plate: PlateStyle, treated: bool, size: int
         background = plate.background * np.clip(
             1.0 + plate.background_texture * _smooth_noise(rng, (size, size), 90), 0.1, None
         )
-        if plate.medium:
+        if plate.medium and name != "nucleus":  # phenol red glows red-orange, not in the DNA stain's blue
             background = background + plate.medium * outside
         photons = plate.exposure * (SIGNAL_PHOTONS[name] * blurred * illumination + background)
         counts = rng.poisson(np.clip(photons, 0, None)).astype(np.float32)

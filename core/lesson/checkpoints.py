@@ -40,18 +40,6 @@ def checkpoint(name: str) -> Callable[[Callable[..., Check]], Callable[..., Chec
     return register
 
 
-def run_checkpoint(name: str, result: Result | None, params: Mapping[str, Any] | None = None) -> Check:
-    """The verdict of checkpoint ``name`` on ``result`` (None: not done yet)."""
-    if name not in CHECKPOINTS:
-        raise ValueError(f"unknown checkpoint {name!r}; known: {', '.join(sorted(CHECKPOINTS))}")
-    if result is None:
-        return Check(None, None, "Not done yet: run the step above.")
-    try:
-        return CHECKPOINTS[name](result, **dict(params or {}))
-    except KeyError as exc:
-        return Check(None, None, f"Not done yet: the result has no {exc.args[0]!r}.")
-
-
 def number(value: Any) -> float | None:
     """``value`` as a finite float, else None (NaN: the data could not decide)."""
     try:

@@ -64,4 +64,6 @@ def plates_mix_treatment_stays(result: Result, *, batch_margin: float = 0.15, co
     if condition < chance + condition_margin:
         return Check(False, batch, text + f" The treatment is lost too (the lesson expects at least "
                                           f"{chance + condition_margin:.2f}).")
-    return Check(True, batch, text + " The batch effect is gone; the biology stays.")
+    below = (" Below chance is chance too: with a few images per plate, a classifier that learned nothing lands on "
+             "either side of it." if batch < chance - 0.05 else "")
+    return Check(True, batch, text + " The batch effect is gone; the biology stays." + below)
