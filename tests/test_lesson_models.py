@@ -146,7 +146,7 @@ def test_the_curated_split_takes_the_plates_in_turn_and_holds_the_rest_out(image
 def test_the_unet_preparation_trains_outside_the_weights_folder_and_scores_held_out_images(unet_prepared,
                                                                                             weights_folder):
     lesson, heard = unet_prepared
-    assert heard[-1] == 1.0 and max(heard[:-1]) < 1.0
+    assert heard[-1] == 1.0 and any(0 < f < 0.9 for f in heard)  # training, then scoring
     assert lesson.train == ["plate1_field1", "plate2_field1"] and len(lesson.test) == 5 and lesson.epochs == FAST_EPOCHS
     assert not any(weights_folder.iterdir())  # the checkpoint went to a temporary folder, now gone
     # Held out: the means are over the test images alone, recomputed from the per-image table.
