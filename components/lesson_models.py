@@ -25,8 +25,10 @@ from core.data.images import CellImage
 from core.evaluation.matching import AP_THRESHOLDS
 from core.evaluation.score_tables import SEEN
 from core.figures.display import display_outlines, fill_png, overlay_png, preview
+from core.text import plural
 from workflows.lesson_models import (
     CLASSICAL,
+    LESSON_EPOCHS,
     PERFECT_BOXES,
     SECONDS_PER_EPOCH,
     DetectorScores,
@@ -116,9 +118,9 @@ def detectors(ctx: StepContext) -> dict[str, Any] | None:
     masks_ap, boxes_ap = scores.score(CLASSICAL, "ap"), scores.score(PERFECT_BOXES, "ap")
     left, right = st.columns(2)
     left.metric("Classical masks: AP 0.50:0.95", f"{masks_ap:.2f}",
-                f"F1 {scores.f1_at(CLASSICAL, iou):.2f} at IoU {iou:.2f}", delta_color="off")
+                f"F1 {scores.f1_at(CLASSICAL, iou):.2f} at IoU {iou:.2f}", delta_color="off", delta_arrow="off")
     right.metric("Perfect boxes as outlines: AP 0.50:0.95", f"{boxes_ap:.2f}",
-                 f"F1 {scores.f1_at(PERFECT_BOXES, iou):.2f} at IoU {iou:.2f}", delta_color="off")
+                 f"F1 {scores.f1_at(PERFECT_BOXES, iou):.2f} at IoU {iou:.2f}", delta_color="off", delta_arrow="off")
     table = scores.at(iou)
     table.insert(0, "detector", [_label(m, k, w) for m, k, w in zip(table["model"], table["kind"],
                                                                       table["matched on"], strict=True)])
@@ -158,11 +160,15 @@ def _run_live(ctx: StepContext) -> None:
         n_train = left.slider("Images to train on", 1, max(n_images - 2, 1), 2, key=f"{ctx.key}n_train",
                               help="Taken from the plates in turn; one more image validates (chooses the best "
                                    "epoch); every other image is held out for the test.")
-        epochs = right.slider("Epochs", 2, 20, 6, key=f"{ctx.key}epochs",
+        epochs = right.slider("Epochs", 2, 20, LESSON_EPOCHS, key=f"{ctx.key}epochs",
                               help="Passes of 10 steps of 8 random tiles each, as on the Train page.")
         train, val, test = curated_split(ctx.images, n_train)
-        st.caption(f"Trains on {', '.join(train)}; validates on {val[0]}; tests on {len(test)} images. About "
-                   f"{epochs * SECONDS_PER_EPOCH:.0f} s on one CPU core.")
+        prepared = ctx.prepared
+        per_epoch = prepared.train_seconds / prepared.epochs if prepared is not None else SECONDS_PER_EPOCH
+        st.caption(f"Trains on {', '.join(train)}; validates on {val[0]}; tests on the other {len(test)} images. "
+                   f"About {epochs * per_epoch:.0f} s here (the prepared run took {per_epoch:.0f} s an epoch)."
+                   if prepared is not None else f"Trains on {', '.join(train)}; validates on {val[0]}; tests on "
+                   f"the other {len(test)} images. About {epochs * per_epoch:.0f} s on one CPU core.")
         if not st.button("Train the U-Net", key=_fixed_key(ctx, "train"), icon=":material/model_training:"):
             return
         bar = st.progress(0.0, text="Training the U-Net…")
@@ -190,13 +196,13 @@ def unet(ctx: StepContext) -> dict[str, Any] | None:
         if not _not_ready(ctx, "The U-Net is being trained"):
             st.info("No U-Net trained yet: train one above.")
         return None
-    st.info(f"**Held out.** Trained on {len(lesson.train)} image(s) ({', '.join(lesson.train)}), validated on "
-            f"{', '.join(lesson.val)}; both models are scored on the other {len(lesson.test)} images only, which the "
-            "U-Net never saw.", icon=":material/visibility_off:")
+    st.info(f"**Held out.** Trained on {plural(len(lesson.train), 'image')} ({', '.join(lesson.train)}), validated "
+            f"on {', '.join(lesson.val)}; both models are scored on the other {plural(len(lesson.test), 'image')} "
+            "only, which the U-Net never saw.", icon=":material/visibility_off:")
     a, b, c = st.columns(3)
     a.metric("U-Net F1 (held out)", f"{lesson.unet_f1:.2f}", help="Mean over the held-out images, IoU 0.5.")
     b.metric("Classical F1 (same images)", f"{lesson.classical_f1:.2f}")
-    c.metric("Training", f"{lesson.train_seconds:.0f} s", f"{lesson.epochs} epochs", delta_color="off")
+    c.metric("Training", f"{lesson.train_seconds:.0f} s", f"{lesson.epochs} epochs", delta_color="off", delta_arrow="off")
     table = lesson.table.pivot(index="image", columns="model", values="f1")
     table["U-Net " + SEEN] = lesson.table.loc[lesson.table["model"] == "U-Net"].set_index("image")[SEEN]
     st.dataframe(table.reset_index(), hide_index=True, width="stretch")

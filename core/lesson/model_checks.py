@@ -4,6 +4,7 @@ on a few labels against the classical recipe on images it never saw."""
 from __future__ import annotations
 
 from core.lesson.checkpoints import Check, Result, checkpoint, not_determined, number
+from core.text import plural
 
 
 @checkpoint("masks_beat_boxes")
@@ -34,13 +35,14 @@ def unet_vs_classical(result: Result, *, min_f1: float = 0.6) -> Check:
     n_train, n_test = int(result["train_images"]), int(result["test_images"])
     if unet is None or n_test < 1:
         return not_determined("the U-Net's F1 on held-out images")
-    trained = f"Trained on {n_train} image{'s' if n_train != 1 else ''}"
-    held = f"{n_test} held-out image{'s' if n_test != 1 else ''}"
+    trained, held = f"Trained on {plural(n_train, 'image')}", plural(n_test, "held-out image")
     beside = "" if classical is None else (
-        f" against {classical:.2f} for the classical recipe on the same images"
-        + (" (better)" if unet > classical + 0.005 else " (worse)" if unet < classical - 0.005 else " (as good)"))
+        f"; the classical recipe scores {classical:.2f} on the same images"
+        + (", less than the U-Net" if unet > classical + 0.005 else ", more than the U-Net"
+           if unet < classical - 0.005 else ", as much as the U-Net"))
     if unet >= min_f1:
-        return Check(True, round(unet, 3), f"{trained}, the U-Net reaches F1 {unet:.2f} at IoU 0.5 on {held}{beside}, "
-                                            f"at least the {min_f1:.2f} asked for.")
-    return Check(False, round(unet, 3), f"{trained}, the U-Net reaches only F1 {unet:.2f} at IoU 0.5 on {held}{beside}, "
-                                         f"below the {min_f1:.2f} asked for: train on more images or for more epochs.")
+        return Check(True, round(unet, 3), f"{trained}, the U-Net reaches F1 {unet:.2f} at IoU 0.5 on {held}, at least "
+                                            f"the {min_f1:.2f} asked for{beside}.")
+    return Check(False, round(unet, 3), f"{trained}, the U-Net reaches only F1 {unet:.2f} at IoU 0.5 on {held}, below "
+                                         f"the {min_f1:.2f} asked for{beside}: train on more images or for more "
+                                         "epochs.")
