@@ -264,3 +264,23 @@ def test_the_lesson_page_opens_at_the_detectors_step(tmp_path, monkeypatch):
     view.preparation.clear()
     assert any("Checkpoint passed" in s.value and "AP" in s.value for s in at.success), [e.value for e in at.info]
     assert at.query_params["step"] == "detectors" and at.dataframe and not at.error
+
+
+def test_run_it_live_retrains_with_the_students_choice_and_shows_it_beside_the_prepared_run(images, unet_prepared,
+                                                                                             monkeypatch):
+    import workflows.lesson_models as lm
+
+    lesson, _ = unet_prepared
+    monkeypatch.setattr(lm, "LESSON_TRAINING", {"steps_per_epoch": 2, "batch_size": 4, "tile": 64, "lr": 0.01})
+    at = run_step("unet", images, lesson)
+    at.slider(key="ls.cnn-microscopy.u-net.n_train").set_value(1)
+    at.slider(key="ls.cnn-microscopy.u-net.epochs").set_value(2).run()
+    assert any("Trains on plate1_field1; validates on plate2_field1; tests on the other 6 images" in c.value
+               for c in at.caption)
+    at.button(key="lesson.fixed.ls.cnn-microscopy.u-net.train").click().run()
+    assert not at.exception, at.exception
+    mine = at.session_state["result"]
+    assert mine["train_images"] == 1 and mine["test_images"] == 6 and 0 <= mine["unet_f1"] <= 1
+    assert at.toggle(key="ls.cnn-microscopy.u-net.mine").value is True  # the student's run, the prepared one a click away
+    at.toggle(key="ls.cnn-microscopy.u-net.mine").set_value(False).run()
+    assert at.session_state["result"] == lesson.result()
