@@ -106,28 +106,30 @@ def _move(lesson: Lesson, index: int) -> None:
 
 
 def step_list(lesson: Lesson, index: int) -> None:
-    """The sidebar's list of steps: each a button to jump there, ✓ where its checkpoint passed."""
+    """The sidebar's list of steps (drawn after the step, so a checkpoint just passed shows): one
+    to jump to, ✅ where its checkpoint passed, ⚠️ where it did not."""
     checks = progress(lesson.id)["checks"]
+
+    def label(i: int) -> str:
+        passed = (checks.get(lesson.steps[i].id) or {}).get("passed")
+        return f"{'✅' if passed else '⚠️' if passed is False else '▫️'} {i + 1}. {lesson.steps[i].title}"
+
     with st.sidebar:
-        st.subheader("Steps")
-        for i, step in enumerate(lesson.steps):
-            passed = (checks.get(step.id) or {}).get("passed")
-            mark = "✅" if passed else ("⚠️" if passed is False else "▫️")
-            if st.button(f"{mark} {i + 1}. {step.title}", key=f"lesson.goto.{i}", type="tertiary",
-                         disabled=i == index, help="Go to this step."):
-                _move(lesson, i)
-                st.rerun()
+        # A key per step shown: the radio starts at that step, whichever way the student got there;
+        # a choice moves before the next run draws anything (a callback).
+        key = f"lesson.steps.{lesson.id}.{index}"
+        st.radio("Steps", range(len(lesson.steps)), index=index, format_func=label, key=key,
+                 on_change=lambda: _move(lesson, st.session_state[key]),
+                 help="Jump to a step. ✅ its checkpoint passed, ⚠️ it did not, ▫️ not done yet.")
         done = sum(bool((checks.get(s.id) or {}).get("passed")) for s in lesson.steps)
         st.caption(f"{done} of {len(lesson.steps)} checkpoints passed.")
         st.toggle("Presenter mode", key=PRESENT_KEY,
                   help="Larger text and pictures for a projector. ← and → (or the Back and Next buttons) move "
                        "between steps.")
         students_link(lesson, index)
-        if st.button("Reset to the start", key="lesson.reset", icon=":material/restart_alt:",
-                     help="Forget this lesson's checkpoints and your settings of its steps; back to step 1."):
-            reset(lesson.id)
-            st.query_params["step"] = lesson.steps[0].id
-            st.rerun()
+        st.button("Reset to the start", key="lesson.reset", icon=":material/restart_alt:",
+                  on_click=lambda: (reset(lesson.id), _move(lesson, 0)),
+                  help="Forget this lesson's checkpoints and your settings of its steps; back to step 1.")
 
 
 def students_link(lesson: Lesson, index: int) -> None:
@@ -212,13 +214,10 @@ def step_view(lesson: Lesson, index: int, prep: Preparation, device: str) -> Non
 
 
 def navigation(lesson: Lesson, index: int) -> None:
+    """Back and Next (also the ← and → keys), moving before the next run draws anything."""
     back, _, nxt = st.columns([1, 3, 1])
-    if back.button("Back", key="lesson.back", icon=":material/arrow_back:", disabled=index == 0, shortcut="Left",
-                   width="stretch", help="The previous step (← key)."):
-        _move(lesson, index - 1)
-        st.rerun()
-    last = index == len(lesson.steps) - 1
-    if nxt.button("Next", key="lesson.next", icon=":material/arrow_forward:", icon_position="right", disabled=last,
-                  type="primary", shortcut="Right", width="stretch", help="The next step (→ key)."):
-        _move(lesson, index + 1)
-        st.rerun()
+    back.button("Back", key="lesson.back", icon=":material/arrow_back:", disabled=index == 0, shortcut="Left",
+                width="stretch", on_click=_move, args=(lesson, index - 1), help="The previous step (← key).")
+    nxt.button("Next", key="lesson.next", icon=":material/arrow_forward:", icon_position="right",
+               disabled=index == len(lesson.steps) - 1, type="primary", shortcut="Right", width="stretch",
+               on_click=_move, args=(lesson, index + 1), help="The next step (→ key).")

@@ -35,10 +35,10 @@ def lesson_page() -> None:
     st.title(lesson.title)
     st.caption(lesson.summary)
     prep = preparation(lesson)
-    step_list(lesson, index)
     preparation_status(prep)
     step_view(lesson, index, prep, current_device())
     navigation(lesson, index)
+    step_list(lesson, index)
 
 
 lesson_page()
