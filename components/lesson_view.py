@@ -149,15 +149,23 @@ def presenter_css() -> None:
 
 
 def preparation_status(prep: Preparation) -> None:
-    """One line on the lesson's background preparation while it runs."""
+    """One line on the lesson's background preparation, redrawn every 2 s while it runs; the page
+    once it is done (then the line is gone and nothing is redrawn any more)."""
     if prep.done:
         return
-    running = [(sid, s) for sid, s in prep.steps.items() if s.state == "running"]
-    ready = sum(s.state == "done" for s in prep.steps.values())
-    total = sum(s.state != "none" for s in prep.steps.values())
-    what = f" — now: {running[0][0]} ({running[0][1].message or 'starting'})" if running else ""
-    st.caption(f":material/hourglass_top: Preparing the slow steps in the background: {ready} of {total} ready"
-               f"{what}. Steps that are ready work now.")
+
+    @st.fragment(run_every=2.0)
+    def line() -> None:
+        if prep.done:
+            st.rerun(scope="app")
+        running = [(sid, s) for sid, s in prep.steps.items() if s.state == "running"]
+        ready = sum(s.state == "done" for s in prep.steps.values())
+        total = sum(s.state != "none" for s in prep.steps.values())
+        what = f" — now: {running[0][0]} ({running[0][1].message or 'starting'})" if running else ""
+        st.caption(f":material/hourglass_top: Preparing the slow steps in the background: {ready} of {total} "
+                   f"ready{what}. Steps that are ready work now.")
+
+    line()
 
 
 def _checkpoint_box(check: Check) -> None:

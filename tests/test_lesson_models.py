@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, open_page
 
-from core.lesson.checkpoints import known_checkpoints, run_checkpoint
+from core.lesson.all_checks import known_checkpoints, run_checkpoint
 from core.lesson.spec import LESSONS_DIR, load_lesson
 
 # A U-Net trained in seconds, for the tests (the lesson's own takes about a minute): 3 epochs of 5
@@ -44,7 +44,7 @@ def weights_folder(weights_home):
 
 @pytest.fixture(scope="module")
 def detectors_prepared(images, weights_folder):
-    from workflows.lesson import known_preparations
+    from workflows.lesson_preparation import known_preparations
 
     heard = []
     scores = known_preparations()["detectors"](images, {}, lambda f, what: heard.append(f))
@@ -55,7 +55,7 @@ def detectors_prepared(images, weights_folder):
 def unet_prepared(images, weights_folder):
     """The ``unet`` preparation itself, headless, with the fast training in place of the lesson's."""
     import workflows.lesson_models as lm
-    from workflows.lesson import known_preparations
+    from workflows.lesson_preparation import known_preparations
 
     heard = []
     with pytest.MonkeyPatch.context() as mp:
@@ -176,7 +176,7 @@ def test_unet_vs_classical_passes_on_the_measured_numbers_and_fails_on_planted_o
 
 
 def test_the_preparations_import_no_streamlit():
-    code = ("import sys; from workflows.lesson import known_preparations; p = known_preparations(); "
+    code = ("import sys; from workflows.lesson_preparation import known_preparations; p = known_preparations(); "
             "assert {'detectors', 'unet'} <= set(p); assert 'streamlit' not in sys.modules, 'streamlit imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -189,7 +189,8 @@ def _step_script():
     """One lesson step's action alone, with the prepared result the test put in session state."""
     import streamlit as st
 
-    from components.lesson_actions import StepContext, known_actions
+    from components.lesson_actions import StepContext
+    from components.lesson_all_actions import known_actions
     from core.lesson.spec import LESSONS_DIR, load_lesson
 
     lesson = load_lesson(LESSONS_DIR / "cnn-microscopy.yaml")
@@ -242,9 +243,9 @@ def test_the_lesson_page_opens_at_the_detectors_step(tmp_path, monkeypatch):
     import yaml
 
     import components.lesson_view as view
-    import workflows.lesson as wl
-    from components.lesson_actions import known_actions
-    from core.lesson.checkpoints import known_checkpoints
+    import workflows.lesson_preparation as wl
+    from components.lesson_all_actions import known_actions
+    from core.lesson.all_checks import known_checkpoints
     from workflows.lesson_models import prepare_detectors
 
     # The lesson's steps whose actions this tree has (each step is its own module's), in a copy.
