@@ -107,12 +107,13 @@ def _move(lesson: Lesson, index: int) -> None:
 
 def step_list(lesson: Lesson, index: int) -> None:
     """The sidebar's list of steps (drawn after the step, so a checkpoint just passed shows): one
-    to jump to, ✅ where its checkpoint passed, ⚠️ where it did not."""
+    to jump to, a green tick where its checkpoint passed, an orange mark where it did not."""
     checks = progress(lesson.id)["checks"]
 
     def label(i: int) -> str:
         passed = (checks.get(lesson.steps[i].id) or {}).get("passed")
-        return f"{'✅' if passed else '⚠️' if passed is False else '▫️'} {i + 1}. {lesson.steps[i].title}"
+        mark = ":green[:material/check_circle:]" if passed else ":orange[:material/error:]" if passed is False else ""
+        return f"{i + 1}. {lesson.steps[i].title} {mark}"
 
     with st.sidebar:
         # A key per step shown: the radio starts at that step, whichever way the student got there;
@@ -120,7 +121,7 @@ def step_list(lesson: Lesson, index: int) -> None:
         key = f"lesson.steps.{lesson.id}.{index}"
         st.radio("Steps", range(len(lesson.steps)), index=index, format_func=label, key=key,
                  on_change=lambda: _move(lesson, st.session_state[key]),
-                 help="Jump to a step. ✅ its checkpoint passed, ⚠️ it did not, ▫️ not done yet.")
+                 help="Jump to a step. A green tick: its checkpoint passed; an orange mark: it did not.")
         done = sum(bool((checks.get(s.id) or {}).get("passed")) for s in lesson.steps)
         st.caption(f"{done} of {len(lesson.steps)} checkpoints passed.")
         st.toggle("Presenter mode", key=PRESENT_KEY,

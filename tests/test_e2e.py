@@ -6,6 +6,7 @@ in CI (CI=true), where it must run.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -648,4 +649,46 @@ def test_labels_are_whole_and_histograms_end_at_1_at_1280_px(server, browser):
     ranges = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p._fullLayout.xaxis.range)")
     assert ranges == [[0, 1]] * 3, ranges
     _assert_no_error_shown(page, "/preprocess at 1280 px")
+    page.close()
+
+
+LESSON_STEPS = ("images", "opencv", "find-cells", "detectors", "cell-map", "grad-cam", "the-fix", "u-net")
+
+
+def test_the_lesson_walked_as_a_student_passes_every_checkpoint_and_keeps_progress(server, browser):
+    """The CNN lesson in the browser as a student: step 1 to 8 with the → key, every checkpoint
+    passed once the background preparation (started by the first test's visit) is done; each
+    step's answer time printed (docs/speed.md states them). A reload keeps the step and the
+    checkpoints; the class link (no workspace) opens the step asked for, fresh."""
+    page, main = _open_at(browser, server + "/lesson?lesson=cnn-microscopy&step=images", "Step 1 of 8")
+    expect(main).not_to_contain_text("Preparing the slow steps", timeout=600_000)
+    settle(page)
+    times = {}
+    for i, step in enumerate(LESSON_STEPS):
+        t0 = time.perf_counter()
+        if i:
+            page.keyboard.press("ArrowRight")  # Next by its key
+            expect(main).to_contain_text(f"Step {i + 1} of 8", timeout=60_000)
+        settle(page, 120_000)
+        times[step] = time.perf_counter() - t0 - 1.5  # settle waits 1.5 s of calm
+        assert f"step={step}" in page.url
+        _assert_no_error_shown(page, f"lesson step {step}")
+        expect(main.get_by_text("Checkpoint passed.", exact=False)).to_be_visible()
+        page.screenshot(path=str(SHOTS / f"lesson_{i + 1}_{step}.png"), full_page=True)
+    print("lesson step answers (s):", {k: round(v, 1) for k, v in times.items()})
+    sidebar = page.locator("[data-testid='stSidebar']")
+    expect(sidebar).to_contain_text("8 of 8 checkpoints passed")
+    page.reload()
+    expect(main).to_contain_text("Step 8 of 8", timeout=60_000)
+    settle(page)
+    expect(sidebar).to_contain_text("8 of 8 checkpoints passed")
+    link = sidebar.locator("code").first.inner_text().strip()
+    assert "ws=" not in link and "step=u-net" in link and "lesson=cnn-microscopy" in link, link
+    other = browser.new_page(viewport={"width": 1500, "height": 1400})
+    other.goto(link.replace("step=u-net", "step=grad-cam"))
+    expect(other.locator("[data-testid='stMain']")).to_contain_text("Step 6 of 8", timeout=60_000)
+    settle(other)
+    expect(other.locator("[data-testid='stSidebar']")).to_contain_text("1 of 8 checkpoints passed")
+    _assert_no_error_shown(other, "the class link")
+    other.close()
     page.close()

@@ -119,3 +119,54 @@ def test_the_preparation_runs_each_step_in_order_records_a_failure_and_goes_on(m
     assert prep.steps["s2"].state == "failed" and prep.steps["s2"].message == "RuntimeError: out of memory"
     assert prep.steps["s3"].state == "none" and prep.result("s3") is None
     assert prep.seconds is not None and prep.steps["s1"].seconds is not None
+
+
+# ------------------------------------------------------------------------------- the Lesson page
+
+
+@pytest.fixture
+def quality_page():
+    from conftest import open_page
+
+    return open_page("pages/lesson.py", lesson="segmentation-quality", step="2")
+
+
+def test_the_address_opens_a_step_by_number_and_next_back_and_the_list_move_it(quality_page):
+    at = quality_page
+    assert at.query_params["step"] == "matching" and at.subheader[0].value.startswith("Step 2 of 4")
+    at.button(key="lesson.next").click().run()
+    assert at.query_params["step"] == "ap" and at.subheader[0].value.startswith("Step 3 of 4")
+    at.button(key="lesson.back").click().run()
+    at.button(key="lesson.back").click().run()
+    assert at.query_params["step"] == "iou" and at.button(key="lesson.back").disabled
+    at.radio(key="lesson.steps.segmentation-quality.0").set_value(3).run()
+    assert at.query_params["step"] == "which-is-better" and at.button(key="lesson.next").disabled
+    assert not at.exception and not at.error
+
+
+def test_reset_forgets_the_checkpoints_and_the_students_settings_and_goes_back_to_step_1(quality_page):
+    at = quality_page
+    at.query_params["step"] = "ap"
+    at.run()
+    at.slider(key="ls.segmentation-quality.ap.shrink").set_value(1).run()
+    assert any(s.value.startswith("**Checkpoint passed.**") for s in at.success)
+    assert any("1 of 4 checkpoints passed" in c.value for c in at.sidebar.caption)
+    at.button(key="lesson.reset").click().run()
+    assert at.query_params["step"] == "iou" and any("0 of 4 checkpoints passed" in c.value for c in at.sidebar.caption)
+    at.query_params["step"] = "ap"
+    at.run()
+    assert at.slider(key="ls.segmentation-quality.ap.shrink").value == 0  # the student's setting forgotten
+
+
+def test_a_broken_lesson_file_is_named_on_the_page_and_the_others_stay_offered(tmp_path, monkeypatch):
+    import components.lesson_view as view
+    from conftest import open_page
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(lesson_text({"id": "a", "action": "no_such_action"}), encoding="utf-8")
+    good = ROOT / "lessons" / "segmentation-quality.yaml"
+    monkeypatch.setattr(view, "lesson_files", lambda: [broken, good])
+    at = open_page("pages/lesson.py")
+    assert [e.value for e in at.error] == ["A lesson file cannot be used: broken.yaml, step 1: unknown action "
+                                           f"'no_such_action'; known: {', '.join(sorted(known_actions()))}"]
+    assert at.title[0].value == "Is my segmentation good? F1, IoU, AP" and not at.exception
