@@ -42,6 +42,7 @@ def _not_ready(ctx: StepContext) -> None:
 
 
 def _map(frame, color: str, title: str, key: str) -> None:
+    # a chart key outside ls.: the workspace gives kept widgets their values back, charts take none
     st.plotly_chart(map_figure(frame, color, title=title, height=430, compact=True), width="stretch", key=key,
                     config={"displaylogo": False})
 
@@ -65,7 +66,7 @@ def cell_map_action(ctx: StepContext) -> dict[str, Any] | None:
         cell_map = _live_result(("map", id(run), perplexity), lambda: make_map(run.cells, run.embedding, settings),
                                 f"t-SNE at perplexity {perplexity}…")
     frame = cells_frame(run.cells, None, cell_map, with_features=False)
-    _map(frame, color, f"{len(frame):,} cells, autoencoder features → t-SNE, by {COLOR_NAMES[color]}", ctx.key + "chart")
+    _map(frame, color, f"{len(frame):,} cells, autoencoder features → t-SNE, by {COLOR_NAMES[color]}", f"lesson.chart.{ctx.step.id}")
     report = run.cell_map.report
     if report is not None:
         st.markdown(report["reason"])
@@ -115,9 +116,9 @@ def mask_background_action(ctx: StepContext) -> dict[str, Any] | None:
     frame = cells_frame(story.map_run.cells, None, story.map_run.cell_map, with_features=False)
     m1, m2 = st.columns(2)
     with m1:
-        _map(frame, "batch", "Masked crops: by plate", ctx.key + "by_plate")
+        _map(frame, "batch", "Masked crops: by plate", f"lesson.chart.{ctx.step.id}.plate")
     with m2:
-        _map(frame, "condition", "Masked crops: by condition", ctx.key + "by_condition")
+        _map(frame, "condition", "Masked crops: by condition", f"lesson.chart.{ctx.step.id}.condition")
     if story.map_run.cell_map.report is not None:
         st.caption(story.map_run.cell_map.report["reason"])
     return numbers
