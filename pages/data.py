@@ -23,8 +23,8 @@ def data_page() -> None:
             "You are looking at the **example dataset**: 3 plates × 4 fields of synthetic 16-bit nuclei with ground "
             "truth; plates differ in background, illumination and exposure (batch effects). Upload your own below."
         )
-        st.page_link("pages/lesson.py", label="New here, or teaching? Start the lesson: CNNs for microscopy, step by "
-                     "step", icon=":material/school:")
+    st.page_link("pages/lesson.py", label="New here, or teaching? Start the lesson: CNNs for microscopy, step by step "
+                 "(on its own images: yours stay loaded)", icon=":material/school:")
     upload_section(ds)
     row = st.container(horizontal=True)  # buttons as wide as their labels, side by side
     if row.button("Load example dataset", help="Replace everything with the bundled example."):
