@@ -13,6 +13,7 @@ import streamlit as st
 from components.lesson_actions import StepContext
 from components.lesson_all_actions import known_actions
 from components.lesson_state import PRESENT_KEY, go_to, progress, record_check, reset
+from components.state import holds_own_images, load_lesson_images
 from core.lesson.all_checks import known_checkpoints, run_checkpoint
 from core.lesson.checkpoints import Check
 from core.lesson.spec import Lesson, LessonError, lesson_files, load_lesson
@@ -22,6 +23,7 @@ from workflows.lesson_preparation import Preparation
 PAGE_FILES = {"data": "pages/data.py", "preprocess": "pages/preprocess.py", "compare": "pages/compare.py",
               "cellmap": "pages/cellmap.py", "explain": "pages/explain.py", "train": "pages/train.py",
               "results": "pages/results.py"}
+CONFIRM_KEY = "lesson.confirm_replace"  # the step whose "open on the lesson's images" waits for a yes
 PAGE_TITLES = {"data": "Data", "preprocess": "Preprocess", "compare": "Compare models", "cellmap": "Cell map",
                "explain": "Explain", "train": "Train", "results": "Results"}
 # Presenter mode: text and pictures a projector shows to the back row.
@@ -218,8 +220,37 @@ def step_view(lesson: Lesson, index: int, prep: Preparation, device: str) -> Non
     _checkpoint_box(check)
     st.markdown(f":material/lightbulb: **Try this.** {step.try_this}")
     if step.page:
-        st.page_link(PAGE_FILES[step.page], label=f"More on the {PAGE_TITLES[step.page]} page",
-                     icon=":material/open_in_new:")
+        full_page(lesson, step, prep.images)
+
+
+def _open_with_lesson_images(page: str, images) -> None:
+    load_lesson_images(images)
+    st.session_state.pop(CONFIRM_KEY, None)
+    st.switch_page(PAGE_FILES[page])
+
+
+def full_page(lesson: Lesson, step, images) -> None:
+    """The step's full page: on the lesson's images (what the step showed), or on the session's own."""
+    title = PAGE_TITLES[step.page]
+    c1, c2 = st.columns(2, vertical_alignment="center")
+    c2.page_link(PAGE_FILES[step.page], label=f"The {title} page on your images", icon=":material/open_in_new:")
+    if c1.button(f"Open the {title} page on the lesson's images", key=f"lesson.open.{step.id}",
+                 icon=":material/open_in_new:", help="Loads the lesson's images into your session, then opens the "
+                 "page: what this step showed, with every control of the full page."):
+        if holds_own_images():
+            st.session_state[CONFIRM_KEY] = step.id
+        else:
+            _open_with_lesson_images(step.page, images)
+    if st.session_state.get(CONFIRM_KEY) == step.id:
+        n = len(st.session_state.dataset)
+        st.warning(f"This replaces the {n} images you loaded (and their settings) with the lesson's {len(images)}. "
+                   "Download or save what you need first (Data page).")
+        a, b = st.columns(2)
+        if a.button("Replace them and open", key=f"lesson.replace.{step.id}", type="primary"):
+            _open_with_lesson_images(step.page, images)
+        if b.button("Keep my images", key=f"lesson.keep.{step.id}"):
+            st.session_state.pop(CONFIRM_KEY, None)
+            st.rerun()
 
 
 def navigation(lesson: Lesson, index: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components.auth import account_panel
-from components.state import dataset, is_untouched_example
+from components.state import LESSON_KEY, dataset, is_untouched_example
 from components.workspace import workspace_notes
 from core.text import plural
 from models.device import DEVICE_CHOICES, available_devices, resolve_device
@@ -20,7 +20,8 @@ def render_sidebar() -> None:
             st.caption("No images loaded. Add some on the **Data** page.")
         else:
             s = ds.summary()
-            label = " (example)" if is_untouched_example() else ""
+            origin = st.session_state.get("dataset_origin")
+            label = " (example)" if is_untouched_example() else " (the lesson's)" if origin == LESSON_KEY else ""
             st.markdown(
                 f"**{plural(s['images'], 'image')}**{label} · "
                 + ((f"**{plural(s['batches'], 'batch')}**" + (f" ({s['without_batch']} without)" if s["without_batch"]

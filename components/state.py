@@ -54,3 +54,20 @@ def reset_to_example() -> None:
     st.session_state.dataset = Dataset()
     st.session_state.dataset.add(example_images())
     st.session_state.dataset_origin = EXAMPLE_KEY
+
+
+LESSON_KEY = "lesson"
+
+
+def holds_own_images() -> bool:
+    """Whether this session's images are the user's own (not the example's nor a lesson's)."""
+    return "dataset" in st.session_state and len(st.session_state.dataset) > 0 and \
+        st.session_state.get("dataset_origin") not in (EXAMPLE_KEY, LESSON_KEY)
+
+
+def load_lesson_images(images) -> None:
+    """Replace the session's images with a lesson's (shared read-only, like the example's)."""
+    st.session_state.dataset = Dataset()
+    st.session_state.dataset.add(images)
+    st.session_state.dataset_origin = LESSON_KEY
+    st.session_state.dataset_version = st.session_state.get("dataset_version", 0) + 1

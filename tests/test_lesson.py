@@ -170,3 +170,21 @@ def test_a_broken_lesson_file_is_named_on_the_page_and_the_others_stay_offered(t
     assert [e.value for e in at.error] == ["A lesson file cannot be used: broken.yaml, step 1: unknown action "
                                            f"'no_such_action'; known: {', '.join(sorted(known_actions()))}"]
     assert at.title[0].value == "Is my segmentation good? F1, IoU, AP" and not at.exception
+
+
+def test_the_full_page_opens_on_the_lessons_images_and_asks_before_replacing_the_users_own(quality_page):
+    at = quality_page
+    at.button(key="lesson.open.matching").click().run()  # the example loaded: replaced without asking
+    assert at.session_state["dataset_origin"] == "lesson" and not at.exception
+    assert [h.value for h in at.title] == ["Compare models"]
+    at.session_state["dataset_origin"] = "user"  # now the user's own images
+    at.switch_page("pages/lesson.py")
+    at.query_params["lesson"], at.query_params["step"] = "segmentation-quality", "matching"
+    at.run()
+    at.button(key="lesson.open.matching").click().run()
+    assert any("This replaces the 12 images you loaded" in w.value for w in at.warning)
+    at.button(key="lesson.keep.matching").click().run()
+    assert at.session_state["dataset_origin"] == "user" and not any("replaces" in w.value for w in at.warning)
+    at.button(key="lesson.open.matching").click().run()
+    at.button(key="lesson.replace.matching").click().run()
+    assert at.session_state["dataset_origin"] == "lesson" and [h.value for h in at.title] == ["Compare models"]

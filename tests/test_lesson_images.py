@@ -96,7 +96,7 @@ def test_sixteen_bit_passes_on_every_lesson_field(images, hpa, params):
         check = run_checkpoint("sixteen_bit", result, params["images"])
         assert check.passed, (image.name, check)
         assert 2000 < result["max_value"] < 65536 and result["bits"] in (12, 13)
-        assert result["stored_bits"] == 16 and 0.05 < result["share_above_255"] < 0.5
+        assert result["stored_bits"] == 16 and 0.05 < result["share_above_255"] < 0.7  # plate 2: its medium lifts the background
     assert "needs 12 bits" in run_checkpoint("sixteen_bit", channels_reading(images[0], hpa)).text
 
 
