@@ -159,8 +159,9 @@ def test_reset_forgets_the_checkpoints_and_the_students_settings_and_goes_back_t
 
 
 def test_a_broken_lesson_file_is_named_on_the_page_and_the_others_stay_offered(tmp_path, monkeypatch):
-    import components.lesson_view as view
     from conftest import open_page
+
+    import components.lesson_view as view
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(lesson_text({"id": "a", "action": "no_such_action"}), encoding="utf-8")
