@@ -33,6 +33,8 @@ class StepContext:
         return self.step.params
 
 
+STEP_KEY_PREFIX = "ls."  # every step's widget keys start so (kept across a reload: components.lesson_state)
+
 Action = Callable[[StepContext], Mapping[str, Any] | None]
 ACTIONS: dict[str, Action] = {}
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import streamlit as st
 
+from components.lesson_actions import STEP_KEY_PREFIX
 from components.workspace import Kept, forget_widgets
 
 PROGRESS_KEY = "lesson.progress"  # {lesson id: {"at": step id, "checks": {step id: Check.to_json()}}}
 PRESENT_KEY = "lesson.present"
 
-KEPT = Kept(state=(PROGRESS_KEY,), widgets=("lesson.choice", PRESENT_KEY), prefixes=("ls.",))
+KEPT = Kept(state=(PROGRESS_KEY,), widgets=("lesson.choice", PRESENT_KEY), prefixes=(STEP_KEY_PREFIX,))
 
 
 def progress(lesson_id: str) -> dict[str, Any]:
@@ -46,4 +47,4 @@ def reset(lesson_id: str) -> None:
     every = dict(st.session_state.get(PROGRESS_KEY, {}))
     every.pop(lesson_id, None)
     st.session_state[PROGRESS_KEY] = every
-    forget_widgets(f"ls.{lesson_id}.")
+    forget_widgets(f"{STEP_KEY_PREFIX}{lesson_id}.")

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from components.lesson_actions import StepContext
+from components.lesson_actions import STEP_KEY_PREFIX, StepContext
 from components.lesson_all_actions import known_actions
 from components.lesson_state import PRESENT_KEY, go_to, progress, record_check, reset
 from components.state import holds_own_images, load_lesson_images
@@ -200,8 +200,8 @@ def step_view(lesson: Lesson, index: int, prep: Preparation, device: str) -> Non
     st.markdown(step.why)
     state = prep.steps[step.id]
     others = {s.action: prep.result(s.id) for s in lesson.steps if s.id != step.id and prep.result(s.id) is not None}
-    ctx = StepContext(lesson, step, prep.images, prep.result(step.id), state.state, f"ls.{lesson.id}.{step.id}.",
-                      device, others)
+    ctx = StepContext(lesson, step, prep.images, prep.result(step.id), state.state,
+                      f"{STEP_KEY_PREFIX}{lesson.id}.{step.id}.", device, others)
     if state.state in ("waiting", "running"):
         _waiting(prep, step.id)
     elif state.state == "failed":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 from conftest import ROOT
 
+from components.lesson_actions import STEP_KEY_PREFIX
 from components.workspace import RESULTS_KEY, Kept
 
 # Streamlit elements whose value may be set through Session State: each must be kept or said not to be.
@@ -51,6 +52,7 @@ NOT_KEPT = {
     "res.models": "the models whose outlines are drawn live in the address (?model=, repeated)",
     "res.img_batch": "the image browser's batch filter lives in the address (?image_batch=)",
     "res.img_condition": "the image browser's condition filter lives in the address (?image_condition=)",
+    "lesson.steps.*": "the lesson's step list: the step lives in the address (?step=) and in lesson.progress",
 }
 # Our pages' keys: none of these may appear in components/workspace.py.
 PAGE_KEY_STARTS = ("cm.", "cmp.", "ex.", "tr.", "pre_", "rcp.", "viewer_image", "data_viewer", "dataset", "recipe",
@@ -264,14 +266,25 @@ class WidgetScan:
                     return [DYNAMIC]
             if expr.id in module.assigned:
                 return self._resolve(module.assigned[expr.id], module, (), depth + 1)
+            source = self.modules.get(module.imported.get(expr.id, ""))
+            if source is not None and expr.id in source.assigned:  # a constant of another module of ours
+                return self._resolve(source.assigned[expr.id], source, (), depth + 1)
             return [DYNAMIC]
+        if isinstance(expr, ast.Attribute) and expr.attr == "key" and isinstance(expr.value, ast.Name) \
+                and expr.value.id == "ctx":
+            return [STEP_KEY_PREFIX, DYNAMIC]  # a lesson step's StepContext.key: "ls.<lesson>.<step>."
         if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
-            # a function of ours that only makes a key (e.g. recipe_panel._key)
+            # a function of ours that only makes a key (e.g. recipe_panel._key), or gives back the key it
+            # was passed after seeding its value (e.g. lesson_images._seed)
             for where, g in self._ours(module, expr.func.id):
                 body = [s for s in g.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-                if len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value is not None:
+                last = body[-1] if body else None
+                if not isinstance(last, ast.Return) or last.value is None:
+                    continue
+                returns_param = isinstance(last.value, ast.Name) and last.value.id in _params(g)
+                if len(body) == 1 or returns_param:
                     bound = self._bind(g, expr, module, scopes, depth)
-                    return self._resolve(body[0].value, where, ((g, bound),), depth + 1)
+                    return self._resolve(last.value, where, ((g, bound),), depth + 1)
         return [DYNAMIC]
 
     def _bind(self, g: ast.FunctionDef, call: ast.Call, module: Module, scopes: Scopes, depth: int) -> dict:
