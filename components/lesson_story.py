@@ -92,7 +92,7 @@ def grad_cam_action(ctx: StepContext) -> dict[str, Any] | None:
                          help="Earlier layers see finer detail at a higher resolution; the last one sees most.")
     explanation = _live_result(("cams", id(explained), method, layer), lambda: explained.cams(method, layer),
                                f"{method} at {layer}…")
-    readings_view(trained, explanation, cam_table(explained.cells, trained, explanation), "plate")
+    readings_view(trained, explanation, cam_table(explained.cells, trained, explanation), "batch")
     grid_view(explained.cells, trained, explanation, 0.5)
     return cam_numbers(trained, explanation)
 
@@ -120,5 +120,6 @@ def mask_background_action(ctx: StepContext) -> dict[str, Any] | None:
     with m2:
         _map(frame, "condition", "Masked crops: by condition", f"lesson.chart.{ctx.step.id}.condition")
     if story.map_run.cell_map.report is not None:
-        st.caption(story.map_run.cell_map.report["reason"])
+        st.caption("On the masked crops' autoencoder features (the map above, a linear classifier, not the CNN): "
+                   + story.map_run.cell_map.report["reason"])
     return numbers

@@ -26,13 +26,10 @@ PAGE_FILES = {"data": "pages/data.py", "preprocess": "pages/preprocess.py", "com
 CONFIRM_KEY = "lesson.confirm_replace"  # the step whose "open on the lesson's images" waits for a yes
 PAGE_TITLES = {"data": "Data", "preprocess": "Preprocess", "compare": "Compare models", "cellmap": "Cell map",
                "explain": "Explain", "train": "Train", "results": "Results"}
-# Presenter mode: text and pictures a projector shows to the back row.
+# Presenter mode: the main area zoomed (text, charts, tables and pictures alike) for the back row.
 PRESENTER_CSS = """<style>
-section.main .block-container {max-width: 100%; padding-top: 1.5rem;}
-[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li {font-size: 1.45rem; line-height: 1.5;}
-h1 {font-size: 3rem !important;} h2 {font-size: 2.3rem !important;} h3 {font-size: 1.9rem !important;}
-[data-testid="stMetricValue"] {font-size: 3rem;}
-[data-testid="stCaptionContainer"] {font-size: 1.15rem;}
+[data-testid="stMainBlockContainer"] {zoom: 1.3; max-width: 100%; padding-top: 1rem;}
+[data-testid="stSidebar"] [data-testid="stRadio"] label p {font-size: 0.95rem;}
 </style>"""
 
 
@@ -82,6 +79,8 @@ def choose_lesson(lessons: dict[str, Lesson]) -> Lesson:
     ids = list(lessons)
     if asked in lessons:
         st.session_state["lesson.choice"] = asked
+    elif asked is not None:
+        st.warning(f"There is no lesson {asked!r}; the lessons here: {', '.join(ids)}.")
     elif st.session_state.get("lesson.choice") not in lessons:
         st.session_state["lesson.choice"] = ids[0]
     chosen = st.sidebar.selectbox("Lesson", ids, key="lesson.choice", format_func=lambda i: lessons[i].title,
@@ -93,7 +92,11 @@ def current_index(lesson: Lesson) -> int:
     """The step shown: the URL's (a link to step 5), else where this student was, else the first."""
     asked = st.query_params.get("step")
     mine = progress(lesson.id)
-    index = lesson.index(asked if asked is not None else mine.get("at"))
+    found = lesson.find(asked) if asked is not None else None
+    index = found if found is not None else lesson.index(mine.get("at"))
+    if asked is not None and found is None:
+        st.warning(f"This lesson has no step {asked!r} (steps 1 to {len(lesson.steps)}, or "
+                   f"{', '.join(s.id for s in lesson.steps)}): showing step {index + 1}.")
     step_id = lesson.steps[index].id
     if mine.get("at") != step_id:
         go_to(lesson.id, step_id)
@@ -108,22 +111,29 @@ def _move(lesson: Lesson, index: int) -> None:
 
 
 def step_list(lesson: Lesson, index: int) -> None:
-    """The sidebar's list of steps (drawn after the step, so a checkpoint just passed shows): one
-    to jump to, a green tick where its checkpoint passed, an orange mark where it did not."""
+    """The sidebar's list of steps (drawn after the step, so a checkpoint just passed shows) to jump
+    to, and which checkpoints passed. The list's labels never change: a radio whose labels change is
+    a new widget to Streamlit, and its change callback then fired with a value of the old one."""
     checks = progress(lesson.id)["checks"]
-
-    def label(i: int) -> str:
-        passed = (checks.get(lesson.steps[i].id) or {}).get("passed")
-        mark = ":green[:material/check_circle:]" if passed else ":orange[:material/error:]" if passed is False else ""
-        return f"{i + 1}. {lesson.steps[i].title} {mark}"
-
+    ids = [s.id for s in lesson.steps]
+    titles = {s.id: f"{i + 1}. {s.title}" for i, s in enumerate(lesson.steps)}
     with st.sidebar:
         # A key per step shown: the radio starts at that step, whichever way the student got there;
         # a choice moves before the next run draws anything (a callback).
         key = f"lesson.steps.{lesson.id}.{index}"
-        st.radio("Steps", range(len(lesson.steps)), index=index, format_func=label, key=key,
-                 on_change=lambda: _move(lesson, st.session_state[key]),
-                 help="Jump to a step. A green tick: its checkpoint passed; an orange mark: it did not.")
+
+        def jump() -> None:
+            chosen = st.session_state.get(key)
+            if chosen in ids:
+                _move(lesson, ids.index(chosen))
+
+        st.radio("Steps", ids, index=index, format_func=titles.get, key=key, on_change=jump,
+                 help="Jump to a step.")
+        marks = [f"{i + 1} :green[:material/check_circle:]" if (checks.get(sid) or {}).get("passed") else
+                 f"{i + 1} :orange[:material/error:]" for i, sid in enumerate(ids)
+                 if (checks.get(sid) or {}).get("passed") is not None]
+        if marks:
+            st.caption("Checkpoints: " + " · ".join(marks))
         done = sum(bool((checks.get(s.id) or {}).get("passed")) for s in lesson.steps)
         st.caption(f"{done} of {len(lesson.steps)} checkpoints passed.")
         st.toggle("Presenter mode", key=PRESENT_KEY,
@@ -215,6 +225,9 @@ def step_view(lesson: Lesson, index: int, prep: Preparation, device: str) -> Non
             st.error(f"This step could not run: {exc}")
     st.markdown(f":material/visibility: **What to look at.** {step.look_at}")
     check = run_checkpoint(step.checkpoint, result, step.params)
+    if result is None and state.state in ("waiting", "running"):
+        check = Check(None, None, "This step is being prepared in the background; its checkpoint reads the result "
+                                  "as soon as it is ready.")
     if check.passed is not None:
         record_check(lesson.id, step.id, check.to_json())
     _checkpoint_box(check)
@@ -223,10 +236,13 @@ def step_view(lesson: Lesson, index: int, prep: Preparation, device: str) -> Non
         full_page(lesson, step, prep.images)
 
 
-def _open_with_lesson_images(page: str, images) -> None:
+def _open_with_lesson_images(step, images) -> None:
+    """The step's page on the lesson's images, with the settings that make it show what the step did."""
     load_lesson_images(images)
     st.session_state.pop(CONFIRM_KEY, None)
-    st.switch_page(PAGE_FILES[page])
+    for key, value in step.page_settings.items():
+        st.session_state[key] = value
+    st.switch_page(PAGE_FILES[step.page])
 
 
 def full_page(lesson: Lesson, step, images) -> None:
@@ -240,14 +256,14 @@ def full_page(lesson: Lesson, step, images) -> None:
         if holds_own_images():
             st.session_state[CONFIRM_KEY] = step.id
         else:
-            _open_with_lesson_images(step.page, images)
+            _open_with_lesson_images(step, images)
     if st.session_state.get(CONFIRM_KEY) == step.id:
         n = len(st.session_state.dataset)
         st.warning(f"This replaces the {n} images you loaded (and their settings) with the lesson's {len(images)}. "
                    "Download or save what you need first (Data page).")
         a, b = st.columns(2)
         if a.button("Replace them and open", key=f"lesson.replace.{step.id}", type="primary"):
-            _open_with_lesson_images(step.page, images)
+            _open_with_lesson_images(step, images)
         if b.button("Keep my images", key=f"lesson.keep.{step.id}"):
             st.session_state.pop(CONFIRM_KEY, None)
             st.rerun()

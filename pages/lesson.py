@@ -33,8 +33,9 @@ def lesson_page() -> None:
     presenter_css()
     index = current_index(lesson)
     st.title(lesson.title)
-    st.caption(lesson.summary)
     prep = preparation(lesson)
+    st.caption(f"{lesson.summary} The lesson runs on its own {len(prep.images)} images; the dataset in the sidebar "
+               "is your session's and stays as it is.")
     preparation_status(prep)
     step_view(lesson, index, prep, current_device())
     navigation(lesson, index)

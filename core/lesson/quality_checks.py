@@ -105,7 +105,7 @@ def ap_rewards_outlines(result: Result, *, min_gap: float = 0.2, tolerance: floa
         return Check(None, ap, f"{recipe}. The truth shrunk by {shrink:.0f} px: F1 {shrunk_f1:.2f} at IoU 0.5, AP "
                                f"{shrunk_ap:.2f}, {gap:.2f} apart; shrink it further to see AP part from F1.")
     return Check(True, gap, f"{recipe}. The truth shrunk by {shrink:.0f} px keeps F1 {shrunk_f1:.2f} at IoU 0.5 but "
-                            f"its AP is {shrunk_ap:.2f}, {gap:.2f} lower: AP rewards outlines, F1 at 0.5 finding.")
+                            f"its AP is {shrunk_ap:.2f}, {gap:.2f} below that F1: AP rewards outlines, F1 at 0.5 finding.")
 
 
 @checkpoint("quality_paired")

@@ -5,8 +5,9 @@ order they are taught. Each step has a slug ``id`` (its address: ``?step=gradcam
 ``why`` (what we are doing and why, Markdown), the ``action`` drawn live (a name the app knows,
 see ``components/lesson_actions.py``), ``look_at`` (what to look at in the result), the
 ``checkpoint`` that reads the result (a name of :mod:`core.lesson.checkpoints`) with its
-``params``, a ``try_this`` line and the ``page`` with more (a page's address). ``figure`` (a name
-the app knows) is optional. An instructor reorders, shortens or translates a lesson by editing the
+``params``, a ``try_this`` line and the ``page`` with more (a page's address), with the
+``page_settings`` (the page's session keys) that make it show what the step showed when it is
+opened on the lesson's images. ``figure`` (a name the app knows) is optional. An instructor reorders, shortens or translates a lesson by editing the
 file; a step naming an action or checkpoint that does not exist is refused with the file and the
 step named.
 """
@@ -25,7 +26,8 @@ LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
 DATASETS = ("lesson", "example")  # the images a lesson runs on (core.io.example's two generated sets)
 PAGES = ("data", "preprocess", "compare", "cellmap", "explain", "train", "results")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_STEP_KEYS = {"id", "title", "why", "action", "look_at", "checkpoint", "params", "try_this", "page", "figure"}
+_STEP_KEYS = {"id", "title", "why", "action", "look_at", "checkpoint", "params", "try_this", "page", "figure",
+              "page_settings"}
 _REQUIRED = ("id", "title", "why", "action", "look_at", "checkpoint", "try_this")
 
 
@@ -45,6 +47,7 @@ class Step:
     params: Mapping[str, Any] = field(default_factory=dict)
     page: str | None = None
     figure: str | None = None
+    page_settings: Mapping[str, Any] = field(default_factory=dict)  # the page's session keys, set when opened
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,13 @@ class Lesson:
     summary: str
     dataset: str
     steps: tuple[Step, ...]
+
+    def find(self, step: str | int | None) -> int | None:
+        """The position of ``step`` (its id, or its number from 1), None when there is no such step."""
+        text = "" if step is None else str(step).strip()
+        if text.isdigit():
+            return int(text) - 1 if 1 <= int(text) <= len(self.steps) else None
+        return next((i for i, s in enumerate(self.steps) if s.id == text), None)
 
     def index(self, step: str | int | None) -> int:
         """The position of ``step`` (its id, or its number from 1), 0 when unknown or None."""
@@ -96,7 +106,11 @@ def _step(where: str, data: Any, actions: Collection[str] | None, checkpoints: C
     params = data.get("params") or {}
     if not isinstance(params, Mapping):
         raise LessonError(f"{where}: 'params' must be a mapping; got {params!r}")
-    return Step(**values, params=dict(params), page=page, figure=_text(where, data, "figure", required=False))
+    settings = data.get("page_settings") or {}
+    if not isinstance(settings, Mapping) or (settings and page is None):
+        raise LessonError(f"{where}: 'page_settings' must be a mapping of the page's settings, with a 'page'")
+    return Step(**values, params=dict(params), page=page, figure=_text(where, data, "figure", required=False),
+                page_settings=dict(settings))
 
 
 def parse_lesson(text: str, lesson_id: str, *, source: str = "<text>", actions: Collection[str] | None = None,

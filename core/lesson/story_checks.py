@@ -23,7 +23,7 @@ def plates_separate(result: Result, *, min_margin: float = 0.2) -> Check:
     beyond = f"; shuffled plate labels reach {shuffled:.2f}" if shuffled is not None else ""
     if passed:
         return Check(True, acc, f"The plate is read from the autoencoder's features at {_acc(acc, chance)}{beyond}: "
-                                "the map's clusters are the plates.")
+                                "the map groups the cells by plate.")
     return Check(False, acc, f"The plate is read at only {_acc(acc, chance)}{beyond}; the plates do not separate "
                              f"here (the lesson expects at least {chance + min_margin:.2f}).")
 
