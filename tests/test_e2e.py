@@ -258,22 +258,6 @@ def test_clicking_the_image_prompts_sam(browser, tmp_path, monkeypatch):
         page.close()
 
 
-def test_server_idles_while_a_page_is_open(server, browser):
-    """Nothing may keep the server busy between reruns: Streamlit's file watcher once used a
-    whole core for as long as a page was open, which doubled every slider's response time."""
-    import psutil
-    from browser import SERVER_PIDS
-
-    page, _ = _open_at(browser, server + "/preprocess", "cells found")
-    process = psutil.Process(SERVER_PIDS[server])
-    before = process.cpu_times()
-    page.wait_for_timeout(4000)
-    after = process.cpu_times()
-    busy = (after.user + after.system) - (before.user + before.system)
-    assert busy < 0.4, f"the server used {busy:.1f} s of CPU in 4 s while idle"
-    page.close()
-
-
 def test_live_threshold_preview_draws_in_the_browser_and_commits_on_release(server, browser):
     page, main = _open_at(browser, server + "/preprocess", "cells found")
     page.get_by_text("Live threshold preview").click()
@@ -691,4 +675,21 @@ def test_the_lesson_walked_as_a_student_passes_every_checkpoint_and_keeps_progre
     expect(other.locator("[data-testid='stSidebar']")).to_contain_text("1 of 8 checkpoints passed")
     _assert_no_error_shown(other, "the class link")
     other.close()
+    page.close()
+
+
+# Last: the lesson's background preparation (started by the first test's visit to /lesson) is done by now.
+def test_server_idles_while_a_page_is_open(server, browser):
+    """Nothing may keep the server busy between reruns: Streamlit's file watcher once used a
+    whole core for as long as a page was open, which doubled every slider's response time."""
+    import psutil
+    from browser import SERVER_PIDS
+
+    page, _ = _open_at(browser, server + "/preprocess", "cells found")
+    process = psutil.Process(SERVER_PIDS[server])
+    before = process.cpu_times()
+    page.wait_for_timeout(4000)
+    after = process.cpu_times()
+    busy = (after.user + after.system) - (before.user + before.system)
+    assert busy < 0.4, f"the server used {busy:.1f} s of CPU in 4 s while idle"
     page.close()
