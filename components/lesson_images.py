@@ -23,6 +23,7 @@ from components.lesson_actions import StepContext, action
 from components.model_panel import shared_model
 from components.recipe_panel import current_recipe
 from components.settings_widgets import field_widget, range_widget
+from components.state import shared_read_only
 from core.cache import BoundedCache
 from core.cells.cell_set import CellSet
 from core.data.images import CellImage, nucleus_plane
@@ -59,10 +60,7 @@ def _memo(key: tuple[Hashable, ...], compute: Callable[[], Any]) -> Any:
 
 @st.cache_resource(show_spinner="Generating the HPA-style image…")
 def hpa_image() -> CellImage:
-    image = make_hpa_example()
-    image.pixels.setflags(write=False)  # shared by every student
-    image.gt.setflags(write=False)
-    return image
+    return shared_read_only([make_hpa_example()])[0]
 
 
 def _seed(key: str, default: Any) -> str:

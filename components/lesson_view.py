@@ -13,7 +13,7 @@ import streamlit as st
 from components.lesson_actions import STEP_KEY_PREFIX, StepContext
 from components.lesson_all_actions import known_actions
 from components.lesson_state import PRESENT_KEY, go_to, progress, record_check, reset
-from components.state import holds_own_images, load_lesson_images
+from components.state import example_images, holds_own_images, load_lesson_images, shared_read_only
 from core.lesson.all_checks import known_checkpoints, run_checkpoint
 from core.lesson.checkpoints import Check
 from core.lesson.spec import Lesson, LessonError, lesson_files, load_lesson
@@ -59,12 +59,8 @@ def catalog() -> tuple[dict[str, Lesson], tuple[str, ...]]:
 
 @st.cache_resource(show_spinner="Generating the lesson's images…")
 def shared_images(dataset: str) -> tuple:
-    images = tuple(lesson_images(dataset))
-    for img in images:  # shared by every student: nobody may change them in place
-        img.pixels.setflags(write=False)
-        if img.gt is not None:
-            img.gt.setflags(write=False)
-    return images
+    """The lesson's images, shared read-only by every student (the example: the app's own copy)."""
+    return example_images() if dataset == "example" else shared_read_only(lesson_images(dataset))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import streamlit as st
 
 from core.data.dataset import Dataset
@@ -11,15 +13,21 @@ from core.io.example import make_example_dataset
 EXAMPLE_KEY = "example"
 
 
-@st.cache_resource(show_spinner="Generating the example dataset…")
-def example_images() -> tuple[CellImage, ...]:
-    """Generated once per server process and shared read-only by every session."""
-    images = tuple(make_example_dataset())
-    for img in images:  # shared between sessions: nobody may change them in place
+def shared_read_only(images: Iterable[CellImage]) -> tuple[CellImage, ...]:
+    """``images`` made read-only (pixels and truth): held once per server and shared by every
+    session, so nobody may change them in place."""
+    images = tuple(images)
+    for img in images:
         img.pixels.setflags(write=False)
         if img.gt is not None:
             img.gt.setflags(write=False)
     return images
+
+
+@st.cache_resource(show_spinner="Generating the example dataset…")
+def example_images() -> tuple[CellImage, ...]:
+    """Generated once per server process and shared read-only by every session."""
+    return shared_read_only(make_example_dataset())
 
 
 @st.cache_resource(show_spinner=False)

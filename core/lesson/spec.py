@@ -7,7 +7,7 @@ see ``components/lesson_actions.py``), ``look_at`` (what to look at in the resul
 ``checkpoint`` that reads the result (a name of :mod:`core.lesson.checkpoints`) with its
 ``params``, a ``try_this`` line and the ``page`` with more (a page's address), with the
 ``page_settings`` (the page's session keys) that make it show what the step showed when it is
-opened on the lesson's images. ``figure`` (a name the app knows) is optional. An instructor reorders, shortens or translates a lesson by editing the
+opened on the lesson's images. An instructor reorders, shortens or translates a lesson by editing the
 file; a step naming an action or checkpoint that does not exist is refused with the file and the
 step named.
 """
@@ -26,7 +26,7 @@ LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
 DATASETS = ("lesson", "example")  # the images a lesson runs on (core.io.example's two generated sets)
 PAGES = ("data", "preprocess", "compare", "cellmap", "explain", "train", "results")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_STEP_KEYS = {"id", "title", "why", "action", "look_at", "checkpoint", "params", "try_this", "page", "figure",
+_STEP_KEYS = {"id", "title", "why", "action", "look_at", "checkpoint", "params", "try_this", "page",
               "page_settings"}
 _REQUIRED = ("id", "title", "why", "action", "look_at", "checkpoint", "try_this")
 
@@ -46,7 +46,6 @@ class Step:
     try_this: str
     params: Mapping[str, Any] = field(default_factory=dict)
     page: str | None = None
-    figure: str | None = None
     page_settings: Mapping[str, Any] = field(default_factory=dict)  # the page's session keys, set when opened
 
 
@@ -66,13 +65,13 @@ class Lesson:
         return next((i for i, s in enumerate(self.steps) if s.id == text), None)
 
     def index(self, step: str | int | None) -> int:
-        """The position of ``step`` (its id, or its number from 1), 0 when unknown or None."""
-        if step is None:
-            return 0
-        text = str(step).strip()
-        if text.isdigit():
-            return min(max(int(text) - 1, 0), len(self.steps) - 1)
-        return next((i for i, s in enumerate(self.steps) if s.id == text), 0)
+        """The position of ``step`` (its id, or its number from 1; a number past the end is the last
+        step), 0 when unknown or None."""
+        found = self.find(step)
+        if found is not None:
+            return found
+        text = "" if step is None else str(step).strip()
+        return len(self.steps) - 1 if text.isdigit() and int(text) > len(self.steps) else 0
 
 
 def _text(where: str, data: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -109,7 +108,7 @@ def _step(where: str, data: Any, actions: Collection[str] | None, checkpoints: C
     settings = data.get("page_settings") or {}
     if not isinstance(settings, Mapping) or (settings and page is None):
         raise LessonError(f"{where}: 'page_settings' must be a mapping of the page's settings, with a 'page'")
-    return Step(**values, params=dict(params), page=page, figure=_text(where, data, "figure", required=False),
+    return Step(**values, params=dict(params), page=page,
                 page_settings=dict(settings))
 
 
